@@ -1,0 +1,232 @@
+//! Types shared by the XDP program (`xdpguard-ebpf`) and the agent (`xdpguard`).
+//!
+//! Every map key and value here is `#[repr(C)]`, has no padding (asserted at compile time,
+//! because the kernel compares keys byte for byte and padding bytes would be garbage), and is
+//! only ever built from plain integers and byte arrays.
+#![no_std]
+
+/// Names of the maps in the XDP object. The agent finds maps by these names.
+pub mod map_names {
+    /// LPM trie, IPv4 allowlist: `LpmKey<[u8; 4]>` → [`AllowEntry`](crate::AllowEntry).
+    pub const ALLOW_V4: &str = "ALLOW_V4";
+    /// LPM trie, IPv6 allowlist: `LpmKey<[u8; 16]>` → [`AllowEntry`](crate::AllowEntry).
+    pub const ALLOW_V6: &str = "ALLOW_V6";
+    /// Hash, exact IPv4 hosts: `[u8; 4]` → [`BlockEntry`](crate::BlockEntry).
+    pub const BLOCK_HOST_V4: &str = "BLOCK_HOST_V4";
+    /// Hash, exact IPv6 hosts: `[u8; 16]` → [`BlockEntry`](crate::BlockEntry).
+    pub const BLOCK_HOST_V6: &str = "BLOCK_HOST_V6";
+    /// LPM trie, IPv4 prefixes shorter than /32: `LpmKey<[u8; 4]>` → [`BlockEntry`](crate::BlockEntry).
+    pub const BLOCK_PREFIX_V4: &str = "BLOCK_PREFIX_V4";
+    /// LPM trie, IPv6 prefixes shorter than /128: `LpmKey<[u8; 16]>` → [`BlockEntry`](crate::BlockEntry).
+    pub const BLOCK_PREFIX_V6: &str = "BLOCK_PREFIX_V6";
+    /// Per-CPU array indexed by [`Stat`](crate::Stat) → [`StatValue`](crate::StatValue).
+    pub const STATS: &str = "STATS";
+    /// Array with one [`DataplaneConfig`](crate::DataplaneConfig) at index 0.
+    pub const CONFIG: &str = "CONFIG";
+}
+
+/// Name of the XDP program function in the object.
+pub const PROGRAM_NAME: &str = "xdpguard";
+
+/// Default capacities. The agent may override them at load time (`EbpfLoader::map_max_entries`).
+pub mod capacity {
+    pub const ALLOW_V4: u32 = 16_384;
+    pub const ALLOW_V6: u32 = 16_384;
+    pub const BLOCK_HOST_V4: u32 = 1_048_576;
+    pub const BLOCK_HOST_V6: u32 = 1_048_576;
+    pub const BLOCK_PREFIX_V4: u32 = 262_144;
+    pub const BLOCK_PREFIX_V6: u32 = 262_144;
+}
+
+/// A block list entry: when it stops dropping, and what it dropped.
+///
+/// `packets` and `bytes` are shared by all CPUs and updated with atomic adds by the program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockEntry {
+    /// `CLOCK_MONOTONIC` (the clock of `bpf_ktime_get_ns`) in nanoseconds after which the entry
+    /// no longer drops; 0 means never.
+    pub expires_ns: u64,
+    /// Packets this entry dropped (or would have dropped, in dry-run mode).
+    pub packets: u64,
+    /// Bytes this entry dropped (or would have dropped, in dry-run mode).
+    pub bytes: u64,
+    /// The entry's own prefix length. An LPM lookup returns the longest match, so userspace
+    /// checks this to tell an exact hit from a covering prefix.
+    pub prefix_len: u32,
+    /// Zero; keeps the layout free of padding.
+    pub reserved: u32,
+}
+
+/// An allowlist entry: what it let through that a block entry would have dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllowEntry {
+    pub packets: u64,
+    pub bytes: u64,
+    /// As [`BlockEntry::prefix_len`].
+    pub prefix_len: u32,
+    /// Zero; keeps the layout free of padding.
+    pub reserved: u32,
+}
+
+/// Flags in [`DataplaneConfig::flags`].
+pub mod config_flags {
+    /// Count matches as would-drop and pass them.
+    pub const DRY_RUN: u64 = 1 << 0;
+}
+
+/// Runtime switches read by the program on every packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    pub flags: u64,
+}
+
+/// A packet and byte counter pair, one per [`Stat`] per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatValue {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Address family of a frame, as the program classifies it.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    Ipv4 = 0,
+    Ipv6 = 1,
+}
+
+/// What the program did with an IP frame.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verdict {
+    /// No list matched.
+    Pass = 0,
+    /// A live block entry matched.
+    Drop = 1,
+    /// A live block entry matched but the allowlist holds the source, so it passed.
+    Allowed = 2,
+    /// A live block entry matched in dry-run mode, so it passed.
+    WouldDrop = 3,
+}
+
+impl Verdict {
+    pub const ALL: [Self; 4] = [Self::Pass, Self::Drop, Self::Allowed, Self::WouldDrop];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Drop => "drop",
+            Self::Allowed => "allowed",
+            Self::WouldDrop => "would_drop",
+        }
+    }
+}
+
+impl Family {
+    pub const ALL: [Self; 2] = [Self::Ipv4, Self::Ipv6];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// Index into the per-CPU `STATS` array. Every frame ends in exactly one of the exit counters
+/// (an IP family × verdict, [`Stat::NonIp`] or [`Stat::Malformed`]);
+/// [`Stat::ExpiredHit`] is counted on the side, whenever an expired block entry matched.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stat {
+    Ipv4Pass = 0,
+    Ipv4Drop = 1,
+    Ipv4Allowed = 2,
+    Ipv4WouldDrop = 3,
+    Ipv6Pass = 4,
+    Ipv6Drop = 5,
+    Ipv6Allowed = 6,
+    Ipv6WouldDrop = 7,
+    /// Not IPv4 or IPv6 (ARP, LLDP, a third VLAN tag, ...): passed.
+    NonIp = 8,
+    /// Truncated or malformed Ethernet, VLAN or IP header: passed, never dropped.
+    Malformed = 9,
+    /// A block entry matched whose expiry had passed (it did not drop).
+    ExpiredHit = 10,
+}
+
+/// Number of entries in the `STATS` array.
+pub const STAT_COUNT: u32 = 11;
+
+impl Stat {
+    pub const ALL: [Self; STAT_COUNT as usize] = [
+        Self::Ipv4Pass,
+        Self::Ipv4Drop,
+        Self::Ipv4Allowed,
+        Self::Ipv4WouldDrop,
+        Self::Ipv6Pass,
+        Self::Ipv6Drop,
+        Self::Ipv6Allowed,
+        Self::Ipv6WouldDrop,
+        Self::NonIp,
+        Self::Malformed,
+        Self::ExpiredHit,
+    ];
+
+    /// The exit counter of an IP frame of `family` that ended with `verdict`.
+    #[inline(always)]
+    pub const fn ip(family: Family, verdict: Verdict) -> Self {
+        match (family, verdict) {
+            (Family::Ipv4, Verdict::Pass) => Self::Ipv4Pass,
+            (Family::Ipv4, Verdict::Drop) => Self::Ipv4Drop,
+            (Family::Ipv4, Verdict::Allowed) => Self::Ipv4Allowed,
+            (Family::Ipv4, Verdict::WouldDrop) => Self::Ipv4WouldDrop,
+            (Family::Ipv6, Verdict::Pass) => Self::Ipv6Pass,
+            (Family::Ipv6, Verdict::Drop) => Self::Ipv6Drop,
+            (Family::Ipv6, Verdict::Allowed) => Self::Ipv6Allowed,
+            (Family::Ipv6, Verdict::WouldDrop) => Self::Ipv6WouldDrop,
+        }
+    }
+
+    /// Stable snake_case name, used in metrics and CLI output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ipv4Pass => "ipv4_pass",
+            Self::Ipv4Drop => "ipv4_drop",
+            Self::Ipv4Allowed => "ipv4_allowed",
+            Self::Ipv4WouldDrop => "ipv4_would_drop",
+            Self::Ipv6Pass => "ipv6_pass",
+            Self::Ipv6Drop => "ipv6_drop",
+            Self::Ipv6Allowed => "ipv6_allowed",
+            Self::Ipv6WouldDrop => "ipv6_would_drop",
+            Self::NonIp => "non_ip",
+            Self::Malformed => "malformed",
+            Self::ExpiredHit => "expired_hit",
+        }
+    }
+}
+
+const _: () = {
+    assert!(size_of::<BlockEntry>() == 32);
+    assert!(size_of::<AllowEntry>() == 24);
+    assert!(size_of::<DataplaneConfig>() == 8);
+    assert!(size_of::<StatValue>() == 16);
+    assert!(Stat::ALL.len() == STAT_COUNT as usize);
+    assert!(Stat::ExpiredHit as u32 + 1 == STAT_COUNT);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data: repr(C), only integer fields, no padding (asserted above).
+    unsafe impl aya::Pod for super::BlockEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AllowEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DataplaneConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StatValue {}
+}

@@ -1,0 +1,217 @@
+//! The xdpguard XDP program: drop frames whose source is on a block list, count everything.
+//!
+//! Lookup order for a source address: exact-host hash, then prefix LPM trie. Only when a live
+//! block entry matched is the allowlist consulted, so clean traffic never pays for an allowlist
+//! lookup; the verdict is the same as checking the allowlist first (an allowed source always
+//! passes), and `*_allowed` counts the frames the allowlist saved from a block.
+#![no_std]
+#![no_main]
+// The BPF target has no compare-and-swap, so core offers no `AtomicU64::fetch_add`; the
+// intrinsic lowers to the BPF atomic add instruction.
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "core_intrinsics for atomic_xadd, see above"
+)]
+
+use core::{
+    cell::UnsafeCell,
+    intrinsics::{AtomicOrdering, atomic_xadd},
+};
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
+    macros::{map, xdp},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    programs::XdpContext,
+};
+use xdpguard_common::{
+    AllowEntry, BlockEntry, DataplaneConfig, Family, STAT_COUNT, Stat, StatValue, Verdict,
+    capacity, config_flags,
+};
+use xdpguard_ebpf::{Parsed, Source, parse_source};
+
+/// [`BlockEntry`] as the program sees it: the counters are shared by all CPUs.
+#[repr(C)]
+struct LiveBlockEntry {
+    expires_ns: u64,
+    packets: SharedCounter,
+    bytes: SharedCounter,
+    prefix_len: u32,
+    reserved: u32,
+}
+
+/// [`AllowEntry`] as the program sees it.
+#[repr(C)]
+struct LiveAllowEntry {
+    packets: SharedCounter,
+    bytes: SharedCounter,
+    prefix_len: u32,
+    reserved: u32,
+}
+
+/// A counter in a map value that all CPUs add to at once.
+#[repr(transparent)]
+struct SharedCounter(UnsafeCell<u64>);
+
+// SAFETY: the program only ever changes it with atomic adds.
+unsafe impl Sync for SharedCounter {}
+
+impl SharedCounter {
+    #[inline(always)]
+    fn add(&self, n: u64) {
+        // SAFETY: the pointer comes from a live map value; the add is atomic.
+        unsafe {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(self.0.get(), n);
+        }
+    }
+}
+
+const _: () = {
+    assert!(size_of::<LiveBlockEntry>() == size_of::<BlockEntry>());
+    assert!(
+        core::mem::offset_of!(LiveBlockEntry, packets)
+            == core::mem::offset_of!(BlockEntry, packets)
+    );
+    assert!(
+        core::mem::offset_of!(LiveBlockEntry, bytes) == core::mem::offset_of!(BlockEntry, bytes)
+    );
+    assert!(size_of::<LiveAllowEntry>() == size_of::<AllowEntry>());
+};
+
+// Hash maps are not preallocated: a million-entry capacity costs memory only when used, and
+// entries are RCU-freed, so a concurrent delete never aliases a value we are adding to.
+const NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
+
+#[map(name = "ALLOW_V4")]
+static ALLOW_V4: LpmTrie<[u8; 4], LiveAllowEntry> =
+    LpmTrie::with_max_entries(capacity::ALLOW_V4, 0);
+#[map(name = "ALLOW_V6")]
+static ALLOW_V6: LpmTrie<[u8; 16], LiveAllowEntry> =
+    LpmTrie::with_max_entries(capacity::ALLOW_V6, 0);
+#[map(name = "BLOCK_HOST_V4")]
+static BLOCK_HOST_V4: HashMap<[u8; 4], LiveBlockEntry> =
+    HashMap::with_max_entries(capacity::BLOCK_HOST_V4, NO_PREALLOC);
+#[map(name = "BLOCK_HOST_V6")]
+static BLOCK_HOST_V6: HashMap<[u8; 16], LiveBlockEntry> =
+    HashMap::with_max_entries(capacity::BLOCK_HOST_V6, NO_PREALLOC);
+#[map(name = "BLOCK_PREFIX_V4")]
+static BLOCK_PREFIX_V4: LpmTrie<[u8; 4], LiveBlockEntry> =
+    LpmTrie::with_max_entries(capacity::BLOCK_PREFIX_V4, 0);
+#[map(name = "BLOCK_PREFIX_V6")]
+static BLOCK_PREFIX_V6: LpmTrie<[u8; 16], LiveBlockEntry> =
+    LpmTrie::with_max_entries(capacity::BLOCK_PREFIX_V6, 0);
+#[map(name = "STATS")]
+static STATS: PerCpuArray<StatValue> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+#[map(name = "CONFIG")]
+static CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
+
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[xdp] hands the context over by value"
+)]
+pub fn xdpguard(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let (stat, action) = match parse_source(&ctx) {
+        Parsed::Ip(source) => {
+            let (family, verdict) = decide(source, len);
+            let action = if matches!(verdict, Verdict::Drop) {
+                xdp_action::XDP_DROP
+            } else {
+                xdp_action::XDP_PASS
+            };
+            (Stat::ip(family, verdict), action)
+        }
+        Parsed::NonIp => (Stat::NonIp, xdp_action::XDP_PASS),
+        Parsed::Malformed => (Stat::Malformed, xdp_action::XDP_PASS),
+    };
+    // The one exit path: every frame is counted exactly once.
+    count(stat, len);
+    action
+}
+
+#[inline(always)]
+fn count(stat: Stat, len: u64) {
+    if let Some(value) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe {
+            (*value).packets += 1;
+            (*value).bytes += len;
+        }
+    }
+}
+
+/// Whether a matched block entry still drops; counts an expired hit.
+#[inline(always)]
+fn is_live(entry: &LiveBlockEntry) -> bool {
+    let expires_ns = entry.expires_ns;
+    // SAFETY: helper without arguments.
+    if expires_ns == 0 || unsafe { bpf_ktime_get_ns() } < expires_ns {
+        return true;
+    }
+    count(Stat::ExpiredHit, 0);
+    false
+}
+
+#[inline(always)]
+fn decide(source: Source, len: u64) -> (Family, Verdict) {
+    match source {
+        Source::V4(addr) => (Family::Ipv4, decide_v4(addr, len)),
+        Source::V6MappedV4(addr) => (Family::Ipv6, decide_v4(addr, len)),
+        Source::V6(addr) => (Family::Ipv6, decide_v6(addr, len)),
+    }
+}
+
+#[inline(always)]
+fn decide_v4(addr: [u8; 4], len: u64) -> Verdict {
+    let key = Key::new(32, addr);
+    // SAFETY: the map is not preallocated, so the value is RCU-protected while we hold it.
+    let block = match unsafe { BLOCK_HOST_V4.get(addr) } {
+        Some(entry) if is_live(entry) => Some(entry),
+        _ => BLOCK_PREFIX_V4.get(&key).filter(|entry| is_live(entry)),
+    };
+    match block {
+        None => Verdict::Pass,
+        Some(entry) => enforce(entry, ALLOW_V4.get(&key), len),
+    }
+}
+
+#[inline(always)]
+fn decide_v6(addr: [u8; 16], len: u64) -> Verdict {
+    let key = Key::new(128, addr);
+    // SAFETY: as in `decide_v4`.
+    let block = match unsafe { BLOCK_HOST_V6.get(addr) } {
+        Some(entry) if is_live(entry) => Some(entry),
+        _ => BLOCK_PREFIX_V6.get(&key).filter(|entry| is_live(entry)),
+    };
+    match block {
+        None => Verdict::Pass,
+        Some(entry) => enforce(entry, ALLOW_V6.get(&key), len),
+    }
+}
+
+/// A live block entry matched: the allowlist wins, then dry-run, else drop.
+#[inline(always)]
+fn enforce(block: &LiveBlockEntry, allow: Option<&LiveAllowEntry>, len: u64) -> Verdict {
+    if let Some(allow) = allow {
+        allow.packets.add(1);
+        allow.bytes.add(len);
+        return Verdict::Allowed;
+    }
+    block.packets.add(1);
+    block.bytes.add(len);
+    let dry_run = CONFIG
+        .get(0)
+        .is_some_and(|config| config.flags & config_flags::DRY_RUN != 0);
+    if dry_run {
+        Verdict::WouldDrop
+    } else {
+        Verdict::Drop
+    }
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,3 @@
+//! xdpguard: an XDP host firewall.
+pub mod dataplane;
+pub mod prefix;

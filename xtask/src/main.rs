@@ -1,0 +1,164 @@
+//! Developer tasks. `cargo xtask setup|build|test|bench|run`; see README.md.
+mod setup;
+
+use std::{
+    ffi::OsStr,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "xdpguard developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent): nightly rust-src, bpf-linker
+    /// against nightly's LLVM, and the Debian packages the tests and benchmarks use.
+    Setup,
+    /// Build the agent (with the XDP program embedded) in release mode.
+    Build,
+    /// Set up, check formatting and lints, run unit tests, then the root kernel tests serially.
+    Test,
+    /// Run a benchmark as root and print a Markdown report.
+    Bench {
+        #[arg(value_enum)]
+        which: Bench,
+    },
+    /// Without arguments: the sandbox demo in its own network namespaces.
+    /// With arguments after `--`: run `xdpguard ARGS` (release build) as root.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Bench {
+    /// ns per packet: xdpguard vs XDP_PASS vs one stock LPM lookup, by list size.
+    Xdp,
+}
+
+fn main() -> ExitCode {
+    // Errors print as one chain of causes, without a backtrace of xtask itself.
+    match dispatch(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let root = workspace_root()?;
+    match cli.task {
+        Task::Setup => setup::run(&root),
+        Task::Build => {
+            setup::run(&root)?;
+            cargo(&root, ["build", "--release", "-p", "xdpguard"])
+        }
+        Task::Test => test(&root),
+        Task::Bench { which } => bench(&root, which),
+        Task::Run { args } => run(&root, &args),
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest_dir
+        .parent()
+        .context("xtask has no parent directory")?
+        .to_path_buf())
+}
+
+/// Run `cargo ARGS` (the stable toolchain) in the workspace, failing on a non-zero exit.
+fn cargo<I, S>(root: &Path, args: I) -> Result<()>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(env!("CARGO"));
+    command.current_dir(root).args(args);
+    status(&mut command)
+}
+
+fn status(command: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} needs root (BPF, XDP and network namespaces); run it as root");
+    }
+    Ok(())
+}
+
+fn test(root: &Path) -> Result<()> {
+    setup::run(root)?;
+    cargo(root, ["fmt", "--all", "--check"])?;
+    cargo(
+        root,
+        [
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "xdpguard-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    setup::ebpf_clippy(root)?;
+    // Root-free unit and doc tests; the kernel tests are #[ignore]d here.
+    cargo(root, ["test", "--workspace", "--exclude", "xdpguard-ebpf"])?;
+    require_root("the kernel tests")?;
+    // Kernel tests: real programs, maps and namespaces, one at a time.
+    cargo(
+        root,
+        [
+            "test",
+            "-p",
+            "xdpguard",
+            "--tests",
+            "--",
+            "--ignored",
+            "--test-threads=1",
+        ],
+    )
+}
+
+fn bench(root: &Path, which: Bench) -> Result<()> {
+    setup::run(root)?;
+    require_root("benchmarks")?;
+    let name = match which {
+        Bench::Xdp => "xdp",
+    };
+    cargo(root, ["bench", "-p", "xdpguard", "--bench", name])
+}
+
+fn run(root: &Path, args: &[String]) -> Result<()> {
+    setup::run(root)?;
+    cargo(root, ["build", "--release", "-p", "xdpguard"])?;
+    let binary = root.join("target/release/xdpguard");
+    require_root("xdpguard")?;
+    if args.is_empty() {
+        return status(Command::new(&binary).arg("demo"));
+    }
+    status(Command::new(&binary).args(args))
+}
