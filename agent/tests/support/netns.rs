@@ -1,0 +1,259 @@
+//! A sandbox of two network namespaces joined by a veth pair, for tests, benchmarks and the
+//! demo. Nothing here touches the root namespace's interfaces: the veth pair is created inside
+//! the namespaces, and everything is deleted on drop, also when a test panics.
+//!
+//! Layout (documentation ranges only):
+//! - `fw` (the firewall host): `veth-fw`, 198.51.100.1/24 and 2001:db8:f::1/64; routes to the
+//!   attacker source ranges 203.0.113.0/24 and 2001:db8:a::/48 via the peer.
+//! - `atk` (attackers and a legitimate client): `veth-atk`, 198.51.100.2/24 and
+//!   2001:db8:f::2/64, plus whatever source addresses a test adds with [`Sandbox::add_source`].
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::{
+    fs::File,
+    net::IpAddr,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+pub const FW_IF: &str = "veth-fw";
+pub const ATK_IF: &str = "veth-atk";
+pub const FW_V4: &str = "198.51.100.1";
+pub const ATK_V4: &str = "198.51.100.2";
+pub const FW_V6: &str = "2001:db8:f::1";
+pub const ATK_V6: &str = "2001:db8:f::2";
+const FW_MAC: &str = "02:00:00:00:0f:01";
+const ATK_MAC: &str = "02:00:00:00:0a:01";
+
+/// Which side of the pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Firewall,
+    Attacker,
+}
+
+pub struct Sandbox {
+    pub fw: String,
+    pub atk: String,
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|err| panic!("starting {args:?}: {err}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl Sandbox {
+    /// Create the two namespaces and the veth pair between them.
+    pub fn new(tag: &str) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{tag}-{}-{n}", std::process::id());
+        let sandbox = Self {
+            fw: format!("xdpg-fw-{id}"),
+            atk: format!("xdpg-atk-{id}"),
+        };
+        // From here on Drop cleans up whatever was created.
+        run(&["ip", "netns", "add", &sandbox.fw]);
+        run(&["ip", "netns", "add", &sandbox.atk]);
+        // Created inside `fw`, peer straight into `atk`: never visible in the root namespace.
+        run(&[
+            "ip",
+            "-n",
+            &sandbox.fw,
+            "link",
+            "add",
+            FW_IF,
+            "address",
+            FW_MAC,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ATK_IF,
+            "address",
+            ATK_MAC,
+            "netns",
+            &sandbox.atk,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (&sandbox.fw, FW_IF, FW_V4, FW_V6),
+            (&sandbox.atk, ATK_IF, ATK_V4, ATK_V6),
+        ] {
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v4}/24"),
+                "dev",
+                dev,
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        // Static neighbours: no ND from test sources lands in the counters a test compares.
+        for v6 in [FW_V6] {
+            run(&[
+                "ip",
+                "-n",
+                &sandbox.atk,
+                "neigh",
+                "replace",
+                v6,
+                "lladdr",
+                FW_MAC,
+                "dev",
+                ATK_IF,
+                "nud",
+                "permanent",
+            ]);
+        }
+        run(&[
+            "ip",
+            "-n",
+            &sandbox.fw,
+            "neigh",
+            "replace",
+            ATK_V4,
+            "lladdr",
+            ATK_MAC,
+            "dev",
+            FW_IF,
+            "nud",
+            "permanent",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &sandbox.fw,
+            "neigh",
+            "replace",
+            ATK_V6,
+            "lladdr",
+            ATK_MAC,
+            "dev",
+            FW_IF,
+            "nud",
+            "permanent",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &sandbox.atk,
+            "neigh",
+            "replace",
+            FW_V4,
+            "lladdr",
+            FW_MAC,
+            "dev",
+            ATK_IF,
+            "nud",
+            "permanent",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &sandbox.fw,
+            "route",
+            "add",
+            "203.0.113.0/24",
+            "via",
+            ATK_V4,
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &sandbox.fw,
+            "-6",
+            "route",
+            "add",
+            "2001:db8:a::/48",
+            "via",
+            ATK_V6,
+        ]);
+        sandbox
+    }
+
+    pub fn ns(&self, side: Side) -> &str {
+        match side {
+            Side::Firewall => &self.fw,
+            Side::Attacker => &self.atk,
+        }
+    }
+
+    /// Give the attacker side another source address (203.0.113.0/24 or 2001:db8:a::/48).
+    pub fn add_source(&self, addr: IpAddr) {
+        let cidr = match addr {
+            IpAddr::V4(_) => format!("{addr}/32"),
+            IpAddr::V6(_) => format!("{addr}/128"),
+        };
+        let mut args = vec!["ip", "-n", &self.atk, "addr", "add", &cidr, "dev", ATK_IF];
+        if addr.is_ipv6() {
+            args.push("nodad");
+        }
+        run(&args);
+    }
+
+    /// Run a command inside one side's namespace.
+    pub fn exec(&self, side: Side, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", self.ns(side)])
+            .args(args)
+            .output()
+            .unwrap_or_else(|err| panic!("starting {args:?}: {err}"))
+    }
+
+    /// Run `f` on a thread that has entered one side's namespace. Sockets and netlink handles
+    /// created in `f` belong to that namespace for their whole life.
+    pub fn within<T: Send>(&self, side: Side, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.ns(side));
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let ns = File::open(&path).unwrap_or_else(|err| panic!("{path}: {err}"));
+                    let here = || std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
+                    let outside = here();
+                    // SAFETY: a valid namespace fd; affects only this thread.
+                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                    // Never run the closure anywhere but inside the sandbox.
+                    let inside = here();
+                    assert!(inside != outside && inside == ns.metadata().unwrap().ino());
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Deleting a namespace destroys its end of the veth pair, and with it the other end.
+        for ns in [&self.fw, &self.atk] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
