@@ -113,65 +113,28 @@ impl Sandbox {
             ]);
             run(&["ip", "-n", ns, "link", "set", dev, "up"]);
         }
-        // Static neighbours: no ND from test sources lands in the counters a test compares.
-        for v6 in [FW_V6] {
+        // Static neighbours: no ARP or ND lands in the counters a test compares.
+        for (ns, dev, addr, mac) in [
+            (&sandbox.atk, ATK_IF, FW_V4, FW_MAC),
+            (&sandbox.atk, ATK_IF, FW_V6, FW_MAC),
+            (&sandbox.fw, FW_IF, ATK_V4, ATK_MAC),
+            (&sandbox.fw, FW_IF, ATK_V6, ATK_MAC),
+        ] {
             run(&[
                 "ip",
                 "-n",
-                &sandbox.atk,
+                ns,
                 "neigh",
                 "replace",
-                v6,
+                addr,
                 "lladdr",
-                FW_MAC,
+                mac,
                 "dev",
-                ATK_IF,
+                dev,
                 "nud",
                 "permanent",
             ]);
         }
-        run(&[
-            "ip",
-            "-n",
-            &sandbox.fw,
-            "neigh",
-            "replace",
-            ATK_V4,
-            "lladdr",
-            ATK_MAC,
-            "dev",
-            FW_IF,
-            "nud",
-            "permanent",
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            &sandbox.fw,
-            "neigh",
-            "replace",
-            ATK_V6,
-            "lladdr",
-            ATK_MAC,
-            "dev",
-            FW_IF,
-            "nud",
-            "permanent",
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            &sandbox.atk,
-            "neigh",
-            "replace",
-            FW_V4,
-            "lladdr",
-            FW_MAC,
-            "dev",
-            ATK_IF,
-            "nud",
-            "permanent",
-        ]);
         run(&[
             "ip",
             "-n",
