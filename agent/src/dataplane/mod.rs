@@ -21,6 +21,8 @@ use xdpguard_common::{
 
 use crate::prefix::Prefix;
 
+pub mod baseline;
+
 /// The enforcement program, built by `build.rs`.
 static XDPGUARD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpguard"));
 

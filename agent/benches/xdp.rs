@@ -1,0 +1,2 @@
+//! `cargo xtask bench xdp`: see docs/BENCHMARKS.md.
+fn main() {}
