@@ -19,10 +19,27 @@ pub mod map_names {
     pub const BLOCK_PREFIX_V4: &str = "BLOCK_PREFIX_V4";
     /// LPM trie, IPv6 prefixes shorter than /128: `LpmKey<[u8; 16]>` → [`BlockEntry`](crate::BlockEntry).
     pub const BLOCK_PREFIX_V6: &str = "BLOCK_PREFIX_V6";
-    /// Per-CPU array indexed by [`Stat`](crate::Stat) → [`StatValue`](crate::StatValue).
+    /// Per-CPU array indexed by `slot * STAT_COUNT + Stat` → [`StatValue`](crate::StatValue),
+    /// one block of counters per interface slot (see [`IFACE_SLOT`]).
     pub const STATS: &str = "STATS";
+    /// Array indexed by ifindex → interface slot (1..[`MAX_INTERFACES`](crate::MAX_INTERFACES));
+    /// 0, and any ifindex past the end, count in slot 0.
+    pub const IFACE_SLOT: &str = "IFACE_SLOT";
     /// Array with one [`DataplaneConfig`](crate::DataplaneConfig) at index 0.
     pub const CONFIG: &str = "CONFIG";
+
+    /// Every map of the program.
+    pub const ALL: [&str; 9] = [
+        ALLOW_V4,
+        ALLOW_V6,
+        BLOCK_HOST_V4,
+        BLOCK_HOST_V6,
+        BLOCK_PREFIX_V4,
+        BLOCK_PREFIX_V6,
+        STATS,
+        IFACE_SLOT,
+        CONFIG,
+    ];
 }
 
 /// Name of the XDP program function in the object.
@@ -159,8 +176,17 @@ pub enum Stat {
     ExpiredHit = 10,
 }
 
-/// Number of entries in the `STATS` array.
+/// Number of counters per interface slot.
 pub const STAT_COUNT: u32 = 11;
+
+/// Interface slots in `STATS`; slot 0 collects frames from interfaces without a slot.
+pub const MAX_INTERFACES: u32 = 16;
+
+/// Entries in `IFACE_SLOT`: interfaces with a larger ifindex count in slot 0.
+pub const IFINDEX_LIMIT: u32 = 4096;
+
+/// Number of entries in the `STATS` array.
+pub const STATS_LEN: u32 = STAT_COUNT * MAX_INTERFACES;
 
 impl Stat {
     pub const ALL: [Self; STAT_COUNT as usize] = [

@@ -27,8 +27,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xdpguard_common::{
-    AllowEntry, BlockEntry, DataplaneConfig, Family, STAT_COUNT, Stat, StatValue, Verdict,
-    capacity, config_flags,
+    AllowEntry, BlockEntry, DataplaneConfig, Family, IFINDEX_LIMIT, MAX_INTERFACES, STAT_COUNT,
+    STATS_LEN, Stat, StatValue, Verdict, capacity, config_flags,
 };
 use xdpguard_ebpf::{Parsed, Source, parse_source};
 
@@ -103,7 +103,9 @@ static BLOCK_PREFIX_V4: LpmTrie<[u8; 4], LiveBlockEntry> =
 static BLOCK_PREFIX_V6: LpmTrie<[u8; 16], LiveBlockEntry> =
     LpmTrie::with_max_entries(capacity::BLOCK_PREFIX_V6, 0);
 #[map(name = "STATS")]
-static STATS: PerCpuArray<StatValue> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+static STATS: PerCpuArray<StatValue> = PerCpuArray::with_max_entries(STATS_LEN, 0);
+#[map(name = "IFACE_SLOT")]
+static IFACE_SLOT: Array<u32> = Array::with_max_entries(IFINDEX_LIMIT, 0);
 #[map(name = "CONFIG")]
 static CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
 
@@ -127,14 +129,29 @@ pub fn xdpguard(ctx: XdpContext) -> u32 {
         Parsed::NonIp => (Stat::NonIp, xdp_action::XDP_PASS),
         Parsed::Malformed => (Stat::Malformed, xdp_action::XDP_PASS),
     };
-    // The one exit path: every frame is counted exactly once.
-    count(stat, len);
+    // The one exit path: every frame is counted exactly once, in its interface's slot.
+    count(interface_slot(&ctx), stat, len);
     action
 }
 
+/// The counter block of the interface the frame arrived on (an array lookup the verifier
+/// inlines).
 #[inline(always)]
-fn count(stat: Stat, len: u64) {
-    if let Some(value) = STATS.get_ptr_mut(stat as u32) {
+fn interface_slot(ctx: &XdpContext) -> u32 {
+    let Ok(ifindex) = u32::try_from(ctx.ingress_ifindex()) else {
+        return 0;
+    };
+    if ifindex >= IFINDEX_LIMIT {
+        return 0;
+    }
+    IFACE_SLOT
+        .get(ifindex)
+        .map_or(0, |slot| (*slot).min(MAX_INTERFACES - 1))
+}
+
+#[inline(always)]
+fn count(slot: u32, stat: Stat, len: u64) {
+    if let Some(value) = STATS.get_ptr_mut(slot * STAT_COUNT + stat as u32) {
         // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
         unsafe {
             (*value).packets += 1;
@@ -151,7 +168,8 @@ fn is_live(entry: &LiveBlockEntry) -> bool {
     if expires_ns == 0 || unsafe { bpf_ktime_get_ns() } < expires_ns {
         return true;
     }
-    count(Stat::ExpiredHit, 0);
+    // Slot 0: expiry is a property of the lists, not of an interface.
+    count(0, Stat::ExpiredHit, 0);
     false
 }
 

@@ -152,6 +152,7 @@ fn blocked_source_gets_no_reply_and_clean_source_does() {
             ("blocked ipv6 udp", udp_echoes(&sandbox, blocked6, FW_V6), 0),
         ];
         let delta = dp.stats().unwrap().since(&before);
+        let per_interface = dp.interface_stats().unwrap();
         stop.store(true, Ordering::Relaxed);
         server.join().unwrap();
 
@@ -184,5 +185,10 @@ fn blocked_source_gets_no_reply_and_clean_source_does() {
         assert_eq!(delta.get(Stat::Ipv4Pass).packets, sent);
         assert!(delta.get(Stat::Ipv6Pass).packets >= sent);
         assert_eq!(delta.get(Stat::Malformed).packets, 0);
+        // The frames were counted in the attached interface's own slot.
+        assert_eq!(per_interface.len(), 1);
+        assert_eq!(per_interface[0].0, FW_IF);
+        assert!(per_interface[0].1.get(Stat::Ipv4Drop).packets >= sent);
+        assert!(per_interface[0].1.get(Stat::Ipv6Drop).packets >= sent);
     });
 }

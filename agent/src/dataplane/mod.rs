@@ -4,19 +4,25 @@
 //! [`BlockEntry`] and [`Stats`].
 use std::{
     collections::BTreeMap,
-    fmt,
+    fmt, io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
     time::Duration,
 };
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
-    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::XdpLinkId,
+    },
 };
+use aya_obj::programs::XdpAttachType;
 use xdpguard_common::{
-    AllowEntry, BlockEntry, DataplaneConfig, Family, PROGRAM_NAME, STAT_COUNT, Stat, StatValue,
-    capacity, config_flags, map_names,
+    AllowEntry, BlockEntry, DataplaneConfig, Family, IFINDEX_LIMIT, MAX_INTERFACES, PROGRAM_NAME,
+    STAT_COUNT, Stat, StatValue, capacity, config_flags, map_names,
 };
 
 use crate::prefix::Prefix;
@@ -151,6 +157,18 @@ impl Default for Capacities {
 }
 
 impl Capacities {
+    fn set(&mut self, list: ListId, capacity: u32) {
+        let field = match (list.kind, list.family) {
+            (ListKind::Allow, Family::Ipv4) => &mut self.allow_v4,
+            (ListKind::Allow, Family::Ipv6) => &mut self.allow_v6,
+            (ListKind::BlockHost, Family::Ipv4) => &mut self.block_host_v4,
+            (ListKind::BlockHost, Family::Ipv6) => &mut self.block_host_v6,
+            (ListKind::BlockPrefix, Family::Ipv4) => &mut self.block_prefix_v4,
+            (ListKind::BlockPrefix, Family::Ipv6) => &mut self.block_prefix_v6,
+        };
+        *field = capacity;
+    }
+
     pub const fn of(&self, list: ListId) -> u32 {
         match (list.kind, list.family) {
             (ListKind::Allow, Family::Ipv4) => self.allow_v4,
@@ -218,6 +236,26 @@ pub enum DataplaneError {
     },
     #[error("interface {0:?} has no xdpguard attachment")]
     NotAttached(String),
+    #[error("no interface {0:?} in this network namespace")]
+    NoSuchInterface(String),
+    #[error("pinning {path}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: Box<aya::pin::PinError>,
+    },
+    #[error("link pinned at {path}")]
+    Link {
+        path: PathBuf,
+        #[source]
+        source: LinkError,
+    },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("list {list} is full (capacity {capacity} entries); {prefix} was not added")]
     ListFull {
         list: ListId,
@@ -266,6 +304,7 @@ struct Maps {
     prefix_v4: LpmTrie<MapData, [u8; 4], BlockEntry>,
     prefix_v6: LpmTrie<MapData, [u8; 16], BlockEntry>,
     stats: PerCpuArray<MapData, StatValue>,
+    iface_slot: Array<MapData, u32>,
     config: Array<MapData, DataplaneConfig>,
 }
 
@@ -279,7 +318,36 @@ where
     T::try_from(map).map_err(|source| DataplaneError::Map { map: name, source })
 }
 
+fn pinned_map<T>(
+    dir: &Path,
+    name: &'static str,
+    wrap: fn(MapData) -> aya::maps::Map,
+) -> Result<T, DataplaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map_err = |source| DataplaneError::Map { map: name, source };
+    let data = MapData::from_pin(dir.join(name)).map_err(map_err)?;
+    // The typed conversion checks key and value sizes: pins of another layout are refused.
+    T::try_from(wrap(data)).map_err(map_err)
+}
+
 impl Maps {
+    fn from_pins(dir: &Path) -> Result<Self, DataplaneError> {
+        use aya::maps::Map;
+        Ok(Self {
+            allow_v4: pinned_map(dir, map_names::ALLOW_V4, Map::LpmTrie)?,
+            allow_v6: pinned_map(dir, map_names::ALLOW_V6, Map::LpmTrie)?,
+            host_v4: pinned_map(dir, map_names::BLOCK_HOST_V4, Map::HashMap)?,
+            host_v6: pinned_map(dir, map_names::BLOCK_HOST_V6, Map::HashMap)?,
+            prefix_v4: pinned_map(dir, map_names::BLOCK_PREFIX_V4, Map::LpmTrie)?,
+            prefix_v6: pinned_map(dir, map_names::BLOCK_PREFIX_V6, Map::LpmTrie)?,
+            stats: pinned_map(dir, map_names::STATS, Map::PerCpuArray)?,
+            iface_slot: pinned_map(dir, map_names::IFACE_SLOT, Map::Array)?,
+            config: pinned_map(dir, map_names::CONFIG, Map::Array)?,
+        })
+    }
+
     fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
         Ok(Self {
             allow_v4: take_map(ebpf, map_names::ALLOW_V4)?,
@@ -289,6 +357,7 @@ impl Maps {
             prefix_v4: take_map(ebpf, map_names::BLOCK_PREFIX_V4)?,
             prefix_v6: take_map(ebpf, map_names::BLOCK_PREFIX_V6)?,
             stats: take_map(ebpf, map_names::STATS)?,
+            iface_slot: take_map(ebpf, map_names::IFACE_SLOT)?,
             config: take_map(ebpf, map_names::CONFIG)?,
         })
     }
@@ -334,20 +403,136 @@ fn prefix_of(addr: IpAddr, len: u32) -> Prefix {
     Prefix::new(addr, u8::try_from(len).unwrap_or(u8::MAX)).unwrap_or_else(|_| Prefix::host(addr))
 }
 
-/// The loaded XDP program and its maps.
+/// An interface the program is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub ifindex: u32,
+    pub mode: AttachedMode,
+    /// Its block of counters in `STATS`.
+    pub slot: u32,
+}
+
+/// Whether [`Dataplane::open_pinned`] found a running data path or started one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// Program, maps and links were pinned by an earlier run; they kept enforcing meanwhile.
+    Adopted,
+    Fresh,
+}
+
+/// The index of `interface` in the caller's network namespace.
+fn if_index(interface: &str) -> Option<u32> {
+    let c_name = std::ffi::CString::new(interface).ok()?;
+    // SAFETY: valid C string.
+    let ifindex = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    (ifindex != 0).then_some(ifindex)
+}
+
+/// The XDP program: loaded by this process, or adopted from pins.
+enum ProgramHandle {
+    Loaded(Box<Ebpf>),
+    Adopted(Xdp),
+}
+
+/// The XDP program and its maps.
 pub struct Dataplane {
-    ebpf: Ebpf,
+    program: ProgramHandle,
     maps: Maps,
     capacities: Capacities,
-    attachments: BTreeMap<String, (XdpLinkId, AttachedMode)>,
+    /// Where program, maps and links are pinned; `None`: everything goes away with `self`.
+    pin_dir: Option<PathBuf>,
+    attachments: BTreeMap<String, Attachment>,
+    /// Links owned by this process (unpinned data path); dropped with the program.
+    owned_links: BTreeMap<String, XdpLinkId>,
+}
+
+const PROGRAM_PIN: &str = "program";
+const LINK_PIN_PREFIX: &str = "link-";
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+fn pin_error(path: &Path) -> impl FnOnce(aya::pin::PinError) -> DataplaneError + '_ {
+    move |source| DataplaneError::Pin {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> DataplaneError + '_ {
+    move |source| DataplaneError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Make sure `dir` exists on a BPF filesystem, mounting one there when it is not (as inside
+/// `ip netns exec`, which remounts /sys without /sys/fs/bpf).
+///
+/// # Errors
+/// When the directory cannot be created or bpffs cannot be mounted.
+pub fn ensure_bpffs(dir: &Path) -> Result<(), DataplaneError> {
+    let is_bpffs = |path: &Path| -> Result<bool, DataplaneError> {
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| io_error(path)(io::Error::other("path contains NUL")))?;
+        // SAFETY: a zeroed statfs is a valid out-parameter.
+        let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid C string and out pointer.
+        if unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) } != 0 {
+            return Err(io_error(path)(io::Error::last_os_error()));
+        }
+        Ok(i64::from(stat.f_type) == BPF_FS_MAGIC)
+    };
+    // The nearest existing ancestor tells which filesystem new directories would land on.
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    if !is_bpffs(existing)? {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        if !is_bpffs(dir)? {
+            log::info!("mounting a BPF filesystem on {}", dir.display());
+            let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+                .map_err(|_| io_error(dir)(io::Error::other("path contains NUL")))?;
+            // SAFETY: valid C strings; "bpf" needs no mount data.
+            let rc = unsafe {
+                libc::mount(
+                    c"bpf".as_ptr(),
+                    target.as_ptr(),
+                    c"bpf".as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
+            };
+            if rc != 0 {
+                return Err(io_error(dir)(io::Error::last_os_error()));
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(io_error(dir))
 }
 
 impl Dataplane {
-    /// Load the program and create its maps (nothing is attached yet).
+    /// Load the program and create its maps (nothing is attached yet). Everything is released
+    /// when the value is dropped.
     ///
     /// # Errors
     /// Without the privileges to load BPF, or when the kernel's verifier rejects the program.
     pub fn load(capacities: Capacities) -> Result<Self, DataplaneError> {
+        let (ebpf, maps) = Self::load_object(capacities, None)?;
+        Ok(Self {
+            program: ProgramHandle::Loaded(Box::new(ebpf)),
+            maps,
+            capacities,
+            pin_dir: None,
+            attachments: BTreeMap::new(),
+            owned_links: BTreeMap::new(),
+        })
+    }
+
+    fn load_object(
+        capacities: Capacities,
+        pin_dir: Option<&Path>,
+    ) -> Result<(Ebpf, Maps), DataplaneError> {
         if XDPGUARD_OBJECT.is_empty() {
             return Err(DataplaneError::NoProgramObject);
         }
@@ -363,36 +548,197 @@ impl Dataplane {
             .try_into()
             .map_err(DataplaneError::Program)?;
         program.load().map_err(DataplaneError::Program)?;
+        if let Some(dir) = pin_dir {
+            let path = dir.join(PROGRAM_PIN);
+            program.pin(&path).map_err(pin_error(&path))?;
+            for name in map_names::ALL {
+                let map = ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+                let path = dir.join(name);
+                map.pin(&path).map_err(pin_error(&path))?;
+            }
+        }
         let maps = Maps::take(&mut ebpf)?;
-        Ok(Self {
-            ebpf,
+        Ok((ebpf, maps))
+    }
+
+    /// Adopt the program, maps and links pinned under `pin_dir` by an earlier run, or load a
+    /// fresh program and pin it there. A pinned data path keeps enforcing while no daemon runs.
+    /// `capacities` only apply to a fresh load; adopted maps keep theirs.
+    ///
+    /// # Errors
+    /// When bpffs cannot be mounted, the pins are unreadable or of another layout, or loading
+    /// fails.
+    pub fn open_pinned(
+        pin_dir: &Path,
+        capacities: Capacities,
+    ) -> Result<(Self, Opened), DataplaneError> {
+        ensure_bpffs(pin_dir)?;
+        let program_pin = pin_dir.join(PROGRAM_PIN);
+        if !program_pin.exists() {
+            // Half-written pins from a crash during a fresh start: start over.
+            Self::remove_pins(pin_dir)?;
+            ensure_bpffs(pin_dir)?;
+            let (ebpf, maps) = Self::load_object(capacities, Some(pin_dir))?;
+            let dataplane = Self {
+                program: ProgramHandle::Loaded(Box::new(ebpf)),
+                maps,
+                capacities,
+                pin_dir: Some(pin_dir.to_path_buf()),
+                attachments: BTreeMap::new(),
+                owned_links: BTreeMap::new(),
+            };
+            return Ok((dataplane, Opened::Fresh));
+        }
+        let program = Xdp::from_pin(&program_pin, XdpAttachType::Interface)
+            .map_err(DataplaneError::Program)?;
+        let maps = Maps::from_pins(pin_dir)?;
+        let mut capacities = Capacities::default();
+        for list in ListId::ALL {
+            let path = pin_dir.join(list.map_name());
+            let info = MapData::from_pin(&path)
+                .and_then(|map| map.info())
+                .map_err(|source| DataplaneError::Map {
+                    map: list.map_name(),
+                    source,
+                })?;
+            capacities.set(list, info.max_entries());
+        }
+        let mut dataplane = Self {
+            program: ProgramHandle::Adopted(program),
             maps,
             capacities,
+            pin_dir: Some(pin_dir.to_path_buf()),
             attachments: BTreeMap::new(),
-        })
+            owned_links: BTreeMap::new(),
+        };
+        dataplane.adopt_links()?;
+        Ok((dataplane, Opened::Adopted))
     }
 
-    fn program(&self) -> Result<&Xdp, DataplaneError> {
-        self.ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(DataplaneError::MissingProgram(PROGRAM_NAME))?
-            .try_into()
-            .map_err(DataplaneError::Program)
+    /// Pick up the links pinned as `link-<mode>-<interface>`.
+    fn adopt_links(&mut self) -> Result<(), DataplaneError> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return Ok(());
+        };
+        for entry in std::fs::read_dir(&dir).map_err(io_error(&dir))? {
+            let entry = entry.map_err(io_error(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((mode, interface)) = name
+                .strip_prefix(LINK_PIN_PREFIX)
+                .and_then(|rest| rest.split_once('-'))
+            else {
+                continue;
+            };
+            let mode = match mode {
+                "native" => AttachedMode::Native,
+                "generic" => AttachedMode::Generic,
+                _ => continue,
+            };
+            let path = entry.path();
+            let link = PinnedLink::from_pin(&path).map_err(|source| DataplaneError::Link {
+                path: path.clone(),
+                source,
+            })?;
+            // Holding the pin is what keeps the link; this handle is not needed.
+            drop(link);
+            let ifindex = if_index(interface).unwrap_or(0);
+            let slot = self.slot_of(ifindex)?;
+            let _: Option<_> = self.attachments.insert(
+                interface.to_owned(),
+                Attachment {
+                    ifindex,
+                    mode,
+                    slot,
+                },
+            );
+        }
+        Ok(())
     }
 
-    fn program_mut(&mut self) -> Result<&mut Xdp, DataplaneError> {
-        self.ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(DataplaneError::MissingProgram(PROGRAM_NAME))?
-            .try_into()
-            .map_err(DataplaneError::Program)
+    /// Detach everything pinned under `pin_dir` and delete the pins: the data path is gone.
+    ///
+    /// # Errors
+    /// When a pin cannot be removed.
+    pub fn remove_pins(pin_dir: &Path) -> Result<(), DataplaneError> {
+        let entries = match std::fs::read_dir(pin_dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(io_error(pin_dir)(err)),
+        };
+        // Links first, so the program stops before its maps go.
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .collect();
+        paths.sort_by_key(|path| {
+            !path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with(LINK_PIN_PREFIX))
+        });
+        for path in paths {
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+        }
+        match std::fs::remove_dir(pin_dir) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(io_error(pin_dir)(err)),
+        }
+    }
+
+    fn program(&self) -> &Xdp {
+        match &self.program {
+            ProgramHandle::Adopted(program) => program,
+            ProgramHandle::Loaded(ebpf) => ebpf
+                .program(PROGRAM_NAME)
+                .and_then(|program| <&Xdp>::try_from(program).ok())
+                .expect("the loaded object holds the XDP program (checked at load)"),
+        }
+    }
+
+    fn program_mut(&mut self) -> &mut Xdp {
+        match &mut self.program {
+            ProgramHandle::Adopted(program) => program,
+            ProgramHandle::Loaded(ebpf) => ebpf
+                .program_mut(PROGRAM_NAME)
+                .and_then(|program| <&mut Xdp>::try_from(program).ok())
+                .expect("the loaded object holds the XDP program (checked at load)"),
+        }
     }
 
     pub const fn capacities(&self) -> Capacities {
         self.capacities
     }
 
-    /// Attach to `interface` (in the caller's network namespace).
+    /// The interface slot for `ifindex`, assigning a free one if it has none.
+    fn slot_of(&mut self, ifindex: u32) -> Result<u32, DataplaneError> {
+        if ifindex == 0 || ifindex >= IFINDEX_LIMIT {
+            return Ok(0);
+        }
+        let map_err = |source| DataplaneError::Map {
+            map: map_names::IFACE_SLOT,
+            source,
+        };
+        let current = self.maps.iface_slot.get(&ifindex, 0).map_err(map_err)?;
+        if current != 0 {
+            return Ok(current);
+        }
+        let used: Vec<u32> = self.attachments.values().map(|a| a.slot).collect();
+        let Some(slot) = (1..MAX_INTERFACES).find(|slot| !used.contains(slot)) else {
+            log::warn!(
+                "more than {} interfaces: ifindex {ifindex} counts with the unattributed frames",
+                MAX_INTERFACES - 1
+            );
+            return Ok(0);
+        };
+        self.maps
+            .iface_slot
+            .set(ifindex, slot, 0)
+            .map_err(map_err)?;
+        Ok(slot)
+    }
+
+    /// Attach to `interface` (in the caller's network namespace). With a pin directory the
+    /// link is pinned and outlives this process; an interface already attached is kept.
     ///
     /// # Errors
     /// When the interface does not exist or refuses the mode.
@@ -401,26 +747,32 @@ impl Dataplane {
         interface: &str,
         mode: AttachMode,
     ) -> Result<AttachedMode, DataplaneError> {
+        if let Some(existing) = self.attachments.get(interface) {
+            return Ok(existing.mode);
+        }
+        let ifindex = if_index(interface)
+            .ok_or_else(|| DataplaneError::NoSuchInterface(interface.to_owned()))?;
+        let slot = self.slot_of(ifindex)?;
         let attach_error = |source| DataplaneError::Attach {
             interface: interface.to_owned(),
             mode,
             source,
         };
-        let program = self.program_mut()?;
+        let program = self.program_mut();
         let (link, attached) = match mode {
             AttachMode::Native => (
                 program
-                    .attach(interface, XdpMode::Driver)
+                    .attach_to_if_index(ifindex, XdpMode::Driver)
                     .map_err(attach_error)?,
                 AttachedMode::Native,
             ),
             AttachMode::Generic => (
                 program
-                    .attach(interface, XdpMode::Skb)
+                    .attach_to_if_index(ifindex, XdpMode::Skb)
                     .map_err(attach_error)?,
                 AttachedMode::Generic,
             ),
-            AttachMode::Auto => match program.attach(interface, XdpMode::Driver) {
+            AttachMode::Auto => match program.attach_to_if_index(ifindex, XdpMode::Driver) {
                 Ok(link) => (link, AttachedMode::Native),
                 Err(native_error) => {
                     log::warn!(
@@ -428,38 +780,64 @@ impl Dataplane {
                     );
                     (
                         program
-                            .attach(interface, XdpMode::Skb)
+                            .attach_to_if_index(ifindex, XdpMode::Skb)
                             .map_err(attach_error)?,
                         AttachedMode::Generic,
                     )
                 }
             },
         };
-        let _: Option<_> = self
-            .attachments
-            .insert(interface.to_owned(), (link, attached));
+        if let Some(dir) = self.pin_dir.clone() {
+            let path = dir.join(format!("{LINK_PIN_PREFIX}{attached}-{interface}"));
+            let link = self
+                .program_mut()
+                .take_link(link)
+                .map_err(DataplaneError::Program)?;
+            let link = FdLink::try_from(link).map_err(|source| DataplaneError::Link {
+                path: path.clone(),
+                source,
+            })?;
+            let _: PinnedLink = link.pin(&path).map_err(pin_error(&path))?;
+        } else {
+            let _: Option<_> = self.owned_links.insert(interface.to_owned(), link);
+        }
+        let _: Option<_> = self.attachments.insert(
+            interface.to_owned(),
+            Attachment {
+                ifindex,
+                mode: attached,
+                slot,
+            },
+        );
         Ok(attached)
     }
 
-    /// Detach from `interface`.
+    /// Detach from `interface` (and delete its link pin).
     ///
     /// # Errors
     /// When xdpguard is not attached there.
     pub fn detach(&mut self, interface: &str) -> Result<(), DataplaneError> {
-        let (link, _) = self
+        let attachment = self
             .attachments
             .remove(interface)
             .ok_or_else(|| DataplaneError::NotAttached(interface.to_owned()))?;
-        self.program_mut()?
-            .detach(link)
-            .map_err(DataplaneError::Program)
+        if let Some(link) = self.owned_links.remove(interface) {
+            self.program_mut()
+                .detach(link)
+                .map_err(DataplaneError::Program)?;
+        }
+        if let Some(dir) = &self.pin_dir {
+            let path = dir.join(format!("{LINK_PIN_PREFIX}{}-{interface}", attachment.mode));
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+        }
+        Ok(())
     }
 
-    /// Interfaces xdpguard is attached to, with their mode.
-    pub fn attachments(&self) -> impl Iterator<Item = (&str, AttachedMode)> {
+    /// Interfaces xdpguard is attached to.
+    pub fn attachments(&self) -> impl Iterator<Item = (&str, Attachment)> {
         self.attachments
             .iter()
-            .map(|(name, (_, mode))| (name.as_str(), *mode))
+            .map(|(name, attachment)| (name.as_str(), *attachment))
     }
 
     /// Count matches as would-drop and pass them, or go back to dropping.
@@ -680,21 +1058,22 @@ impl Dataplane {
         Ok(entry.filter(|entry| entry.prefix_len == key_len))
     }
 
-    /// The global counters, summed over CPUs.
+    /// The counters of one interface slot (0: frames from interfaces without a slot, and
+    /// every expired hit), summed over CPUs.
     ///
     /// # Errors
     /// When the map cannot be read.
-    pub fn stats(&self) -> Result<Stats, DataplaneError> {
+    pub fn slot_stats(&self, slot: u32) -> Result<Stats, DataplaneError> {
         let mut stats = Stats::default();
         for stat in Stat::ALL {
-            let per_cpu =
-                self.maps
-                    .stats
-                    .get(&(stat as u32), 0)
-                    .map_err(|source| DataplaneError::Map {
-                        map: map_names::STATS,
-                        source,
-                    })?;
+            let per_cpu = self
+                .maps
+                .stats
+                .get(&(slot * STAT_COUNT + stat as u32), 0)
+                .map_err(|source| DataplaneError::Map {
+                    map: map_names::STATS,
+                    source,
+                })?;
             let total = &mut stats.0[stat as usize];
             for value in per_cpu.iter() {
                 total.packets += value.packets;
@@ -704,13 +1083,40 @@ impl Dataplane {
         Ok(stats)
     }
 
+    /// The counters of all interfaces together.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn stats(&self) -> Result<Stats, DataplaneError> {
+        let mut total = Stats::default();
+        for slot in 0..MAX_INTERFACES {
+            let stats = self.slot_stats(slot)?;
+            for (sum, value) in total.0.iter_mut().zip(stats.0.iter()) {
+                sum.packets += value.packets;
+                sum.bytes += value.bytes;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The counters of each attached interface.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn interface_stats(&self) -> Result<Vec<(String, Stats)>, DataplaneError> {
+        self.attachments
+            .iter()
+            .map(|(name, attachment)| Ok((name.clone(), self.slot_stats(attachment.slot)?)))
+            .collect()
+    }
+
     /// Run the program once over `frame` with `BPF_PROG_TEST_RUN`, or `repeat` times for a
     /// timing. Returns the XDP action and the kernel's mean time per run.
     ///
     /// # Errors
     /// The kernel refuses frames shorter than an Ethernet header (14 bytes).
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), DataplaneError> {
-        test_run(self.program()?, frame, repeat)
+        test_run(self.program(), frame, repeat)
     }
 }
 
