@@ -1,11 +1,288 @@
 //! The `xdpguard` command: a thin shell over the library.
-use clap::Parser;
+use std::{
+    io::IsTerminal as _,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use xdpguard::{
+    cli,
+    config::{self, Config},
+    control::{self, Request, Response},
+    daemon,
+    dataplane::Dataplane,
+};
+
+const DEFAULT_CONFIG: &str = "/etc/xdpguard/xdpguard.toml";
 
 #[derive(Parser)]
-#[command(name = "xdpguard", version, about = "XDP host firewall")]
-struct Cli {}
+#[command(
+    name = "xdpguard",
+    version,
+    about = "XDP host firewall: drops offenders at the NIC"
+)]
+struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, env = "XDPGUARD_SOCKET", default_value = config::DEFAULT_CONTROL_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Block addresses or prefixes (ADDR or ADDR/LEN), or every line of a list file.
+    Block {
+        prefixes: Vec<String>,
+        /// One address or CIDR per line, `#` comments (ipset / FireHOL netset shape).
+        #[arg(long, conflicts_with = "prefixes")]
+        file: Option<PathBuf>,
+        /// How long, e.g. 90s, 15m, 1h30m, 2d; default: the configured default ban.
+        #[arg(long = "for", value_parser = parse_duration)]
+        duration: Option<Duration>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Allow prefixes broader than the configured guard limit.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove blocks.
+    Unblock { prefixes: Vec<String> },
+    /// Let addresses or prefixes through, even inside blocked prefixes.
+    Allow {
+        prefixes: Vec<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Remove allowlist entries.
+    Unallow { prefixes: Vec<String> },
+    /// Every entry with its source, reason, remaining time and what it dropped.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Only entries from this source (manual, config, file:NAME, ...).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Interfaces, list sizes and capacities, counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detach the XDP program and delete its pinned maps (stop the daemon first). Decisions
+    /// stay in the state directory and are re-applied at the next start.
+    Detach {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Use this pin directory instead of the configuration's.
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    config::parse_duration(text).map_err(|err| err.to_string())
+}
+
+fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let _cli = Cli::parse();
+    match dispatch(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xdpguard: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn request(socket: &Path, request: &Request) -> Result<Response> {
+    match control::call(socket, request)? {
+        Response::Error { message } => bail!("{message}"),
+        response => Ok(response),
+    }
+}
+
+/// Print an apply/remove outcome; fail when anything was refused.
+fn report(response: &Response) -> Result<()> {
+    print!("{}", cli::format_outcome(response));
+    match response {
+        Response::Applied { refused, .. } | Response::Removed { refused, .. }
+            if !refused.is_empty() =>
+        {
+            bail!("{} refused", refused.len())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let socket = cli.socket;
+    match cli.command {
+        Command::Run { config } => {
+            daemon::run(&|| daemon::settings_from_config(&config))?;
+            Ok(())
+        }
+        Command::Block {
+            prefixes,
+            file: Some(file),
+            duration,
+            reason,
+            force,
+        } => {
+            debug_assert!(prefixes.is_empty());
+            block_file(&socket, &file, duration, reason.as_deref(), force)
+        }
+        Command::Block {
+            prefixes,
+            file: None,
+            duration,
+            reason,
+            force,
+        } => {
+            if prefixes.is_empty() {
+                bail!("name at least one address or prefix, or --file");
+            }
+            report(&request(
+                &socket,
+                &Request::Block {
+                    prefixes,
+                    duration_secs: duration.map(|d| d.as_secs()),
+                    reason,
+                    source: None,
+                    force,
+                },
+            )?)
+        }
+        Command::Unblock { prefixes } => report(&request(&socket, &Request::Unblock { prefixes })?),
+        Command::Allow { prefixes, reason } => {
+            report(&request(&socket, &Request::Allow { prefixes, reason })?)
+        }
+        Command::Unallow { prefixes } => report(&request(&socket, &Request::Unallow { prefixes })?),
+        Command::List { json, source } => {
+            let Response::List { entries } = request(&socket, &Request::List { source })? else {
+                bail!("unexpected answer to list");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                print!("{}", cli::format_list(&entries, now_unix()));
+            }
+            Ok(())
+        }
+        Command::Status { json } => {
+            let Response::Status(status) = request(&socket, &Request::Status)? else {
+                bail!("unexpected answer to status");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", cli::format_status(&status));
+            }
+            Ok(())
+        }
+        Command::Detach { config, pin_dir } => {
+            if control::call(&socket, &Request::Status).is_ok() {
+                bail!(
+                    "the daemon is running (control socket {}); stop it first",
+                    socket.display()
+                );
+            }
+            let pin_dir = match pin_dir {
+                Some(dir) => dir,
+                None => Config::load(&config)?.pin_dir,
+            };
+            Dataplane::remove_pins(&pin_dir)?;
+            println!("detached; removed the pins under {}", pin_dir.display());
+            Ok(())
+        }
+    }
+}
+
+/// Chunks per request: big enough to be fast, small enough for a progress bar.
+const FILE_CHUNK: usize = 50_000;
+
+fn block_file(
+    socket: &Path,
+    file: &Path,
+    duration: Option<Duration>,
+    reason: Option<&str>,
+    force: bool,
+) -> Result<()> {
+    let list =
+        config::read_prefix_list(file).with_context(|| format!("reading {}", file.display()))?;
+    for rejected in &list.rejected {
+        eprintln!("{}:{}: {}", file.display(), rejected.line, rejected.reason);
+    }
+    let name = file
+        .file_name()
+        .map_or_else(|| "list".to_owned(), |n| n.to_string_lossy().into_owned());
+    let source = format!("file:{name}");
+    let total = list.prefixes.len();
+    let progress = std::io::stderr().is_terminal() && total > FILE_CHUNK;
+    let mut applied = 0;
+    let mut refused = Vec::new();
+    for (i, chunk) in list.prefixes.chunks(FILE_CHUNK).enumerate() {
+        let response = request(
+            socket,
+            &Request::Block {
+                prefixes: chunk.iter().map(|(_, prefix)| prefix.to_string()).collect(),
+                duration_secs: duration.map(|d| d.as_secs()),
+                reason: Some(
+                    reason.map_or_else(|| format!("listed in {}", file.display()), str::to_owned),
+                ),
+                source: Some(source.clone()),
+                force,
+            },
+        )?;
+        if let Response::Applied {
+            applied: n,
+            refused: r,
+        } = response
+        {
+            applied += n;
+            refused.extend(r);
+        }
+        if progress {
+            let done = ((i + 1) * FILE_CHUNK).min(total);
+            let filled = done * 40 / total;
+            eprint!(
+                "\r[{}{}] {done}/{total}",
+                "#".repeat(filled),
+                " ".repeat(40 - filled)
+            );
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    println!(
+        "{}: {} lines read, {applied} applied, {} refused by the daemon, {} rejected lines",
+        file.display(),
+        total + list.rejected.len(),
+        refused.len(),
+        list.rejected.len()
+    );
+    for refusal in refused.iter().take(20) {
+        println!("  refused {}: {}", refusal.prefix, refusal.reason);
+    }
+    if refused.len() > 20 {
+        println!("  ... and {} more", refused.len() - 20);
+    }
+    if !list.rejected.is_empty() || !refused.is_empty() {
+        bail!("not every line was applied");
+    }
+    Ok(())
 }

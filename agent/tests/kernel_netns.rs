@@ -30,35 +30,8 @@ fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
 
-/// `ping` from `source`; returns how many replies came back.
 fn ping(sandbox: &Sandbox, source: IpAddr, target: &str) -> usize {
-    let family = if source.is_ipv4() { "-4" } else { "-6" };
-    let out = sandbox.exec(
-        Side::Attacker,
-        &[
-            "ping",
-            family,
-            "-n",
-            "-c",
-            &PINGS.to_string(),
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "-I",
-            &source.to_string(),
-            target,
-        ],
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let received = text
-        .lines()
-        .find_map(|line| {
-            line.split(", ")
-                .find_map(|part| part.strip_suffix(" received"))
-        })
-        .unwrap_or_else(|| panic!("no ping summary in {text}"));
-    received.trim().parse().unwrap()
+    sandbox.ping(source, target, PINGS)
 }
 
 /// Send `DATAGRAMS` UDP datagrams from `source` to the echo server; returns how many echoes came back.

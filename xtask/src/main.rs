@@ -1,4 +1,5 @@
 //! Developer tasks. `cargo xtask setup|build|test|bench|run`; see README.md.
+mod demo;
 mod setup;
 
 use std::{
@@ -158,7 +159,7 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
     let binary = root.join("target/release/xdpguard");
     require_root("xdpguard")?;
     if args.is_empty() {
-        return status(Command::new(&binary).arg("demo"));
+        return demo::run(&binary);
     }
     status(Command::new(&binary).args(args))
 }

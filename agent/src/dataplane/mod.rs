@@ -431,7 +431,7 @@ fn if_index(interface: &str) -> Option<u32> {
 /// The XDP program: loaded by this process, or adopted from pins.
 enum ProgramHandle {
     Loaded(Box<Ebpf>),
-    Adopted(Xdp),
+    Adopted(Box<Xdp>),
 }
 
 /// The XDP program and its maps.
@@ -480,7 +480,7 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), DataplaneError> {
         if unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) } != 0 {
             return Err(io_error(path)(io::Error::last_os_error()));
         }
-        Ok(i64::from(stat.f_type) == BPF_FS_MAGIC)
+        Ok(stat.f_type == BPF_FS_MAGIC)
     };
     // The nearest existing ancestor tells which filesystem new directories would land on.
     let mut existing = dir;
@@ -604,7 +604,7 @@ impl Dataplane {
             capacities.set(list, info.max_entries());
         }
         let mut dataplane = Self {
-            program: ProgramHandle::Adopted(program),
+            program: ProgramHandle::Adopted(Box::new(program)),
             maps,
             capacities,
             pin_dir: Some(pin_dir.to_path_buf()),

@@ -1,2 +1,3 @@
+pub mod daemon;
 pub mod frames;
 pub mod netns;

@@ -188,6 +188,38 @@ impl Sandbox {
             .unwrap_or_else(|err| panic!("starting {args:?}: {err}"))
     }
 
+    /// `ping` `count` times from `source` (an attacker-side address) to `target`, 0.2 s apart,
+    /// waiting at most a second for each reply. Returns how many replies came back.
+    pub fn ping(&self, source: IpAddr, target: &str, count: usize) -> usize {
+        let family = if source.is_ipv4() { "-4" } else { "-6" };
+        let out = self.exec(
+            Side::Attacker,
+            &[
+                "ping",
+                family,
+                "-n",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "-I",
+                &source.to_string(),
+                target,
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let received = text
+            .lines()
+            .find_map(|line| {
+                line.split(", ")
+                    .find_map(|part| part.strip_suffix(" received"))
+            })
+            .unwrap_or_else(|| panic!("no ping summary in {text}"));
+        received.trim().parse().unwrap()
+    }
+
     /// Run `f` on a thread that has entered one side's namespace. Sockets and netlink handles
     /// created in `f` belong to that namespace for their whole life.
     pub fn within<T: Send>(&self, side: Side, f: impl FnOnce() -> T + Send) -> T {

@@ -1,0 +1,216 @@
+//! Human output of the CLI commands (the JSON forms are the control protocol's own types).
+use std::fmt::Write as _;
+
+use crate::control::{ListEntry, Response, Status};
+
+/// `1h30m`, `45s`, `2d3h`: the two largest units.
+pub fn compact_duration(mut secs: u64) -> String {
+    if secs == 0 {
+        return "0s".into();
+    }
+    let units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+    let mut out = String::new();
+    let mut shown = 0;
+    for (name, size) in units {
+        if secs >= size && shown < 2 {
+            let _ = write!(out, "{}{name}", secs / size);
+            secs %= size;
+            shown += 1;
+        } else if shown > 0 {
+            shown += 1;
+        }
+    }
+    out
+}
+
+/// The `list` table.
+pub fn format_list(entries: &[ListEntry], now_unix: u64) -> String {
+    let mut rows = vec![[
+        "KIND".to_owned(),
+        "PREFIX".to_owned(),
+        "SOURCE".to_owned(),
+        "EXPIRES IN".to_owned(),
+        "PACKETS".to_owned(),
+        "BYTES".to_owned(),
+        "REASON".to_owned(),
+    ]];
+    for entry in entries {
+        let remaining = if entry.expires_unix == 0 {
+            "never".to_owned()
+        } else {
+            compact_duration(entry.expires_unix.saturating_sub(now_unix))
+        };
+        rows.push([
+            entry.kind.clone(),
+            entry.prefix.clone(),
+            entry.source.clone(),
+            remaining,
+            entry.packets.to_string(),
+            entry.bytes.to_string(),
+            entry.reason.clone(),
+        ]);
+    }
+    table(&rows)
+}
+
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<width$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The `status` report.
+pub fn format_status(status: &Status) -> String {
+    let mut out = format!(
+        "xdpguard {}{}\n\nInterfaces:\n",
+        status.version,
+        if status.dry_run {
+            " (dry run: matches are counted, not dropped)"
+        } else {
+            ""
+        }
+    );
+    if status.interfaces.is_empty() {
+        out.push_str("  (none)\n");
+    }
+    for interface in &status.interfaces {
+        let _ = writeln!(
+            out,
+            "  {} (ifindex {}): {} mode",
+            interface.name, interface.ifindex, interface.mode
+        );
+    }
+    out.push_str("\nLists:\n");
+    let mut rows = vec![[
+        "LIST".to_owned(),
+        "ENTRIES".to_owned(),
+        "CAPACITY".to_owned(),
+    ]];
+    for list in &status.lists {
+        rows.push([
+            list.list.clone(),
+            list.entries.to_string(),
+            list.capacity.to_string(),
+        ]);
+    }
+    for line in table(&rows).lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    out.push_str("\nCounters:\n");
+    let mut rows = vec![[
+        "INTERFACE".to_owned(),
+        "COUNTER".to_owned(),
+        "PACKETS".to_owned(),
+        "BYTES".to_owned(),
+    ]];
+    for counter in status.counters.iter().filter(|c| c.packets > 0) {
+        rows.push([
+            counter.interface.clone(),
+            counter.counter.clone(),
+            counter.packets.to_string(),
+            counter.bytes.to_string(),
+        ]);
+    }
+    for line in table(&rows).lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    let _ = write!(
+        out,
+        "\n{} decisions; {} kernel entries without a decision; {} inserts refused by full lists\n",
+        status.decisions, status.unknown_entries, status.full_list_errors
+    );
+    out
+}
+
+/// One line for an apply or remove answer; refusals follow, one per line.
+pub fn format_outcome(response: &Response) -> String {
+    match response {
+        Response::Applied { applied, refused } => {
+            let mut out = format!("applied {applied}");
+            if !refused.is_empty() {
+                let _ = write!(out, ", refused {}", refused.len());
+            }
+            out.push('\n');
+            for refusal in refused {
+                let _ = writeln!(out, "  refused {}: {}", refusal.prefix, refusal.reason);
+            }
+            out
+        }
+        Response::Removed {
+            removed,
+            missing,
+            refused,
+        } => {
+            let mut out = format!("removed {removed}\n");
+            for prefix in missing {
+                let _ = writeln!(out, "  not present: {prefix}");
+            }
+            for refusal in refused {
+                let _ = writeln!(out, "  refused {}: {}", refusal.prefix, refusal.reason);
+            }
+            out
+        }
+        Response::Error { message } => format!("error: {message}\n"),
+        other => format!("{other:?}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_show_two_units() {
+        assert_eq!(compact_duration(0), "0s");
+        assert_eq!(compact_duration(59), "59s");
+        assert_eq!(compact_duration(90), "1m30s");
+        assert_eq!(compact_duration(5400), "1h30m");
+        assert_eq!(compact_duration(86_400 + 3_600 + 7), "1d1h");
+        // The second unit is the next one down, not the next non-zero one.
+        assert_eq!(compact_duration(86_400 + 7), "1d");
+    }
+
+    #[test]
+    fn list_table_shows_remaining_time_and_counters() {
+        let entries = [ListEntry {
+            kind: "block".into(),
+            prefix: "203.0.113.7/32".into(),
+            source: "manual".into(),
+            reason: "ssh scan".into(),
+            created_unix: 100,
+            expires_unix: 190,
+            packets: 12,
+            bytes: 960,
+        }];
+        let text = format_list(&entries, 100);
+        let row = text.lines().nth(1).unwrap();
+        for part in [
+            "block",
+            "203.0.113.7/32",
+            "manual",
+            "1m30s",
+            "12",
+            "960",
+            "ssh scan",
+        ] {
+            assert!(row.contains(part), "{row}");
+        }
+    }
+}

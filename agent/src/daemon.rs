@@ -1,0 +1,381 @@
+//! `xdpguard run`: wire the data path, the decision owner, the control socket and the
+//! metrics listener together, and live under systemd (notify, reload, stop).
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use signal_hook::{
+    consts::{SIGHUP, SIGINT, SIGTERM},
+    iterator::Signals,
+};
+
+use crate::{
+    clock::{Clock, SystemClock},
+    control::{ControlError, ControlServer, Request, Response},
+    dataplane::{Capacities, Dataplane, DataplaneError, Opened},
+    decision::{DecisionStore, StateError},
+    owner::{self, Command, MetricsData, Owner, OwnerError, Policy},
+    prefix::Prefix,
+};
+
+/// Everything the daemon needs from its configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub policy: Policy,
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub control_socket: PathBuf,
+    pub metrics_listen: Option<SocketAddr>,
+    pub reconcile_every: Duration,
+    pub capacities: Capacities,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("metrics listener: {0}")]
+    Metrics(String),
+    #[error("signals: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Tell systemd (if it started us with `Type=notify`) how we are doing.
+pub fn sd_notify(state: &str) {
+    use std::os::{linux::net::SocketAddrExt as _, unix::net::UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(socket) = UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let result = if let Some(name) = bytes.strip_prefix(b"@") {
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        socket.send_to(state.as_bytes(), &path)
+    };
+    if let Err(err) = result {
+        log::warn!("sd_notify {state:?}: {err}");
+    }
+}
+
+/// This host's own addresses, in the daemon's network namespace.
+pub fn own_addresses() -> Vec<Prefix> {
+    let mut out = BTreeSet::new();
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free below.
+    if unsafe { libc::getifaddrs(&raw mut addrs) } != 0 {
+        log::warn!("getifaddrs: {}", std::io::Error::last_os_error());
+        return Vec::new();
+    }
+    let mut cursor = addrs;
+    while !cursor.is_null() {
+        // SAFETY: a node of the list getifaddrs returned.
+        let entry = unsafe { &*cursor };
+        if !entry.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr of the family it names.
+            let family = i32::from(unsafe { (*entry.ifa_addr).sa_family });
+            let addr = match family {
+                libc::AF_INET => {
+                    // SAFETY: AF_INET → sockaddr_in.
+                    let sin = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in>() };
+                    Some(IpAddr::from(
+                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                    ))
+                }
+                libc::AF_INET6 => {
+                    // SAFETY: AF_INET6 → sockaddr_in6.
+                    let sin6 = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in6>() };
+                    Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+                }
+                _ => None,
+            };
+            if let Some(addr) = addr {
+                let _: bool = out.insert(Prefix::host(addr));
+            }
+        }
+        cursor = entry.ifa_next;
+    }
+    // SAFETY: the list from getifaddrs, freed once.
+    unsafe { libc::freeifaddrs(addrs) };
+    out.into_iter().collect()
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Run until SIGTERM or SIGINT. `load` reads the configuration; it is called again on
+/// SIGHUP, and a configuration that fails to load keeps the running one.
+///
+/// # Errors
+/// When start-up fails: the configuration, the data path, the state directory, the sockets.
+pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), DaemonError> {
+    let settings = load()?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (dataplane, opened) = Dataplane::open_pinned(&settings.pin_dir, settings.capacities)?;
+    match opened {
+        Opened::Adopted => log::info!(
+            "adopted the running data path pinned at {}",
+            settings.pin_dir.display()
+        ),
+        Opened::Fresh => log::info!(
+            "loaded the XDP program; pinned at {}",
+            settings.pin_dir.display()
+        ),
+    }
+    let (store, report) = DecisionStore::open(&settings.state_dir)?;
+    log::info!(
+        "{} decisions in {}",
+        report.decisions,
+        settings.state_dir.display()
+    );
+    let owner = Owner::start(dataplane, store, &report, clock, settings.policy.clone())?;
+
+    let (commands, inbox) = mpsc::channel::<Command>();
+    let reconcile_every = settings.reconcile_every;
+    let owner_thread = std::thread::Builder::new()
+        .name("owner".into())
+        .spawn(move || owner::run(owner, &inbox, reconcile_every))
+        .map_err(DaemonError::Signals)?;
+
+    // Handlers hold a clone of the command sender each; the mutex makes it Sync.
+    let control = {
+        let commands = Mutex::new(commands.clone());
+        ControlServer::spawn(
+            &settings.control_socket,
+            Arc::new(move |request: Request| {
+                let (reply, answer) = mpsc::channel();
+                let sent = commands
+                    .lock()
+                    .map(|c| c.send(Command::Control(request, reply)).is_ok())
+                    .unwrap_or(false);
+                if !sent {
+                    return Response::Error {
+                        message: "the daemon is shutting down".into(),
+                    };
+                }
+                answer.recv().unwrap_or(Response::Error {
+                    message: "the daemon is shutting down".into(),
+                })
+            }),
+        )?
+    };
+    let metrics = match settings.metrics_listen {
+        Some(listen) => {
+            let commands = Mutex::new(commands.clone());
+            let server = crate::metrics::MetricsServer::spawn(
+                listen,
+                Arc::new(move || {
+                    let (reply, answer) = mpsc::channel();
+                    commands
+                        .lock()
+                        .map_err(|_| "shutting down".to_owned())?
+                        .send(Command::Scrape(reply))
+                        .map_err(|_| "shutting down".to_owned())?;
+                    answer.recv().map_err(|_| "shutting down".to_owned())?
+                }),
+            )
+            .map_err(|err| DaemonError::Metrics(chain(&err)))?;
+            log::info!("metrics on http://{}/metrics", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
+
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
+    sd_notify("READY=1\nSTATUS=enforcing");
+    log::info!(
+        "running; control socket {}",
+        settings.control_socket.display()
+    );
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            sd_notify(&format!(
+                "RELOADING=1\nMONOTONIC_USEC={}",
+                SystemClock.now_monotonic_ns() / 1000
+            ));
+            match load() {
+                Ok(new) => {
+                    let (reply, answer) = mpsc::channel();
+                    let _ = commands.send(Command::Reload(Box::new(new.policy), reply));
+                    match answer.recv() {
+                        Ok(Ok(())) => log::info!("configuration reloaded"),
+                        Ok(Err(err)) => log::error!("reload: {err}"),
+                        Err(_) => log::error!("reload: the decision owner is gone"),
+                    }
+                }
+                Err(err) => log::error!(
+                    "reload refused, keeping the running configuration: {}",
+                    chain(&err)
+                ),
+            }
+            sd_notify("READY=1\nSTATUS=enforcing");
+            continue;
+        }
+        break;
+    }
+    sd_notify("STOPPING=1");
+    log::info!("stopping; the XDP program stays attached and keeps enforcing");
+    control.shutdown();
+    if let Some(metrics) = metrics {
+        metrics.shutdown();
+    }
+    let _ = commands.send(Command::Shutdown);
+    match owner_thread.join() {
+        Ok(owner) => owner.shutdown()?,
+        Err(_) => log::error!("the decision owner panicked"),
+    }
+    Ok(())
+}
+
+/// Render the metrics page from what the owner read.
+pub fn render_metrics(data: &MetricsData) -> String {
+    crate::metrics::render(&metrics_snapshot(data))
+}
+
+/// Read the configuration file into [`Settings`]: allowlist files are read here, and the
+/// host's own addresses looked up, so a reload picks up changes to both.
+///
+/// # Errors
+/// When the configuration or an allowlist file cannot be read or is invalid.
+pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonError> {
+    use crate::config::{Config, XdpMode};
+    use crate::dataplane::AttachMode;
+    let config = Config::load(path).map_err(|err| DaemonError::Config(chain(&err)))?;
+    let own_addresses = own_addresses();
+    let mut config_allow: BTreeSet<Prefix> = config.allowlist.prefixes.iter().copied().collect();
+    for file in &config.allowlist.files {
+        let list = crate::config::read_prefix_list(file).map_err(|err| {
+            DaemonError::Config(format!(
+                "allowlist file {}: {}",
+                file.display(),
+                chain(&err)
+            ))
+        })?;
+        if let Some(bad) = list.rejected.first() {
+            return Err(DaemonError::Config(format!(
+                "{}:{}: {}",
+                file.display(),
+                bad.line,
+                bad.reason
+            )));
+        }
+        config_allow.extend(list.prefixes.iter().map(|(_, prefix)| *prefix));
+    }
+    if config.allowlist.loopback {
+        for loopback in ["127.0.0.0/8", "::1/128"] {
+            let _: bool = config_allow.insert(loopback.parse().unwrap_or_else(|_| unreachable!()));
+        }
+    }
+    if config.allowlist.host_addresses {
+        config_allow.extend(own_addresses.iter().copied());
+    }
+    let capacities = Capacities {
+        allow_v4: config.capacity.allow_v4,
+        allow_v6: config.capacity.allow_v6,
+        block_host_v4: config.capacity.block_host_v4,
+        block_host_v6: config.capacity.block_host_v6,
+        block_prefix_v4: config.capacity.block_prefix_v4,
+        block_prefix_v6: config.capacity.block_prefix_v6,
+    };
+    Ok(Settings {
+        policy: Policy {
+            dry_run: config.dry_run,
+            min_prefix_len_v4: config.guard.min_prefix_len_v4,
+            min_prefix_len_v6: config.guard.min_prefix_len_v6,
+            default_ban: config.default_ban,
+            own_addresses,
+            config_allow,
+            interfaces: config
+                .interfaces
+                .iter()
+                .map(|interface| {
+                    let mode = match interface.mode {
+                        XdpMode::Auto => AttachMode::Auto,
+                        XdpMode::Native => AttachMode::Native,
+                        XdpMode::Generic => AttachMode::Generic,
+                    };
+                    (interface.name.clone(), mode)
+                })
+                .collect(),
+            top_blocked: config.metrics.top_blocked,
+        },
+        pin_dir: config.pin_dir,
+        state_dir: config.state_dir,
+        control_socket: config.control_socket,
+        metrics_listen: config.metrics.enabled.then_some(config.metrics.listen),
+        reconcile_every: config.reconcile_interval,
+        capacities,
+    })
+}
+
+fn metrics_snapshot(data: &MetricsData) -> crate::metrics::Snapshot {
+    use crate::metrics::{DecisionSample, ListSample, Snapshot, TopBlocked, TrafficSample};
+    let mut traffic = Vec::new();
+    for (interface, stats) in &data.interfaces {
+        for (stat, value) in stats.iter() {
+            let (family, verdict) = owner::stat_labels(stat);
+            traffic.push(TrafficSample {
+                interface: interface.clone(),
+                family,
+                verdict,
+                packets: value.packets,
+                bytes: value.bytes,
+            });
+        }
+    }
+    Snapshot {
+        version: env!("CARGO_PKG_VERSION"),
+        traffic,
+        entries: data
+            .list_sizes
+            .iter()
+            .map(|(list, entries)| ListSample {
+                list: owner::list_label(list.kind),
+                family: list.family.name(),
+                entries: *entries,
+                capacity: u64::from(data.capacities.of(*list)),
+            })
+            .collect(),
+        decisions: data
+            .decisions_total
+            .iter()
+            .map(|((source, action), count)| DecisionSample {
+                source: source.clone(),
+                action,
+                count: *count,
+            })
+            .collect(),
+        top_blocked: data
+            .top_blocked
+            .iter()
+            .map(|(prefix, packets, bytes)| TopBlocked {
+                prefix: prefix.to_string(),
+                packets: *packets,
+                bytes: *bytes,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,628 @@
+//! Decisions (block or allow a prefix, from a source, for a reason, until a time) and their
+//! crash-safe store.
+//!
+//! The store is a snapshot plus a write-ahead log in the state directory, both JSON lines:
+//! every change is appended to `decisions.log` and synced before the daemon answers; on start
+//! the snapshot is read and the log replayed. A torn last line (a crash mid-write) is dropped;
+//! any other damage moves both files aside and the daemon starts from the kernel's pinned
+//! maps. Compaction rewrites the snapshot (temporary file, fsync, rename) and empties the log.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fs::{self, File, OpenOptions},
+    io::{self, BufRead, BufReader, BufWriter, Write},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::prefix::Prefix;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionKind {
+    Block,
+    Allow,
+}
+
+impl DecisionKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Allow => "allow",
+        }
+    }
+}
+
+/// Who or what made a decision, and why. Shared by all decisions of one import.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    /// `manual`, `config`, `file:NAME`, `ruleset:NAME`, `volume`, `recovered`.
+    pub source: Arc<str>,
+    pub reason: Arc<str>,
+    pub created_unix: u64,
+    /// 0 = never.
+    pub expires_unix: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub kind: DecisionKind,
+    pub prefix: Prefix,
+    pub origin: Arc<Origin>,
+}
+
+impl Decision {
+    pub fn is_expired(&self, now_unix: u64) -> bool {
+        self.origin.expires_unix != 0 && self.origin.expires_unix <= now_unix
+    }
+}
+
+/// One line of the snapshot or the log.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Record {
+    Put {
+        kind: DecisionKind,
+        origin: Arc<Origin>,
+        prefixes: Vec<Prefix>,
+    },
+    Remove {
+        kind: DecisionKind,
+        prefixes: Vec<Prefix>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What opening the store found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    pub decisions: usize,
+    /// An incomplete last log line (from a crash) was dropped.
+    pub torn_tail: bool,
+    /// The state was unreadable and moved here; the store starts empty.
+    pub moved_aside: Vec<PathBuf>,
+    pub corruption: Option<String>,
+}
+
+const SNAPSHOT: &str = "decisions.jsonl";
+const LOG: &str = "decisions.log";
+/// Compact when the log outgrows this and the snapshot.
+const COMPACT_LOG_BYTES: u64 = 64 << 20;
+
+pub struct DecisionStore {
+    dir: PathBuf,
+    decisions: BTreeMap<(DecisionKind, Prefix), Decision>,
+    /// (expires_unix, kind, prefix) of every decision that expires.
+    expiries: BTreeSet<(u64, DecisionKind, Prefix)>,
+    log: BufWriter<File>,
+    log_bytes: u64,
+    snapshot_bytes: u64,
+}
+
+impl DecisionStore {
+    /// Open (creating) the store in `dir`.
+    ///
+    /// # Errors
+    /// When the directory or its files cannot be created or read.
+    pub fn open(dir: &Path) -> Result<(Self, LoadReport), StateError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut report = LoadReport::default();
+        let mut decisions = BTreeMap::new();
+        let snapshot = dir.join(SNAPSHOT);
+        let log = dir.join(LOG);
+        let loaded = replay(&snapshot, &mut decisions, false)
+            .and_then(|_| replay(&log, &mut decisions, true));
+        match loaded {
+            Ok(torn) => report.torn_tail = torn,
+            Err(Replay::Io(err)) => return Err(io_err(&log)(err)),
+            Err(Replay::Corrupt {
+                path,
+                line,
+                message,
+            }) => {
+                report.corruption = Some(format!("{}:{line}: {message}", path.display()));
+                decisions.clear();
+                for path in [&snapshot, &log] {
+                    if path.exists() {
+                        let aside = path.with_extension(format!("corrupt-{}", std::process::id()));
+                        fs::rename(path, &aside).map_err(io_err(path))?;
+                        report.moved_aside.push(aside);
+                    }
+                }
+            }
+        }
+        report.decisions = decisions.len();
+        let expiries = decisions
+            .values()
+            .filter(|d: &&Decision| d.origin.expires_unix != 0)
+            .map(|d| (d.origin.expires_unix, d.kind, d.prefix))
+            .collect();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io_err(&log))?;
+        let log_bytes = file.metadata().map_err(io_err(&log))?.len();
+        let snapshot_bytes = fs::metadata(&snapshot).map_or(0, |m| m.len());
+        let mut store = Self {
+            dir: dir.to_path_buf(),
+            decisions,
+            expiries,
+            log: BufWriter::with_capacity(1 << 16, file),
+            log_bytes,
+            snapshot_bytes,
+        };
+        if report.torn_tail {
+            // Rewrite so the torn line is gone for good.
+            store.compact()?;
+        }
+        Ok((store, report))
+    }
+
+    pub fn len(&self) -> usize {
+        self.decisions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.decisions.is_empty()
+    }
+
+    pub fn get(&self, kind: DecisionKind, prefix: &Prefix) -> Option<&Decision> {
+        self.decisions.get(&(kind, *prefix))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Decision> {
+        self.decisions.values()
+    }
+
+    /// Decisions of `kind`.
+    pub fn of_kind(&self, kind: DecisionKind) -> impl Iterator<Item = &Decision> {
+        self.decisions.values().filter(move |d| d.kind == kind)
+    }
+
+    /// Record `prefixes` under one origin (replacing earlier decisions for them). Buffered:
+    /// call [`Self::sync`] before telling anyone it is done.
+    ///
+    /// # Errors
+    /// When the log cannot be written.
+    pub fn put(
+        &mut self,
+        kind: DecisionKind,
+        origin: &Arc<Origin>,
+        prefixes: Vec<Prefix>,
+    ) -> Result<(), StateError> {
+        if prefixes.is_empty() {
+            return Ok(());
+        }
+        for prefix in &prefixes {
+            self.insert_decision(Decision {
+                kind,
+                prefix: *prefix,
+                origin: Arc::clone(origin),
+            });
+        }
+        self.append(&Record::Put {
+            kind,
+            origin: Arc::clone(origin),
+            prefixes,
+        })
+    }
+
+    /// Forget `prefixes`; returns the decisions that were there.
+    ///
+    /// # Errors
+    /// When the log cannot be written.
+    pub fn remove(
+        &mut self,
+        kind: DecisionKind,
+        prefixes: &[Prefix],
+    ) -> Result<Vec<Decision>, StateError> {
+        let removed: Vec<Decision> = prefixes
+            .iter()
+            .filter_map(|prefix| self.remove_decision(kind, prefix))
+            .collect();
+        if !removed.is_empty() {
+            self.append(&Record::Remove {
+                kind,
+                prefixes: removed.iter().map(|d| d.prefix).collect(),
+            })?;
+        }
+        Ok(removed)
+    }
+
+    /// Decisions whose expiry is at or before `now_unix`, soonest first.
+    pub fn expired(&self, now_unix: u64) -> Vec<(DecisionKind, Prefix)> {
+        self.expiries
+            .range(
+                ..=(
+                    now_unix,
+                    DecisionKind::Allow,
+                    Prefix::host([255; 16].into()),
+                ),
+            )
+            .map(|(_, kind, prefix)| (*kind, *prefix))
+            .collect()
+    }
+
+    fn insert_decision(&mut self, decision: Decision) {
+        let key = (decision.kind, decision.prefix);
+        if decision.origin.expires_unix != 0 {
+            let _: bool = self.expiries.insert((
+                decision.origin.expires_unix,
+                decision.kind,
+                decision.prefix,
+            ));
+        }
+        if let Some(old) = self.decisions.insert(key, decision) {
+            self.forget_expiry(&old);
+        }
+        // Re-insert in case the old and the new share an expiry.
+        if let Some(d) = self.decisions.get(&key)
+            && d.origin.expires_unix != 0
+        {
+            let _: bool = self
+                .expiries
+                .insert((d.origin.expires_unix, d.kind, d.prefix));
+        }
+    }
+
+    fn remove_decision(&mut self, kind: DecisionKind, prefix: &Prefix) -> Option<Decision> {
+        let old = self.decisions.remove(&(kind, *prefix))?;
+        self.forget_expiry(&old);
+        Some(old)
+    }
+
+    fn forget_expiry(&mut self, old: &Decision) {
+        if old.origin.expires_unix != 0 {
+            let _: bool = self
+                .expiries
+                .remove(&(old.origin.expires_unix, old.kind, old.prefix));
+        }
+    }
+
+    fn append(&mut self, record: &Record) -> Result<(), StateError> {
+        let log = self.dir.join(LOG);
+        let mut line = serde_json::to_vec(record).map_err(|err| io_err(&log)(err.into()))?;
+        line.push(b'\n');
+        self.log.write_all(&line).map_err(io_err(&log))?;
+        self.log_bytes += line.len() as u64;
+        Ok(())
+    }
+
+    /// Make everything recorded so far durable; compact when the log has grown large.
+    ///
+    /// # Errors
+    /// When writing or syncing fails.
+    pub fn sync(&mut self) -> Result<(), StateError> {
+        let log = self.dir.join(LOG);
+        self.log.flush().map_err(io_err(&log))?;
+        self.log.get_ref().sync_data().map_err(io_err(&log))?;
+        if self.log_bytes > COMPACT_LOG_BYTES.max(self.snapshot_bytes) {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrite the snapshot from memory and empty the log.
+    ///
+    /// # Errors
+    /// When writing, syncing or renaming fails.
+    pub fn compact(&mut self) -> Result<(), StateError> {
+        let snapshot = self.dir.join(SNAPSHOT);
+        let tmp = self.dir.join(format!("{SNAPSHOT}.tmp"));
+        // Group by origin: an import of a million prefixes is one line, not a million.
+        let mut groups: HashMap<(DecisionKind, &Arc<Origin>), Vec<Prefix>> = HashMap::new();
+        for decision in self.decisions.values() {
+            groups
+                .entry((decision.kind, &decision.origin))
+                .or_default()
+                .push(decision.prefix);
+        }
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut out = BufWriter::with_capacity(1 << 16, file);
+        for ((kind, origin), prefixes) in groups {
+            let record = Record::Put {
+                kind,
+                origin: Arc::clone(origin),
+                prefixes,
+            };
+            serde_json::to_writer(&mut out, &record).map_err(|err| io_err(&tmp)(err.into()))?;
+            out.write_all(b"\n").map_err(io_err(&tmp))?;
+        }
+        let file = out
+            .into_inner()
+            .map_err(|err| io_err(&tmp)(err.into_error()))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        self.snapshot_bytes = file.metadata().map_err(io_err(&tmp))?.len();
+        fs::rename(&tmp, &snapshot).map_err(io_err(&snapshot))?;
+        let log = self.dir.join(LOG);
+        self.log.flush().map_err(io_err(&log))?;
+        let file = File::create(&log).map_err(io_err(&log))?;
+        file.sync_all().map_err(io_err(&log))?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_err(&self.dir))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .map_err(io_err(&log))?;
+        self.log = BufWriter::with_capacity(1 << 16, file);
+        self.log_bytes = 0;
+        Ok(())
+    }
+}
+
+enum Replay {
+    Io(io::Error),
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// Apply the records in `path`. Returns whether a torn last line was dropped (only allowed
+/// when `tail_may_tear`, i.e. for the log).
+fn replay(
+    path: &Path,
+    decisions: &mut BTreeMap<(DecisionKind, Prefix), Decision>,
+    tail_may_tear: bool,
+) -> Result<bool, Replay> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(Replay::Io(err)),
+    };
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line).map_err(Replay::Io)?;
+        if read == 0 {
+            return Ok(false);
+        }
+        number += 1;
+        let complete = line.last() == Some(&b'\n');
+        match serde_json::from_slice::<Record>(&line) {
+            Ok(Record::Put {
+                kind,
+                origin,
+                prefixes,
+            }) => {
+                for prefix in prefixes {
+                    let _: Option<_> = decisions.insert(
+                        (kind, prefix),
+                        Decision {
+                            kind,
+                            prefix,
+                            origin: Arc::clone(&origin),
+                        },
+                    );
+                }
+            }
+            Ok(Record::Remove { kind, prefixes }) => {
+                for prefix in prefixes {
+                    let _: Option<_> = decisions.remove(&(kind, prefix));
+                }
+            }
+            Err(_) if tail_may_tear && !complete => return Ok(true),
+            Err(err) => {
+                return Err(Replay::Corrupt {
+                    path: path.to_path_buf(),
+                    line: number,
+                    message: err.to_string(),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(source: &str, expires_unix: u64) -> Arc<Origin> {
+        Arc::new(Origin {
+            source: source.into(),
+            reason: "test".into(),
+            created_unix: 100,
+            expires_unix,
+        })
+    }
+
+    fn p(text: &str) -> Prefix {
+        text.parse().unwrap()
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xdpguard-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn decisions_survive_reopen_through_the_log() {
+        let dir = temp_dir("reopen");
+        let (mut store, report) = DecisionStore::open(&dir).unwrap();
+        assert_eq!(report, LoadReport::default());
+        store
+            .put(
+                DecisionKind::Block,
+                &origin("manual", 0),
+                vec![p("203.0.113.1"), p("203.0.113.0/24")],
+            )
+            .unwrap();
+        store
+            .put(
+                DecisionKind::Allow,
+                &origin("config", 0),
+                vec![p("198.51.100.0/24")],
+            )
+            .unwrap();
+        assert_eq!(
+            store
+                .remove(DecisionKind::Block, &[p("203.0.113.1")])
+                .unwrap()
+                .len(),
+            1
+        );
+        store.sync().unwrap();
+        drop(store);
+        let (store, report) = DecisionStore::open(&dir).unwrap();
+        assert_eq!(report.decisions, 2);
+        assert!(
+            store
+                .get(DecisionKind::Block, &p("203.0.113.0/24"))
+                .is_some()
+        );
+        assert!(store.get(DecisionKind::Block, &p("203.0.113.1")).is_none());
+        assert_eq!(
+            &*store
+                .get(DecisionKind::Allow, &p("198.51.100.0/24"))
+                .unwrap()
+                .origin
+                .source,
+            "config"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn compaction_keeps_everything_and_empties_the_log() {
+        let dir = temp_dir("compact");
+        let (mut store, _) = DecisionStore::open(&dir).unwrap();
+        let shared = origin("file:list", 500);
+        store
+            .put(
+                DecisionKind::Block,
+                &shared,
+                (1..=200)
+                    .map(|i| p(&format!("203.0.113.{}", i % 250)))
+                    .collect(),
+            )
+            .unwrap();
+        store
+            .put(
+                DecisionKind::Block,
+                &origin("manual", 0),
+                vec![p("2001:db8::/32")],
+            )
+            .unwrap();
+        store.compact().unwrap();
+        assert_eq!(fs::metadata(dir.join(LOG)).unwrap().len(), 0);
+        let snapshot = fs::read_to_string(dir.join(SNAPSHOT)).unwrap();
+        assert_eq!(snapshot.lines().count(), 2, "one line per origin");
+        let before: Vec<Decision> = store.iter().cloned().collect();
+        drop(store);
+        let (store, _) = DecisionStore::open(&dir).unwrap();
+        assert_eq!(store.iter().cloned().collect::<Vec<_>>(), before);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn torn_last_log_line_is_dropped_not_fatal() {
+        let dir = temp_dir("torn");
+        let (mut store, _) = DecisionStore::open(&dir).unwrap();
+        store
+            .put(
+                DecisionKind::Block,
+                &origin("manual", 0),
+                vec![p("203.0.113.9")],
+            )
+            .unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let mut log = OpenOptions::new().append(true).open(dir.join(LOG)).unwrap();
+        log.write_all(br#"{"put":{"kind":"block","origin":{"sou"#)
+            .unwrap();
+        drop(log);
+        let (store, report) = DecisionStore::open(&dir).unwrap();
+        assert!(report.torn_tail);
+        assert_eq!(store.len(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_state_is_moved_aside_and_reported() {
+        let dir = temp_dir("corrupt");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(SNAPSHOT), "this is not json\n").unwrap();
+        let (store, report) = DecisionStore::open(&dir).unwrap();
+        assert!(store.is_empty());
+        assert!(
+            report
+                .corruption
+                .as_deref()
+                .unwrap()
+                .contains("decisions.jsonl:1"),
+            "{report:?}"
+        );
+        assert_eq!(report.moved_aside.len(), 1);
+        assert!(report.moved_aside[0].exists());
+        assert!(!dir.join(SNAPSHOT).exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn expired_lists_due_decisions_only() {
+        let dir = temp_dir("expired");
+        let (mut store, _) = DecisionStore::open(&dir).unwrap();
+        store
+            .put(
+                DecisionKind::Block,
+                &origin("manual", 150),
+                vec![p("203.0.113.1")],
+            )
+            .unwrap();
+        store
+            .put(
+                DecisionKind::Block,
+                &origin("manual", 300),
+                vec![p("203.0.113.2")],
+            )
+            .unwrap();
+        store
+            .put(
+                DecisionKind::Block,
+                &origin("manual", 0),
+                vec![p("203.0.113.3")],
+            )
+            .unwrap();
+        assert_eq!(store.expired(149), vec![]);
+        assert_eq!(
+            store.expired(150),
+            vec![(DecisionKind::Block, p("203.0.113.1"))]
+        );
+        // Re-blocking with a later expiry replaces the old expiry.
+        store
+            .put(
+                DecisionKind::Block,
+                &origin("manual", 400),
+                vec![p("203.0.113.1")],
+            )
+            .unwrap();
+        assert_eq!(
+            store.expired(350),
+            vec![(DecisionKind::Block, p("203.0.113.2"))]
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,257 @@
+//! The daemon for real: `xdpguard run` in the sandbox's firewall namespace, driven through the
+//! CLI, with real traffic from the attacker namespace. Needs root; run by `cargo xtask test`.
+mod support;
+
+use std::{net::IpAddr, time::Duration};
+
+use support::{
+    daemon::{Daemon, Workdir, cli, eventually},
+    netns::{FW_IF, FW_V4, Sandbox},
+};
+use xdpguard::{
+    control::ListEntry,
+    dataplane::{Capacities, Dataplane},
+    prefix::Prefix,
+};
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn ok(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn failed(output: &std::process::Output) -> String {
+    assert!(
+        !output.status.success(),
+        "command succeeded: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn list(daemon: &Daemon) -> Vec<ListEntry> {
+    serde_json::from_str(&ok(&daemon.cli(&["list", "--json", "--source", "manual"]))).unwrap()
+}
+
+/// Sandbox with attacker sources, and a work dir with a config for the firewall side.
+fn setup(tag: &str, metrics_port: u16, extra: &str) -> (Sandbox, Workdir) {
+    let sandbox = Sandbox::new(tag);
+    for source in [
+        "203.0.113.10",
+        "203.0.113.66",
+        "203.0.113.77",
+        "203.0.113.88",
+    ] {
+        sandbox.add_source(ip(source));
+    }
+    let workdir = Workdir::new(tag);
+    workdir.write_config(FW_IF, metrics_port, extra);
+    (sandbox, workdir)
+}
+
+#[test]
+#[ignore = "needs root and BPF: run by `cargo xtask test`"]
+fn restart_keeps_enforcing_and_list_survives_kill_9() {
+    let (sandbox, workdir) = setup("restart", 19_477, "");
+    let daemon = Daemon::start(&sandbox, &workdir);
+    ok(&daemon.cli(&[
+        "block",
+        "203.0.113.66",
+        "--for",
+        "1h",
+        "--reason",
+        "ssh brute force",
+    ]));
+    ok(&daemon.cli(&["block", "203.0.113.77", "--for", "3s"]));
+    ok(&daemon.cli(&["block", "203.0.113.88/29"]));
+    assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 2), 0);
+    assert_eq!(sandbox.ping(ip("203.0.113.10"), FW_V4, 2), 2);
+    let before = list(&daemon);
+    assert_eq!(before.len(), 3, "{before:?}");
+    daemon.kill();
+
+    // Nobody is running: the pinned program keeps dropping.
+    assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 3), 0);
+    assert_eq!(
+        sandbox.ping(ip("203.0.113.88"), FW_V4, 3),
+        0,
+        "inside the blocked /29"
+    );
+    assert_eq!(sandbox.ping(ip("203.0.113.10"), FW_V4, 2), 2);
+    // Let the 3 s entry expire while the daemon is down.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let daemon = Daemon::start(&sandbox, &workdir);
+    let after = list(&daemon);
+    let expected: Vec<ListEntry> = before
+        .iter()
+        .filter(|e| e.prefix != "203.0.113.77/32")
+        .cloned()
+        .map(|mut e| {
+            // Exactly the frames sent while the daemon was down were added.
+            if e.prefix == "203.0.113.66/32" {
+                e.packets += 3;
+                e.bytes += 3 * 98;
+            }
+            if e.prefix == "203.0.113.88/29" {
+                e.packets += 3;
+                e.bytes += 3 * 98;
+            }
+            e
+        })
+        .collect();
+    assert_eq!(after, expected);
+    assert!(daemon.stderr().contains("adopted"), "{}", daemon.stderr());
+    assert_eq!(daemon.stop().code(), Some(0));
+    // A clean stop leaves the data path enforcing too.
+    assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 2), 0);
+}
+
+#[test]
+#[ignore = "needs root and BPF: run by `cargo xtask test`"]
+fn entry_deleted_behind_the_daemons_back_comes_back() {
+    let (sandbox, workdir) = setup("drift", 19_478, "");
+    let daemon = Daemon::start(&sandbox, &workdir);
+    ok(&daemon.cli(&["block", "203.0.113.66"]));
+    // Someone deletes the entry straight from the pinned map.
+    let (mut dataplane, _) =
+        Dataplane::open_pinned(&workdir.pin_dir(), Capacities::default()).unwrap();
+    let prefix = Prefix::host(ip("203.0.113.66"));
+    assert!(dataplane.unblock(&prefix).unwrap());
+    assert!(dataplane.block_entry(&prefix).unwrap().is_none());
+    // Reconcile runs every second.
+    assert!(eventually(Duration::from_secs(10), || dataplane
+        .block_entry(&prefix)
+        .unwrap()
+        .is_some()));
+    assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 2), 0);
+    drop(daemon);
+}
+
+#[test]
+#[ignore = "needs root and BPF: run by `cargo xtask test`"]
+fn a_two_second_block_stops_dropping_on_time() {
+    let (sandbox, workdir) = setup("expiry", 19_479, "");
+    let daemon = Daemon::start(&sandbox, &workdir);
+    ok(&daemon.cli(&["block", "203.0.113.66", "--for", "2s"]));
+    assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 1), 0);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 2), 2);
+    // And the daemon forgot it.
+    assert!(eventually(Duration::from_secs(5), || list(&daemon).is_empty()));
+}
+
+#[test]
+#[ignore = "needs root and BPF: run by `cargo xtask test`"]
+fn cli_refuses_bad_input_with_reasons() {
+    let (sandbox, workdir) = setup(
+        "cli",
+        19_480,
+        "[allowlist]\nprefixes = [\"203.0.113.200/29\"]\n",
+    );
+    // No daemon yet.
+    assert!(failed(&cli(&workdir.socket(), &["status"])).contains("not running"));
+    let daemon = Daemon::start(&sandbox, &workdir);
+    for (args, needle) in [
+        (vec!["block", "203.0.113.300"], "203.0.113.300"),
+        (vec!["block", "203.0.113.1/33"], "203.0.113.1/33"),
+        (vec!["block", "203.0.113.1", "--for", "soon"], "soon"),
+        (vec!["block", "203.0.113.201"], "allowlisted"),
+        (vec!["block", FW_V4], "own address"),
+        (vec!["block", "198.51.0.0/16"], "own address"),
+        (vec!["block", "10.0.0.0/7"], "guard limit"),
+        (vec!["unallow", "203.0.113.200/29"], "configuration"),
+    ] {
+        let text = failed(&daemon.cli(&args));
+        assert!(text.contains(needle), "{args:?}: {text}");
+    }
+    ok(&daemon.cli(&["block", "10.0.0.0/7", "--force", "--for", "1m"]));
+    // Nothing refused was added.
+    let entries = list(&daemon);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    // Not root: a clear message, not a hang.
+    let output = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(support::daemon::BINARY)
+        .arg("--socket")
+        .arg(workdir.socket())
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = failed(&output);
+    assert!(text.contains("ermission denied"), "{text}");
+    // A list file with bad lines: good lines applied, bad ones reported by line number.
+    let list_file = workdir.path.join("bad.netset");
+    std::fs::write(&list_file, "# attackers\n203.0.113.50\nnot-an-address\n203.0.113.48/30 # trailing comment\n\n2001:db8:bad::/48\n").unwrap();
+    let text = failed(&daemon.cli(&["block", "--file", list_file.to_str().unwrap()]));
+    assert!(text.contains("bad.netset:3"), "{text}");
+    assert!(text.contains("3 applied"), "{text}");
+    drop(daemon);
+}
+
+#[test]
+#[ignore = "needs root and BPF: run by `cargo xtask test`"]
+fn bad_config_and_corrupt_state_are_reported() {
+    let (sandbox, workdir) = setup("config", 19_481, "");
+    // An unknown key: the daemon refuses to start and names file and line.
+    let config = std::fs::read_to_string(workdir.config()).unwrap();
+    std::fs::write(workdir.config(), format!("{config}\nbogus_key = 1\n")).unwrap();
+    let output = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", sandbox.fw))
+        .arg(support::daemon::BINARY)
+        .args(["run", "--config"])
+        .arg(workdir.config())
+        .output()
+        .unwrap();
+    let text = failed(&output);
+    assert!(
+        text.contains("bogus_key") && text.contains("xdpguard.toml:"),
+        "{text}"
+    );
+    std::fs::write(workdir.config(), config).unwrap();
+
+    let daemon = Daemon::start(&sandbox, &workdir);
+    ok(&daemon.cli(&["block", "203.0.113.66", "--for", "1h"]));
+    daemon.kill();
+    // Garbage over the state: it is moved aside, and the kernel's entries are recovered.
+    std::fs::write(
+        workdir.state_dir().join("decisions.jsonl"),
+        "{{{ not json\n",
+    )
+    .unwrap();
+    std::fs::write(workdir.state_dir().join("decisions.log"), "").unwrap();
+    let daemon = Daemon::start(&sandbox, &workdir);
+    assert!(
+        daemon.stderr().contains("unreadable"),
+        "{}",
+        daemon.stderr()
+    );
+    let entries: Vec<ListEntry> =
+        serde_json::from_str(&ok(&daemon.cli(&["list", "--json"]))).unwrap();
+    let recovered: Vec<&ListEntry> = entries.iter().filter(|e| e.kind == "block").collect();
+    assert_eq!(recovered.len(), 1, "{entries:?}");
+    assert_eq!(recovered[0].prefix, "203.0.113.66/32");
+    assert_eq!(recovered[0].source, "recovered");
+    assert!(
+        recovered[0].expires_unix > 0,
+        "expiry carried over from the kernel entry"
+    );
+    assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 1), 0);
+    let aside = std::fs::read_dir(workdir.state_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+    assert!(aside);
+}

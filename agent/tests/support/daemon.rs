@@ -1,0 +1,211 @@
+//! A real `xdpguard run` inside the sandbox's firewall namespace, with its own bpffs, state
+//! directory and control socket under a temporary directory; killed and cleaned up on drop.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use super::netns::Sandbox;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_xdpguard");
+
+/// A scratch directory with a private bpffs mounted at `bpf/`.
+pub struct Workdir {
+    pub path: PathBuf,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl Workdir {
+    pub fn new(tag: &str) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("xdpguard-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(path.join("bpf")).unwrap();
+        // Mounted here, in the test's mount namespace, so pins outlive any daemon process.
+        let status = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(path.join("bpf"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting bpffs");
+        Self { path }
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        self.path.join("bpf/xdpguard")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path.join("run/control.sock")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path.join("state")
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path.join("xdpguard.toml")
+    }
+
+    /// Write the daemon's configuration: the firewall side of the sandbox, reconcile every
+    /// second, `extra` appended.
+    pub fn write_config(&self, interface: &str, metrics_port: u16, extra: &str) {
+        let text = format!(
+            r#"pin_dir = "{pin}"
+state_dir = "{state}"
+control_socket = "{socket}"
+reconcile_interval = "1s"
+
+[[interfaces]]
+name = "{interface}"
+mode = "native"
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+{extra}
+"#,
+            pin = self.pin_dir().display(),
+            state = self.state_dir().display(),
+            socket = self.socket().display(),
+        );
+        std::fs::write(self.config(), text).unwrap();
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        // Unmounting the bpffs releases every pin: program, maps, links.
+        let _ = Command::new("umount").arg(self.path.join("bpf")).status();
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Start `xdpguard run` in the firewall namespace and wait until it answers.
+    pub fn start(sandbox: &Sandbox, workdir: &Workdir) -> Self {
+        let log = workdir.path.join(format!(
+            "daemon-{}.log",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", sandbox.fw))
+            .arg(BINARY)
+            .args(["run", "--config"])
+            .arg(workdir.config())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut daemon = Self {
+            child: Some(child),
+            socket: workdir.socket(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if daemon.cli(&["status"]).status.success() {
+                return daemon;
+            }
+            if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited with {status}: {}", daemon.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not answer: {}",
+                daemon.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.with_extension("err")).unwrap_or_default()
+    }
+
+    /// Run the CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.socket, args)
+    }
+
+    /// `kill -9`: no clean-up, no final write.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        signal(&child, libc::SIGTERM);
+        wait_bounded(&mut child)
+    }
+
+    pub fn signal(&self, signal_number: i32) {
+        signal(self.child.as_ref().unwrap(), signal_number);
+    }
+}
+
+fn signal(child: &Child, signal_number: i32) {
+    // SAFETY: sending a signal to our own child.
+    let rc = unsafe { libc::kill(i32::try_from(child.id()).unwrap(), signal_number) };
+    assert_eq!(rc, 0);
+}
+
+fn wait_bounded(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("daemon did not stop within 20 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn cli(socket: &Path, args: &[&str]) -> Output {
+    Command::new(BINARY)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Poll `check` every 100 ms until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}

@@ -1,0 +1,178 @@
+//! `cargo xtask run` without arguments: the sandbox demo.
+//!
+//! Two namespaces joined by a veth pair (agent/tests/support/netns.rs, shared with the tests):
+//! the daemon guards the firewall side; from the other side a legitimate client and three
+//! attackers send bounded ping floods. The attackers get blocked, a live summary shows entries
+//! and drops, and everything is torn down after a bounded time or on Ctrl-C.
+#[path = "../../agent/tests/support/netns.rs"]
+mod netns;
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use netns::{FW_IF, FW_V4, Sandbox, Side};
+
+const LEGITIMATE: &str = "203.0.113.10";
+const ATTACKERS: [&str; 3] = ["203.0.113.66", "203.0.113.67", "203.0.113.68"];
+const DEMO_SECONDS: u64 = 30;
+
+/// Temporary directory with a private bpffs; unmounted and removed on drop.
+struct Workdir(PathBuf);
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.join("bpf")).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Child processes killed on drop.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn run(binary: &Path) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    println!("demo: creating namespaces and a veth pair (198.51.100.0/24, 203.0.113.0/24 only)");
+    let sandbox = Sandbox::new("demo");
+    for source in std::iter::once(LEGITIMATE).chain(ATTACKERS) {
+        sandbox.add_source(source.parse::<IpAddr>()?);
+    }
+    let work = Workdir(std::env::temp_dir().join(format!("xdpguard-demo-{}", std::process::id())));
+    std::fs::create_dir_all(work.0.join("bpf"))?;
+    if !Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(work.0.join("bpf"))
+        .status()?
+        .success()
+    {
+        bail!("mounting a bpffs for the demo's pins failed");
+    }
+    let socket = work.0.join("control.sock");
+    let config = work.0.join("xdpguard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"pin_dir = "{}"
+state_dir = "{}"
+control_socket = "{}"
+
+[[interfaces]]
+name = "{FW_IF}"
+mode = "auto"
+
+[metrics]
+listen = "127.0.0.1:9477"
+"#,
+            work.0.join("bpf/xdpguard").display(),
+            work.0.join("state").display(),
+            socket.display()
+        ),
+    )?;
+    let daemon_log = work.0.join("daemon.log");
+    let mut children = Children(Vec::new());
+    children.0.push(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", sandbox.fw))
+            .arg(binary)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&daemon_log)?)
+            .spawn()
+            .context("starting the daemon")?,
+    );
+    let cli = |args: &[&str]| -> Result<String> {
+        let out = Command::new(binary)
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "xdpguard {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let started = Instant::now();
+    while cli(&["status"]).is_err() {
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!(
+                "the daemon did not come up: {}",
+                std::fs::read_to_string(&daemon_log)?
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("demo: daemon up, XDP attached to {FW_IF} in the firewall namespace");
+
+    // Bounded traffic: each source pings for at most DEMO_SECONDS.
+    let count = (DEMO_SECONDS * 5).to_string();
+    for source in std::iter::once(LEGITIMATE).chain(ATTACKERS) {
+        children.0.push(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    sandbox.ns(Side::Attacker),
+                    "ping",
+                    "-q",
+                    "-i",
+                    "0.2",
+                    "-c",
+                    &count,
+                    "-w",
+                ])
+                .arg(DEMO_SECONDS.to_string())
+                .args(["-I", source, FW_V4])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+    }
+    let mut blocked = false;
+    let deadline = Instant::now() + Duration::from_secs(DEMO_SECONDS);
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        if !blocked && started.elapsed() > Duration::from_secs(4) {
+            println!("\ndemo: blocking the attackers {ATTACKERS:?} for 10 minutes");
+            let mut args = vec!["block", "--for", "10m", "--reason", "demo attacker"];
+            args.extend(ATTACKERS);
+            print!("{}", cli(&args)?);
+            blocked = true;
+        }
+        println!("\n--- {:>2}s ---", started.elapsed().as_secs());
+        print!("{}", cli(&["list"])?);
+        let status = cli(&["status"])?;
+        if let Some(counters) = status.split("Counters:").nth(1) {
+            print!("{}", counters.split("\n\n").next().unwrap_or(""));
+            println!();
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    println!("\ndemo: tearing down (daemon, pins, namespaces)");
+    drop(children);
+    drop(sandbox);
+    drop(work);
+    Ok(())
+}
