@@ -12,12 +12,16 @@ use crate::status;
 
 const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// Debian packages: `ip` for namespaces, `ping` for the namespace tests, `trafgen` for the
-/// varied-source XDP benchmark.
+/// Debian packages (program → package): `ip` for namespaces, `ping` for the namespace tests,
+/// `prometheus` to scrape the daemon for real, `trafgen` for the varied-source XDP benchmark,
+/// `ipset` for the apply benchmark.
 const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
+    ("nsenter", "util-linux"),
     ("ping", "iputils-ping"),
+    ("prometheus", "prometheus"),
     ("trafgen", "netsniff-ng"),
+    ("ipset", "ipset"),
 ];
 
 pub fn run(root: &Path) -> Result<()> {

@@ -189,6 +189,18 @@ impl Drop for Daemon {
     }
 }
 
+/// Child processes killed on drop.
+pub struct Children(pub Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 pub fn cli(socket: &Path, args: &[&str]) -> Output {
     Command::new(BINARY)
         .arg("--socket")
