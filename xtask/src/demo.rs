@@ -162,7 +162,7 @@ listen = "127.0.0.1:9477"
             blocked = true;
         }
         println!("\n--- {:>2}s ---", started.elapsed().as_secs());
-        print!("{}", cli(&["list"])?);
+        print!("{}", cli(&["list", "--source", "manual"])?);
         let status = cli(&["status"])?;
         if let Some(counters) = status.split("Counters:").nth(1) {
             print!("{}", counters.split("\n\n").next().unwrap_or(""));

@@ -1110,6 +1110,16 @@ impl Dataplane {
             .collect()
     }
 
+    /// The kernel's accumulated run time and run count of the program (counted while
+    /// [`baseline::enable_run_stats`] is held).
+    ///
+    /// # Errors
+    /// When the program info cannot be read.
+    pub fn run_stats(&self) -> Result<(Duration, u64), DataplaneError> {
+        let info = self.program().info().map_err(DataplaneError::Program)?;
+        Ok((info.run_time(), info.run_count()))
+    }
+
     /// Run the program once over `frame` with `BPF_PROG_TEST_RUN`, or `repeat` times for a
     /// timing. Returns the XDP action and the kernel's mean time per run.
     ///
