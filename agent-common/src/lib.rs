@@ -91,6 +91,12 @@ pub struct AllowEntry {
 pub mod config_flags {
     /// Count matches as would-drop and pass them.
     pub const DRY_RUN: u64 = 1 << 0;
+    /// The block list has entries. An empty list is not looked up at all: a hash lookup in a
+    /// large empty table still costs a cache miss on its bucket array.
+    pub const HOST_V4_NONEMPTY: u64 = 1 << 1;
+    pub const HOST_V6_NONEMPTY: u64 = 1 << 2;
+    pub const PREFIX_V4_NONEMPTY: u64 = 1 << 3;
+    pub const PREFIX_V6_NONEMPTY: u64 = 1 << 4;
 }
 
 /// Runtime switches read by the program on every packet.

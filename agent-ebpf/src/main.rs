@@ -118,7 +118,9 @@ pub fn xdpguard(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let (stat, action) = match parse_source(&ctx) {
         Parsed::Ip(source) => {
-            let (family, verdict) = decide(source, len);
+            // One inlined array read per frame; tells which lists are worth a lookup.
+            let flags = CONFIG.get(0).map_or(0, |config| config.flags);
+            let (family, verdict) = decide(source, len, flags);
             let action = if matches!(verdict, Verdict::Drop) {
                 xdp_action::XDP_DROP
             } else {
@@ -174,45 +176,61 @@ fn is_live(entry: &LiveBlockEntry) -> bool {
 }
 
 #[inline(always)]
-fn decide(source: Source, len: u64) -> (Family, Verdict) {
+fn decide(source: Source, len: u64, flags: u64) -> (Family, Verdict) {
     match source {
-        Source::V4(addr) => (Family::Ipv4, decide_v4(addr, len)),
-        Source::V6MappedV4(addr) => (Family::Ipv6, decide_v4(addr, len)),
-        Source::V6(addr) => (Family::Ipv6, decide_v6(addr, len)),
+        Source::V4(addr) => (Family::Ipv4, decide_v4(addr, len, flags)),
+        Source::V6MappedV4(addr) => (Family::Ipv6, decide_v4(addr, len, flags)),
+        Source::V6(addr) => (Family::Ipv6, decide_v6(addr, len, flags)),
     }
 }
 
 #[inline(always)]
-fn decide_v4(addr: [u8; 4], len: u64) -> Verdict {
+fn decide_v4(addr: [u8; 4], len: u64, flags: u64) -> Verdict {
     let key = Key::new(32, addr);
-    // SAFETY: the map is not preallocated, so the value is RCU-protected while we hold it.
-    let block = match unsafe { BLOCK_HOST_V4.get(addr) } {
-        Some(entry) if is_live(entry) => Some(entry),
-        _ => BLOCK_PREFIX_V4.get(&key).filter(|entry| is_live(entry)),
+    let host = if flags & config_flags::HOST_V4_NONEMPTY != 0 {
+        // SAFETY: the map is not preallocated, so the value is RCU-protected while we hold it.
+        unsafe { BLOCK_HOST_V4.get(addr) }.filter(|entry| is_live(entry))
+    } else {
+        None
+    };
+    let block = match host {
+        Some(entry) => Some(entry),
+        None if flags & config_flags::PREFIX_V4_NONEMPTY != 0 => {
+            BLOCK_PREFIX_V4.get(&key).filter(|entry| is_live(entry))
+        }
+        None => None,
     };
     match block {
         None => Verdict::Pass,
-        Some(entry) => enforce(entry, ALLOW_V4.get(&key), len),
+        Some(entry) => enforce(entry, ALLOW_V4.get(&key), len, flags),
     }
 }
 
 #[inline(always)]
-fn decide_v6(addr: [u8; 16], len: u64) -> Verdict {
+fn decide_v6(addr: [u8; 16], len: u64, flags: u64) -> Verdict {
     let key = Key::new(128, addr);
-    // SAFETY: as in `decide_v4`.
-    let block = match unsafe { BLOCK_HOST_V6.get(addr) } {
-        Some(entry) if is_live(entry) => Some(entry),
-        _ => BLOCK_PREFIX_V6.get(&key).filter(|entry| is_live(entry)),
+    let host = if flags & config_flags::HOST_V6_NONEMPTY != 0 {
+        // SAFETY: as in `decide_v4`.
+        unsafe { BLOCK_HOST_V6.get(addr) }.filter(|entry| is_live(entry))
+    } else {
+        None
+    };
+    let block = match host {
+        Some(entry) => Some(entry),
+        None if flags & config_flags::PREFIX_V6_NONEMPTY != 0 => {
+            BLOCK_PREFIX_V6.get(&key).filter(|entry| is_live(entry))
+        }
+        None => None,
     };
     match block {
         None => Verdict::Pass,
-        Some(entry) => enforce(entry, ALLOW_V6.get(&key), len),
+        Some(entry) => enforce(entry, ALLOW_V6.get(&key), len, flags),
     }
 }
 
 /// A live block entry matched: the allowlist wins, then dry-run, else drop.
 #[inline(always)]
-fn enforce(block: &LiveBlockEntry, allow: Option<&LiveAllowEntry>, len: u64) -> Verdict {
+fn enforce(block: &LiveBlockEntry, allow: Option<&LiveAllowEntry>, len: u64, flags: u64) -> Verdict {
     if let Some(allow) = allow {
         allow.packets.add(1);
         allow.bytes.add(len);
@@ -220,10 +238,7 @@ fn enforce(block: &LiveBlockEntry, allow: Option<&LiveAllowEntry>, len: u64) -> 
     }
     block.packets.add(1);
     block.bytes.add(len);
-    let dry_run = CONFIG
-        .get(0)
-        .is_some_and(|config| config.flags & config_flags::DRY_RUN != 0);
-    if dry_run {
+    if flags & config_flags::DRY_RUN != 0 {
         Verdict::WouldDrop
     } else {
         Verdict::Drop

@@ -280,7 +280,8 @@ impl Owner {
         let mut report = ReconcileReport::default();
         let now = self.clock.now_unix();
         let mut in_kernel = BTreeMap::new();
-        for entry in self.dataplane.block_entries()? {
+        // Recounting also repairs the list-not-empty bits after edits behind our back.
+        for entry in self.dataplane.recount()? {
             let _: Option<_> = in_kernel.insert(entry.prefix, entry.entry);
         }
         let live: Vec<Decision> = self

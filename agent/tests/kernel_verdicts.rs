@@ -564,3 +564,32 @@ fn entries_are_keyed_exactly_and_reblock_keeps_counters() {
         XDP_PASS
     );
 }
+
+/// Guards the list-not-empty bits: an empty list is skipped, so the bit must be set before
+/// the first entry and cleared only after the last one.
+#[test]
+#[ignore = "needs root and BPF: run by `cargo xtask test`"]
+fn lists_are_enforced_from_their_first_entry_to_their_last() {
+    let mut dp = Dataplane::load(Capacities::default()).unwrap();
+    let inside = udp6(a6("2001:db8:dead::5"));
+    assert_eq!(dp.test_run(&inside, 1).unwrap().0, XDP_PASS);
+    // Only the IPv6 prefix list has an entry: the (empty) host list is skipped, the prefix hit.
+    dp.block(&p("2001:db8:dead::/48"), 0).unwrap();
+    assert_eq!(dp.test_run(&inside, 1).unwrap().0, XDP_DROP);
+    dp.block(&p("2001:db8:dead::5"), 0).unwrap();
+    dp.block(&p("2001:db8:dead::6"), 0).unwrap();
+    assert!(dp.unblock(&p("2001:db8:dead::/48")).unwrap());
+    assert_eq!(dp.test_run(&inside, 1).unwrap().0, XDP_DROP, "host entry still there");
+    assert!(dp.unblock(&p("2001:db8:dead::5")).unwrap());
+    assert_eq!(dp.test_run(&inside, 1).unwrap().0, XDP_PASS);
+    assert_eq!(dp.test_run(&udp6(a6("2001:db8:dead::6")), 1).unwrap().0, XDP_DROP, "one host left");
+    // Removing something that is not there does not clear the bit.
+    assert!(!dp.unblock(&p("2001:db8:dead::99")).unwrap());
+    assert_eq!(dp.test_run(&udp6(a6("2001:db8:dead::6")), 1).unwrap().0, XDP_DROP);
+    // Dry-run and the bits live in the same word: toggling one keeps the other.
+    dp.set_dry_run(true).unwrap();
+    dp.set_dry_run(false).unwrap();
+    assert_eq!(dp.test_run(&udp6(a6("2001:db8:dead::6")), 1).unwrap().0, XDP_DROP);
+    // An IPv4 frame is not affected by IPv6 lists.
+    assert_eq!(dp.test_run(&udp4(a4("203.0.113.7")), 1).unwrap().0, XDP_PASS);
+}

@@ -444,6 +444,21 @@ pub struct Dataplane {
     attachments: BTreeMap<String, Attachment>,
     /// Links owned by this process (unpinned data path); dropped with the program.
     owned_links: BTreeMap<String, XdpLinkId>,
+    /// What `CONFIG` holds: dry-run and the list-not-empty bits.
+    flags: u64,
+    /// Entries per block list, to keep the list-not-empty bits right.
+    block_counts: BTreeMap<ListId, u64>,
+}
+
+/// The `CONFIG` bit saying `list` has entries (block lists only).
+const fn nonempty_flag(list: ListId) -> u64 {
+    match (list.kind, list.family) {
+        (ListKind::BlockHost, Family::Ipv4) => config_flags::HOST_V4_NONEMPTY,
+        (ListKind::BlockHost, Family::Ipv6) => config_flags::HOST_V6_NONEMPTY,
+        (ListKind::BlockPrefix, Family::Ipv4) => config_flags::PREFIX_V4_NONEMPTY,
+        (ListKind::BlockPrefix, Family::Ipv6) => config_flags::PREFIX_V6_NONEMPTY,
+        (ListKind::Allow, _) => 0,
+    }
 }
 
 const PROGRAM_PIN: &str = "program";
@@ -526,6 +541,8 @@ impl Dataplane {
             pin_dir: None,
             attachments: BTreeMap::new(),
             owned_links: BTreeMap::new(),
+            flags: 0,
+            block_counts: BTreeMap::new(),
         })
     }
 
@@ -586,6 +603,8 @@ impl Dataplane {
                 pin_dir: Some(pin_dir.to_path_buf()),
                 attachments: BTreeMap::new(),
                 owned_links: BTreeMap::new(),
+                flags: 0,
+                block_counts: BTreeMap::new(),
             };
             return Ok((dataplane, Opened::Fresh));
         }
@@ -610,7 +629,19 @@ impl Dataplane {
             pin_dir: Some(pin_dir.to_path_buf()),
             attachments: BTreeMap::new(),
             owned_links: BTreeMap::new(),
+            flags: 0,
+            block_counts: BTreeMap::new(),
         };
+        dataplane.flags = dataplane
+            .maps
+            .config
+            .get(&0, 0)
+            .map_err(|source| DataplaneError::Map {
+                map: map_names::CONFIG,
+                source,
+            })?
+            .flags;
+        let _: Vec<BlockListEntry> = dataplane.recount()?;
         dataplane.adopt_links()?;
         Ok((dataplane, Opened::Adopted))
     }
@@ -845,9 +876,16 @@ impl Dataplane {
     /// # Errors
     /// When the config map cannot be written.
     pub fn set_dry_run(&mut self, dry_run: bool) -> Result<(), DataplaneError> {
-        let config = DataplaneConfig {
-            flags: if dry_run { config_flags::DRY_RUN } else { 0 },
-        };
+        if dry_run {
+            self.flags |= config_flags::DRY_RUN;
+        } else {
+            self.flags &= !config_flags::DRY_RUN;
+        }
+        self.write_flags()
+    }
+
+    fn write_flags(&mut self) -> Result<(), DataplaneError> {
+        let config = DataplaneConfig { flags: self.flags };
         self.maps
             .config
             .set(0, config, 0)
@@ -857,6 +895,30 @@ impl Dataplane {
             })
     }
 
+    /// Count the entries of the block lists again and set the list-not-empty bits to match
+    /// (after someone else edited the maps). Returns the entries it read.
+    ///
+    /// # Errors
+    /// When a map cannot be read.
+    pub fn recount(&mut self) -> Result<Vec<BlockListEntry>, DataplaneError> {
+        let entries = self.block_entries()?;
+        let mut counts: BTreeMap<ListId, u64> = BTreeMap::new();
+        for entry in &entries {
+            *counts.entry(ListId::block_list_of(&entry.prefix)).or_default() += 1;
+        }
+        for list in ListId::ALL {
+            let flag = nonempty_flag(list);
+            if counts.get(&list).copied().unwrap_or(0) > 0 {
+                self.flags |= flag;
+            } else {
+                self.flags &= !flag;
+            }
+        }
+        self.block_counts = counts;
+        self.write_flags()?;
+        Ok(entries)
+    }
+
     /// Block `prefix` until `expires_ns` on the `CLOCK_MONOTONIC` clock (0 = never). An
     /// existing entry keeps its counters and gets the new expiry.
     ///
@@ -864,11 +926,20 @@ impl Dataplane {
     /// When the list is full, or the map cannot be written.
     pub fn block(&mut self, prefix: &Prefix, expires_ns: u64) -> Result<(), DataplaneError> {
         let list = ListId::block_list_of(prefix);
-        let existing = self.block_entry(prefix)?.unwrap_or_default();
+        let existing = self.block_entry(prefix)?;
+        if existing.is_none() {
+            let count = self.block_counts.entry(list).or_default();
+            *count += 1;
+            // Set before the first entry goes in, so the program never skips a live entry.
+            if *count == 1 && self.flags & nonempty_flag(list) == 0 {
+                self.flags |= nonempty_flag(list);
+                self.write_flags()?;
+            }
+        }
         let entry = BlockEntry {
             expires_ns,
             prefix_len: u32::from(prefix.prefix_len()),
-            ..existing
+            ..existing.unwrap_or_default()
         };
         let key_len = u32::from(prefix.prefix_len());
         let result = match (list.kind, list.family) {
@@ -930,7 +1001,17 @@ impl Dataplane {
             (_, Family::Ipv4) => self.maps.prefix_v4.remove(&Key::new(key_len, v4(prefix))),
             (_, Family::Ipv6) => self.maps.prefix_v6.remove(&Key::new(key_len, v6(prefix))),
         };
-        removed(result, list.map_name())
+        let was_there = removed(result, list.map_name())?;
+        if was_there {
+            let count = self.block_counts.entry(list).or_default();
+            *count = count.saturating_sub(1);
+            // Cleared after the last entry is gone.
+            if *count == 0 {
+                self.flags &= !nonempty_flag(list);
+                self.write_flags()?;
+            }
+        }
+        Ok(was_there)
     }
 
     /// The block entry keyed exactly by `prefix`, with its counters.
