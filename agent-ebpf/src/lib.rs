@@ -40,6 +40,20 @@ impl Cursor {
         Some(unsafe { *(start as *const T) })
     }
 
+    /// The `T` at `offset` bytes ahead, if the frame is long enough to hold `len` bytes from
+    /// here; the cursor does not move. Lets a parser check a header's full length once and
+    /// read only the fields it needs.
+    #[inline(always)]
+    pub fn peek_at<T: Copy>(&self, offset: usize, len: usize) -> Option<T> {
+        let start = self.pos;
+        if start + len > self.end || offset + size_of::<T>() > len {
+            return None;
+        }
+        // SAFETY: `offset + size_of::<T>() <= len` and `start + len <= end`; `T` has
+        // alignment 1.
+        Some(unsafe { *((start + offset) as *const T) })
+    }
+
     /// Skip `len` bytes, or `None` when the frame is shorter.
     #[inline(always)]
     pub fn skip(&mut self, len: usize) -> Option<()> {
@@ -84,6 +98,7 @@ struct Ipv4Head {
 
 #[repr(C)]
 #[derive(Clone, Copy)]
+#[expect(dead_code, reason = "describes the layout; parse_ipv6 reads two fields by offset")]
 struct Ipv6Head {
     version_class_flow: [u8; 4],
     payload_len: [u8; 2],
@@ -154,16 +169,22 @@ fn parse_ipv4(cursor: &mut Cursor) -> Option<Source> {
     Some(Source::V4(head.src))
 }
 
+/// Offset of the source address in the IPv6 header.
+const IPV6_SRC: usize = 8;
+const _: () = assert!(core::mem::offset_of!(Ipv6Head, src) == IPV6_SRC);
+
 #[inline(always)]
 fn parse_ipv6(cursor: &mut Cursor) -> Option<Source> {
-    let head: Ipv6Head = cursor.read()?;
-    if head.version_class_flow[0] >> 4 != 6 {
+    // The whole fixed header must be there; only the version and the source are read.
+    let version: u8 = cursor.peek_at(0, size_of::<Ipv6Head>())?;
+    if version >> 4 != 6 {
         return None;
     }
-    let s = head.src;
-    let mapped = s[0] | s[1] | s[2] | s[3] | s[4] | s[5] | s[6] | s[7] | s[8] | s[9] == 0
-        && s[10] == 0xff
-        && s[11] == 0xff;
+    let s: [u8; 16] = cursor.peek_at(IPV6_SRC, size_of::<Ipv6Head>())?;
+    // ::ffff:a.b.c.d, compared as two words rather than ten bytes.
+    let high = u64::from_ne_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
+    let middle = u32::from_be_bytes([s[8], s[9], s[10], s[11]]);
+    let mapped = high == 0 && middle == 0x0000_ffff;
     Some(if mapped {
         Source::V6MappedV4([s[12], s[13], s[14], s[15]])
     } else {

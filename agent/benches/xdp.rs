@@ -32,7 +32,7 @@ use xdpguard::{
 
 const LEVELS: [usize; 4] = [0, 10_000, 100_000, 1_000_000];
 const HOT_REPEAT: u32 = 1_000_000;
-const HOT_RUNS: usize = 5;
+const HOT_RUNS: usize = 9;
 const VARIED_FRAMES: usize = 200_000;
 /// Distinct sources per varied run: IPv4 has only the two documentation /24s on the wire.
 const VARIED_V6_SOURCES: usize = 65_536;
@@ -329,7 +329,7 @@ fn report(results: &BTreeMap<(usize, &str, &str, Program), (f64, Option<f64>)>) 
     let mut out = String::new();
     for (title, varied) in [
         (
-            "Hot: one frame repeated by BPF_PROG_TEST_RUN (ns/packet, median of 5 × 1M)",
+            "Hot: one frame repeated by BPF_PROG_TEST_RUN (ns/packet, median of 9 × 1M)",
             false,
         ),
         (
