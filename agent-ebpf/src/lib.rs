@@ -98,7 +98,6 @@ struct Ipv4Head {
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-#[expect(dead_code, reason = "describes the layout; parse_ipv6 reads two fields by offset")]
 struct Ipv6Head {
     version_class_flow: [u8; 4],
     payload_len: [u8; 2],

@@ -230,7 +230,12 @@ fn decide_v6(addr: [u8; 16], len: u64, flags: u64) -> Verdict {
 
 /// A live block entry matched: the allowlist wins, then dry-run, else drop.
 #[inline(always)]
-fn enforce(block: &LiveBlockEntry, allow: Option<&LiveAllowEntry>, len: u64, flags: u64) -> Verdict {
+fn enforce(
+    block: &LiveBlockEntry,
+    allow: Option<&LiveAllowEntry>,
+    len: u64,
+    flags: u64,
+) -> Verdict {
     if let Some(allow) = allow {
         allow.packets.add(1);
         allow.bytes.add(len);

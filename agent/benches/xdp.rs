@@ -55,6 +55,9 @@ impl Program {
     }
 }
 
+/// (entries, family, case, program) → (hot ns, varied ns).
+type Results = BTreeMap<(usize, &'static str, &'static str, Program), (f64, Option<f64>)>;
+
 /// The three programs with the same entries.
 struct Programs {
     pass: Baseline,
@@ -237,7 +240,7 @@ fn main() {
     ];
 
     // (level, family, case, program) → (hot ns, varied ns)
-    let mut results: BTreeMap<(usize, &str, &str, Program), (f64, Option<f64>)> = BTreeMap::new();
+    let mut results: Results = BTreeMap::new();
     let mut inserted = 0;
     for level in LEVELS {
         if level > 0 && inserted == 0 {
@@ -319,13 +322,13 @@ fn measure_ours(sandbox: &Sandbox, frames: &[Vec<u8>], ours: &mut Dataplane) -> 
 
 fn per_packet(time: Duration, count: u64) -> f64 {
     assert!(
-        count as usize >= VARIED_FRAMES / 2,
+        count >= VARIED_FRAMES as u64 / 2,
         "only {count} runs for {VARIED_FRAMES} frames"
     );
     time.as_secs_f64() * 1e9 / count as f64
 }
 
-fn report(results: &BTreeMap<(usize, &str, &str, Program), (f64, Option<f64>)>) -> String {
+fn report(results: &Results) -> String {
     let mut out = String::new();
     for (title, varied) in [
         (

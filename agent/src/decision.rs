@@ -7,7 +7,7 @@
 //! any other damage moves both files aside and the daemon starts from the kernel's pinned
 //! maps. Compaction rewrites the snapshot (temporary file, fsync, rename) and empties the log.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     fs::{self, File, OpenOptions},
     io::{self, BufRead, BufReader, BufWriter, Write},
     path::{Path, PathBuf},
@@ -106,11 +106,49 @@ const LOG: &str = "decisions.log";
 /// Compact when the log outgrows this and the snapshot.
 const COMPACT_LOG_BYTES: u64 = 64 << 20;
 
+/// The decisions in memory, one hash map per kind (a million-entry import is a million
+/// hash inserts, not tree inserts).
+#[derive(Default)]
+struct Decisions {
+    blocks: HashMap<Prefix, Decision>,
+    allows: HashMap<Prefix, Decision>,
+}
+
+impl Decisions {
+    fn of(&self, kind: DecisionKind) -> &HashMap<Prefix, Decision> {
+        match kind {
+            DecisionKind::Block => &self.blocks,
+            DecisionKind::Allow => &self.allows,
+        }
+    }
+
+    fn of_mut(&mut self, kind: DecisionKind) -> &mut HashMap<Prefix, Decision> {
+        match kind {
+            DecisionKind::Block => &mut self.blocks,
+            DecisionKind::Allow => &mut self.allows,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.blocks.len() + self.allows.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.blocks.is_empty() && self.allows.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.blocks.clear();
+        self.allows.clear();
+    }
+}
+
 pub struct DecisionStore {
     dir: PathBuf,
-    decisions: BTreeMap<(DecisionKind, Prefix), Decision>,
-    /// (expires_unix, kind, prefix) of every decision that expires.
-    expiries: BTreeSet<(u64, DecisionKind, Prefix)>,
+    decisions: Decisions,
+    /// Expiry second → the decisions that expire then. Lazy: a decision replaced or removed
+    /// since is skipped when its second comes.
+    expiries: BTreeMap<u64, Vec<(DecisionKind, Prefix)>>,
     log: BufWriter<File>,
     log_bytes: u64,
     snapshot_bytes: u64,
@@ -124,7 +162,7 @@ impl DecisionStore {
     pub fn open(dir: &Path) -> Result<(Self, LoadReport), StateError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let mut report = LoadReport::default();
-        let mut decisions = BTreeMap::new();
+        let mut decisions = Decisions::default();
         let snapshot = dir.join(SNAPSHOT);
         let log = dir.join(LOG);
         let loaded = replay(&snapshot, &mut decisions, false)
@@ -149,11 +187,15 @@ impl DecisionStore {
             }
         }
         report.decisions = decisions.len();
-        let expiries = decisions
-            .values()
-            .filter(|d: &&Decision| d.origin.expires_unix != 0)
-            .map(|d| (d.origin.expires_unix, d.kind, d.prefix))
-            .collect();
+        let mut expiries: BTreeMap<u64, Vec<(DecisionKind, Prefix)>> = BTreeMap::new();
+        for decision in decisions.blocks.values().chain(decisions.allows.values()) {
+            if decision.origin.expires_unix != 0 {
+                expiries
+                    .entry(decision.origin.expires_unix)
+                    .or_default()
+                    .push((decision.kind, decision.prefix));
+            }
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -185,16 +227,20 @@ impl DecisionStore {
     }
 
     pub fn get(&self, kind: DecisionKind, prefix: &Prefix) -> Option<&Decision> {
-        self.decisions.get(&(kind, *prefix))
+        self.decisions.of(kind).get(prefix)
     }
 
+    /// Every decision, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Decision> {
-        self.decisions.values()
+        self.decisions
+            .blocks
+            .values()
+            .chain(self.decisions.allows.values())
     }
 
-    /// Decisions of `kind`.
+    /// Decisions of `kind`, in no particular order.
     pub fn of_kind(&self, kind: DecisionKind) -> impl Iterator<Item = &Decision> {
-        self.decisions.values().filter(move |d| d.kind == kind)
+        self.decisions.of(kind).values()
     }
 
     /// Record `prefixes` under one origin (replacing earlier decisions for them). Buffered:
@@ -247,54 +293,42 @@ impl DecisionStore {
         Ok(removed)
     }
 
-    /// Decisions whose expiry is at or before `now_unix`, soonest first.
-    pub fn expired(&self, now_unix: u64) -> Vec<(DecisionKind, Prefix)> {
-        self.expiries
-            .range(
-                ..=(
-                    now_unix,
-                    DecisionKind::Allow,
-                    Prefix::host([255; 16].into()),
-                ),
-            )
-            .map(|(_, kind, prefix)| (*kind, *prefix))
-            .collect()
+    /// Take the decisions whose expiry is at or before `now_unix`, soonest first. The caller
+    /// removes them; they are not offered again.
+    pub fn take_expired(&mut self, now_unix: u64) -> Vec<(DecisionKind, Prefix)> {
+        let later = self.expiries.split_off(&(now_unix + 1));
+        let due = std::mem::replace(&mut self.expiries, later);
+        let mut out = Vec::new();
+        for (expires_unix, entries) in due {
+            for (kind, prefix) in entries {
+                // Still the decision that was filed under this second?
+                if self
+                    .get(kind, &prefix)
+                    .is_some_and(|d| d.origin.expires_unix == expires_unix)
+                {
+                    out.push((kind, prefix));
+                }
+            }
+        }
+        out
     }
 
     fn insert_decision(&mut self, decision: Decision) {
-        let key = (decision.kind, decision.prefix);
-        if decision.origin.expires_unix != 0 {
-            let _: bool = self.expiries.insert((
-                decision.origin.expires_unix,
-                decision.kind,
-                decision.prefix,
-            ));
+        let expires_unix = decision.origin.expires_unix;
+        if expires_unix != 0 {
+            self.expiries
+                .entry(expires_unix)
+                .or_default()
+                .push((decision.kind, decision.prefix));
         }
-        if let Some(old) = self.decisions.insert(key, decision) {
-            self.forget_expiry(&old);
-        }
-        // Re-insert in case the old and the new share an expiry.
-        if let Some(d) = self.decisions.get(&key)
-            && d.origin.expires_unix != 0
-        {
-            let _: bool = self
-                .expiries
-                .insert((d.origin.expires_unix, d.kind, d.prefix));
-        }
+        let _: Option<Decision> = self
+            .decisions
+            .of_mut(decision.kind)
+            .insert(decision.prefix, decision);
     }
 
     fn remove_decision(&mut self, kind: DecisionKind, prefix: &Prefix) -> Option<Decision> {
-        let old = self.decisions.remove(&(kind, *prefix))?;
-        self.forget_expiry(&old);
-        Some(old)
-    }
-
-    fn forget_expiry(&mut self, old: &Decision) {
-        if old.origin.expires_unix != 0 {
-            let _: bool = self
-                .expiries
-                .remove(&(old.origin.expires_unix, old.kind, old.prefix));
-        }
+        self.decisions.of_mut(kind).remove(prefix)
     }
 
     fn append(&mut self, record: &Record) -> Result<(), StateError> {
@@ -329,7 +363,7 @@ impl DecisionStore {
         let tmp = self.dir.join(format!("{SNAPSHOT}.tmp"));
         // Group by origin: an import of a million prefixes is one line, not a million.
         let mut groups: HashMap<(DecisionKind, &Arc<Origin>), Vec<Prefix>> = HashMap::new();
-        for decision in self.decisions.values() {
+        for decision in self.iter() {
             groups
                 .entry((decision.kind, &decision.origin))
                 .or_default()
@@ -380,11 +414,7 @@ enum Replay {
 
 /// Apply the records in `path`. Returns whether a torn last line was dropped (only allowed
 /// when `tail_may_tear`, i.e. for the log).
-fn replay(
-    path: &Path,
-    decisions: &mut BTreeMap<(DecisionKind, Prefix), Decision>,
-    tail_may_tear: bool,
-) -> Result<bool, Replay> {
+fn replay(path: &Path, decisions: &mut Decisions, tail_may_tear: bool) -> Result<bool, Replay> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -408,8 +438,8 @@ fn replay(
                 prefixes,
             }) => {
                 for prefix in prefixes {
-                    let _: Option<_> = decisions.insert(
-                        (kind, prefix),
+                    let _: Option<_> = decisions.of_mut(kind).insert(
+                        prefix,
                         Decision {
                             kind,
                             prefix,
@@ -420,7 +450,7 @@ fn replay(
             }
             Ok(Record::Remove { kind, prefixes }) => {
                 for prefix in prefixes {
-                    let _: Option<_> = decisions.remove(&(kind, prefix));
+                    let _: Option<_> = decisions.of_mut(kind).remove(&prefix);
                 }
             }
             Err(_) if tail_may_tear && !complete => return Ok(true),
@@ -530,10 +560,15 @@ mod tests {
         assert_eq!(fs::metadata(dir.join(LOG)).unwrap().len(), 0);
         let snapshot = fs::read_to_string(dir.join(SNAPSHOT)).unwrap();
         assert_eq!(snapshot.lines().count(), 2, "one line per origin");
-        let before: Vec<Decision> = store.iter().cloned().collect();
+        let sorted = |store: &DecisionStore| {
+            let mut all: Vec<Decision> = store.iter().cloned().collect();
+            all.sort_by_key(|d| (d.kind, d.prefix));
+            all
+        };
+        let before = sorted(&store);
         drop(store);
         let (store, _) = DecisionStore::open(&dir).unwrap();
-        assert_eq!(store.iter().cloned().collect::<Vec<_>>(), before);
+        assert_eq!(sorted(&store), before);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -582,6 +617,35 @@ mod tests {
     }
 
     #[test]
+    fn of_kind_returns_exactly_that_kind() {
+        let dir = temp_dir("kind");
+        let (mut store, _) = DecisionStore::open(&dir).unwrap();
+        store
+            .put(
+                DecisionKind::Block,
+                &origin("manual", 0),
+                vec![p("0.0.0.0/0"), p("2001:db8::1")],
+            )
+            .unwrap();
+        store
+            .put(
+                DecisionKind::Allow,
+                &origin("config", 0),
+                vec![p("0.0.0.0/0"), p("::1")],
+            )
+            .unwrap();
+        let sorted = |kind| {
+            let mut all: Vec<String> = store.of_kind(kind).map(|d| d.prefix.to_string()).collect();
+            all.sort();
+            all
+        };
+        let (blocks, allows) = (sorted(DecisionKind::Block), sorted(DecisionKind::Allow));
+        assert_eq!(blocks, ["0.0.0.0/0", "2001:db8::1/128"]);
+        assert_eq!(allows, ["0.0.0.0/0", "::1/128"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn expired_lists_due_decisions_only() {
         let dir = temp_dir("expired");
         let (mut store, _) = DecisionStore::open(&dir).unwrap();
@@ -606,12 +670,8 @@ mod tests {
                 vec![p("203.0.113.3")],
             )
             .unwrap();
-        assert_eq!(store.expired(149), vec![]);
-        assert_eq!(
-            store.expired(150),
-            vec![(DecisionKind::Block, p("203.0.113.1"))]
-        );
-        // Re-blocking with a later expiry replaces the old expiry.
+        assert_eq!(store.take_expired(149), vec![]);
+        // Re-blocking with a later expiry replaces the old expiry: not due at 150 any more.
         store
             .put(
                 DecisionKind::Block,
@@ -619,9 +679,16 @@ mod tests {
                 vec![p("203.0.113.1")],
             )
             .unwrap();
+        assert_eq!(store.take_expired(150), vec![]);
         assert_eq!(
-            store.expired(350),
+            store.take_expired(350),
             vec![(DecisionKind::Block, p("203.0.113.2"))]
+        );
+        // Taken once: the caller removes them, they are not offered again.
+        assert_eq!(store.take_expired(350), vec![]);
+        assert_eq!(
+            store.take_expired(400),
+            vec![(DecisionKind::Block, p("203.0.113.1"))]
         );
         fs::remove_dir_all(&dir).unwrap();
     }

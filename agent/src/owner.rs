@@ -252,16 +252,17 @@ impl Owner {
     /// # Errors
     /// When a map or the store cannot be written.
     pub fn sweep(&mut self) -> Result<u64, OwnerError> {
-        let due = self.store.expired(self.clock.now_unix());
+        let due = self.store.take_expired(self.clock.now_unix());
         let mut swept = 0;
         for (kind, prefix) in due {
-            match kind {
-                DecisionKind::Block => {
-                    let _: bool = self.dataplane.unblock(&prefix)?;
-                }
-                DecisionKind::Allow => {
-                    let _: bool = self.dataplane.unallow(&prefix)?;
-                }
+            let removed = match kind {
+                DecisionKind::Block => self.dataplane.unblock(&prefix),
+                DecisionKind::Allow => self.dataplane.unallow(&prefix),
+            };
+            // The decision goes either way: an expired kernel entry no longer drops, and
+            // reconcile reports it if it could not be removed.
+            if let Err(err) = removed {
+                log::error!("expiry of {} {prefix}: {}", kind.name(), anyhow_chain(&err));
             }
             for decision in self.store.remove(kind, &[prefix])? {
                 self.count(&decision.origin.source, "expire", 1);
@@ -411,16 +412,30 @@ impl Owner {
             .of_kind(DecisionKind::Allow)
             .map(|d| d.prefix)
             .collect();
-        let mut applied = Vec::with_capacity(parsed.len());
+        let mut candidates = Vec::with_capacity(parsed.len());
         for prefix in parsed {
             if let Some(reason) = block_refusal(&prefix, &self.policy, &allows, force) {
                 refused.push(Refusal {
                     prefix: prefix.to_string(),
                     reason,
                 });
-                continue;
+            } else {
+                candidates.push(prefix);
             }
-            match self.dataplane.block(&prefix, deadline) {
+        }
+        // New blocks go in as one batch; re-blocks one by one, keeping their counters.
+        let (known, new): (Vec<Prefix>, Vec<Prefix>) = candidates
+            .into_iter()
+            .partition(|prefix| self.store.get(DecisionKind::Block, prefix).is_some());
+        let mut results = self.dataplane.block_new(&new, deadline);
+        results.extend(
+            known
+                .iter()
+                .map(|prefix| self.dataplane.block(prefix, deadline)),
+        );
+        let mut applied = Vec::with_capacity(results.len());
+        for (prefix, result) in new.into_iter().chain(known).zip(results) {
+            match result {
                 Ok(()) => applied.push(prefix),
                 Err(err) => {
                     if matches!(err, DataplaneError::ListFull { .. }) {
@@ -541,8 +556,10 @@ impl Owner {
     }
 
     fn list(&self, source: Option<&str>) -> Response {
+        let mut decisions: Vec<&Decision> = self.store.iter().collect();
+        decisions.sort_by_key(|d| (d.kind, d.prefix));
         let mut entries = Vec::new();
-        for decision in self.store.iter() {
+        for decision in decisions {
             if source.is_some_and(|s| s != &*decision.origin.source) {
                 continue;
             }
@@ -578,15 +595,17 @@ impl Owner {
         Response::List { entries }
     }
 
-    /// Entries per list, from the decisions (cheap; the kernel is kept equal by reconcile).
+    /// Entries per list: block lists as the data path counts its kernel entries, allowlists
+    /// from the decisions (reconcile keeps the kernel equal to them).
     fn list_sizes(&self) -> BTreeMap<ListId, u64> {
-        let mut sizes: BTreeMap<ListId, u64> = ListId::ALL.iter().map(|l| (*l, 0)).collect();
-        for decision in self.store.iter() {
-            let list = match decision.kind {
-                DecisionKind::Block => ListId::block_list_of(&decision.prefix),
-                DecisionKind::Allow => ListId::allow_list_of(&decision.prefix),
-            };
-            *sizes.entry(list).or_default() += 1;
+        let mut sizes: BTreeMap<ListId, u64> = ListId::ALL
+            .iter()
+            .map(|list| (*list, self.dataplane.block_count(*list)))
+            .collect();
+        for decision in self.store.of_kind(DecisionKind::Allow) {
+            *sizes
+                .entry(ListId::allow_list_of(&decision.prefix))
+                .or_default() += 1;
         }
         sizes
     }

@@ -184,7 +184,7 @@ fn cli_refuses_bad_input_with_reasons() {
     // Not root: a clear message, not a hang.
     let output = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(support::daemon::BINARY)
+        .arg(support::daemon::binary())
         .arg("--socket")
         .arg(workdir.socket())
         .arg("status")
@@ -210,7 +210,7 @@ fn bad_config_and_corrupt_state_are_reported() {
     std::fs::write(workdir.config(), format!("{config}\nbogus_key = 1\n")).unwrap();
     let output = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", sandbox.fw))
-        .arg(support::daemon::BINARY)
+        .arg(support::daemon::binary())
         .args(["run", "--config"])
         .arg(workdir.config())
         .output()

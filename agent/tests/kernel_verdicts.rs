@@ -579,17 +579,92 @@ fn lists_are_enforced_from_their_first_entry_to_their_last() {
     dp.block(&p("2001:db8:dead::5"), 0).unwrap();
     dp.block(&p("2001:db8:dead::6"), 0).unwrap();
     assert!(dp.unblock(&p("2001:db8:dead::/48")).unwrap());
-    assert_eq!(dp.test_run(&inside, 1).unwrap().0, XDP_DROP, "host entry still there");
+    assert_eq!(
+        dp.test_run(&inside, 1).unwrap().0,
+        XDP_DROP,
+        "host entry still there"
+    );
     assert!(dp.unblock(&p("2001:db8:dead::5")).unwrap());
     assert_eq!(dp.test_run(&inside, 1).unwrap().0, XDP_PASS);
-    assert_eq!(dp.test_run(&udp6(a6("2001:db8:dead::6")), 1).unwrap().0, XDP_DROP, "one host left");
+    assert_eq!(
+        dp.test_run(&udp6(a6("2001:db8:dead::6")), 1).unwrap().0,
+        XDP_DROP,
+        "one host left"
+    );
     // Removing something that is not there does not clear the bit.
     assert!(!dp.unblock(&p("2001:db8:dead::99")).unwrap());
-    assert_eq!(dp.test_run(&udp6(a6("2001:db8:dead::6")), 1).unwrap().0, XDP_DROP);
+    assert_eq!(
+        dp.test_run(&udp6(a6("2001:db8:dead::6")), 1).unwrap().0,
+        XDP_DROP
+    );
     // Dry-run and the bits live in the same word: toggling one keeps the other.
     dp.set_dry_run(true).unwrap();
     dp.set_dry_run(false).unwrap();
-    assert_eq!(dp.test_run(&udp6(a6("2001:db8:dead::6")), 1).unwrap().0, XDP_DROP);
+    assert_eq!(
+        dp.test_run(&udp6(a6("2001:db8:dead::6")), 1).unwrap().0,
+        XDP_DROP
+    );
     // An IPv4 frame is not affected by IPv6 lists.
-    assert_eq!(dp.test_run(&udp4(a4("203.0.113.7")), 1).unwrap().0, XDP_PASS);
+    assert_eq!(
+        dp.test_run(&udp4(a4("203.0.113.7")), 1).unwrap().0,
+        XDP_PASS
+    );
+}
+
+/// Guards the batched insert: both families and prefixes land in the right lists, and a
+/// full list fails only the entries that did not fit.
+#[test]
+#[ignore = "needs root and BPF: run by `cargo xtask test`"]
+fn block_new_batches_hosts_and_reports_a_full_list_per_entry() {
+    let mut dp = Dataplane::load(Capacities {
+        block_host_v4: 8,
+        ..Capacities::default()
+    })
+    .unwrap();
+    dp.block(&p("203.0.113.7"), 0).unwrap();
+    let batch: Vec<Prefix> = [
+        "203.0.113.1",
+        "203.0.113.2",
+        "2001:db8:bad::1",
+        "203.0.113.128/25",
+        "203.0.113.3",
+        "203.0.113.4",
+        "203.0.113.5",
+        "203.0.113.6",
+        "203.0.113.8",
+        "203.0.113.9",
+    ]
+    .iter()
+    .map(|t| p(t))
+    .collect();
+    let results = dp.block_new(&batch, 0);
+    let failed: Vec<String> = batch
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_err())
+        .map(|(prefix, r)| format!("{prefix}: {}", r.as_ref().unwrap_err()))
+        .collect();
+    let hosts = dp
+        .block_entries()
+        .unwrap()
+        .iter()
+        .filter(|e| e.prefix.is_ipv4() && e.prefix.is_host())
+        .count();
+    // Eight host slots: .7 was there, seven new ones fit, the last one does not.
+    assert_eq!((failed.len(), hosts), (1, 8), "{failed:?}");
+    assert!(failed[0].contains("block-host/ipv4 is full"), "{failed:?}");
+    for (prefix, result) in batch.iter().zip(&results) {
+        if result.is_ok() {
+            let frame = if prefix.is_ipv4() {
+                udp4(match prefix.addr() {
+                    std::net::IpAddr::V4(a) => a,
+                    std::net::IpAddr::V6(_) => unreachable!(),
+                })
+            } else {
+                udp6(a6("2001:db8:bad::1"))
+            };
+            assert_eq!(dp.test_run(&frame, 1).unwrap().0, XDP_DROP, "{prefix}");
+        }
+    }
+    assert!(dp.block_entry(&p("203.0.113.128/25")).unwrap().is_some());
 }

@@ -44,6 +44,8 @@ enum Task {
 enum Bench {
     /// ns per packet: xdpguard vs XDP_PASS vs one stock LPM lookup, by list size.
     Xdp,
+    /// `xdpguard block --file` to enforcement vs `ipset restore`, 100k and 1M addresses.
+    Apply,
 }
 
 fn main() -> ExitCode {
@@ -149,8 +151,16 @@ fn bench(root: &Path, which: Bench) -> Result<()> {
     require_root("benchmarks")?;
     let name = match which {
         Bench::Xdp => "xdp",
+        Bench::Apply => "apply",
     };
-    cargo(root, ["bench", "-p", "xdpguard", "--bench", name])
+    // Benchmarks that drive the daemon run the release binary.
+    cargo(root, ["build", "--release", "-p", "xdpguard"])?;
+    status(
+        Command::new(env!("CARGO"))
+            .current_dir(root)
+            .env("XDPGUARD_BIN", root.join("target/release/xdpguard"))
+            .args(["bench", "-p", "xdpguard", "--bench", name]),
+    )
 }
 
 fn run(root: &Path, args: &[String]) -> Result<()> {

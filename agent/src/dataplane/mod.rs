@@ -12,7 +12,9 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{
+        Array, HashMap, IterableMap as _, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key,
+    },
     programs::{
         ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -363,6 +365,63 @@ impl Maps {
     }
 }
 
+/// `BPF_MAP_UPDATE_BATCH` of `keys[i] → values[i]` (create or replace). `Err((n, error))`:
+/// the kernel stopped after `n` elements because of `error` (for an error about the whole
+/// call, such as no batch support, `n` is 0).
+fn update_batch<K, V>(map: &MapData, keys: &[K], values: &[V]) -> Result<(), (usize, io::Error)> {
+    /// `union bpf_attr`'s `batch` member.
+    #[repr(C)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let count = keys.len().min(values.len());
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: 0,
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: u32::try_from(count).unwrap_or(u32::MAX),
+        map_fd: u32::try_from(map.fd().as_fd().as_raw_fd()).unwrap_or(u32::MAX),
+        // The kernel accepts no flags here but BPF_F_LOCK: no BPF_NOEXIST.
+        elem_flags: 0,
+        flags: 0,
+    };
+    let requested = attr.count as usize;
+    // SAFETY: a valid bpf_attr for BPF_MAP_UPDATE_BATCH; keys and values hold `count`
+    // elements of the map's key and value sizes, alive for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &raw mut attr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    if rc == 0 {
+        return if requested == count {
+            Ok(())
+        } else {
+            Err((requested, io::Error::from_raw_os_error(libc::E2BIG)))
+        };
+    }
+    let error = io::Error::last_os_error();
+    // Per-element failures report how far the kernel got; anything else failed the call.
+    let processed = match error.raw_os_error() {
+        Some(libc::E2BIG | libc::ENOMEM | libc::ENOSPC) => (attr.count as usize).min(requested),
+        _ => 0,
+    };
+    Err((processed, error))
+}
+
 /// What a lookup by exact key found.
 fn found<V>(result: Result<V, MapError>, map: &'static str) -> Result<Option<V>, DataplaneError> {
     match result {
@@ -463,6 +522,9 @@ const fn nonempty_flag(list: ListId) -> u64 {
 
 const PROGRAM_PIN: &str = "program";
 const LINK_PIN_PREFIX: &str = "link-";
+/// `bpf_map_update_elem` flags.
+const BPF_ANY: u64 = 0;
+const BPF_NOEXIST: u64 = 1;
 /// `BPF_FS_MAGIC` from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -740,6 +802,12 @@ impl Dataplane {
         self.capacities
     }
 
+    /// Entries in a block list, as this process has counted them (recounted from the kernel
+    /// at adoption and at every [`Self::recount`]).
+    pub fn block_count(&self, list: ListId) -> u64 {
+        self.block_counts.get(&list).copied().unwrap_or(0)
+    }
+
     /// The interface slot for `ifindex`, assigning a free one if it has none.
     fn slot_of(&mut self, ifindex: u32) -> Result<u32, DataplaneError> {
         if ifindex == 0 || ifindex >= IFINDEX_LIMIT {
@@ -904,7 +972,9 @@ impl Dataplane {
         let entries = self.block_entries()?;
         let mut counts: BTreeMap<ListId, u64> = BTreeMap::new();
         for entry in &entries {
-            *counts.entry(ListId::block_list_of(&entry.prefix)).or_default() += 1;
+            *counts
+                .entry(ListId::block_list_of(&entry.prefix))
+                .or_default() += 1;
         }
         for list in ListId::ALL {
             let flag = nonempty_flag(list);
@@ -926,37 +996,129 @@ impl Dataplane {
     /// When the list is full, or the map cannot be written.
     pub fn block(&mut self, prefix: &Prefix, expires_ns: u64) -> Result<(), DataplaneError> {
         let list = ListId::block_list_of(prefix);
-        let existing = self.block_entry(prefix)?;
-        if existing.is_none() {
-            let count = self.block_counts.entry(list).or_default();
-            *count += 1;
-            // Set before the first entry goes in, so the program never skips a live entry.
-            if *count == 1 && self.flags & nonempty_flag(list) == 0 {
-                self.flags |= nonempty_flag(list);
-                self.write_flags()?;
-            }
+        // Set before the first entry goes in, so the program never skips a live entry.
+        if self.flags & nonempty_flag(list) == 0 {
+            self.flags |= nonempty_flag(list);
+            self.write_flags()?;
         }
-        let entry = BlockEntry {
+        let fresh = BlockEntry {
             expires_ns,
             prefix_len: u32::from(prefix.prefix_len()),
-            ..existing.unwrap_or_default()
+            ..BlockEntry::default()
         };
+        // The common case, a new entry, costs one syscall; an existing one keeps its counters.
+        match self.write_block(prefix, fresh, BPF_NOEXIST) {
+            Ok(()) => {
+                *self.block_counts.entry(list).or_default() += 1;
+                Ok(())
+            }
+            Err(MapError::SyscallError(err))
+                if err.io_error.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                let existing = self.block_entry(prefix)?.unwrap_or_default();
+                let entry = BlockEntry {
+                    packets: existing.packets,
+                    bytes: existing.bytes,
+                    ..fresh
+                };
+                let result = self.write_block(prefix, entry, BPF_ANY);
+                self.inserted(result, list, prefix)
+            }
+            Err(err) => self.inserted(Err(err), list, prefix),
+        }
+    }
+
+    /// Block many prefixes that are not in the lists yet (the caller knows: an entry that is
+    /// there anyway has its counters reset), with one expiry. Host entries go in with
+    /// `BPF_MAP_UPDATE_BATCH`, one syscall for the lot; shorter prefixes, and anything the
+    /// batch could not take (a full list), take the one-by-one path of [`Self::block`].
+    /// Results are in the order of `prefixes`.
+    pub fn block_new(
+        &mut self,
+        prefixes: &[Prefix],
+        expires_ns: u64,
+    ) -> Vec<Result<(), DataplaneError>> {
+        let mut done = vec![false; prefixes.len()];
+        let mut results: Vec<Result<(), DataplaneError>> = Vec::with_capacity(prefixes.len());
+        for family in Family::ALL {
+            let list = ListId {
+                kind: ListKind::BlockHost,
+                family,
+            };
+            let picked: Vec<usize> = (0..prefixes.len())
+                .filter(|&i| prefixes[i].is_host() && family_of(&prefixes[i]) == family)
+                .collect();
+            if picked.is_empty() {
+                continue;
+            }
+            // Set before the first entry goes in (see `block`).
+            if self.flags & nonempty_flag(list) == 0 {
+                self.flags |= nonempty_flag(list);
+                if self.write_flags().is_err() {
+                    continue;
+                }
+            }
+            let values = vec![
+                BlockEntry {
+                    expires_ns,
+                    prefix_len: u32::from(prefixes[picked[0]].prefix_len()),
+                    ..BlockEntry::default()
+                };
+                picked.len()
+            ];
+            let outcome = match family {
+                Family::Ipv4 => {
+                    let keys: Vec<[u8; 4]> = picked.iter().map(|&i| v4(&prefixes[i])).collect();
+                    update_batch(self.maps.host_v4.map(), &keys, &values)
+                }
+                Family::Ipv6 => {
+                    let keys: Vec<[u8; 16]> = picked.iter().map(|&i| v6(&prefixes[i])).collect();
+                    update_batch(self.maps.host_v6.map(), &keys, &values)
+                }
+            };
+            let added = match outcome {
+                Ok(()) => picked.len(),
+                Err((added, error)) => {
+                    if added == 0 {
+                        log::debug!("batch insert into {list}: {error}; one by one instead");
+                    }
+                    added
+                }
+            };
+            for &i in &picked[..added] {
+                done[i] = true;
+            }
+            *self.block_counts.entry(list).or_default() += added as u64;
+        }
+        for (i, prefix) in prefixes.iter().enumerate() {
+            results.push(if done[i] {
+                Ok(())
+            } else {
+                self.block(prefix, expires_ns)
+            });
+        }
+        results
+    }
+
+    fn write_block(
+        &mut self,
+        prefix: &Prefix,
+        entry: BlockEntry,
+        flags: u64,
+    ) -> Result<(), MapError> {
         let key_len = u32::from(prefix.prefix_len());
-        let result = match (list.kind, list.family) {
-            (ListKind::BlockHost, Family::Ipv4) => self.maps.host_v4.insert(v4(prefix), entry, 0),
-            (ListKind::BlockHost, Family::Ipv6) => self.maps.host_v6.insert(v6(prefix), entry, 0),
-            (_, Family::Ipv4) => {
-                self.maps
-                    .prefix_v4
-                    .insert(&Key::new(key_len, v4(prefix)), entry, 0)
-            }
-            (_, Family::Ipv6) => {
-                self.maps
-                    .prefix_v6
-                    .insert(&Key::new(key_len, v6(prefix)), entry, 0)
-            }
-        };
-        self.inserted(result, list, prefix)
+        match (ListId::block_list_of(prefix).kind, prefix.is_ipv4()) {
+            (ListKind::BlockHost, true) => self.maps.host_v4.insert(v4(prefix), entry, flags),
+            (ListKind::BlockHost, false) => self.maps.host_v6.insert(v6(prefix), entry, flags),
+            (_, true) => self
+                .maps
+                .prefix_v4
+                .insert(&Key::new(key_len, v4(prefix)), entry, flags),
+            (_, false) => self
+                .maps
+                .prefix_v6
+                .insert(&Key::new(key_len, v6(prefix)), entry, flags),
+        }
     }
 
     /// Turn a failed insert into [`DataplaneError::ListFull`] where that is what happened.

@@ -11,7 +11,14 @@ use std::{
 
 use super::netns::Sandbox;
 
-pub const BINARY: &str = env!("CARGO_BIN_EXE_xdpguard");
+/// The binary under test: cargo names it for integration tests; benchmarks get it from
+/// `XDPGUARD_BIN` (set by `cargo xtask bench`).
+pub fn binary() -> PathBuf {
+    option_env!("CARGO_BIN_EXE_xdpguard")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDPGUARD_BIN").map(PathBuf::from))
+        .expect("XDPGUARD_BIN names the xdpguard binary")
+}
 
 /// A scratch directory with a private bpffs mounted at `bpf/`.
 pub struct Workdir {
@@ -100,7 +107,7 @@ impl Daemon {
         ));
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", sandbox.fw))
-            .arg(BINARY)
+            .arg(binary())
             .args(["run", "--config"])
             .arg(workdir.config())
             .env("RUST_LOG", "info")
@@ -129,6 +136,11 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The daemon's pid (nsenter execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     pub fn stderr(&self) -> String {
@@ -202,7 +214,7 @@ impl Drop for Children {
 }
 
 pub fn cli(socket: &Path, args: &[&str]) -> Output {
-    Command::new(BINARY)
+    Command::new(binary())
         .arg("--socket")
         .arg(socket)
         .args(args)

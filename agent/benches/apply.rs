@@ -1,0 +1,155 @@
+//! `cargo xtask bench apply` (root): time from `xdpguard block --file` to enforcement for 100k
+//! and 1M addresses, next to `ipset restore` of the same list (Debian ipset, in a private
+//! network namespace), and the daemon's resident memory per entry.
+// The tests' sandbox and daemon harness (`daemon` finds `netns` as its sibling).
+#[path = "../tests/support/daemon.rs"]
+mod daemon;
+#[path = "../tests/support/netns.rs"]
+mod netns;
+
+use std::{
+    collections::HashSet, fmt::Write as _, io::Write as _, net::Ipv4Addr, process::Command,
+    time::Instant,
+};
+
+use daemon::{Daemon, Workdir};
+use netns::{FW_IF, Sandbox};
+use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
+
+const SIZES: [usize; 2] = [100_000, 1_000_000];
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn addresses(n: usize, rng: &mut StdRng) -> Vec<Ipv4Addr> {
+    let mut seen = HashSet::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        // 11.0.0.0-100.255.255.255: map entries only, never traffic.
+        let addr = Ipv4Addr::from(rng.random_range(0x0b00_0000_u32..0x6500_0000));
+        if seen.insert(addr) {
+            out.push(addr);
+        }
+    }
+    out
+}
+
+fn main() {
+    if std::env::args().any(|arg| arg == "--list") {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(0xb10c);
+    let mut report = String::from(
+        "\n| addresses | xdpguard block --file (s) | ipset restore (s) | ratio | daemon RSS growth (bytes/entry) |\n|---:|---:|---:|---:|---:|\n",
+    );
+    for n in SIZES {
+        let sandbox = Sandbox::new("apply");
+        let workdir = Workdir::new("apply");
+        workdir.write_config(FW_IF, 19_499, "");
+        // The production default, not the tests' one second.
+        let config = std::fs::read_to_string(workdir.config()).unwrap();
+        std::fs::write(
+            workdir.config(),
+            config.replace(
+                "reconcile_interval = \"1s\"",
+                "reconcile_interval = \"30s\"",
+            ),
+        )
+        .unwrap();
+        let list = workdir.path.join("list.netset");
+        let restore = workdir.path.join("ipset.restore");
+        {
+            let addrs = addresses(n, &mut rng);
+            let mut netset = std::io::BufWriter::new(std::fs::File::create(&list).unwrap());
+            let mut ipset = std::io::BufWriter::new(std::fs::File::create(&restore).unwrap());
+            writeln!(netset, "# {n} addresses").unwrap();
+            writeln!(
+                ipset,
+                "create bench hash:ip family inet hashsize 65536 maxelem {}",
+                n * 2
+            )
+            .unwrap();
+            for addr in &addrs {
+                writeln!(netset, "{addr}").unwrap();
+                writeln!(ipset, "add bench {addr}").unwrap();
+            }
+        }
+
+        // xdpguard: fresh daemon, then the list; the CLI returns once every entry is in the
+        // kernel maps and the decisions are synced to disk.
+        let daemon = Daemon::start(&sandbox, &workdir);
+        let rss_before = rss_kib(daemon.pid());
+        let started = Instant::now();
+        let output = daemon.cli(&["block", "--file", list.to_str().unwrap(), "--for", "1h"]);
+        let xdpguard = started.elapsed();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let rss_after = rss_kib(daemon.pid());
+        let status: serde_json::Value =
+            serde_json::from_slice(&daemon.cli(&["status", "--json"]).stdout).unwrap();
+        let entries = status["lists"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["list"] == "block-host/ipv4")
+            .unwrap()["entries"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(entries, n as u64);
+        drop(daemon);
+
+        // ipset restore of the same addresses, in the attacker namespace (ipset is per netns).
+        let started = Instant::now();
+        let output = Command::new("ip")
+            .args(["netns", "exec", &sandbox.atk, "ipset", "restore", "-file"])
+            .arg(&restore)
+            .output()
+            .unwrap();
+        let ipset = started.elapsed();
+        assert!(
+            output.status.success(),
+            "ipset: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let listed = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &sandbox.atk,
+                "ipset",
+                "list",
+                "bench",
+                "-terse",
+            ])
+            .output()
+            .unwrap();
+        let terse = String::from_utf8_lossy(&listed.stdout);
+        assert!(
+            terse.contains(&format!("Number of entries: {n}")),
+            "{terse}"
+        );
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &sandbox.atk, "ipset", "destroy", "bench"])
+            .status();
+
+        let per_entry = (rss_after.saturating_sub(rss_before) * 1024) as f64 / n as f64;
+        eprintln!("apply: {n}: xdpguard {xdpguard:?}, ipset {ipset:?}");
+        let _ = writeln!(
+            report,
+            "| {n} | {:.2} | {:.2} | {:.2}× | {per_entry:.0} |",
+            xdpguard.as_secs_f64(),
+            ipset.as_secs_f64(),
+            xdpguard.as_secs_f64() / ipset.as_secs_f64()
+        );
+    }
+    print!("{report}");
+}
