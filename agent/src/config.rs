@@ -1,69 +1,180 @@
-//! The daemon's configuration: TOML read into raw serde structs (unknown keys are errors),
-//! then validated into [`Config`]. Every error names the file, line and column, and the key.
+//! The daemon's configuration file (`/etc/xdpguard/xdpguard.toml`) and the list-file reader.
 //!
-//! Also the list-file reader (`block --file`, allowlist files): one address or CIDR per line,
-//! `#` comments, the ipset / FireHOL netset shape.
+//! TOML is read into raw serde structs that refuse unknown keys, then validated into
+//! [`Config`]. Every error names the file, the line and column, and the key:
+//!
+//! ```text
+//! /etc/xdpguard/xdpguard.toml:12:10: allowlist.prefixes: "10.0.0.300/8" is not an IP address or CIDR prefix
+//! ```
+//!
+//! The defaults live in the `DEFAULT_*` constants below (capacities come from
+//! [`xdpguard_common::capacity`], which the data path uses too); `packaging/xdpguard.toml` shows
+//! every key with its default, and a test keeps the two in step.
+//!
+//! [`read_prefix_list`] reads list files (`xdpguard block --file`, `allowlist.files`) in the
+//! ipset / FireHOL netset shape: one address or CIDR per line, comments, blank lines.
 use std::{
+    fmt::{self, Write as _},
     fs::File,
     io::{self, BufRead, BufReader, Read as _},
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     ops::Range,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use serde::Deserialize;
-use toml::Spanned;
+use serde::{Deserialize, de};
+use toml::{
+    Spanned,
+    de::{DeTable, DeValue},
+};
 
-use crate::prefix::Prefix;
+use crate::prefix::{Prefix, PrefixError};
 
+// Defaults, all in one place.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdpguard";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/xdpguard";
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xdpguard/control.sock";
-pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9477";
-const DEFAULT_TOP_BLOCKED: usize = 20;
-const MAX_TOP_BLOCKED: usize = 1000;
-const DEFAULT_RECONCILE: Duration = Duration::from_secs(30);
-const MAX_CAPACITY: u32 = 16 << 20;
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9477));
+pub const DEFAULT_TOP_BLOCKED: usize = 20;
+pub const DEFAULT_MIN_PREFIX_LEN_V4: u8 = 8;
+pub const DEFAULT_MIN_PREFIX_LEN_V6: u8 = 32;
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
+/// `default_ban = "never"`: a block without `--for` stays until it is removed.
+pub const DEFAULT_BAN: Option<Duration> = None;
 
-/// How to attach to an interface.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpMode {
-    /// Native, falling back to generic with a warning.
-    #[default]
-    Auto,
-    Native,
-    Generic,
+// Limits.
+/// `metrics.top_blocked` at most: one series per entry, so this bounds the cardinality.
+pub const MAX_TOP_BLOCKED: usize = 1000;
+/// Every `capacity.*` is from 1 to this (16 Mi entries).
+pub const MAX_CAPACITY: u32 = 16 << 20;
+/// `reconcile_interval` and `default_ban` are at least this.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Linux's `IFNAMSIZ` less the terminating NUL.
+pub const MAX_INTERFACE_NAME: usize = 15;
+/// `sockaddr_un.sun_path` less the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+/// Configuration files larger than this are refused.
+pub const MAX_CONFIG_SIZE: u64 = 1 << 20;
+/// List-file lines longer than this (without the line break) are rejected, not buffered.
+pub const MAX_LIST_LINE: usize = 4096;
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// At least one, at most `MAX_INTERFACES - 1` (the data path's counter slots), no repeats.
+    pub interfaces: Vec<InterfaceConfig>,
+    /// Count would-be drops and let the packets pass.
+    pub dry_run: bool,
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub control_socket: PathBuf,
+    pub metrics: MetricsConfig,
+    pub allowlist: AllowlistConfig,
+    pub guard: GuardConfig,
+    pub capacity: CapacityConfig,
+    /// How often the kernel's lists are compared with the decisions; at least [`MIN_INTERVAL`].
+    pub reconcile_interval: Duration,
+    /// Expiry of a block that names none; `None`: never. At least [`MIN_INTERVAL`].
+    pub default_ban: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InterfaceConfig {
+    /// 1 to 15 bytes; no `/`, `:`, whitespace or control characters; not `.` or `..`.
     pub name: String,
     pub mode: XdpMode,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How the XDP program is attached to an interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode, falling back to generic when the driver has no XDP support.
+    #[default]
+    Auto,
+    /// Native (driver) mode only: attaching fails when the driver has no XDP support.
+    Native,
+    /// Generic (skb) mode: works with every driver, runs later and costs more per packet.
+    Generic,
+}
+
+impl XdpMode {
+    /// The configuration spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetricsConfig {
+    /// Whether the Prometheus endpoint is served at all.
     pub enabled: bool,
     pub listen: SocketAddr,
+    /// How many blocked entries with the most drops get their own series; 0 turns them off.
     pub top_blocked: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: DEFAULT_METRICS_LISTEN,
+            top_blocked: DEFAULT_TOP_BLOCKED,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AllowlistConfig {
     pub prefixes: Vec<Prefix>,
+    /// Absolute paths of list files ([`read_prefix_list`]); read by the daemon at every load.
     pub files: Vec<PathBuf>,
+    /// Allow `127.0.0.0/8` and `::1`.
     pub loopback: bool,
+    /// Allow the host's own interface addresses.
     pub host_addresses: bool,
 }
 
+impl Default for AllowlistConfig {
+    fn default() -> Self {
+        Self {
+            prefixes: Vec::new(),
+            files: Vec::new(),
+            loopback: true,
+            host_addresses: true,
+        }
+    }
+}
+
+/// Blocks broader than these prefix lengths are refused unless forced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuardConfig {
     pub min_prefix_len_v4: u8,
     pub min_prefix_len_v6: u8,
 }
 
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            min_prefix_len_v4: DEFAULT_MIN_PREFIX_LEN_V4,
+            min_prefix_len_v6: DEFAULT_MIN_PREFIX_LEN_V6,
+        }
+    }
+}
+
+/// Maximum entries of each kernel list, each from 1 to [`MAX_CAPACITY`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CapacityConfig {
     pub allow_v4: u32,
@@ -74,50 +185,176 @@ pub struct CapacityConfig {
     pub block_prefix_v6: u32,
 }
 
-/// The validated configuration.
+impl CapacityConfig {
+    /// The data path's own defaults.
+    pub const DEFAULT: Self = {
+        use xdpguard_common::capacity as cap;
+        Self {
+            allow_v4: cap::ALLOW_V4,
+            allow_v6: cap::ALLOW_V6,
+            block_host_v4: cap::BLOCK_HOST_V4,
+            block_host_v6: cap::BLOCK_HOST_V6,
+            block_prefix_v4: cap::BLOCK_PREFIX_V4,
+            block_prefix_v6: cap::BLOCK_PREFIX_V6,
+        }
+    };
+}
+
+impl Default for CapacityConfig {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl Config {
+    /// The configuration a file naming only `interfaces` gets: every other key at its default.
+    pub fn new(interfaces: Vec<InterfaceConfig>) -> Self {
+        Self {
+            interfaces,
+            dry_run: false,
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            metrics: MetricsConfig::default(),
+            allowlist: AllowlistConfig::default(),
+            guard: GuardConfig::default(),
+            capacity: CapacityConfig::DEFAULT,
+            reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
+            default_ban: DEFAULT_BAN,
+        }
+    }
+
+    /// Read and validate the file at `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be read, is larger than [`MAX_CONFIG_SIZE`], or is invalid; see
+    /// [`Config::parse`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let read_error = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut text = String::new();
+        let _: usize = File::open(path)
+            .and_then(|file| file.take(MAX_CONFIG_SIZE + 1).read_to_string(&mut text))
+            .map_err(read_error)?;
+        if text.len() as u64 > MAX_CONFIG_SIZE {
+            return Err(read_error(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("larger than {MAX_CONFIG_SIZE} bytes"),
+            )));
+        }
+        Self::parse(&text, path)
+    }
+
+    /// Validate `text`; `path` is only used in messages.
+    ///
+    /// # Errors
+    /// On TOML syntax errors, unknown keys, values of the wrong type and invalid values, with
+    /// the line and column; when no interface is configured.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let source = Source { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|err| source.toml_error(&err))?;
+        raw.validate(&source)
+    }
+}
+
+/// Where in which file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    pub interfaces: Vec<InterfaceConfig>,
-    pub dry_run: bool,
-    pub pin_dir: PathBuf,
-    pub state_dir: PathBuf,
-    pub control_socket: PathBuf,
-    pub metrics: MetricsConfig,
-    pub allowlist: AllowlistConfig,
-    pub guard: GuardConfig,
-    pub capacity: CapacityConfig,
-    pub reconcile_interval: Duration,
-    /// Expiry of a block that names none; `None`: never.
-    pub default_ban: Option<Duration>,
+pub struct Location {
+    pub path: PathBuf,
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.path.display(), self.line, self.column)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("{path}:{line}:{column}: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
+    /// TOML syntax, an unknown key or a value of the wrong type. `key` is the dotted key the
+    /// error is about (for an unknown key, the table holding it), empty at the top level.
+    #[error("{location}: {}{message}", key_prefix(key))]
+    Toml {
+        location: Location,
+        key: String,
         message: String,
+    },
+    /// A value of the right type that is not acceptable.
+    #[error("{location}: {key}: {message}")]
+    Invalid {
+        location: Location,
+        key: String,
+        message: String,
+    },
+    /// A required key is absent.
+    #[error("{}: {key}: {message}", path.display())]
+    Missing {
+        path: PathBuf,
+        key: &'static str,
+        message: &'static str,
     },
 }
 
-#[derive(Debug, Deserialize)]
+impl ConfigError {
+    /// Where the error is, when it is at a place in the file.
+    pub const fn location(&self) -> Option<&Location> {
+        match self {
+            Self::Toml { location, .. } | Self::Invalid { location, .. } => Some(location),
+            Self::Read { .. } | Self::Missing { .. } => None,
+        }
+    }
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
+}
+
+// The raw file. Integers are read as i64 and range-checked here so every limit gets the same
+// kind of message; strings that become typed values are `Spanned` so errors can point at them.
+
+/// Top-level keys, for the hint when one is written below a `[table]` header.
+const TOP_LEVEL_KEYS: [&str; 11] = [
+    "interfaces",
+    "dry_run",
+    "pin_dir",
+    "state_dir",
+    "control_socket",
+    "reconcile_interval",
+    "default_ban",
+    "metrics",
+    "allowlist",
+    "guard",
+    "capacity",
+];
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    #[serde(default)]
-    interfaces: Vec<Spanned<RawInterface>>,
+    interfaces: Option<Spanned<Vec<Spanned<RawInterface>>>>,
     #[serde(default)]
     dry_run: bool,
-    pin_dir: Option<Spanned<PathBuf>>,
-    state_dir: Option<Spanned<PathBuf>>,
-    control_socket: Option<Spanned<PathBuf>>,
+    pin_dir: Option<Spanned<String>>,
+    state_dir: Option<Spanned<String>>,
+    control_socket: Option<Spanned<String>>,
+    reconcile_interval: Option<Spanned<RawDuration>>,
+    default_ban: Option<Spanned<RawDuration>>,
     #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
@@ -126,588 +363,1494 @@ struct RawConfig {
     guard: RawGuard,
     #[serde(default)]
     capacity: RawCapacity,
-    reconcile_interval: Option<Spanned<String>>,
-    default_ban: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an interface table such as { name = \"eth0\", mode = \"auto\" }"
+)]
 struct RawInterface {
     name: Spanned<String>,
     #[serde(default)]
     mode: XdpMode,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [metrics] table")]
 struct RawMetrics {
     enabled: Option<bool>,
     listen: Option<Spanned<String>>,
-    top_blocked: Option<Spanned<usize>>,
+    top_blocked: Option<Spanned<Integer>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [allowlist] table")]
 struct RawAllowlist {
     #[serde(default)]
     prefixes: Vec<Spanned<String>>,
     #[serde(default)]
-    files: Vec<Spanned<PathBuf>>,
+    files: Vec<Spanned<String>>,
     loopback: Option<bool>,
     host_addresses: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [guard] table")]
 struct RawGuard {
-    min_prefix_len_v4: Option<Spanned<u8>>,
-    min_prefix_len_v6: Option<Spanned<u8>>,
+    min_prefix_len_v4: Option<Spanned<Integer>>,
+    min_prefix_len_v6: Option<Spanned<Integer>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [capacity] table")]
 struct RawCapacity {
-    allow_v4: Option<Spanned<u32>>,
-    allow_v6: Option<Spanned<u32>>,
-    block_host_v4: Option<Spanned<u32>>,
-    block_host_v6: Option<Spanned<u32>>,
-    block_prefix_v4: Option<Spanned<u32>>,
-    block_prefix_v6: Option<Spanned<u32>>,
+    allow_v4: Option<Spanned<Integer>>,
+    allow_v6: Option<Spanned<Integer>>,
+    block_host_v4: Option<Spanned<Integer>>,
+    block_host_v6: Option<Spanned<Integer>>,
+    block_prefix_v4: Option<Spanned<Integer>>,
+    block_prefix_v6: Option<Spanned<Integer>>,
 }
 
-/// Turns byte spans into `file:line:column` errors.
+/// A TOML integer; the wrapper only makes the type error say "an integer".
+#[derive(Clone, Copy)]
+struct Integer(i64);
+
+impl<'de> Deserialize<'de> for Integer {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Integer;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer")
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Integer, E> {
+                Ok(Integer(value))
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Integer, E> {
+                // Past i64 is out of every range anyway.
+                Ok(Integer(i64::try_from(value).unwrap_or(i64::MAX)))
+            }
+        }
+        deserializer.deserialize_i64(Visitor)
+    }
+}
+
+/// A duration string, or a bare number (read so the error can say to add a unit).
+enum RawDuration {
+    Text(String),
+    Number(i64),
+}
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = RawDuration;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string such as \"30s\" or \"1h30m\"")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration::Text(value.to_owned()))
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Number(value))
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Number(
+                    i64::try_from(value).unwrap_or(i64::MAX),
+                ))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl RawDuration {
+    fn is_never(&self) -> bool {
+        matches!(self, Self::Text(text) if text == "never")
+    }
+}
+
+impl RawConfig {
+    fn validate(self, source: &Source<'_>) -> Result<Config, ConfigError> {
+        let interfaces = source.interfaces(self.interfaces)?;
+        let capacity = {
+            let c = &self.capacity;
+            let d = CapacityConfig::DEFAULT;
+            let cap = |key, value, default| {
+                source.integer(key, value, 1, MAX_CAPACITY, default, "entries")
+            };
+            CapacityConfig {
+                allow_v4: cap("capacity.allow_v4", c.allow_v4.as_ref(), d.allow_v4)?,
+                allow_v6: cap("capacity.allow_v6", c.allow_v6.as_ref(), d.allow_v6)?,
+                block_host_v4: cap(
+                    "capacity.block_host_v4",
+                    c.block_host_v4.as_ref(),
+                    d.block_host_v4,
+                )?,
+                block_host_v6: cap(
+                    "capacity.block_host_v6",
+                    c.block_host_v6.as_ref(),
+                    d.block_host_v6,
+                )?,
+                block_prefix_v4: cap(
+                    "capacity.block_prefix_v4",
+                    c.block_prefix_v4.as_ref(),
+                    d.block_prefix_v4,
+                )?,
+                block_prefix_v6: cap(
+                    "capacity.block_prefix_v6",
+                    c.block_prefix_v6.as_ref(),
+                    d.block_prefix_v6,
+                )?,
+            }
+        };
+        let default_ban = match &self.default_ban {
+            None => DEFAULT_BAN,
+            Some(value) if value.get_ref().is_never() => None,
+            Some(value) => Some(source.duration("default_ban", value, " or \"never\"")?),
+        };
+        Ok(Config {
+            interfaces,
+            dry_run: self.dry_run,
+            pin_dir: source.absolute_path("pin_dir", self.pin_dir.as_ref(), DEFAULT_PIN_DIR)?,
+            state_dir: source.absolute_path(
+                "state_dir",
+                self.state_dir.as_ref(),
+                DEFAULT_STATE_DIR,
+            )?,
+            control_socket: source.control_socket(self.control_socket.as_ref())?,
+            metrics: source.metrics(&self.metrics)?,
+            allowlist: source.allowlist(&self.allowlist)?,
+            guard: GuardConfig {
+                min_prefix_len_v4: source.integer(
+                    "guard.min_prefix_len_v4",
+                    self.guard.min_prefix_len_v4.as_ref(),
+                    0,
+                    32,
+                    DEFAULT_MIN_PREFIX_LEN_V4,
+                    "bits",
+                )?,
+                min_prefix_len_v6: source.integer(
+                    "guard.min_prefix_len_v6",
+                    self.guard.min_prefix_len_v6.as_ref(),
+                    0,
+                    128,
+                    DEFAULT_MIN_PREFIX_LEN_V6,
+                    "bits",
+                )?,
+            },
+            capacity,
+            reconcile_interval: match &self.reconcile_interval {
+                Some(value) => source.duration("reconcile_interval", value, "")?,
+                None => DEFAULT_RECONCILE_INTERVAL,
+            },
+            default_ban,
+        })
+    }
+}
+
+/// The text being validated: turns byte spans into locations.
 struct Source<'a> {
     path: &'a Path,
     text: &'a str,
 }
 
 impl Source<'_> {
-    fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
-        let offset = span.map_or(0, |span| span.start).min(self.text.len());
+    fn location(&self, offset: usize) -> Location {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
-        ConfigError::Invalid {
+        let line_start = before.rfind('\n').map_or(0, |nl| nl + 1);
+        Location {
             path: self.path.to_path_buf(),
-            line,
-            column,
-            message: message.into(),
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
         }
     }
 
-    fn absolute(
+    fn invalid(&self, key: &str, span: Range<usize>, message: impl fmt::Display) -> ConfigError {
+        ConfigError::Invalid {
+            location: self.location(span.start),
+            key: key.to_owned(),
+            message: message.to_string(),
+        }
+    }
+
+    /// A toml error, with the key it is about found from its span.
+    fn toml_error(&self, err: &toml::de::Error) -> ConfigError {
+        let offset = err.span().map_or(0, |span| span.start);
+        let mut key = String::new();
+        let mut message = err.message().trim().to_owned();
+        // Only documents that parse have keys to name (syntax errors have none).
+        if let Ok(document) = DeTable::parse(self.text)
+            && let Some(Found::Key(name)) = find_key(document.get_ref(), offset, &mut key)
+            && !key.is_empty()
+            && TOP_LEVEL_KEYS.contains(&name.as_str())
+        {
+            let _: fmt::Result = write!(
+                message,
+                " (`{name}` is a top-level key: top-level keys go before the first [table] header)"
+            );
+        }
+        ConfigError::Toml {
+            location: self.location(offset),
+            key,
+            message,
+        }
+    }
+
+    fn interfaces(
         &self,
-        key: &str,
-        value: Option<Spanned<PathBuf>>,
-        default: &str,
-    ) -> Result<PathBuf, ConfigError> {
-        let Some(value) = value else {
-            return Ok(PathBuf::from(default));
+        raw: Option<Spanned<Vec<Spanned<RawInterface>>>>,
+    ) -> Result<Vec<InterfaceConfig>, ConfigError> {
+        let Some(raw) = raw else {
+            return Err(ConfigError::Missing {
+                path: self.path.to_path_buf(),
+                key: "interfaces",
+                message: "no interface configured; add one: [[interfaces]] name = \"eth0\"",
+            });
         };
-        if !value.get_ref().is_absolute() {
-            return Err(self.error(
-                Some(value.span()),
-                format!("{key}: {:?} is not an absolute path", value.get_ref()),
-            ));
+        let span = raw.span();
+        let raw = raw.into_inner();
+        if raw.is_empty() {
+            return Err(self.invalid("interfaces", span, "at least one interface is required"));
         }
-        Ok(value.into_inner())
-    }
-
-    fn duration(&self, key: &str, value: &Spanned<String>) -> Result<Duration, ConfigError> {
-        parse_duration(value.get_ref())
-            .map_err(|err| self.error(Some(value.span()), format!("{key}: {err}")))
-    }
-
-    fn capacity(
-        &self,
-        key: &str,
-        value: Option<Spanned<u32>>,
-        default: u32,
-    ) -> Result<u32, ConfigError> {
-        let Some(value) = value else {
-            return Ok(default);
-        };
-        if !(1..=MAX_CAPACITY).contains(value.get_ref()) {
-            return Err(self.error(
-                Some(value.span()),
-                format!(
-                    "capacity.{key}: {} is not between 1 and {MAX_CAPACITY}",
-                    value.get_ref()
-                ),
-            ));
-        }
-        Ok(value.into_inner())
-    }
-}
-
-impl Config {
-    /// Read and validate `path`.
-    ///
-    /// # Errors
-    /// When the file cannot be read or is invalid; the error names file, line and key.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
-    }
-
-    /// Validate `text`; `path` is only used in messages.
-    ///
-    /// # Errors
-    /// When the text is not valid configuration.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let source = Source { path, text };
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|err| source.error(err.span(), err.message().trim().to_owned()))?;
-        let mut interfaces = Vec::new();
-        for interface in raw.interfaces {
+        let max = usize::try_from(xdpguard_common::MAX_INTERFACES - 1).unwrap_or(usize::MAX);
+        let mut interfaces: Vec<InterfaceConfig> = Vec::with_capacity(raw.len());
+        for interface in raw {
             let span = interface.span();
             let interface = interface.into_inner();
             let name = interface.name.get_ref();
-            if name.is_empty()
-                || name.len() > 15
-                || name.contains(['/', ' ', '\t', '\n'])
-                || name == "."
-                || name == ".."
-            {
-                return Err(source.error(
-                    Some(interface.name.span()),
-                    format!("interfaces.name: {name:?} is not a valid interface name (1 to 15 characters, no '/' or spaces)"),
+            if let Err(why) = check_interface_name(name) {
+                return Err(self.invalid(
+                    "interfaces.name",
+                    interface.name.span(),
+                    format_args!("{name:?} is not a valid interface name: {why}"),
                 ));
             }
-            if interfaces.iter().any(|i: &InterfaceConfig| &i.name == name) {
-                return Err(
-                    source.error(Some(span), format!("interfaces: {name:?} is listed twice"))
-                );
+            if interfaces.iter().any(|seen| seen.name == *name) {
+                return Err(self.invalid(
+                    "interfaces.name",
+                    interface.name.span(),
+                    format_args!("{name:?} is listed twice"),
+                ));
+            }
+            if interfaces.len() == max {
+                return Err(self.invalid(
+                    "interfaces",
+                    span,
+                    format_args!("more than {max} interfaces"),
+                ));
             }
             interfaces.push(InterfaceConfig {
                 name: interface.name.into_inner(),
                 mode: interface.mode,
             });
         }
-        if interfaces.is_empty() {
-            return Err(source.error(
-                None,
-                "interfaces: name at least one interface ([[interfaces]] name = \"eth0\")",
-            ));
-        }
-        let metrics = {
-            let listen = match raw.metrics.listen {
-                Some(listen) => listen.get_ref().parse::<SocketAddr>().map_err(|_| {
-                    source.error(
-                        Some(listen.span()),
-                        format!(
-                            "metrics.listen: {:?} is not an address:port",
-                            listen.get_ref()
+        Ok(interfaces)
+    }
+
+    fn metrics(&self, raw: &RawMetrics) -> Result<MetricsConfig, ConfigError> {
+        let listen = match &raw.listen {
+            None => DEFAULT_METRICS_LISTEN,
+            Some(listen) => {
+                let text = listen.get_ref();
+                let addr = text.parse::<SocketAddr>().map_err(|_| {
+                    self.invalid(
+                        "metrics.listen",
+                        listen.span(),
+                        format_args!(
+                            "{text:?} is not an IP address and port (e.g. \"127.0.0.1:9477\", \"[::1]:9477\")"
                         ),
                     )
-                })?,
-                None => DEFAULT_METRICS_LISTEN
-                    .parse()
-                    .unwrap_or_else(|_| unreachable!()),
-            };
-            let top_blocked = match raw.metrics.top_blocked {
-                Some(n) if *n.get_ref() > MAX_TOP_BLOCKED => {
-                    return Err(source.error(
-                        Some(n.span()),
-                        format!(
-                            "metrics.top_blocked: {} is over the limit of {MAX_TOP_BLOCKED}",
-                            n.get_ref()
-                        ),
+                })?;
+                if addr.port() == 0 {
+                    return Err(self.invalid(
+                        "metrics.listen",
+                        listen.span(),
+                        format_args!("{text:?}: port 0 is not a port Prometheus can scrape"),
                     ));
                 }
-                Some(n) => n.into_inner(),
-                None => DEFAULT_TOP_BLOCKED,
-            };
-            MetricsConfig {
-                enabled: raw.metrics.enabled.unwrap_or(true),
-                listen,
-                top_blocked,
+                addr
             }
         };
-        let mut prefixes = Vec::new();
-        for text in &raw.allowlist.prefixes {
-            let prefix = text.get_ref().parse::<Prefix>().map_err(|err| {
-                source.error(Some(text.span()), format!("allowlist.prefixes: {err}"))
-            })?;
-            prefixes.push(prefix);
+        let top_blocked: u16 = self.integer(
+            "metrics.top_blocked",
+            raw.top_blocked.as_ref(),
+            0,
+            u16::try_from(MAX_TOP_BLOCKED).unwrap_or(u16::MAX),
+            u16::try_from(DEFAULT_TOP_BLOCKED).unwrap_or(u16::MAX),
+            "series",
+        )?;
+        Ok(MetricsConfig {
+            enabled: raw.enabled.unwrap_or(true),
+            listen,
+            top_blocked: usize::from(top_blocked),
+        })
+    }
+
+    fn allowlist(&self, raw: &RawAllowlist) -> Result<AllowlistConfig, ConfigError> {
+        let prefixes = raw
+            .prefixes
+            .iter()
+            .map(|text| {
+                text.get_ref()
+                    .parse::<Prefix>()
+                    .map_err(|err| self.invalid("allowlist.prefixes", text.span(), err))
+            })
+            .collect::<Result<_, _>>()?;
+        let files = raw
+            .files
+            .iter()
+            .map(|file| self.absolute_path("allowlist.files", Some(file), ""))
+            .collect::<Result<_, _>>()?;
+        Ok(AllowlistConfig {
+            prefixes,
+            files,
+            loopback: raw.loopback.unwrap_or(true),
+            host_addresses: raw.host_addresses.unwrap_or(true),
+        })
+    }
+
+    fn absolute_path(
+        &self,
+        key: &str,
+        value: Option<&Spanned<String>>,
+        default: &str,
+    ) -> Result<PathBuf, ConfigError> {
+        let Some(value) = value else {
+            return Ok(PathBuf::from(default));
+        };
+        let text = value.get_ref();
+        if !text.starts_with('/') {
+            return Err(self.invalid(
+                key,
+                value.span(),
+                format_args!("{text:?} is not an absolute path (start it with '/')"),
+            ));
         }
-        let mut files = Vec::new();
-        for file in raw.allowlist.files {
-            if !file.get_ref().is_absolute() {
-                return Err(source.error(
-                    Some(file.span()),
-                    format!(
-                        "allowlist.files: {:?} is not an absolute path",
-                        file.get_ref()
+        if text.contains('\0') {
+            return Err(self.invalid(
+                key,
+                value.span(),
+                format_args!("{text:?} contains a NUL character"),
+            ));
+        }
+        Ok(PathBuf::from(text))
+    }
+
+    fn control_socket(&self, value: Option<&Spanned<String>>) -> Result<PathBuf, ConfigError> {
+        let path = self.absolute_path("control_socket", value, DEFAULT_CONTROL_SOCKET)?;
+        let Some(value) = value else {
+            return Ok(path);
+        };
+        let len = value.get_ref().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(self.invalid(
+                "control_socket",
+                value.span(),
+                format_args!(
+                    "{:?} is {len} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH}",
+                    value.get_ref()
+                ),
+            ));
+        }
+        if value.get_ref().ends_with('/') {
+            return Err(self.invalid(
+                "control_socket",
+                value.span(),
+                format_args!("{:?} names a directory, not a socket", value.get_ref()),
+            ));
+        }
+        Ok(path)
+    }
+
+    /// An integer from `min` to `max`, or `default` when absent.
+    fn integer<T>(
+        &self,
+        key: &str,
+        value: Option<&Spanned<Integer>>,
+        min: T,
+        max: T,
+        default: T,
+        unit: &str,
+    ) -> Result<T, ConfigError>
+    where
+        T: Copy + Into<i64> + TryFrom<i64> + fmt::Display,
+    {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let Integer(number) = *value.get_ref();
+        T::try_from(number)
+            .ok()
+            .filter(|n| (min.into()..=max.into()).contains(&(*n).into()))
+            .ok_or_else(|| {
+                self.invalid(
+                    key,
+                    value.span(),
+                    format_args!("{number} is out of range: {min} to {max} {unit}"),
+                )
+            })
+    }
+
+    /// A duration of at least [`MIN_INTERVAL`]; `alternative` extends the hint for bare numbers.
+    fn duration(
+        &self,
+        key: &str,
+        value: &Spanned<RawDuration>,
+        alternative: &str,
+    ) -> Result<Duration, ConfigError> {
+        let duration = match value.get_ref() {
+            RawDuration::Number(number) => {
+                return Err(self.invalid(
+                    key,
+                    value.span(),
+                    format_args!(
+                        "{number} has no unit; write a duration string such as \"{number}s\"{alternative}"
                     ),
                 ));
             }
-            files.push(file.into_inner());
-        }
-        let guard_len = |value: Option<Spanned<u8>>, key: &str, default: u8, max: u8| match value {
-            Some(v) if *v.get_ref() > max => Err(source.error(
-                Some(v.span()),
-                format!("guard.{key}: {} is longer than /{max}", v.get_ref()),
-            )),
-            Some(v) => Ok(v.into_inner()),
-            None => Ok(default),
-        };
-        let guard = GuardConfig {
-            min_prefix_len_v4: guard_len(raw.guard.min_prefix_len_v4, "min_prefix_len_v4", 8, 32)?,
-            min_prefix_len_v6: guard_len(
-                raw.guard.min_prefix_len_v6,
-                "min_prefix_len_v6",
-                32,
-                128,
-            )?,
-        };
-        use xdpguard_common::capacity as cap;
-        let capacity = CapacityConfig {
-            allow_v4: source.capacity("allow_v4", raw.capacity.allow_v4, cap::ALLOW_V4)?,
-            allow_v6: source.capacity("allow_v6", raw.capacity.allow_v6, cap::ALLOW_V6)?,
-            block_host_v4: source.capacity(
-                "block_host_v4",
-                raw.capacity.block_host_v4,
-                cap::BLOCK_HOST_V4,
-            )?,
-            block_host_v6: source.capacity(
-                "block_host_v6",
-                raw.capacity.block_host_v6,
-                cap::BLOCK_HOST_V6,
-            )?,
-            block_prefix_v4: source.capacity(
-                "block_prefix_v4",
-                raw.capacity.block_prefix_v4,
-                cap::BLOCK_PREFIX_V4,
-            )?,
-            block_prefix_v6: source.capacity(
-                "block_prefix_v6",
-                raw.capacity.block_prefix_v6,
-                cap::BLOCK_PREFIX_V6,
-            )?,
-        };
-        let reconcile_interval = match &raw.reconcile_interval {
-            Some(value) => {
-                let interval = source.duration("reconcile_interval", value)?;
-                if interval < Duration::from_secs(1) {
-                    return Err(source.error(
-                        Some(value.span()),
-                        "reconcile_interval: must be at least 1s",
-                    ));
-                }
-                interval
+            RawDuration::Text(text) => {
+                parse_duration(text).map_err(|err| self.invalid(key, value.span(), err))?
             }
-            None => DEFAULT_RECONCILE,
         };
-        let default_ban = match &raw.default_ban {
-            Some(value) if value.get_ref() == "never" => None,
-            Some(value) => Some(source.duration("default_ban", value)?),
-            None => None,
-        };
-        Ok(Self {
-            interfaces,
-            dry_run: raw.dry_run,
-            pin_dir: source.absolute("pin_dir", raw.pin_dir, DEFAULT_PIN_DIR)?,
-            state_dir: source.absolute("state_dir", raw.state_dir, DEFAULT_STATE_DIR)?,
-            control_socket: source.absolute(
-                "control_socket",
-                raw.control_socket,
-                DEFAULT_CONTROL_SOCKET,
-            )?,
-            metrics,
-            allowlist: AllowlistConfig {
-                prefixes,
-                files,
-                loopback: raw.allowlist.loopback.unwrap_or(true),
-                host_addresses: raw.allowlist.host_addresses.unwrap_or(true),
-            },
-            guard,
-            capacity,
-            reconcile_interval,
-            default_ban,
-        })
+        if duration < MIN_INTERVAL {
+            return Err(self.invalid(
+                key,
+                value.span(),
+                format_args!(
+                    "{} is shorter than the minimum of {}",
+                    format_duration(duration),
+                    format_duration(MIN_INTERVAL)
+                ),
+            ));
+        }
+        Ok(duration)
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{input:?} is not a duration (use units: 500ms, 90s, 15m, 1h30m, 2d, 1w)")]
-pub struct DurationError {
-    input: String,
+/// What the offset of an error falls on.
+enum Found {
+    /// A key: `path` is left at the table holding it.
+    Key(String),
+    /// A value: `path` is its key.
+    Value,
 }
 
-/// Parse `500ms`, `90s`, `15m`, `1h30m`, `2d`, `1w`: numbers each followed by a unit, largest
-/// first or in any order, summed. A bare number is refused (seconds or minutes?).
+/// Find the key or value at `offset`, leaving its dotted path in `path`. Arrays of tables
+/// (`[[interfaces]]`) and arrays of values take the array's key; indices are left out, the
+/// line says which one.
+fn find_key(table: &DeTable<'_>, offset: usize, path: &mut String) -> Option<Found> {
+    for (key, value) in table {
+        if key.span().contains(&offset) {
+            return Some(Found::Key(key.get_ref().to_string()));
+        }
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key.get_ref());
+        if let Some(found) = find_in_value(value, offset, path) {
+            return Some(found);
+        }
+        path.truncate(len);
+    }
+    None
+}
+
+fn find_in_value(value: &Spanned<DeValue<'_>>, offset: usize, path: &mut String) -> Option<Found> {
+    match value.get_ref() {
+        DeValue::Table(table) => {
+            if let Some(found) = find_key(table, offset, path) {
+                return Some(found);
+            }
+        }
+        DeValue::Array(items) => {
+            for item in items {
+                if let Some(found) = find_in_value(item, offset, path) {
+                    return Some(found);
+                }
+            }
+        }
+        _ => {}
+    }
+    value.span().contains(&offset).then_some(Found::Value)
+}
+
+/// Linux's `dev_valid_name`, and no control characters.
+fn check_interface_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty");
+    }
+    if name.len() > MAX_INTERFACE_NAME {
+        return Err("longer than 15 bytes");
+    }
+    if name == "." || name == ".." {
+        return Err("'.' and '..' are not interface names");
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err("it contains '/', ':', whitespace or a control character");
+    }
+    Ok(())
+}
+
+// Durations.
+
+/// Units from largest to smallest, with their length in milliseconds.
+const UNITS: [(&str, u64); 6] = [
+    ("w", 604_800_000),
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
+
+/// Why a duration string was refused; each message quotes the input.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{input:?} is not a duration (examples: 500ms, 90s, 15m, 1h30m, 2d, 1w)")]
+    Malformed { input: String },
+    #[error("{input:?} has a number without a unit (units: w, d, h, m, s, ms; e.g. \"90s\")")]
+    MissingUnit { input: String },
+    #[error("{input:?} has an unknown unit {unit:?} (units: w, d, h, m, s, ms)")]
+    UnknownUnit { input: String, unit: String },
+    #[error("{input:?}: give each unit once, largest first (e.g. \"1h30m\")")]
+    UnitOrder { input: String },
+    #[error("{input:?} is too long a duration")]
+    Overflow { input: String },
+}
+
+/// Parse a duration: numbers each followed by a unit (`w`, `d`, `h`, `m`, `s`, `ms`), each unit
+/// at most once, largest first: `500ms`, `90s`, `15m`, `1h30m`, `2d`, `1w`, `1w2d`. Surrounding
+/// whitespace is ignored. A bare number is refused: `30` could mean seconds or minutes.
+/// Fractions and signs are refused; the total must fit in `u64` milliseconds.
 ///
 /// # Errors
-/// When the text has no unit, an unknown unit, or overflows.
+/// When the text is not of that shape or overflows; the message quotes the text.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
-    let error = || DurationError {
-        input: input.to_owned(),
-    };
     let text = input.trim();
+    let input = || input.to_owned();
     if text.is_empty() {
-        return Err(error());
+        return Err(DurationError::Malformed { input: input() });
     }
-    let mut total = Duration::ZERO;
     let mut rest = text;
+    let mut total: u64 = 0;
+    let mut next_unit = 0;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(error)?;
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(error());
+            return Err(DurationError::Malformed { input: input() });
         }
-        let number: u64 = rest[..digits].parse().map_err(|_| error())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let millis_per_unit: u64 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            _ => return Err(error()),
+        let (number, after) = rest.split_at(digits);
+        let letters = after.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let (unit, after) = after.split_at(letters);
+        if unit.is_empty() {
+            return Err(if after.is_empty() {
+                DurationError::MissingUnit { input: input() }
+            } else {
+                DurationError::Malformed { input: input() }
+            });
+        }
+        let Some(index) = UNITS.iter().position(|(name, _)| *name == unit) else {
+            return Err(DurationError::UnknownUnit {
+                input: input(),
+                unit: unit.to_owned(),
+            });
         };
-        rest = &rest[unit_len..];
-        let millis = number.checked_mul(millis_per_unit).ok_or_else(error)?;
-        total = total
-            .checked_add(Duration::from_millis(millis))
-            .ok_or_else(error)?;
+        if index < next_unit {
+            return Err(DurationError::UnitOrder { input: input() });
+        }
+        next_unit = index + 1;
+        total = number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(UNITS[index].1))
+            .and_then(|millis| total.checked_add(millis))
+            .ok_or_else(|| DurationError::Overflow { input: input() })?;
+        rest = after;
     }
-    Ok(total)
+    Ok(Duration::from_millis(total))
 }
 
-/// A line of a list file that was not an address or prefix.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RejectedLine {
-    pub line: usize,
-    pub text: String,
-    pub reason: String,
+/// The compact form [`parse_duration`] reads: `1h30m`, `2d`, `1w3d`, `1s500ms`; `0s` for zero.
+/// Below a millisecond is dropped, so it round-trips for whole milliseconds.
+pub fn format_duration(duration: Duration) -> String {
+    let mut millis = duration.as_millis();
+    if millis == 0 {
+        return "0s".to_owned();
+    }
+    let mut out = String::new();
+    for (unit, per) in UNITS {
+        let per = u128::from(per);
+        let count = millis / per;
+        if count > 0 {
+            let _: fmt::Result = write!(out, "{count}{unit}");
+            millis %= per;
+        }
+    }
+    out
 }
 
-/// What a list file holds.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+// List files.
+
+/// What a list file holds: the good lines and the bad ones, by line number (1-based).
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct PrefixList {
-    /// (line number, prefix).
+    /// (line number, prefix), in file order; duplicates are kept.
     pub prefixes: Vec<(usize, Prefix)>,
     pub rejected: Vec<RejectedLine>,
+    /// Lines whose prefix had host bits set (`192.0.2.7/24`), read as the network.
+    pub host_bits_cleared: Vec<usize>,
 }
 
-/// Lines longer than this are rejected without being kept.
-const MAX_LIST_LINE: usize = 4096;
+/// A line that is not an address or prefix.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RejectedLine {
+    pub line: usize,
+    /// The line, trimmed, invalid UTF-8 replaced; the first 64 bytes of an overlong line.
+    pub text: String,
+    pub reason: RejectReason,
+}
 
-/// Read a list file: one address or CIDR per line, `#` comments (whole line or trailing),
-/// blank lines, CRLF. Bad lines are collected, never fatal.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    #[error(transparent)]
+    Prefix(#[from] PrefixError),
+    #[error("line is longer than {MAX_LIST_LINE} bytes")]
+    TooLong,
+    #[error("line is not UTF-8 text")]
+    NotUtf8,
+}
+
+/// Read a list file; see [`parse_prefix_list`].
 ///
 /// # Errors
-/// When the file cannot be read.
+/// When the file cannot be opened or read.
 pub fn read_prefix_list(path: &Path) -> Result<PrefixList, io::Error> {
-    let mut reader = BufReader::with_capacity(1 << 16, File::open(path)?);
+    parse_prefix_list(BufReader::with_capacity(1 << 16, File::open(path)?))
+}
+
+/// Read list-file lines: one address or CIDR per line (`192.0.2.1`, `198.51.100.0/24`,
+/// `2001:db8::/32`; IPv4-mapped IPv6 becomes IPv4), blank lines, comments from `#` or `;` to
+/// the end of the line (FireHOL netsets use `#`, Spamhaus DROP `;`), LF or CRLF, surrounding
+/// whitespace, a UTF-8 byte order mark. Bad lines are collected, never fatal. Lines over
+/// [`MAX_LIST_LINE`] bytes are rejected and skipped without being buffered whole. Good lines
+/// cost no allocation beyond the result.
+///
+/// # Errors
+/// When reading fails.
+pub fn parse_prefix_list<R: BufRead>(mut reader: R) -> Result<PrefixList, io::Error> {
     let mut list = PrefixList::default();
-    let mut buf = Vec::with_capacity(128);
+    let mut buf = Vec::with_capacity(256);
     let mut number = 0;
     loop {
         buf.clear();
-        // Bounded read: a hostile file with no newlines cannot make us buffer it whole.
-        let read = (&mut reader)
-            .take(MAX_LIST_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)?;
-        if read == 0 {
+        let read = read_line_bounded(&mut reader, &mut buf)?;
+        if read == LineRead::Eof {
             break;
         }
         number += 1;
-        if buf.len() > MAX_LIST_LINE && buf.last() != Some(&b'\n') {
-            // Skip the rest of the overlong line.
-            let mut sink = Vec::new();
-            let _: usize = reader.read_until(b'\n', &mut sink)?;
+        let mut line = buf.as_slice();
+        if number == 1 {
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
+        let comment = line.iter().position(|b| *b == b'#' || *b == b';');
+        // An overlong line is fine when its data ends in the part that was kept.
+        if read == LineRead::TooLong && comment.is_none() {
+            let head = &line[..line.len().min(64)];
             list.rejected.push(RejectedLine {
                 line: number,
-                text: String::from_utf8_lossy(&buf[..64]).into_owned(),
-                reason: format!("line longer than {MAX_LIST_LINE} bytes"),
+                text: format!("{}...", String::from_utf8_lossy(head.trim_ascii())),
+                reason: RejectReason::TooLong,
             });
             continue;
         }
-        let line = String::from_utf8_lossy(&buf);
-        let content = line.split('#').next().unwrap_or("").trim();
+        let content = comment.map_or(line, |at| &line[..at]).trim_ascii();
         if content.is_empty() {
             continue;
         }
-        match content.parse::<Prefix>() {
-            Ok(prefix) => list.prefixes.push((number, prefix)),
-            Err(err) => list.rejected.push(RejectedLine {
-                line: number,
-                text: content.to_owned(),
-                reason: err.to_string(),
-            }),
-        }
+        let reason = match std::str::from_utf8(content) {
+            Err(_) => RejectReason::NotUtf8,
+            Ok(text) => match Prefix::parse(text) {
+                Ok((prefix, cleared)) => {
+                    list.prefixes.push((number, prefix));
+                    if cleared {
+                        list.host_bits_cleared.push(number);
+                    }
+                    continue;
+                }
+                Err(err) => RejectReason::Prefix(err),
+            },
+        };
+        list.rejected.push(RejectedLine {
+            line: number,
+            text: String::from_utf8_lossy(line.trim_ascii()).into_owned(),
+            reason,
+        });
     }
     Ok(list)
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineRead {
+    Eof,
+    Line,
+    /// Longer than [`MAX_LIST_LINE`]: `buf` holds the first bytes, the rest was skipped.
+    TooLong,
+}
+
+/// Append the next line, without its `\n`, to `buf`: at most [`MAX_LIST_LINE`] + 2 bytes of
+/// it (the content, a CR, and one byte to tell that it is too long); the rest is skipped.
+fn read_line_bounded<R: BufRead>(reader: &mut R, buf: &mut Vec<u8>) -> io::Result<LineRead> {
+    const KEEP: usize = MAX_LIST_LINE + 2;
+    let finish = |buf: &[u8]| {
+        if buf.strip_suffix(b"\r").unwrap_or(buf).len() > MAX_LIST_LINE {
+            LineRead::TooLong
+        } else {
+            LineRead::Line
+        }
+    };
+    let mut started = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if available.is_empty() {
+            return Ok(if started { finish(buf) } else { LineRead::Eof });
+        }
+        started = true;
+        let newline = available.iter().position(|b| *b == b'\n');
+        let end = newline.unwrap_or(available.len());
+        let room = KEEP.saturating_sub(buf.len());
+        buf.extend_from_slice(&available[..end.min(room)]);
+        reader.consume(newline.map_or(end, |at| at + 1));
+        if newline.is_some() {
+            return Ok(finish(buf));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::io::Cursor;
+
     use super::*;
 
+    const PATH: &str = "/etc/xdpguard/xdpguard.toml";
+    const EXAMPLE: &str = include_str!("../../packaging/xdpguard.toml");
     const MINIMAL: &str = "[[interfaces]]\nname = \"eth1\"\n";
 
-    /// Top-level keys must come before the first table.
-    fn with_top(top: &str) -> String {
-        format!("{top}{MINIMAL}")
-    }
-
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("/etc/xdpguard/xdpguard.toml"))
+        Config::parse(text, Path::new(PATH))
     }
 
-    #[test]
-    fn minimal_config_gets_the_documented_defaults() {
-        let config = parse(MINIMAL).unwrap();
-        assert_eq!(
-            config.interfaces,
-            vec![InterfaceConfig {
-                name: "eth1".into(),
-                mode: XdpMode::Auto
-            }]
-        );
-        assert_eq!(config.pin_dir, Path::new(DEFAULT_PIN_DIR));
-        assert_eq!(config.state_dir, Path::new(DEFAULT_STATE_DIR));
-        assert_eq!(config.control_socket, Path::new(DEFAULT_CONTROL_SOCKET));
-        assert_eq!(config.metrics.listen.to_string(), DEFAULT_METRICS_LISTEN);
+    /// `top` goes before the interface table, so its keys stay top-level.
+    fn with_top(top: &str) -> String {
+        format!("{top}\n{MINIMAL}")
+    }
+
+    /// `section` goes after the interface table.
+    fn with_section(section: &str) -> String {
+        format!("{MINIMAL}{section}")
+    }
+
+    /// The error's text, which must start with `PATH:line:`.
+    fn error_at(text: &str, line: usize) -> String {
+        let err = parse(text).unwrap_err();
+        let message = err.to_string();
         assert!(
-            config.metrics.enabled && config.allowlist.loopback && config.allowlist.host_addresses
+            message.starts_with(&format!("{PATH}:{line}:")),
+            "expected line {line}: {message}"
         );
-        assert_eq!(
-            (
-                config.guard.min_prefix_len_v4,
-                config.guard.min_prefix_len_v6
-            ),
-            (8, 32)
-        );
-        assert_eq!(config.reconcile_interval, Duration::from_secs(30));
-        assert_eq!(config.default_ban, None);
-        assert!(!config.dry_run);
+        message
     }
 
-    #[test]
-    fn shipped_example_parses() {
-        let config = parse(include_str!("../../packaging/xdpguard.toml")).unwrap();
-        assert!(!config.interfaces.is_empty());
-    }
-
-    #[test]
-    fn unknown_keys_are_errors_with_their_line() {
-        let err = parse(&with_top("dry_run = true\nbogus = 1\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("/etc/xdpguard/xdpguard.toml:2:"), "{err}");
-        assert!(err.contains("bogus"), "{err}");
-        let err = parse(&format!(
-            "{MINIMAL}[metrics]\nlisten = \"127.0.0.1:1\"\nport = 3\n"
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains(":5:") && err.contains("port"), "{err}");
-    }
-
-    #[test]
-    fn bad_values_name_line_key_and_value() {
-        let err = parse(&format!(
-            "{MINIMAL}[allowlist]\nprefixes = [\"10.0.0.0/8\", \"10.0.0.300/8\"]\n"
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains(":4:")
-                && err.contains("allowlist.prefixes")
-                && err.contains("10.0.0.300/8"),
-            "{err}"
-        );
-        let err = parse(&with_top("\nreconcile_interval = \"soon\"\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(":2:") && err.contains("\"soon\""), "{err}");
-        let err = parse(&with_top("state_dir = \"var/lib\"\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("state_dir") && err.contains("absolute"),
-            "{err}"
-        );
-        let err = parse("[[interfaces]]\nname = \"a/b\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(":2:") && err.contains("a/b"), "{err}");
-        let err = parse(&format!("{MINIMAL}[capacity]\nblock_host_v4 = 0\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("capacity.block_host_v4"), "{err}");
-        let err = parse(&format!(
-            "{MINIMAL}[[interfaces]]\nname = \"eth1\"\nmode = \"turbo\"\n"
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("turbo"), "{err}");
-    }
-
-    #[test]
-    fn no_interfaces_is_an_error() {
-        let err = parse("dry_run = true\n").unwrap_err().to_string();
-        assert!(err.contains("interfaces"), "{err}");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(604_800)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        for bad in [
-            "",
-            "90",
-            "s",
-            "1x",
-            "-1s",
-            "1.5h",
-            "99999999999999999999s",
-            "18446744073709551615w",
-        ] {
-            let err = parse_duration(bad).unwrap_err();
-            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+    fn eth(name: &str, mode: XdpMode) -> InterfaceConfig {
+        InterfaceConfig {
+            name: name.to_owned(),
+            mode,
         }
     }
 
     #[test]
-    fn list_files_keep_good_lines_and_report_bad_ones_by_number() {
-        let path = std::env::temp_dir().join(format!("xdpguard-list-{}", std::process::id()));
-        let long = "1".repeat(5000);
-        std::fs::write(
-            &path,
-            format!("# FireHOL style\r\n203.0.113.1\r\n\n203.0.113.0/24 # net\nnot-an-ip\n2001:db8::/32\n::ffff:198.51.100.7\n{long}\n198.51.100.9"),
-        )
-        .unwrap();
-        let list = read_prefix_list(&path).unwrap();
-        let good: Vec<(usize, String)> = list
-            .prefixes
-            .iter()
-            .map(|(n, p)| (*n, p.to_string()))
+    fn minimal_config_gets_every_default() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config, Config::new(vec![eth("eth1", XdpMode::Auto)]));
+        assert!(!config.dry_run);
+        assert_eq!(config.pin_dir, Path::new("/sys/fs/bpf/xdpguard"));
+        assert_eq!(config.state_dir, Path::new("/var/lib/xdpguard"));
+        assert_eq!(
+            config.control_socket,
+            Path::new("/run/xdpguard/control.sock")
+        );
+        assert!(config.metrics.enabled);
+        assert_eq!(config.metrics.listen.to_string(), "127.0.0.1:9477");
+        assert_eq!(config.metrics.top_blocked, 20);
+        assert!(config.allowlist.prefixes.is_empty() && config.allowlist.files.is_empty());
+        assert!(config.allowlist.loopback && config.allowlist.host_addresses);
+        assert_eq!(
+            config.guard,
+            GuardConfig {
+                min_prefix_len_v4: 8,
+                min_prefix_len_v6: 32
+            }
+        );
+        assert_eq!(
+            config.capacity,
+            CapacityConfig {
+                allow_v4: 16384,
+                allow_v6: 16384,
+                block_host_v4: 1_048_576,
+                block_host_v6: 1_048_576,
+                block_prefix_v4: 262_144,
+                block_prefix_v6: 262_144,
+            }
+        );
+        assert_eq!(config.reconcile_interval, Duration::from_secs(30));
+        assert_eq!(config.default_ban, None);
+    }
+
+    #[test]
+    fn shipped_example_parses_to_the_defaults() {
+        let config = parse(EXAMPLE).unwrap();
+        assert_eq!(config, Config::new(vec![eth("eth0", XdpMode::Auto)]));
+    }
+
+    #[test]
+    fn shipped_example_documents_every_key() {
+        let sections: [(&str, &[&str]); 5] = [
+            ("[[interfaces]]", &["name", "mode"]),
+            ("[metrics]", &["enabled", "listen", "top_blocked"]),
+            (
+                "[allowlist]",
+                &["prefixes", "files", "loopback", "host_addresses"],
+            ),
+            ("[guard]", &["min_prefix_len_v4", "min_prefix_len_v6"]),
+            (
+                "[capacity]",
+                &[
+                    "allow_v4",
+                    "allow_v6",
+                    "block_host_v4",
+                    "block_host_v6",
+                    "block_prefix_v4",
+                    "block_prefix_v6",
+                ],
+            ),
+        ];
+        let set = |key: &str| {
+            EXAMPLE
+                .lines()
+                .any(|line| line.starts_with(&format!("{key} = ")))
+        };
+        for key in TOP_LEVEL_KEYS {
+            let is_section = sections
+                .iter()
+                .any(|(header, _)| header.trim_matches(['[', ']']) == key);
+            assert!(is_section || set(key), "top-level {key} not in the example");
+        }
+        for (header, keys) in sections {
+            assert!(EXAMPLE.lines().any(|line| line == header), "{header}");
+            for key in keys {
+                assert!(set(key), "{header} {key} not in the example");
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let text = r#"
+dry_run = true
+pin_dir = "/sys/fs/bpf/fw"
+state_dir = "/srv/fw/state"
+control_socket = "/run/fw.sock"
+reconcile_interval = "1m30s"
+default_ban = "2d"
+interfaces = [{ name = "eth0" }, { name = "enp1s0f1", mode = "native" }, { name = "veth-x", mode = "generic" }]
+
+[metrics]
+enabled = false
+listen = "[::1]:9100"
+top_blocked = 1000
+
+[allowlist]
+prefixes = ["192.0.2.7/24", "2001:db8::/32", "::ffff:198.51.100.1", "203.0.113.9"]
+files = ["/etc/xdpguard/allow.txt"]
+loopback = false
+host_addresses = false
+
+[guard]
+min_prefix_len_v4 = 0
+min_prefix_len_v6 = 128
+
+[capacity]
+allow_v4 = 1
+allow_v6 = 2
+block_host_v4 = 3
+block_host_v6 = 4
+block_prefix_v4 = 5
+block_prefix_v6 = 16777216
+"#;
+        let config = parse(text).unwrap();
+        let prefixes: Vec<String> = ["192.0.2.0/24", "2001:db8::/32", "198.51.100.1/32"]
+            .into_iter()
+            .chain(["203.0.113.9/32"])
+            .map(str::to_owned)
             .collect();
         assert_eq!(
-            good,
+            config,
+            Config {
+                interfaces: vec![
+                    eth("eth0", XdpMode::Auto),
+                    eth("enp1s0f1", XdpMode::Native),
+                    eth("veth-x", XdpMode::Generic),
+                ],
+                dry_run: true,
+                pin_dir: "/sys/fs/bpf/fw".into(),
+                state_dir: "/srv/fw/state".into(),
+                control_socket: "/run/fw.sock".into(),
+                metrics: MetricsConfig {
+                    enabled: false,
+                    listen: "[::1]:9100".parse().unwrap(),
+                    top_blocked: 1000,
+                },
+                allowlist: AllowlistConfig {
+                    prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
+                    files: vec!["/etc/xdpguard/allow.txt".into()],
+                    loopback: false,
+                    host_addresses: false,
+                },
+                guard: GuardConfig {
+                    min_prefix_len_v4: 0,
+                    min_prefix_len_v6: 128,
+                },
+                capacity: CapacityConfig {
+                    allow_v4: 1,
+                    allow_v6: 2,
+                    block_host_v4: 3,
+                    block_host_v6: 4,
+                    block_prefix_v4: 5,
+                    block_prefix_v6: MAX_CAPACITY,
+                },
+                reconcile_interval: Duration::from_secs(90),
+                default_ban: Some(Duration::from_secs(2 * 86_400)),
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_an_error_with_its_line() {
+        let message = error_at(&with_top("dry_run = true\nbogus = 1"), 2);
+        assert!(message.starts_with(&format!("{PATH}:2:1: ")), "{message}");
+        assert!(message.contains("unknown field `bogus`"), "{message}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_section_names_the_section_and_line() {
+        let message = error_at(
+            &with_section("[metrics]\nlisten = \"127.0.0.1:1\"\nport = 3\n"),
+            5,
+        );
+        assert!(
+            message.contains(": metrics: unknown field `port`"),
+            "{message}"
+        );
+        let message = error_at("[[interfaces]]\nname = \"eth0\"\nnmae = \"eth1\"\n", 3);
+        assert!(
+            message.contains("interfaces: unknown field `nmae`"),
+            "{message}"
+        );
+        // The daemon test appends this below [metrics].
+        let message = error_at(&with_section("[metrics]\n\nbogus_key = 1\n"), 5);
+        assert!(message.contains("bogus_key"), "{message}");
+    }
+
+    #[test]
+    fn top_level_key_below_a_table_gets_a_hint() {
+        let message = error_at(&with_section("[guard]\ndry_run = true\n"), 4);
+        assert!(
+            message.contains("guard: unknown field `dry_run`"),
+            "{message}"
+        );
+        assert!(message.contains("before the first [table]"), "{message}");
+    }
+
+    #[test]
+    fn syntax_errors_have_line_and_column() {
+        let message = error_at(&with_top("dry_run = true\npin_dir = \"/x"), 2);
+        assert!(message.starts_with(&format!("{PATH}:2:")), "{message}");
+        let message = error_at(&with_top("dry_run = \n"), 1);
+        assert!(message.starts_with(&format!("{PATH}:1:11: ")), "{message}");
+        // A key given twice.
+        error_at(&with_top("dry_run = true\ndry_run = false"), 2);
+    }
+
+    #[test]
+    fn wrong_types_name_the_key_and_line() {
+        let message = error_at(&with_top("\ndry_run = \"yes\""), 2);
+        assert!(message.contains("dry_run: invalid type"), "{message}");
+        let message = error_at(&with_section("[capacity]\nallow_v4 = \"many\"\n"), 4);
+        assert!(
+            message.contains("capacity.allow_v4: invalid type"),
+            "{message}"
+        );
+        let message = error_at(&with_top("metrics = 3"), 1);
+        assert!(message.contains("metrics: invalid type"), "{message}");
+        let message = error_at("interfaces = [\"eth0\"]", 1);
+        assert!(message.contains("{ name = \"eth0\""), "{message}");
+    }
+
+    #[test]
+    fn bad_cidr_is_an_error_at_its_value() {
+        let text = with_section("[allowlist]\nprefixes = [\"10.0.0.0/8\", \"10.0.0.300/8\"]\n");
+        assert_eq!(
+            parse(&text).unwrap_err().to_string(),
+            format!(
+                "{PATH}:4:27: allowlist.prefixes: \"10.0.0.300/8\" is not an IP address or CIDR prefix"
+            )
+        );
+        let message = error_at(
+            &with_section("[allowlist]\nprefixes = [\"2001:db8::/129\"]\n"),
+            4,
+        );
+        assert!(message.contains("2001:db8::/129"), "{message}");
+    }
+
+    #[test]
+    fn bad_durations_are_errors_at_their_value() {
+        let message = error_at(&with_top("\nreconcile_interval = \"soon\""), 2);
+        assert!(
+            message.contains("2:22: reconcile_interval: \"soon\" is not a duration"),
+            "{message}"
+        );
+        let message = error_at(&with_top("default_ban = 3600"), 1);
+        assert!(message.contains("\"3600s\" or \"never\""), "{message}");
+        let message = error_at(&with_top("reconcile_interval = \"500ms\""), 1);
+        assert!(
+            message.contains("shorter than the minimum of 1s"),
+            "{message}"
+        );
+        let message = error_at(&with_top("default_ban = \"0s\""), 1);
+        assert!(message.contains("default_ban"), "{message}");
+        let message = error_at(&with_top("default_ban = \"forever\""), 1);
+        assert!(message.contains("\"forever\""), "{message}");
+        let message = error_at(&with_top("reconcile_interval = true"), 1);
+        assert!(message.contains("duration string"), "{message}");
+    }
+
+    #[test]
+    fn relative_and_bad_paths_are_refused() {
+        for key in ["pin_dir", "state_dir", "control_socket"] {
+            let message = error_at(&with_top(&format!("{key} = \"var/lib\"")), 1);
+            assert!(
+                message.contains(&format!("{key}: \"var/lib\" is not an absolute path")),
+                "{message}"
+            );
+        }
+        let message = error_at(&with_top("state_dir = \"\""), 1);
+        assert!(message.contains("absolute"), "{message}");
+        let message = error_at(
+            &with_section("[allowlist]\nfiles = [\"/ok\", \"allow.txt\"]\n"),
+            4,
+        );
+        assert!(
+            message.contains("allowlist.files: \"allow.txt\""),
+            "{message}"
+        );
+        let long = format!("/run/{}.sock", "x".repeat(100));
+        let message = error_at(&with_top(&format!("control_socket = \"{long}\"")), 1);
+        assert!(message.contains("at most 107"), "{message}");
+        let message = error_at(&with_top("control_socket = \"/run/xdpguard/\""), 1);
+        assert!(message.contains("directory"), "{message}");
+    }
+
+    #[test]
+    fn missing_or_empty_interfaces_is_an_error() {
+        let err = parse("dry_run = true\n").unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Missing {
+                key: "interfaces",
+                ..
+            }
+        ));
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{PATH}: interfaces: ")),
+            "{err}"
+        );
+        let message = error_at("dry_run = true\ninterfaces = []\n", 2);
+        assert!(message.contains("at least one interface"), "{message}");
+    }
+
+    #[test]
+    fn interface_names_and_modes_are_checked() {
+        for bad in [
+            "",
+            "a/b",
+            "eth0:1",
+            "eth 0",
+            "eth0\\t",
+            ".",
+            "..",
+            "sixteen-bytes-xx",
+        ] {
+            let message = error_at(&format!("[[interfaces]]\nname = \"{bad}\"\n"), 2);
+            assert!(message.contains("not a valid interface name"), "{message}");
+        }
+        parse("[[interfaces]]\nname = \"fifteen-bytes-x\"\n").unwrap();
+        let message = error_at(&with_section("[[interfaces]]\nname = \"eth1\"\n"), 4);
+        assert!(message.contains("\"eth1\" is listed twice"), "{message}");
+        let message = error_at("[[interfaces]]\nname = \"eth0\"\nmode = \"turbo\"\n", 3);
+        assert!(
+            message.contains("interfaces.mode: unknown variant `turbo`"),
+            "{message}"
+        );
+        let message = error_at("[[interfaces]]\nmode = \"native\"\n", 1);
+        assert!(message.contains("missing field `name`"), "{message}");
+        let too_many: String = (0..16)
+            .map(|i| format!("[[interfaces]]\nname = \"eth{i}\"\n"))
+            .collect();
+        let message = error_at(&too_many, 31);
+        assert!(message.contains("more than 15 interfaces"), "{message}");
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_refused() {
+        for (section, line) in [
+            ("[metrics]\ntop_blocked = 1001", "metrics.top_blocked: 1001"),
+            ("[metrics]\ntop_blocked = -1", "metrics.top_blocked: -1"),
+            (
+                "[guard]\nmin_prefix_len_v4 = 33",
+                "guard.min_prefix_len_v4: 33",
+            ),
+            (
+                "[guard]\nmin_prefix_len_v6 = 129",
+                "guard.min_prefix_len_v6: 129",
+            ),
+            ("[capacity]\nblock_host_v4 = 0", "capacity.block_host_v4: 0"),
+            (
+                "[capacity]\nallow_v6 = 16777217",
+                "capacity.allow_v6: 16777217",
+            ),
+            ("[capacity]\nallow_v6 = -5", "capacity.allow_v6: -5"),
+        ] {
+            let message = error_at(&with_section(section), 4);
+            assert!(message.contains(line), "{message}");
+            assert!(message.contains("out of range"), "{message}");
+        }
+    }
+
+    #[test]
+    fn metrics_listen_must_be_an_address_and_port() {
+        for bad in ["localhost:9477", "127.0.0.1", "9477", "127.0.0.1:0"] {
+            let message = error_at(
+                &with_section(&format!("[metrics]\nlisten = \"{bad}\"\n")),
+                4,
+            );
+            assert!(message.contains(&format!("{bad:?}")), "{message}");
+        }
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        let message = error_at(&with_top("# é\nstate_dir = \"é\""), 2);
+        assert!(message.starts_with(&format!("{PATH}:2:13: ")), "{message}");
+        let message = error_at(&with_top("state_dir=\"é/x\"  "), 1);
+        assert!(message.starts_with(&format!("{PATH}:1:11: ")), "{message}");
+    }
+
+    #[test]
+    fn load_reads_files_and_names_unreadable_ones() {
+        let dir = std::env::temp_dir().join(format!("xdpguard-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("xdpguard.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().interfaces,
+            vec![eth("eth1", XdpMode::Auto)]
+        );
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        let message = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("{}:1:1: ", path.display())),
+            "{message}"
+        );
+        let missing = dir.join("missing.toml");
+        let err = Config::load(&missing).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+        assert!(err.to_string().starts_with(&missing.display().to_string()));
+        std::fs::write(&path, " ".repeat(2 << 20)).unwrap();
+        assert!(
+            Config::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("larger than")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn durations_parse() {
+        for (text, secs, millis) in [
+            ("90s", 90, 0),
+            ("15m", 900, 0),
+            ("1h30m", 5400, 0),
+            ("2d", 172_800, 0),
+            ("1w", 604_800, 0),
+            ("500ms", 0, 500),
+            ("1w2d3h4m5s6ms", 788_645, 6),
+            (" 30s ", 30, 0),
+            ("0s", 0, 0),
+            ("90m", 5400, 0),
+            ("007s", 7, 0),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs) + Duration::from_millis(millis)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_durations_are_refused_quoting_the_input() {
+        for (bad, kind) in [
+            ("", "not a duration"),
+            ("   ", "not a duration"),
+            ("soon", "not a duration"),
+            ("s", "not a duration"),
+            ("-1s", "not a duration"),
+            ("+1s", "not a duration"),
+            ("1.5h", "not a duration"),
+            ("1h 30m", "not a duration"),
+            ("90", "without a unit"),
+            ("1h30", "without a unit"),
+            ("1x", "unknown unit \"x\""),
+            ("1H", "unknown unit \"H\""),
+            ("1sec", "unknown unit \"sec\""),
+            ("30m1h", "largest first"),
+            ("1s1s", "largest first"),
+            ("99999999999999999999s", "too long"),
+            ("30500568904943w", "too long"),
+            ("18446744073709551615ms1ms", "largest first"),
+            ("18446744073709552s", "too long"),
+            ("18446744073709551s616ms", "too long"),
+        ] {
+            let err = parse_duration(bad).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{bad:?}")), "{bad:?}: {err}");
+            assert!(err.contains(kind), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        for (millis, text) in [
+            (0, "0s"),
+            (1, "1ms"),
+            (1500, "1s500ms"),
+            (90_000, "1m30s"),
+            (5_400_000, "1h30m"),
+            (86_400_000, "1d"),
+            (8 * 86_400_000, "1w1d"),
+            (u64::MAX, "30500568904w6d14h25m51s615ms"),
+        ] {
+            let duration = Duration::from_millis(millis);
+            assert_eq!(format_duration(duration), text);
+            assert_eq!(parse_duration(text), Ok(duration), "{text}");
+        }
+        for secs in (0..200_000).step_by(7919) {
+            let duration = Duration::from_secs(secs);
+            assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
+        }
+        assert_eq!(format_duration(Duration::from_nanos(1_999_999)), "1ms");
+        assert_eq!(format_duration(Duration::from_nanos(999)), "0s");
+    }
+
+    fn read_list(text: &[u8]) -> PrefixList {
+        parse_prefix_list(Cursor::new(text)).unwrap()
+    }
+
+    fn accepted(list: &PrefixList) -> Vec<(usize, String)> {
+        list.prefixes
+            .iter()
+            .map(|(line, prefix)| (*line, prefix.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn prefix_list_reads_comments_crlf_ipv6_and_mapped_ipv4() {
+        let list = read_list(
+            b"\xEF\xBB\xBF# FireHOL netset\r\n\
+              203.0.113.1\r\n\
+              \r\n\
+              \t 203.0.113.0/24 # a net  \n\
+              # 192.0.2.1\n\
+              2001:db8::/32\n\
+              ::ffff:198.51.100.7\n\
+              ::ffff:198.51.100.0/120\n\
+              1.10.16.0/20 ; SBL256894\n\
+              198.51.100.77/24\n\
+              198.51.100.9",
+        );
+        assert_eq!(
+            accepted(&list),
             vec![
-                (2, "203.0.113.1/32".into()),
-                (4, "203.0.113.0/24".into()),
-                (6, "2001:db8::/32".into()),
-                (7, "198.51.100.7/32".into()),
-                (9, "198.51.100.9/32".into()),
+                (2, "203.0.113.1/32".to_owned()),
+                (4, "203.0.113.0/24".to_owned()),
+                (6, "2001:db8::/32".to_owned()),
+                (7, "198.51.100.7/32".to_owned()),
+                (8, "198.51.100.0/24".to_owned()),
+                (9, "1.10.16.0/20".to_owned()),
+                (10, "198.51.100.0/24".to_owned()),
+                (11, "198.51.100.9/32".to_owned()),
             ]
         );
-        let bad: Vec<usize> = list.rejected.iter().map(|r| r.line).collect();
-        assert_eq!(bad, vec![5, 8]);
+        assert!(list.rejected.is_empty(), "{:?}", list.rejected);
+        assert_eq!(list.host_bits_cleared, vec![10]);
+    }
+
+    #[test]
+    fn prefix_list_collects_every_bad_line() {
+        let list = read_list(
+            b"not-an-ip\n\
+              203.0.113.1\n\
+              10.0.0.300/8  # typo\r\n\
+              10.0.0.0/33\n\
+              2001:db8::/129\n\
+              1.2.3.4 5.6.7.8\n\
+              \xFF\xFE\n\
+              192.0.2.1\n",
+        );
+        assert_eq!(
+            accepted(&list),
+            vec![
+                (2, "203.0.113.1/32".to_owned()),
+                (8, "192.0.2.1/32".to_owned()),
+            ]
+        );
+        let rejected: Vec<(usize, &str)> = list
+            .rejected
+            .iter()
+            .map(|r| (r.line, r.text.as_str()))
+            .collect();
+        assert_eq!(
+            rejected,
+            vec![
+                (1, "not-an-ip"),
+                (3, "10.0.0.300/8  # typo"),
+                (4, "10.0.0.0/33"),
+                (5, "2001:db8::/129"),
+                (6, "1.2.3.4 5.6.7.8"),
+                (7, "\u{FFFD}\u{FFFD}"),
+            ]
+        );
+        assert_eq!(
+            list.rejected[1].reason.to_string(),
+            "\"10.0.0.300/8\" is not an IP address or CIDR prefix"
+        );
+        assert!(matches!(list.rejected[2].reason, RejectReason::Prefix(_)));
+        assert_eq!(list.rejected[5].reason, RejectReason::NotUtf8);
+    }
+
+    #[test]
+    fn prefix_list_bounds_line_length() {
+        let mut text = Vec::new();
+        // Exactly at the limit (padding is whitespace), with CRLF: accepted.
+        let at_limit = format!("{:<width$}", "192.0.2.1", width = MAX_LIST_LINE);
+        text.extend_from_slice(format!("{at_limit}\r\n").as_bytes());
+        // One byte over: rejected.
+        let over = format!("{:<width$}x", "192.0.2.2", width = MAX_LIST_LINE);
+        text.extend_from_slice(format!("{over}\n").as_bytes());
+        // A megabyte without a newline, then more lines: skipped, reading goes on.
+        text.extend(std::iter::repeat_n(b'7', 1 << 20));
+        text.extend_from_slice(b"\n192.0.2.3\n");
+        // A long trailing comment is fine: the data ends in the part that is kept.
+        text.extend_from_slice(format!("192.0.2.4 # {}\n", "c".repeat(10_000)).as_bytes());
+        // A long comment line too.
+        text.extend_from_slice(format!("#{}\n", "c".repeat(10_000)).as_bytes());
+        // And an overlong last line with no newline at all.
+        text.extend(std::iter::repeat_n(b'8', 5000));
+        // Small reads, so lines span many buffer refills.
+        let list = parse_prefix_list(BufReader::with_capacity(7, Cursor::new(text))).unwrap();
+        assert_eq!(
+            accepted(&list),
+            vec![
+                (1, "192.0.2.1/32".to_owned()),
+                (4, "192.0.2.3/32".to_owned()),
+                (5, "192.0.2.4/32".to_owned()),
+            ]
+        );
+        let rejected: Vec<usize> = list.rejected.iter().map(|r| r.line).collect();
+        assert_eq!(rejected, vec![2, 3, 7]);
+        assert!(
+            list.rejected
+                .iter()
+                .all(|r| r.reason == RejectReason::TooLong && r.text.len() <= 67)
+        );
+        assert_eq!(
+            list.rejected[0].reason.to_string(),
+            "line is longer than 4096 bytes"
+        );
+    }
+
+    #[test]
+    fn prefix_list_reads_empty_and_comment_only_files() {
+        assert_eq!(read_list(b""), PrefixList::default());
+        assert_eq!(read_list(b"\n\n# nothing\r\n  \n"), PrefixList::default());
+    }
+
+    #[test]
+    fn prefix_list_reads_a_million_lines() {
+        let mut text = String::with_capacity(20 << 20);
+        for i in 0..1_000_000_u32 {
+            let [a, b, c, d] = i.to_be_bytes();
+            let _: fmt::Result = writeln!(text, "{}.{b}.{c}.{d}", a + 10);
+        }
+        let list = read_list(text.as_bytes());
+        assert_eq!(list.prefixes.len(), 1_000_000);
+        assert_eq!(list.prefixes[999_999].0, 1_000_000);
+        assert!(list.rejected.is_empty());
+    }
+
+    #[test]
+    fn read_prefix_list_opens_files_and_reports_missing_ones() {
+        let path = std::env::temp_dir().join(format!("xdpguard-list-{}", std::process::id()));
+        std::fs::write(&path, "203.0.113.1\nnope\n").unwrap();
+        let list = read_prefix_list(&path).unwrap();
+        assert_eq!(list.prefixes.len(), 1);
+        assert_eq!(list.rejected.len(), 1);
         std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            read_prefix_list(&path).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn xdp_mode_spelling_round_trips() {
+        for mode in [XdpMode::Auto, XdpMode::Native, XdpMode::Generic] {
+            let text = format!("[[interfaces]]\nname = \"eth0\"\nmode = \"{mode}\"\n");
+            assert_eq!(parse(&text).unwrap().interfaces[0].mode, mode);
+        }
     }
 }

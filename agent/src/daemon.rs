@@ -377,5 +377,8 @@ fn metrics_snapshot(data: &MetricsData) -> crate::metrics::Snapshot {
                 bytes: *bytes,
             })
             .collect(),
+        list_full_errors: data.full_list_errors,
+        unknown_entries: data.unknown_entries,
+        reconcile_repaired: data.repaired_total,
     }
 }

@@ -53,6 +53,12 @@ pub struct Snapshot {
     pub decisions: Vec<DecisionSample>,
     /// Already cut to the configured N, most drops first.
     pub top_blocked: Vec<TopBlocked>,
+    /// Inserts refused because a list was full, since start.
+    pub list_full_errors: u64,
+    /// Kernel entries no decision accounts for, at the last reconcile.
+    pub unknown_entries: u64,
+    /// Entries reconcile put back into the kernel, since start.
+    pub reconcile_repaired: u64,
 }
 
 /// `value` escaped for a label: backslash, double quote and newline.
@@ -180,16 +186,37 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Always 1; labels name the build.",
     );
     build.add(vec![("version", snapshot.version.to_owned())], 1);
+    let mut full = Family::new(
+        "xdpguard_list_full_errors_total",
+        "counter",
+        "Inserts refused because the kernel list was full.",
+    );
+    full.add(vec![], snapshot.list_full_errors);
+    let mut unknown = Family::new(
+        "xdpguard_unknown_entries",
+        "gauge",
+        "Kernel block entries no decision accounts for, at the last reconcile.",
+    );
+    unknown.add(vec![], snapshot.unknown_entries);
+    let mut repaired = Family::new(
+        "xdpguard_reconcile_repaired_total",
+        "counter",
+        "Entries missing from the kernel that reconcile put back.",
+    );
+    repaired.add(vec![], snapshot.reconcile_repaired);
     let mut out = String::new();
     for family in [
         &build,
         &bytes,
         &decisions,
         &entries,
+        &full,
         &capacity,
         &packets,
+        &repaired,
         &top_bytes,
         &top_packets,
+        &unknown,
     ] {
         family.write(&mut out);
     }
@@ -413,6 +440,9 @@ mod tests {
                 packets: 5,
                 bytes: 50,
             }],
+            list_full_errors: 2,
+            unknown_entries: 0,
+            reconcile_repaired: 1,
         }
     }
 
@@ -455,6 +485,10 @@ mod tests {
         ));
         assert!(text.contains(r#"xdpguard_map_capacity{family="ipv4",list="block_host"} 10"#));
         assert!(text.contains(r#"xdpguard_build_info{version="1.2.3"} 1"#));
+        assert!(
+            text.contains("xdpguard_list_full_errors_total 2\n"),
+            "{text}"
+        );
         // Same input, same bytes.
         assert_eq!(text, render(&snapshot()));
     }

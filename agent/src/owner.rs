@@ -73,7 +73,8 @@ pub struct Owner {
     decisions_total: BTreeMap<(String, &'static str), u64>,
     full_list_errors: u64,
     last_reconcile: ReconcileReport,
-    reconcile_runs: u64,
+    /// Entries reconcile put back, since start.
+    repaired_total: u64,
 }
 
 /// Why blocking `prefix` is refused, if it is.
@@ -131,7 +132,7 @@ impl Owner {
             decisions_total: BTreeMap::new(),
             full_list_errors: 0,
             last_reconcile: ReconcileReport::default(),
-            reconcile_runs: 0,
+            repaired_total: 0,
         };
         if let Some(corruption) = &load_report.corruption {
             log::error!(
@@ -324,7 +325,7 @@ impl Owner {
             log::warn!("reconcile: kernel block entry {prefix} has no decision (left in place)");
         }
         self.last_reconcile = report;
-        self.reconcile_runs += 1;
+        self.repaired_total += report.repaired;
         Ok(report)
     }
 
@@ -683,7 +684,7 @@ impl Owner {
             top_blocked: top,
             full_list_errors: self.full_list_errors,
             unknown_entries: self.last_reconcile.unknown,
-            repaired_total: self.reconcile_runs,
+            repaired_total: self.repaired_total,
         })
     }
 }

@@ -344,3 +344,73 @@ fn prometheus_scrapes_the_drop_counter() {
     });
     drop(daemon);
 }
+
+/// systemd's side of `Type=notify`: READY once serving, RELOADING then READY around a SIGHUP
+/// reload, STOPPING on SIGTERM. A reload applies the new allowlist and dry-run; a broken
+/// configuration on reload is refused and the running one stays.
+#[test]
+#[ignore = "needs root and BPF: run by `cargo xtask test`"]
+fn notify_reload_and_stop_like_systemd_expects() {
+    let (sandbox, workdir) = setup("notify", 19_483, "");
+    let notify_path = workdir.path.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let len = notify.recv(&mut buf).expect("a notification within 20 s");
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    };
+    let daemon = Daemon::start_with_env(&sandbox, &workdir, &[("NOTIFY_SOCKET", &notify_path)]);
+    assert!(next().starts_with("READY=1"));
+    ok(&daemon.cli(&["block", "203.0.113.66"]));
+    assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 1), 0);
+
+    // Reload: dry-run on, and an allowlist entry.
+    let good = std::fs::read_to_string(workdir.config()).unwrap();
+    let reloaded = good.replace("reconcile_interval", "dry_run = true\nreconcile_interval")
+        + "[allowlist]\nprefixes = [\"203.0.113.200/29\"]\n";
+    std::fs::write(workdir.config(), &reloaded).unwrap();
+    daemon.signal(libc::SIGHUP);
+    assert!(next().starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert!(next().starts_with("READY=1"));
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&daemon.cli(&["status", "--json"]))).unwrap();
+    assert_eq!(status["dry_run"], true);
+    let entries: Vec<ListEntry> =
+        serde_json::from_str(&ok(&daemon.cli(&["list", "--json", "--source", "config"]))).unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.kind == "allow" && e.prefix == "203.0.113.200/29"),
+        "{entries:?}"
+    );
+    // Dry-run: the blocked source gets through, counted as would-drop.
+    assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 2), 2);
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&daemon.cli(&["status", "--json"]))).unwrap();
+    let would_drop: u64 = status["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["counter"] == "ipv4_would_drop")
+        .map(|c| c["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(would_drop, 2);
+
+    // A broken configuration on reload changes nothing.
+    std::fs::write(workdir.config(), format!("{reloaded}\nnonsense = [\n")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    assert!(next().starts_with("RELOADING=1"));
+    assert!(next().starts_with("READY=1"));
+    assert!(eventually(Duration::from_secs(5), || daemon
+        .stderr()
+        .contains("reload refused")));
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&daemon.cli(&["status", "--json"]))).unwrap();
+    assert_eq!(status["dry_run"], true);
+
+    assert_eq!(daemon.stop().code(), Some(0));
+    assert!(next().starts_with("STOPPING=1"));
+}

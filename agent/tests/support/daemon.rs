@@ -101,6 +101,11 @@ pub struct Daemon {
 impl Daemon {
     /// Start `xdpguard run` in the firewall namespace and wait until it answers.
     pub fn start(sandbox: &Sandbox, workdir: &Workdir) -> Self {
+        Self::start_with_env(sandbox, workdir, &[])
+    }
+
+    /// [`Self::start`] with extra environment variables.
+    pub fn start_with_env(sandbox: &Sandbox, workdir: &Workdir, env: &[(&str, &Path)]) -> Self {
         let log = workdir.path.join(format!(
             "daemon-{}.log",
             NEXT.fetch_add(1, Ordering::Relaxed)
@@ -111,6 +116,7 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(workdir.config())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
