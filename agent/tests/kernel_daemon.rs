@@ -114,9 +114,21 @@ fn restart_keeps_enforcing_and_list_survives_kill_9() {
         .collect();
     assert_eq!(after, expected);
     assert!(daemon.stderr().contains("adopted"), "{}", daemon.stderr());
+    // `detach` refuses while the daemon runs.
+    assert!(
+        failed(&daemon.cli(&["detach", "--pin-dir", workdir.pin_dir().to_str().unwrap()]))
+            .contains("running")
+    );
     assert_eq!(daemon.stop().code(), Some(0));
-    // A clean stop leaves the data path enforcing too.
+    // A clean stop leaves the data path enforcing too...
     assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 2), 0);
+    // ...until `detach` removes program, maps and pins.
+    ok(&cli(
+        &workdir.socket(),
+        &["detach", "--pin-dir", workdir.pin_dir().to_str().unwrap()],
+    ));
+    assert!(!workdir.pin_dir().exists());
+    assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 2), 2);
 }
 
 #[test]
