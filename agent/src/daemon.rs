@@ -18,6 +18,7 @@ use crate::{
     control::{ControlError, ControlServer, Request, Response},
     dataplane::{Capacities, Dataplane, DataplaneError, Opened},
     decision::{DecisionStore, StateError},
+    error_chain,
     owner::{self, Command, MetricsData, Owner, OwnerError, Policy},
     prefix::Prefix,
 };
@@ -115,17 +116,6 @@ pub fn own_addresses() -> Vec<Prefix> {
     out.into_iter().collect()
 }
 
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Run until SIGTERM or SIGINT. `load` reads the configuration; it is called again on
 /// SIGHUP, and a configuration that fails to load keeps the running one.
 ///
@@ -197,7 +187,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                     answer.recv().map_err(|_| "shutting down".to_owned())?
                 }),
             )
-            .map_err(|err| DaemonError::Metrics(chain(&err)))?;
+            .map_err(|err| DaemonError::Metrics(error_chain(&err)))?;
             log::info!("metrics on http://{}/metrics", server.local_addr());
             Some(server)
         }
@@ -228,7 +218,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                 }
                 Err(err) => log::error!(
                     "reload refused, keeping the running configuration: {}",
-                    chain(&err)
+                    error_chain(&err)
                 ),
             }
             sd_notify("READY=1\nSTATUS=enforcing");
@@ -263,7 +253,7 @@ pub fn render_metrics(data: &MetricsData) -> String {
 pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonError> {
     use crate::config::{Config, XdpMode};
     use crate::dataplane::AttachMode;
-    let config = Config::load(path).map_err(|err| DaemonError::Config(chain(&err)))?;
+    let config = Config::load(path).map_err(|err| DaemonError::Config(error_chain(&err)))?;
     let own_addresses = own_addresses();
     let mut config_allow: BTreeSet<Prefix> = config.allowlist.prefixes.iter().copied().collect();
     for file in &config.allowlist.files {
@@ -271,7 +261,7 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
             DaemonError::Config(format!(
                 "allowlist file {}: {}",
                 file.display(),
-                chain(&err)
+                error_chain(&err)
             ))
         })?;
         if let Some(bad) = list.rejected.first() {

@@ -9,3 +9,15 @@ pub mod decision;
 pub mod metrics;
 pub mod owner;
 pub mod prefix;
+
+/// `err` and its causes, `: `-separated, for messages that cross a socket or a log line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -16,6 +16,7 @@ use crate::{
     },
     dataplane::{AttachMode, Dataplane, DataplaneError, ListId, ListKind},
     decision::{Decision, DecisionKind, DecisionStore, LoadReport, Origin, StateError},
+    error_chain,
     prefix::Prefix,
 };
 
@@ -263,7 +264,7 @@ impl Owner {
             // The decision goes either way: an expired kernel entry no longer drops, and
             // reconcile reports it if it could not be removed.
             if let Err(err) = removed {
-                log::error!("expiry of {} {prefix}: {}", kind.name(), anyhow_chain(&err));
+                log::error!("expiry of {} {prefix}: {}", kind.name(), error_chain(&err));
             }
             for decision in self.store.remove(kind, &[prefix])? {
                 self.count(&decision.origin.source, "expire", 1);
@@ -363,7 +364,7 @@ impl Owner {
             Request::Status => match self.status() {
                 Ok(status) => Response::Status(status),
                 Err(err) => Response::Error {
-                    message: format!("{:#}", anyhow_chain(&err)),
+                    message: error_chain(&err),
                 },
             },
         }
@@ -434,8 +435,21 @@ impl Owner {
                 .iter()
                 .map(|prefix| self.dataplane.block(prefix, deadline)),
         );
-        let mut applied = Vec::with_capacity(results.len());
-        for (prefix, result) in new.into_iter().chain(known).zip(results) {
+        let outcomes = new.into_iter().chain(known).zip(results);
+        self.record(DecisionKind::Block, &origin, outcomes, refused)
+    }
+
+    /// Count, store and answer what a block or allow request did: the prefixes whose kernel
+    /// update worked are recorded under `origin`, the others refused with the reason.
+    fn record(
+        &mut self,
+        kind: DecisionKind,
+        origin: &Arc<Origin>,
+        outcomes: impl Iterator<Item = (Prefix, Result<(), DataplaneError>)>,
+        mut refused: Vec<Refusal>,
+    ) -> Response {
+        let mut applied = Vec::new();
+        for (prefix, result) in outcomes {
             match result {
                 Ok(()) => applied.push(prefix),
                 Err(err) => {
@@ -444,19 +458,19 @@ impl Owner {
                     }
                     refused.push(Refusal {
                         prefix: prefix.to_string(),
-                        reason: format!("{:#}", anyhow_chain(&err)),
+                        reason: error_chain(&err),
                     });
                 }
             }
         }
         let count = applied.len() as u64;
-        self.count(&source, "block", count);
-        self.count(&source, "refused", refused.len() as u64);
-        if let Err(err) = self.store.put(DecisionKind::Block, &origin, applied) {
+        self.count(&origin.source, kind.name(), count);
+        self.count(&origin.source, "refused", refused.len() as u64);
+        if let Err(err) = self.store.put(kind, origin, applied) {
             return Response::Error {
                 message: format!(
-                    "applied to the kernel but not recorded: {:#}",
-                    anyhow_chain(&err)
+                    "applied to the kernel but not recorded: {}",
+                    error_chain(&err)
                 ),
             };
         }
@@ -475,35 +489,11 @@ impl Owner {
             created_unix: self.clock.now_unix(),
             expires_unix: 0,
         });
-        let mut applied = Vec::new();
-        for prefix in parsed {
-            match self.dataplane.allow(&prefix) {
-                Ok(()) => applied.push(prefix),
-                Err(err) => {
-                    if matches!(err, DataplaneError::ListFull { .. }) {
-                        self.full_list_errors += 1;
-                    }
-                    refused.push(Refusal {
-                        prefix: prefix.to_string(),
-                        reason: format!("{:#}", anyhow_chain(&err)),
-                    });
-                }
-            }
-        }
-        let count = applied.len() as u64;
-        self.count("manual", "allow", count);
-        if let Err(err) = self.store.put(DecisionKind::Allow, &origin, applied) {
-            return Response::Error {
-                message: format!(
-                    "applied to the kernel but not recorded: {:#}",
-                    anyhow_chain(&err)
-                ),
-            };
-        }
-        Response::Applied {
-            applied: count,
-            refused,
-        }
+        let outcomes: Vec<(Prefix, Result<(), DataplaneError>)> = parsed
+            .into_iter()
+            .map(|prefix| (prefix, self.dataplane.allow(&prefix)))
+            .collect();
+        self.record(DecisionKind::Allow, &origin, outcomes.into_iter(), refused)
     }
 
     fn remove(&mut self, kind: DecisionKind, prefixes: &[String]) -> Response {
@@ -530,7 +520,7 @@ impl Owner {
             };
             if let Err(err) = result {
                 return Response::Error {
-                    message: format!("{:#}", anyhow_chain(&err)),
+                    message: error_chain(&err),
                 };
             }
         }
@@ -538,7 +528,7 @@ impl Owner {
             Ok(removed) => removed,
             Err(err) => {
                 return Response::Error {
-                    message: format!("{:#}", anyhow_chain(&err)),
+                    message: error_chain(&err),
                 };
             }
         };
@@ -578,7 +568,7 @@ impl Owner {
                 Ok(counters) => counters.unwrap_or_default(),
                 Err(err) => {
                     return Response::Error {
-                        message: format!("{:#}", anyhow_chain(&err)),
+                        message: error_chain(&err),
                     };
                 }
             };
@@ -701,18 +691,6 @@ pub struct MetricsData {
     pub repaired_total: u64,
 }
 
-/// `err` with its causes, `: `-separated.
-fn anyhow_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Serve commands until [`Command::Shutdown`]: every request that arrives together is one
 /// batch, synced once; expiries are swept every second and the kernel reconciled every
 /// `reconcile_every`.
@@ -743,13 +721,11 @@ pub fn run(
                     let page = owner
                         .metrics()
                         .map(|data| crate::daemon::render_metrics(&data))
-                        .map_err(|err| anyhow_chain(&err));
+                        .map_err(|err| error_chain(&err));
                     let _ = reply.send(page);
                 }
                 Command::Reload(policy, reply) => {
-                    let result = owner
-                        .apply_policy(*policy)
-                        .map_err(|err| anyhow_chain(&err));
+                    let result = owner.apply_policy(*policy).map_err(|err| error_chain(&err));
                     let _ = reply.send(result);
                 }
                 Command::Shutdown => shutdown = true,
@@ -757,24 +733,24 @@ pub fn run(
         }
         if Instant::now() >= next_sweep {
             if let Err(err) = owner.sweep() {
-                log::error!("expiry sweep: {}", anyhow_chain(&err));
+                log::error!("expiry sweep: {}", error_chain(&err));
             }
             next_sweep = Instant::now() + Duration::from_secs(1);
         }
         if Instant::now() >= next_reconcile {
             if let Err(err) = owner.reconcile() {
-                log::error!("reconcile: {}", anyhow_chain(&err));
+                log::error!("reconcile: {}", error_chain(&err));
             }
             next_reconcile = Instant::now() + reconcile_every;
         }
         // Durable before anyone hears it is done.
         if let Err(err) = owner.sync() {
-            log::error!("syncing the state directory: {}", anyhow_chain(&err));
+            log::error!("syncing the state directory: {}", error_chain(&err));
             for (_, reply) in replies.drain(..) {
                 let _ = reply.send(Response::Error {
                     message: format!(
                         "applied, but the state directory could not be synced: {}",
-                        anyhow_chain(&err)
+                        error_chain(&err)
                     ),
                 });
             }

@@ -74,6 +74,15 @@ impl Baseline {
         })
     }
 
+    fn program_mut(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        let name = self.kind.program_name();
+        self.ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingProgram(name))?
+            .try_into()
+            .map_err(DataplaneError::Program)
+    }
+
     fn program(&self) -> &Xdp {
         self.ebpf
             .program(self.kind.program_name())
@@ -117,14 +126,7 @@ impl Baseline {
     pub fn attach(&mut self, interface: &str) -> Result<XdpLinkId, DataplaneError> {
         let ifindex = if_index(interface)
             .ok_or_else(|| DataplaneError::NoSuchInterface(interface.to_owned()))?;
-        let name = self.kind.program_name();
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(DataplaneError::MissingProgram(name))?
-            .try_into()
-            .map_err(DataplaneError::Program)?;
-        program
+        self.program_mut()?
             .attach_to_if_index(ifindex, XdpMode::Driver)
             .map_err(|source| DataplaneError::Attach {
                 interface: interface.to_owned(),
@@ -138,14 +140,9 @@ impl Baseline {
     /// # Errors
     /// When the kernel refuses.
     pub fn detach(&mut self, link: XdpLinkId) -> Result<(), DataplaneError> {
-        let name = self.kind.program_name();
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(DataplaneError::MissingProgram(name))?
-            .try_into()
-            .map_err(DataplaneError::Program)?;
-        program.detach(link).map_err(DataplaneError::Program)
+        self.program_mut()?
+            .detach(link)
+            .map_err(DataplaneError::Program)
     }
 
     /// The kernel's accumulated run time and run count (while [`enable_run_stats`] is held).
