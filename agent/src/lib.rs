@@ -1,4 +1,5 @@
 //! xdpguard: an XDP host firewall.
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -9,6 +10,8 @@ pub mod decision;
 pub mod metrics;
 pub mod owner;
 pub mod prefix;
+pub mod ruleset;
+pub mod score;
 
 /// `err` and its causes, `: `-separated, for messages that cross a socket or a log line.
 pub fn error_chain(err: &dyn std::error::Error) -> String {

@@ -8,11 +8,13 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use xdpguard::{
-    cli,
+    check, cli,
     config::{self, Config},
     control::{self, Request, Response},
     daemon,
     dataplane::Dataplane,
+    ruleset,
+    score::ScoringPolicy,
 };
 
 const DEFAULT_CONFIG: &str = "/etc/xdpguard/xdpguard.toml";
@@ -75,6 +77,28 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+    },
+    /// Run rulesets over a log (FILE, or - for stdin) and report matches per rule, scores per
+    /// address and which would be blocked. Needs no daemon and no root.
+    Check {
+        /// A ruleset file (repeatable).
+        #[arg(long = "ruleset")]
+        rulesets: Vec<PathBuf>,
+        /// A directory of ruleset files (*.toml).
+        #[arg(long = "rulesets")]
+        ruleset_dir: Option<PathBuf>,
+        /// Block when a score goes above this.
+        #[arg(long, default_value_t = 10)]
+        threshold: i64,
+        /// Also score private, loopback and documentation addresses.
+        #[arg(long)]
+        include_local: bool,
+        /// List the lines no ruleset matched (up to 1000).
+        #[arg(long)]
+        unmatched: bool,
+        #[arg(long)]
+        json: bool,
+        input: PathBuf,
     },
     /// Detach the XDP program and delete its pinned maps (stop the daemon first). Decisions
     /// stay in the state directory and are re-applied at the next start.
@@ -190,6 +214,44 @@ fn dispatch(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print!("{}", cli::format_status(&status));
+            }
+            Ok(())
+        }
+        Command::Check {
+            rulesets,
+            ruleset_dir,
+            threshold,
+            include_local,
+            unmatched,
+            json,
+            input,
+        } => {
+            let mut loaded = Vec::new();
+            if let Some(dir) = ruleset_dir {
+                loaded.extend(ruleset::load_dir(&dir)?);
+            }
+            for file in rulesets {
+                loaded.extend(ruleset::load(&file)?);
+            }
+            if loaded.is_empty() {
+                bail!("no rulesets: name --ruleset FILE or --rulesets DIR");
+            }
+            let policy = ScoringPolicy {
+                threshold,
+                exclude_local: !include_local,
+                ..ScoringPolicy::default()
+            };
+            let report = if input.as_os_str() == "-" {
+                check::check(&loaded, std::io::stdin().lock(), policy, unmatched)?
+            } else {
+                let file = std::fs::File::open(&input)
+                    .with_context(|| format!("opening {}", input.display()))?;
+                check::check(&loaded, std::io::BufReader::new(file), policy, unmatched)?
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", check::format_report(&report, threshold));
             }
             Ok(())
         }

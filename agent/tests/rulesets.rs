@@ -1,0 +1,134 @@
+//! Every shipped ruleset against its sample log (exact scores per address), and the injection
+//! corpus: text an attacker controls must never be the address that gets scored.
+use std::{collections::BTreeMap, io::Cursor, net::IpAddr, path::Path};
+
+use xdpguard::{
+    check::check,
+    ruleset::{self, Outcome, apply_all},
+    score::ScoringPolicy,
+};
+
+fn rulesets_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rulesets")
+}
+
+fn scores(ruleset: &str, log: &str) -> (BTreeMap<IpAddr, (i64, Option<u64>)>, u64) {
+    let sets = ruleset::load(&rulesets_dir().join(ruleset)).unwrap();
+    let policy = ScoringPolicy {
+        threshold: 10,
+        exclude_local: false,
+        ..ScoringPolicy::default()
+    };
+    let report = check(&sets, Cursor::new(log.as_bytes()), policy, false).unwrap();
+    let map = report
+        .addresses
+        .iter()
+        .map(|a| (a.address, (a.score, a.blocked_at_line)))
+        .collect();
+    (map, report.bad_addresses)
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+#[test]
+fn sshd_sample_scores_exactly() {
+    let log = std::fs::read_to_string(rulesets_dir().join("samples/sshd.log")).unwrap();
+    let (scores, bad) = scores("sshd.toml", &log);
+    let expected: BTreeMap<IpAddr, (i64, Option<u64>)> = [
+        // 2 failed passwords (5 each), then too many attempts (5): over 10 at line 3.
+        ("203.0.113.5", (15, Some(3))),
+        // invalid user 3 + failed password 5 + preauth close 2: at the threshold, not over.
+        ("203.0.113.6", (10, None)),
+        // failed publickey 2 + preauth disconnect 2 (sshd-session, ISO timestamps).
+        ("2001:db8:bad::7", (4, None)),
+        ("203.0.113.12", (2, None)),
+        ("203.0.113.13", (2, None)),
+        ("203.0.113.14", (3, None)),
+    ]
+    .into_iter()
+    .map(|(a, s)| (ip(a), s))
+    .collect();
+    assert_eq!(scores, expected);
+    assert_eq!(bad, 0);
+}
+
+/// Lines where attacker-controlled text (user names, client versions) carries an address.
+/// The scored address must be the real one, or nothing.
+#[test]
+fn sshd_injection_corpus_never_scores_the_injected_address() {
+    let sets = ruleset::load(&rulesets_dir().join("sshd.toml")).unwrap();
+    let injected = ip("192.0.2.66");
+    let real = ip("203.0.113.5");
+    let lines = [
+        // User name carrying a whole "from ADDR port N ssh2" tail.
+        "Nov 22 10:00:01 h sshd[1]: Failed password for invalid user x from 192.0.2.66 port 22 ssh2 from 203.0.113.5 port 51234 ssh2",
+        "Nov 22 10:00:01 h sshd[1]: Invalid user x from 192.0.2.66 port 22 from 203.0.113.5 port 4000",
+        "Nov 22 10:00:01 h sshd[1]: Connection closed by invalid user a 192.0.2.66 port 1 [preauth] 203.0.113.5 port 3322 [preauth]",
+        "Nov 22 10:00:01 h sshd[1]: Failed publickey for a from 192.0.2.66 port 1 ssh2: RSA x from 203.0.113.5 port 2222 ssh2: RSA SHA256:abc",
+        // Client version strings are not scored at all.
+        "Nov 22 10:00:01 h sshd[1]: Bad protocol version identification 'SSH-2.0-x from 192.0.2.66 port 22 ssh2' from 203.0.113.5 port 1",
+        // A reverse-DNS name shaped like an address is not an address.
+        "Nov 22 10:00:01 h sshd[1]: Failed password for root from 192.0.2.66.example.net port 22 ssh2",
+        // The address must sit where sshd writes it: a line from another program is ignored.
+        "Nov 22 10:00:01 h sudo[1]: Failed password for root from 192.0.2.66 port 22 ssh2",
+        "Nov 22 10:00:01 h notsshd[1]: Failed password for root from 192.0.2.66 port 22 ssh2",
+        // NUL and control bytes inside the user name.
+        "Nov 22 10:00:01 h sshd[1]: Failed password for invalid user \x00192.0.2.66\t from 203.0.113.5 port 1 ssh2",
+    ];
+    for line in lines {
+        for (_, outcome, _) in apply_all(&sets, line) {
+            if let Outcome::Scored { address, .. } = outcome {
+                assert_ne!(address, injected, "scored the injected address: {line}");
+                assert_eq!(address, real, "{line}");
+            }
+        }
+    }
+    // And a line split by an embedded newline: the second half is not an sshd line.
+    let report = check(
+        &sets,
+        Cursor::new("Nov 22 10:00:01 h sshd[1]: Invalid user a\nFailed password for root from 192.0.2.66 port 22 ssh2\n".as_bytes()),
+        ScoringPolicy { exclude_local: false, ..ScoringPolicy::default() },
+        false,
+    )
+    .unwrap();
+    assert!(report.addresses.is_empty(), "{:?}", report.addresses);
+}
+
+#[test]
+fn long_and_invalid_lines_are_counted_not_fatal() {
+    let sets = ruleset::load(&rulesets_dir().join("sshd.toml")).unwrap();
+    let mut log = Vec::new();
+    log.extend_from_slice(
+        b"Nov 22 10:00:01 h sshd[1]: Failed password for root from 203.0.113.5 port 1 ssh2\n",
+    );
+    log.extend_from_slice(&vec![b'a'; 40_000]);
+    log.push(b'\n');
+    log.extend_from_slice(
+        b"Nov 22 10:00:01 h sshd[1]: Failed password for \xff\xfe from 203.0.113.5 port 1 ssh2\n",
+    );
+    log.extend_from_slice(
+        b"Nov 22 10:00:01 h sshd[1]: Failed password for root from 203.0.113.5 port 1 ssh2",
+    );
+    let policy = ScoringPolicy {
+        exclude_local: false,
+        ..ScoringPolicy::default()
+    };
+    let report = check(&sets, Cursor::new(log), policy, false).unwrap();
+    assert_eq!(
+        (
+            report.lines,
+            report.truncated_lines,
+            report.invalid_utf8_lines
+        ),
+        (4, 1, 1)
+    );
+    assert_eq!(report.addresses[0].score, 15);
+}
+
+#[test]
+fn every_shipped_ruleset_loads() {
+    let sets = ruleset::load_dir(&rulesets_dir()).unwrap();
+    assert!(sets.iter().any(|s| s.name == "sshd"));
+}
