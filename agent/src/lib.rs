@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod input;
 pub mod decision;
 pub mod metrics;
 pub mod owner;

@@ -1,0 +1,280 @@
+//! Log inputs. [`FileFollower`] follows a file like `tail -F`: it survives rename rotation
+//! (finishes the old file, then reads the new one from its start), copytruncate (starts over
+//! when the file shrinks), and a file that appears later; it reports its position so a
+//! restart neither re-reads nor skips lines. Lines over [`MAX_LINE_BYTES`] are cut and
+//! counted; bytes are passed on as they are (the caller decides about UTF-8).
+use std::{
+    fs::File,
+    io::{self, Read, Seek, SeekFrom},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+/// Longer lines are cut here.
+pub const MAX_LINE_BYTES: usize = 16 << 10;
+
+/// Where to start reading the first time the file is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    Beginning,
+    End,
+    /// Resume a saved position: used if the file is still the same inode and at least that
+    /// long, else the file is read from its start (it was rotated or truncated meanwhile).
+    At { inode: u64, offset: u64 },
+}
+
+pub struct FileFollower {
+    path: PathBuf,
+    start: Start,
+    file: Option<File>,
+    inode: u64,
+    offset: u64,
+    /// The unfinished last line.
+    partial: Vec<u8>,
+    /// Inside an over-long line: drop bytes until its end.
+    skipping: bool,
+    pub truncated_lines: u64,
+}
+
+impl FileFollower {
+    pub fn new(path: &Path, start: Start) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            start,
+            file: None,
+            inode: 0,
+            offset: 0,
+            partial: Vec::new(),
+            skipping: false,
+            truncated_lines: 0,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// (inode, offset of the first byte not yet handed out as part of a complete line).
+    pub fn position(&self) -> Option<(u64, u64)> {
+        self.file.as_ref().map(|_| {
+            (
+                self.inode,
+                self.offset - self.partial.len() as u64,
+            )
+        })
+    }
+
+    fn open(&mut self) -> io::Result<bool> {
+        let mut file = match File::open(&self.path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                // Whatever appears there later is new: read it whole.
+                self.start = Start::Beginning;
+                return Ok(false);
+            }
+            Err(err) => return Err(err),
+        };
+        let meta = file.metadata()?;
+        self.inode = meta.ino();
+        self.offset = match self.start {
+            Start::Beginning => 0,
+            Start::End => meta.len(),
+            Start::At { inode, offset } if inode == meta.ino() && offset <= meta.len() => offset,
+            Start::At { .. } => 0,
+        };
+        // Later opens (after a rotation) always read the new file from its start.
+        self.start = Start::Beginning;
+        let _: u64 = file.seek(SeekFrom::Start(self.offset))?;
+        self.file = Some(file);
+        self.partial.clear();
+        self.skipping = false;
+        Ok(true)
+    }
+
+    /// Hand every complete new line to `line`, following rotation and truncation.
+    ///
+    /// # Errors
+    /// When the file cannot be read (a missing file is not an error: it is waited for).
+    pub fn poll(&mut self, line: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        // Bounded: a rotation storm cannot keep us here.
+        for _ in 0..4 {
+            if self.file.is_none() && !self.open()? {
+                return Ok(());
+            }
+            self.drain(line)?;
+            match std::fs::metadata(&self.path) {
+                // Renamed away and not yet replaced: keep the old file, new lines may come.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(err) => return Err(err),
+                Ok(meta) if meta.ino() != self.inode => {
+                    // Rotated: the old file is read to its end; a last line without a newline
+                    // is still a line.
+                    self.flush_partial(line);
+                    self.file = None;
+                }
+                Ok(meta) if meta.len() < self.offset => {
+                    // copytruncate: the file was emptied in place.
+                    self.partial.clear();
+                    self.skipping = false;
+                    self.offset = 0;
+                    if let Some(file) = self.file.as_mut() {
+                        let _: u64 = file.seek(SeekFrom::Start(0))?;
+                    }
+                }
+                Ok(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_partial(&mut self, line: &mut dyn FnMut(&[u8])) {
+        if !self.partial.is_empty() && !self.skipping {
+            line(&self.partial);
+        }
+        self.partial.clear();
+        self.skipping = false;
+    }
+
+    fn drain(&mut self, line: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let mut chunk = [0u8; 64 << 10];
+        loop {
+            let read = file.read(&mut chunk)?;
+            if read == 0 {
+                return Ok(());
+            }
+            self.offset += read as u64;
+            let mut rest = &chunk[..read];
+            while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+                if !self.skipping {
+                    let room = MAX_LINE_BYTES - self.partial.len();
+                    self.partial.extend_from_slice(&rest[..newline.min(room)]);
+                    line(&self.partial);
+                }
+                self.partial.clear();
+                self.skipping = false;
+                rest = &rest[newline + 1..];
+            }
+            if !self.skipping {
+                let room = MAX_LINE_BYTES - self.partial.len();
+                if rest.len() > room {
+                    // Over-long: hand out what fits now, drop the rest of the line.
+                    self.partial.extend_from_slice(&rest[..room]);
+                    line(&self.partial);
+                    self.partial.clear();
+                    self.skipping = true;
+                    self.truncated_lines += 1;
+                } else {
+                    self.partial.extend_from_slice(rest);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xdpguard-input-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn append(path: &Path, text: &str) {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn lines(follower: &mut FileFollower) -> Vec<String> {
+        let mut out = Vec::new();
+        follower
+            .poll(&mut |line| out.push(String::from_utf8_lossy(line).into_owned()))
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn starts_at_the_end_by_default_and_waits_for_whole_lines() {
+        let dir = dir("end");
+        let log = dir.join("auth.log");
+        append(&log, "old\n");
+        let mut follower = FileFollower::new(&log, Start::End);
+        assert!(lines(&mut follower).is_empty());
+        append(&log, "one\ntw");
+        assert_eq!(lines(&mut follower), ["one"]);
+        append(&log, "o\n");
+        assert_eq!(lines(&mut follower), ["two"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rename_rotation_finishes_the_old_file_then_reads_the_new_one() {
+        let dir = dir("rename");
+        let log = dir.join("auth.log");
+        append(&log, "");
+        let mut follower = FileFollower::new(&log, Start::Beginning);
+        append(&log, "a\n");
+        assert_eq!(lines(&mut follower), ["a"]);
+        // Written just before the rename, read after it: still delivered.
+        append(&log, "b\nlast-without-newline");
+        std::fs::rename(&log, dir.join("auth.log.1")).unwrap();
+        append(&log, "c\n");
+        assert_eq!(lines(&mut follower), ["b", "last-without-newline", "c"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn copytruncate_starts_over_and_a_late_file_is_picked_up() {
+        let dir = dir("truncate");
+        let log = dir.join("auth.log");
+        let mut follower = FileFollower::new(&log, Start::End);
+        assert!(lines(&mut follower).is_empty(), "no file yet");
+        append(&log, "x\ny\n");
+        // Appeared after we started: read from its start, whatever `start` said.
+        assert_eq!(lines(&mut follower), ["x", "y"]);
+        std::fs::write(&log, "").unwrap();
+        append(&log, "z\n");
+        assert_eq!(lines(&mut follower), ["z"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn saved_position_resumes_without_rereading_or_skipping() {
+        let dir = dir("resume");
+        let log = dir.join("auth.log");
+        append(&log, "1\n2\n");
+        let mut follower = FileFollower::new(&log, Start::Beginning);
+        assert_eq!(lines(&mut follower), ["1", "2"]);
+        append(&log, "3\npart");
+        assert_eq!(lines(&mut follower), ["3"]);
+        let (inode, offset) = follower.position().unwrap();
+        drop(follower);
+        append(&log, "ial\n4\n");
+        let mut resumed = FileFollower::new(&log, Start::At { inode, offset });
+        assert_eq!(lines(&mut resumed), ["partial", "4"]);
+        // A position from another inode (rotated while we were down) reads the file whole.
+        let mut other = FileFollower::new(&log, Start::At { inode: inode + 1, offset });
+        assert_eq!(lines(&mut other).len(), 5);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn over_long_lines_are_cut_and_counted() {
+        let dir = dir("long");
+        let log = dir.join("auth.log");
+        append(&log, &format!("{}\nshort\n", "x".repeat(100_000)));
+        let mut follower = FileFollower::new(&log, Start::Beginning);
+        let got = lines(&mut follower);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].len(), MAX_LINE_BYTES);
+        assert_eq!(got[1], "short");
+        assert_eq!(follower.truncated_lines, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
