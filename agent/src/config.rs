@@ -78,6 +78,53 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// Expiry of a block that names none; `None`: never. At least [`MIN_INTERVAL`].
     pub default_ban: Option<Duration>,
+    /// Where the log rulesets (`*.toml`) are; `None`: no log scoring.
+    pub rulesets_dir: Option<PathBuf>,
+    pub scoring: ScoringConfig,
+    /// Logs to follow, each with the rulesets it is read with.
+    pub inputs: Vec<InputConfig>,
+}
+
+/// How log matches turn into blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScoringConfig {
+    /// Block when a source's score goes above this.
+    pub threshold: i64,
+    /// A source not seen for this long starts over.
+    pub window: Duration,
+    /// Floor for rules with negative scores.
+    pub score_min: i64,
+    /// Sources remembered at most (least recently seen go first).
+    pub max_tracked: usize,
+    /// Never score private, loopback, link-local or documentation addresses.
+    pub exclude_local: bool,
+    /// How long a block made by scoring lasts.
+    pub ban: Duration,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 10,
+            window: Duration::from_secs(600),
+            score_min: 0,
+            max_tracked: 100_000,
+            exclude_local: true,
+            ban: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A log file to follow like `tail -F`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputConfig {
+    pub name: String,
+    pub file: PathBuf,
+    /// Names of the rulesets its lines go through, in order; empty: all of them.
+    pub rulesets: Vec<String>,
+    /// Start at the end of the file (default) rather than replaying it from the start; a
+    /// saved position wins over both.
+    pub start_at_end: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,6 +268,9 @@ impl Config {
             capacity: CapacityConfig::DEFAULT,
             reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
             default_ban: DEFAULT_BAN,
+            rulesets_dir: None,
+            scoring: ScoringConfig::default(),
+            inputs: Vec::new(),
         }
     }
 
@@ -330,7 +380,7 @@ fn key_prefix(key: &str) -> String {
 // kind of message; strings that become typed values are `Spanned` so errors can point at them.
 
 /// Top-level keys, for the hint when one is written below a `[table]` header.
-const TOP_LEVEL_KEYS: [&str; 11] = [
+const TOP_LEVEL_KEYS: [&str; 14] = [
     "interfaces",
     "dry_run",
     "pin_dir",
@@ -342,6 +392,9 @@ const TOP_LEVEL_KEYS: [&str; 11] = [
     "allowlist",
     "guard",
     "capacity",
+    "rulesets_dir",
+    "scoring",
+    "inputs",
 ];
 
 #[derive(Deserialize)]
@@ -363,6 +416,35 @@ struct RawConfig {
     guard: RawGuard,
     #[serde(default)]
     capacity: RawCapacity,
+    rulesets_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    scoring: RawScoring,
+    #[serde(default)]
+    inputs: Vec<Spanned<RawInput>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [scoring] table")]
+struct RawScoring {
+    threshold: Option<Spanned<Integer>>,
+    window: Option<Spanned<RawDuration>>,
+    score_min: Option<Spanned<Integer>>,
+    max_tracked: Option<Spanned<Integer>>,
+    exclude_local: Option<bool>,
+    ban: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an input table such as { name = \"auth\", file = \"/var/log/auth.log\" }"
+)]
+struct RawInput {
+    name: Spanned<String>,
+    file: Spanned<String>,
+    #[serde(default)]
+    rulesets: Vec<String>,
+    start: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -555,6 +637,12 @@ impl RawConfig {
                 None => DEFAULT_RECONCILE_INTERVAL,
             },
             default_ban,
+            rulesets_dir: match &self.rulesets_dir {
+                Some(_) => Some(source.absolute_path("rulesets_dir", self.rulesets_dir.as_ref(), "")?),
+                None => None,
+            },
+            scoring: source.scoring(&self.scoring)?,
+            inputs: source.inputs(&self.inputs)?,
         })
     }
 }
@@ -775,6 +863,66 @@ impl Source<'_> {
             ));
         }
         Ok(path)
+    }
+
+    fn scoring(&self, raw: &RawScoring) -> Result<ScoringConfig, ConfigError> {
+        let d = ScoringConfig::default();
+        let max_tracked: u32 = self.integer(
+            "scoring.max_tracked",
+            raw.max_tracked.as_ref(),
+            1,
+            16 << 20,
+            u32::try_from(d.max_tracked).unwrap_or(u32::MAX),
+            "sources",
+        )?;
+        Ok(ScoringConfig {
+            threshold: self.integer("scoring.threshold", raw.threshold.as_ref(), 0, 1 << 40, d.threshold, "points")?,
+            window: match &raw.window {
+                Some(value) => self.duration("scoring.window", value, "")?,
+                None => d.window,
+            },
+            score_min: self.integer("scoring.score_min", raw.score_min.as_ref(), -(1 << 40), 0, d.score_min, "points")?,
+            max_tracked: usize::try_from(max_tracked).unwrap_or(usize::MAX),
+            exclude_local: raw.exclude_local.unwrap_or(d.exclude_local),
+            ban: match &raw.ban {
+                Some(value) => self.duration("scoring.ban", value, "")?,
+                None => d.ban,
+            },
+        })
+    }
+
+    fn inputs(&self, raw: &[Spanned<RawInput>]) -> Result<Vec<InputConfig>, ConfigError> {
+        let mut out: Vec<InputConfig> = Vec::new();
+        for input in raw {
+            let input = input.get_ref();
+            let name = input.name.get_ref();
+            if name.is_empty() || out.iter().any(|i| &i.name == name) {
+                return Err(self.invalid(
+                    "inputs.name",
+                    input.name.span(),
+                    format_args!("{name:?} is empty or names another input too"),
+                ));
+            }
+            let start_at_end = match &input.start {
+                None => true,
+                Some(start) if start.get_ref() == "end" => true,
+                Some(start) if start.get_ref() == "beginning" => false,
+                Some(start) => {
+                    return Err(self.invalid(
+                        "inputs.start",
+                        start.span(),
+                        format_args!("{:?} is neither \"end\" nor \"beginning\"", start.get_ref()),
+                    ));
+                }
+            };
+            out.push(InputConfig {
+                name: name.clone(),
+                file: self.absolute_path("inputs.file", Some(&input.file), "")?,
+                rulesets: input.rulesets.clone(),
+                start_at_end,
+            });
+        }
+        Ok(out)
     }
 
     /// An integer from `min` to `max`, or `default` when absent.
@@ -1232,12 +1380,22 @@ mod tests {
     #[test]
     fn shipped_example_parses_to_the_defaults() {
         let config = parse(EXAMPLE).unwrap();
-        assert_eq!(config, Config::new(vec![eth("eth0", XdpMode::Auto)]));
+        assert_eq!(
+            config,
+            Config {
+                rulesets_dir: Some(PathBuf::from("/etc/xdpguard/rulesets")),
+                ..Config::new(vec![eth("eth0", XdpMode::Auto)])
+            }
+        );
     }
 
     #[test]
     fn shipped_example_documents_every_key() {
-        let sections: [(&str, &[&str]); 5] = [
+        let sections: [(&str, &[&str]); 6] = [
+            (
+                "[scoring]",
+                &["threshold", "window", "score_min", "max_tracked", "exclude_local", "ban"],
+            ),
             ("[[interfaces]]", &["name", "mode"]),
             ("[metrics]", &["enabled", "listen", "top_blocked"]),
             (
@@ -1262,7 +1420,11 @@ mod tests {
                 .lines()
                 .any(|line| line.starts_with(&format!("{key} = ")))
         };
-        for key in TOP_LEVEL_KEYS {
+        // Inputs are an example in comments: a default configuration follows no logs.
+        for key in ["name", "file", "rulesets", "start"] {
+            assert!(EXAMPLE.lines().any(|l| l.starts_with(&format!("# {key} = "))), "inputs {key}");
+        }
+        for key in TOP_LEVEL_KEYS.into_iter().filter(|k| *k != "inputs") {
             let is_section = sections
                 .iter()
                 .any(|(header, _)| header.trim_matches(['[', ']']) == key);
@@ -1353,6 +1515,9 @@ block_prefix_v6 = 16777216
                 },
                 reconcile_interval: Duration::from_secs(90),
                 default_ban: Some(Duration::from_secs(2 * 86_400)),
+                rulesets_dir: None,
+                scoring: ScoringConfig::default(),
+                inputs: Vec::new(),
             }
         );
     }
@@ -1852,5 +2017,36 @@ block_prefix_v6 = 16777216
             let text = format!("[[interfaces]]\nname = \"eth0\"\nmode = \"{mode}\"\n");
             assert_eq!(parse(&text).unwrap().interfaces[0].mode, mode);
         }
+    }
+
+    #[test]
+    fn scoring_and_inputs_are_read_and_checked() {
+        let config = parse(&with_top(
+            "rulesets_dir = \"/etc/xdpguard/rulesets\"\n",
+        ))
+        .unwrap();
+        assert_eq!(config.rulesets_dir, Some(PathBuf::from("/etc/xdpguard/rulesets")));
+        let text = format!(
+            "{}[scoring]\nthreshold = 20\nwindow = \"5m\"\nban = \"2h\"\n[[inputs]]\nname = \"auth\"\nfile = \"/var/log/auth.log\"\nrulesets = [\"sshd\"]\nstart = \"beginning\"\n",
+            with_top("")
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.scoring.threshold, 20);
+        assert_eq!(config.scoring.window, Duration::from_secs(300));
+        assert_eq!(config.scoring.ban, Duration::from_secs(7200));
+        assert_eq!(
+            config.inputs,
+            vec![InputConfig {
+                name: "auth".into(),
+                file: PathBuf::from("/var/log/auth.log"),
+                rulesets: vec!["sshd".into()],
+                start_at_end: false,
+            }]
+        );
+        let bad = text.replace("\"beginning\"", "\"middle\"");
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("inputs.start") && err.contains("middle"), "{err}");
+        let bad = text.replace("/var/log/auth.log", "auth.log");
+        assert!(parse(&bad).unwrap_err().to_string().contains("inputs.file"));
     }
 }
