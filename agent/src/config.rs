@@ -638,7 +638,9 @@ impl RawConfig {
             },
             default_ban,
             rulesets_dir: match &self.rulesets_dir {
-                Some(_) => Some(source.absolute_path("rulesets_dir", self.rulesets_dir.as_ref(), "")?),
+                Some(_) => {
+                    Some(source.absolute_path("rulesets_dir", self.rulesets_dir.as_ref(), "")?)
+                }
                 None => None,
             },
             scoring: source.scoring(&self.scoring)?,
@@ -876,12 +878,26 @@ impl Source<'_> {
             "sources",
         )?;
         Ok(ScoringConfig {
-            threshold: self.integer("scoring.threshold", raw.threshold.as_ref(), 0, 1 << 40, d.threshold, "points")?,
+            threshold: self.integer(
+                "scoring.threshold",
+                raw.threshold.as_ref(),
+                0,
+                1 << 40,
+                d.threshold,
+                "points",
+            )?,
             window: match &raw.window {
                 Some(value) => self.duration("scoring.window", value, "")?,
                 None => d.window,
             },
-            score_min: self.integer("scoring.score_min", raw.score_min.as_ref(), -(1 << 40), 0, d.score_min, "points")?,
+            score_min: self.integer(
+                "scoring.score_min",
+                raw.score_min.as_ref(),
+                -(1 << 40),
+                0,
+                d.score_min,
+                "points",
+            )?,
             max_tracked: usize::try_from(max_tracked).unwrap_or(usize::MAX),
             exclude_local: raw.exclude_local.unwrap_or(d.exclude_local),
             ban: match &raw.ban {
@@ -1394,7 +1410,14 @@ mod tests {
         let sections: [(&str, &[&str]); 6] = [
             (
                 "[scoring]",
-                &["threshold", "window", "score_min", "max_tracked", "exclude_local", "ban"],
+                &[
+                    "threshold",
+                    "window",
+                    "score_min",
+                    "max_tracked",
+                    "exclude_local",
+                    "ban",
+                ],
             ),
             ("[[interfaces]]", &["name", "mode"]),
             ("[metrics]", &["enabled", "listen", "top_blocked"]),
@@ -1422,7 +1445,12 @@ mod tests {
         };
         // Inputs are an example in comments: a default configuration follows no logs.
         for key in ["name", "file", "rulesets", "start"] {
-            assert!(EXAMPLE.lines().any(|l| l.starts_with(&format!("# {key} = "))), "inputs {key}");
+            assert!(
+                EXAMPLE
+                    .lines()
+                    .any(|l| l.starts_with(&format!("# {key} = "))),
+                "inputs {key}"
+            );
         }
         for key in TOP_LEVEL_KEYS.into_iter().filter(|k| *k != "inputs") {
             let is_section = sections
@@ -2021,11 +2049,11 @@ block_prefix_v6 = 16777216
 
     #[test]
     fn scoring_and_inputs_are_read_and_checked() {
-        let config = parse(&with_top(
-            "rulesets_dir = \"/etc/xdpguard/rulesets\"\n",
-        ))
-        .unwrap();
-        assert_eq!(config.rulesets_dir, Some(PathBuf::from("/etc/xdpguard/rulesets")));
+        let config = parse(&with_top("rulesets_dir = \"/etc/xdpguard/rulesets\"\n")).unwrap();
+        assert_eq!(
+            config.rulesets_dir,
+            Some(PathBuf::from("/etc/xdpguard/rulesets"))
+        );
         let text = format!(
             "{}[scoring]\nthreshold = 20\nwindow = \"5m\"\nban = \"2h\"\n[[inputs]]\nname = \"auth\"\nfile = \"/var/log/auth.log\"\nrulesets = [\"sshd\"]\nstart = \"beginning\"\n",
             with_top("")
@@ -2045,7 +2073,10 @@ block_prefix_v6 = 16777216
         );
         let bad = text.replace("\"beginning\"", "\"middle\"");
         let err = parse(&bad).unwrap_err().to_string();
-        assert!(err.contains("inputs.start") && err.contains("middle"), "{err}");
+        assert!(
+            err.contains("inputs.start") && err.contains("middle"),
+            "{err}"
+        );
         let bad = text.replace("/var/log/auth.log", "auth.log");
         assert!(parse(&bad).unwrap_err().to_string().contains("inputs.file"));
     }

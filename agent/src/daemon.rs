@@ -19,6 +19,7 @@ use crate::{
     dataplane::{Capacities, Dataplane, DataplaneError, Opened},
     decision::{DecisionStore, StateError},
     error_chain,
+    logscore::{LogCommand, LogScoring},
     owner::{self, Command, MetricsData, Owner, OwnerError, Policy},
     prefix::Prefix,
 };
@@ -33,6 +34,9 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     pub reconcile_every: Duration,
     pub capacities: Capacities,
+    pub rulesets: Vec<crate::ruleset::Ruleset>,
+    pub inputs: Vec<crate::config::InputConfig>,
+    pub scoring: crate::config::ScoringConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +154,30 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         .spawn(move || owner::run(owner, &inbox, reconcile_every))
         .map_err(DaemonError::Signals)?;
 
+    let logs = LogScoring::new(
+        &settings.state_dir,
+        settings.rulesets.clone(),
+        settings.inputs.clone(),
+        settings.scoring,
+        Arc::new(SystemClock),
+    );
+    let log_stats = logs.stats();
+    let (log_commands, log_inbox) = mpsc::channel::<LogCommand>();
+    let logs_thread = {
+        let owner = commands.clone();
+        std::thread::Builder::new()
+            .name("logs".into())
+            .spawn(move || logs.run(&log_inbox, &owner))
+            .map_err(DaemonError::Signals)?
+    };
+    if !settings.inputs.is_empty() {
+        log::info!(
+            "following {} log inputs with {} rulesets",
+            settings.inputs.len(),
+            settings.rulesets.len()
+        );
+    }
+
     // Handlers hold a clone of the command sender each; the mutex makes it Sync.
     let control = {
         let commands = Mutex::new(commands.clone());
@@ -184,7 +212,22 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                         .map_err(|_| "shutting down".to_owned())?
                         .send(Command::Scrape(reply))
                         .map_err(|_| "shutting down".to_owned())?;
-                    answer.recv().map_err(|_| "shutting down".to_owned())?
+                    let page = answer.recv().map_err(|_| "shutting down".to_owned())??;
+                    let logs = log_stats
+                        .lock()
+                        .map_err(|_| "log scoring failed".to_owned())?
+                        .clone();
+                    Ok(page
+                        + &crate::metrics::render_logs(&crate::metrics::LogSnapshot {
+                            lines: logs.lines.into_iter().collect(),
+                            truncated: logs.truncated.into_iter().collect(),
+                            matches: logs
+                                .matches
+                                .into_iter()
+                                .map(|((ruleset, rule), n)| (ruleset, rule, n))
+                                .collect(),
+                            scored_addresses: logs.scored_addresses,
+                        }))
                 }),
             )
             .map_err(|err| DaemonError::Metrics(error_chain(&err)))?;
@@ -208,6 +251,11 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
             ));
             match load() {
                 Ok(new) => {
+                    let _ = log_commands.send(LogCommand::Reload {
+                        rulesets: new.rulesets,
+                        inputs: new.inputs,
+                        scoring: new.scoring,
+                    });
                     let (reply, answer) = mpsc::channel();
                     let _ = commands.send(Command::Reload(Box::new(new.policy), reply));
                     match answer.recv() {
@@ -231,6 +279,11 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     control.shutdown();
     if let Some(metrics) = metrics {
         metrics.shutdown();
+    }
+    // Log scoring first: its last blocks still reach the owner, and it saves its positions.
+    let _ = log_commands.send(LogCommand::Stop);
+    if logs_thread.join().is_err() {
+        log::error!("log scoring panicked");
     }
     let _ = commands.send(Command::Shutdown);
     match owner_thread.join() {
@@ -318,6 +371,13 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
         metrics_listen: config.metrics.enabled.then_some(config.metrics.listen),
         reconcile_every: config.reconcile_interval,
         capacities,
+        rulesets: match &config.rulesets_dir {
+            Some(dir) => crate::ruleset::load_dir(dir)
+                .map_err(|err| DaemonError::Config(error_chain(&err)))?,
+            None => Vec::new(),
+        },
+        inputs: config.inputs,
+        scoring: config.scoring,
     })
 }
 

@@ -20,7 +20,10 @@ pub enum Start {
     End,
     /// Resume a saved position: used if the file is still the same inode and at least that
     /// long, else the file is read from its start (it was rotated or truncated meanwhile).
-    At { inode: u64, offset: u64 },
+    At {
+        inode: u64,
+        offset: u64,
+    },
 }
 
 pub struct FileFollower {
@@ -56,12 +59,9 @@ impl FileFollower {
 
     /// (inode, offset of the first byte not yet handed out as part of a complete line).
     pub fn position(&self) -> Option<(u64, u64)> {
-        self.file.as_ref().map(|_| {
-            (
-                self.inode,
-                self.offset - self.partial.len() as u64,
-            )
-        })
+        self.file
+            .as_ref()
+            .map(|_| (self.inode, self.offset - self.partial.len() as u64))
     }
 
     fn open(&mut self) -> io::Result<bool> {
@@ -180,14 +180,19 @@ mod tests {
     use std::io::Write as _;
 
     fn dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("xdpguard-input-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("xdpguard-input-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
 
     fn append(path: &Path, text: &str) {
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
         file.write_all(text.as_bytes()).unwrap();
     }
 
@@ -259,7 +264,13 @@ mod tests {
         let mut resumed = FileFollower::new(&log, Start::At { inode, offset });
         assert_eq!(lines(&mut resumed), ["partial", "4"]);
         // A position from another inode (rotated while we were down) reads the file whole.
-        let mut other = FileFollower::new(&log, Start::At { inode: inode + 1, offset });
+        let mut other = FileFollower::new(
+            &log,
+            Start::At {
+                inode: inode + 1,
+                offset,
+            },
+        );
         assert_eq!(lines(&mut other).len(), 5);
         std::fs::remove_dir_all(&dir).unwrap();
     }

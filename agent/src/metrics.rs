@@ -223,6 +223,60 @@ pub fn render(snapshot: &Snapshot) -> String {
     out
 }
 
+/// Log scoring counters, appended to the page when log scoring runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogSnapshot {
+    /// (input, lines read).
+    pub lines: Vec<(String, u64)>,
+    /// (input, lines cut at the length limit).
+    pub truncated: Vec<(String, u64)>,
+    /// (ruleset, rule, matches).
+    pub matches: Vec<(String, String, u64)>,
+    pub scored_addresses: u64,
+}
+
+/// The log scoring families.
+pub fn render_logs(snapshot: &LogSnapshot) -> String {
+    let mut lines = Family::new(
+        "xdpguard_log_lines_total",
+        "counter",
+        "Log lines read, by input.",
+    );
+    for (input, count) in &snapshot.lines {
+        lines.add(vec![("input", input.clone())], *count);
+    }
+    let mut truncated = Family::new(
+        "xdpguard_log_lines_truncated_total",
+        "counter",
+        "Log lines cut at the length limit, by input.",
+    );
+    for (input, count) in &snapshot.truncated {
+        truncated.add(vec![("input", input.clone())], *count);
+    }
+    let mut matches = Family::new(
+        "xdpguard_log_matches_total",
+        "counter",
+        "Log lines a rule matched, by ruleset and rule.",
+    );
+    for (ruleset, rule, count) in &snapshot.matches {
+        matches.add(
+            vec![("rule", rule.clone()), ("ruleset", ruleset.clone())],
+            *count,
+        );
+    }
+    let mut scored = Family::new(
+        "xdpguard_scored_addresses",
+        "gauge",
+        "Source addresses with a log score in the window.",
+    );
+    scored.add(vec![], snapshot.scored_addresses);
+    let mut out = String::new();
+    for family in [&lines, &truncated, &matches, &scored] {
+        family.write(&mut out);
+    }
+    out
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error("binding the metrics listener {listen}")]

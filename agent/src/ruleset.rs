@@ -100,7 +100,7 @@ pub enum RulesetError {
 }
 
 /// One compiled match.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Matcher {
     pub name: String,
     regex: Regex,
@@ -129,7 +129,7 @@ pub enum Outcome {
     },
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Ruleset {
     pub name: String,
     pub file: PathBuf,
@@ -348,7 +348,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Ruleset>, RulesetError> {
 /// Run `rulesets` over a line in order: the results of every ruleset that matched, stopping
 /// after a matching ruleset marked `last`.
 pub fn apply_all<'r>(
-    rulesets: &'r [Ruleset],
+    rulesets: impl IntoIterator<Item = &'r Ruleset>,
     line: &str,
 ) -> Vec<(&'r Ruleset, Outcome, Vec<&'r str>)> {
     let mut out = Vec::new();

@@ -113,6 +113,11 @@ impl ScoreBoard {
         &self.policy
     }
 
+    /// Change the policy; the scores kept so far stay.
+    pub fn set_policy(&mut self, policy: ScoringPolicy) {
+        self.policy = policy;
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -1,0 +1,264 @@
+//! The daemon's log scoring: follow the configured inputs, run their rulesets over every new
+//! line, keep scores per source, and hand a source whose score goes over the threshold to the
+//! decision owner as a block from `ruleset:NAME`. Positions are saved in the state directory
+//! so a restart neither re-reads nor skips lines; a reload keeps scores and positions.
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    clock::Clock,
+    config::{InputConfig, ScoringConfig},
+    control::Request,
+    input::{FileFollower, Start},
+    owner::Command,
+    ruleset::{Outcome, Ruleset, apply_all},
+    score::{ScoreBoard, Scored, ScoringPolicy},
+};
+
+const POSITIONS: &str = "positions.json";
+const POLL_EVERY: Duration = Duration::from_millis(20);
+
+/// Counters for the metrics page.
+#[derive(Clone, Debug, Default)]
+pub struct LogStats {
+    pub lines: BTreeMap<String, u64>,
+    pub truncated: BTreeMap<String, u64>,
+    /// (ruleset, rule) → matches.
+    pub matches: BTreeMap<(String, String), u64>,
+    pub scored_addresses: u64,
+}
+
+/// What the thread is told.
+pub enum LogCommand {
+    Reload {
+        rulesets: Vec<Ruleset>,
+        inputs: Vec<InputConfig>,
+        scoring: ScoringConfig,
+    },
+    Stop,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Position {
+    file: PathBuf,
+    inode: u64,
+    offset: u64,
+}
+
+struct Input {
+    config: InputConfig,
+    follower: FileFollower,
+    /// Indices into the rulesets, in order.
+    rulesets: Vec<usize>,
+}
+
+pub struct LogScoring {
+    rulesets: Vec<Ruleset>,
+    inputs: Vec<Input>,
+    board: ScoreBoard,
+    scoring: ScoringConfig,
+    positions_file: PathBuf,
+    saved: BTreeMap<String, Position>,
+    stats: Arc<Mutex<LogStats>>,
+    clock: Arc<dyn Clock>,
+}
+
+fn policy(scoring: &ScoringConfig) -> ScoringPolicy {
+    ScoringPolicy {
+        window: scoring.window,
+        score_min: scoring.score_min,
+        threshold: scoring.threshold,
+        max_tracked: scoring.max_tracked,
+        exclude_local: scoring.exclude_local,
+    }
+}
+
+impl LogScoring {
+    pub fn new(
+        state_dir: &Path,
+        rulesets: Vec<Ruleset>,
+        inputs: Vec<InputConfig>,
+        scoring: ScoringConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let positions_file = state_dir.join(POSITIONS);
+        let saved: BTreeMap<String, Position> = std::fs::read(&positions_file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        let mut scoring_state = Self {
+            rulesets: Vec::new(),
+            inputs: Vec::new(),
+            board: ScoreBoard::new(policy(&scoring)),
+            scoring,
+            positions_file,
+            saved,
+            stats: Arc::new(Mutex::new(LogStats::default())),
+            clock,
+        };
+        scoring_state.configure(rulesets, inputs);
+        scoring_state
+    }
+
+    pub fn stats(&self) -> Arc<Mutex<LogStats>> {
+        Arc::clone(&self.stats)
+    }
+
+    /// New rulesets and inputs; followers of unchanged inputs keep their place.
+    fn configure(&mut self, rulesets: Vec<Ruleset>, inputs: Vec<InputConfig>) {
+        let mut old: HashMap<(String, PathBuf), FileFollower> = self
+            .inputs
+            .drain(..)
+            .map(|input| ((input.config.name, input.config.file), input.follower))
+            .collect();
+        self.rulesets = rulesets;
+        for config in inputs {
+            let indices: Vec<usize> = self
+                .rulesets
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| config.rulesets.is_empty() || config.rulesets.contains(&r.name))
+                .map(|(i, _)| i)
+                .collect();
+            for wanted in &config.rulesets {
+                if !self.rulesets.iter().any(|r| &r.name == wanted) {
+                    log::error!("input {}: no ruleset named {wanted:?}", config.name);
+                }
+            }
+            let follower = old
+                .remove(&(config.name.clone(), config.file.clone()))
+                .unwrap_or_else(|| {
+                    let start = match self.saved.get(&config.name) {
+                        Some(saved) if saved.file == config.file => Start::At {
+                            inode: saved.inode,
+                            offset: saved.offset,
+                        },
+                        _ if config.start_at_end => Start::End,
+                        _ => Start::Beginning,
+                    };
+                    FileFollower::new(&config.file, start)
+                });
+            self.inputs.push(Input {
+                config,
+                follower,
+                rulesets: indices,
+            });
+        }
+    }
+
+    /// Read what is new in every input; blocks go to `owner`.
+    pub fn poll(&mut self, owner: &mpsc::Sender<Command>) {
+        let now_ms = self.clock.now_unix().saturating_mul(1000);
+        let mut stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for input in &mut self.inputs {
+            let rulesets: Vec<&Ruleset> =
+                input.rulesets.iter().map(|&i| &self.rulesets[i]).collect();
+            let board = &mut self.board;
+            let ban = self.scoring.ban;
+            let mut lines = 0u64;
+            let result = input.follower.poll(&mut |bytes| {
+                lines += 1;
+                let line = String::from_utf8_lossy(bytes);
+                for (matched, outcome, hits) in apply_all(rulesets.iter().copied(), &line) {
+                    for hit in hits {
+                        *stats
+                            .matches
+                            .entry((matched.name.clone(), hit.to_owned()))
+                            .or_default() += 1;
+                    }
+                    if let Outcome::Scored { address, score } = outcome
+                        && let Scored::Crossed(total) = board.add(address, score, now_ms)
+                    {
+                        let (reply, _) = mpsc::channel();
+                        let request = Request::Block {
+                            prefixes: vec![address.to_string()],
+                            duration_secs: Some(ban.as_secs().max(1)),
+                            reason: Some(format!("log score {total} (ruleset {})", matched.name)),
+                            source: Some(format!("ruleset:{}", matched.name)),
+                            force: false,
+                        };
+                        let _ = owner.send(Command::Control(request, reply));
+                    }
+                }
+            });
+            if let Err(err) = result {
+                log::warn!(
+                    "input {}: {}: {err}",
+                    input.config.name,
+                    input.follower.path().display()
+                );
+            }
+            *stats.lines.entry(input.config.name.clone()).or_default() += lines;
+            let _ = stats
+                .truncated
+                .insert(input.config.name.clone(), input.follower.truncated_lines);
+        }
+        stats.scored_addresses = self.board.len() as u64;
+    }
+
+    /// Write the read positions (atomically: temporary file, rename).
+    pub fn save_positions(&mut self) {
+        for input in &self.inputs {
+            if let Some((inode, offset)) = input.follower.position() {
+                let _ = self.saved.insert(
+                    input.config.name.clone(),
+                    Position {
+                        file: input.config.file.clone(),
+                        inode,
+                        offset,
+                    },
+                );
+            }
+        }
+        let tmp = self.positions_file.with_extension("json.tmp");
+        let written = serde_json::to_vec(&self.saved)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &self.positions_file));
+        if let Err(err) = written {
+            log::warn!(
+                "saving log positions to {}: {err}",
+                self.positions_file.display()
+            );
+        }
+    }
+
+    /// Poll until told to stop; positions are saved every second and at the end.
+    pub fn run(mut self, commands: &mpsc::Receiver<LogCommand>, owner: &mpsc::Sender<Command>) {
+        let mut last_save = Instant::now();
+        loop {
+            match commands.recv_timeout(POLL_EVERY) {
+                Ok(LogCommand::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Ok(LogCommand::Reload {
+                    rulesets,
+                    inputs,
+                    scoring,
+                }) => {
+                    if scoring != self.scoring {
+                        // Scores carry over; only their policy changes.
+                        self.board.set_policy(policy(&scoring));
+                        self.scoring = scoring;
+                    }
+                    self.configure(rulesets, inputs);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            self.poll(owner);
+            if last_save.elapsed() >= Duration::from_secs(1) {
+                self.save_positions();
+                last_save = Instant::now();
+            }
+        }
+        self.poll(owner);
+        self.save_positions();
+    }
+}
