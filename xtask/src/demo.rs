@@ -2,8 +2,10 @@
 //!
 //! Two namespaces joined by a veth pair (agent/tests/support/netns.rs, shared with the tests):
 //! the daemon guards the firewall side; from the other side a legitimate client and three
-//! attackers send bounded ping floods. The attackers get blocked, a live summary shows entries
-//! and drops, and everything is torn down after a bounded time or on Ctrl-C.
+//! attackers send bounded ping floods. The attackers also fail SSH logins: the demo writes the
+//! lines sshd would write to a log the daemon follows, the sshd ruleset scores them, and the
+//! attackers get blocked by their log score. A live summary shows entries and drops, and
+//! everything is torn down after a bounded time or on Ctrl-C.
 #[path = "../../agent/tests/support/netns.rs"]
 mod netns;
 
@@ -47,7 +49,7 @@ impl Drop for Children {
     }
 }
 
-pub fn run(binary: &Path) -> Result<()> {
+pub fn run(binary: &Path, rulesets: &Path) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(signal, Arc::clone(&stop))?;
@@ -69,12 +71,15 @@ pub fn run(binary: &Path) -> Result<()> {
     }
     let socket = work.0.join("control.sock");
     let config = work.0.join("xdpguard.toml");
+    let auth_log = work.0.join("auth.log");
+    std::fs::write(&auth_log, "")?;
     std::fs::write(
         &config,
         format!(
             r#"pin_dir = "{}"
 state_dir = "{}"
 control_socket = "{}"
+rulesets_dir = "{}"
 
 [[interfaces]]
 name = "{FW_IF}"
@@ -82,10 +87,22 @@ mode = "auto"
 
 [metrics]
 listen = "127.0.0.1:9477"
+
+[scoring]
+# The demo's addresses are documentation ranges, which production configs never score.
+exclude_local = false
+ban = "10m"
+
+[[inputs]]
+name = "auth"
+file = "{}"
+rulesets = ["sshd"]
 "#,
             work.0.join("bpf/xdpguard").display(),
             work.0.join("state").display(),
-            socket.display()
+            socket.display(),
+            rulesets.display(),
+            auth_log.display(),
         ),
     )?;
     let daemon_log = work.0.join("daemon.log");
@@ -151,18 +168,32 @@ listen = "127.0.0.1:9477"
                 .spawn()?,
         );
     }
-    let mut blocked = false;
     let deadline = Instant::now() + Duration::from_secs(DEMO_SECONDS);
+    let mut round = 0;
     while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-        if !blocked && started.elapsed() > Duration::from_secs(4) {
-            println!("\ndemo: blocking the attackers {ATTACKERS:?} for 10 minutes");
-            let mut args = vec!["block", "--for", "10m", "--reason", "demo attacker"];
-            args.extend(ATTACKERS);
-            print!("{}", cli(&args)?);
-            blocked = true;
+        // From the 2nd second on, each attacker fails one SSH login per round (5 points
+        // each); the legitimate client logs in. Over 10 points, the ruleset blocks.
+        if started.elapsed() > Duration::from_secs(2) && round < 4 {
+            round += 1;
+            let mut lines = String::new();
+            for (i, attacker) in ATTACKERS.iter().enumerate() {
+                lines.push_str(&format!(
+                    "Nov 22 10:00:{round:02} fw sshd[{}]: Failed password for root from {attacker} port 4{i}000 ssh2\n",
+                    100 + i
+                ));
+            }
+            lines.push_str(&format!(
+                "Nov 22 10:00:{round:02} fw sshd[99]: Accepted publickey for deploy from {LEGITIMATE} port 50000 ssh2: ED25519 SHA256:demo\n"
+            ));
+            let mut file = std::fs::OpenOptions::new().append(true).open(&auth_log)?;
+            std::io::Write::write_all(&mut file, lines.as_bytes())?;
+            println!(
+                "\ndemo: sshd logged {} failed logins and one good one",
+                ATTACKERS.len()
+            );
         }
         println!("\n--- {:>2}s ---", started.elapsed().as_secs());
-        print!("{}", cli(&["list", "--source", "manual"])?);
+        print!("{}", cli(&["list", "--source", "ruleset:sshd"])?);
         let status = cli(&["status"])?;
         if let Some(counters) = status.split("Counters:").nth(1) {
             print!("{}", counters.split("\n\n").next().unwrap_or(""));

@@ -169,7 +169,7 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
     let binary = root.join("target/release/xdpguard");
     require_root("xdpguard")?;
     if args.is_empty() {
-        return demo::run(&binary);
+        return demo::run(&binary, &root.join("rulesets"));
     }
     status(Command::new(&binary).args(args))
 }
