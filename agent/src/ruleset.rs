@@ -109,6 +109,10 @@ pub struct Matcher {
     defaults: Vec<(String, String)>,
     pub score: Option<i64>,
     pub last: bool,
+    /// `target` is exactly `${name}`: this name.
+    whole_variable: Option<String>,
+    /// The pattern has named groups (else a plain `is_match` will do).
+    has_names: bool,
 }
 
 /// What running a ruleset over a line gave.
@@ -175,8 +179,17 @@ impl Matcher {
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
             .map_err(|err| format!("bad regular expression: {err}"))?;
+        let whole_variable = raw.target.as_deref().and_then(|t| {
+            t.strip_prefix("${")
+                .and_then(|rest| rest.strip_suffix('}'))
+                .filter(|name| !name.contains(['$', '{', '}']))
+                .map(str::to_owned)
+        });
+        let has_names = regex.capture_names().flatten().next().is_some();
         Ok(Some(Self {
             name: name.to_owned(),
+            has_names,
+            whole_variable,
             regex,
             target: raw.target,
             negated: raw.negated,
@@ -193,22 +206,46 @@ impl Matcher {
 
     /// Run against `line` (or the target template), updating `vars`. Whether it succeeded.
     fn run(&self, line: &str, vars: &mut HashMap<String, String>) -> bool {
-        let target = self.target.as_ref().map(|t| substitute(t, vars));
+        // The common target is one whole variable: move it out and back instead of building
+        // a new string.
+        let mut taken: Option<(String, String)> = None;
+        let built;
+        let haystack: &str = match (&self.target, &self.whole_variable) {
+            (None, _) => line,
+            (Some(_), Some(name)) if vars.contains_key(name) => {
+                let value = vars.remove(name).unwrap_or_default();
+                &taken.insert((name.clone(), value)).1
+            }
+            (Some(template), _) => {
+                built = substitute(template, vars);
+                &built
+            }
+        };
+        // Defaults apply after the target is built from the variables as they were.
         for (key, value) in &self.defaults {
             let _: Option<String> = vars.insert(key.clone(), value.clone());
         }
-        let haystack = target.as_deref().unwrap_or(line);
-        match self.regex.captures(haystack) {
-            Some(captures) => {
-                for name in self.regex.capture_names().flatten() {
-                    if let Some(m) = captures.name(name) {
-                        let _: Option<String> = vars.insert(name.to_owned(), m.as_str().to_owned());
+        let matched = if self.has_names {
+            match self.regex.captures(haystack) {
+                Some(captures) => {
+                    for name in self.regex.capture_names().flatten() {
+                        if let Some(m) = captures.name(name) {
+                            let _: Option<String> =
+                                vars.insert(name.to_owned(), m.as_str().to_owned());
+                        }
                     }
+                    true
                 }
-                !self.negated
+                None => false,
             }
-            None => self.negated,
+        } else {
+            self.regex.is_match(haystack)
+        };
+        if let Some((name, value)) = taken {
+            // A capture of the same name, made just now, wins.
+            let _: &mut String = vars.entry(name).or_insert(value);
         }
+        matched != self.negated
     }
 }
 

@@ -46,6 +46,8 @@ enum Bench {
     Xdp,
     /// `xdpguard block --file` to enforcement vs `ipset restore`, 100k and 1M addresses.
     Apply,
+    /// Log lines per second, sshd ruleset vs `fail2ban-regex`, on a 1M-line auth log.
+    Scoring,
 }
 
 fn main() -> ExitCode {
@@ -152,6 +154,7 @@ fn bench(root: &Path, which: Bench) -> Result<()> {
     let name = match which {
         Bench::Xdp => "xdp",
         Bench::Apply => "apply",
+        Bench::Scoring => "scoring",
     };
     // Benchmarks that drive the daemon run the release binary.
     cargo(root, ["build", "--release", "-p", "xdpguard"])?;

@@ -14,7 +14,7 @@ const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages (program → package): `ip` for namespaces, `ping` for the namespace tests,
 /// `prometheus` to scrape the daemon for real, `trafgen` for the varied-source XDP benchmark,
-/// `ipset` for the apply benchmark.
+/// `ipset` and `fail2ban-regex` for the apply and scoring benchmarks.
 const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
@@ -22,6 +22,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "prometheus"),
     ("trafgen", "netsniff-ng"),
     ("ipset", "ipset"),
+    ("fail2ban-regex", "fail2ban"),
 ];
 
 pub fn run(root: &Path) -> Result<()> {
