@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod decision;
 pub mod input;
+pub mod lint;
 pub mod logscore;
 pub mod metrics;
 pub mod owner;

@@ -13,7 +13,7 @@ use xdpguard::{
     control::{self, Request, Response},
     daemon,
     dataplane::Dataplane,
-    ruleset,
+    lint, ruleset,
     score::ScoringPolicy,
 };
 
@@ -99,6 +99,12 @@ enum Command {
         #[arg(long)]
         json: bool,
         input: PathBuf,
+    },
+    /// Flag ruleset patterns where attacker-controlled text could choose the scored address.
+    Lint {
+        /// Ruleset files or directories of them.
+        #[arg(default_value = "/etc/xdpguard/rulesets")]
+        paths: Vec<PathBuf>,
     },
     /// Detach the XDP program and delete its pinned maps (stop the daemon first). Decisions
     /// stay in the state directory and are re-applied at the next start.
@@ -253,6 +259,25 @@ fn dispatch(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", check::format_report(&report, threshold));
             }
+            Ok(())
+        }
+        Command::Lint { paths } => {
+            let mut loaded = Vec::new();
+            for path in &paths {
+                if path.is_dir() {
+                    loaded.extend(ruleset::load_dir(path)?);
+                } else {
+                    loaded.extend(ruleset::load(path)?);
+                }
+            }
+            let findings = lint::lint(&loaded);
+            for finding in &findings {
+                println!("{finding}");
+            }
+            if !findings.is_empty() {
+                bail!("{} findings in {} rulesets", findings.len(), loaded.len());
+            }
+            println!("{} rulesets, no findings", loaded.len());
             Ok(())
         }
         Command::Detach { config, pin_dir } => {

@@ -281,6 +281,13 @@ impl Ruleset {
         (outcome, hits)
     }
 
+    /// (rule name, pattern, runs on the raw line) of the first match and every rule.
+    pub fn patterns(&self) -> impl Iterator<Item = (&str, &str, bool)> {
+        std::iter::once(&self.first)
+            .chain(self.rules.iter())
+            .map(|m| (m.name.as_str(), m.regex.as_str(), m.target.is_none()))
+    }
+
     /// Rules (first match included) by name, in order.
     pub fn match_names(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.first.name.as_str()).chain(self.rules.iter().map(|r| r.name.as_str()))

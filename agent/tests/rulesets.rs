@@ -132,3 +132,10 @@ fn every_shipped_ruleset_loads() {
     let sets = ruleset::load_dir(&rulesets_dir()).unwrap();
     assert!(sets.iter().any(|s| s.name == "sshd"));
 }
+
+#[test]
+fn shipped_rulesets_pass_lint() {
+    let sets = ruleset::load_dir(&rulesets_dir()).unwrap();
+    let findings = xdpguard::lint::lint(&sets);
+    assert!(findings.is_empty(), "{findings:#?}");
+}
