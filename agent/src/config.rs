@@ -98,8 +98,17 @@ pub struct ScoringConfig {
     pub max_tracked: usize,
     /// Never score private, loopback, link-local or documentation addresses.
     pub exclude_local: bool,
-    /// How long a block made by scoring lasts.
+    /// How long a block made by scoring lasts, the first time.
     pub ban: Duration,
+    /// Each later ban of the same address lasts this many times the one before...
+    pub ban_multiplier: u32,
+    /// ...up to this.
+    pub ban_max: Duration,
+    /// Block the whole neighbourhood once this many addresses in it are blocked; 0: never.
+    pub aggregate_min: u32,
+    /// The neighbourhood: an IPv4 /24 and an IPv6 /64 by default.
+    pub aggregate_len_v4: u8,
+    pub aggregate_len_v6: u8,
 }
 
 impl Default for ScoringConfig {
@@ -111,6 +120,11 @@ impl Default for ScoringConfig {
             max_tracked: 100_000,
             exclude_local: true,
             ban: Duration::from_secs(3600),
+            ban_multiplier: 2,
+            ban_max: Duration::from_secs(7 * 86_400),
+            aggregate_min: 5,
+            aggregate_len_v4: 24,
+            aggregate_len_v6: 64,
         }
     }
 }
@@ -432,6 +446,11 @@ struct RawScoring {
     max_tracked: Option<Spanned<Integer>>,
     exclude_local: Option<bool>,
     ban: Option<Spanned<RawDuration>>,
+    ban_multiplier: Option<Spanned<Integer>>,
+    ban_max: Option<Spanned<RawDuration>>,
+    aggregate_min: Option<Spanned<Integer>>,
+    aggregate_len_v4: Option<Spanned<Integer>>,
+    aggregate_len_v6: Option<Spanned<Integer>>,
 }
 
 #[derive(Deserialize)]
@@ -904,6 +923,42 @@ impl Source<'_> {
                 Some(value) => self.duration("scoring.ban", value, "")?,
                 None => d.ban,
             },
+            ban_multiplier: self.integer(
+                "scoring.ban_multiplier",
+                raw.ban_multiplier.as_ref(),
+                1,
+                100,
+                d.ban_multiplier,
+                "times",
+            )?,
+            ban_max: match &raw.ban_max {
+                Some(value) => self.duration("scoring.ban_max", value, "")?,
+                None => d.ban_max,
+            },
+            aggregate_min: self.integer(
+                "scoring.aggregate_min",
+                raw.aggregate_min.as_ref(),
+                0,
+                65_536,
+                d.aggregate_min,
+                "addresses",
+            )?,
+            aggregate_len_v4: self.integer(
+                "scoring.aggregate_len_v4",
+                raw.aggregate_len_v4.as_ref(),
+                8,
+                31,
+                d.aggregate_len_v4,
+                "bits",
+            )?,
+            aggregate_len_v6: self.integer(
+                "scoring.aggregate_len_v6",
+                raw.aggregate_len_v6.as_ref(),
+                32,
+                127,
+                d.aggregate_len_v6,
+                "bits",
+            )?,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod input;
 pub mod lint;
 pub mod logscore;
 pub mod metrics;
+pub mod offenders;
 pub mod owner;
 pub mod prefix;
 pub mod ruleset;

@@ -16,6 +16,7 @@ use crate::{
     config::{InputConfig, ScoringConfig},
     control::Request,
     input::{FileFollower, Start},
+    offenders::Offenders,
     owner::Command,
     ruleset::{Outcome, Ruleset, apply_all},
     score::{ScoreBoard, Scored, ScoringPolicy},
@@ -67,6 +68,7 @@ pub struct LogScoring {
     saved: BTreeMap<String, Position>,
     stats: Arc<Mutex<LogStats>>,
     clock: Arc<dyn Clock>,
+    offenders: Offenders,
 }
 
 fn policy(scoring: &ScoringConfig) -> ScoringPolicy {
@@ -101,6 +103,7 @@ impl LogScoring {
             saved,
             stats: Arc::new(Mutex::new(LogStats::default())),
             clock,
+            offenders: Offenders::open(Some(state_dir)),
         };
         scoring_state.configure(rulesets, inputs);
         scoring_state
@@ -154,7 +157,8 @@ impl LogScoring {
 
     /// Read what is new in every input; blocks go to `owner`.
     pub fn poll(&mut self, owner: &mpsc::Sender<Command>) {
-        let now_ms = self.clock.now_unix().saturating_mul(1000);
+        let now_unix = self.clock.now_unix();
+        let now_ms = now_unix.saturating_mul(1000);
         let mut stats = self
             .stats
             .lock()
@@ -163,7 +167,8 @@ impl LogScoring {
             let rulesets: Vec<&Ruleset> =
                 input.rulesets.iter().map(|&i| &self.rulesets[i]).collect();
             let board = &mut self.board;
-            let ban = self.scoring.ban;
+            let offenders = &mut self.offenders;
+            let scoring = &self.scoring;
             let mut lines = 0u64;
             let result = input.follower.poll(&mut |bytes| {
                 lines += 1;
@@ -178,15 +183,22 @@ impl LogScoring {
                     if let Outcome::Scored { address, score } = outcome
                         && let Scored::Crossed(total) = board.add(address, score, now_ms)
                     {
-                        let (reply, _) = mpsc::channel();
-                        let request = Request::Block {
-                            prefixes: vec![address.to_string()],
-                            duration_secs: Some(ban.as_secs().max(1)),
-                            reason: Some(format!("log score {total} (ruleset {})", matched.name)),
-                            source: Some(format!("ruleset:{}", matched.name)),
-                            force: false,
-                        };
-                        let _ = owner.send(Command::Control(request, reply));
+                        for ban in offenders.on_threshold(address, now_unix, scoring) {
+                            let (reply, _) = mpsc::channel();
+                            let mut reason =
+                                format!("log score {total} (ruleset {})", matched.name);
+                            if !ban.reason.is_empty() {
+                                reason = format!("{reason}; {}", ban.reason);
+                            }
+                            let request = Request::Block {
+                                prefixes: vec![ban.prefix.to_string()],
+                                duration_secs: Some(ban.duration.as_secs()),
+                                reason: Some(reason),
+                                source: Some(format!("ruleset:{}", matched.name)),
+                                force: false,
+                            };
+                            let _ = owner.send(Command::Control(request, reply));
+                        }
                     }
                 }
             });
@@ -205,8 +217,9 @@ impl LogScoring {
         stats.scored_addresses = self.board.len() as u64;
     }
 
-    /// Write the read positions (atomically: temporary file, rename).
+    /// Write the read positions and the repeat offenders (atomically: temporary file, rename).
     pub fn save_positions(&mut self) {
+        self.offenders.save();
         for input in &self.inputs {
             if let Some((inode, offset)) = input.follower.position() {
                 let _ = self.saved.insert(
