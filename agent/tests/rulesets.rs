@@ -54,6 +54,44 @@ fn sshd_sample_scores_exactly() {
     assert_eq!(bad, 0);
 }
 
+#[test]
+fn rsyncd_sample_scores_exactly() {
+    let log = std::fs::read_to_string(rulesets_dir().join("samples/rsyncd.log")).unwrap();
+    let (scores, bad) = scores("rsyncd.toml", &log);
+    let expected: BTreeMap<IpAddr, (i64, Option<u64>)> = [
+        // two unknown modules (4 each) and a failed password (5): over 10 at line 7.
+        ("203.0.113.9", (13, Some(7))),
+        ("2001:db8:bad::20", (4, None)),
+        // syslog form.
+        ("203.0.113.44", (5, None)),
+    ]
+    .into_iter()
+    .map(|(a, s)| (ip(a), s))
+    .collect();
+    assert_eq!(scores, expected);
+    assert_eq!(bad, 0);
+}
+
+#[test]
+fn nginx_sample_scores_exactly() {
+    let log = std::fs::read_to_string(rulesets_dir().join("samples/nginx.log")).unwrap();
+    let (scores, bad) = scores("nginx.toml", &log);
+    let expected: BTreeMap<IpAddr, (i64, Option<u64>)> = [
+        // wp-login, .env, xmlrpc under a directory: 3 probes of 4.
+        ("203.0.113.5", (12, Some(5))),
+        // a 401 (3), a phpMyAdmin probe (4, any case), the error log's password mismatch (3).
+        ("203.0.113.6", (10, None)),
+        ("2001:db8:bad::8", (4, None)),
+        // No password given (3), and an unknown user whose name smuggles another address (3).
+        ("203.0.113.7", (6, None)),
+    ]
+    .into_iter()
+    .map(|(a, s)| (ip(a), s))
+    .collect();
+    assert_eq!(scores, expected, "203.0.113.99 is only ever client text");
+    assert_eq!(bad, 0);
+}
+
 /// Lines where attacker-controlled text (user names, client versions) carries an address.
 /// The scored address must be the real one, or nothing.
 #[test]
