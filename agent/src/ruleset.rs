@@ -275,6 +275,14 @@ impl Ruleset {
         };
         let text = vars.remove("address");
         let outcome = match text.as_deref().map(|t| t.trim().parse::<IpAddr>()) {
+            // IPv4-mapped IPv6 (`::ffff:a.b.c.d`, as vsftpd writes) is the IPv4 address.
+            Some(Ok(IpAddr::V6(v6))) if v6.to_ipv4_mapped().is_some() => Outcome::Scored {
+                address: IpAddr::V4(
+                    v6.to_ipv4_mapped()
+                        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                ),
+                score,
+            },
             Some(Ok(address)) => Outcome::Scored { address, score },
             _ => Outcome::BadAddress { score, text },
         };

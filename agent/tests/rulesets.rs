@@ -92,6 +92,52 @@ fn nginx_sample_scores_exactly() {
     assert_eq!(bad, 0);
 }
 
+#[test]
+fn apache_postfix_dovecot_vsftpd_samples_score_exactly() {
+    let cases: [(&str, &str, &[(&str, i64, Option<u64>)]); 4] = [
+        (
+            "apache.toml",
+            "samples/apache.log",
+            // Three auth failures (4 each) over 10 at line 3; the client text's addresses are
+            // never scored; IPv6 client with its port; a shellshock-style CGI probe.
+            &[
+                ("203.0.113.5", 12, Some(3)),
+                ("2001:db8:bad::9", 2, None),
+                ("203.0.113.6", 4, None),
+            ],
+        ),
+        (
+            "postfix.toml",
+            "samples/postfix.log",
+            &[
+                ("203.0.113.5", 10, None),
+                ("203.0.113.6", 10, None),
+                ("2001:db8:bad::7", 4, None),
+            ],
+        ),
+        (
+            "dovecot.toml",
+            "samples/dovecot.log",
+            // The third line's user name carries a whole fake tail: the real one is last.
+            &[("203.0.113.8", 10, None), ("2001:db8:bad::8", 5, None)],
+        ),
+        (
+            "vsftpd.toml",
+            "samples/vsftpd.log",
+            // IPv4-mapped IPv6 is the IPv4 address.
+            &[("203.0.113.9", 15, Some(4)), ("2001:db8:bad::10", 5, None)],
+        ),
+    ];
+    for (ruleset, sample, expected) in cases {
+        let log = std::fs::read_to_string(rulesets_dir().join(sample)).unwrap();
+        let (scores, bad) = scores(ruleset, &log);
+        let expected: BTreeMap<IpAddr, (i64, Option<u64>)> =
+            expected.iter().map(|(a, s, l)| (ip(a), (*s, *l))).collect();
+        assert_eq!(scores, expected, "{ruleset}");
+        assert_eq!(bad, 0, "{ruleset}");
+    }
+}
+
 /// Lines where attacker-controlled text (user names, client versions) carries an address.
 /// The scored address must be the real one, or nothing.
 #[test]
