@@ -92,9 +92,12 @@ fn nginx_sample_scores_exactly() {
     assert_eq!(bad, 0);
 }
 
+/// (address, final score, line that took it over the threshold).
+type Expected = (&'static str, i64, Option<u64>);
+
 #[test]
 fn apache_postfix_dovecot_vsftpd_samples_score_exactly() {
-    let cases: [(&str, &str, &[(&str, i64, Option<u64>)]); 4] = [
+    let cases: [(&str, &str, &[Expected]); 4] = [
         (
             "apache.toml",
             "samples/apache.log",
