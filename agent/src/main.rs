@@ -100,6 +100,8 @@ enum Command {
         json: bool,
         input: PathBuf,
     },
+    /// Convert the reference scorer's INI rulesets to TOML (written to standard output).
+    ImportIni { file: PathBuf },
     /// Flag ruleset patterns where attacker-controlled text could choose the scored address.
     Lint {
         /// Ruleset files or directories of them.
@@ -259,6 +261,12 @@ fn dispatch(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", check::format_report(&report, threshold));
             }
+            Ok(())
+        }
+        Command::ImportIni { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            print!("{}", import_ini::convert(&text, &file)?);
             Ok(())
         }
         Command::Lint { paths } => {
