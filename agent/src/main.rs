@@ -13,7 +13,7 @@ use xdpguard::{
     control::{self, Request, Response},
     daemon,
     dataplane::Dataplane,
-    lint, ruleset,
+    import_ini, lint, ruleset,
     score::ScoringPolicy,
 };
 
