@@ -129,11 +129,22 @@ impl Default for ScoringConfig {
     }
 }
 
-/// A log file to follow like `tail -F`.
+/// Where an input's lines come from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum InputSource {
+    /// A file, followed like `tail -F`.
+    File(PathBuf),
+    /// A named pipe, created when missing.
+    Pipe(PathBuf),
+    /// The daemon's standard input.
+    Stdin,
+}
+
+/// A log to read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InputConfig {
     pub name: String,
-    pub file: PathBuf,
+    pub source: InputSource,
     /// Names of the rulesets its lines go through, in order; empty: all of them.
     pub rulesets: Vec<String>,
     /// Start at the end of the file (default) rather than replaying it from the start; a
@@ -460,7 +471,10 @@ struct RawScoring {
 )]
 struct RawInput {
     name: Spanned<String>,
-    file: Spanned<String>,
+    file: Option<Spanned<String>>,
+    pipe: Option<Spanned<String>>,
+    #[serde(default)]
+    stdin: bool,
     #[serde(default)]
     rulesets: Vec<String>,
     start: Option<Spanned<String>>,
@@ -986,9 +1000,27 @@ impl Source<'_> {
                     ));
                 }
             };
+            let source = match (&input.file, &input.pipe, input.stdin) {
+                (Some(file), None, false) => {
+                    InputSource::File(self.absolute_path("inputs.file", Some(file), "")?)
+                }
+                (None, Some(pipe), false) => {
+                    InputSource::Pipe(self.absolute_path("inputs.pipe", Some(pipe), "")?)
+                }
+                (None, None, true) => InputSource::Stdin,
+                _ => {
+                    return Err(self.invalid(
+                        "inputs",
+                        input.name.span(),
+                        format_args!(
+                            "input {name:?}: name exactly one of file, pipe or stdin = true"
+                        ),
+                    ));
+                }
+            };
             out.push(InputConfig {
                 name: name.clone(),
-                file: self.absolute_path("inputs.file", Some(&input.file), "")?,
+                source,
                 rulesets: input.rulesets.clone(),
                 start_at_end,
             });
@@ -2121,7 +2153,7 @@ block_prefix_v6 = 16777216
             config.inputs,
             vec![InputConfig {
                 name: "auth".into(),
-                file: PathBuf::from("/var/log/auth.log"),
+                source: InputSource::File(PathBuf::from("/var/log/auth.log")),
                 rulesets: vec!["sshd".into()],
                 start_at_end: false,
             }]
@@ -2134,5 +2166,17 @@ block_prefix_v6 = 16777216
         );
         let bad = text.replace("/var/log/auth.log", "auth.log");
         assert!(parse(&bad).unwrap_err().to_string().contains("inputs.file"));
+        let both = text.replace("file = ", "pipe = \"/run/p\"\nfile = ");
+        assert!(
+            parse(&both)
+                .unwrap_err()
+                .to_string()
+                .contains("exactly one of")
+        );
+        let pipe = text.replace("file = ", "pipe = ");
+        assert_eq!(
+            parse(&pipe).unwrap().inputs[0].source,
+            InputSource::Pipe(PathBuf::from("/var/log/auth.log"))
+        );
     }
 }

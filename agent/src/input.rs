@@ -26,17 +26,70 @@ pub enum Start {
     },
 }
 
+/// Cuts a byte stream into lines, at most [`MAX_LINE_BYTES`] each.
+#[derive(Default)]
+pub struct LineSplitter {
+    /// The unfinished last line.
+    partial: Vec<u8>,
+    /// Inside an over-long line: drop bytes until its end.
+    skipping: bool,
+    pub truncated_lines: u64,
+}
+
+impl LineSplitter {
+    /// Bytes held back until their line ends.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Forget an unfinished line (the stream started over).
+    pub fn reset(&mut self) {
+        self.partial.clear();
+        self.skipping = false;
+    }
+
+    /// Hand out every line `bytes` completes.
+    pub fn feed(&mut self, mut bytes: &[u8], line: &mut dyn FnMut(&[u8])) {
+        while let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
+            if !self.skipping {
+                let room = MAX_LINE_BYTES - self.partial.len();
+                self.partial.extend_from_slice(&bytes[..newline.min(room)]);
+                line(&self.partial);
+            }
+            self.reset();
+            bytes = &bytes[newline + 1..];
+        }
+        if !self.skipping {
+            let room = MAX_LINE_BYTES - self.partial.len();
+            if bytes.len() > room {
+                // Over-long: hand out what fits now, drop the rest of the line.
+                self.partial.extend_from_slice(&bytes[..room]);
+                line(&self.partial);
+                self.partial.clear();
+                self.skipping = true;
+                self.truncated_lines += 1;
+            } else {
+                self.partial.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    /// The stream ended: an unfinished last line is still a line.
+    pub fn flush(&mut self, line: &mut dyn FnMut(&[u8])) {
+        if !self.partial.is_empty() && !self.skipping {
+            line(&self.partial);
+        }
+        self.reset();
+    }
+}
+
 pub struct FileFollower {
     path: PathBuf,
     start: Start,
     file: Option<File>,
     inode: u64,
     offset: u64,
-    /// The unfinished last line.
-    partial: Vec<u8>,
-    /// Inside an over-long line: drop bytes until its end.
-    skipping: bool,
-    pub truncated_lines: u64,
+    lines: LineSplitter,
 }
 
 impl FileFollower {
@@ -47,10 +100,13 @@ impl FileFollower {
             file: None,
             inode: 0,
             offset: 0,
-            partial: Vec::new(),
-            skipping: false,
-            truncated_lines: 0,
+            lines: LineSplitter::default(),
         }
+    }
+
+    /// Lines cut at [`MAX_LINE_BYTES`] so far.
+    pub const fn truncated_lines(&self) -> u64 {
+        self.lines.truncated_lines
     }
 
     pub fn path(&self) -> &Path {
@@ -61,7 +117,7 @@ impl FileFollower {
     pub fn position(&self) -> Option<(u64, u64)> {
         self.file
             .as_ref()
-            .map(|_| (self.inode, self.offset - self.partial.len() as u64))
+            .map(|_| (self.inode, self.offset - self.lines.pending() as u64))
     }
 
     fn open(&mut self) -> io::Result<bool> {
@@ -86,8 +142,7 @@ impl FileFollower {
         self.start = Start::Beginning;
         let _: u64 = file.seek(SeekFrom::Start(self.offset))?;
         self.file = Some(file);
-        self.partial.clear();
-        self.skipping = false;
+        self.lines.reset();
         Ok(true)
     }
 
@@ -109,13 +164,12 @@ impl FileFollower {
                 Ok(meta) if meta.ino() != self.inode => {
                     // Rotated: the old file is read to its end; a last line without a newline
                     // is still a line.
-                    self.flush_partial(line);
+                    self.lines.flush(line);
                     self.file = None;
                 }
                 Ok(meta) if meta.len() < self.offset => {
                     // copytruncate: the file was emptied in place.
-                    self.partial.clear();
-                    self.skipping = false;
+                    self.lines.reset();
                     self.offset = 0;
                     if let Some(file) = self.file.as_mut() {
                         let _: u64 = file.seek(SeekFrom::Start(0))?;
@@ -125,14 +179,6 @@ impl FileFollower {
             }
         }
         Ok(())
-    }
-
-    fn flush_partial(&mut self, line: &mut dyn FnMut(&[u8])) {
-        if !self.partial.is_empty() && !self.skipping {
-            line(&self.partial);
-        }
-        self.partial.clear();
-        self.skipping = false;
     }
 
     fn drain(&mut self, line: &mut dyn FnMut(&[u8])) -> io::Result<()> {
@@ -146,29 +192,120 @@ impl FileFollower {
                 return Ok(());
             }
             self.offset += read as u64;
-            let mut rest = &chunk[..read];
-            while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
-                if !self.skipping {
-                    let room = MAX_LINE_BYTES - self.partial.len();
-                    self.partial.extend_from_slice(&rest[..newline.min(room)]);
-                    line(&self.partial);
-                }
-                self.partial.clear();
-                self.skipping = false;
-                rest = &rest[newline + 1..];
+            self.lines.feed(&chunk[..read], line);
+        }
+    }
+}
+
+/// A named pipe (created on demand) or standard input: whatever writers send, read without
+/// blocking. A FIFO is held open for writing too, so writers coming and going never look like
+/// the end of the stream.
+pub struct StreamReader {
+    name: String,
+    file: Option<File>,
+    lines: LineSplitter,
+    ended: bool,
+}
+
+impl StreamReader {
+    /// The FIFO at `path`, created (mode 0600) when missing.
+    ///
+    /// # Errors
+    /// When it cannot be created or opened, or is not a FIFO.
+    pub fn fifo(path: &Path) -> io::Result<Self> {
+        use std::os::unix::{
+            ffi::OsStrExt as _,
+            fs::{FileTypeExt as _, OpenOptionsExt as _},
+        };
+        if !path.exists() {
+            let c_path =
+                std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+            // SAFETY: valid C string.
+            if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+                return Err(io::Error::last_os_error());
             }
-            if !self.skipping {
-                let room = MAX_LINE_BYTES - self.partial.len();
-                if rest.len() > room {
-                    // Over-long: hand out what fits now, drop the rest of the line.
-                    self.partial.extend_from_slice(&rest[..room]);
-                    line(&self.partial);
-                    self.partial.clear();
-                    self.skipping = true;
-                    self.truncated_lines += 1;
-                } else {
-                    self.partial.extend_from_slice(rest);
+        }
+        if !std::fs::metadata(path)?.file_type().is_fifo() {
+            return Err(io::Error::other(format!(
+                "{} exists and is not a named pipe",
+                path.display()
+            )));
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        Ok(Self {
+            name: path.display().to_string(),
+            file: Some(file),
+            lines: LineSplitter::default(),
+            ended: false,
+        })
+    }
+
+    /// Standard input, non-blocking from now on.
+    ///
+    /// # Errors
+    /// When its flags cannot be changed.
+    pub fn stdin() -> io::Result<Self> {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _};
+        let fd = io::stdin().as_raw_fd();
+        // SAFETY: fcntl on our own standard input.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a duplicate we own, so closing it leaves fd 0 alone.
+        let dup = unsafe { libc::dup(fd) };
+        if dup < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `dup` is a fresh descriptor we own.
+        let file = unsafe { File::from_raw_fd(dup) };
+        Ok(Self {
+            name: "stdin".into(),
+            file: Some(file),
+            lines: LineSplitter::default(),
+            ended: false,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub const fn truncated_lines(&self) -> u64 {
+        self.lines.truncated_lines
+    }
+
+    /// Whether the writer side closed for good (standard input only).
+    pub const fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Hand every complete new line to `line`.
+    ///
+    /// # Errors
+    /// When reading fails.
+    pub fn poll(&mut self, line: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let mut chunk = [0u8; 64 << 10];
+        loop {
+            match file.read(&mut chunk) {
+                Ok(0) => {
+                    self.lines.flush(line);
+                    self.ended = true;
+                    self.file = None;
+                    return Ok(());
                 }
+                Ok(read) => self.lines.feed(&chunk[..read], line),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
             }
         }
     }
@@ -276,6 +413,33 @@ mod tests {
     }
 
     #[test]
+    fn a_named_pipe_is_created_and_survives_writers_coming_and_going() {
+        let dir = dir("fifo");
+        let fifo = dir.join("auth.pipe");
+        let mut reader = StreamReader::fifo(&fifo).unwrap();
+        let mut got = Vec::new();
+        for text in ["one\ntw", "o\n"] {
+            // Each writer opens, writes and closes.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            reader
+                .poll(&mut |l| got.push(String::from_utf8_lossy(l).into_owned()))
+                .unwrap();
+        }
+        assert_eq!(got, ["one", "two"]);
+        assert!(!reader.ended());
+        // A regular file in the way is refused, not read.
+        let plain = dir.join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        assert!(StreamReader::fifo(&plain).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn over_long_lines_are_cut_and_counted() {
         let dir = dir("long");
         let log = dir.join("auth.log");
@@ -285,7 +449,7 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].len(), MAX_LINE_BYTES);
         assert_eq!(got[1], "short");
-        assert_eq!(follower.truncated_lines, 1);
+        assert_eq!(follower.truncated_lines(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     clock::Clock,
-    config::{InputConfig, ScoringConfig},
+    config::{InputConfig, InputSource, ScoringConfig},
     control::Request,
-    input::{FileFollower, Start},
+    input::{FileFollower, Start, StreamReader},
     offenders::Offenders,
     owner::Command,
     ruleset::{Outcome, Ruleset, apply_all},
@@ -52,9 +52,50 @@ struct Position {
     offset: u64,
 }
 
+/// An input's reader.
+enum Reader {
+    File(FileFollower),
+    Stream(StreamReader),
+    /// Could not be opened; retried on reload.
+    Broken,
+}
+
+impl Reader {
+    fn open(config: &InputConfig, start: Start) -> Self {
+        let opened = match &config.source {
+            InputSource::File(path) => return Self::File(FileFollower::new(path, start)),
+            InputSource::Pipe(path) => StreamReader::fifo(path),
+            InputSource::Stdin => StreamReader::stdin(),
+        };
+        opened.map_or_else(
+            |err| {
+                log::error!("input {}: {err}", config.name);
+                Self::Broken
+            },
+            Self::Stream,
+        )
+    }
+
+    fn poll(&mut self, line: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
+        match self {
+            Self::File(follower) => follower.poll(line),
+            Self::Stream(stream) => stream.poll(line),
+            Self::Broken => Ok(()),
+        }
+    }
+
+    const fn truncated_lines(&self) -> u64 {
+        match self {
+            Self::File(follower) => follower.truncated_lines(),
+            Self::Stream(stream) => stream.truncated_lines(),
+            Self::Broken => 0,
+        }
+    }
+}
+
 struct Input {
     config: InputConfig,
-    follower: FileFollower,
+    follower: Reader,
     /// Indices into the rulesets, in order.
     rulesets: Vec<usize>,
 }
@@ -115,10 +156,11 @@ impl LogScoring {
 
     /// New rulesets and inputs; followers of unchanged inputs keep their place.
     fn configure(&mut self, rulesets: Vec<Ruleset>, inputs: Vec<InputConfig>) {
-        let mut old: HashMap<(String, PathBuf), FileFollower> = self
+        let mut old: HashMap<(String, InputSource), Reader> = self
             .inputs
             .drain(..)
-            .map(|input| ((input.config.name, input.config.file), input.follower))
+            .filter(|input| !matches!(input.follower, Reader::Broken))
+            .map(|input| ((input.config.name, input.config.source), input.follower))
             .collect();
         self.rulesets = rulesets;
         for config in inputs {
@@ -135,17 +177,19 @@ impl LogScoring {
                 }
             }
             let follower = old
-                .remove(&(config.name.clone(), config.file.clone()))
+                .remove(&(config.name.clone(), config.source.clone()))
                 .unwrap_or_else(|| {
-                    let start = match self.saved.get(&config.name) {
-                        Some(saved) if saved.file == config.file => Start::At {
-                            inode: saved.inode,
-                            offset: saved.offset,
-                        },
+                    let start = match (self.saved.get(&config.name), &config.source) {
+                        (Some(saved), InputSource::File(file)) if saved.file == *file => {
+                            Start::At {
+                                inode: saved.inode,
+                                offset: saved.offset,
+                            }
+                        }
                         _ if config.start_at_end => Start::End,
                         _ => Start::Beginning,
                     };
-                    FileFollower::new(&config.file, start)
+                    Reader::open(&config, start)
                 });
             self.inputs.push(Input {
                 config,
@@ -203,16 +247,12 @@ impl LogScoring {
                 }
             });
             if let Err(err) = result {
-                log::warn!(
-                    "input {}: {}: {err}",
-                    input.config.name,
-                    input.follower.path().display()
-                );
+                log::warn!("input {}: {err}", input.config.name);
             }
             *stats.lines.entry(input.config.name.clone()).or_default() += lines;
             let _ = stats
                 .truncated
-                .insert(input.config.name.clone(), input.follower.truncated_lines);
+                .insert(input.config.name.clone(), input.follower.truncated_lines());
         }
         stats.scored_addresses = self.board.len() as u64;
     }
@@ -221,11 +261,14 @@ impl LogScoring {
     pub fn save_positions(&mut self) {
         self.offenders.save();
         for input in &self.inputs {
-            if let Some((inode, offset)) = input.follower.position() {
+            if let (Reader::File(follower), InputSource::File(file)) =
+                (&input.follower, &input.config.source)
+                && let Some((inode, offset)) = follower.position()
+            {
                 let _ = self.saved.insert(
                     input.config.name.clone(),
                     Position {
-                        file: input.config.file.clone(),
+                        file: file.clone(),
                         inode,
                         offset,
                     },

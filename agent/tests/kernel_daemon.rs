@@ -446,8 +446,9 @@ fn log_lines_get_their_source_dropped() {
             rulesets.canonicalize().unwrap().display()
         ),
     ) + &format!(
-        "[scoring]\nexclude_local = false\nban = \"1h\"\n[[inputs]]\nname = \"auth\"\nfile = \"{}\"\nrulesets = [\"sshd\"]\n",
-        log.display()
+        "[scoring]\nexclude_local = false\nban = \"1h\"\n[[inputs]]\nname = \"auth\"\nfile = \"{}\"\nrulesets = [\"sshd\"]\n[[inputs]]\nname = \"pipe\"\npipe = \"{}\"\n",
+        log.display(),
+        workdir.path.join("auth.pipe").display()
     );
     std::fs::write(workdir.config(), config).unwrap();
     let append = |text: &str| {
