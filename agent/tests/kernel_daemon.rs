@@ -438,12 +438,16 @@ fn log_lines_get_their_source_dropped() {
     let (sandbox, workdir) = setup("logs", METRICS_PORT, "");
     let log = workdir.path.join("auth.log");
     std::fs::write(&log, "").unwrap();
-    let rulesets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rulesets");
+    // A copy of the shipped sshd ruleset, so the test can add a broken one next to it.
+    let rulesets = workdir.path.join("rulesets");
+    std::fs::create_dir_all(&rulesets).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rulesets/sshd.toml");
+    std::fs::copy(shipped, rulesets.join("sshd.toml")).unwrap();
     let config = std::fs::read_to_string(workdir.config()).unwrap().replace(
         "[[interfaces]]",
         &format!(
             "rulesets_dir = \"{}\"\n\n[[interfaces]]",
-            rulesets.canonicalize().unwrap().display()
+            rulesets.display()
         ),
     ) + &format!(
         "[scoring]\nexclude_local = false\nban = \"1h\"\n[[inputs]]\nname = \"auth\"\nfile = \"{}\"\nrulesets = [\"sshd\"]\n[[inputs]]\nname = \"pipe\"\npipe = \"{}\"\n",
@@ -514,6 +518,45 @@ fn log_lines_get_their_source_dropped() {
         page.contains("xdpguard_decisions_total{action=\"block\",source=\"ruleset:sshd\"} 2"),
         "{page}"
     );
+    // The named pipe input (created by the daemon) scores too, with every ruleset.
+    {
+        use std::io::Write as _;
+        let mut pipe = std::fs::OpenOptions::new()
+            .write(true)
+            .open(workdir.path.join("auth.pipe"))
+            .unwrap();
+        for _ in 0..3 {
+            pipe.write_all(failed("203.0.113.90").as_bytes()).unwrap();
+        }
+    }
+    assert!(eventually(Duration::from_secs(10), || blocked(
+        &daemon,
+        "203.0.113.90/32"
+    )));
+
+    // A broken ruleset on reload: refused, logged, and the running rulesets keep scoring.
+    std::fs::write(
+        rulesets.join("broken.toml"),
+        "[[ruleset]]\nname = \"broken\"\nmatch = '('\nscore = 1\n",
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    assert!(eventually(Duration::from_secs(10), || daemon
+        .stderr()
+        .contains("reload refused")));
+    assert!(
+        daemon.stderr().contains("broken.toml"),
+        "{}",
+        daemon.stderr()
+    );
+    for _ in 0..3 {
+        append(&failed("203.0.113.91"));
+    }
+    assert!(eventually(Duration::from_secs(10), || blocked(
+        &daemon,
+        "203.0.113.91/32"
+    )));
+    std::fs::remove_file(rulesets.join("broken.toml")).unwrap();
 
     // Positions are saved every second: let that happen, then crash.
     std::thread::sleep(Duration::from_millis(1500));
