@@ -104,6 +104,18 @@ impl FileFollower {
         }
     }
 
+    /// Open the file now (if it exists), so "start at the end" means the end as of this call,
+    /// not as of the first poll.
+    ///
+    /// # Errors
+    /// When the file exists but cannot be opened.
+    pub fn open_now(&mut self) -> io::Result<()> {
+        if self.file.is_none() {
+            let _: bool = self.open()?;
+        }
+        Ok(())
+    }
+
     /// Lines cut at [`MAX_LINE_BYTES`] so far.
     pub const fn truncated_lines(&self) -> u64 {
         self.lines.truncated_lines
@@ -311,6 +323,98 @@ impl StreamReader {
     }
 }
 
+/// Wakes the log reader when there may be new lines: inotify on the directories of the
+/// followed files (appends, new files after rotation, truncation), and `poll(2)` readiness on
+/// pipes. Without it the reader would have to sleep between looks at the files.
+pub struct Waker {
+    inotify: Option<std::os::fd::OwnedFd>,
+}
+
+impl Waker {
+    /// Watch the directories of `files` (those that exist; the timeout covers the rest).
+    pub fn new(files: &[PathBuf]) -> Self {
+        use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+        // SAFETY: plain inotify_init1.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            log::warn!(
+                "inotify: {}; looking at the logs every 100 ms instead",
+                io::Error::last_os_error()
+            );
+            return Self { inotify: None };
+        }
+        // SAFETY: a descriptor we own from here on.
+        let inotify = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let mut dirs: Vec<&Path> = files.iter().filter_map(|f| f.parent()).collect();
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+                continue;
+            };
+            let mask = libc::IN_MODIFY
+                | libc::IN_CREATE
+                | libc::IN_MOVED_TO
+                | libc::IN_CLOSE_WRITE
+                | libc::IN_ATTRIB;
+            // SAFETY: valid descriptor and C string.
+            if unsafe { libc::inotify_add_watch(fd, c_dir.as_ptr(), mask) } < 0 {
+                log::debug!(
+                    "inotify on {}: {}",
+                    dir.display(),
+                    io::Error::last_os_error()
+                );
+            }
+        }
+        Self {
+            inotify: Some(inotify),
+        }
+    }
+
+    /// Sleep until a watched directory changes, one of `fds` is readable, or `timeout_ms`.
+    pub fn wait(&self, fds: &[std::os::fd::RawFd], timeout_ms: i32) {
+        use std::os::fd::AsRawFd as _;
+        let mut polled: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if let Some(inotify) = &self.inotify {
+            polled.push(libc::pollfd {
+                fd: inotify.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: a valid array of pollfd of the given length.
+        let _ = unsafe {
+            libc::poll(
+                polled.as_mut_ptr(),
+                polled.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
+        if let Some(inotify) = &self.inotify {
+            // Drain the events: which file changed does not matter, every input is read.
+            let mut buf = [0u8; 4096];
+            // SAFETY: reading into our own buffer from a non-blocking descriptor.
+            while unsafe { libc::read(inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0
+            {
+            }
+        }
+    }
+}
+
+impl StreamReader {
+    /// The descriptor to wait on, while open.
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,6 +472,18 @@ mod tests {
         std::fs::rename(&log, dir.join("auth.log.1")).unwrap();
         append(&log, "c\n");
         assert_eq!(lines(&mut follower), ["b", "last-without-newline", "c"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn open_now_fixes_the_end_before_the_first_poll() {
+        let dir = dir("opennow");
+        let log = dir.join("auth.log");
+        append(&log, "old\n");
+        let mut follower = FileFollower::new(&log, Start::End);
+        follower.open_now().unwrap();
+        append(&log, "new\n");
+        assert_eq!(lines(&mut follower), ["new"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -436,6 +552,27 @@ mod tests {
         let plain = dir.join("plain");
         std::fs::write(&plain, "x").unwrap();
         assert!(StreamReader::fifo(&plain).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_waker_wakes_on_an_append_not_only_on_its_timeout() {
+        let dir = dir("waker");
+        let log = dir.join("auth.log");
+        append(&log, "");
+        let waker = Waker::new(std::slice::from_ref(&log));
+        let writer = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                append(&log, "x\n");
+            })
+        };
+        let started = std::time::Instant::now();
+        // A minute of timeout: only the append can end this wait in a test's lifetime.
+        waker.wait(&[], 60_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        writer.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

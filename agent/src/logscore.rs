@@ -15,7 +15,7 @@ use crate::{
     clock::Clock,
     config::{InputConfig, InputSource, ScoringConfig},
     control::Request,
-    input::{FileFollower, Start, StreamReader},
+    input::{FileFollower, Start, StreamReader, Waker},
     offenders::Offenders,
     owner::Command,
     ruleset::{Outcome, Ruleset, apply_all},
@@ -23,7 +23,8 @@ use crate::{
 };
 
 const POSITIONS: &str = "positions.json";
-const POLL_EVERY: Duration = Duration::from_millis(20);
+/// The longest the reader sleeps without a wake-up (commands, files in missing directories).
+const WAIT_AT_MOST_MS: i32 = 100;
 
 /// Counters for the metrics page.
 #[derive(Clone, Debug, Default)]
@@ -63,7 +64,14 @@ enum Reader {
 impl Reader {
     fn open(config: &InputConfig, start: Start) -> Self {
         let opened = match &config.source {
-            InputSource::File(path) => return Self::File(FileFollower::new(path, start)),
+            InputSource::File(path) => {
+                let mut follower = FileFollower::new(path, start);
+                // Fix the starting point now, before the daemon says it is ready.
+                if let Err(err) = follower.open_now() {
+                    log::warn!("input {}: {err}", config.name);
+                }
+                return Self::File(follower);
+            }
             InputSource::Pipe(path) => StreamReader::fifo(path),
             InputSource::Stdin => StreamReader::stdin(),
         };
@@ -257,6 +265,18 @@ impl LogScoring {
         stats.scored_addresses = self.board.len() as u64;
     }
 
+    fn waker(&self) -> Waker {
+        let files: Vec<PathBuf> = self
+            .inputs
+            .iter()
+            .filter_map(|input| match &input.config.source {
+                InputSource::File(file) => Some(file.clone()),
+                InputSource::Pipe(_) | InputSource::Stdin => None,
+            })
+            .collect();
+        Waker::new(&files)
+    }
+
     /// Write the read positions and the repeat offenders (atomically: temporary file, rename).
     pub fn save_positions(&mut self) {
         self.offenders.save();
@@ -291,9 +311,19 @@ impl LogScoring {
     /// Poll until told to stop; positions are saved every second and at the end.
     pub fn run(mut self, commands: &mpsc::Receiver<LogCommand>, owner: &mpsc::Sender<Command>) {
         let mut last_save = Instant::now();
+        let mut waker = self.waker();
         loop {
-            match commands.recv_timeout(POLL_EVERY) {
-                Ok(LogCommand::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            let fds: Vec<std::os::fd::RawFd> = self
+                .inputs
+                .iter()
+                .filter_map(|input| match &input.follower {
+                    Reader::Stream(stream) => stream.raw_fd(),
+                    Reader::File(_) | Reader::Broken => None,
+                })
+                .collect();
+            waker.wait(&fds, WAIT_AT_MOST_MS);
+            match commands.try_recv() {
+                Ok(LogCommand::Stop) | Err(mpsc::TryRecvError::Disconnected) => break,
                 Ok(LogCommand::Reload {
                     rulesets,
                     inputs,
@@ -305,8 +335,9 @@ impl LogScoring {
                         self.scoring = scoring;
                     }
                     self.configure(rulesets, inputs);
+                    waker = self.waker();
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::TryRecvError::Empty) => {}
             }
             self.poll(owner);
             if last_save.elapsed() >= Duration::from_secs(1) {
