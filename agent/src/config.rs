@@ -138,6 +138,11 @@ pub enum InputSource {
     Pipe(PathBuf),
     /// The daemon's standard input.
     Stdin,
+    /// The systemd journal (`journalctl --follow`): one unit, or all; or a journal file.
+    Journal {
+        unit: Option<String>,
+        file: Option<PathBuf>,
+    },
 }
 
 /// A log to read.
@@ -475,6 +480,10 @@ struct RawInput {
     pipe: Option<Spanned<String>>,
     #[serde(default)]
     stdin: bool,
+    #[serde(default)]
+    journal: bool,
+    journal_unit: Option<String>,
+    journal_file: Option<Spanned<String>>,
     #[serde(default)]
     rulesets: Vec<String>,
     start: Option<Spanned<String>>,
@@ -1000,20 +1009,29 @@ impl Source<'_> {
                     ));
                 }
             };
-            let source = match (&input.file, &input.pipe, input.stdin) {
-                (Some(file), None, false) => {
+            let source = match (&input.file, &input.pipe, input.stdin, input.journal) {
+                (Some(file), None, false, false) => {
                     InputSource::File(self.absolute_path("inputs.file", Some(file), "")?)
                 }
-                (None, Some(pipe), false) => {
+                (None, Some(pipe), false, false) => {
                     InputSource::Pipe(self.absolute_path("inputs.pipe", Some(pipe), "")?)
                 }
-                (None, None, true) => InputSource::Stdin,
+                (None, None, true, false) => InputSource::Stdin,
+                (None, None, false, true) => InputSource::Journal {
+                    unit: input.journal_unit.clone(),
+                    file: match &input.journal_file {
+                        Some(file) => {
+                            Some(self.absolute_path("inputs.journal_file", Some(file), "")?)
+                        }
+                        None => None,
+                    },
+                },
                 _ => {
                     return Err(self.invalid(
                         "inputs",
                         input.name.span(),
                         format_args!(
-                            "input {name:?}: name exactly one of file, pipe or stdin = true"
+                            "input {name:?}: name exactly one of file, pipe, stdin = true or journal = true"
                         ),
                     ));
                 }
@@ -2172,6 +2190,17 @@ block_prefix_v6 = 16777216
                 .unwrap_err()
                 .to_string()
                 .contains("exactly one of")
+        );
+        let journal = text.replace(
+            "file = \"/var/log/auth.log\"",
+            "journal = true\njournal_unit = \"ssh.service\"",
+        );
+        assert_eq!(
+            parse(&journal).unwrap().inputs[0].source,
+            InputSource::Journal {
+                unit: Some("ssh.service".into()),
+                file: None
+            }
         );
         let pipe = text.replace("file = ", "pipe = ");
         assert_eq!(

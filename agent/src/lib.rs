@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod decision;
 pub mod import_ini;
 pub mod input;
+pub mod journal;
 pub mod lint;
 pub mod logscore;
 pub mod metrics;

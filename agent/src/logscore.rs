@@ -16,6 +16,7 @@ use crate::{
     config::{InputConfig, InputSource, ScoringConfig},
     control::Request,
     input::{FileFollower, Start, StreamReader, Waker},
+    journal::{JournalReader, JournalSpec},
     offenders::Offenders,
     owner::Command,
     ruleset::{Outcome, Ruleset, apply_all},
@@ -51,19 +52,36 @@ struct Position {
     file: PathBuf,
     inode: u64,
     offset: u64,
+    /// Journal inputs: the cursor of the last entry read.
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
 /// An input's reader.
 enum Reader {
     File(FileFollower),
     Stream(StreamReader),
+    Journal(JournalReader),
     /// Could not be opened; retried on reload.
     Broken,
 }
 
 impl Reader {
-    fn open(config: &InputConfig, start: Start) -> Self {
+    fn open(config: &InputConfig, start: Start, cursor: Option<&str>) -> Self {
         let opened = match &config.source {
+            InputSource::Journal { unit, file } => {
+                let spec = JournalSpec {
+                    unit: unit.clone(),
+                    file: file.clone(),
+                };
+                return JournalReader::spawn(&spec, cursor, !config.start_at_end).map_or_else(
+                    |err| {
+                        log::error!("input {}: starting journalctl: {err}", config.name);
+                        Self::Broken
+                    },
+                    Self::Journal,
+                );
+            }
             InputSource::File(path) => {
                 let mut follower = FileFollower::new(path, start);
                 // Fix the starting point now, before the daemon says it is ready.
@@ -88,6 +106,7 @@ impl Reader {
         match self {
             Self::File(follower) => follower.poll(line),
             Self::Stream(stream) => stream.poll(line),
+            Self::Journal(journal) => journal.poll(line),
             Self::Broken => Ok(()),
         }
     }
@@ -96,7 +115,7 @@ impl Reader {
         match self {
             Self::File(follower) => follower.truncated_lines(),
             Self::Stream(stream) => stream.truncated_lines(),
-            Self::Broken => 0,
+            Self::Journal(_) | Self::Broken => 0,
         }
     }
 }
@@ -197,7 +216,11 @@ impl LogScoring {
                         _ if config.start_at_end => Start::End,
                         _ => Start::Beginning,
                     };
-                    Reader::open(&config, start)
+                    let cursor = self
+                        .saved
+                        .get(&config.name)
+                        .and_then(|saved| saved.cursor.clone());
+                    Reader::open(&config, start, cursor.as_deref())
                 });
             self.inputs.push(Input {
                 config,
@@ -271,7 +294,7 @@ impl LogScoring {
             .iter()
             .filter_map(|input| match &input.config.source {
                 InputSource::File(file) => Some(file.clone()),
-                InputSource::Pipe(_) | InputSource::Stdin => None,
+                InputSource::Pipe(_) | InputSource::Stdin | InputSource::Journal { .. } => None,
             })
             .collect();
         Waker::new(&files)
@@ -291,6 +314,18 @@ impl LogScoring {
                         file: file.clone(),
                         inode,
                         offset,
+                        cursor: None,
+                    },
+                );
+            }
+            if let Reader::Journal(journal) = &input.follower
+                && let Some(cursor) = journal.cursor()
+            {
+                let _ = self.saved.insert(
+                    input.config.name.clone(),
+                    Position {
+                        cursor: Some(cursor.to_owned()),
+                        ..Position::default()
                     },
                 );
             }
@@ -318,6 +353,7 @@ impl LogScoring {
                 .iter()
                 .filter_map(|input| match &input.follower {
                     Reader::Stream(stream) => stream.raw_fd(),
+                    Reader::Journal(journal) => Some(journal.raw_fd()),
                     Reader::File(_) | Reader::Broken => None,
                 })
                 .collect();

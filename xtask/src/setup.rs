@@ -14,7 +14,8 @@ const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages (program → package): `ip` for namespaces, `ping` for the namespace tests,
 /// `prometheus` to scrape the daemon for real, `trafgen` for the varied-source XDP benchmark,
-/// `ipset` and `fail2ban-regex` for the apply and scoring benchmarks.
+/// `ipset` and `fail2ban-regex` for the apply and scoring benchmarks, journalctl and
+/// systemd-journal-remote for the journal input test.
 const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
@@ -23,6 +24,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("trafgen", "netsniff-ng"),
     ("ipset", "ipset"),
     ("fail2ban-regex", "fail2ban"),
+    ("journalctl", "systemd"),
+    (
+        "/lib/systemd/systemd-journal-remote",
+        "systemd-journal-remote",
+    ),
 ];
 
 pub fn run(root: &Path) -> Result<()> {
@@ -146,6 +152,9 @@ fn bpf_linker() -> Result<()> {
 }
 
 fn on_path(program: &str) -> bool {
+    if program.starts_with('/') {
+        return Path::new(program).exists();
+    }
     env::var_os("PATH")
         .is_some_and(|path| env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
