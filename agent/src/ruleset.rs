@@ -111,6 +111,11 @@ pub struct Matcher {
     pub last: bool,
     /// `target` is exactly `${name}`: this name.
     whole_variable: Option<String>,
+    /// The pattern ends in `(?P<NAME>.*)$`: the part before it, and NAME. The tail is then
+    /// the rest of the haystack after the part's match, which spares a capture engine the
+    /// walk over the whole line (same leftmost-first result: `.*$` takes any rest of a line).
+    tail: Option<(Regex, String)>,
+    ignore_case: bool,
     /// The pattern has named groups (else a plain `is_match` will do).
     has_names: bool,
 }
@@ -141,6 +146,23 @@ pub struct Ruleset {
     rules: Vec<Matcher>,
     /// Stop the rulesets after this one when it matched.
     pub last: bool,
+    /// When every rule reads the same one-variable target and sets no defaults (the usual
+    /// shape), all rule patterns in one set: one pass over the target says which rules can
+    /// match, and only those run their captures.
+    prefilter: Option<(String, regex::RegexSet)>,
+}
+
+/// Match `regex` on `haystack`, putting its named groups into `vars`. Whether it matched.
+fn capture_into(regex: &Regex, haystack: &str, vars: &mut HashMap<String, String>) -> bool {
+    let Some(captures) = regex.captures(haystack) else {
+        return false;
+    };
+    for name in regex.capture_names().flatten() {
+        if let Some(m) = captures.name(name) {
+            let _: Option<String> = vars.insert(name.to_owned(), m.as_str().to_owned());
+        }
+    }
+    true
 }
 
 /// Replace `${name}` with variables; unknown names stay as they are.
@@ -186,8 +208,24 @@ impl Matcher {
                 .map(str::to_owned)
         });
         let has_names = regex.capture_names().flatten().next().is_some();
+        let tail = ["(?P<", "(?<"].iter().find_map(|open| {
+            let body = raw.pattern.strip_suffix(">.*)$")?;
+            let at = body.rfind(open)?;
+            let name = &body[at + open.len()..];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return None;
+            }
+            let head = RegexBuilder::new(&raw.pattern[..at])
+                .case_insensitive(raw.ignore_case)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .ok()?;
+            Some((head, name.to_owned()))
+        });
         Ok(Some(Self {
             name: name.to_owned(),
+            ignore_case: raw.ignore_case,
+            tail,
             has_names,
             whole_variable,
             regex,
@@ -225,19 +263,31 @@ impl Matcher {
         for (key, value) in &self.defaults {
             let _: Option<String> = vars.insert(key.clone(), value.clone());
         }
-        let matched = if self.has_names {
-            match self.regex.captures(haystack) {
-                Some(captures) => {
-                    for name in self.regex.capture_names().flatten() {
-                        if let Some(m) = captures.name(name) {
+        let matched = if let Some((head, name)) = &self.tail {
+            let end = if head.capture_names().flatten().next().is_some() {
+                head.captures(haystack).map(|captures| {
+                    for group in head.capture_names().flatten() {
+                        if let Some(m) = captures.name(group) {
                             let _: Option<String> =
-                                vars.insert(name.to_owned(), m.as_str().to_owned());
+                                vars.insert(group.to_owned(), m.as_str().to_owned());
                         }
                     }
+                    captures.get(0).map_or(0, |m| m.end())
+                })
+            } else {
+                head.find(haystack).map(|m| m.end())
+            };
+            match end {
+                // `.` stops at a newline: so does the tail.
+                Some(end) if !haystack[end..].contains('\n') => {
+                    let _: Option<String> = vars.insert(name.clone(), haystack[end..].to_owned());
                     true
                 }
+                Some(_) => capture_into(&self.regex, haystack, vars),
                 None => false,
             }
+        } else if self.has_names {
+            capture_into(&self.regex, haystack, vars)
         } else {
             self.regex.is_match(haystack)
         };
@@ -259,8 +309,18 @@ impl Ruleset {
         }
         let mut hits = vec![self.first.name.as_str()];
         let mut score = self.first.score;
-        for rule in &self.rules {
-            if rule.run(line, &mut vars) {
+        // Without the variable the targets are the literal template: no shortcut then.
+        let candidates = self
+            .prefilter
+            .as_ref()
+            .and_then(|(variable, set)| vars.get(variable).map(|target| set.matches(target)));
+        for (index, rule) in self.rules.iter().enumerate() {
+            let succeeded = match &candidates {
+                // Not in the set: the pattern does not match, so only a negated rule succeeds.
+                Some(set) if !set.matched(index) => rule.negated,
+                _ => rule.run(line, &mut vars),
+            };
+            if succeeded {
                 hits.push(rule.name.as_str());
                 if let Some(add) = rule.score {
                     score = Some(score.unwrap_or(0) + add);
@@ -351,15 +411,42 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Ruleset>, RulesetError> {
                 "no match captures `address`, so it can never name a source",
             ));
         }
+        let prefilter = prefilter(&rules);
         out.push(Ruleset {
             name: ruleset.name,
             file: path.to_path_buf(),
             first,
             rules,
             last,
+            prefilter,
         });
     }
     Ok(out)
+}
+
+/// The rules' patterns as one set, when they can share a single pass (see
+/// [`Ruleset::prefilter`]).
+fn prefilter(rules: &[Matcher]) -> Option<(String, regex::RegexSet)> {
+    let variable = rules.first()?.whole_variable.clone()?;
+    if rules.len() < 2
+        || !rules
+            .iter()
+            .all(|r| r.whole_variable.as_ref() == Some(&variable) && r.defaults.is_empty())
+    {
+        return None;
+    }
+    let patterns: Vec<String> = rules
+        .iter()
+        .map(|r| {
+            let case = if r.ignore_case { "(?i)" } else { "" };
+            format!("{case}(?:{})", r.regex.as_str())
+        })
+        .collect();
+    regex::RegexSetBuilder::new(patterns)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .ok()
+        .map(|set| (variable, set))
 }
 
 /// Load one ruleset file.
@@ -595,6 +682,94 @@ score = 1
             "\\w{1000}".repeat(20)
         );
         assert!(parse(&huge, Path::new("a.toml")).is_err());
+    }
+
+    #[test]
+    fn a_trailing_catch_all_capture_gives_what_the_whole_pattern_would() {
+        let sets = rulesets(
+            r#"
+[[ruleset]]
+name = "t"
+match = '^(?P<host>\S+) app\[\d+\]: (?P<msg>.*)$'
+[[ruleset.rule]]
+name = "bad"
+target = '${msg}'
+match = '^bad login from (?P<address>[0-9.]+)$'
+score = 3
+[[ruleset.rule]]
+name = "host-is-kept"
+target = '${host}'
+match = '^web1$'
+score = 1
+"#,
+        );
+        assert!(sets[0].first.tail.is_some(), "the shortcut applies");
+        assert_eq!(
+            scored(&sets, "web1 app[7]: bad login from 203.0.113.5"),
+            [(
+                "t".into(),
+                Outcome::Scored {
+                    address: addr("203.0.113.5"),
+                    score: 4
+                }
+            )]
+        );
+        // The host variable captured before the tail is still there.
+        assert_eq!(
+            scored(&sets, "web1 app[7]: fine"),
+            [(
+                "t".into(),
+                Outcome::BadAddress {
+                    score: 1,
+                    text: None
+                }
+            )]
+        );
+        assert_eq!(
+            scored(&sets, "web1 other[7]: bad login from 203.0.113.5"),
+            []
+        );
+    }
+
+    #[test]
+    fn the_rule_set_prefilter_keeps_negation_and_order() {
+        let sets = rulesets(
+            r#"
+[[ruleset]]
+name = "p"
+match = '^app: (?P<msg>.*)$'
+[[ruleset.rule]]
+name = "from"
+target = '${msg}'
+match = 'from (?P<address>[0-9.]+)$'
+score = 2
+[[ruleset.rule]]
+name = "not-internal"
+target = '${msg}'
+match = '^internal '
+negated = true
+score = 3
+[[ruleset.rule]]
+name = "stop"
+target = '${msg}'
+match = 'STOP'
+ignore_case = true
+last = true
+[[ruleset.rule]]
+name = "after-stop"
+target = '${msg}'
+match = '.'
+score = 100
+"#,
+        );
+        assert!(sets[0].prefilter.is_some(), "the shortcut applies");
+        let score = |line: &str| match &scored(&sets, line)[0].1 {
+            Outcome::Scored { score, .. } => *score,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(score("app: external from 203.0.113.5"), 105);
+        assert_eq!(score("app: internal from 203.0.113.5"), 102);
+        assert_eq!(score("app: please stop from 203.0.113.5"), 5);
     }
 
     #[test]
