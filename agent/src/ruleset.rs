@@ -11,7 +11,7 @@
 //! Regular expressions are Rust's `regex` crate: matching is linear in the line, so a hostile
 //! or careless pattern cannot hang the daemon; patterns are size-limited when compiled.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     net::IpAddr,
     path::{Path, PathBuf},
 };
@@ -152,8 +152,43 @@ pub struct Ruleset {
     prefilter: Option<(String, regex::RegexSet)>,
 }
 
+/// A line's variables: a handful at most, so a vector beats hashing.
+#[derive(Default)]
+struct Vars(Vec<(String, String)>);
+
+impl Vars {
+    fn get(&self, name: &str) -> Option<&String> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+
+    fn insert(&mut self, name: String, value: String) -> Option<String> {
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, old)) => Some(std::mem::replace(old, value)),
+            None => {
+                self.0.push((name, value));
+                None
+            }
+        }
+    }
+
+    fn insert_if_absent(&mut self, name: String, value: String) {
+        if !self.contains_key(&name) {
+            self.0.push((name, value));
+        }
+    }
+
+    fn remove(&mut self, name: &str) -> Option<String> {
+        let at = self.0.iter().position(|(k, _)| k == name)?;
+        Some(self.0.swap_remove(at).1)
+    }
+}
+
 /// Match `regex` on `haystack`, putting its named groups into `vars`. Whether it matched.
-fn capture_into(regex: &Regex, haystack: &str, vars: &mut HashMap<String, String>) -> bool {
+fn capture_into(regex: &Regex, haystack: &str, vars: &mut Vars) -> bool {
     let Some(captures) = regex.captures(haystack) else {
         return false;
     };
@@ -166,7 +201,7 @@ fn capture_into(regex: &Regex, haystack: &str, vars: &mut HashMap<String, String
 }
 
 /// Replace `${name}` with variables; unknown names stay as they are.
-fn substitute(template: &str, vars: &HashMap<String, String>) -> String {
+fn substitute(template: &str, vars: &Vars) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(start) = rest.find("${") {
@@ -243,7 +278,7 @@ impl Matcher {
     }
 
     /// Run against `line` (or the target template), updating `vars`. Whether it succeeded.
-    fn run(&self, line: &str, vars: &mut HashMap<String, String>) -> bool {
+    fn run(&self, line: &str, vars: &mut Vars) -> bool {
         // The common target is one whole variable: move it out and back instead of building
         // a new string.
         let mut taken: Option<(String, String)> = None;
@@ -293,7 +328,7 @@ impl Matcher {
         };
         if let Some((name, value)) = taken {
             // A capture of the same name, made just now, wins.
-            let _: &mut String = vars.entry(name).or_insert(value);
+            vars.insert_if_absent(name, value);
         }
         matched != self.negated
     }
@@ -303,7 +338,7 @@ impl Ruleset {
     /// Run the ruleset over one line. Returns the outcome and the names of the matches that
     /// succeeded (for `check`'s statistics).
     pub fn apply(&self, line: &str) -> (Outcome, Vec<&str>) {
-        let mut vars = HashMap::new();
+        let mut vars = Vars::default();
         if !self.first.run(line, &mut vars) {
             return (Outcome::Skipped, Vec::new());
         }
@@ -774,7 +809,8 @@ score = 100
 
     #[test]
     fn template_substitution_leaves_unknown_names() {
-        let vars = HashMap::from([("a".to_owned(), "1".to_owned())]);
+        let mut vars = Vars::default();
+        let _ = vars.insert("a".to_owned(), "1".to_owned());
         assert_eq!(substitute("${a}-${b}-${", &vars), "1-${b}-${");
     }
 }
