@@ -59,6 +59,8 @@ fn rsyncd_sample_scores_exactly() {
     let log = std::fs::read_to_string(rulesets_dir().join("samples/rsyncd.log")).unwrap();
     let (scores, bad) = scores("rsyncd.toml", &log);
     let expected: BTreeMap<IpAddr, (i64, Option<u64>)> = [
+        // one module connect.
+        ("198.51.100.20", (1, None)),
         // two unknown modules (4 each) and a failed password (5): over 10 at line 7.
         ("203.0.113.9", (13, Some(7))),
         ("2001:db8:bad::20", (4, None)),
