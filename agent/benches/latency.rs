@@ -82,17 +82,13 @@ fn main() {
     let log = workdir.path.join("app.log");
     std::fs::write(&log, "").unwrap();
     workdir.write_config(FW_IF, 19_498, "");
-    let config = std::fs::read_to_string(workdir.config()).unwrap().replace(
-        "[[interfaces]]",
+    workdir.add_log_scoring(
+        &rulesets,
         &format!(
-            "rulesets_dir = \"{}\"\n\n[[interfaces]]",
-            rulesets.display()
+            "[scoring]\nexclude_local = false\naggregate_min = 0\nmax_tracked = 1000000\n[[inputs]]\nname = \"app\"\nfile = \"{}\"\n",
+            log.display()
         ),
-    ) + &format!(
-        "[scoring]\nexclude_local = false\naggregate_min = 0\nmax_tracked = 1000000\n[[inputs]]\nname = \"app\"\nfile = \"{}\"\n",
-        log.display()
     );
-    std::fs::write(workdir.config(), config).unwrap();
     let daemon = Daemon::start(&sandbox, &workdir);
     let (dataplane, _) = Dataplane::open_pinned(&workdir.pin_dir(), Capacities::default()).unwrap();
 

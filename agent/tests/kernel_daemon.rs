@@ -443,18 +443,14 @@ fn log_lines_get_their_source_dropped() {
     std::fs::create_dir_all(&rulesets).unwrap();
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rulesets/sshd.toml");
     std::fs::copy(shipped, rulesets.join("sshd.toml")).unwrap();
-    let config = std::fs::read_to_string(workdir.config()).unwrap().replace(
-        "[[interfaces]]",
+    workdir.add_log_scoring(
+        &rulesets,
         &format!(
-            "rulesets_dir = \"{}\"\n\n[[interfaces]]",
-            rulesets.display()
+            "[scoring]\nexclude_local = false\nban = \"1h\"\n[[inputs]]\nname = \"auth\"\nfile = \"{}\"\nrulesets = [\"sshd\"]\n[[inputs]]\nname = \"pipe\"\npipe = \"{}\"\n",
+            log.display(),
+            workdir.path.join("auth.pipe").display()
         ),
-    ) + &format!(
-        "[scoring]\nexclude_local = false\nban = \"1h\"\n[[inputs]]\nname = \"auth\"\nfile = \"{}\"\nrulesets = [\"sshd\"]\n[[inputs]]\nname = \"pipe\"\npipe = \"{}\"\n",
-        log.display(),
-        workdir.path.join("auth.pipe").display()
     );
-    std::fs::write(workdir.config(), config).unwrap();
     let append = |text: &str| {
         use std::io::Write as _;
         let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();

@@ -84,6 +84,22 @@ listen = "127.0.0.1:{metrics_port}"
     }
 }
 
+impl Workdir {
+    /// Turn on log scoring in the configuration written by [`Self::write_config`]:
+    /// `rulesets_dir` (a top-level key, so it goes before the first table) and `tables`
+    /// (`[scoring]`, `[[inputs]]`, ...) at the end.
+    pub fn add_log_scoring(&self, rulesets_dir: &Path, tables: &str) {
+        let config = std::fs::read_to_string(self.config()).unwrap().replace(
+            "[[interfaces]]",
+            &format!(
+                "rulesets_dir = \"{}\"\n\n[[interfaces]]",
+                rulesets_dir.display()
+            ),
+        ) + tables;
+        std::fs::write(self.config(), config).unwrap();
+    }
+}
+
 impl Drop for Workdir {
     fn drop(&mut self) {
         // Unmounting the bpffs releases every pin: program, maps, links.
