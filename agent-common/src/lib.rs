@@ -97,6 +97,9 @@ pub mod config_flags {
     pub const HOST_V6_NONEMPTY: u64 = 1 << 2;
     pub const PREFIX_V4_NONEMPTY: u64 = 1 << 3;
     pub const PREFIX_V6_NONEMPTY: u64 = 1 << 4;
+    /// Any block list has entries.
+    pub const ANY_BLOCK_NONEMPTY: u64 =
+        HOST_V4_NONEMPTY | HOST_V6_NONEMPTY | PREFIX_V4_NONEMPTY | PREFIX_V6_NONEMPTY;
 }
 
 /// Runtime switches read by the program on every packet.

@@ -115,6 +115,10 @@ pub enum Source {
     /// An IPv6 frame whose source is IPv4-mapped (`::ffff:a.b.c.d`): looked up as IPv4,
     /// counted as IPv6.
     V6MappedV4([u8; 4]),
+    /// The headers are whole, but the source was not read (no list to look it up in).
+    Unread {
+        ipv6: bool,
+    },
 }
 
 /// How far parsing got.
@@ -142,22 +146,23 @@ fn ether_type_after_vlans(cursor: &mut Cursor) -> Option<u16> {
     Some(ether_type)
 }
 
-/// Find the source address of the frame.
+/// Find the source address of the frame; with `read_source` false only check the headers
+/// (every list is empty: the address would not be looked up anyway).
 #[inline(always)]
-pub fn parse_source(ctx: &XdpContext) -> Parsed {
+pub fn parse_source(ctx: &XdpContext, read_source: bool) -> Parsed {
     let mut cursor = Cursor::new(ctx);
     let Some(ether_type) = ether_type_after_vlans(&mut cursor) else {
         return Parsed::Malformed;
     };
     match ether_type {
-        ETH_P_IPV4 => parse_ipv4(&mut cursor).map_or(Parsed::Malformed, Parsed::Ip),
-        ETH_P_IPV6 => parse_ipv6(&mut cursor).map_or(Parsed::Malformed, Parsed::Ip),
+        ETH_P_IPV4 => parse_ipv4(&mut cursor, read_source).map_or(Parsed::Malformed, Parsed::Ip),
+        ETH_P_IPV6 => parse_ipv6(&mut cursor, read_source).map_or(Parsed::Malformed, Parsed::Ip),
         _ => Parsed::NonIp,
     }
 }
 
 #[inline(always)]
-fn parse_ipv4(cursor: &mut Cursor) -> Option<Source> {
+fn parse_ipv4(cursor: &mut Cursor, read_source: bool) -> Option<Source> {
     let head: Ipv4Head = cursor.read()?;
     let ihl = usize::from(head.version_ihl & 0x0f);
     if head.version_ihl >> 4 != 4 || ihl < 5 {
@@ -165,7 +170,11 @@ fn parse_ipv4(cursor: &mut Cursor) -> Option<Source> {
     }
     // The options the IHL announces must be in the frame too, or the header is truncated.
     cursor.skip((ihl - 5) * 4)?;
-    Some(Source::V4(head.src))
+    Some(if read_source {
+        Source::V4(head.src)
+    } else {
+        Source::Unread { ipv6: false }
+    })
 }
 
 /// Offset of the source address in the IPv6 header.
@@ -173,11 +182,14 @@ const IPV6_SRC: usize = 8;
 const _: () = assert!(core::mem::offset_of!(Ipv6Head, src) == IPV6_SRC);
 
 #[inline(always)]
-fn parse_ipv6(cursor: &mut Cursor) -> Option<Source> {
+fn parse_ipv6(cursor: &mut Cursor, read_source: bool) -> Option<Source> {
     // The whole fixed header must be there; only the version and the source are read.
     let version: u8 = cursor.peek_at(0, size_of::<Ipv6Head>())?;
     if version >> 4 != 6 {
         return None;
+    }
+    if !read_source {
+        return Some(Source::Unread { ipv6: true });
     }
     let s: [u8; 16] = cursor.peek_at(IPV6_SRC, size_of::<Ipv6Head>())?;
     // ::ffff:a.b.c.d, compared as two words rather than ten bytes.

@@ -116,10 +116,11 @@ static CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
 )]
 pub fn xdpguard(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let (stat, action) = match parse_source(&ctx) {
+    // One inlined array read per frame; tells which lists are worth a lookup, and when none
+    // is, the source address is not even read.
+    let flags = CONFIG.get(0).map_or(0, |config| config.flags);
+    let (stat, action) = match parse_source(&ctx, flags & config_flags::ANY_BLOCK_NONEMPTY != 0) {
         Parsed::Ip(source) => {
-            // One inlined array read per frame; tells which lists are worth a lookup.
-            let flags = CONFIG.get(0).map_or(0, |config| config.flags);
             let (family, verdict) = decide(source, len, flags);
             let action = if matches!(verdict, Verdict::Drop) {
                 xdp_action::XDP_DROP
@@ -181,6 +182,8 @@ fn decide(source: Source, len: u64, flags: u64) -> (Family, Verdict) {
         Source::V4(addr) => (Family::Ipv4, decide_v4(addr, len, flags)),
         Source::V6MappedV4(addr) => (Family::Ipv6, decide_v4(addr, len, flags)),
         Source::V6(addr) => (Family::Ipv6, decide_v6(addr, len, flags)),
+        Source::Unread { ipv6: false } => (Family::Ipv4, Verdict::Pass),
+        Source::Unread { ipv6: true } => (Family::Ipv6, Verdict::Pass),
     }
 }
 

@@ -668,3 +668,27 @@ fn block_new_batches_hosts_and_reports_a_full_list_per_entry() {
     }
     assert!(dp.block_entry(&p("203.0.113.128/25")).unwrap().is_some());
 }
+
+/// With every list empty the program does not read the source at all: frames must still be
+/// counted by family, and cut-off headers still as malformed.
+#[test]
+#[ignore = "needs root and BPF: run by `cargo xtask test`"]
+fn empty_lists_still_count_families_and_malformed_frames() {
+    let dp = Dataplane::load(Capacities::default()).unwrap();
+    let v6 = udp6(a6("2001:db8:bad::1"));
+    for (frame, stat) in [
+        (udp4(a4("203.0.113.7")), Stat::Ipv4Pass),
+        (v6.clone(), Stat::Ipv6Pass),
+        (v6[..14 + 39].to_vec(), Stat::Malformed),
+        (udp4(a4("203.0.113.7"))[..14 + 19].to_vec(), Stat::Malformed),
+        (concat(&[&eth(ETH_P_ARP, &[]), &[0u8; 28]]), Stat::NonIp),
+    ] {
+        let before = dp.stats().unwrap();
+        assert_eq!(dp.test_run(&frame, 1).unwrap().0, XDP_PASS);
+        assert_stats(
+            stat.name(),
+            &dp.stats().unwrap().since(&before),
+            &[(stat, 1, frame.len() as u64)],
+        );
+    }
+}

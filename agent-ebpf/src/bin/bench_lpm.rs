@@ -22,12 +22,12 @@ static REF_LPM_V6: LpmTrie<[u8; 16], u64> = LpmTrie::with_max_entries(2_097_152,
     reason = "#[xdp] hands the context over by value"
 )]
 pub fn bench_lpm(ctx: XdpContext) -> u32 {
-    let hit = match parse_source(&ctx) {
+    let hit = match parse_source(&ctx, true) {
         Parsed::Ip(Source::V4(addr) | Source::V6MappedV4(addr)) => {
             REF_LPM_V4.get(Key::new(32, addr)).is_some()
         }
         Parsed::Ip(Source::V6(addr)) => REF_LPM_V6.get(Key::new(128, addr)).is_some(),
-        Parsed::NonIp | Parsed::Malformed => false,
+        Parsed::Ip(Source::Unread { .. }) | Parsed::NonIp | Parsed::Malformed => false,
     };
     if hit {
         xdp_action::XDP_DROP
