@@ -136,32 +136,44 @@ impl Programs {
         }
     }
 
-    /// Median ns per run of `HOT_RUNS` test runs of `HOT_REPEAT` repeats, and the action.
-    fn hot(&self, program: Program, frame: &[u8]) -> (u32, f64) {
-        let mut runs: Vec<(u32, Duration)> = (0..HOT_RUNS)
-            .map(|_| {
-                match program {
-                    Program::Pass => self.pass.test_run(frame, HOT_REPEAT),
-                    Program::Lpm => self.lpm.test_run(frame, HOT_REPEAT),
-                    Program::Xdpguard => self.ours.test_run(frame, HOT_REPEAT),
-                }
-                .unwrap()
-            })
-            .collect();
-        runs.sort_by_key(|(_, duration)| *duration);
-        let (action, median) = runs[HOT_RUNS / 2];
-        (action, median.as_secs_f64() * 1e9)
+    /// One `BPF_PROG_TEST_RUN` of `HOT_REPEAT` repeats: the action and ns per run.
+    fn test_run(&self, program: Program, frame: &[u8]) -> (u32, f64) {
+        let (action, duration) = match program {
+            Program::Pass => self.pass.test_run(frame, HOT_REPEAT),
+            Program::Lpm => self.lpm.test_run(frame, HOT_REPEAT),
+            Program::Xdpguard => self.ours.test_run(frame, HOT_REPEAT),
+        }
+        .unwrap();
+        (action, duration.as_secs_f64() * 1e9)
+    }
+
+    /// `HOT_RUNS` test runs of each program, interleaved so that a noisy moment on the
+    /// machine hits all three alike. Per program: the actions seen and the median ns per run.
+    fn hot(&self, frame: &[u8]) -> BTreeMap<Program, (Vec<u32>, f64)> {
+        let mut samples: BTreeMap<Program, (Vec<u32>, Vec<f64>)> = BTreeMap::new();
+        for _ in 0..HOT_RUNS {
+            for program in Program::ALL {
+                let (action, ns) = self.test_run(program, frame);
+                let (actions, times) = samples.entry(program).or_default();
+                actions.push(action);
+                times.push(ns);
+            }
+        }
+        samples
+            .into_iter()
+            .map(|(program, (actions, times))| (program, (actions, median(times))))
+            .collect()
     }
 
     /// Attach `program` to the firewall side of the sandbox, send `frames`, detach. Returns
-    /// the kernel's run time per run, and the runs counted.
+    /// the kernel's run time per run, in ns.
     fn varied(
         &mut self,
         sandbox: &Sandbox,
         program: Program,
         frames: &[Vec<u8>],
         expect_drop: bool,
-    ) -> (f64, u64) {
+    ) -> f64 {
         let (time, runs) = match program {
             Program::Pass | Program::Lpm => {
                 let baseline = if program == Program::Pass {
@@ -199,12 +211,11 @@ impl Programs {
                 (time1 - time0, runs)
             }
         };
-        let frames = u64::try_from(frames.len().min(VARIED_FRAMES)).unwrap_or(u64::MAX);
         assert!(
             runs >= VARIED_FRAMES as u64 / 2,
-            "only {runs} runs for {VARIED_FRAMES} frames ({frames} distinct)"
+            "only {runs} runs for {VARIED_FRAMES} frames sent"
         );
-        (time.as_secs_f64() * 1e9 / runs as f64, runs)
+        time.as_secs_f64() * 1e9 / runs as f64
     }
 }
 
@@ -434,6 +445,7 @@ fn main() {
         return;
     }
     let started = Instant::now();
+    let load_at_start = load_average();
     let mut rng = StdRng::seed_from_u64(0x5eed_0bad);
     let total = LEVELS[LEVELS.len() - 1];
     let (entries, all) = entry_stream(&mut rng, total);
@@ -486,16 +498,15 @@ fn main() {
             }
             let frame = frame_of(source);
             let row = hot.entry((level, fam, case)).or_default();
-            for program in Program::ALL {
-                let (action, ns) = programs.hot(program, &frame);
+            for (program, (actions, ns)) in programs.hot(&frame) {
                 let expected = if case != Case::Miss && program != Program::Pass {
                     XDP_DROP
                 } else {
                     XDP_PASS
                 };
-                assert_eq!(
-                    action, expected,
-                    "{program:?} {fam:?} {case:?} at {level} entries ({source})"
+                assert!(
+                    actions.iter().all(|action| *action == expected),
+                    "{program:?} {fam:?} {case:?} at {level} entries ({source}): {actions:?}"
                 );
                 let _: Option<f64> = row.insert(program, ns);
             }
@@ -523,7 +534,7 @@ fn main() {
             let mut samples: BTreeMap<Program, Vec<f64>> = BTreeMap::new();
             for _ in 0..VARIED_ROUNDS {
                 for program in Program::ALL {
-                    let (ns, _) = programs.varied(&sandbox, program, &frames, case != Case::Miss);
+                    let ns = programs.varied(&sandbox, program, &frames, case != Case::Miss);
                     samples.entry(program).or_default().push(ns);
                 }
             }
@@ -540,9 +551,12 @@ fn main() {
         }
         // The cost of the statistics themselves, once: XDP_PASS hot with them on.
         if level == 0 {
-            stats_on_pass_ns = programs
-                .hot(Program::Pass, &frame_of(probes.v4_miss.into()))
-                .1;
+            let frame = frame_of(probes.v4_miss.into());
+            stats_on_pass_ns = median(
+                (0..HOT_RUNS)
+                    .map(|_| programs.test_run(Program::Pass, &frame).1)
+                    .collect(),
+            );
         }
         drop(stats_fd);
         eprintln!(
@@ -551,7 +565,12 @@ fn main() {
         );
     }
     drop(sandbox);
-    print!("{}", report(&hot, &varied, stats_on_pass_ns));
+    let conditions = format!(
+        "{}; 1-minute load average {load_at_start} at the start, {} at the end",
+        machine(),
+        load_average()
+    );
+    print!("{}", report(&conditions, &hot, &varied, stats_on_pass_ns));
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
 }
 
@@ -565,6 +584,14 @@ fn thousands(n: usize) -> String {
         out.push(c);
     }
     out
+}
+
+/// The 1-minute load average: other work on the machine shows up in the figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn machine() -> String {
@@ -593,9 +620,14 @@ fn target_gap<'a>(
         .fold(f64::MIN, f64::max)
 }
 
-fn report(hot: &HotResults, varied: &VariedResults, stats_on_pass_ns: f64) -> String {
+fn report(
+    conditions: &str,
+    hot: &HotResults,
+    varied: &VariedResults,
+    stats_on_pass_ns: f64,
+) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "\nMachine: {}\n", machine());
+    let _ = writeln!(out, "\nMachine: {conditions}\n");
     let _ = writeln!(
         out,
         "### Hot: one frame repeated by BPF_PROG_TEST_RUN (ns/packet, median of {HOT_RUNS} × {}k)\n",

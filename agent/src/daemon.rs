@@ -200,6 +200,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
             }),
         )?
     };
+    let started = std::time::SystemTime::now();
     let metrics = match settings.metrics_listen {
         Some(listen) => {
             let commands = Mutex::new(commands.clone());
@@ -218,6 +219,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                         .map_err(|_| "log scoring failed".to_owned())?
                         .clone();
                     Ok(page
+                        + &crate::metrics::render_process(started)
                         + &crate::metrics::render_logs(&crate::metrics::LogSnapshot {
                             lines: logs.lines.into_iter().collect(),
                             truncated: logs.truncated.into_iter().collect(),
