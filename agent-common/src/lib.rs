@@ -27,9 +27,14 @@ pub mod map_names {
     pub const IFACE_SLOT: &str = "IFACE_SLOT";
     /// Array with one [`DataplaneConfig`](crate::DataplaneConfig) at index 0.
     pub const CONFIG: &str = "CONFIG";
+    /// LRU per-CPU hash, volume per IPv4 source (IPv4-mapped IPv6 included) since the agent
+    /// last drained it: `[u8; 4]` → [`SourceVolume`](crate::SourceVolume).
+    pub const VOLUME_V4: &str = "VOLUME_V4";
+    /// LRU per-CPU hash, volume per IPv6 source: `[u8; 16]` → [`SourceVolume`](crate::SourceVolume).
+    pub const VOLUME_V6: &str = "VOLUME_V6";
 
     /// Every map of the program.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 11] = [
         ALLOW_V4,
         ALLOW_V6,
         BLOCK_HOST_V4,
@@ -39,6 +44,8 @@ pub mod map_names {
         STATS,
         IFACE_SLOT,
         CONFIG,
+        VOLUME_V4,
+        VOLUME_V6,
     ];
 }
 
@@ -53,6 +60,10 @@ pub mod capacity {
     pub const BLOCK_HOST_V6: u32 = 1_048_576;
     pub const BLOCK_PREFIX_V4: u32 = 262_144;
     pub const BLOCK_PREFIX_V6: u32 = 262_144;
+    /// Distinct sources counted per drain interval; beyond it the least recently seen source's
+    /// counts are evicted (and lost to the volume detectors).
+    pub const VOLUME_V4: u32 = 65_536;
+    pub const VOLUME_V6: u32 = 65_536;
 }
 
 /// A block list entry: when it stops dropping, and what it dropped.
@@ -100,6 +111,10 @@ pub mod config_flags {
     /// Any block list has entries.
     pub const ANY_BLOCK_NONEMPTY: u64 =
         HOST_V4_NONEMPTY | HOST_V6_NONEMPTY | PREFIX_V4_NONEMPTY | PREFIX_V6_NONEMPTY;
+    /// Count packets and bytes per source address in `VOLUME_V4` / `VOLUME_V6`.
+    pub const VOLUME_ACCOUNTING: u64 = 1 << 5;
+    /// Anything that needs the source address read.
+    pub const READ_SOURCE: u64 = ANY_BLOCK_NONEMPTY | VOLUME_ACCOUNTING;
 }
 
 /// Runtime switches read by the program on every packet.
@@ -113,6 +128,14 @@ pub struct DataplaneConfig {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatValue {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Packets and bytes one source sent on one CPU since the agent last drained the map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceVolume {
     pub packets: u64,
     pub bytes: u64,
 }
@@ -250,6 +273,7 @@ const _: () = {
     assert!(size_of::<AllowEntry>() == 24);
     assert!(size_of::<DataplaneConfig>() == 8);
     assert!(size_of::<StatValue>() == 16);
+    assert!(size_of::<SourceVolume>() == 16);
     assert!(Stat::ALL.len() == STAT_COUNT as usize);
     assert!(Stat::ExpiredHit as u32 + 1 == STAT_COUNT);
 };
@@ -264,4 +288,6 @@ mod pod {
     unsafe impl aya::Pod for super::DataplaneConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::StatValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SourceVolume {}
 }

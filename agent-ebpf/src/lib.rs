@@ -147,7 +147,7 @@ fn ether_type_after_vlans(cursor: &mut Cursor) -> Option<u16> {
 }
 
 /// Find the source address of the frame; with `read_source` false only check the headers
-/// (every list is empty: the address would not be looked up anyway).
+/// (no block list holds anything and volume accounting is off: the address is not needed).
 #[inline(always)]
 pub fn parse_source(ctx: &XdpContext, read_source: bool) -> Parsed {
     let mut cursor = Cursor::new(ctx);

@@ -23,12 +23,12 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use xdpguard_common::{
     AllowEntry, BlockEntry, DataplaneConfig, Family, IFINDEX_LIMIT, MAX_INTERFACES, STAT_COUNT,
-    STATS_LEN, Stat, StatValue, Verdict, capacity, config_flags,
+    STATS_LEN, SourceVolume, Stat, StatValue, Verdict, capacity, config_flags,
 };
 use xdpguard_ebpf::{Parsed, Source, parse_source};
 
@@ -108,6 +108,14 @@ static STATS: PerCpuArray<StatValue> = PerCpuArray::with_max_entries(STATS_LEN, 
 static IFACE_SLOT: Array<u32> = Array::with_max_entries(IFINDEX_LIMIT, 0);
 #[map(name = "CONFIG")]
 static CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
+// Per-CPU values: each CPU adds to its own copy without atomics; LRU: a flood of new sources
+// evicts the stalest ones instead of failing inserts.
+#[map(name = "VOLUME_V4")]
+static VOLUME_V4: LruPerCpuHashMap<[u8; 4], SourceVolume> =
+    LruPerCpuHashMap::with_max_entries(capacity::VOLUME_V4, 0);
+#[map(name = "VOLUME_V6")]
+static VOLUME_V6: LruPerCpuHashMap<[u8; 16], SourceVolume> =
+    LruPerCpuHashMap::with_max_entries(capacity::VOLUME_V6, 0);
 
 #[xdp]
 #[expect(
@@ -119,7 +127,7 @@ pub fn xdpguard(ctx: XdpContext) -> u32 {
     // One inlined array read per frame; tells which lists are worth a lookup, and when none
     // is, the source address is not even read.
     let flags = CONFIG.get(0).map_or(0, |config| config.flags);
-    let (stat, action) = match parse_source(&ctx, flags & config_flags::ANY_BLOCK_NONEMPTY != 0) {
+    let (stat, action) = match parse_source(&ctx, flags & config_flags::READ_SOURCE != 0) {
         Parsed::Ip(source) => {
             let (family, verdict) = decide(source, len, flags);
             let action = if matches!(verdict, Verdict::Drop) {
@@ -163,6 +171,30 @@ fn count(slot: u32, stat: Stat, len: u64) {
     }
 }
 
+/// Add the frame to its source's volume when accounting is on. Every IP frame counts, dropped
+/// ones too: a blocked flood that keeps coming is what keeps its block extended.
+#[inline(always)]
+fn account<K>(map: &LruPerCpuHashMap<K, SourceVolume>, addr: &K, len: u64, flags: u64) {
+    if flags & config_flags::VOLUME_ACCOUNTING == 0 {
+        return;
+    }
+    if let Some(value) = map.get_ptr_mut(addr) {
+        // SAFETY: per-CPU value, no other writer while this program runs on this CPU.
+        unsafe {
+            (*value).packets += 1;
+            (*value).bytes += len;
+        }
+        return;
+    }
+    let first = SourceVolume {
+        packets: 1,
+        bytes: len,
+    };
+    // Fails only when another CPU inserted the key in between (BPF_NOEXIST): this frame is
+    // then lost to accounting, which is cheaper than a retry on the fast path.
+    let _: Result<(), i32> = map.insert(addr, &first, u64::from(aya_ebpf::bindings::BPF_NOEXIST));
+}
+
 /// Whether a matched block entry still drops; counts an expired hit.
 #[inline(always)]
 fn is_live(entry: &LiveBlockEntry) -> bool {
@@ -189,6 +221,7 @@ fn decide(source: Source, len: u64, flags: u64) -> (Family, Verdict) {
 
 #[inline(always)]
 fn decide_v4(addr: [u8; 4], len: u64, flags: u64) -> Verdict {
+    account(&VOLUME_V4, &addr, len, flags);
     let key = Key::new(32, addr);
     let host = if flags & config_flags::HOST_V4_NONEMPTY != 0 {
         // SAFETY: the map is not preallocated, so the value is RCU-protected while we hold it.
@@ -211,6 +244,7 @@ fn decide_v4(addr: [u8; 4], len: u64, flags: u64) -> Verdict {
 
 #[inline(always)]
 fn decide_v6(addr: [u8; 16], len: u64, flags: u64) -> Verdict {
+    account(&VOLUME_V6, &addr, len, flags);
     let key = Key::new(128, addr);
     let host = if flags & config_flags::HOST_V6_NONEMPTY != 0 {
         // SAFETY: as in `decide_v4`.

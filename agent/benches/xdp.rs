@@ -474,6 +474,7 @@ fn main() {
     let mut hot: HotResults = BTreeMap::new();
     let mut varied: VariedResults = BTreeMap::new();
     let mut stats_on_pass_ns = f64::NAN;
+    let mut accounting = Vec::new();
     let mut loaded = 0;
     for level in LEVELS {
         let fill_started = Instant::now();
@@ -549,6 +550,13 @@ fn main() {
                 },
             );
         }
+        if level == 0 {
+            accounting = accounting_cost(
+                &mut programs,
+                &sandbox,
+                &[(Fam::V4, &v4_miss_sources), (Fam::V6, &v6_miss_sources)],
+            );
+        }
         // The cost of the statistics themselves, once: XDP_PASS hot with them on.
         if level == 0 {
             let frame = frame_of(probes.v4_miss.into());
@@ -571,7 +579,100 @@ fn main() {
         load_average()
     );
     print!("{}", report(&conditions, &hot, &varied, stats_on_pass_ns));
+    print!("{}", accounting_report(&accounting));
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
+}
+
+/// One row of the volume accounting table: xdpguard (0 entries) with accounting off and on.
+struct AccountingRow {
+    kind: &'static str,
+    fam: Fam,
+    sources: usize,
+    off_ns: f64,
+    on_ns: f64,
+}
+
+/// xdpguard at 0 entries with per-source volume accounting off and on, interleaved: hot (one
+/// source) and varied (every source of the miss lists over the veth pair). The volume maps are
+/// drained before every run, so each varied run pays for inserting its sources, as the first
+/// frames of every interval do. Must run with run-time statistics on (for the varied rows).
+fn accounting_cost(
+    programs: &mut Programs,
+    sandbox: &Sandbox,
+    rows: &[(Fam, &Vec<IpAddr>)],
+) -> Vec<AccountingRow> {
+    let mut reader = programs.ours.volume_reader().unwrap();
+    let mut drain = |expect_sources: bool| {
+        let mut sources = 0usize;
+        let _ = reader.drain(&mut |_, _, _| sources += 1).unwrap();
+        assert_eq!(
+            sources > 0,
+            expect_sources,
+            "volume maps held {sources} sources"
+        );
+    };
+    let mut out = Vec::new();
+    for &(fam, sources) in rows {
+        let hot_frame = frame_of(sources[0]);
+        let frames: Vec<Vec<u8>> = sources.iter().copied().map(frame_of).collect();
+        let mut hot: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let mut varied: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..VARIED_ROUNDS {
+            for (index, on) in [false, true].into_iter().enumerate() {
+                programs.ours.set_volume_accounting(on).unwrap();
+                drain(false);
+                // Hot includes the run-time statistics here; both columns alike.
+                hot[index].push(programs.test_run(Program::Xdpguard, &hot_frame).1);
+                drain(on);
+                varied[index].push(programs.varied(sandbox, Program::Xdpguard, &frames, false));
+                drain(on);
+            }
+        }
+        programs.ours.set_volume_accounting(false).unwrap();
+        let [hot_off, hot_on] = hot;
+        let [varied_off, varied_on] = varied;
+        out.push(AccountingRow {
+            kind: "hot",
+            fam,
+            sources: 1,
+            off_ns: median(hot_off),
+            on_ns: median(hot_on),
+        });
+        out.push(AccountingRow {
+            kind: "varied",
+            fam,
+            sources: sources.len(),
+            off_ns: median(varied_off),
+            on_ns: median(varied_on),
+        });
+    }
+    out
+}
+
+fn accounting_report(rows: &[AccountingRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n### Volume accounting: xdpguard at 0 entries, per-source accounting off and on (ns/packet, median of {VARIED_ROUNDS}, run-time statistics on)\n"
+    );
+    let _ = writeln!(
+        out,
+        "| measurement | family | distinct sources | accounting off | accounting on | cost |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.1} | {:.1} | {:+.1} |",
+            row.kind,
+            row.fam.name(),
+            thousands(row.sources),
+            row.off_ns,
+            row.on_ns,
+            row.on_ns - row.off_ns,
+        );
+    }
+    out
 }
 
 fn thousands(n: usize) -> String {

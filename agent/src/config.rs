@@ -17,7 +17,7 @@ use std::{
     fmt::{self, Write as _},
     fs::File,
     io::{self, BufRead, BufReader, Read as _},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4},
     ops::Range,
     path::{Path, PathBuf},
     time::Duration,
@@ -43,6 +43,15 @@ pub const DEFAULT_MIN_PREFIX_LEN_V6: u8 = 32;
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 /// `default_ban = "never"`: a block without `--for` stays until it is removed.
 pub const DEFAULT_BAN: Option<Duration> = None;
+pub const DEFAULT_VOLUME_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_VOLUME_TOP: usize = 20;
+pub const DEFAULT_VOLUME_MAX_SOURCES: usize = 1 << 20;
+pub const DEFAULT_FLOW_RECEIVE_BUFFER: usize = 8 << 20;
+pub const DEFAULT_FLOW_TEMPLATE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub const DEFAULT_DETECTOR_PREFIX_LEN_V4: (u8, u8) = (16, 32);
+pub const DEFAULT_DETECTOR_PREFIX_LEN_V6: (u8, u8) = (32, 128);
+pub const DEFAULT_DETECTOR_BAN: Duration = Duration::from_secs(600);
+pub const DEFAULT_DETECTOR_COOL_INTERVALS: u32 = 1;
 
 // Limits.
 /// `metrics.top_blocked` at most: one series per entry, so this bounds the cardinality.
@@ -59,6 +68,28 @@ pub const MAX_SOCKET_PATH: usize = 107;
 pub const MAX_CONFIG_SIZE: u64 = 1 << 20;
 /// List-file lines longer than this (without the line break) are rejected, not buffered.
 pub const MAX_LIST_LINE: usize = 4096;
+/// `volume.interval` at most.
+pub const MAX_VOLUME_INTERVAL: Duration = Duration::from_secs(3600);
+/// `volume.top` at most: one series per entry, so this bounds the cardinality.
+pub const MAX_VOLUME_TOP: usize = 1000;
+/// `volume.max_sources` at most (16 Mi).
+pub const MAX_VOLUME_SOURCES: usize = 16 << 20;
+/// `volume.flow.receive_buffer` at least and at most.
+pub const MIN_FLOW_RECEIVE_BUFFER: usize = 64 << 10;
+pub const MAX_FLOW_RECEIVE_BUFFER: usize = 1 << 30;
+/// `volume.flow.template_timeout` at least and at most.
+pub const MIN_FLOW_TEMPLATE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const MAX_FLOW_TEMPLATE_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// A `volume.flow.sampling` rate at most (1 in this many packets).
+pub const MAX_SAMPLING_RATE: u32 = 1_000_000;
+/// `bytes_per_second` and `packets_per_second` at most: 2^53, exact as a metric's f64.
+pub const MAX_VOLUME_RATE: u64 = 1 << 53;
+/// A detector's `ban` at most (365 days).
+pub const MAX_DETECTOR_BAN: Duration = Duration::from_secs(365 * 86_400);
+/// A detector's `cool_intervals` at most.
+pub const MAX_COOL_INTERVALS: u32 = 1000;
+/// A detector's name is 1 to this many of `A-Z a-z 0-9 _ -`.
+pub const MAX_DETECTOR_NAME: usize = 64;
 
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +114,7 @@ pub struct Config {
     pub scoring: ScoringConfig,
     /// Logs to follow, each with the rulesets it is read with.
     pub inputs: Vec<InputConfig>,
+    pub volume: VolumeConfig,
 }
 
 /// How log matches turn into blocks.
@@ -260,6 +292,9 @@ pub struct CapacityConfig {
     pub block_host_v6: u32,
     pub block_prefix_v4: u32,
     pub block_prefix_v6: u32,
+    /// Per-source volume counters (`volume.xdp_accounting`), IPv4 and IPv6.
+    pub volume_v4: u32,
+    pub volume_v6: u32,
 }
 
 impl CapacityConfig {
@@ -273,6 +308,8 @@ impl CapacityConfig {
             block_host_v6: cap::BLOCK_HOST_V6,
             block_prefix_v4: cap::BLOCK_PREFIX_V4,
             block_prefix_v6: cap::BLOCK_PREFIX_V6,
+            volume_v4: cap::VOLUME_V4,
+            volume_v6: cap::VOLUME_V6,
         }
     };
 }
@@ -281,6 +318,160 @@ impl Default for CapacityConfig {
     fn default() -> Self {
         Self::DEFAULT
     }
+}
+
+/// Per-prefix traffic volumes: sources, interval and detectors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeConfig {
+    /// How long each measurement interval is; from 1s to [`MAX_VOLUME_INTERVAL`].
+    pub interval: Duration,
+    /// The XDP program counts bytes and packets per source address.
+    pub xdp_accounting: bool,
+    /// Prefixes exported as metrics and kept for `xdpguard top`; 1 to [`MAX_VOLUME_TOP`].
+    pub top: usize,
+    /// Distinct sources tracked per address family per interval; 1 to [`MAX_VOLUME_SOURCES`].
+    pub max_sources: usize,
+    /// The flow collector (`[volume.flow]`); `None` when absent or `enabled = false`.
+    pub flow: Option<FlowConfig>,
+    /// `[[volume.detectors]]`, in file order; names are unique.
+    pub detectors: Vec<DetectorConfig>,
+}
+
+impl Default for VolumeConfig {
+    fn default() -> Self {
+        Self {
+            interval: DEFAULT_VOLUME_INTERVAL,
+            xdp_accounting: true,
+            top: DEFAULT_VOLUME_TOP,
+            max_sources: DEFAULT_VOLUME_MAX_SOURCES,
+            flow: None,
+            detectors: Vec::new(),
+        }
+    }
+}
+
+/// The NetFlow v5/v9 / IPFIX collector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// Where exporters send to; the port is not 0.
+    pub listen: SocketAddr,
+    /// The socket's receive buffer in bytes, [`MIN_FLOW_RECEIVE_BUFFER`] to
+    /// [`MAX_FLOW_RECEIVE_BUFFER`].
+    pub receive_buffer: usize,
+    pub direction: FlowDirection,
+    /// Exporter SNMP ifIndexes whose flows count; empty: any. No repeats.
+    pub ingress_interfaces: Vec<u32>,
+    /// Sampling rates that override what exporters announce; one per exporter.
+    pub sampling: Vec<SamplingOverride>,
+    /// Templates not refreshed for this long are forgotten; 1m to 24h.
+    pub template_timeout: Duration,
+}
+
+/// Which flows count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowDirection {
+    /// Flows the exporter marks as ingress, or that name no direction.
+    #[default]
+    Ingress,
+    /// Every flow.
+    Any,
+}
+
+impl FlowDirection {
+    /// The configuration spelling.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::Any => "any",
+        }
+    }
+}
+
+/// 1 in `rate` packets is sampled by `exporter`, whatever it announces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SamplingOverride {
+    /// IPv4-mapped IPv6 is read as IPv4.
+    pub exporter: IpAddr,
+    /// 1 to [`MAX_SAMPLING_RATE`].
+    pub rate: u32,
+}
+
+/// Blocks or reports prefixes whose traffic goes above a rate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DetectorConfig {
+    /// 1 to [`MAX_DETECTOR_NAME`] of `A-Z a-z 0-9 _ -`, unique.
+    pub name: String,
+    pub source: VolumeSource,
+    /// At least one of the two limits is set; each is 1 to [`MAX_VOLUME_RATE`].
+    pub bytes_per_second: Option<u64>,
+    pub packets_per_second: Option<u64>,
+    /// Prefix lengths looked at, `(min, max)` with `min <= max <= 32`.
+    pub prefix_len_v4: (u8, u8),
+    /// `(min, max)` with `min <= max <= 128`.
+    pub prefix_len_v6: (u8, u8),
+    pub action: VolumeAction,
+    /// How long a block lasts, extended while the prefix stays hot; 1s to 365d.
+    pub ban: Duration,
+    /// Intervals under the limit before a hot prefix counts as cooled; 1 to
+    /// [`MAX_COOL_INTERVALS`].
+    pub cool_intervals: u32,
+    /// Other limits, or none, for some prefixes; no prefix twice.
+    pub overrides: Vec<LimitOverride>,
+}
+
+/// Where a detector's volumes come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeSource {
+    /// The XDP program's per-source counters (`volume.xdp_accounting`).
+    #[default]
+    Xdp,
+    /// The flow collector (`[volume.flow]`).
+    Flow,
+}
+
+impl VolumeSource {
+    /// The configuration spelling.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Xdp => "xdp",
+            Self::Flow => "flow",
+        }
+    }
+}
+
+/// What a detector does with a prefix above its limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeAction {
+    /// Log it and count it in the metrics.
+    #[default]
+    Report,
+    /// Block it for the detector's `ban`.
+    Block,
+}
+
+impl VolumeAction {
+    /// The configuration spelling.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Report => "report",
+            Self::Block => "block",
+        }
+    }
+}
+
+/// A detector's limits for one prefix (and what it contains).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitOverride {
+    /// A network: no host bits set.
+    pub prefix: Prefix,
+    /// When not exempt, at least one of the two is set.
+    pub bytes_per_second: Option<u64>,
+    pub packets_per_second: Option<u64>,
+    /// Never detected; no limits are set.
+    pub exempt: bool,
 }
 
 impl Config {
@@ -301,6 +492,7 @@ impl Config {
             rulesets_dir: None,
             scoring: ScoringConfig::default(),
             inputs: Vec::new(),
+            volume: VolumeConfig::default(),
         }
     }
 
@@ -410,7 +602,7 @@ fn key_prefix(key: &str) -> String {
 // kind of message; strings that become typed values are `Spanned` so errors can point at them.
 
 /// Top-level keys, for the hint when one is written below a `[table]` header.
-const TOP_LEVEL_KEYS: [&str; 14] = [
+const TOP_LEVEL_KEYS: [&str; 15] = [
     "interfaces",
     "dry_run",
     "pin_dir",
@@ -425,6 +617,7 @@ const TOP_LEVEL_KEYS: [&str; 14] = [
     "rulesets_dir",
     "scoring",
     "inputs",
+    "volume",
 ];
 
 #[derive(Deserialize)]
@@ -451,6 +644,8 @@ struct RawConfig {
     scoring: RawScoring,
     #[serde(default)]
     inputs: Vec<Spanned<RawInput>>,
+    #[serde(default)]
+    volume: RawVolume,
 }
 
 #[derive(Default, Deserialize)]
@@ -535,6 +730,79 @@ struct RawCapacity {
     block_host_v6: Option<Spanned<Integer>>,
     block_prefix_v4: Option<Spanned<Integer>>,
     block_prefix_v6: Option<Spanned<Integer>>,
+    volume_v4: Option<Spanned<Integer>>,
+    volume_v6: Option<Spanned<Integer>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [volume] table")]
+struct RawVolume {
+    interval: Option<Spanned<RawDuration>>,
+    xdp_accounting: Option<bool>,
+    top: Option<Spanned<Integer>>,
+    max_sources: Option<Spanned<Integer>>,
+    flow: Option<Spanned<RawFlow>>,
+    #[serde(default)]
+    detectors: Vec<Spanned<RawDetector>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "the [volume.flow] table, such as { listen = \"0.0.0.0:2055\" }"
+)]
+struct RawFlow {
+    enabled: Option<bool>,
+    listen: Option<Spanned<String>>,
+    receive_buffer: Option<Spanned<Integer>>,
+    direction: Option<FlowDirection>,
+    #[serde(default)]
+    ingress_interfaces: Vec<Spanned<Integer>>,
+    #[serde(default)]
+    sampling: Vec<Spanned<RawSampling>>,
+    template_timeout: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a sampling table such as { exporter = \"192.0.2.1\", rate = 1000 }"
+)]
+struct RawSampling {
+    exporter: Spanned<String>,
+    rate: Spanned<Integer>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a detector table such as { name = \"flood\", bytes_per_second = 125000000 }"
+)]
+struct RawDetector {
+    name: Spanned<String>,
+    source: Option<Spanned<VolumeSource>>,
+    bytes_per_second: Option<Spanned<Integer>>,
+    packets_per_second: Option<Spanned<Integer>>,
+    prefix_len_v4: Option<Spanned<Vec<Spanned<Integer>>>>,
+    prefix_len_v6: Option<Spanned<Vec<Spanned<Integer>>>>,
+    action: Option<VolumeAction>,
+    ban: Option<Spanned<RawDuration>>,
+    cool_intervals: Option<Spanned<Integer>>,
+    #[serde(default)]
+    overrides: Vec<Spanned<RawOverride>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an override table such as { prefix = \"198.51.100.0/24\", bytes_per_second = 125000000 }"
+)]
+struct RawOverride {
+    prefix: Spanned<String>,
+    bytes_per_second: Option<Spanned<Integer>>,
+    packets_per_second: Option<Spanned<Integer>>,
+    #[serde(default)]
+    exempt: bool,
 }
 
 /// A TOML integer; the wrapper only makes the type error say "an integer".
@@ -636,6 +904,8 @@ impl RawConfig {
                     c.block_prefix_v6.as_ref(),
                     d.block_prefix_v6,
                 )?,
+                volume_v4: cap("capacity.volume_v4", c.volume_v4.as_ref(), d.volume_v4)?,
+                volume_v6: cap("capacity.volume_v6", c.volume_v6.as_ref(), d.volume_v6)?,
             }
         };
         let default_ban = match &self.default_ban {
@@ -687,6 +957,7 @@ impl RawConfig {
             },
             scoring: source.scoring(&self.scoring)?,
             inputs: source.inputs(&self.inputs)?,
+            volume: source.volume(&self.volume)?,
         })
     }
 }
@@ -1044,6 +1315,429 @@ impl Source<'_> {
             });
         }
         Ok(out)
+    }
+
+    fn volume(&self, raw: &RawVolume) -> Result<VolumeConfig, ConfigError> {
+        let d = VolumeConfig::default();
+        let top: u16 = self.integer(
+            "volume.top",
+            raw.top.as_ref(),
+            1,
+            u16::try_from(MAX_VOLUME_TOP).unwrap_or(u16::MAX),
+            u16::try_from(d.top).unwrap_or(u16::MAX),
+            "prefixes",
+        )?;
+        let max_sources: u32 = self.integer(
+            "volume.max_sources",
+            raw.max_sources.as_ref(),
+            1,
+            u32::try_from(MAX_VOLUME_SOURCES).unwrap_or(u32::MAX),
+            u32::try_from(d.max_sources).unwrap_or(u32::MAX),
+            "sources",
+        )?;
+        let xdp_accounting = raw.xdp_accounting.unwrap_or(d.xdp_accounting);
+        let flow = match &raw.flow {
+            Some(flow) => self.flow(flow)?,
+            None => None,
+        };
+        let mut detectors: Vec<DetectorConfig> = Vec::with_capacity(raw.detectors.len());
+        for (index, detector) in raw.detectors.iter().enumerate() {
+            let key = format!("volume.detectors[{index}]");
+            let detector = self.detector(&key, detector, xdp_accounting, flow.is_some())?;
+            if detectors.iter().any(|seen| seen.name == detector.name) {
+                let name = &raw.detectors[index].get_ref().name;
+                return Err(self.invalid(
+                    &format!("{key}.name"),
+                    name.span(),
+                    format_args!("{:?} names another detector too", name.get_ref()),
+                ));
+            }
+            detectors.push(detector);
+        }
+        Ok(VolumeConfig {
+            interval: self.duration_within(
+                "volume.interval",
+                raw.interval.as_ref(),
+                MIN_INTERVAL,
+                MAX_VOLUME_INTERVAL,
+                d.interval,
+            )?,
+            xdp_accounting,
+            top: usize::from(top),
+            max_sources: usize::try_from(max_sources).unwrap_or(usize::MAX),
+            flow,
+            detectors,
+        })
+    }
+
+    /// `None` when `enabled = false`; the other keys are checked all the same.
+    fn flow(&self, raw: &Spanned<RawFlow>) -> Result<Option<FlowConfig>, ConfigError> {
+        let table = raw.get_ref();
+        let listen = match &table.listen {
+            None => None,
+            Some(listen) => {
+                let text = listen.get_ref();
+                let addr = text.parse::<SocketAddr>().map_err(|_| {
+                    self.invalid(
+                        "volume.flow.listen",
+                        listen.span(),
+                        format_args!(
+                            "{text:?} is not an IP address and port (e.g. \"0.0.0.0:2055\", \"[::]:2055\")"
+                        ),
+                    )
+                })?;
+                if addr.port() == 0 {
+                    return Err(self.invalid(
+                        "volume.flow.listen",
+                        listen.span(),
+                        format_args!("{text:?}: port 0 is not a port exporters can send to"),
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        let receive_buffer: u32 = self.integer(
+            "volume.flow.receive_buffer",
+            table.receive_buffer.as_ref(),
+            u32::try_from(MIN_FLOW_RECEIVE_BUFFER).unwrap_or(u32::MAX),
+            u32::try_from(MAX_FLOW_RECEIVE_BUFFER).unwrap_or(u32::MAX),
+            u32::try_from(DEFAULT_FLOW_RECEIVE_BUFFER).unwrap_or(u32::MAX),
+            "bytes",
+        )?;
+        let mut ingress_interfaces: Vec<u32> = Vec::with_capacity(table.ingress_interfaces.len());
+        for value in &table.ingress_interfaces {
+            let key = "volume.flow.ingress_interfaces";
+            let ifindex: u32 = self.integer(key, Some(value), 0, u32::MAX, 0, "(ifIndex)")?;
+            if ingress_interfaces.contains(&ifindex) {
+                return Err(self.invalid(
+                    key,
+                    value.span(),
+                    format_args!("ifIndex {ifindex} is listed twice"),
+                ));
+            }
+            ingress_interfaces.push(ifindex);
+        }
+        let mut sampling: Vec<SamplingOverride> = Vec::with_capacity(table.sampling.len());
+        for (index, entry) in table.sampling.iter().enumerate() {
+            let entry = entry.get_ref();
+            let key = format!("volume.flow.sampling[{index}]");
+            let text = entry.exporter.get_ref();
+            let exporter = text
+                .trim()
+                .parse::<IpAddr>()
+                .map_err(|_| {
+                    let why = if text.contains('/') {
+                        "is a prefix; give the exporter's address"
+                    } else {
+                        "is not an IP address"
+                    };
+                    self.invalid(
+                        &format!("{key}.exporter"),
+                        entry.exporter.span(),
+                        format_args!("{text:?} {why}"),
+                    )
+                })?
+                .to_canonical();
+            if sampling.iter().any(|seen| seen.exporter == exporter) {
+                return Err(self.invalid(
+                    &format!("{key}.exporter"),
+                    entry.exporter.span(),
+                    format_args!("exporter {exporter} is listed twice"),
+                ));
+            }
+            let rate = self.integer(
+                &format!("{key}.rate"),
+                Some(&entry.rate),
+                1,
+                MAX_SAMPLING_RATE,
+                1,
+                "(1 in this many packets)",
+            )?;
+            sampling.push(SamplingOverride { exporter, rate });
+        }
+        let template_timeout = self.duration_within(
+            "volume.flow.template_timeout",
+            table.template_timeout.as_ref(),
+            MIN_FLOW_TEMPLATE_TIMEOUT,
+            MAX_FLOW_TEMPLATE_TIMEOUT,
+            DEFAULT_FLOW_TEMPLATE_TIMEOUT,
+        )?;
+        if table.enabled == Some(false) {
+            return Ok(None);
+        }
+        let Some(listen) = listen else {
+            return Err(self.invalid(
+                "volume.flow.listen",
+                raw.span(),
+                "required: the address and port exporters send to (e.g. \"0.0.0.0:2055\"); or enabled = false",
+            ));
+        };
+        Ok(Some(FlowConfig {
+            listen,
+            receive_buffer: usize::try_from(receive_buffer).unwrap_or(usize::MAX),
+            direction: table.direction.unwrap_or_default(),
+            ingress_interfaces,
+            sampling,
+            template_timeout,
+        }))
+    }
+
+    /// `key` is `volume.detectors[N]`.
+    fn detector(
+        &self,
+        key: &str,
+        raw: &Spanned<RawDetector>,
+        xdp_accounting: bool,
+        flow: bool,
+    ) -> Result<DetectorConfig, ConfigError> {
+        let detector = raw.get_ref();
+        let name = detector.name.get_ref();
+        if name.is_empty()
+            || name.len() > MAX_DETECTOR_NAME
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(self.invalid(
+                &format!("{key}.name"),
+                detector.name.span(),
+                format_args!(
+                    "{name:?} is not a detector name: 1 to {MAX_DETECTOR_NAME} letters, digits, '_' or '-'"
+                ),
+            ));
+        }
+        let source = detector
+            .source
+            .as_ref()
+            .map_or_else(VolumeSource::default, |s| *s.get_ref());
+        let needs = match source {
+            VolumeSource::Xdp if !xdp_accounting => Some("volume.xdp_accounting = true"),
+            VolumeSource::Flow if !flow => Some("an enabled [volume.flow] table"),
+            VolumeSource::Xdp | VolumeSource::Flow => None,
+        };
+        if let Some(needs) = needs {
+            let (span, default) = match &detector.source {
+                Some(value) => (value.span(), ""),
+                None => (raw.span(), " (the default)"),
+            };
+            return Err(self.invalid(
+                &format!("{key}.source"),
+                span,
+                format_args!(
+                    "detector {name:?}: source \"{}\"{default} needs {needs}",
+                    source.name()
+                ),
+            ));
+        }
+        let (bytes_per_second, packets_per_second) = self.limits(
+            key,
+            detector.bytes_per_second.as_ref(),
+            detector.packets_per_second.as_ref(),
+        )?;
+        if bytes_per_second.is_none() && packets_per_second.is_none() {
+            return Err(self.invalid(
+                &format!("{key}.bytes_per_second"),
+                raw.span(),
+                format_args!(
+                    "detector {name:?} has no limit: give bytes_per_second, packets_per_second or both"
+                ),
+            ));
+        }
+        let mut overrides: Vec<LimitOverride> = Vec::with_capacity(detector.overrides.len());
+        for (index, entry) in detector.overrides.iter().enumerate() {
+            let key = format!("{key}.overrides[{index}]");
+            let entry = entry.get_ref();
+            let prefix = self.network(&format!("{key}.prefix"), &entry.prefix)?;
+            if overrides.iter().any(|seen| seen.prefix == prefix) {
+                return Err(self.invalid(
+                    &format!("{key}.prefix"),
+                    entry.prefix.span(),
+                    format_args!("{prefix} has another override in this detector"),
+                ));
+            }
+            let (bytes_per_second, packets_per_second) = self.limits(
+                &key,
+                entry.bytes_per_second.as_ref(),
+                entry.packets_per_second.as_ref(),
+            )?;
+            let has_limit = bytes_per_second.is_some() || packets_per_second.is_some();
+            if entry.exempt == has_limit {
+                let message = if entry.exempt {
+                    "exempt = true takes no bytes_per_second or packets_per_second"
+                } else {
+                    "give bytes_per_second, packets_per_second or exempt = true"
+                };
+                return Err(self.invalid(
+                    &key,
+                    entry.prefix.span(),
+                    format_args!("override for {prefix}: {message}"),
+                ));
+            }
+            overrides.push(LimitOverride {
+                prefix,
+                bytes_per_second,
+                packets_per_second,
+                exempt: entry.exempt,
+            });
+        }
+        Ok(DetectorConfig {
+            name: name.clone(),
+            source,
+            bytes_per_second,
+            packets_per_second,
+            prefix_len_v4: self.prefix_len_range(
+                &format!("{key}.prefix_len_v4"),
+                detector.prefix_len_v4.as_ref(),
+                32,
+                DEFAULT_DETECTOR_PREFIX_LEN_V4,
+            )?,
+            prefix_len_v6: self.prefix_len_range(
+                &format!("{key}.prefix_len_v6"),
+                detector.prefix_len_v6.as_ref(),
+                128,
+                DEFAULT_DETECTOR_PREFIX_LEN_V6,
+            )?,
+            action: detector.action.unwrap_or_default(),
+            ban: self.duration_within(
+                &format!("{key}.ban"),
+                detector.ban.as_ref(),
+                MIN_INTERVAL,
+                MAX_DETECTOR_BAN,
+                DEFAULT_DETECTOR_BAN,
+            )?,
+            cool_intervals: self.integer(
+                &format!("{key}.cool_intervals"),
+                detector.cool_intervals.as_ref(),
+                1,
+                MAX_COOL_INTERVALS,
+                DEFAULT_DETECTOR_COOL_INTERVALS,
+                "intervals",
+            )?,
+            overrides,
+        })
+    }
+
+    /// `KEY.bytes_per_second` and `KEY.packets_per_second`, each 1 to [`MAX_VOLUME_RATE`].
+    fn limits(
+        &self,
+        key: &str,
+        bytes: Option<&Spanned<Integer>>,
+        packets: Option<&Spanned<Integer>>,
+    ) -> Result<(Option<u64>, Option<u64>), ConfigError> {
+        let max = i64::try_from(MAX_VOLUME_RATE).unwrap_or(i64::MAX);
+        let rate = |name: &str, value: Option<&Spanned<Integer>>, unit: &str| {
+            value
+                .map(|value| {
+                    self.integer(&format!("{key}.{name}"), Some(value), 1, max, 1, unit)
+                        .map(i64::unsigned_abs)
+                })
+                .transpose()
+        };
+        Ok((
+            rate("bytes_per_second", bytes, "bytes per second")?,
+            rate("packets_per_second", packets, "packets per second")?,
+        ))
+    }
+
+    /// A prefix that is a network: host bits set are an error naming them.
+    fn network(&self, key: &str, value: &Spanned<String>) -> Result<Prefix, ConfigError> {
+        let text = value.get_ref();
+        let (prefix, cleared) =
+            Prefix::parse(text).map_err(|err| self.invalid(key, value.span(), err))?;
+        if cleared {
+            // The address as written, IPv4-mapped IPv6 read as IPv4 like the prefix.
+            let written = text
+                .trim()
+                .split('/')
+                .next()
+                .and_then(|addr| addr.parse::<IpAddr>().ok())
+                .map(|addr| {
+                    if prefix.is_ipv4() {
+                        addr.to_canonical()
+                    } else {
+                        addr
+                    }
+                });
+            let bits = match (written, prefix.addr()) {
+                (Some(IpAddr::V4(written)), IpAddr::V4(network)) => {
+                    IpAddr::V4(Ipv4Addr::from_bits(written.to_bits() ^ network.to_bits()))
+                }
+                (Some(IpAddr::V6(written)), IpAddr::V6(network)) => {
+                    IpAddr::V6(Ipv6Addr::from_bits(written.to_bits() ^ network.to_bits()))
+                }
+                _ => prefix.addr(),
+            };
+            return Err(self.invalid(
+                key,
+                value.span(),
+                format_args!(
+                    "{text:?} has host bits set ({bits}) below /{}; the network is {prefix}",
+                    prefix.prefix_len()
+                ),
+            ));
+        }
+        Ok(prefix)
+    }
+
+    /// `[min, max]` prefix lengths, `min <= max <= max_len`.
+    fn prefix_len_range(
+        &self,
+        key: &str,
+        value: Option<&Spanned<Vec<Spanned<Integer>>>>,
+        max_len: u8,
+        default: (u8, u8),
+    ) -> Result<(u8, u8), ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let [min, max] = value.get_ref().as_slice() else {
+            return Err(self.invalid(
+                key,
+                value.span(),
+                format_args!(
+                    "give [shortest, longest] prefix length, e.g. [{}, {}]",
+                    default.0, default.1
+                ),
+            ));
+        };
+        let min: u8 = self.integer(key, Some(min), 0, max_len, 0, "bits")?;
+        let max: u8 = self.integer(key, Some(max), 0, max_len, 0, "bits")?;
+        if min > max {
+            return Err(self.invalid(
+                key,
+                value.span(),
+                format_args!("[{min}, {max}]: the shortest length is longer than the longest"),
+            ));
+        }
+        Ok((min, max))
+    }
+
+    /// A duration from `min` to `max`, or `default` when absent.
+    fn duration_within(
+        &self,
+        key: &str,
+        value: Option<&Spanned<RawDuration>>,
+        min: Duration,
+        max: Duration,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let duration = self.duration(key, value, "")?;
+        if duration < min || duration > max {
+            return Err(self.invalid(
+                key,
+                value.span(),
+                format_args!(
+                    "{} is out of range: {} to {}",
+                    format_duration(duration),
+                    format_duration(min),
+                    format_duration(max)
+                ),
+            ));
+        }
+        Ok(duration)
     }
 
     /// An integer from `min` to `max`, or `default` when absent.
@@ -1492,6 +2186,8 @@ mod tests {
                 block_host_v6: 1_048_576,
                 block_prefix_v4: 262_144,
                 block_prefix_v6: 262_144,
+                volume_v4: 65_536,
+                volume_v6: 65_536,
             }
         );
         assert_eq!(config.reconcile_interval, Duration::from_secs(30));
@@ -1512,7 +2208,7 @@ mod tests {
 
     #[test]
     fn shipped_example_documents_every_key() {
-        let sections: [(&str, &[&str]); 6] = [
+        let sections: [(&str, &[&str]); 7] = [
             (
                 "[scoring]",
                 &[
@@ -1540,7 +2236,13 @@ mod tests {
                     "block_host_v6",
                     "block_prefix_v4",
                     "block_prefix_v6",
+                    "volume_v4",
+                    "volume_v6",
                 ],
+            ),
+            (
+                "[volume]",
+                &["interval", "xdp_accounting", "top", "max_sources"],
             ),
         ];
         let set = |key: &str| {
@@ -1548,8 +2250,30 @@ mod tests {
                 .lines()
                 .any(|line| line.starts_with(&format!("{key} = ")))
         };
-        // Inputs are an example in comments: a default configuration follows no logs.
-        for key in ["name", "file", "rulesets", "start"] {
+        // Inputs, the flow collector and detectors are examples in comments: a default
+        // configuration follows no logs and has neither.
+        let flow = [
+            "enabled",
+            "listen",
+            "receive_buffer",
+            "direction",
+            "ingress_interfaces",
+            "sampling",
+            "template_timeout",
+        ];
+        let detector = [
+            "source",
+            "bytes_per_second",
+            "packets_per_second",
+            "prefix_len_v4",
+            "prefix_len_v6",
+            "action",
+            "ban",
+            "cool_intervals",
+            "overrides",
+        ];
+        let inputs = ["name", "file", "rulesets", "start"];
+        for key in inputs.into_iter().chain(flow).chain(detector) {
             assert!(
                 EXAMPLE
                     .lines()
@@ -1604,6 +2328,8 @@ block_host_v4 = 3
 block_host_v6 = 4
 block_prefix_v4 = 5
 block_prefix_v6 = 16777216
+volume_v4 = 6
+volume_v6 = 7
 "#;
         let config = parse(text).unwrap();
         let prefixes: Vec<String> = ["192.0.2.0/24", "2001:db8::/32", "198.51.100.1/32"]
@@ -1645,12 +2371,15 @@ block_prefix_v6 = 16777216
                     block_host_v6: 4,
                     block_prefix_v4: 5,
                     block_prefix_v6: MAX_CAPACITY,
+                    volume_v4: 6,
+                    volume_v6: 7,
                 },
                 reconcile_interval: Duration::from_secs(90),
                 default_ban: Some(Duration::from_secs(2 * 86_400)),
                 rulesets_dir: None,
                 scoring: ScoringConfig::default(),
                 inputs: Vec::new(),
+                volume: VolumeConfig::default(),
             }
         );
     }
@@ -1851,6 +2580,11 @@ block_prefix_v6 = 16777216
                 "capacity.allow_v6: 16777217",
             ),
             ("[capacity]\nallow_v6 = -5", "capacity.allow_v6: -5"),
+            ("[capacity]\nvolume_v4 = 0", "capacity.volume_v4: 0"),
+            (
+                "[capacity]\nvolume_v6 = 16777217",
+                "capacity.volume_v6: 16777217",
+            ),
         ] {
             let message = error_at(&with_section(section), 4);
             assert!(message.contains(line), "{message}");
@@ -2207,5 +2941,502 @@ block_prefix_v6 = 16777216
             parse(&pipe).unwrap().inputs[0].source,
             InputSource::Pipe(PathBuf::from("/var/log/auth.log"))
         );
+    }
+
+    #[test]
+    fn shipped_volume_examples_parse_when_uncommented() {
+        let start = EXAMPLE
+            .find("\n[volume]\n")
+            .expect("[volume] in the example");
+        let is_example = |line: &str| {
+            line.strip_prefix("# ").is_some_and(|rest| {
+                let rest = rest.trim_start();
+                rest.starts_with(['[', '{', ']'])
+                    || rest.split_once(" = ").is_some_and(|(key, _)| {
+                        !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    })
+            })
+        };
+        let mut text = EXAMPLE[..start].to_owned();
+        for line in EXAMPLE[start..].lines() {
+            text.push_str(if is_example(line) { &line[2..] } else { line });
+            text.push('\n');
+        }
+        let volume = parse(&text).unwrap().volume;
+        let flow = volume.flow.expect("the example [volume.flow]");
+        assert_eq!(flow.listen.to_string(), "0.0.0.0:2055");
+        assert_eq!(
+            flow.sampling,
+            vec![SamplingOverride {
+                exporter: "192.0.2.1".parse().unwrap(),
+                rate: 1000
+            }]
+        );
+        assert_eq!(volume.detectors.len(), 1);
+        assert_eq!(volume.detectors[0].name, "flood");
+        assert_eq!(volume.detectors[0].overrides.len(), 2);
+    }
+
+    #[test]
+    fn volume_is_off_by_default() {
+        let volume = parse(MINIMAL).unwrap().volume;
+        assert_eq!(volume, VolumeConfig::default());
+        assert_eq!(volume.interval, Duration::from_secs(10));
+        assert!(volume.xdp_accounting);
+        assert_eq!(volume.top, 20);
+        assert_eq!(volume.max_sources, 1_048_576);
+        assert_eq!(volume.flow, None);
+        assert!(volume.detectors.is_empty());
+        // An empty table, and a disabled collector without a listen address.
+        assert_eq!(
+            parse(&with_section("[volume]\n")).unwrap().volume,
+            VolumeConfig::default()
+        );
+        let disabled = parse(&with_section("[volume.flow]\nenabled = false\n")).unwrap();
+        assert_eq!(disabled.volume, VolumeConfig::default());
+        // A collector with only its address gets the defaults; so does a minimal detector.
+        let text = with_section(
+            "[volume.flow]\nlisten = \"[::]:2055\"\n[[volume.detectors]]\nname = \"d\"\npackets_per_second = 1\n",
+        );
+        let volume = parse(&text).unwrap().volume;
+        assert_eq!(
+            volume.flow,
+            Some(FlowConfig {
+                listen: "[::]:2055".parse().unwrap(),
+                receive_buffer: 8 << 20,
+                direction: FlowDirection::Ingress,
+                ingress_interfaces: Vec::new(),
+                sampling: Vec::new(),
+                template_timeout: Duration::from_secs(1800),
+            })
+        );
+        assert_eq!(
+            volume.detectors,
+            vec![DetectorConfig {
+                name: "d".into(),
+                source: VolumeSource::Xdp,
+                bytes_per_second: None,
+                packets_per_second: Some(1),
+                prefix_len_v4: (16, 32),
+                prefix_len_v6: (32, 128),
+                action: VolumeAction::Report,
+                ban: Duration::from_secs(600),
+                cool_intervals: 1,
+                overrides: Vec::new(),
+            }]
+        );
+    }
+
+    #[test]
+    fn every_volume_key_is_read() {
+        let text = with_section(
+            r#"[volume]
+interval = "1m"
+xdp_accounting = false
+top = 1000
+max_sources = 16777216
+
+[volume.flow]
+enabled = true
+listen = "192.0.2.10:6343"
+receive_buffer = 65536
+direction = "any"
+ingress_interfaces = [0, 7, 4294967295]
+sampling = [{ exporter = "192.0.2.1", rate = 1000 }, { exporter = "::ffff:192.0.2.2", rate = 1 }, { exporter = "2001:db8::1", rate = 1000000 }]
+template_timeout = "24h"
+
+[[volume.detectors]]
+name = "transit-flood_1"
+source = "flow"
+bytes_per_second = 125000000
+packets_per_second = 9007199254740992
+prefix_len_v4 = [24, 24]
+prefix_len_v6 = [0, 128]
+action = "block"
+ban = "365d"
+cool_intervals = 1000
+overrides = [
+  { prefix = "198.51.100.0/24", bytes_per_second = 1250000000 },
+  { prefix = "192.0.2.0/24", exempt = true },
+  { prefix = "2001:db8::/32", packets_per_second = 5, bytes_per_second = 6 },
+  { prefix = "::ffff:203.0.113.0/120", packets_per_second = 1 },
+]
+
+[[volume.detectors]]
+name = "pps"
+source = "flow"
+packets_per_second = 1
+ban = "1s"
+"#,
+        );
+        let override_ = |prefix: &str, bytes, packets, exempt| LimitOverride {
+            prefix: prefix.parse().unwrap(),
+            bytes_per_second: bytes,
+            packets_per_second: packets,
+            exempt,
+        };
+        assert_eq!(
+            parse(&text).unwrap().volume,
+            VolumeConfig {
+                interval: Duration::from_secs(60),
+                xdp_accounting: false,
+                top: 1000,
+                max_sources: 16 << 20,
+                flow: Some(FlowConfig {
+                    listen: "192.0.2.10:6343".parse().unwrap(),
+                    receive_buffer: 65536,
+                    direction: FlowDirection::Any,
+                    ingress_interfaces: vec![0, 7, u32::MAX],
+                    sampling: vec![
+                        SamplingOverride {
+                            exporter: "192.0.2.1".parse().unwrap(),
+                            rate: 1000
+                        },
+                        SamplingOverride {
+                            exporter: "192.0.2.2".parse().unwrap(),
+                            rate: 1
+                        },
+                        SamplingOverride {
+                            exporter: "2001:db8::1".parse().unwrap(),
+                            rate: 1_000_000
+                        },
+                    ],
+                    template_timeout: Duration::from_secs(86_400),
+                }),
+                detectors: vec![
+                    DetectorConfig {
+                        name: "transit-flood_1".into(),
+                        source: VolumeSource::Flow,
+                        bytes_per_second: Some(125_000_000),
+                        packets_per_second: Some(MAX_VOLUME_RATE),
+                        prefix_len_v4: (24, 24),
+                        prefix_len_v6: (0, 128),
+                        action: VolumeAction::Block,
+                        ban: Duration::from_secs(365 * 86_400),
+                        cool_intervals: 1000,
+                        overrides: vec![
+                            override_("198.51.100.0/24", Some(1_250_000_000), None, false),
+                            override_("192.0.2.0/24", None, None, true),
+                            override_("2001:db8::/32", Some(6), Some(5), false),
+                            override_("203.0.113.0/24", None, Some(1), false),
+                        ],
+                    },
+                    DetectorConfig {
+                        name: "pps".into(),
+                        source: VolumeSource::Flow,
+                        bytes_per_second: None,
+                        packets_per_second: Some(1),
+                        prefix_len_v4: (16, 32),
+                        prefix_len_v6: (32, 128),
+                        action: VolumeAction::Report,
+                        ban: Duration::from_secs(1),
+                        cool_intervals: 1,
+                        overrides: Vec::new(),
+                    },
+                ],
+            }
+        );
+    }
+
+    #[test]
+    fn volume_spellings_round_trip() {
+        for action in [VolumeAction::Report, VolumeAction::Block] {
+            let text = with_section(&format!(
+                "[[volume.detectors]]\nname = \"d\"\nbytes_per_second = 1\naction = \"{}\"\n",
+                action.name()
+            ));
+            assert_eq!(parse(&text).unwrap().volume.detectors[0].action, action);
+        }
+        for source in [VolumeSource::Xdp, VolumeSource::Flow] {
+            let text = with_section(&format!(
+                "[volume.flow]\nlisten = \"0.0.0.0:2055\"\n[[volume.detectors]]\nname = \"d\"\nbytes_per_second = 1\nsource = \"{}\"\n",
+                source.name()
+            ));
+            assert_eq!(parse(&text).unwrap().volume.detectors[0].source, source);
+        }
+        for direction in [FlowDirection::Ingress, FlowDirection::Any] {
+            let text = with_section(&format!(
+                "[volume.flow]\nlisten = \"0.0.0.0:2055\"\ndirection = \"{}\"\n",
+                direction.name()
+            ));
+            let flow = parse(&text).unwrap().volume.flow.unwrap();
+            assert_eq!(flow.direction, direction);
+        }
+    }
+
+    /// Each error starts with `PATH:` and `expected` (`line:column: key: message...`).
+    fn assert_errors(cases: &[(&str, &str)], wrap: impl Fn(&str) -> String) {
+        for (section, expected) in cases {
+            let text = wrap(section);
+            let message = parse(&text).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("{PATH}:{expected}")),
+                "{section:?}\n  expected {expected}\n  got      {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn volume_and_flow_errors_name_the_key_and_place() {
+        assert_errors(
+            &[
+                (
+                    "[volume]\ninterval = \"2h\"",
+                    "4:12: volume.interval: 2h is out of range: 1s to 1h",
+                ),
+                (
+                    "[volume]\ninterval = \"500ms\"",
+                    "4:12: volume.interval: 500ms is shorter",
+                ),
+                (
+                    "[volume]\ninterval = 10",
+                    "4:12: volume.interval: 10 has no unit",
+                ),
+                (
+                    "[volume]\ntop = 0",
+                    "4:7: volume.top: 0 is out of range: 1 to 1000 prefixes",
+                ),
+                (
+                    "[volume]\nmax_sources = 16777217",
+                    "4:15: volume.max_sources: 16777217 is out of range",
+                ),
+                (
+                    "[volume]\nxdp_accounting = 1",
+                    "4:18: volume.xdp_accounting: invalid type",
+                ),
+                ("[volume]\nbogus = 1", "4:1: volume: unknown field `bogus`"),
+                (
+                    "[volume.flow]\nlisten = \"0.0.0.0\"",
+                    "4:10: volume.flow.listen: \"0.0.0.0\" is not an IP address and port",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"collector:2055\"",
+                    "4:10: volume.flow.listen: \"collector:2055\"",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"0.0.0.0:0\"",
+                    "4:10: volume.flow.listen: \"0.0.0.0:0\": port 0",
+                ),
+                (
+                    "[volume.flow]\nenabled = true\n",
+                    "3:1: volume.flow.listen: required",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"[::]:2055\"\nreceive_buffer = 65535",
+                    "5:18: volume.flow.receive_buffer: 65535 is out of range: 65536 to 1073741824 bytes",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"[::]:2055\"\ndirection = \"egress\"",
+                    "5:13: volume.flow.direction: unknown variant `egress`",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"[::]:2055\"\ningress_interfaces = [1, 2, 1]",
+                    "5:29: volume.flow.ingress_interfaces: ifIndex 1 is listed twice",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"[::]:2055\"\ningress_interfaces = [4294967296]",
+                    "5:23: volume.flow.ingress_interfaces: 4294967296 is out of range",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"[::]:2055\"\nsampling = [{ exporter = \"192.0.2.0/24\", rate = 10 }]",
+                    "5:26: volume.flow.sampling[0].exporter: \"192.0.2.0/24\" is a prefix",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"[::]:2055\"\nsampling = [{ exporter = \"gw1\", rate = 10 }]",
+                    "5:26: volume.flow.sampling[0].exporter: \"gw1\" is not an IP address",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"[::]:2055\"\nsampling = [{ exporter = \"192.0.2.1\", rate = 10 },\n  { exporter = \"::ffff:192.0.2.1\", rate = 20 }]",
+                    "6:16: volume.flow.sampling[1].exporter: exporter 192.0.2.1 is listed twice",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"[::]:2055\"\nsampling = [{ exporter = \"192.0.2.1\", rate = 0 }]",
+                    "5:46: volume.flow.sampling[0].rate: 0 is out of range: 1 to 1000000",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"[::]:2055\"\nsampling = [{ exporter = \"192.0.2.1\" }]",
+                    "5:13: volume.flow.sampling: missing field `rate`",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"[::]:2055\"\ntemplate_timeout = \"30s\"",
+                    "5:20: volume.flow.template_timeout: 30s is out of range: 1m to 1d",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"[::]:2055\"\nport = 2055",
+                    "5:1: volume.flow: unknown field `port`",
+                ),
+                // Values are checked even when the collector is off.
+                (
+                    "[volume.flow]\nenabled = false\nlisten = \"0.0.0.0\"",
+                    "5:10: volume.flow.listen: \"0.0.0.0\"",
+                ),
+            ],
+            with_section,
+        );
+    }
+
+    #[test]
+    fn detector_errors_name_the_key_and_place() {
+        // Each case goes below a valid detector's name and limit, from line 6 on.
+        assert_errors(
+            &[
+                (
+                    "prefix_len_v4 = [24, 16]",
+                    "6:17: volume.detectors[0].prefix_len_v4: [24, 16]: the shortest length is longer than the longest",
+                ),
+                (
+                    "prefix_len_v4 = [16, 33]",
+                    "6:22: volume.detectors[0].prefix_len_v4: 33 is out of range: 0 to 32 bits",
+                ),
+                (
+                    "prefix_len_v4 = [16]",
+                    "6:17: volume.detectors[0].prefix_len_v4: give [shortest, longest] prefix length, e.g. [16, 32]",
+                ),
+                (
+                    "prefix_len_v6 = [64, 129]",
+                    "6:22: volume.detectors[0].prefix_len_v6: 129 is out of range: 0 to 128 bits",
+                ),
+                (
+                    "prefix_len_v6 = [128, 64]",
+                    "6:17: volume.detectors[0].prefix_len_v6: [128, 64]: the shortest",
+                ),
+                (
+                    "prefix_len_v6 = \"32-128\"",
+                    "6:17: volume.detectors.prefix_len_v6: invalid type",
+                ),
+                ("bogus = 1", "6:1: volume.detectors: unknown field `bogus`"),
+                (
+                    "action = \"drop\"",
+                    "6:10: volume.detectors.action: unknown variant `drop`",
+                ),
+                (
+                    "source = \"sflow\"",
+                    "6:10: volume.detectors.source: unknown variant `sflow`",
+                ),
+                (
+                    "source = \"flow\"",
+                    "6:10: volume.detectors[0].source: detector \"d\": source \"flow\" needs an enabled [volume.flow] table",
+                ),
+                (
+                    "ban = \"366d\"",
+                    "6:7: volume.detectors[0].ban: 52w2d is out of range: 1s to 52w1d",
+                ),
+                (
+                    "ban = \"never\"",
+                    "6:7: volume.detectors[0].ban: \"never\" is not a duration",
+                ),
+                (
+                    "cool_intervals = 0",
+                    "6:18: volume.detectors[0].cool_intervals: 0 is out of range: 1 to 1000 intervals",
+                ),
+                (
+                    "packets_per_second = 0",
+                    "6:22: volume.detectors[0].packets_per_second: 0 is out of range: 1 to 9007199254740992 packets per second",
+                ),
+                (
+                    "overrides = [{ prefix = \"198.51.100.7/24\", exempt = true }]",
+                    "6:25: volume.detectors[0].overrides[0].prefix: \"198.51.100.7/24\" has host bits set (0.0.0.7) below /24; the network is 198.51.100.0/24",
+                ),
+                (
+                    "overrides = [{ prefix = \"2001:db8::1:0/96\", exempt = true }]",
+                    "6:25: volume.detectors[0].overrides[0].prefix: \"2001:db8::1:0/96\" has host bits set (::1:0) below /96; the network is 2001:db8::/96",
+                ),
+                (
+                    "overrides = [{ prefix = \"::ffff:192.0.2.1/120\", exempt = true }]",
+                    "6:25: volume.detectors[0].overrides[0].prefix: \"::ffff:192.0.2.1/120\" has host bits set (0.0.0.1) below /24; the network is 192.0.2.0/24",
+                ),
+                (
+                    "overrides = [{ prefix = \"192.0.2.0/33\", exempt = true }]",
+                    "6:25: volume.detectors[0].overrides[0].prefix: prefix length in \"192.0.2.0/33\"",
+                ),
+                (
+                    "overrides = [{ prefix = \"192.0.2.0/24\", exempt = true },\n  { prefix = \"192.0.2.0/24\", bytes_per_second = 1 }]",
+                    "7:14: volume.detectors[0].overrides[1].prefix: 192.0.2.0/24 has another override in this detector",
+                ),
+                (
+                    "overrides = [{ prefix = \"192.0.2.0/24\" }]",
+                    "6:25: volume.detectors[0].overrides[0]: override for 192.0.2.0/24: give bytes_per_second, packets_per_second or exempt = true",
+                ),
+                (
+                    "overrides = [{ prefix = \"192.0.2.0/24\", exempt = true, packets_per_second = 1 }]",
+                    "6:25: volume.detectors[0].overrides[0]: override for 192.0.2.0/24: exempt = true takes no",
+                ),
+                (
+                    "overrides = [{ prefix = \"192.0.2.0/24\", bytes_per_second = 0 }]",
+                    "6:60: volume.detectors[0].overrides[0].bytes_per_second: 0 is out of range",
+                ),
+                (
+                    "overrides = [{ prefix = \"192.0.2.0/24\", exempt = true, bogus = 1 }]",
+                    "6:56: volume.detectors.overrides: unknown field `bogus`",
+                ),
+            ],
+            |case| {
+                with_section(&format!(
+                    "[[volume.detectors]]\nname = \"d\"\nbytes_per_second = 1000\n{case}\n"
+                ))
+            },
+        );
+    }
+
+    #[test]
+    fn detectors_are_named_uniquely_limited_and_sourced() {
+        let detector =
+            |name: &str, rest: &str| format!("[[volume.detectors]]\nname = \"{name}\"\n{rest}");
+        assert_errors(
+            &[
+                (
+                    &(detector("d", "bytes_per_second = 1\n")
+                        + &detector("d", "packets_per_second = 1\n")),
+                    "7:8: volume.detectors[1].name: \"d\" names another detector too",
+                ),
+                (
+                    &detector("a b", "bytes_per_second = 1\n"),
+                    "4:8: volume.detectors[0].name: \"a b\" is not a detector name",
+                ),
+                (
+                    &detector("", "bytes_per_second = 1\n"),
+                    "4:8: volume.detectors[0].name: \"\" is not a detector name",
+                ),
+                (
+                    &detector(&"x".repeat(65), "bytes_per_second = 1\n"),
+                    "4:8: volume.detectors[0].name: \"xxx",
+                ),
+                (
+                    &detector("d", "action = \"block\"\n"),
+                    "3:1: volume.detectors[0].bytes_per_second: detector \"d\" has no limit",
+                ),
+                (
+                    "[[volume.detectors]]\nbytes_per_second = 1\n",
+                    "3:1: volume.detectors: missing field `name`",
+                ),
+                (
+                    &format!(
+                        "[volume]\nxdp_accounting = false\n{}",
+                        detector("d", "bytes_per_second = 1\n")
+                    ),
+                    "5:1: volume.detectors[0].source: detector \"d\": source \"xdp\" (the default) needs volume.xdp_accounting = true",
+                ),
+                (
+                    &format!(
+                        "[volume]\nxdp_accounting = false\n{}",
+                        detector("d", "source = \"xdp\"\nbytes_per_second = 1\n")
+                    ),
+                    "7:10: volume.detectors[0].source: detector \"d\": source \"xdp\" needs volume.xdp_accounting = true",
+                ),
+                (
+                    &format!(
+                        "[volume.flow]\nenabled = false\nlisten = \"[::]:2055\"\n{}",
+                        detector("d", "source = \"flow\"\nbytes_per_second = 1\n")
+                    ),
+                    "8:10: volume.detectors[0].source: detector \"d\": source \"flow\" needs an enabled [volume.flow] table",
+                ),
+            ],
+            with_section,
+        );
+        parse(&with_section(&detector(
+            &"x".repeat(64),
+            "bytes_per_second = 1\n",
+        )))
+        .unwrap();
     }
 }

@@ -344,6 +344,7 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
         block_host_v6: config.capacity.block_host_v6,
         block_prefix_v4: config.capacity.block_prefix_v4,
         block_prefix_v6: config.capacity.block_prefix_v6,
+        ..Capacities::default()
     };
     Ok(Settings {
         policy: Policy {

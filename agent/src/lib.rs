@@ -7,6 +7,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod decision;
+pub mod flow;
 pub mod import_ini;
 pub mod input;
 pub mod journal;
@@ -18,6 +19,7 @@ pub mod owner;
 pub mod prefix;
 pub mod ruleset;
 pub mod score;
+pub mod volume;
 
 /// `err` and its causes, `: `-separated, for messages that cross a socket or a log line.
 pub fn error_chain(err: &dyn std::error::Error) -> String {

@@ -692,3 +692,94 @@ fn empty_lists_still_count_families_and_malformed_frames() {
         );
     }
 }
+
+/// Drain the volume maps into source → (packets, bytes).
+fn drained(
+    reader: &mut xdpguard::dataplane::VolumeReader,
+) -> HashMap<std::net::IpAddr, (u64, u64)> {
+    let mut out = HashMap::new();
+    let _ = reader
+        .drain(&mut |source, packets, bytes| {
+            let previous = out.insert(source, (packets, bytes));
+            assert!(previous.is_none(), "{source} drained twice");
+        })
+        .unwrap();
+    out
+}
+
+/// Volume accounting counts every IP frame per source (dropped ones too, IPv4-mapped IPv6 as
+/// IPv4), nothing while switched off, and a drain empties the maps.
+#[test]
+#[ignore = "needs root and BPF: run by `cargo xtask test`"]
+fn volume_accounting_counts_per_source_and_drains() {
+    let mut dp = loaded();
+    let mut reader = dp.volume_reader().unwrap();
+    let v4 = udp4(a4("198.51.100.20"));
+    let blocked = udp4(a4("203.0.113.7"));
+    let v6 = udp6(a6("2001:db8::20"));
+    let mapped = concat(&[
+        &eth(ETH_P_IPV6, &[]),
+        &ipv6(a6("::ffff:198.51.100.21"), a6("2001:db8::1")),
+    ]);
+    let arp = concat(&[&eth(ETH_P_ARP, &[]), &[0u8; 28]]);
+
+    // Off (the default): nothing is counted.
+    assert_eq!(dp.test_run(&v4, 3).unwrap().0, XDP_PASS);
+    assert!(drained(&mut reader).is_empty(), "counted while off");
+
+    dp.set_volume_accounting(true).unwrap();
+    assert_eq!(dp.test_run(&v4, 5).unwrap().0, XDP_PASS);
+    assert_eq!(dp.test_run(&blocked, 2).unwrap().0, XDP_DROP);
+    assert_eq!(dp.test_run(&v6, 3).unwrap().0, XDP_PASS);
+    assert_eq!(dp.test_run(&mapped, 4).unwrap().0, XDP_PASS);
+    assert_eq!(dp.test_run(&arp, 2).unwrap().0, XDP_PASS);
+    let len = |frame: &Vec<u8>| u64::try_from(frame.len()).unwrap();
+    let expected: HashMap<std::net::IpAddr, (u64, u64)> = [
+        ("198.51.100.20", 5, 5 * len(&v4)),
+        ("203.0.113.7", 2, 2 * len(&blocked)),
+        ("2001:db8::20", 3, 3 * len(&v6)),
+        ("198.51.100.21", 4, 4 * len(&mapped)),
+    ]
+    .into_iter()
+    .map(|(source, packets, bytes)| (source.parse().unwrap(), (packets, bytes)))
+    .collect();
+    assert_eq!(drained(&mut reader), expected);
+    assert!(
+        drained(&mut reader).is_empty(),
+        "a drain must empty the maps"
+    );
+
+    dp.set_volume_accounting(false).unwrap();
+    assert_eq!(dp.test_run(&v4, 3).unwrap().0, XDP_PASS);
+    assert!(
+        drained(&mut reader).is_empty(),
+        "counted after switching off"
+    );
+}
+
+/// More sources than the map holds: the LRU evicts instead of failing, and one drain reads
+/// every remaining source across several batches.
+#[test]
+#[ignore = "needs root and BPF: run by `cargo xtask test`"]
+fn volume_accounting_is_bounded_and_drains_in_batches() {
+    let mut dp = Dataplane::load(Capacities {
+        volume_v4: 8192,
+        ..Capacities::default()
+    })
+    .unwrap();
+    dp.set_volume_accounting(true).unwrap();
+    let mut reader = dp.volume_reader().unwrap();
+    // 10,000 distinct IPv4 sources (the test run never puts them on a wire).
+    for i in 0..10_000u32 {
+        let source = Ipv4Addr::from(0x0a00_0000 + i);
+        assert_eq!(dp.test_run(&udp4(source), 1).unwrap().0, XDP_PASS);
+    }
+    let counted = drained(&mut reader);
+    assert!(
+        counted.len() > 4096 && counted.len() <= 8192,
+        "{} sources drained from an 8192-entry map",
+        counted.len()
+    );
+    assert!(counted.values().all(|&(packets, _)| packets == 1));
+    assert!(drained(&mut reader).is_empty());
+}

@@ -15,7 +15,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages (program → package): `ip` for namespaces, `ping` for the namespace tests,
 /// `prometheus` to scrape the daemon for real, `trafgen` for the varied-source XDP benchmark,
 /// `ipset` and `fail2ban-regex` for the apply and scoring benchmarks, journalctl and
-/// systemd-journal-remote for the journal input test.
+/// systemd-journal-remote for the journal input test, softflowd and nfcapd/nfdump as the
+/// flow exporter and reference collector of the volume tests and benchmark.
 const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
@@ -29,6 +30,8 @@ const PACKAGES: &[(&str, &str)] = &[
         "/lib/systemd/systemd-journal-remote",
         "systemd-journal-remote",
     ),
+    ("softflowd", "softflowd"),
+    ("nfcapd", "nfdump"),
 ];
 
 pub fn run(root: &Path) -> Result<()> {

@@ -13,7 +13,8 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, HashMap, IterableMap as _, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key,
+        Array, HashMap, IterableMap as _, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap,
+        lpm_trie::Key,
     },
     programs::{
         ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
@@ -24,12 +25,15 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use xdpguard_common::{
     AllowEntry, BlockEntry, DataplaneConfig, Family, IFINDEX_LIMIT, MAX_INTERFACES, PROGRAM_NAME,
-    STAT_COUNT, Stat, StatValue, capacity, config_flags, map_names,
+    STAT_COUNT, SourceVolume, Stat, StatValue, capacity, config_flags, map_names,
 };
 
 use crate::prefix::Prefix;
 
 pub mod baseline;
+mod volume;
+
+pub use volume::{DrainCount, VolumeReader};
 
 /// The enforcement program, built by `build.rs`.
 static XDPGUARD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpguard"));
@@ -143,6 +147,9 @@ pub struct Capacities {
     pub block_host_v6: u32,
     pub block_prefix_v4: u32,
     pub block_prefix_v6: u32,
+    /// Distinct sources the volume accounting tracks per drain, per family.
+    pub volume_v4: u32,
+    pub volume_v6: u32,
 }
 
 impl Default for Capacities {
@@ -154,6 +161,8 @@ impl Default for Capacities {
             block_host_v6: capacity::BLOCK_HOST_V6,
             block_prefix_v4: capacity::BLOCK_PREFIX_V4,
             block_prefix_v6: capacity::BLOCK_PREFIX_V6,
+            volume_v4: capacity::VOLUME_V4,
+            volume_v6: capacity::VOLUME_V6,
         }
     }
 }
@@ -264,6 +273,12 @@ pub enum DataplaneError {
         capacity: u32,
         prefix: Prefix,
     },
+    #[error("draining volume map {map}")]
+    Drain {
+        map: &'static str,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Counters summed over all CPUs, indexed by [`Stat`].
@@ -308,6 +323,8 @@ struct Maps {
     stats: PerCpuArray<MapData, StatValue>,
     iface_slot: Array<MapData, u32>,
     config: Array<MapData, DataplaneConfig>,
+    volume_v4: PerCpuHashMap<MapData, [u8; 4], SourceVolume>,
+    volume_v6: PerCpuHashMap<MapData, [u8; 16], SourceVolume>,
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
@@ -347,6 +364,8 @@ impl Maps {
             stats: pinned_map(dir, map_names::STATS, Map::PerCpuArray)?,
             iface_slot: pinned_map(dir, map_names::IFACE_SLOT, Map::Array)?,
             config: pinned_map(dir, map_names::CONFIG, Map::Array)?,
+            volume_v4: pinned_map(dir, map_names::VOLUME_V4, Map::PerCpuLruHashMap)?,
+            volume_v6: pinned_map(dir, map_names::VOLUME_V6, Map::PerCpuLruHashMap)?,
         })
     }
 
@@ -361,6 +380,8 @@ impl Maps {
             stats: take_map(ebpf, map_names::STATS)?,
             iface_slot: take_map(ebpf, map_names::IFACE_SLOT)?,
             config: take_map(ebpf, map_names::CONFIG)?,
+            volume_v4: take_map(ebpf, map_names::VOLUME_V4)?,
+            volume_v6: take_map(ebpf, map_names::VOLUME_V6)?,
         })
     }
 }
@@ -620,6 +641,9 @@ impl Dataplane {
             let _: &mut EbpfLoader<'_> =
                 loader.map_max_entries(list.map_name(), capacities.of(list));
         }
+        let _: &mut EbpfLoader<'_> = loader
+            .map_max_entries(map_names::VOLUME_V4, capacities.volume_v4)
+            .map_max_entries(map_names::VOLUME_V6, capacities.volume_v6);
         let mut ebpf = loader.load(XDPGUARD_OBJECT).map_err(DataplaneError::Load)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
@@ -684,6 +708,13 @@ impl Dataplane {
                 })?;
             capacities.set(list, info.max_entries());
         }
+        let volume_capacity = |map: &MapData, name: &'static str| {
+            map.info()
+                .map(|info| info.max_entries())
+                .map_err(|source| DataplaneError::Map { map: name, source })
+        };
+        capacities.volume_v4 = volume_capacity(maps.volume_v4.map(), map_names::VOLUME_V4)?;
+        capacities.volume_v6 = volume_capacity(maps.volume_v6.map(), map_names::VOLUME_V6)?;
         let mut dataplane = Self {
             program: ProgramHandle::Adopted(Box::new(program)),
             maps,
@@ -950,6 +981,27 @@ impl Dataplane {
             self.flags &= !config_flags::DRY_RUN;
         }
         self.write_flags()
+    }
+
+    /// Count packets and bytes per source in the program (for the volume detectors), or stop.
+    ///
+    /// # Errors
+    /// When the config map cannot be written.
+    pub fn set_volume_accounting(&mut self, on: bool) -> Result<(), DataplaneError> {
+        if on {
+            self.flags |= config_flags::VOLUME_ACCOUNTING;
+        } else {
+            self.flags &= !config_flags::VOLUME_ACCOUNTING;
+        }
+        self.write_flags()
+    }
+
+    /// A handle that drains the per-source volume maps from another thread.
+    ///
+    /// # Errors
+    /// When the map descriptors cannot be duplicated, or the CPU count is unknown.
+    pub fn volume_reader(&self) -> Result<VolumeReader, DataplaneError> {
+        VolumeReader::new(self.maps.volume_v4.map(), self.maps.volume_v6.map())
     }
 
     fn write_flags(&mut self) -> Result<(), DataplaneError> {

@@ -1,0 +1,188 @@
+//! Draining the program's per-source volume maps (`VOLUME_V4`, `VOLUME_V6`).
+//!
+//! `BPF_MAP_LOOKUP_AND_DELETE_BATCH` reads and removes a few thousand sources per syscall, so a
+//! drain costs at most capacity / batch syscalls whatever the traffic. A frame counted between
+//! the kernel copying an entry and deleting it is lost; at one drain per interval that is a
+//! handful of frames, not a trend.
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
+};
+
+use aya::maps::MapData;
+use xdpguard_common::{SourceVolume, map_names};
+
+use super::DataplaneError;
+
+/// Sources read per syscall. A hash bucket never holds this many, so no batch stops short
+/// with `ENOSPC`.
+const BATCH: usize = 4096;
+
+/// Sources drained, per family.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrainCount {
+    pub v4: u64,
+    pub v6: u64,
+}
+
+/// Duplicated descriptors of the volume maps, for a thread other than the map owner.
+#[derive(Debug)]
+pub struct VolumeReader {
+    v4: OwnedFd,
+    v6: OwnedFd,
+    cpus: usize,
+    keys: Vec<u8>,
+    values: Vec<SourceVolume>,
+}
+
+impl VolumeReader {
+    pub(super) fn new(v4: &MapData, v6: &MapData) -> Result<Self, DataplaneError> {
+        let dup = |map: &MapData, name: &'static str| {
+            map.fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|source| DataplaneError::Drain { map: name, source })
+        };
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Drain {
+            map: map_names::VOLUME_V4,
+            source,
+        })?;
+        Ok(Self {
+            v4: dup(v4, map_names::VOLUME_V4)?,
+            v6: dup(v6, map_names::VOLUME_V6)?,
+            cpus,
+            keys: vec![0; BATCH * 16],
+            values: vec![SourceVolume::default(); BATCH * cpus],
+        })
+    }
+
+    /// Read and remove every source counted since the last drain; `sink` gets each source
+    /// with its packets and bytes summed over the CPUs.
+    ///
+    /// # Errors
+    /// When the kernel refuses the batch (for example a kernel without batch support).
+    pub fn drain(
+        &mut self,
+        sink: &mut dyn FnMut(IpAddr, u64, u64),
+    ) -> Result<DrainCount, DataplaneError> {
+        let v4 = self.drain_map(Family::V4, sink)?;
+        let v6 = self.drain_map(Family::V6, sink)?;
+        Ok(DrainCount { v4, v6 })
+    }
+
+    fn drain_map(
+        &mut self,
+        family: Family,
+        sink: &mut dyn FnMut(IpAddr, u64, u64),
+    ) -> Result<u64, DataplaneError> {
+        let (fd, key_size, name) = match family {
+            Family::V4 => (self.v4.as_raw_fd(), 4, map_names::VOLUME_V4),
+            Family::V6 => (self.v6.as_raw_fd(), 16, map_names::VOLUME_V6),
+        };
+        let mut drained = 0;
+        // Where the previous batch stopped; `None` starts at the first bucket.
+        let mut position: Option<[u64; 2]> = None;
+        loop {
+            let mut next = [0u64; 2];
+            let (count, done) = lookup_and_delete_batch(
+                fd,
+                position
+                    .as_ref()
+                    .map_or(std::ptr::null(), |token| token.as_ptr()),
+                next.as_mut_ptr(),
+                &mut self.keys,
+                &mut self.values,
+            )
+            .map_err(|source| DataplaneError::Drain { map: name, source })?;
+            position = Some(next);
+            for index in 0..count {
+                let key = &self.keys[index * key_size..(index + 1) * key_size];
+                let source = match family {
+                    Family::V4 => {
+                        IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(key).unwrap_or_default()))
+                    }
+                    Family::V6 => IpAddr::V6(Ipv6Addr::from(
+                        <[u8; 16]>::try_from(key).unwrap_or_default(),
+                    )),
+                };
+                let (packets, bytes) = self.values[index * self.cpus..(index + 1) * self.cpus]
+                    .iter()
+                    .fold((0u64, 0u64), |(packets, bytes), value| {
+                        (
+                            packets.saturating_add(value.packets),
+                            bytes.saturating_add(value.bytes),
+                        )
+                    });
+                if packets != 0 || bytes != 0 {
+                    sink(source, packets, bytes);
+                }
+            }
+            drained += count as u64;
+            if done {
+                return Ok(drained);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Family {
+    V4,
+    V6,
+}
+
+/// One `BPF_MAP_LOOKUP_AND_DELETE_BATCH`: fills `keys` and `values` (per-CPU, `BATCH`
+/// elements). Returns how many it read and whether the map is done.
+fn lookup_and_delete_batch(
+    fd: i32,
+    in_batch: *const u64,
+    out_batch: *mut u64,
+    keys: &mut [u8],
+    values: &mut [SourceVolume],
+) -> io::Result<(usize, bool)> {
+    /// `union bpf_attr`'s `batch` member.
+    #[repr(C)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
+    let mut attr = BatchAttr {
+        in_batch: in_batch as u64,
+        out_batch: out_batch as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: u32::try_from(BATCH).unwrap_or(u32::MAX),
+        map_fd: u32::try_from(fd).unwrap_or(u32::MAX),
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: a valid bpf_attr; `keys` holds BATCH keys of up to 16 bytes, `values` BATCH
+    // per-CPU values (the caller sized both), and the batch tokens are 16 bytes, more than the
+    // hash map's 4-byte bucket cursor.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+            &raw mut attr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    let count = (attr.count as usize).min(BATCH);
+    if rc == 0 {
+        return Ok((count, false));
+    }
+    let error = io::Error::last_os_error();
+    // ENOENT: nothing left after this batch (which may still hold entries).
+    if error.raw_os_error() == Some(libc::ENOENT) {
+        return Ok((count, true));
+    }
+    Err(error)
+}

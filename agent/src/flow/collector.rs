@@ -1,0 +1,323 @@
+//! A UDP listener for NetFlow v9 / IPFIX: a thread receives datagrams, decodes them with a
+//! [`FlowDecoder`] and hands each datagram's records to the caller's sink.
+use std::{
+    collections::BTreeMap,
+    io,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd as _,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use super::decode::{DecoderSettings, ExporterStats, FlowDecoder, FlowRecord};
+
+/// The default socket receive buffer: bursts from many exporters must not overflow it.
+pub const DEFAULT_RECEIVE_BUFFER_BYTES: usize = 8 << 20;
+/// How often the receive loop looks at the stop flag when no datagram comes.
+const READ_TIMEOUT: Duration = Duration::from_millis(200);
+/// How often the shared statistics are refreshed while datagrams come.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest UDP payload.
+const MAX_DATAGRAM_LEN: usize = 65_535;
+
+/// Receives the records of one datagram (only datagrams that gave records).
+pub type RecordSink = Box<dyn FnMut(&[FlowRecord]) + Send>;
+/// Per-exporter statistics, refreshed by the collector thread.
+pub type SharedExporterStats = Arc<Mutex<BTreeMap<IpAddr, ExporterStats>>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error("cannot bind the flow collector to {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set up the flow collector socket on {addr}")]
+    Socket {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the flow collector thread")]
+    Spawn(#[source] io::Error),
+}
+
+/// Where and how to listen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollectorSettings {
+    pub listen: SocketAddr,
+    /// SO_RCVBUF; raised past the system maximum when the process may (SO_RCVBUFFORCE).
+    pub receive_buffer_bytes: usize,
+    pub decoder: DecoderSettings,
+}
+
+impl CollectorSettings {
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            receive_buffer_bytes: DEFAULT_RECEIVE_BUFFER_BYTES,
+            decoder: DecoderSettings::default(),
+        }
+    }
+}
+
+/// A running collector; [`FlowCollector::stop`] (or dropping it) ends its thread.
+#[derive(Debug)]
+pub struct FlowCollector {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    stats: SharedExporterStats,
+}
+
+impl FlowCollector {
+    /// Binds the socket and starts the receive thread.
+    ///
+    /// # Errors
+    /// When the socket cannot be bound or set up, or the thread cannot start.
+    pub fn start(settings: CollectorSettings, sink: RecordSink) -> Result<Self, CollectorError> {
+        let addr = settings.listen;
+        let socket =
+            UdpSocket::bind(addr).map_err(|source| CollectorError::Bind { addr, source })?;
+        let setup_error = |source| CollectorError::Socket { addr, source };
+        if let Err(error) = set_receive_buffer(&socket, settings.receive_buffer_bytes) {
+            // Still usable, only more likely to drop bursts.
+            log::warn!(
+                "flow collector on {addr}: cannot set the receive buffer to {} bytes: {error}",
+                settings.receive_buffer_bytes
+            );
+        }
+        socket
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .map_err(setup_error)?;
+        let local_addr = socket.local_addr().map_err(setup_error)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = SharedExporterStats::default();
+        let receiver = Receiver {
+            socket,
+            decoder: FlowDecoder::new(settings.decoder),
+            sink,
+            stop: Arc::clone(&stop),
+            stats: Arc::clone(&stats),
+        };
+        let thread = std::thread::Builder::new()
+            .name("flow-collector".into())
+            .spawn(move || receiver.run())
+            .map_err(CollectorError::Spawn)?;
+        Ok(Self {
+            local_addr,
+            stop,
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// The bound address (the real port when bound to port 0).
+    pub const fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Per-exporter statistics, refreshed about once a second while datagrams come and
+    /// when the socket goes quiet.
+    pub fn stats(&self) -> SharedExporterStats {
+        Arc::clone(&self.stats)
+    }
+
+    /// Stops the thread and waits for it (about the 200 ms read timeout at most, plus one
+    /// datagram).
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            log::error!("flow collector on {}: the thread panicked", self.local_addr);
+        }
+    }
+}
+
+impl Drop for FlowCollector {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+/// What the collector thread owns.
+struct Receiver {
+    socket: UdpSocket,
+    decoder: FlowDecoder,
+    sink: RecordSink,
+    stop: Arc<AtomicBool>,
+    stats: SharedExporterStats,
+}
+
+impl Receiver {
+    fn run(mut self) {
+        // The decoder's clock: seconds since start, monotonic.
+        let started = Instant::now();
+        let mut buffer = vec![0; MAX_DATAGRAM_LEN];
+        let mut records = Vec::with_capacity(1024);
+        let mut last_published = started;
+        let mut unpublished = false;
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.socket.recv_from(&mut buffer) {
+                Ok((len, exporter)) => {
+                    let datagram = buffer.get(..len).unwrap_or_default();
+                    let now_secs = started.elapsed().as_secs();
+                    records.clear();
+                    self.decoder
+                        .decode(exporter, datagram, now_secs, |record| records.push(record));
+                    if !records.is_empty() {
+                        (self.sink)(&records);
+                    }
+                    unpublished = true;
+                    if last_published.elapsed() >= STATS_INTERVAL {
+                        self.publish_stats();
+                        last_published = Instant::now();
+                        unpublished = false;
+                    }
+                }
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if unpublished {
+                        self.publish_stats();
+                        last_published = Instant::now();
+                        unpublished = false;
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    log::warn!("flow collector: receive failed: {error}");
+                    // Not a tight loop on a persistent error.
+                    std::thread::sleep(READ_TIMEOUT);
+                }
+            }
+        }
+        self.publish_stats();
+    }
+
+    fn publish_stats(&self) {
+        let mut shared = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.clear();
+        shared.extend(
+            self.decoder
+                .exporter_stats()
+                .map(|(address, stats)| (address, *stats)),
+        );
+    }
+}
+
+/// Raises SO_RCVBUF to `bytes`: past `net.core.rmem_max` when privileged, else up to it.
+fn set_receive_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<()> {
+    // The kernel doubles the value it is given (for its bookkeeping).
+    let value = libc::c_int::try_from(bytes / 2).unwrap_or(libc::c_int::MAX);
+    let value_len = libc::socklen_t::try_from(size_of::<libc::c_int>())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut last_error = io::Error::from(io::ErrorKind::Unsupported);
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: our own socket; the value is a c_int of the length given.
+        let result = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const value).cast(),
+                value_len,
+            )
+        };
+        if result == 0 {
+            return Ok(());
+        }
+        last_error = io::Error::last_os_error();
+    }
+    Err(last_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::encode::{self, AddressFamily, V9Flow, V9Header, V9Template};
+
+    #[test]
+    fn receives_decodes_and_stops() {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let into = Arc::clone(&received);
+        let sink: RecordSink = Box::new(move |records: &[FlowRecord]| {
+            into.lock().expect("test lock").extend_from_slice(records);
+        });
+        let settings = CollectorSettings::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let collector = FlowCollector::start(settings, sink).expect("bind loopback");
+        let target = collector.local_addr();
+        assert_ne!(target.port(), 0);
+
+        let template = V9Template {
+            template_id: 256,
+            family: AddressFamily::V4,
+            wide_counters: false,
+        };
+        let flows: Vec<V9Flow> = (1..=3u8)
+            .map(|last| V9Flow {
+                source: IpAddr::from([10, 0, 0, last]),
+                bytes: 100,
+                packets: 1,
+                ..V9Flow::default()
+            })
+            .collect();
+        let (mut template_datagram, mut data_datagram) = (Vec::new(), Vec::new());
+        encode::v9_template(V9Header::default(), template, &mut template_datagram);
+        encode::v9_data(V9Header::default(), template, &flows, &mut data_datagram);
+        let sender = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+        sender.send_to(&template_datagram, target).expect("send");
+        sender.send_to(&data_datagram, target).expect("send");
+
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let stats = collector.stats();
+        let counted = || {
+            stats
+                .lock()
+                .expect("test lock")
+                .get(&IpAddr::from([127, 0, 0, 1]))
+                .map(|exporter| (exporter.datagrams, exporter.records))
+        };
+        while counted() != Some((2, 3)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(counted(), Some((2, 3)));
+        let sources: Vec<IpAddr> = received
+            .lock()
+            .expect("test lock")
+            .iter()
+            .map(|record| record.source)
+            .collect();
+        assert_eq!(
+            sources,
+            [[10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]].map(IpAddr::from)
+        );
+
+        let stopping = Instant::now();
+        collector.stop();
+        assert!(stopping.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bind_failure_names_the_address() {
+        let taken = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("address");
+        let sink: RecordSink = Box::new(|_: &[FlowRecord]| {});
+        let error =
+            FlowCollector::start(CollectorSettings::new(addr), sink).expect_err("address in use");
+        assert!(error.to_string().contains(&addr.to_string()), "{error}");
+    }
+}

@@ -1,0 +1,2346 @@
+//! NetFlow v9 (RFC 3954) and IPFIX (RFC 7011) decoding into per-source volumes.
+//!
+//! [`FlowDecoder`] is pure: datagrams and the time come in, [`FlowRecord`]s go to a sink. It
+//! keeps the templates each exporter announced, compiled once into a layout (the positions of
+//! the fields we read), so records are read without allocating. Hostile input is bounded:
+//! exporters, templates per exporter, data held back while its template is missing, samplers
+//! per observation domain; what does not fit is dropped and counted, never queued without end.
+//!
+//! Keys: statistics are per exporter IP address. Templates are per (exporter IP address,
+//! protocol, source id / observation domain id, template id); RFC 7011 scopes templates to the
+//! transport session (which includes the port), but exporters such as softflowd change their
+//! source port on every restart and announce their templates again anyway, so keying by
+//! address keeps templates across a restart and lets the refresh replace them.
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+const NETFLOW_V9: u16 = 9;
+const IPFIX: u16 = 10;
+const V9_HEADER_LEN: usize = 20;
+const IPFIX_HEADER_LEN: usize = 16;
+const SET_HEADER_LEN: usize = 4;
+const MAX_DATAGRAM_LEN: usize = 65_535;
+/// A template field length meaning "each record carries the length" (IPFIX only).
+const VARIABLE_LENGTH: u16 = 65_535;
+/// Set/template ids from here on are data sets / templates.
+const FIRST_DATA_SET_ID: u16 = 256;
+const V9_TEMPLATE_SET: u16 = 0;
+const V9_OPTIONS_TEMPLATE_SET: u16 = 1;
+const IPFIX_TEMPLATE_SET: u16 = 2;
+const IPFIX_OPTIONS_TEMPLATE_SET: u16 = 3;
+/// The IPFIX field specifier bit saying a 4-byte enterprise number follows.
+const ENTERPRISE_BIT: u16 = 0x8000;
+/// Sampler and selector ids remembered per observation domain.
+const MAX_SAMPLERS_PER_DOMAIN: usize = 256;
+
+/// IANA information element ids (the same numbers as the NetFlow v9 field types).
+mod element {
+    pub const OCTET_DELTA_COUNT: u16 = 1;
+    pub const PACKET_DELTA_COUNT: u16 = 2;
+    pub const SOURCE_IPV4_ADDRESS: u16 = 8;
+    pub const INGRESS_INTERFACE: u16 = 10;
+    pub const SOURCE_IPV6_ADDRESS: u16 = 27;
+    pub const SAMPLING_INTERVAL: u16 = 34;
+    pub const SAMPLER_ID: u16 = 48;
+    pub const SAMPLER_RANDOM_INTERVAL: u16 = 50;
+    pub const FLOW_DIRECTION: u16 = 61;
+    pub const OCTET_TOTAL_COUNT: u16 = 85;
+    pub const PACKET_TOTAL_COUNT: u16 = 86;
+    pub const SELECTOR_ID: u16 = 302;
+    pub const SAMPLING_PACKET_INTERVAL: u16 = 305;
+    pub const SAMPLING_PACKET_SPACE: u16 = 306;
+    pub const SAMPLING_SIZE: u16 = 309;
+    pub const SAMPLING_POPULATION: u16 = 310;
+}
+
+/// One flow's volume, scaled by its sampling rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// The flow's source; IPv4-mapped IPv6 addresses are given as IPv4.
+    pub source: IpAddr,
+    pub bytes: u64,
+    pub packets: u64,
+}
+
+/// Which flow directions are kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DirectionFilter {
+    /// Records with flowDirection 0 (ingress), and records without a direction.
+    #[default]
+    Ingress,
+    /// Every record.
+    Any,
+}
+
+/// Limits and filters of a [`FlowDecoder`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecoderSettings {
+    /// A template not announced again for this long is forgotten.
+    pub template_timeout_secs: u64,
+    /// Exporters tracked at once; more are refused (`too_many`) unless one has been silent
+    /// for `template_timeout_secs`, which is then forgotten.
+    pub max_exporters: usize,
+    /// Templates per exporter, over all its source ids / observation domains.
+    pub max_templates_per_exporter: usize,
+    /// Data sets held per exporter while their template is missing.
+    pub max_held_sets: usize,
+    /// Bytes of held data sets per exporter.
+    pub max_held_bytes: usize,
+    /// Held data sets whose template has not come within this long are dropped.
+    pub hold_secs: u64,
+    pub direction: DirectionFilter,
+    /// When set, only records whose ingressInterface (INPUT_SNMP) is in the set are kept;
+    /// records without that field are then dropped too.
+    pub ingress_interfaces: Option<BTreeSet<u32>>,
+    /// Sampling rate ("1 in N") per exporter address; beats whatever the exporter says.
+    /// 0 is taken as 1.
+    pub sampling_overrides: HashMap<IpAddr, u64>,
+}
+
+impl Default for DecoderSettings {
+    fn default() -> Self {
+        Self {
+            template_timeout_secs: 30 * 60,
+            max_exporters: 64,
+            max_templates_per_exporter: 256,
+            max_held_sets: 64,
+            max_held_bytes: 128 << 10,
+            hold_secs: 60,
+            direction: DirectionFilter::Ingress,
+            ingress_interfaces: None,
+            sampling_overrides: HashMap::new(),
+        }
+    }
+}
+
+/// What went wrong with (part of) a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// A header, set or record shorter than declared.
+    Truncated,
+    /// Neither NetFlow v9 nor IPFIX.
+    BadVersion,
+    /// A set length under 4 or beyond the datagram, or an IPFIX message length that is not
+    /// the datagram's.
+    BadSet,
+    /// A template that cannot describe records: zero-length field, records longer than a
+    /// datagram, a reserved id, or a field we read with an impossible length.
+    BadTemplate,
+    /// Data dropped because its template did not come in time.
+    NoTemplate,
+    /// An exporter, template or sampler beyond the configured bounds.
+    TooMany,
+}
+
+impl ErrorKind {
+    pub const ALL: [Self; 6] = [
+        Self::Truncated,
+        Self::BadVersion,
+        Self::BadSet,
+        Self::BadTemplate,
+        Self::NoTemplate,
+        Self::TooMany,
+    ];
+
+    /// The metrics label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Truncated => "truncated",
+            Self::BadVersion => "bad_version",
+            Self::BadSet => "bad_set",
+            Self::BadTemplate => "bad_template",
+            Self::NoTemplate => "no_template",
+            Self::TooMany => "too_many",
+        }
+    }
+
+    const fn index(self) -> usize {
+        match self {
+            Self::Truncated => 0,
+            Self::BadVersion => 1,
+            Self::BadSet => 2,
+            Self::BadTemplate => 3,
+            Self::NoTemplate => 4,
+            Self::TooMany => 5,
+        }
+    }
+}
+
+/// Error counts by [`ErrorKind`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ErrorCounts([u64; 6]);
+
+impl ErrorCounts {
+    pub const fn get(&self, kind: ErrorKind) -> u64 {
+        self.0[kind.index()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0
+            .iter()
+            .fold(0, |sum, &count| sum.saturating_add(count))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (ErrorKind, u64)> + '_ {
+        ErrorKind::ALL
+            .into_iter()
+            .map(|kind| (kind, self.get(kind)))
+    }
+
+    fn add(&mut self, kind: ErrorKind) {
+        let count = &mut self.0[kind.index()];
+        *count = count.saturating_add(1);
+    }
+
+    fn merge(&mut self, other: &Self) {
+        for (count, more) in self.0.iter_mut().zip(other.0) {
+            *count = count.saturating_add(more);
+        }
+    }
+}
+
+/// What one datagram gave.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecodeSummary {
+    /// Records passed to the sink.
+    pub records: u64,
+    /// Records not passed on, not errors: outside the direction/interface filter, without a
+    /// source address, or with neither bytes nor packets.
+    pub filtered: u64,
+    pub errors: ErrorCounts,
+}
+
+/// Totals of one exporter since it was first seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExporterStats {
+    pub datagrams: u64,
+    pub records: u64,
+    pub filtered: u64,
+    pub errors: ErrorCounts,
+    /// Templates held now.
+    pub templates: u64,
+    /// Data sets waiting for their template now.
+    pub held_sets: u64,
+}
+
+/// A sampling rate, `numerator / denominator` (≥ 1) flows or bytes per one observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Rate {
+    numerator: u64,
+    denominator: u64,
+}
+
+impl Rate {
+    const ONE: Self = Self {
+        numerator: 1,
+        denominator: 1,
+    };
+
+    /// "1 in `interval`"; 0 says nothing.
+    fn every(interval: u64) -> Option<Self> {
+        (interval > 0).then_some(Self {
+            numerator: interval,
+            denominator: 1,
+        })
+    }
+
+    /// `observed` packets out of every `total`; a rate under 1 makes no sense and is taken
+    /// as 1.
+    fn ratio(total: u64, observed: u64) -> Option<Self> {
+        if observed == 0 || total == 0 {
+            return None;
+        }
+        Some(if total < observed {
+            Self::ONE
+        } else {
+            Self {
+                numerator: total,
+                denominator: observed,
+            }
+        })
+    }
+
+    fn scale(self, value: u64) -> u64 {
+        if self == Self::ONE {
+            return value;
+        }
+        let scaled = u128::from(value) * u128::from(self.numerator) / u128::from(self.denominator);
+        u64::try_from(scaled).unwrap_or(u64::MAX)
+    }
+}
+
+/// Where templates live: NetFlow v9 source id or IPFIX observation domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct DomainKey {
+    ipfix: bool,
+    id: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct TemplateKey {
+    domain: DomainKey,
+    template_id: u16,
+}
+
+/// The place of one field in a record; `len` 0 means absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Slot {
+    start: u16,
+    len: u16,
+}
+
+impl Slot {
+    fn bytes(self, record: &[u8]) -> Option<&[u8]> {
+        if self.len == 0 {
+            return None;
+        }
+        let start = usize::from(self.start);
+        record.get(start..start + usize::from(self.len))
+    }
+
+    fn uint(self, record: &[u8]) -> Option<u64> {
+        // Reduced-size encoding: any length 1..=8, big-endian (checked at compile time).
+        self.bytes(record).map(|bytes| {
+            bytes
+                .iter()
+                .fold(0, |value, &byte| (value << 8) | u64::from(byte))
+        })
+    }
+
+    fn ipv4(self, record: &[u8]) -> Option<Ipv4Addr> {
+        <[u8; 4]>::try_from(self.bytes(record)?)
+            .ok()
+            .map(Ipv4Addr::from)
+    }
+
+    fn ipv6(self, record: &[u8]) -> Option<Ipv6Addr> {
+        <[u8; 16]>::try_from(self.bytes(record)?)
+            .ok()
+            .map(Ipv6Addr::from)
+    }
+}
+
+/// The fields we read, where they are in a record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Slots {
+    source_v4: Slot,
+    source_v6: Slot,
+    octets: Slot,
+    packets: Slot,
+    octets_total: Slot,
+    packets_total: Slot,
+    direction: Slot,
+    ingress_interface: Slot,
+    sampling_interval: Slot,
+    sampler_random_interval: Slot,
+    sampler_id: Slot,
+    selector_id: Slot,
+    packet_interval: Slot,
+    packet_space: Slot,
+    sampling_size: Slot,
+    sampling_population: Slot,
+}
+
+/// A field we read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    SourceV4,
+    SourceV6,
+    Octets,
+    Packets,
+    OctetsTotal,
+    PacketsTotal,
+    Direction,
+    IngressInterface,
+    SamplingInterval,
+    SamplerRandomInterval,
+    SamplerId,
+    SelectorId,
+    PacketInterval,
+    PacketSpace,
+    SamplingSize,
+    SamplingPopulation,
+}
+
+impl Target {
+    const fn of(element_id: u16) -> Option<Self> {
+        Some(match element_id {
+            element::SOURCE_IPV4_ADDRESS => Self::SourceV4,
+            element::SOURCE_IPV6_ADDRESS => Self::SourceV6,
+            element::OCTET_DELTA_COUNT => Self::Octets,
+            element::PACKET_DELTA_COUNT => Self::Packets,
+            element::OCTET_TOTAL_COUNT => Self::OctetsTotal,
+            element::PACKET_TOTAL_COUNT => Self::PacketsTotal,
+            element::FLOW_DIRECTION => Self::Direction,
+            element::INGRESS_INTERFACE => Self::IngressInterface,
+            element::SAMPLING_INTERVAL => Self::SamplingInterval,
+            element::SAMPLER_RANDOM_INTERVAL => Self::SamplerRandomInterval,
+            element::SAMPLER_ID => Self::SamplerId,
+            element::SELECTOR_ID => Self::SelectorId,
+            element::SAMPLING_PACKET_INTERVAL => Self::PacketInterval,
+            element::SAMPLING_PACKET_SPACE => Self::PacketSpace,
+            element::SAMPLING_SIZE => Self::SamplingSize,
+            element::SAMPLING_POPULATION => Self::SamplingPopulation,
+            _ => return None,
+        })
+    }
+
+    /// Whether a field of this kind may be `len` bytes long.
+    fn fits(self, len: u16) -> bool {
+        match self {
+            Self::SourceV4 => len == 4,
+            Self::SourceV6 => len == 16,
+            _ => (1..=8).contains(&len),
+        }
+    }
+
+    const fn slot(self, slots: &mut Slots) -> &mut Slot {
+        match self {
+            Self::SourceV4 => &mut slots.source_v4,
+            Self::SourceV6 => &mut slots.source_v6,
+            Self::Octets => &mut slots.octets,
+            Self::Packets => &mut slots.packets,
+            Self::OctetsTotal => &mut slots.octets_total,
+            Self::PacketsTotal => &mut slots.packets_total,
+            Self::Direction => &mut slots.direction,
+            Self::IngressInterface => &mut slots.ingress_interface,
+            Self::SamplingInterval => &mut slots.sampling_interval,
+            Self::SamplerRandomInterval => &mut slots.sampler_random_interval,
+            Self::SamplerId => &mut slots.sampler_id,
+            Self::SelectorId => &mut slots.selector_id,
+            Self::PacketInterval => &mut slots.packet_interval,
+            Self::PacketSpace => &mut slots.packet_space,
+            Self::SamplingSize => &mut slots.sampling_size,
+            Self::SamplingPopulation => &mut slots.sampling_population,
+        }
+    }
+}
+
+/// One field of a template with variable-length fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FieldLayout {
+    /// [`VARIABLE_LENGTH`] or the fixed length.
+    len: u16,
+    target: Option<Target>,
+}
+
+/// How to find the fields we read in a template's records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Layout {
+    /// Every record is `record_len` bytes, the fields always at the same place.
+    Fixed { record_len: usize, slots: Slots },
+    /// Records with variable-length fields: walked field by field.
+    Variable {
+        min_record_len: usize,
+        fields: Box<[FieldLayout]>,
+    },
+    /// Records can be framed, but a field we read has an impossible length: their data is
+    /// dropped and counted (`bad_template`).
+    Broken,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TemplateKind {
+    Data,
+    Options,
+}
+
+#[derive(Debug)]
+struct Template {
+    kind: TemplateKind,
+    layout: Layout,
+    refreshed_secs: u64,
+}
+
+/// Sampling rates an exporter announced for one observation domain.
+#[derive(Debug, Default)]
+struct DomainSampling {
+    /// The last rate announced, for records that name no sampler.
+    latest: Option<Rate>,
+    /// By (information element, sampler or selector id).
+    by_sampler: HashMap<(u16, u64), Rate>,
+}
+
+/// A data set that came before its template.
+#[derive(Debug)]
+struct HeldSet {
+    key: TemplateKey,
+    arrived_secs: u64,
+    body: Vec<u8>,
+}
+
+/// One field specifier from a template record.
+#[derive(Clone, Copy, Debug)]
+struct FieldSpec {
+    element_id: u16,
+    /// Enterprise-specific: not the IANA element of that number, so never read.
+    enterprise: bool,
+    /// A NetFlow v9 scope field: its type is a scope kind, not an element, so never read.
+    v9_scope: bool,
+    len: u16,
+}
+
+/// The field specifiers of one template record, already checked to be complete.
+#[derive(Clone, Debug)]
+struct FieldSpecs<'a> {
+    bytes: &'a [u8],
+    ipfix: bool,
+    v9_scope_fields: usize,
+}
+
+impl Iterator for FieldSpecs<'_> {
+    type Item = FieldSpec;
+
+    fn next(&mut self) -> Option<FieldSpec> {
+        let id = read_u16(self.bytes, 0)?;
+        let len = read_u16(self.bytes, 2)?;
+        let enterprise = self.ipfix && id & ENTERPRISE_BIT != 0;
+        self.bytes = self.bytes.get(if enterprise { 8 } else { 4 }..)?;
+        let v9_scope = self.v9_scope_fields > 0;
+        self.v9_scope_fields = self.v9_scope_fields.saturating_sub(1);
+        Some(FieldSpec {
+            element_id: if enterprise { id & !ENTERPRISE_BIT } else { id },
+            enterprise,
+            v9_scope,
+            len,
+        })
+    }
+}
+
+/// The length in bytes of `count` field specifiers at the start of `bytes`.
+fn field_specs_len(bytes: &[u8], count: usize, ipfix: bool) -> Result<usize, ErrorKind> {
+    if !ipfix {
+        return count
+            .checked_mul(4)
+            .filter(|&len| len <= bytes.len())
+            .ok_or(ErrorKind::Truncated);
+    }
+    let mut len = 0;
+    for _ in 0..count {
+        let id = read_u16(bytes, len).ok_or(ErrorKind::Truncated)?;
+        len += if id & ENTERPRISE_BIT != 0 { 8 } else { 4 };
+        if len > bytes.len() {
+            return Err(ErrorKind::Truncated);
+        }
+    }
+    Ok(len)
+}
+
+/// Compiles field specifiers into a [`Layout`]; `Err` for templates that cannot frame records.
+fn compile(specs: &FieldSpecs<'_>, max_record_len: usize) -> Result<Layout, ErrorKind> {
+    let mut slots = Slots::default();
+    let mut min_record_len = 0usize;
+    let mut variable = false;
+    let mut broken = false;
+    for spec in specs.clone() {
+        if spec.len == 0 {
+            return Err(ErrorKind::BadTemplate);
+        }
+        let target = readable_target(spec);
+        if specs.ipfix && spec.len == VARIABLE_LENGTH {
+            variable = true;
+            min_record_len += 1;
+            // Fields we read have fixed sizes.
+            broken |= target.is_some();
+            continue;
+        }
+        if let Some(target) = target {
+            if !target.fits(spec.len) {
+                broken = true;
+            }
+            let slot = target.slot(&mut slots);
+            // A repeated field: the first one counts. Past a variable field the offsets
+            // are wrong, but then these slots are not used.
+            if slot.len == 0
+                && let Ok(start) = u16::try_from(min_record_len)
+            {
+                *slot = Slot {
+                    start,
+                    len: spec.len,
+                };
+            }
+        }
+        min_record_len += usize::from(spec.len);
+    }
+    if min_record_len == 0 || min_record_len > max_record_len {
+        return Err(ErrorKind::BadTemplate);
+    }
+    if broken {
+        return Ok(Layout::Broken);
+    }
+    if !variable {
+        return Ok(Layout::Fixed {
+            record_len: min_record_len,
+            slots,
+        });
+    }
+    let fields = specs
+        .clone()
+        .map(|spec| FieldLayout {
+            len: spec.len,
+            target: readable_target(spec),
+        })
+        .collect();
+    Ok(Layout::Variable {
+        min_record_len,
+        fields,
+    })
+}
+
+fn readable_target(spec: FieldSpec) -> Option<Target> {
+    if spec.enterprise || spec.v9_scope {
+        None
+    } else {
+        Target::of(spec.element_id)
+    }
+}
+
+/// The fields of the variable-length record at the start of `bytes`, and its length.
+fn variable_record(fields: &[FieldLayout], bytes: &[u8]) -> Option<(Slots, usize)> {
+    let mut slots = Slots::default();
+    let mut at = 0usize;
+    for field in fields {
+        let len = if field.len == VARIABLE_LENGTH {
+            let short = *bytes.get(at)?;
+            at += 1;
+            if short < 255 {
+                usize::from(short)
+            } else {
+                let long = read_u16(bytes, at)?;
+                at += 2;
+                usize::from(long)
+            }
+        } else {
+            usize::from(field.len)
+        };
+        if let Some(target) = field.target {
+            *target.slot(&mut slots) = Slot {
+                start: u16::try_from(at).ok()?,
+                len: field.len,
+            };
+        }
+        at += len;
+        if at > bytes.len() {
+            return None;
+        }
+    }
+    Some((slots, at))
+}
+
+/// Calls `each` with every record of a data set and where its fields are.
+fn for_each_record(
+    layout: &Layout,
+    body: &[u8],
+    mut each: impl FnMut(&[u8], &Slots),
+) -> Result<(), ErrorKind> {
+    match layout {
+        Layout::Fixed { record_len, slots } => {
+            let mut records = body.chunks_exact(*record_len);
+            for record in &mut records {
+                each(record, slots);
+            }
+            // Padding aligns to 4 bytes; more left over is a cut record.
+            if records.remainder().len() >= 4 {
+                return Err(ErrorKind::Truncated);
+            }
+        }
+        Layout::Variable {
+            min_record_len,
+            fields,
+        } => {
+            // Padding is shorter than any record (RFC 7011 section 3.3.1).
+            let mut rest = body;
+            while rest.len() >= *min_record_len {
+                let (slots, len) = variable_record(fields, rest).ok_or(ErrorKind::Truncated)?;
+                let (record, tail) = rest.split_at_checked(len).ok_or(ErrorKind::Truncated)?;
+                each(record, &slots);
+                rest = tail;
+            }
+        }
+        Layout::Broken => return Err(ErrorKind::BadTemplate),
+    }
+    Ok(())
+}
+
+fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
+    let pair = bytes.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([pair[0], pair[1]]))
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let quad = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes([quad[0], quad[1], quad[2], quad[3]]))
+}
+
+/// Per-datagram facts the set decoders need.
+struct Context<'a> {
+    settings: &'a DecoderSettings,
+    now_secs: u64,
+    domain: DomainKey,
+    override_rate: Option<Rate>,
+    max_record_len: usize,
+}
+
+impl Context<'_> {
+    const fn expired(&self, since_secs: u64, timeout_secs: u64) -> bool {
+        self.now_secs.saturating_sub(since_secs) > timeout_secs
+    }
+}
+
+/// Everything known about one exporter.
+#[derive(Debug, Default)]
+struct Exporter {
+    stats: ExporterStats,
+    last_seen_secs: u64,
+    templates: HashMap<TemplateKey, Template>,
+    sampling: HashMap<DomainKey, DomainSampling>,
+    held: VecDeque<HeldSet>,
+    held_bytes: usize,
+}
+
+impl Exporter {
+    fn decode_sets(
+        &mut self,
+        context: &Context<'_>,
+        mut sets: &[u8],
+        summary: &mut DecodeSummary,
+        sink: &mut impl FnMut(FlowRecord),
+    ) {
+        while !sets.is_empty() {
+            let (Some(set_id), Some(set_len)) = (read_u16(sets, 0), read_u16(sets, 2)) else {
+                summary.errors.add(ErrorKind::Truncated);
+                return;
+            };
+            let set_len = usize::from(set_len);
+            let Some(body) = sets.get(SET_HEADER_LEN..set_len) else {
+                summary.errors.add(ErrorKind::BadSet);
+                return;
+            };
+            match (context.domain.ipfix, set_id) {
+                (false, V9_TEMPLATE_SET) => self.v9_templates(context, body, summary, sink),
+                (false, V9_OPTIONS_TEMPLATE_SET) => {
+                    self.v9_options_templates(context, body, summary, sink);
+                }
+                (true, IPFIX_TEMPLATE_SET | IPFIX_OPTIONS_TEMPLATE_SET) => {
+                    self.ipfix_templates(context, set_id, body, summary, sink);
+                }
+                (_, FIRST_DATA_SET_ID..) => self.data_set(context, set_id, body, summary, sink),
+                // Reserved set ids: skipped.
+                _ => {}
+            }
+            sets = sets.get(set_len..).unwrap_or_default();
+        }
+    }
+
+    fn v9_templates(
+        &mut self,
+        context: &Context<'_>,
+        mut body: &[u8],
+        summary: &mut DecodeSummary,
+        sink: &mut impl FnMut(FlowRecord),
+    ) {
+        while let (Some(template_id), Some(count)) = (read_u16(body, 0), read_u16(body, 2)) {
+            if template_id == 0 && count == 0 {
+                return; // Padding.
+            }
+            let rest = body.get(4..).unwrap_or_default();
+            let specs_len = match field_specs_len(rest, usize::from(count), false) {
+                Ok(len) => len,
+                Err(kind) => {
+                    summary.errors.add(kind);
+                    return;
+                }
+            };
+            let (specs, tail) = rest.split_at(specs_len);
+            body = tail;
+            if template_id < FIRST_DATA_SET_ID || count == 0 {
+                summary.errors.add(ErrorKind::BadTemplate);
+                continue;
+            }
+            let specs = FieldSpecs {
+                bytes: specs,
+                ipfix: false,
+                v9_scope_fields: 0,
+            };
+            let layout = compile(&specs, context.max_record_len);
+            self.install(
+                context,
+                template_id,
+                TemplateKind::Data,
+                layout,
+                summary,
+                sink,
+            );
+        }
+    }
+
+    fn v9_options_templates(
+        &mut self,
+        context: &Context<'_>,
+        mut body: &[u8],
+        summary: &mut DecodeSummary,
+        sink: &mut impl FnMut(FlowRecord),
+    ) {
+        while let (Some(template_id), Some(scope_len), Some(options_len)) =
+            (read_u16(body, 0), read_u16(body, 2), read_u16(body, 4))
+        {
+            if template_id == 0 {
+                return; // Padding.
+            }
+            let (scope_len, options_len) = (usize::from(scope_len), usize::from(options_len));
+            if !scope_len.is_multiple_of(4)
+                || !options_len.is_multiple_of(4)
+                || template_id < FIRST_DATA_SET_ID
+            {
+                // Cannot tell where the next one starts.
+                summary.errors.add(ErrorKind::BadTemplate);
+                return;
+            }
+            let Some((specs, tail)) = body
+                .get(6..)
+                .and_then(|rest| rest.split_at_checked(scope_len + options_len))
+            else {
+                summary.errors.add(ErrorKind::Truncated);
+                return;
+            };
+            body = tail;
+            let specs = FieldSpecs {
+                bytes: specs,
+                ipfix: false,
+                v9_scope_fields: scope_len / 4,
+            };
+            let layout = compile(&specs, context.max_record_len);
+            self.install(
+                context,
+                template_id,
+                TemplateKind::Options,
+                layout,
+                summary,
+                sink,
+            );
+        }
+    }
+
+    fn ipfix_templates(
+        &mut self,
+        context: &Context<'_>,
+        set_id: u16,
+        mut body: &[u8],
+        summary: &mut DecodeSummary,
+        sink: &mut impl FnMut(FlowRecord),
+    ) {
+        let kind = if set_id == IPFIX_OPTIONS_TEMPLATE_SET {
+            TemplateKind::Options
+        } else {
+            TemplateKind::Data
+        };
+        while let (Some(template_id), Some(count)) = (read_u16(body, 0), read_u16(body, 2)) {
+            if template_id == 0 && count == 0 {
+                return; // Padding.
+            }
+            if count == 0 {
+                self.withdraw(context, set_id, template_id, kind, summary);
+                body = body.get(4..).unwrap_or_default();
+                continue;
+            }
+            let (header_len, scope_count) = match kind {
+                TemplateKind::Data => (4, None),
+                TemplateKind::Options => (6, read_u16(body, 4)),
+            };
+            let Some(rest) = body.get(header_len..) else {
+                summary.errors.add(ErrorKind::Truncated);
+                return;
+            };
+            let specs_len = match field_specs_len(rest, usize::from(count), true) {
+                Ok(len) => len,
+                Err(kind) => {
+                    summary.errors.add(kind);
+                    return;
+                }
+            };
+            let (specs, tail) = rest.split_at(specs_len);
+            body = tail;
+            let bad_scope = scope_count.is_some_and(|scope| scope == 0 || scope > count);
+            if template_id < FIRST_DATA_SET_ID || bad_scope {
+                summary.errors.add(ErrorKind::BadTemplate);
+                continue;
+            }
+            let specs = FieldSpecs {
+                bytes: specs,
+                ipfix: true,
+                v9_scope_fields: 0,
+            };
+            let layout = compile(&specs, context.max_record_len);
+            self.install(context, template_id, kind, layout, summary, sink);
+        }
+    }
+
+    /// IPFIX template withdrawal: one template, or all of a kind when the id is the set id.
+    fn withdraw(
+        &mut self,
+        context: &Context<'_>,
+        set_id: u16,
+        template_id: u16,
+        kind: TemplateKind,
+        summary: &mut DecodeSummary,
+    ) {
+        if template_id == set_id {
+            self.templates
+                .retain(|key, template| key.domain != context.domain || template.kind != kind);
+        } else if template_id >= FIRST_DATA_SET_ID {
+            self.templates.remove(&TemplateKey {
+                domain: context.domain,
+                template_id,
+            });
+        } else {
+            summary.errors.add(ErrorKind::BadTemplate);
+        }
+    }
+
+    /// Stores (or refreshes) a compiled template, then decodes the data held for it.
+    fn install(
+        &mut self,
+        context: &Context<'_>,
+        template_id: u16,
+        kind: TemplateKind,
+        compiled: Result<Layout, ErrorKind>,
+        summary: &mut DecodeSummary,
+        sink: &mut impl FnMut(FlowRecord),
+    ) {
+        let key = TemplateKey {
+            domain: context.domain,
+            template_id,
+        };
+        let layout = match compiled {
+            Ok(layout) => layout,
+            Err(error) => {
+                summary.errors.add(error);
+                // Whatever the id meant before is no longer true.
+                self.templates.remove(&key);
+                return;
+            }
+        };
+        if layout == Layout::Broken {
+            summary.errors.add(ErrorKind::BadTemplate);
+        }
+        if let Some(template) = self.templates.get_mut(&key) {
+            template.refreshed_secs = context.now_secs;
+            if template.kind == kind && template.layout == layout {
+                return; // A plain refresh: nothing is held for a template we have.
+            }
+            template.kind = kind;
+            template.layout = layout;
+        } else {
+            let limit = context.settings.max_templates_per_exporter;
+            if self.templates.len() >= limit {
+                let timeout = context.settings.template_timeout_secs;
+                self.templates
+                    .retain(|_, template| !context.expired(template.refreshed_secs, timeout));
+            }
+            if self.templates.len() >= limit {
+                summary.errors.add(ErrorKind::TooMany);
+                return;
+            }
+            self.templates.insert(
+                key,
+                Template {
+                    kind,
+                    layout,
+                    refreshed_secs: context.now_secs,
+                },
+            );
+        }
+        self.release_held(context, key, summary, sink);
+    }
+
+    fn release_held(
+        &mut self,
+        context: &Context<'_>,
+        key: TemplateKey,
+        summary: &mut DecodeSummary,
+        sink: &mut impl FnMut(FlowRecord),
+    ) {
+        let mut index = 0;
+        while index < self.held.len() {
+            if self.held.get(index).is_none_or(|held| held.key != key) {
+                index += 1;
+                continue;
+            }
+            let Some(held) = self.held.remove(index) else {
+                return;
+            };
+            self.held_bytes = self.held_bytes.saturating_sub(held.body.len());
+            if let Some(template) = self.templates.get(&key) {
+                decode_records(
+                    context,
+                    template,
+                    key.domain,
+                    &mut self.sampling,
+                    &held.body,
+                    summary,
+                    sink,
+                );
+            }
+        }
+    }
+
+    fn data_set(
+        &mut self,
+        context: &Context<'_>,
+        template_id: u16,
+        body: &[u8],
+        summary: &mut DecodeSummary,
+        sink: &mut impl FnMut(FlowRecord),
+    ) {
+        let key = TemplateKey {
+            domain: context.domain,
+            template_id,
+        };
+        let timeout = context.settings.template_timeout_secs;
+        if self
+            .templates
+            .get(&key)
+            .is_some_and(|template| context.expired(template.refreshed_secs, timeout))
+        {
+            self.templates.remove(&key);
+        }
+        match self.templates.get(&key) {
+            Some(template) => decode_records(
+                context,
+                template,
+                key.domain,
+                &mut self.sampling,
+                body,
+                summary,
+                sink,
+            ),
+            None => self.hold(context, key, body, summary),
+        }
+    }
+
+    /// Keeps a data set until its template comes, within the bounds.
+    fn hold(
+        &mut self,
+        context: &Context<'_>,
+        key: TemplateKey,
+        body: &[u8],
+        summary: &mut DecodeSummary,
+    ) {
+        if body.is_empty() {
+            return;
+        }
+        let settings = context.settings;
+        if settings.max_held_sets == 0 || body.len() > settings.max_held_bytes {
+            summary.errors.add(ErrorKind::NoTemplate);
+            return;
+        }
+        // An exporter that never sends its template lands here for every set: reuse the
+        // buffer of what is dropped.
+        let mut buffer = Vec::new();
+        while self.held.len() >= settings.max_held_sets
+            || self.held_bytes + body.len() > settings.max_held_bytes
+        {
+            let Some(oldest) = self.held.pop_front() else {
+                break;
+            };
+            self.held_bytes = self.held_bytes.saturating_sub(oldest.body.len());
+            summary.errors.add(ErrorKind::NoTemplate);
+            buffer = oldest.body;
+        }
+        buffer.clear();
+        buffer.extend_from_slice(body);
+        self.held_bytes += body.len();
+        self.held.push_back(HeldSet {
+            key,
+            arrived_secs: context.now_secs,
+            body: buffer,
+        });
+    }
+
+    fn expire_held(&mut self, context: &Context<'_>, summary: &mut DecodeSummary) {
+        let hold_secs = context.settings.hold_secs;
+        while let Some(oldest) = self.held.front() {
+            if !context.expired(oldest.arrived_secs, hold_secs) {
+                break;
+            }
+            self.held_bytes = self.held_bytes.saturating_sub(oldest.body.len());
+            self.held.pop_front();
+            summary.errors.add(ErrorKind::NoTemplate);
+        }
+    }
+}
+
+/// Decodes the records of one data set with their template.
+fn decode_records(
+    context: &Context<'_>,
+    template: &Template,
+    domain: DomainKey,
+    sampling: &mut HashMap<DomainKey, DomainSampling>,
+    body: &[u8],
+    summary: &mut DecodeSummary,
+    sink: &mut impl FnMut(FlowRecord),
+) {
+    let result = match template.kind {
+        TemplateKind::Data => {
+            let announced = sampling.get(&domain);
+            for_each_record(&template.layout, body, |record, slots| {
+                match flow_record(context, announced, record, slots) {
+                    Some(flow) => {
+                        summary.records += 1;
+                        sink(flow);
+                    }
+                    None => summary.filtered += 1,
+                }
+            })
+        }
+        TemplateKind::Options => {
+            let max_domains = context.settings.max_templates_per_exporter;
+            for_each_record(&template.layout, body, |record, slots| {
+                if let Err(error) = learn_sampling(sampling, max_domains, domain, record, slots) {
+                    summary.errors.add(error);
+                }
+            })
+        }
+    };
+    if let Err(error) = result {
+        summary.errors.add(error);
+    }
+}
+
+/// The record a data record gives, or `None` when it is filtered out.
+fn flow_record(
+    context: &Context<'_>,
+    announced: Option<&DomainSampling>,
+    record: &[u8],
+    slots: &Slots,
+) -> Option<FlowRecord> {
+    let settings = context.settings;
+    if settings.direction == DirectionFilter::Ingress
+        && slots
+            .direction
+            .uint(record)
+            .is_some_and(|direction| direction != 0)
+    {
+        return None;
+    }
+    if let Some(interfaces) = &settings.ingress_interfaces {
+        let interface = slots.ingress_interface.uint(record)?;
+        if !u32::try_from(interface).is_ok_and(|interface| interfaces.contains(&interface)) {
+            return None;
+        }
+    }
+    // Templates carrying both families fill the other one with zeros.
+    let source = match (slots.source_v4.ipv4(record), slots.source_v6.ipv6(record)) {
+        (Some(v4), None) => IpAddr::V4(v4),
+        (Some(v4), Some(_)) if !v4.is_unspecified() => IpAddr::V4(v4),
+        (_, Some(v6)) => IpAddr::V6(v6).to_canonical(),
+        (None, None) => return None,
+    };
+    let bytes = slots
+        .octets
+        .uint(record)
+        .or_else(|| slots.octets_total.uint(record))
+        .unwrap_or(0);
+    let packets = slots
+        .packets
+        .uint(record)
+        .or_else(|| slots.packets_total.uint(record))
+        .unwrap_or(0);
+    if bytes == 0 && packets == 0 {
+        return None;
+    }
+    let rate = context
+        .override_rate
+        .or_else(|| record_rate(announced, record, slots))
+        .unwrap_or(Rate::ONE);
+    Some(FlowRecord {
+        source,
+        bytes: rate.scale(bytes),
+        packets: rate.scale(packets),
+    })
+}
+
+/// The rate of a data record: its own interval, its sampler's, or the domain's latest.
+fn record_rate(announced: Option<&DomainSampling>, record: &[u8], slots: &Slots) -> Option<Rate> {
+    let own = slots
+        .sampling_interval
+        .uint(record)
+        .or_else(|| slots.sampler_random_interval.uint(record))
+        .and_then(Rate::every);
+    if own.is_some() {
+        return own;
+    }
+    let announced = announced?;
+    let sampler = slots
+        .sampler_id
+        .uint(record)
+        .map(|id| (element::SAMPLER_ID, id))
+        .or_else(|| {
+            let id = slots.selector_id.uint(record)?;
+            Some((element::SELECTOR_ID, id))
+        });
+    sampler
+        .and_then(|key| announced.by_sampler.get(&key).copied())
+        .or(announced.latest)
+}
+
+/// Remembers the sampling rate an options record announces.
+fn learn_sampling(
+    sampling: &mut HashMap<DomainKey, DomainSampling>,
+    max_domains: usize,
+    domain: DomainKey,
+    record: &[u8],
+    slots: &Slots,
+) -> Result<(), ErrorKind> {
+    let interval = slots
+        .sampling_interval
+        .uint(record)
+        .or_else(|| slots.sampler_random_interval.uint(record))
+        .and_then(Rate::every);
+    let packet_interval = || {
+        let selected = slots.packet_interval.uint(record)?;
+        let skipped = slots.packet_space.uint(record)?;
+        Rate::ratio(selected.saturating_add(skipped), selected)
+    };
+    let size_population = || {
+        let size = slots.sampling_size.uint(record)?;
+        let population = slots.sampling_population.uint(record)?;
+        Rate::ratio(population, size)
+    };
+    let Some(rate) = interval.or_else(packet_interval).or_else(size_population) else {
+        return Ok(()); // Options about something else.
+    };
+    if !sampling.contains_key(&domain) && sampling.len() >= max_domains {
+        return Err(ErrorKind::TooMany);
+    }
+    let announced = sampling.entry(domain).or_default();
+    announced.latest = Some(rate);
+    let sampler = slots
+        .sampler_id
+        .uint(record)
+        .map(|id| (element::SAMPLER_ID, id))
+        .or_else(|| {
+            let id = slots.selector_id.uint(record)?;
+            Some((element::SELECTOR_ID, id))
+        });
+    if let Some(sampler) = sampler {
+        if !announced.by_sampler.contains_key(&sampler)
+            && announced.by_sampler.len() >= MAX_SAMPLERS_PER_DOMAIN
+        {
+            return Err(ErrorKind::TooMany);
+        }
+        announced.by_sampler.insert(sampler, rate);
+    }
+    Ok(())
+}
+
+/// The parts of a message header the decoder uses.
+struct Header<'a> {
+    domain: DomainKey,
+    header_len: usize,
+    sets: &'a [u8],
+}
+
+fn parse_header(datagram: &[u8]) -> Result<Header<'_>, ErrorKind> {
+    let version = read_u16(datagram, 0).ok_or(ErrorKind::Truncated)?;
+    let (ipfix, header_len, domain_at) = match version {
+        NETFLOW_V9 => (false, V9_HEADER_LEN, 16),
+        IPFIX => (true, IPFIX_HEADER_LEN, 12),
+        _ => return Err(ErrorKind::BadVersion),
+    };
+    let sets = datagram.get(header_len..).ok_or(ErrorKind::Truncated)?;
+    let domain = read_u32(datagram, domain_at).ok_or(ErrorKind::Truncated)?;
+    if ipfix && read_u16(datagram, 2).map(usize::from) != Some(datagram.len()) {
+        return Err(ErrorKind::BadSet);
+    }
+    Ok(Header {
+        domain: DomainKey { ipfix, id: domain },
+        header_len,
+        sets,
+    })
+}
+
+/// Decodes NetFlow v9 and IPFIX datagrams, keeping templates and statistics per exporter.
+#[derive(Debug, Default)]
+pub struct FlowDecoder {
+    settings: DecoderSettings,
+    exporters: HashMap<IpAddr, Exporter>,
+    /// Errors of datagrams from exporters that are not tracked (refused or never valid).
+    unattributed: ErrorCounts,
+}
+
+impl FlowDecoder {
+    pub fn new(mut settings: DecoderSettings) -> Self {
+        // Exporters are looked up by canonical address.
+        settings.sampling_overrides = settings
+            .sampling_overrides
+            .into_iter()
+            .map(|(address, rate)| (address.to_canonical(), rate))
+            .collect();
+        Self {
+            settings,
+            exporters: HashMap::new(),
+            unattributed: ErrorCounts::default(),
+        }
+    }
+
+    pub const fn settings(&self) -> &DecoderSettings {
+        &self.settings
+    }
+
+    /// Decodes one datagram from `exporter`, calling `sink` with each accepted record.
+    /// `now_secs` is any seconds clock that does not go back (it times templates and held
+    /// data).
+    pub fn decode(
+        &mut self,
+        exporter: SocketAddr,
+        datagram: &[u8],
+        now_secs: u64,
+        mut sink: impl FnMut(FlowRecord),
+    ) -> DecodeSummary {
+        let address = exporter.ip().to_canonical();
+        let mut summary = DecodeSummary::default();
+        let header = match parse_header(datagram) {
+            Ok(header) => header,
+            Err(error) => {
+                summary.errors.add(error);
+                match self.exporters.get_mut(&address) {
+                    Some(known) => {
+                        known.stats.datagrams += 1;
+                        known.stats.errors.merge(&summary.errors);
+                    }
+                    None => self.unattributed.merge(&summary.errors),
+                }
+                return summary;
+            }
+        };
+        if !self.make_room_for(address, now_secs) {
+            summary.errors.add(ErrorKind::TooMany);
+            self.unattributed.merge(&summary.errors);
+            return summary;
+        }
+        let context = Context {
+            settings: &self.settings,
+            now_secs,
+            domain: header.domain,
+            override_rate: self
+                .settings
+                .sampling_overrides
+                .get(&address)
+                .map(|&rate| Rate::every(rate).unwrap_or(Rate::ONE)),
+            max_record_len: MAX_DATAGRAM_LEN - header.header_len - SET_HEADER_LEN,
+        };
+        let known = self.exporters.entry(address).or_default();
+        known.last_seen_secs = now_secs;
+        known.expire_held(&context, &mut summary);
+        known.decode_sets(&context, header.sets, &mut summary, &mut sink);
+        let stats = &mut known.stats;
+        stats.datagrams += 1;
+        stats.records = stats.records.saturating_add(summary.records);
+        stats.filtered = stats.filtered.saturating_add(summary.filtered);
+        stats.errors.merge(&summary.errors);
+        stats.templates = u64::try_from(known.templates.len()).unwrap_or(u64::MAX);
+        stats.held_sets = u64::try_from(known.held.len()).unwrap_or(u64::MAX);
+        summary
+    }
+
+    /// Whether `address` is or can now be tracked: when full, exporters silent for the
+    /// template timeout are forgotten.
+    fn make_room_for(&mut self, address: IpAddr, now_secs: u64) -> bool {
+        if self.exporters.contains_key(&address) {
+            return true;
+        }
+        let limit = self.settings.max_exporters;
+        if self.exporters.len() >= limit {
+            let timeout = self.settings.template_timeout_secs;
+            self.exporters
+                .retain(|_, known| now_secs.saturating_sub(known.last_seen_secs) <= timeout);
+        }
+        self.exporters.len() < limit
+    }
+
+    /// Statistics per exporter address.
+    pub fn exporter_stats(&self) -> impl Iterator<Item = (IpAddr, &ExporterStats)> {
+        self.exporters
+            .iter()
+            .map(|(&address, known)| (address, &known.stats))
+    }
+
+    /// Errors of datagrams from exporters not tracked: refused (`too_many`) or never sent a
+    /// valid header.
+    pub const fn unattributed_errors(&self) -> &ErrorCounts {
+        &self.unattributed
+    }
+
+    pub fn exporter_count(&self) -> usize {
+        self.exporters.len()
+    }
+
+    /// Templates held, over all exporters.
+    pub fn template_count(&self) -> usize {
+        self.exporters
+            .values()
+            .map(|known| known.templates.len())
+            .sum()
+    }
+
+    /// Data sets waiting for their template, over all exporters.
+    pub fn held_set_count(&self) -> usize {
+        self.exporters.values().map(|known| known.held.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::encode::{self, AddressFamily, V9Flow, V9Header, V9Template};
+    use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
+
+    const EXPORTER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 2055);
+    const PEN: u32 = 0x0000_1234;
+
+    /// A NetFlow v9 or IPFIX message under construction.
+    struct Message {
+        ipfix: bool,
+        domain: u32,
+        sets: Vec<u8>,
+    }
+
+    impl Message {
+        fn v9(source_id: u32) -> Self {
+            Self {
+                ipfix: false,
+                domain: source_id,
+                sets: Vec::new(),
+            }
+        }
+
+        fn ipfix(domain: u32) -> Self {
+            Self {
+                ipfix: true,
+                domain,
+                sets: Vec::new(),
+            }
+        }
+
+        /// Adds a set, padded to 4 bytes.
+        fn set(mut self, id: u16, body: &[u8]) -> Self {
+            let mut body = body.to_vec();
+            while !body.len().is_multiple_of(4) {
+                body.push(0);
+            }
+            let len = u16::try_from(body.len() + 4).expect("small set");
+            self.sets.extend_from_slice(&id.to_be_bytes());
+            self.sets.extend_from_slice(&len.to_be_bytes());
+            self.sets.extend_from_slice(&body);
+            self
+        }
+
+        /// Appends bytes as they are.
+        fn raw(mut self, bytes: &[u8]) -> Self {
+            self.sets.extend_from_slice(bytes);
+            self
+        }
+
+        fn build(&self) -> Vec<u8> {
+            let mut out = Vec::new();
+            if self.ipfix {
+                let len = u16::try_from(16 + self.sets.len()).expect("small message");
+                out.extend_from_slice(&10u16.to_be_bytes());
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+                out.extend_from_slice(&7u32.to_be_bytes());
+            } else {
+                out.extend_from_slice(&9u16.to_be_bytes());
+                out.extend_from_slice(&1u16.to_be_bytes());
+                out.extend_from_slice(&1000u32.to_be_bytes());
+                out.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+                out.extend_from_slice(&7u32.to_be_bytes());
+            }
+            out.extend_from_slice(&self.domain.to_be_bytes());
+            out.extend_from_slice(&self.sets);
+            out
+        }
+    }
+
+    /// Field specifiers; ids with the enterprise bit get an enterprise number.
+    fn specs(fields: &[(u16, u16)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(id, len) in fields {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&len.to_be_bytes());
+            if id & ENTERPRISE_BIT != 0 {
+                out.extend_from_slice(&PEN.to_be_bytes());
+            }
+        }
+        out
+    }
+
+    /// A template record (v9 or IPFIX).
+    fn template(id: u16, fields: &[(u16, u16)]) -> Vec<u8> {
+        let mut out = id.to_be_bytes().to_vec();
+        out.extend_from_slice(&u16::try_from(fields.len()).expect("few").to_be_bytes());
+        out.extend_from_slice(&specs(fields));
+        out
+    }
+
+    fn v9_options_template(id: u16, scope: &[(u16, u16)], fields: &[(u16, u16)]) -> Vec<u8> {
+        let mut out = id.to_be_bytes().to_vec();
+        out.extend_from_slice(&u16::try_from(scope.len() * 4).expect("few").to_be_bytes());
+        out.extend_from_slice(&u16::try_from(fields.len() * 4).expect("few").to_be_bytes());
+        out.extend_from_slice(&specs(scope));
+        out.extend_from_slice(&specs(fields));
+        out
+    }
+
+    fn ipfix_options_template(id: u16, scope: &[(u16, u16)], fields: &[(u16, u16)]) -> Vec<u8> {
+        let count = u16::try_from(scope.len() + fields.len()).expect("few");
+        let mut out = id.to_be_bytes().to_vec();
+        out.extend_from_slice(&count.to_be_bytes());
+        out.extend_from_slice(&u16::try_from(scope.len()).expect("few").to_be_bytes());
+        out.extend_from_slice(&specs(scope));
+        out.extend_from_slice(&specs(fields));
+        out
+    }
+
+    /// A data record under construction.
+    #[derive(Default)]
+    struct Record(Vec<u8>);
+
+    impl Record {
+        /// `value` in `len` big-endian bytes.
+        fn uint(mut self, value: u64, len: usize) -> Self {
+            self.0.extend_from_slice(&value.to_be_bytes()[8 - len..]);
+            self
+        }
+
+        fn ip(mut self, address: &str) -> Self {
+            match address.parse::<IpAddr>().expect("test address") {
+                IpAddr::V4(v4) => self.0.extend_from_slice(&v4.octets()),
+                IpAddr::V6(v6) => self.0.extend_from_slice(&v6.octets()),
+            }
+            self
+        }
+
+        fn var(mut self, bytes: &[u8]) -> Self {
+            match u8::try_from(bytes.len()) {
+                Ok(short) if short < 255 => self.0.push(short),
+                _ => {
+                    self.0.push(255);
+                    let long = u16::try_from(bytes.len()).expect("small field");
+                    self.0.extend_from_slice(&long.to_be_bytes());
+                }
+            }
+            self.0.extend_from_slice(bytes);
+            self
+        }
+    }
+
+    fn records(records: &[Record]) -> Vec<u8> {
+        records.iter().flat_map(|record| record.0.clone()).collect()
+    }
+
+    fn decode_at(
+        decoder: &mut FlowDecoder,
+        datagram: &[u8],
+        now_secs: u64,
+    ) -> (Vec<FlowRecord>, DecodeSummary) {
+        let mut out = Vec::new();
+        let summary = decoder.decode(EXPORTER, datagram, now_secs, |record| out.push(record));
+        (out, summary)
+    }
+
+    fn flow(source: &str, bytes: u64, packets: u64) -> FlowRecord {
+        FlowRecord {
+            source: source.parse().expect("test address"),
+            bytes,
+            packets,
+        }
+    }
+
+    fn stats(decoder: &FlowDecoder) -> ExporterStats {
+        decoder
+            .exporter_stats()
+            .find(|&(address, _)| address == EXPORTER.ip())
+            .map(|(_, stats)| *stats)
+            .expect("exporter known")
+    }
+
+    const V4_TEMPLATE: V9Template = V9Template {
+        template_id: 256,
+        family: AddressFamily::V4,
+        wide_counters: false,
+    };
+
+    fn v9_flows(sources: &[&str]) -> Vec<V9Flow> {
+        sources
+            .iter()
+            .zip(1u64..)
+            .map(|(source, n)| V9Flow {
+                source: source.parse().expect("test address"),
+                destination: "198.51.100.1".parse().expect("test address"),
+                bytes: 1000 * n,
+                packets: n,
+                input_interface: 2,
+                ..V9Flow::default()
+            })
+            .collect()
+    }
+
+    fn encoded(template: V9Template, flows: &[V9Flow]) -> (Vec<u8>, Vec<u8>) {
+        let (mut template_datagram, mut data_datagram) = (Vec::new(), Vec::new());
+        encode::v9_template(V9Header::default(), template, &mut template_datagram);
+        encode::v9_data(V9Header::default(), template, flows, &mut data_datagram);
+        (template_datagram, data_datagram)
+    }
+
+    #[test]
+    fn v9_template_then_data_in_separate_packets() {
+        let mut decoder = FlowDecoder::default();
+        let flows = v9_flows(&["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        let (template, data) = encoded(V4_TEMPLATE, &flows);
+        let (out, summary) = decode_at(&mut decoder, &template, 0);
+        assert!(out.is_empty());
+        assert_eq!(summary, DecodeSummary::default());
+        let (out, summary) = decode_at(&mut decoder, &data, 1);
+        assert_eq!(
+            out,
+            [
+                flow("10.0.0.1", 1000, 1),
+                flow("10.0.0.2", 2000, 2),
+                flow("10.0.0.3", 3000, 3)
+            ]
+        );
+        assert_eq!(summary.records, 3);
+        assert_eq!(summary.errors.total(), 0);
+        let stats = stats(&decoder);
+        assert_eq!((stats.datagrams, stats.records, stats.templates), (2, 3, 1));
+    }
+
+    #[test]
+    fn ipv6_and_mapped_sources() {
+        let mut decoder = FlowDecoder::default();
+        let template = V9Template {
+            template_id: 300,
+            family: AddressFamily::V6,
+            wide_counters: true,
+        };
+        let mut flows = v9_flows(&["2001:db8::1", "10.1.2.3"]);
+        flows[0].bytes = u64::from(u32::MAX) + 5;
+        let (template, data) = encoded(template, &flows);
+        decode_at(&mut decoder, &template, 0);
+        let (out, _) = decode_at(&mut decoder, &data, 0);
+        assert_eq!(
+            out,
+            [
+                flow("2001:db8::1", u64::from(u32::MAX) + 5, 1),
+                flow("10.1.2.3", 2000, 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn data_before_template_is_held_then_decoded() {
+        let mut decoder = FlowDecoder::default();
+        let (template, data) = encoded(V4_TEMPLATE, &v9_flows(&["10.0.0.1", "10.0.0.2"]));
+        let (out, summary) = decode_at(&mut decoder, &data, 0);
+        assert!(out.is_empty());
+        assert_eq!(summary, DecodeSummary::default());
+        assert_eq!(decoder.held_set_count(), 1);
+        let (out, summary) = decode_at(&mut decoder, &template, 30);
+        assert_eq!(out.len(), 2);
+        assert_eq!(summary.records, 2);
+        assert_eq!(decoder.held_set_count(), 0);
+    }
+
+    #[test]
+    fn held_data_is_dropped_when_too_old_or_too_much() {
+        let (template, data) = encoded(V4_TEMPLATE, &v9_flows(&["10.0.0.1"]));
+        // Too old: the template comes after the hold time.
+        let mut decoder = FlowDecoder::default();
+        decode_at(&mut decoder, &data, 0);
+        let (out, summary) = decode_at(&mut decoder, &template, 61);
+        assert!(out.is_empty());
+        assert_eq!(summary.errors.get(ErrorKind::NoTemplate), 1);
+        assert_eq!(stats(&decoder).errors.get(ErrorKind::NoTemplate), 1);
+
+        // Too many: the oldest go.
+        let mut decoder = FlowDecoder::new(DecoderSettings {
+            max_held_sets: 2,
+            ..DecoderSettings::default()
+        });
+        decode_at(&mut decoder, &data, 0);
+        decode_at(&mut decoder, &data, 0);
+        let (_, summary) = decode_at(&mut decoder, &data, 0);
+        assert_eq!(summary.errors.get(ErrorKind::NoTemplate), 1);
+        assert_eq!(decoder.held_set_count(), 2);
+        let (out, _) = decode_at(&mut decoder, &template, 1);
+        assert_eq!(out.len(), 2);
+
+        // Too many bytes.
+        let mut decoder = FlowDecoder::new(DecoderSettings {
+            max_held_bytes: 10,
+            ..DecoderSettings::default()
+        });
+        let (_, summary) = decode_at(&mut decoder, &data, 0);
+        assert_eq!(summary.errors.get(ErrorKind::NoTemplate), 1);
+        assert_eq!(decoder.held_set_count(), 0);
+    }
+
+    /// A v9 data template: source, IN_BYTES, IN_PKTS.
+    fn v9_simple_template(id: u16) -> Vec<u8> {
+        template(id, &[(8, 4), (1, 4), (2, 4)])
+    }
+
+    fn simple_record(source: &str, bytes: u64, packets: u64) -> Record {
+        Record::default().ip(source).uint(bytes, 4).uint(packets, 4)
+    }
+
+    #[test]
+    fn v9_options_sampling_interval_scales() {
+        let mut decoder = FlowDecoder::default();
+        // Scope: System (type 1, which is not octetDeltaCount here); options:
+        // SAMPLING_INTERVAL, SAMPLING_ALGORITHM.
+        let options = Message::v9(1)
+            .set(1, &v9_options_template(257, &[(1, 4)], &[(34, 4), (35, 1)]))
+            .set(0, &v9_simple_template(256))
+            .set(257, &Record::default().uint(1, 4).uint(100, 4).uint(2, 1).0)
+            .build();
+        let (_, summary) = decode_at(&mut decoder, &options, 0);
+        assert_eq!(summary.errors.total(), 0);
+        let data = Message::v9(1)
+            .set(256, &records(&[simple_record("10.0.0.1", 1500, 3)]))
+            .build();
+        let (out, _) = decode_at(&mut decoder, &data, 0);
+        assert_eq!(out, [flow("10.0.0.1", 150_000, 300)]);
+        // Another source id has its own (no) sampling.
+        let other = Message::v9(2)
+            .set(0, &v9_simple_template(256))
+            .set(256, &records(&[simple_record("10.0.0.1", 1500, 3)]))
+            .build();
+        let (out, _) = decode_at(&mut decoder, &other, 0);
+        assert_eq!(out, [flow("10.0.0.1", 1500, 3)]);
+    }
+
+    #[test]
+    fn ipfix_packet_interval_and_space() {
+        let mut decoder = FlowDecoder::default();
+        let message = Message::ipfix(5)
+            .set(
+                3,
+                &ipfix_options_template(300, &[(302, 4)], &[(305, 4), (306, 4)]),
+            )
+            .set(300, &Record::default().uint(7, 4).uint(2, 4).uint(3, 4).0)
+            .set(2, &template(256, &[(8, 4), (1, 8), (2, 8)]))
+            .set(
+                256,
+                &Record::default().ip("10.0.0.9").uint(1000, 8).uint(3, 8).0,
+            )
+            .build();
+        let (out, summary) = decode_at(&mut decoder, &message, 0);
+        assert_eq!(summary.errors.total(), 0);
+        // (2 + 3) / 2 = 2.5
+        assert_eq!(out, [flow("10.0.0.9", 2500, 7)]);
+    }
+
+    #[test]
+    fn ipfix_samplers_by_selector_id_and_population() {
+        let mut decoder = FlowDecoder::default();
+        let message = Message::ipfix(5)
+            .set(
+                3,
+                &ipfix_options_template(300, &[(302, 2)], &[(309, 4), (310, 4)]),
+            )
+            .set(
+                300,
+                &records(&[
+                    Record::default().uint(1, 2).uint(1, 4).uint(10, 4),
+                    Record::default().uint(2, 2).uint(1, 4).uint(100, 4),
+                ]),
+            )
+            .set(2, &template(256, &[(8, 4), (1, 4), (2, 4), (302, 2)]))
+            .set(
+                256,
+                &records(&[
+                    simple_record("10.0.0.1", 10, 1).uint(1, 2),
+                    simple_record("10.0.0.2", 10, 1).uint(2, 2),
+                    // An unknown selector: the latest rate announced.
+                    simple_record("10.0.0.3", 10, 1).uint(3, 2),
+                ]),
+            )
+            .build();
+        let (out, _) = decode_at(&mut decoder, &message, 0);
+        assert_eq!(
+            out,
+            [
+                flow("10.0.0.1", 100, 10),
+                flow("10.0.0.2", 1000, 100),
+                flow("10.0.0.3", 1000, 100)
+            ]
+        );
+    }
+
+    #[test]
+    fn v9_sampler_id_and_record_interval() {
+        let mut decoder = FlowDecoder::default();
+        let message = Message::v9(0)
+            // FLOW_SAMPLER_ID, FLOW_SAMPLER_RANDOM_INTERVAL.
+            .set(1, &v9_options_template(257, &[(1, 4)], &[(48, 1), (50, 4)]))
+            .set(257, &Record::default().uint(0, 4).uint(4, 1).uint(10, 4).0)
+            .set(0, &template(256, &[(8, 4), (1, 4), (2, 4), (48, 1)]))
+            .set(0, &template(258, &[(8, 4), (1, 4), (2, 4), (34, 4)]))
+            .set(256, &simple_record("10.0.0.1", 5, 1).uint(4, 1).0)
+            // The record's own interval beats the announced one.
+            .set(258, &simple_record("10.0.0.2", 5, 1).uint(50, 4).0)
+            .build();
+        let (out, _) = decode_at(&mut decoder, &message, 0);
+        assert_eq!(out, [flow("10.0.0.1", 50, 10), flow("10.0.0.2", 250, 50)]);
+    }
+
+    #[test]
+    fn exporter_override_beats_everything() {
+        let mut decoder = FlowDecoder::new(DecoderSettings {
+            // Configured as IPv4-mapped: still the same exporter.
+            sampling_overrides: HashMap::from([(
+                "::ffff:192.0.2.1".parse().expect("test address"),
+                7,
+            )]),
+            ..DecoderSettings::default()
+        });
+        let message = Message::v9(0)
+            .set(1, &v9_options_template(257, &[(1, 4)], &[(34, 4)]))
+            .set(257, &Record::default().uint(0, 4).uint(100, 4).0)
+            .set(0, &template(258, &[(8, 4), (1, 4), (2, 4), (34, 4)]))
+            .set(258, &simple_record("10.0.0.2", 5, 1).uint(50, 4).0)
+            .build();
+        let (out, _) = decode_at(&mut decoder, &message, 0);
+        assert_eq!(out, [flow("10.0.0.2", 35, 7)]);
+    }
+
+    #[test]
+    fn reduced_size_encodings() {
+        let mut decoder = FlowDecoder::default();
+        let message = Message::ipfix(0)
+            .set(2, &template(256, &[(8, 4), (1, 2), (2, 1)]))
+            .set(2, &template(257, &[(8, 4), (1, 3), (2, 8), (10, 2)]))
+            .set(
+                256,
+                &Record::default()
+                    .ip("10.0.0.1")
+                    .uint(65_000, 2)
+                    .uint(200, 1)
+                    .0,
+            )
+            .set(
+                257,
+                &Record::default()
+                    .ip("10.0.0.2")
+                    .uint(0x01_0000, 3)
+                    .uint(u64::MAX, 8)
+                    .uint(3, 2)
+                    .0,
+            )
+            .build();
+        let (out, summary) = decode_at(&mut decoder, &message, 0);
+        assert_eq!(summary.errors.total(), 0);
+        assert_eq!(
+            out,
+            [
+                flow("10.0.0.1", 65_000, 200),
+                flow("10.0.0.2", 0x01_0000, u64::MAX)
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_and_enterprise_fields_are_skipped() {
+        let mut decoder = FlowDecoder::default();
+        let message = Message::ipfix(0)
+            .set(
+                2,
+                &template(
+                    256,
+                    &[
+                        (999, 6),
+                        // Enterprise element 8: not sourceIPv4Address.
+                        (8 | ENTERPRISE_BIT, 4),
+                        (8, 4),
+                        (1 | ENTERPRISE_BIT, 4),
+                        (1, 4),
+                        (2, 4),
+                    ],
+                ),
+            )
+            .set(
+                256,
+                &Record::default()
+                    .uint(0xdead_beef, 6)
+                    .ip("10.9.9.9")
+                    .ip("10.0.0.1")
+                    .uint(777, 4)
+                    .uint(100, 4)
+                    .uint(1, 4)
+                    .0,
+            )
+            .build();
+        let (out, summary) = decode_at(&mut decoder, &message, 0);
+        assert_eq!(summary.errors.total(), 0);
+        assert_eq!(out, [flow("10.0.0.1", 100, 1)]);
+    }
+
+    #[test]
+    fn variable_length_fields() {
+        let mut decoder = FlowDecoder::default();
+        let long_name = [b'x'; 300];
+        let message = Message::ipfix(0)
+            .set(
+                2,
+                &template(
+                    256,
+                    &[
+                        (82, VARIABLE_LENGTH),
+                        (8, 4),
+                        (1, 8),
+                        (2, 4),
+                        (83 | ENTERPRISE_BIT, VARIABLE_LENGTH),
+                    ],
+                ),
+            )
+            .set(
+                256,
+                &records(&[
+                    Record::default()
+                        .var(b"eth0")
+                        .ip("10.0.0.1")
+                        .uint(100, 8)
+                        .uint(1, 4)
+                        .var(b""),
+                    Record::default()
+                        .var(&long_name)
+                        .ip("10.0.0.2")
+                        .uint(200, 8)
+                        .uint(2, 4)
+                        .var(b"description"),
+                ]),
+            )
+            .build();
+        let (out, summary) = decode_at(&mut decoder, &message, 0);
+        assert_eq!(summary.errors.total(), 0);
+        assert_eq!(out, [flow("10.0.0.1", 100, 1), flow("10.0.0.2", 200, 2)]);
+    }
+
+    #[test]
+    fn direction_and_interface_filters() {
+        let mut flows = v9_flows(&["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        flows[1].direction = 1;
+        flows[2].input_interface = 3;
+        let (template, data) = encoded(V4_TEMPLATE, &flows);
+
+        let mut decoder = FlowDecoder::default();
+        decode_at(&mut decoder, &template, 0);
+        let (out, summary) = decode_at(&mut decoder, &data, 0);
+        assert_eq!(out, [flow("10.0.0.1", 1000, 1), flow("10.0.0.3", 3000, 3)]);
+        assert_eq!((summary.filtered, summary.errors.total()), (1, 0));
+        assert_eq!(stats(&decoder).filtered, 1);
+
+        let mut decoder = FlowDecoder::new(DecoderSettings {
+            direction: DirectionFilter::Any,
+            ..DecoderSettings::default()
+        });
+        decode_at(&mut decoder, &template, 0);
+        assert_eq!(decode_at(&mut decoder, &data, 0).0.len(), 3);
+
+        let mut decoder = FlowDecoder::new(DecoderSettings {
+            direction: DirectionFilter::Any,
+            ingress_interfaces: Some(BTreeSet::from([2])),
+            ..DecoderSettings::default()
+        });
+        decode_at(&mut decoder, &template, 0);
+        let (out, summary) = decode_at(&mut decoder, &data, 0);
+        assert_eq!(out, [flow("10.0.0.1", 1000, 1), flow("10.0.0.2", 2000, 2)]);
+        assert_eq!(summary.filtered, 1);
+        // Without an interface field, nothing passes an interface filter.
+        let plain = Message::v9(0)
+            .set(0, &v9_simple_template(260))
+            .set(260, &simple_record("10.0.0.1", 1, 1).0)
+            .build();
+        assert_eq!(decode_at(&mut decoder, &plain, 0).1.filtered, 1);
+    }
+
+    #[test]
+    fn totals_only_without_deltas_and_empty_records_skipped() {
+        let mut decoder = FlowDecoder::default();
+        let message = Message::ipfix(0)
+            .set(2, &template(256, &[(8, 4), (85, 4), (86, 4)]))
+            .set(
+                2,
+                &template(257, &[(8, 4), (85, 4), (1, 4), (2, 4), (86, 4)]),
+            )
+            .set(
+                256,
+                &records(&[
+                    simple_record("10.0.0.1", 100, 1),
+                    simple_record("10.0.0.2", 0, 0),
+                ]),
+            )
+            .set(
+                257,
+                &simple_record("10.0.0.3", 999, 40).uint(2, 4).uint(99, 4).0,
+            )
+            .build();
+        let (out, summary) = decode_at(&mut decoder, &message, 0);
+        assert_eq!(out, [flow("10.0.0.1", 100, 1), flow("10.0.0.3", 40, 2)]);
+        assert_eq!(summary.filtered, 1);
+    }
+
+    fn error_of(decoder: &mut FlowDecoder, datagram: &[u8]) -> (usize, ErrorCounts) {
+        let (out, summary) = decode_at(decoder, datagram, 0);
+        (out.len(), summary.errors)
+    }
+
+    fn only(kind: ErrorKind) -> ErrorCounts {
+        let mut counts = ErrorCounts::default();
+        counts.add(kind);
+        counts
+    }
+
+    #[test]
+    fn malformed_input_is_counted() {
+        use ErrorKind::{BadSet, BadTemplate, BadVersion, Truncated};
+        let mut decoder = FlowDecoder::default();
+        let good = Message::v9(0)
+            .set(0, &v9_simple_template(256))
+            .set(256, &simple_record("10.0.0.1", 1, 1).0);
+        assert_eq!(
+            error_of(&mut decoder, &good.build()),
+            (1, ErrorCounts::default())
+        );
+
+        assert_eq!(error_of(&mut decoder, &[0]), (0, only(Truncated)));
+        assert_eq!(
+            error_of(&mut decoder, &good.build()[..12]),
+            (0, only(Truncated))
+        );
+        assert_eq!(error_of(&mut decoder, &[0, 5, 0, 0]), (0, only(BadVersion)));
+        let mut ipfix = Message::ipfix(0).set(2, &v9_simple_template(256)).build();
+        ipfix[3] += 1;
+        assert_eq!(error_of(&mut decoder, &ipfix), (0, only(BadSet)));
+        // Set lengths under 4 and beyond the datagram.
+        let short_set = Message::v9(0).raw(&[1, 0, 0, 2, 0, 0]).build();
+        assert_eq!(error_of(&mut decoder, &short_set), (0, only(BadSet)));
+        let long_set = Message::v9(0).raw(&[1, 0, 0, 40, 0, 0, 0, 0]).build();
+        assert_eq!(error_of(&mut decoder, &long_set), (0, only(BadSet)));
+        // A set header cut short after a good set.
+        let cut_header = good.clone_sets().raw(&[1, 0]).build();
+        assert_eq!(error_of(&mut decoder, &cut_header), (1, only(Truncated)));
+        // A template declaring more fields than it has.
+        let mut fields = template(257, &[(8, 4)]);
+        fields[3] = 10;
+        let cut_template = Message::v9(0).set(0, &fields).build();
+        assert_eq!(error_of(&mut decoder, &cut_template), (0, only(Truncated)));
+        // Zero-length field; template ids under 256; no fields.
+        for bad in [
+            template(257, &[(8, 4), (1, 0)]),
+            template(3, &[(8, 4)]),
+            template(257, &[]),
+        ] {
+            let message = Message::v9(0).set(0, &bad).build();
+            assert_eq!(error_of(&mut decoder, &message), (0, only(BadTemplate)));
+        }
+        // Records longer than a datagram.
+        let huge = Message::ipfix(0)
+            .set(2, &template(257, &[(1, 40_000), (2, 40_000)]))
+            .build();
+        assert_eq!(error_of(&mut decoder, &huge), (0, only(BadTemplate)));
+        // An address field of the wrong length: the template and its data are counted.
+        let wrong_address = Message::v9(0)
+            .set(0, &template(258, &[(8, 2), (1, 4)]))
+            .build();
+        assert_eq!(
+            error_of(&mut decoder, &wrong_address),
+            (0, only(BadTemplate))
+        );
+        let its_data = Message::v9(0).set(258, &[0; 6]).build();
+        assert_eq!(error_of(&mut decoder, &its_data), (0, only(BadTemplate)));
+        // A variable-length record running past its set.
+        let overrun = Message::ipfix(0)
+            .set(2, &template(259, &[(8, 4), (1, 4), (82, VARIABLE_LENGTH)]))
+            .set(
+                259,
+                &simple_record("10.0.0.1", 1, 1).0[..8]
+                    .to_vec()
+                    .tap(|record| {
+                        record.push(40);
+                        record.extend_from_slice(b"abc");
+                    }),
+            )
+            .build();
+        assert_eq!(error_of(&mut decoder, &overrun), (0, only(Truncated)));
+        // A cut fixed-size record after a good one.
+        let mut cut_record = simple_record("10.0.0.1", 1, 1).0;
+        cut_record.extend_from_slice(&[10, 0, 0, 2, 0, 0, 0, 0]);
+        let cut_record = Message::v9(0).set(256, &cut_record).build();
+        assert_eq!(error_of(&mut decoder, &cut_record), (1, only(Truncated)));
+
+        let totals = stats(&decoder).errors;
+        assert_eq!(totals.get(BadVersion), 1);
+        assert!(totals.get(Truncated) >= 5);
+        assert_eq!(decoder.unattributed_errors().total(), 0);
+    }
+
+    trait Tap: Sized {
+        fn tap(self, change: impl FnOnce(&mut Self)) -> Self;
+    }
+
+    impl Tap for Vec<u8> {
+        fn tap(mut self, change: impl FnOnce(&mut Self)) -> Self {
+            change(&mut self);
+            self
+        }
+    }
+
+    impl Message {
+        fn clone_sets(&self) -> Self {
+            Self {
+                ipfix: self.ipfix,
+                domain: self.domain,
+                sets: self.sets.clone(),
+            }
+        }
+    }
+
+    #[test]
+    fn ipfix_template_withdrawal() {
+        let mut decoder = FlowDecoder::default();
+        let message = Message::ipfix(0)
+            .set(2, &template(256, &[(8, 4), (1, 4), (2, 4)]))
+            .set(2, &template(257, &[(8, 4), (1, 4), (2, 4)]))
+            .set(
+                3,
+                &ipfix_options_template(258, &[(302, 4)], &[(305, 4), (306, 4)]),
+            )
+            .build();
+        decode_at(&mut decoder, &message, 0);
+        assert_eq!(decoder.template_count(), 3);
+        let withdraw_one = Message::ipfix(0).set(2, &[1, 0, 0, 0]).build();
+        decode_at(&mut decoder, &withdraw_one, 0);
+        assert_eq!(decoder.template_count(), 2);
+        let data = Message::ipfix(0)
+            .set(256, &simple_record("10.0.0.1", 1, 1).0)
+            .build();
+        let (out, _) = decode_at(&mut decoder, &data, 0);
+        assert!(out.is_empty());
+        assert_eq!(decoder.held_set_count(), 1);
+        // All data templates (id 2 = the set id); the options template stays.
+        let withdraw_all = Message::ipfix(0).set(2, &[0, 2, 0, 0]).build();
+        decode_at(&mut decoder, &withdraw_all, 0);
+        assert_eq!(decoder.template_count(), 1);
+        let withdraw_options = Message::ipfix(0).set(3, &[0, 3, 0, 0]).build();
+        decode_at(&mut decoder, &withdraw_options, 0);
+        assert_eq!(decoder.template_count(), 0);
+    }
+
+    #[test]
+    fn templates_expire_unless_refreshed() {
+        let mut decoder = FlowDecoder::default();
+        let (template_datagram, data) = encoded(V4_TEMPLATE, &v9_flows(&["10.0.0.1"]));
+        decode_at(&mut decoder, &template_datagram, 0);
+        assert_eq!(decode_at(&mut decoder, &data, 1000).0.len(), 1);
+        decode_at(&mut decoder, &template_datagram, 1500);
+        assert_eq!(decode_at(&mut decoder, &data, 3300).0.len(), 1);
+        // 1801 s after the last refresh: gone, the data is held.
+        let (out, _) = decode_at(&mut decoder, &data, 3301);
+        assert!(out.is_empty());
+        assert_eq!((decoder.template_count(), decoder.held_set_count()), (0, 1));
+        // The template again: the held data is decoded.
+        assert_eq!(decode_at(&mut decoder, &template_datagram, 3302).0.len(), 1);
+        // A refresh with another layout replaces the template.
+        let replaced = Message::v9(0)
+            .set(0, &template(256, &[(8, 4), (2, 4), (1, 4)]))
+            .set(256, &simple_record("10.0.0.1", 5, 6).0)
+            .build();
+        let (out, _) = decode_at(&mut decoder, &replaced, 3303);
+        assert_eq!(out, [flow("10.0.0.1", 6, 5)]);
+        assert_eq!(decoder.template_count(), 1);
+    }
+
+    #[test]
+    fn exporter_and_template_bounds() {
+        let mut decoder = FlowDecoder::new(DecoderSettings {
+            max_exporters: 2,
+            max_templates_per_exporter: 2,
+            ..DecoderSettings::default()
+        });
+        let message = Message::v9(0).set(0, &v9_simple_template(256)).build();
+        let exporter = |last: u8| SocketAddr::from(([192, 0, 2, last], 9995));
+        for last in 1..=2 {
+            let summary = decoder.decode(exporter(last), &message, 0, |_| {});
+            assert_eq!(summary.errors.total(), 0);
+        }
+        let summary = decoder.decode(exporter(3), &message, 0, |_| {});
+        assert_eq!(summary.errors, only(ErrorKind::TooMany));
+        assert_eq!(decoder.unattributed_errors().get(ErrorKind::TooMany), 1);
+        assert_eq!(decoder.exporter_count(), 2);
+        // Exporter 1 keeps talking; exporter 2 goes silent and is forgotten.
+        decoder.decode(exporter(1), &message, 1000, |_| {});
+        let summary = decoder.decode(exporter(3), &message, 2000, |_| {});
+        assert_eq!(summary.errors.total(), 0);
+        let known: BTreeSet<IpAddr> = decoder.exporter_stats().map(|(ip, _)| ip).collect();
+        assert_eq!(known, BTreeSet::from([exporter(1).ip(), exporter(3).ip()]));
+
+        // Templates: a third is refused, refreshing the two is fine.
+        let more = Message::v9(0)
+            .set(0, &v9_simple_template(257))
+            .set(0, &v9_simple_template(258))
+            .set(0, &v9_simple_template(256))
+            .build();
+        let summary = decoder.decode(exporter(1), &more, 1000, |_| {});
+        assert_eq!(summary.errors, only(ErrorKind::TooMany));
+        // Two of exporter 1, one of exporter 3.
+        assert_eq!(decoder.template_count(), 3);
+    }
+
+    /// Valid datagrams of every shape the decoder knows, as mutation seeds.
+    fn seeds() -> Vec<Vec<u8>> {
+        let (v4_template, v4_data) = encoded(V4_TEMPLATE, &v9_flows(&["10.0.0.1", "10.0.0.2"]));
+        let v6 = V9Template {
+            template_id: 300,
+            family: AddressFamily::V6,
+            wide_counters: true,
+        };
+        let (v6_template, v6_data) = encoded(v6, &v9_flows(&["2001:db8::1"]));
+        let v9_options = Message::v9(0)
+            .set(1, &v9_options_template(257, &[(1, 4)], &[(34, 4), (48, 1)]))
+            .set(257, &Record::default().uint(0, 4).uint(100, 4).uint(1, 1).0)
+            .set(0, &template(258, &[(8, 4), (1, 4), (2, 4), (48, 1)]))
+            .set(258, &simple_record("10.0.0.1", 5, 1).uint(1, 1).0)
+            .build();
+        let ipfix = Message::ipfix(3)
+            .set(
+                3,
+                &ipfix_options_template(300, &[(302, 4)], &[(305, 4), (306, 4)]),
+            )
+            .set(300, &Record::default().uint(7, 4).uint(2, 4).uint(3, 4).0)
+            .set(
+                2,
+                &template(
+                    256,
+                    &[(82, VARIABLE_LENGTH), (8, 4), (1, 8), (2, 4), (302, 4)],
+                ),
+            )
+            .set(
+                256,
+                &records(&[
+                    Record::default()
+                        .var(b"eth0")
+                        .ip("10.0.0.1")
+                        .uint(100, 8)
+                        .uint(1, 4)
+                        .uint(7, 4),
+                    Record::default()
+                        .var(&[b'y'; 260])
+                        .ip("10.0.0.2")
+                        .uint(100, 8)
+                        .uint(1, 4)
+                        .uint(7, 4),
+                ]),
+            )
+            .build();
+        let ipfix_data_first = Message::ipfix(4)
+            .set(257, &simple_record("10.0.0.1", 5, 1).0)
+            .set(
+                2,
+                &template(257, &[(8, 4), (1 | ENTERPRISE_BIT, 4), (2, 4)]),
+            )
+            .set(2, &[0, 2, 0, 0])
+            .build();
+        vec![
+            v4_template,
+            v4_data,
+            v6_template,
+            v6_data,
+            v9_options,
+            ipfix,
+            ipfix_data_first,
+        ]
+    }
+
+    fn mutate(rng: &mut StdRng, datagram: &mut Vec<u8>) {
+        for _ in 0..rng.random_range(1..=3) {
+            let len = datagram.len();
+            match rng.random_range(0..5) {
+                0 if len > 0 => {
+                    let at = rng.random_range(0..len);
+                    datagram[at] ^= 1 << rng.random_range(0..8);
+                }
+                1 => datagram.truncate(rng.random_range(0..=len)),
+                2 => {
+                    let at = rng.random_range(0..=len);
+                    for _ in 0..rng.random_range(1..=8) {
+                        datagram.insert(at, rng.random());
+                    }
+                }
+                3 if len >= 2 => {
+                    // Length-like fields: a small, boundary or random value.
+                    let at = rng.random_range(0..len - 1);
+                    let value: u16 = match rng.random_range(0..4) {
+                        0 => rng.random_range(0..8),
+                        1 => u16::MAX,
+                        2 => u16::MAX - rng.random_range(0..4),
+                        _ => rng.random(),
+                    };
+                    datagram[at..at + 2].copy_from_slice(&value.to_be_bytes());
+                }
+                _ => {
+                    let at = rng.random_range(0..=len);
+                    datagram.splice(at..at, [0xff; 4]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fuzzed_input_never_panics_and_stays_bounded() {
+        let settings = DecoderSettings {
+            max_exporters: 4,
+            max_templates_per_exporter: 8,
+            max_held_sets: 4,
+            max_held_bytes: 4096,
+            ..DecoderSettings::default()
+        };
+        let mut decoder = FlowDecoder::new(settings.clone());
+        let seeds = seeds();
+        let mut rng = StdRng::seed_from_u64(0x5eed);
+        let mut datagram = Vec::new();
+        let mut accepted = 0u64;
+        for round in 0..200_000u64 {
+            let seed = &seeds[rng.random_range(0..seeds.len())];
+            datagram.clear();
+            datagram.extend_from_slice(seed);
+            // Some unmutated ones, so templates get installed and data decoded.
+            if rng.random_range(0..4) != 0 {
+                mutate(&mut rng, &mut datagram);
+            }
+            let exporter = SocketAddr::from(([192, 0, 2, rng.random_range(1..=6)], 2055));
+            let summary = decoder.decode(exporter, &datagram, round / 100, |_| {});
+            accepted += summary.records;
+            if round % 1000 == 0 {
+                assert!(decoder.exporter_count() <= settings.max_exporters);
+                assert!(
+                    decoder
+                        .exporter_stats()
+                        .all(|(_, stats)| stats.templates <= 8 && stats.held_sets <= 4)
+                );
+                assert!(decoder.template_count() <= 4 * 8);
+            }
+        }
+        assert!(accepted > 0);
+        let errors: u64 = decoder
+            .exporter_stats()
+            .map(|(_, stats)| stats.errors.total())
+            .sum();
+        assert!(errors > 0);
+    }
+}
