@@ -172,6 +172,111 @@ pub fn format_outcome(response: &Response) -> String {
     }
 }
 
+/// `1.28 MB/s`, `512 B/s`: SI units, three significant digits.
+pub fn human_rate(value: u64, unit: &str) -> String {
+    let prefixes = ["", "k", "M", "G", "T", "P"];
+    let mut scaled = value as f64;
+    let mut index = 0;
+    while scaled >= 1000.0 && index + 1 < prefixes.len() {
+        scaled /= 1000.0;
+        index += 1;
+    }
+    if index == 0 {
+        format!("{value} {unit}/s")
+    } else if scaled >= 100.0 {
+        format!("{scaled:.0} {}{unit}/s", prefixes[index])
+    } else if scaled >= 10.0 {
+        format!("{scaled:.1} {}{unit}/s", prefixes[index])
+    } else {
+        format!("{scaled:.2} {}{unit}/s", prefixes[index])
+    }
+}
+
+/// The `top` screen: the last interval's top prefixes per counting source, then the prefixes
+/// the detectors hold hot.
+pub fn format_top(snapshot: &crate::volume::engine::VolumeSnapshot, now_unix: u64) -> String {
+    let mut out = String::new();
+    if snapshot.interval_ms == 0 {
+        out.push_str("no volume interval has ended yet\n");
+        return out;
+    }
+    let secs = snapshot.interval_ms as f64 / 1000.0;
+    let _ = writeln!(
+        out,
+        "interval {secs:.1} s, ended {} ago",
+        compact_duration(now_unix.saturating_sub(snapshot.ended_unix))
+    );
+    for totals in &snapshot.totals {
+        let per_sec = |value: u64| {
+            u64::try_from(u128::from(value) * 1000 / u128::from(snapshot.interval_ms.max(1)))
+                .unwrap_or(u64::MAX)
+        };
+        let _ = write!(
+            out,
+            "{}: {}, {} from {} sources",
+            totals.source,
+            human_rate(per_sec(totals.bytes), "B"),
+            human_rate(per_sec(totals.packets), "pkt"),
+            totals.sources
+        );
+        if totals.overflow_bytes > 0 {
+            let _ = write!(
+                out,
+                " ({} from untracked sources)",
+                human_rate(per_sec(totals.overflow_bytes), "B")
+            );
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    let mut rows = vec![[
+        "SOURCE".to_owned(),
+        "PREFIX".to_owned(),
+        "BYTES/S".to_owned(),
+        "PACKETS/S".to_owned(),
+        "ADDRS".to_owned(),
+        "SHARE".to_owned(),
+        "ACTION".to_owned(),
+    ]];
+    for row in &snapshot.top {
+        rows.push([
+            row.source.clone(),
+            row.prefix.clone(),
+            human_rate(row.bytes_per_sec, "B"),
+            human_rate(row.packets_per_sec, "pkt"),
+            row.sources.to_string(),
+            format!("{}.{:01}%", row.share_bp / 100, (row.share_bp % 100) / 10),
+            match (&row.action, &row.detector) {
+                (Some(action), Some(detector)) => format!("{action} ({detector})"),
+                _ => "-".to_owned(),
+            },
+        ]);
+    }
+    out.push_str(&table(&rows));
+    if !snapshot.hot.is_empty() {
+        out.push('\n');
+        let mut hot = vec![[
+            "DETECTOR".to_owned(),
+            "HOT PREFIX".to_owned(),
+            "ACTION".to_owned(),
+            "UNTIL".to_owned(),
+        ]];
+        for row in &snapshot.hot {
+            hot.push([
+                row.detector.clone(),
+                row.prefix.clone(),
+                row.action.clone(),
+                format!(
+                    "in {}",
+                    compact_duration(row.until_unix.saturating_sub(now_unix))
+                ),
+            ]);
+        }
+        out.push_str(&table(&hot));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +317,74 @@ mod tests {
         ] {
             assert!(row.contains(part), "{row}");
         }
+    }
+
+    #[test]
+    fn rates_use_si_units_with_three_digits() {
+        assert_eq!(human_rate(512, "B"), "512 B/s");
+        assert_eq!(human_rate(1_280_000, "B"), "1.28 MB/s");
+        assert_eq!(human_rate(12_800, "pkt"), "12.8 kpkt/s");
+        assert_eq!(human_rate(640_000_000, "B"), "640 MB/s");
+    }
+
+    #[test]
+    fn top_screen_shows_rates_share_action_and_hot_prefixes() {
+        use crate::volume::engine::{HotRow, SourceTotals, TopRow, VolumeSnapshot};
+        let snapshot = VolumeSnapshot {
+            interval_ms: 10_000,
+            ended_unix: 1000,
+            totals: vec![SourceTotals {
+                source: "xdp".into(),
+                bytes: 12_850_000,
+                packets: 128_500,
+                sources: 65,
+                ..SourceTotals::default()
+            }],
+            top: vec![TopRow {
+                source: "xdp".into(),
+                family: "ipv4".into(),
+                prefix: "203.0.113.0/24".into(),
+                bytes: 12_800_000,
+                packets: 128_000,
+                bytes_per_sec: 1_280_000,
+                packets_per_sec: 12_800,
+                sources: 64,
+                share_bp: 9961,
+                action: Some("block".into()),
+                detector: Some("flood".into()),
+            }],
+            hot: vec![HotRow {
+                detector: "flood".into(),
+                action: "block".into(),
+                prefix: "203.0.113.0/24".into(),
+                until_unix: 1600,
+            }],
+            ..VolumeSnapshot::default()
+        };
+        let text = format_top(&snapshot, 1003);
+        assert!(
+            text.starts_with("interval 10.0 s, ended 3s ago\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("xdp: 1.28 MB/s, 12.8 kpkt/s from 65 sources"),
+            "{text}"
+        );
+        let row = text.lines().find(|l| l.starts_with("xdp ")).unwrap();
+        for part in [
+            "203.0.113.0/24",
+            "1.28 MB/s",
+            "12.8 kpkt/s",
+            "64",
+            "99.6%",
+            "block (flood)",
+        ] {
+            assert!(row.contains(part), "{row}");
+        }
+        assert!(text.contains("in 9m57s"), "{text}");
+        assert_eq!(
+            format_top(&VolumeSnapshot::default(), 0),
+            "no volume interval has ended yet\n"
+        );
     }
 }

@@ -48,6 +48,8 @@ pub enum Request {
         source: Option<String>,
     },
     Status,
+    /// The volume engine's last interval: top prefixes, hot prefixes, totals.
+    Top,
 }
 
 /// Why one prefix of a request was not applied.
@@ -124,6 +126,7 @@ pub enum Response {
         entries: Vec<ListEntry>,
     },
     Status(Status),
+    Top(Box<crate::volume::engine::VolumeSnapshot>),
     Error {
         message: String,
     },

@@ -22,6 +22,7 @@ use crate::{
     logscore::{LogCommand, LogScoring},
     owner::{self, Command, MetricsData, Owner, OwnerError, Policy},
     prefix::Prefix,
+    volume::engine::VolumeEngine,
 };
 
 /// Everything the daemon needs from its configuration.
@@ -37,6 +38,7 @@ pub struct Settings {
     pub rulesets: Vec<crate::ruleset::Ruleset>,
     pub inputs: Vec<crate::config::InputConfig>,
     pub scoring: crate::config::ScoringConfig,
+    pub volume: crate::config::VolumeConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +141,8 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
             settings.pin_dir.display()
         ),
     }
+    // Held by the volume engine whether or not accounting is on now: a reload may turn it on.
+    let volume_reader = dataplane.volume_reader()?;
     let (store, report) = DecisionStore::open(&settings.state_dir)?;
     log::info!(
         "{} decisions in {}",
@@ -177,13 +181,36 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
             settings.rulesets.len()
         );
     }
+    let volume = VolumeEngine::start(
+        &settings.volume,
+        Some(volume_reader),
+        commands.clone(),
+        Arc::new(SystemClock),
+    )
+    .map_err(|err| DaemonError::Config(error_chain(&err)))?;
+    let volume_snapshot = volume.snapshot();
+    if !settings.volume.detectors.is_empty() {
+        log::info!(
+            "{} volume detectors, every {}",
+            settings.volume.detectors.len(),
+            crate::config::format_duration(settings.volume.interval)
+        );
+    }
 
     // Handlers hold a clone of the command sender each; the mutex makes it Sync.
     let control = {
         let commands = Mutex::new(commands.clone());
+        let volume_snapshot = Arc::clone(&volume_snapshot);
         ControlServer::spawn(
             &settings.control_socket,
             Arc::new(move |request: Request| {
+                if matches!(request, Request::Top) {
+                    let snapshot = volume_snapshot
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
+                    return Response::Top(Box::new(snapshot));
+                }
                 let (reply, answer) = mpsc::channel();
                 let sent = commands
                     .lock()
@@ -218,8 +245,13 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                         .lock()
                         .map_err(|_| "log scoring failed".to_owned())?
                         .clone();
+                    let volume = volume_snapshot
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
                     Ok(page
                         + &crate::metrics::render_process(started)
+                        + &crate::metrics::render_volume(&volume)
                         + &crate::metrics::render_logs(&crate::metrics::LogSnapshot {
                             lines: logs.lines.into_iter().collect(),
                             truncated: logs.truncated.into_iter().collect(),
@@ -253,6 +285,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
             ));
             match load() {
                 Ok(new) => {
+                    volume.reload(new.volume);
                     let _ = log_commands.send(LogCommand::Reload {
                         rulesets: new.rulesets,
                         inputs: new.inputs,
@@ -287,6 +320,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     if logs_thread.join().is_err() {
         log::error!("log scoring panicked");
     }
+    volume.stop();
     let _ = commands.send(Command::Shutdown);
     match owner_thread.join() {
         Ok(owner) => owner.shutdown()?,
@@ -344,7 +378,8 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
         block_host_v6: config.capacity.block_host_v6,
         block_prefix_v4: config.capacity.block_prefix_v4,
         block_prefix_v6: config.capacity.block_prefix_v6,
-        ..Capacities::default()
+        volume_v4: config.capacity.volume_v4,
+        volume_v6: config.capacity.volume_v6,
     };
     Ok(Settings {
         policy: Policy {
@@ -367,6 +402,7 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
                 })
                 .collect(),
             top_blocked: config.metrics.top_blocked,
+            volume_accounting: config.volume.xdp_accounting,
         },
         pin_dir: config.pin_dir,
         state_dir: config.state_dir,
@@ -381,6 +417,7 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
         },
         inputs: config.inputs,
         scoring: config.scoring,
+        volume: config.volume,
     })
 }
 

@@ -78,6 +78,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Top source prefixes by traffic volume in the last interval (bytes/s, packets/s, share,
+    /// action), refreshed until interrupted.
+    Top {
+        /// Print the last interval once, as JSON, and exit.
+        #[arg(long)]
+        json: bool,
+        /// Print the table once and exit.
+        #[arg(long)]
+        once: bool,
+        /// How often to refresh.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        every: Duration,
+    },
     /// Run rulesets over a log (FILE, or - for stdin) and report matches per rule, scores per
     /// address and which would be blocked. Needs no daemon and no root.
     Check {
@@ -117,6 +130,35 @@ enum Command {
         #[arg(long)]
         pin_dir: Option<PathBuf>,
     },
+}
+
+/// `xdpguard top`: one JSON snapshot, one table, or a table redrawn every `every`.
+fn top(socket: &Path, json: bool, once: bool, every: Duration) -> Result<()> {
+    let every = every.max(Duration::from_millis(200));
+    let redraw = !once && !json && std::io::stdout().is_terminal();
+    loop {
+        let Response::Top(snapshot) = request(socket, &Request::Top)? else {
+            bail!("unexpected answer to top");
+        };
+        if json {
+            println!("{}", serde_json::to_string_pretty(&snapshot)?);
+            return Ok(());
+        }
+        let screen = cli::format_top(&snapshot, now_unix());
+        if redraw {
+            // Home and clear, then the table: a flicker-free enough refresh without curses.
+            print!("\x1b[H\x1b[2J{screen}");
+        } else {
+            print!("{screen}");
+        }
+        if once {
+            return Ok(());
+        }
+        if !redraw {
+            println!();
+        }
+        std::thread::sleep(every);
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -225,6 +267,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Top { json, once, every } => top(&socket, json, once, every),
         Command::Check {
             rulesets,
             ruleset_dir,

@@ -235,6 +235,155 @@ pub fn render_logs(snapshot: &LogSnapshot) -> String {
     page(vec![lines, truncated, matches, scored])
 }
 
+/// The volume detectors' families, to append to [`render`]'s page: the last interval's top
+/// prefixes (at most `volume.top` series per source, so cardinality stays bounded), hot
+/// prefixes, alerts and the flow collector's per-exporter counters.
+pub fn render_volume(snapshot: &crate::volume::engine::VolumeSnapshot) -> String {
+    let mut bytes = Family::new(
+        "xdpguard_volume_bytes",
+        Kind::Gauge,
+        "Bytes a top prefix sent in the last volume interval, by counting source (xdp or flow), family and prefix.",
+    );
+    let mut packets = Family::new(
+        "xdpguard_volume_packets",
+        Kind::Gauge,
+        "Packets a top prefix sent in the last volume interval, by counting source, family and prefix.",
+    );
+    for row in &snapshot.top {
+        let labels = vec![
+            ("source", row.source.clone()),
+            ("family", row.family.clone()),
+            ("prefix", row.prefix.clone()),
+        ];
+        bytes.add(labels.clone(), row.bytes);
+        packets.add(labels, row.packets);
+    }
+    let mut interval = Family::new(
+        "xdpguard_volume_interval_milliseconds",
+        Kind::Gauge,
+        "Length of the last volume interval.",
+    );
+    interval.add(Vec::new(), snapshot.interval_ms);
+    let mut sources = Family::new(
+        "xdpguard_volume_tracked_sources",
+        Kind::Gauge,
+        "Distinct source addresses counted in the last volume interval, by counting source.",
+    );
+    let mut untracked = Family::new(
+        "xdpguard_volume_untracked_bytes",
+        Kind::Gauge,
+        "Bytes of sources past volume.max_sources in the last interval (counted in totals, not per prefix).",
+    );
+    let mut heap = Family::new(
+        "xdpguard_volume_trie_bytes",
+        Kind::Gauge,
+        "Heap held by the prefix tries of a counting source.",
+    );
+    for totals in &snapshot.totals {
+        let labels = vec![("source", totals.source.clone())];
+        sources.add(labels.clone(), totals.sources);
+        untracked.add(labels.clone(), totals.overflow_bytes);
+        heap.add(labels, totals.heap_bytes);
+    }
+    let mut hot = Family::new(
+        "xdpguard_volume_hot_prefixes",
+        Kind::Gauge,
+        "Prefixes a volume detector holds over its limit now, by detector and action.",
+    );
+    for row in &snapshot.hot {
+        hot.add(
+            vec![
+                ("detector", row.detector.clone()),
+                ("action", row.action.clone()),
+            ],
+            1,
+        );
+    }
+    let mut alerts = Family::new(
+        "xdpguard_volume_alerts_total",
+        Kind::Counter,
+        "Prefixes that went over a volume detector's limit (new incidents), by family and action.",
+    );
+    for (family, actions) in &snapshot.alerts {
+        for (action, count) in actions {
+            alerts.add(
+                vec![("family", family.clone()), ("action", action.clone())],
+                *count,
+            );
+        }
+    }
+    let mut overflow = Family::new(
+        "xdpguard_volume_hot_overflow_total",
+        Kind::Counter,
+        "Prefixes over a limit that a detector did not track because it held its maximum.",
+    );
+    overflow.add(Vec::new(), snapshot.hot_overflow);
+    let mut drain_errors = Family::new(
+        "xdpguard_volume_drain_errors_total",
+        Kind::Counter,
+        "Failed reads of the XDP program's per-source volume maps.",
+    );
+    drain_errors.add(Vec::new(), snapshot.drain_errors);
+    let mut datagrams = Family::new(
+        "xdpguard_flow_datagrams_total",
+        Kind::Counter,
+        "NetFlow v9 / IPFIX datagrams received, by exporter address.",
+    );
+    let mut records = Family::new(
+        "xdpguard_flow_records_total",
+        Kind::Counter,
+        "Flow records counted into the volumes, by exporter address.",
+    );
+    let mut filtered = Family::new(
+        "xdpguard_flow_filtered_total",
+        Kind::Counter,
+        "Flow records left out by the direction or interface filter (or without a source), by exporter.",
+    );
+    let mut errors = Family::new(
+        "xdpguard_flow_errors_total",
+        Kind::Counter,
+        "Malformed, truncated or unusable flow data, by exporter and kind.",
+    );
+    let mut templates = Family::new(
+        "xdpguard_flow_templates",
+        Kind::Gauge,
+        "Templates held per exporter.",
+    );
+    for exporter in &snapshot.exporters {
+        let labels = vec![("exporter", exporter.exporter.clone())];
+        datagrams.add(labels.clone(), exporter.datagrams);
+        records.add(labels.clone(), exporter.records);
+        filtered.add(labels.clone(), exporter.filtered);
+        templates.add(labels, exporter.templates);
+        for (kind, count) in &exporter.errors {
+            errors.add(
+                vec![
+                    ("exporter", exporter.exporter.clone()),
+                    ("kind", kind.clone()),
+                ],
+                *count,
+            );
+        }
+    }
+    page(vec![
+        bytes,
+        packets,
+        interval,
+        sources,
+        untracked,
+        heap,
+        hot,
+        alerts,
+        overflow,
+        drain_errors,
+        datagrams,
+        records,
+        filtered,
+        errors,
+        templates,
+    ])
+}
+
 /// `process_start_time_seconds`, the standard family uptime and restart alerts use, to append
 /// to [`render`]'s page. Before the epoch reads as 0.
 pub fn render_process(start_time: SystemTime) -> String {

@@ -36,6 +36,8 @@ pub struct Policy {
     pub interfaces: Vec<(String, AttachMode)>,
     /// How many entries `xdpguard_top_blocked_*` shows.
     pub top_blocked: usize,
+    /// The XDP program counts bytes and packets per source for the volume detectors.
+    pub volume_accounting: bool,
 }
 
 pub enum Command {
@@ -76,6 +78,15 @@ pub struct Owner {
     last_reconcile: ReconcileReport,
     /// Entries reconcile put back, since start.
     repaired_total: u64,
+}
+
+/// Whether an expiry (unix seconds, 0 = never) is later than another.
+const fn outlasts(expires_unix: u64, than: u64) -> bool {
+    match (expires_unix, than) {
+        (0, 0) | (_, 0) => false,
+        (0, _) => true,
+        (a, b) => a > b,
+    }
 }
 
 /// Why blocking `prefix` is refused, if it is.
@@ -190,6 +201,8 @@ impl Owner {
     /// When an interface cannot be attached or a map written.
     pub fn apply_policy(&mut self, policy: Policy) -> Result<(), OwnerError> {
         self.dataplane.set_dry_run(policy.dry_run)?;
+        self.dataplane
+            .set_volume_accounting(policy.volume_accounting)?;
         let wanted: BTreeSet<&str> = policy.interfaces.iter().map(|(n, _)| n.as_str()).collect();
         let attached: Vec<String> = self
             .dataplane
@@ -361,6 +374,10 @@ impl Owner {
             Request::Allow { prefixes, reason } => self.allow(&prefixes, reason),
             Request::Unallow { prefixes } => self.remove(DecisionKind::Allow, &prefixes),
             Request::List { source } => self.list(source.as_deref()),
+            // The daemon answers this from the volume engine before it gets here.
+            Request::Top => Response::Error {
+                message: "the volume engine is not running".into(),
+            },
             Request::Status => match self.status() {
                 Ok(status) => Response::Status(status),
                 Err(err) => Response::Error {
@@ -424,6 +441,24 @@ impl Owner {
             } else {
                 candidates.push(prefix);
             }
+        }
+        // A detector's block never cuts short a block that lasts longer (an operator's, or a
+        // longer ban); only a manual block sets whatever expiry it names.
+        if source != "manual" {
+            candidates.retain(|prefix| {
+                let longer = self
+                    .store
+                    .get(DecisionKind::Block, prefix)
+                    .filter(|d| outlasts(d.origin.expires_unix, expires_unix))
+                    .map(|d| d.origin.source.to_string());
+                if let Some(holder) = &longer {
+                    refused.push(Refusal {
+                        prefix: prefix.to_string(),
+                        reason: format!("already blocked for longer (source {holder})"),
+                    });
+                }
+                longer.is_none()
+            });
         }
         // New blocks go in as one batch; re-blocks one by one, keeping their counters.
         let (known, new): (Vec<Prefix>, Vec<Prefix>) = candidates
@@ -807,6 +842,7 @@ mod tests {
             config_allow: BTreeSet::new(),
             interfaces: vec![],
             top_blocked: 10,
+            volume_accounting: false,
         }
     }
 

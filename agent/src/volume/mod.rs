@@ -1,6 +1,7 @@
 //! Traffic volume per source prefix: count bytes and packets per source over an interval
 //! ([`trie`]), report the prefixes over a rate limit ([`heavy`]), and follow them across
 //! intervals ([`hysteresis`]).
+pub mod engine;
 pub mod heavy;
 pub mod hysteresis;
 pub mod trie;

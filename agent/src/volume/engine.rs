@@ -1,0 +1,961 @@
+//! The volume engine: every interval, take what the XDP program and the flow collector counted,
+//! find each detector's heavy hitters, and report or block them through the decision owner.
+//!
+//! [`VolumeCore`] is the decision logic, without threads or I/O, so tests drive it with a
+//! clock of their own; [`VolumeEngine`] runs it on a thread next to the flow collector.
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{Arc, Mutex, PoisonError, mpsc},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Action, HeavyHitter, HotConfig, HotSet, Lengths, Limit, Override, Policy, PolicyError,
+    TrackConfig, TrieError, Volumes,
+};
+use crate::{
+    clock::Clock,
+    config::{DetectorConfig, FlowConfig, FlowDirection, VolumeAction, VolumeConfig, VolumeSource},
+    control::{Request, Response},
+    dataplane::VolumeReader,
+    flow::{
+        CollectorError, CollectorSettings, DecoderSettings, DirectionFilter, FlowCollector,
+        SharedExporterStats,
+    },
+    owner::Command,
+    prefix::Prefix,
+};
+
+/// Aggregation lengths shown by `xdpguard top` and the metrics: hosts and their /24 or /64.
+const TOP_LENGTHS_V4: [u8; 2] = [32, 24];
+const TOP_LENGTHS_V6: [u8; 2] = [128, 64];
+/// How long the engine waits for the owner to answer a block.
+const OWNER_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("volume detector {detector}")]
+    Policy {
+        detector: String,
+        #[source]
+        source: PolicyError,
+    },
+    #[error("volume tracking")]
+    Track(#[source] TrieError),
+    #[error(transparent)]
+    Collector(#[from] CollectorError),
+    #[error("cannot start the volume thread")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// One row of the top table: a prefix and what it sent in the last interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopRow {
+    /// `xdp` or `flow`.
+    pub source: String,
+    pub family: String,
+    pub prefix: String,
+    pub bytes: u64,
+    pub packets: u64,
+    pub bytes_per_sec: u64,
+    pub packets_per_sec: u64,
+    /// Distinct sources inside the prefix.
+    pub sources: u32,
+    /// Share of the source's bytes, in hundredths of a percent.
+    pub share_bp: u32,
+    /// The action of the detector holding a hot prefix that covers this one, if any.
+    pub action: Option<String>,
+    pub detector: Option<String>,
+}
+
+/// A prefix a detector holds hot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HotRow {
+    pub detector: String,
+    pub action: String,
+    pub prefix: String,
+    /// Unix seconds its action lasts until, unless it stays hot.
+    pub until_unix: u64,
+}
+
+/// What one source counted in the last interval.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceTotals {
+    pub source: String,
+    pub bytes: u64,
+    pub packets: u64,
+    pub sources: u64,
+    /// Traffic of sources past `volume.max_sources`, counted but not placed in the trie.
+    pub overflow_bytes: u64,
+    pub overflow_packets: u64,
+    /// Heap held by the source's tries.
+    pub heap_bytes: u64,
+}
+
+/// A flow exporter as the collector sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExporterRow {
+    pub exporter: String,
+    pub datagrams: u64,
+    pub records: u64,
+    pub filtered: u64,
+    pub templates: u64,
+    /// Error kind → count, every kind listed.
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// The engine's state after the last interval: what metrics and `xdpguard top` show.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSnapshot {
+    /// The last interval's real length, in milliseconds (0: none ended yet).
+    pub interval_ms: u64,
+    pub ended_unix: u64,
+    pub totals: Vec<SourceTotals>,
+    pub top: Vec<TopRow>,
+    pub hot: Vec<HotRow>,
+    /// (family, action) → new hot prefixes since start.
+    pub alerts: BTreeMap<String, BTreeMap<String, u64>>,
+    /// New hot prefixes that were not tracked because a detector held its maximum.
+    pub hot_overflow: u64,
+    pub exporters: Vec<ExporterRow>,
+    /// Drains of the XDP volume maps that failed, since start.
+    pub drain_errors: u64,
+}
+
+/// A block the core wants the owner to apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockOrder {
+    pub prefix: Prefix,
+    pub duration_secs: u64,
+    pub reason: String,
+    /// `volume:<detector>`.
+    pub source: String,
+    /// First time hot (an incident), or an extension of one.
+    pub new: bool,
+}
+
+struct Detector {
+    config: DetectorConfig,
+    policy: Policy,
+    hot: HotSet,
+}
+
+impl Detector {
+    fn new(config: DetectorConfig) -> Result<Self, EngineError> {
+        let policy = policy_of(&config).map_err(|source| EngineError::Policy {
+            detector: config.name.clone(),
+            source,
+        })?;
+        let hot = HotSet::new(HotConfig {
+            hold_secs: config.ban.as_secs().max(1),
+            cool_intervals: config.cool_intervals,
+            ..HotConfig::default()
+        });
+        Ok(Self {
+            config,
+            policy,
+            hot,
+        })
+    }
+}
+
+fn policy_of(config: &DetectorConfig) -> Result<Policy, PolicyError> {
+    let limit = Limit {
+        bytes_per_sec: config.bytes_per_second,
+        packets_per_sec: config.packets_per_second,
+    };
+    let overrides: Vec<Override> = config
+        .overrides
+        .iter()
+        .map(|o| {
+            if o.exempt {
+                Override::exempt(o.prefix)
+            } else {
+                Override {
+                    prefix: o.prefix,
+                    limit: Limit {
+                        bytes_per_sec: o.bytes_per_second,
+                        packets_per_sec: o.packets_per_second,
+                    },
+                }
+            }
+        })
+        .collect();
+    let lengths = |(min, max): (u8, u8)| Lengths { min, max };
+    Policy::new(
+        limit,
+        lengths(config.prefix_len_v4),
+        lengths(config.prefix_len_v6),
+        &overrides,
+    )
+}
+
+const fn family_name(prefix: &Prefix) -> &'static str {
+    if prefix.is_ipv4() { "ipv4" } else { "ipv6" }
+}
+
+/// Rates and volumes as a log line reads them.
+fn describe(hitter: &HeavyHitter, share_bp: u32) -> String {
+    format!(
+        "{:.0} B/s, {:.0} packets/s from {} sources ({}.{:02}% of the traffic)",
+        hitter.bytes_per_sec,
+        hitter.packets_per_sec,
+        hitter.sources,
+        share_bp / 100,
+        share_bp % 100
+    )
+}
+
+fn share_bp(part: u64, total: u64) -> u32 {
+    if total == 0 {
+        return 0;
+    }
+    let bp = u128::from(part) * 10_000 / u128::from(total);
+    u32::try_from(bp.min(10_000)).unwrap_or(10_000)
+}
+
+fn per_sec(value: u64, elapsed: Duration) -> u64 {
+    let ms = elapsed.as_millis().max(1);
+    u64::try_from(u128::from(value) * 1000 / ms).unwrap_or(u64::MAX)
+}
+
+/// The decision logic of the volume detectors, interval by interval.
+pub struct VolumeCore {
+    detectors: Vec<Detector>,
+    top_n: usize,
+    snapshot: VolumeSnapshot,
+}
+
+impl VolumeCore {
+    /// # Errors
+    /// When a detector's limits do not make a policy (the configuration checks this first).
+    pub fn new(config: &VolumeConfig) -> Result<Self, EngineError> {
+        let detectors = config
+            .detectors
+            .iter()
+            .cloned()
+            .map(Detector::new)
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            detectors,
+            top_n: config.top,
+            snapshot: VolumeSnapshot::default(),
+        })
+    }
+
+    /// Take a new configuration. Detectors whose settings did not change keep their hot
+    /// prefixes, so a reload neither forgets an incident nor re-announces it.
+    ///
+    /// # Errors
+    /// As [`Self::new`]; the running detectors are kept then.
+    pub fn reconfigure(&mut self, config: &VolumeConfig) -> Result<(), EngineError> {
+        let mut old: BTreeMap<String, Detector> = self
+            .detectors
+            .drain(..)
+            .map(|detector| (detector.config.name.clone(), detector))
+            .collect();
+        let mut detectors = Vec::with_capacity(config.detectors.len());
+        for wanted in &config.detectors {
+            match old.remove(&wanted.name) {
+                Some(kept) if kept.config == *wanted => detectors.push(kept),
+                _ => match Detector::new(wanted.clone()) {
+                    Ok(detector) => detectors.push(detector),
+                    Err(err) => {
+                        self.detectors = old.into_values().collect();
+                        return Err(err);
+                    }
+                },
+            }
+        }
+        self.detectors = detectors;
+        self.top_n = config.top;
+        Ok(())
+    }
+
+    /// The interval that just ended, `elapsed` long: `xdp` and `flow` hold what each source
+    /// counted (`None`: the source is off). Returns the blocks to apply.
+    pub fn end_interval(
+        &mut self,
+        now_unix: u64,
+        elapsed: Duration,
+        xdp: Option<&Volumes>,
+        flow: Option<&Volumes>,
+    ) -> Vec<BlockOrder> {
+        let elapsed = elapsed.max(Duration::from_millis(1));
+        let mut orders = Vec::new();
+        let mut totals = Vec::new();
+        for (name, volumes) in [("xdp", xdp), ("flow", flow)] {
+            let Some(volumes) = volumes else { continue };
+            let all = super::Totals::of(&volumes.v4).plus(super::Totals::of(&volumes.v6));
+            totals.push(SourceTotals {
+                source: name.to_owned(),
+                bytes: all.bytes,
+                packets: all.packets,
+                sources: all.sources,
+                overflow_bytes: all.overflow_bytes,
+                overflow_packets: all.overflow_packets,
+                heap_bytes: u64::try_from(volumes.heap_bytes()).unwrap_or(u64::MAX),
+            });
+        }
+        for detector in &mut self.detectors {
+            let volumes = match detector.config.source {
+                VolumeSource::Xdp => xdp,
+                VolumeSource::Flow => flow,
+            };
+            let Some(volumes) = volumes else { continue };
+            let Ok(report) = volumes.heavy_hitters(elapsed, &detector.policy) else {
+                continue;
+            };
+            let total_bytes = report.totals.bytes;
+            let name = &detector.config.name;
+            let action = detector.config.action;
+            for step in detector.hot.update(&report.hitters, now_unix) {
+                match step {
+                    Action::New {
+                        prefix,
+                        until,
+                        hitter,
+                    } => {
+                        let share = share_bp(hitter.bytes, total_bytes);
+                        *self
+                            .snapshot
+                            .alerts
+                            .entry(family_name(&prefix).to_owned())
+                            .or_default()
+                            .entry(action.name().to_owned())
+                            .or_default() += 1;
+                        log::warn!(
+                            "volume detector {name}: {prefix} over its limit: {} ({})",
+                            describe(&hitter, share),
+                            match action {
+                                VolumeAction::Report => "report".to_owned(),
+                                VolumeAction::Block => {
+                                    format!("blocking for {} s", until.saturating_sub(now_unix))
+                                }
+                            }
+                        );
+                        if action == VolumeAction::Block {
+                            orders.push(BlockOrder {
+                                prefix,
+                                duration_secs: until.saturating_sub(now_unix).max(1),
+                                reason: format!("traffic volume: {}", describe(&hitter, share)),
+                                source: format!("volume:{name}"),
+                                new: true,
+                            });
+                        }
+                    }
+                    Action::Extend { prefix, until } => {
+                        log::debug!("volume detector {name}: {prefix} still hot, until {until}");
+                        if action == VolumeAction::Block {
+                            orders.push(BlockOrder {
+                                prefix,
+                                duration_secs: until.saturating_sub(now_unix).max(1),
+                                reason: "traffic volume: still over the limit".to_owned(),
+                                source: format!("volume:{name}"),
+                                new: false,
+                            });
+                        }
+                    }
+                    Action::Cooled { prefix } => {
+                        log::info!("volume detector {name}: {prefix} cooled down");
+                    }
+                    Action::Overflow { prefix } => {
+                        self.snapshot.hot_overflow += 1;
+                        log::warn!(
+                            "volume detector {name}: {prefix} over its limit, but the detector already tracks its maximum of hot prefixes"
+                        );
+                    }
+                }
+            }
+        }
+        self.snapshot.interval_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        self.snapshot.ended_unix = now_unix;
+        self.snapshot.top = self.top_rows(elapsed, xdp, flow, &totals);
+        self.snapshot.totals = totals;
+        self.snapshot.hot = self
+            .detectors
+            .iter()
+            .flat_map(|detector| {
+                detector.hot.iter().map(|(prefix, until)| HotRow {
+                    detector: detector.config.name.clone(),
+                    action: detector.config.action.name().to_owned(),
+                    prefix: prefix.to_string(),
+                    until_unix: until,
+                })
+            })
+            .collect();
+        orders
+    }
+
+    fn top_rows(
+        &self,
+        elapsed: Duration,
+        xdp: Option<&Volumes>,
+        flow: Option<&Volumes>,
+        totals: &[SourceTotals],
+    ) -> Vec<TopRow> {
+        let mut rows = Vec::new();
+        for (name, volumes) in [("xdp", xdp), ("flow", flow)] {
+            let Some(volumes) = volumes else { continue };
+            let total = totals
+                .iter()
+                .find(|t| t.source == name)
+                .map_or(0, |t| t.bytes);
+            for entry in volumes.top(&TOP_LENGTHS_V4, &TOP_LENGTHS_V6, self.top_n) {
+                let holder = self.detectors.iter().find(|detector| {
+                    let source_matches = matches!(
+                        (detector.config.source, name),
+                        (VolumeSource::Xdp, "xdp") | (VolumeSource::Flow, "flow")
+                    );
+                    source_matches
+                        && detector.hot.iter().any(|(hot, _)| {
+                            hot.prefix_len() <= entry.prefix.prefix_len()
+                                && hot.contains(entry.prefix.addr())
+                        })
+                });
+                rows.push(TopRow {
+                    source: name.to_owned(),
+                    family: family_name(&entry.prefix).to_owned(),
+                    prefix: entry.prefix.to_string(),
+                    bytes: entry.bytes,
+                    packets: entry.packets,
+                    bytes_per_sec: per_sec(entry.bytes, elapsed),
+                    packets_per_sec: per_sec(entry.packets, elapsed),
+                    sources: entry.sources,
+                    share_bp: share_bp(entry.bytes, total),
+                    action: holder.map(|d| d.config.action.name().to_owned()),
+                    detector: holder.map(|d| d.config.name.clone()),
+                });
+            }
+        }
+        rows
+    }
+
+    pub const fn snapshot(&self) -> &VolumeSnapshot {
+        &self.snapshot
+    }
+
+    pub const fn snapshot_mut(&mut self) -> &mut VolumeSnapshot {
+        &mut self.snapshot
+    }
+}
+
+/// Decoder settings from the `[volume.flow]` table.
+pub fn decoder_settings(flow: &FlowConfig) -> DecoderSettings {
+    DecoderSettings {
+        template_timeout_secs: flow.template_timeout.as_secs().max(1),
+        direction: match flow.direction {
+            FlowDirection::Ingress => DirectionFilter::Ingress,
+            FlowDirection::Any => DirectionFilter::Any,
+        },
+        ingress_interfaces: (!flow.ingress_interfaces.is_empty())
+            .then(|| flow.ingress_interfaces.iter().copied().collect()),
+        sampling_overrides: flow
+            .sampling
+            .iter()
+            .map(|s| (s.exporter, u64::from(s.rate)))
+            .collect(),
+        ..DecoderSettings::default()
+    }
+}
+
+fn track_config(config: &VolumeConfig) -> TrackConfig {
+    TrackConfig {
+        max_len_v4: 32,
+        max_len_v6: 128,
+        max_sources: config.max_sources,
+    }
+}
+
+/// A running flow collector and the volumes it adds to.
+struct FlowSide {
+    config: FlowConfig,
+    collector: FlowCollector,
+    volumes: Arc<Mutex<Volumes>>,
+    stats: SharedExporterStats,
+}
+
+impl FlowSide {
+    fn start(config: &FlowConfig, track: TrackConfig) -> Result<Self, EngineError> {
+        let volumes = Arc::new(Mutex::new(Volumes::new(track).map_err(EngineError::Track)?));
+        let sink_volumes = Arc::clone(&volumes);
+        let settings = CollectorSettings {
+            listen: config.listen,
+            receive_buffer_bytes: config.receive_buffer,
+            decoder: decoder_settings(config),
+        };
+        let collector = FlowCollector::start(
+            settings,
+            Box::new(move |records| {
+                let mut volumes = sink_volumes.lock().unwrap_or_else(PoisonError::into_inner);
+                for record in records {
+                    volumes.add(record.source, record.bytes, record.packets);
+                }
+            }),
+        )?;
+        log::info!("flow collector listening on udp {}", collector.local_addr());
+        let stats = collector.stats();
+        Ok(Self {
+            config: config.clone(),
+            collector,
+            volumes,
+            stats,
+        })
+    }
+
+    /// The interval's flow volumes; the collector goes on with `spare` (cleared).
+    fn swap(&self, spare: &mut Volumes) {
+        spare.clear();
+        let mut live = self.volumes.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *live, spare);
+    }
+
+    fn exporters(&self) -> Vec<ExporterRow> {
+        let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        stats
+            .iter()
+            .map(|(exporter, s)| ExporterRow {
+                exporter: exporter.to_string(),
+                datagrams: s.datagrams,
+                records: s.records,
+                filtered: s.filtered,
+                templates: s.templates,
+                errors: s
+                    .errors
+                    .iter()
+                    .map(|(kind, n)| (kind.as_str().to_owned(), n))
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+enum EngineCommand {
+    Reload(Box<VolumeConfig>),
+    Stop,
+}
+
+/// The volume thread: drains, decides and publishes every interval.
+pub struct VolumeEngine {
+    commands: mpsc::Sender<EngineCommand>,
+    snapshot: Arc<Mutex<VolumeSnapshot>>,
+    thread: Option<JoinHandle<()>>,
+    flow_addr: Option<std::net::SocketAddr>,
+}
+
+impl VolumeEngine {
+    /// Start the collector (when configured) and the interval thread. `xdp` drains the XDP
+    /// program's per-source maps (read while `xdp_accounting` is on); blocks go to `owner`.
+    ///
+    /// # Errors
+    /// When the flow collector cannot bind, or a detector is invalid.
+    pub fn start(
+        config: &VolumeConfig,
+        xdp: Option<VolumeReader>,
+        owner: mpsc::Sender<Command>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, EngineError> {
+        let core = VolumeCore::new(config)?;
+        let track = track_config(config);
+        let flow = config
+            .flow
+            .as_ref()
+            .map(|flow| FlowSide::start(flow, track))
+            .transpose()?;
+        let flow_addr = flow.as_ref().map(|f| f.collector.local_addr());
+        let snapshot = Arc::new(Mutex::new(VolumeSnapshot::default()));
+        let (commands, inbox) = mpsc::channel();
+        let mut worker = Worker {
+            core,
+            config: config.clone(),
+            xdp,
+            xdp_volumes: Volumes::new(track).map_err(EngineError::Track)?,
+            flow,
+            flow_volumes: Volumes::new(track).map_err(EngineError::Track)?,
+            owner,
+            clock,
+            snapshot: Arc::clone(&snapshot),
+        };
+        let thread = std::thread::Builder::new()
+            .name("volume".into())
+            .spawn(move || worker.run(&inbox))
+            .map_err(EngineError::Spawn)?;
+        Ok(Self {
+            commands,
+            snapshot,
+            thread: Some(thread),
+            flow_addr,
+        })
+    }
+
+    /// The state after the last interval.
+    pub fn snapshot(&self) -> Arc<Mutex<VolumeSnapshot>> {
+        Arc::clone(&self.snapshot)
+    }
+
+    /// Where the flow collector listens, when it runs.
+    pub const fn flow_addr(&self) -> Option<std::net::SocketAddr> {
+        self.flow_addr
+    }
+
+    /// Apply a reloaded configuration from the next interval on.
+    pub fn reload(&self, config: VolumeConfig) {
+        let _ = self.commands.send(EngineCommand::Reload(Box::new(config)));
+    }
+
+    /// Stop the thread and the collector.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.commands.send(EngineCommand::Stop);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            log::error!("the volume thread panicked");
+        }
+    }
+}
+
+impl Drop for VolumeEngine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Worker {
+    core: VolumeCore,
+    config: VolumeConfig,
+    xdp: Option<VolumeReader>,
+    xdp_volumes: Volumes,
+    flow: Option<FlowSide>,
+    /// The flow volumes of the interval being evaluated (swapped with the collector's).
+    flow_volumes: Volumes,
+    owner: mpsc::Sender<Command>,
+    clock: Arc<dyn Clock>,
+    snapshot: Arc<Mutex<VolumeSnapshot>>,
+}
+
+impl Worker {
+    fn run(&mut self, inbox: &mpsc::Receiver<EngineCommand>) {
+        let mut started = Instant::now();
+        let mut next = started + self.config.interval;
+        loop {
+            let wait = next.saturating_duration_since(Instant::now());
+            match inbox.recv_timeout(wait) {
+                Ok(EngineCommand::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Ok(EngineCommand::Reload(config)) => {
+                    self.reload(*config);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            let now = Instant::now();
+            if now < next {
+                continue;
+            }
+            self.interval(now.duration_since(started));
+            started = now;
+            next += self.config.interval;
+            if next <= now {
+                // Fell behind (a stopped process, a slow drain): start over from now.
+                next = now + self.config.interval;
+            }
+        }
+        if let Some(flow) = self.flow.take() {
+            flow.collector.stop();
+        }
+    }
+
+    fn reload(&mut self, config: VolumeConfig) {
+        if let Err(err) = self.core.reconfigure(&config) {
+            log::error!(
+                "volume detectors not reloaded: {}",
+                crate::error_chain(&err)
+            );
+            return;
+        }
+        let flow_changed = self.flow.as_ref().map(|f| &f.config) != config.flow.as_ref();
+        if flow_changed || track_config(&config) != track_config(&self.config) {
+            let track = track_config(&config);
+            if let Some(old) = self.flow.take() {
+                old.collector.stop();
+            }
+            match Volumes::new(track) {
+                Ok(volumes) => self.xdp_volumes = volumes,
+                Err(err) => log::error!("volume tracking: {err}"),
+            }
+            if let Some(flow) = &config.flow {
+                match FlowSide::start(flow, track) {
+                    Ok(side) => self.flow = Some(side),
+                    Err(err) => {
+                        log::error!("flow collector not restarted: {}", crate::error_chain(&err))
+                    }
+                }
+            }
+        }
+        self.config = config;
+    }
+
+    fn interval(&mut self, elapsed: Duration) {
+        self.xdp_volumes.clear();
+        let xdp_on = self.config.xdp_accounting && self.xdp.is_some();
+        if let Some(reader) = self.xdp.as_mut().filter(|_| xdp_on) {
+            let volumes = &mut self.xdp_volumes;
+            if let Err(err) = reader.drain(&mut |source: IpAddr, packets, bytes| {
+                volumes.add(source, bytes, packets);
+            }) {
+                self.core.snapshot_mut().drain_errors += 1;
+                log::error!("volume accounting: {}", crate::error_chain(&err));
+            }
+        }
+        if let Some(flow) = &self.flow {
+            flow.swap(&mut self.flow_volumes);
+        }
+        let now_unix = self.clock.now_unix();
+        let orders = self.core.end_interval(
+            now_unix,
+            elapsed,
+            xdp_on.then_some(&self.xdp_volumes),
+            self.flow.is_some().then_some(&self.flow_volumes),
+        );
+        for order in orders {
+            self.block(order);
+        }
+        let mut snapshot = self.core.snapshot().clone();
+        if let Some(flow) = &self.flow {
+            snapshot.exporters = flow.exporters();
+        }
+        *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
+    }
+
+    fn block(&self, order: BlockOrder) {
+        let (reply, answer) = mpsc::channel();
+        let request = Request::Block {
+            prefixes: vec![order.prefix.to_string()],
+            duration_secs: Some(order.duration_secs),
+            reason: Some(order.reason),
+            source: Some(order.source),
+            force: false,
+        };
+        if self.owner.send(Command::Control(request, reply)).is_err() {
+            return;
+        }
+        match answer.recv_timeout(OWNER_TIMEOUT) {
+            Ok(Response::Applied { refused, .. }) => {
+                for refusal in refused {
+                    // An extension refused for the same reason as the block was is no news.
+                    if order.new {
+                        log::warn!(
+                            "volume: not blocking {}: {}",
+                            refusal.prefix,
+                            refusal.reason
+                        );
+                    } else {
+                        log::debug!(
+                            "volume: not extending {}: {}",
+                            refusal.prefix,
+                            refusal.reason
+                        );
+                    }
+                }
+            }
+            Ok(Response::Error { message }) => {
+                log::error!("volume: block {}: {message}", order.prefix)
+            }
+            Ok(_) | Err(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LimitOverride;
+
+    fn detector(name: &str, action: VolumeAction, bytes_per_second: u64) -> DetectorConfig {
+        DetectorConfig {
+            name: name.to_owned(),
+            source: VolumeSource::Xdp,
+            bytes_per_second: Some(bytes_per_second),
+            packets_per_second: None,
+            prefix_len_v4: (16, 32),
+            prefix_len_v6: (32, 128),
+            action,
+            ban: Duration::from_secs(600),
+            cool_intervals: 1,
+            overrides: Vec::new(),
+        }
+    }
+
+    fn config(detectors: Vec<DetectorConfig>) -> VolumeConfig {
+        VolumeConfig {
+            detectors,
+            ..VolumeConfig::default()
+        }
+    }
+
+    fn volumes(traffic: &[(&str, u64)]) -> Volumes {
+        let mut volumes = Volumes::new(TrackConfig::default()).unwrap();
+        for (source, bytes) in traffic {
+            volumes.add(source.parse().unwrap(), *bytes, bytes / 100);
+        }
+        volumes
+    }
+
+    /// 64 hosts spread over one /24 (16 per /26), each under the limit, together over it.
+    fn flood() -> Volumes {
+        let hosts: Vec<(String, u64)> = (0..64)
+            .map(|i| (format!("203.0.113.{}", i * 4 + 1), 200_000))
+            .collect();
+        let mut traffic: Vec<(&str, u64)> = hosts.iter().map(|(h, b)| (h.as_str(), *b)).collect();
+        traffic.push(("198.51.100.7", 50_000));
+        volumes(&traffic)
+    }
+
+    const TEN_S: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn block_detector_orders_the_aggregate_once_then_extends_it() {
+        // 1 MB/s: each host sends 20 kB/s, the /24 1.28 MB/s.
+        let mut core = VolumeCore::new(&config(vec![detector(
+            "flood",
+            VolumeAction::Block,
+            1_000_000,
+        )]))
+        .unwrap();
+        let orders = core.end_interval(1000, TEN_S, Some(&flood()), None);
+        assert_eq!(orders.len(), 1, "{orders:?}");
+        assert_eq!(orders[0].prefix.to_string(), "203.0.113.0/24");
+        assert!(orders[0].new);
+        assert_eq!(orders[0].duration_secs, 600);
+        assert_eq!(orders[0].source, "volume:flood");
+        assert_eq!(core.snapshot().alerts["ipv4"]["block"], 1);
+
+        // Still hot: one extension, no new alert.
+        let orders = core.end_interval(1010, TEN_S, Some(&flood()), None);
+        assert_eq!(orders.len(), 1);
+        assert!(!orders[0].new);
+        assert_eq!(core.snapshot().alerts["ipv4"]["block"], 1);
+        assert_eq!(core.snapshot().hot.len(), 1);
+
+        // Cooled: no order, forgotten; hot again later is a new incident.
+        let quiet = volumes(&[("198.51.100.7", 50_000)]);
+        assert!(
+            core.end_interval(1020, TEN_S, Some(&quiet), None)
+                .is_empty()
+        );
+        assert!(core.snapshot().hot.is_empty());
+        let orders = core.end_interval(1030, TEN_S, Some(&flood()), None);
+        assert!(orders[0].new);
+        assert_eq!(core.snapshot().alerts["ipv4"]["block"], 2);
+    }
+
+    #[test]
+    fn report_detector_orders_nothing_and_counts_alerts() {
+        let mut core = VolumeCore::new(&config(vec![detector(
+            "watch",
+            VolumeAction::Report,
+            1_000_000,
+        )]))
+        .unwrap();
+        assert!(
+            core.end_interval(1000, TEN_S, Some(&flood()), None)
+                .is_empty()
+        );
+        assert_eq!(core.snapshot().alerts["ipv4"]["report"], 1);
+        let hot = &core.snapshot().hot;
+        assert_eq!(hot.len(), 1);
+        assert_eq!(hot[0].prefix, "203.0.113.0/24");
+        assert_eq!(hot[0].action, "report");
+        assert_eq!(hot[0].until_unix, 1600);
+    }
+
+    #[test]
+    fn detectors_only_see_their_own_source() {
+        let mut flow_detector = detector("routers", VolumeAction::Block, 1_000_000);
+        flow_detector.source = VolumeSource::Flow;
+        let mut core = VolumeCore::new(&config(vec![flow_detector])).unwrap();
+        // The flood only in the XDP counts: the flow detector must not fire.
+        assert!(
+            core.end_interval(1000, TEN_S, Some(&flood()), Some(&volumes(&[])))
+                .is_empty()
+        );
+        let orders = core.end_interval(1010, TEN_S, Some(&volumes(&[])), Some(&flood()));
+        assert_eq!(orders.len(), 1);
+    }
+
+    #[test]
+    fn top_rows_have_rates_shares_and_the_action_of_a_covering_hot_prefix() {
+        let mut core = VolumeCore::new(&config(vec![detector(
+            "flood",
+            VolumeAction::Block,
+            1_000_000,
+        )]))
+        .unwrap();
+        let _ = core.end_interval(1000, TEN_S, Some(&flood()), None);
+        let top = &core.snapshot().top;
+        assert_eq!(top.len(), 20);
+        let first = &top[0];
+        assert_eq!(first.prefix, "203.0.113.0/24");
+        assert_eq!(first.bytes, 64 * 200_000);
+        assert_eq!(first.bytes_per_sec, 64 * 20_000);
+        assert_eq!(first.sources, 64);
+        // 12.8 MB of 12.85 MB.
+        assert_eq!(first.share_bp, 9961);
+        assert_eq!(first.action.as_deref(), Some("block"));
+        // A host inside the blocked /24 shows the block too; the other host does not.
+        assert!(top.iter().any(|row| row.prefix.ends_with("/32")
+            && row.prefix.starts_with("203.0.113.")
+            && row.action.as_deref() == Some("block")));
+        let totals = &core.snapshot().totals[0];
+        assert_eq!(totals.source, "xdp");
+        assert_eq!(totals.bytes, 64 * 200_000 + 50_000);
+        assert_eq!(totals.sources, 65);
+    }
+
+    #[test]
+    fn exempt_override_keeps_a_prefix_out() {
+        let mut exempted = detector("flood", VolumeAction::Block, 1_000_000);
+        exempted.overrides.push(LimitOverride {
+            prefix: "203.0.113.0/24".parse().unwrap(),
+            bytes_per_second: None,
+            packets_per_second: None,
+            exempt: true,
+        });
+        let mut core = VolumeCore::new(&config(vec![exempted])).unwrap();
+        assert!(
+            core.end_interval(1000, TEN_S, Some(&flood()), None)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_detectors_hot_and_resets_changed_ones() {
+        let keep = detector("keep", VolumeAction::Block, 1_000_000);
+        let change = detector("change", VolumeAction::Block, 1_000_000);
+        let mut core = VolumeCore::new(&config(vec![keep.clone(), change.clone()])).unwrap();
+        assert_eq!(
+            core.end_interval(1000, TEN_S, Some(&flood()), None).len(),
+            2
+        );
+        let mut changed = change;
+        changed.ban = Duration::from_secs(60);
+        core.reconfigure(&config(vec![keep, changed])).unwrap();
+        let orders = core.end_interval(1010, TEN_S, Some(&flood()), None);
+        let kinds: Vec<(String, bool)> = orders.iter().map(|o| (o.source.clone(), o.new)).collect();
+        assert!(
+            kinds.contains(&("volume:keep".to_owned(), false)),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.contains(&("volume:change".to_owned(), true)),
+            "{kinds:?}"
+        );
+    }
+}
