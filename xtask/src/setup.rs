@@ -16,7 +16,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// `prometheus` to scrape the daemon for real, `trafgen` for the varied-source XDP benchmark,
 /// `ipset` and `fail2ban-regex` for the apply and scoring benchmarks, journalctl and
 /// systemd-journal-remote for the journal input test, softflowd and nfcapd/nfdump as the
-/// flow exporter and reference collector of the volume tests and benchmark.
+/// flow exporter and reference collector of the volume tests and benchmark (softflowd reads
+/// the veth traffic from a tcpdump capture: live, it leaves packets in libpcap's buffer on a
+/// quiet interface).
 const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
@@ -31,6 +33,7 @@ const PACKAGES: &[(&str, &str)] = &[
         "systemd-journal-remote",
     ),
     ("softflowd", "softflowd"),
+    ("tcpdump", "tcpdump"),
     ("nfcapd", "nfdump"),
 ];
 
