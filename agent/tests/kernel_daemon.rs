@@ -5,7 +5,7 @@ mod support;
 use std::{net::IpAddr, time::Duration};
 
 use support::{
-    daemon::{Daemon, Workdir, cli, eventually},
+    daemon::{Daemon, Workdir, cli, eventually, http_get},
     netns::{FW_IF, FW_V4, Sandbox},
 };
 use xdpguard::{
@@ -266,21 +266,6 @@ fn bad_config_and_corrupt_state_are_reported() {
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
     assert!(aside);
-}
-
-/// GET `path` from `port` on the firewall side's loopback; the body.
-fn http_get(sandbox: &Sandbox, port: u16, path: &str) -> Option<String> {
-    use std::io::{Read as _, Write as _};
-    sandbox.within(support::netns::Side::Firewall, || {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        answer
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-    })
 }
 
 /// A real Prometheus server (Debian's) scrapes the daemon; the drop counter read back through

@@ -142,6 +142,8 @@ struct Detector {
     config: DetectorConfig,
     policy: Policy,
     hot: HotSet,
+    /// Why each hot prefix went hot: an extension keeps saying so.
+    reasons: std::collections::HashMap<Prefix, String>,
 }
 
 impl Detector {
@@ -159,6 +161,7 @@ impl Detector {
             config,
             policy,
             hot,
+            reasons: std::collections::HashMap::new(),
         })
     }
 }
@@ -338,15 +341,17 @@ impl VolumeCore {
                                 }
                             }
                         );
+                        let reason = format!("traffic volume: {}", describe(&hitter, share));
                         if action == VolumeAction::Block {
                             orders.push(BlockOrder {
                                 prefix,
                                 duration_secs: until.saturating_sub(now_unix).max(1),
-                                reason: format!("traffic volume: {}", describe(&hitter, share)),
+                                reason: reason.clone(),
                                 source: format!("volume:{name}"),
                                 new: true,
                             });
                         }
+                        let _: Option<String> = detector.reasons.insert(prefix, reason);
                     }
                     Action::Extend { prefix, until } => {
                         log::debug!("volume detector {name}: {prefix} still hot, until {until}");
@@ -354,13 +359,16 @@ impl VolumeCore {
                             orders.push(BlockOrder {
                                 prefix,
                                 duration_secs: until.saturating_sub(now_unix).max(1),
-                                reason: "traffic volume: still over the limit".to_owned(),
+                                reason: detector.reasons.get(&prefix).cloned().unwrap_or_else(
+                                    || "traffic volume: still over the limit".to_owned(),
+                                ),
                                 source: format!("volume:{name}"),
                                 new: false,
                             });
                         }
                     }
                     Action::Cooled { prefix } => {
+                        let _: Option<String> = detector.reasons.remove(&prefix);
                         log::info!("volume detector {name}: {prefix} cooled down");
                     }
                     Action::Overflow { prefix } => {
@@ -686,15 +694,18 @@ impl Worker {
             if let Some(old) = self.flow.take() {
                 old.collector.stop();
             }
-            match Volumes::new(track) {
-                Ok(volumes) => self.xdp_volumes = volumes,
-                Err(err) => log::error!("volume tracking: {err}"),
+            match (Volumes::new(track), Volumes::new(track)) {
+                (Ok(xdp), Ok(flow)) => {
+                    self.xdp_volumes = xdp;
+                    self.flow_volumes = flow;
+                }
+                (Err(err), _) | (_, Err(err)) => log::error!("volume tracking: {err}"),
             }
             if let Some(flow) = &config.flow {
                 match FlowSide::start(flow, track) {
                     Ok(side) => self.flow = Some(side),
                     Err(err) => {
-                        log::error!("flow collector not restarted: {}", crate::error_chain(&err))
+                        log::error!("flow collector not restarted: {}", crate::error_chain(&err));
                     }
                 }
             }
@@ -766,7 +777,7 @@ impl Worker {
                 }
             }
             Ok(Response::Error { message }) => {
-                log::error!("volume: block {}: {message}", order.prefix)
+                log::error!("volume: block {}: {message}", order.prefix);
             }
             Ok(_) | Err(_) => {}
         }

@@ -255,3 +255,18 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// GET `path` from `port` on the firewall side's loopback; the body.
+pub fn http_get(sandbox: &Sandbox, port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    sandbox.within(super::netns::Side::Firewall, || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+    })
+}

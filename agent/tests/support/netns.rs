@@ -220,6 +220,58 @@ impl Sandbox {
         received.trim().parse().unwrap()
     }
 
+    /// Send `total` raw Ethernet frames, round-robin over `frames`, from the attacker side's
+    /// interface at about `per_second` frames a second (paced on the clock, so a late wake-up
+    /// is caught up rather than lost). Bounded in count, and in time by `total / per_second`
+    /// plus a few seconds. Returns how many the kernel took.
+    pub fn send_frames(&self, frames: &[Vec<u8>], per_second: u64, total: usize) -> usize {
+        use std::time::{Duration, Instant};
+        assert!(per_second > 0 && !frames.is_empty());
+        self.within(Side::Attacker, || {
+            // SAFETY: plain socket(2); protocol 0: the socket receives nothing.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+            assert!(fd >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
+            // SAFETY: a fresh descriptor we own.
+            let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let name = std::ffi::CString::new(ATK_IF).unwrap();
+            // SAFETY: valid C string.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            assert!(ifindex != 0, "{ATK_IF} not in the attacker namespace");
+            // SAFETY: a zeroed sockaddr_ll is valid; the fields that matter are set below.
+            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            addr.sll_family = u16::try_from(libc::AF_PACKET).unwrap();
+            addr.sll_ifindex = i32::try_from(ifindex).unwrap();
+            addr.sll_halen = 6;
+            let addr_len = u32::try_from(size_of::<libc::sockaddr_ll>()).unwrap();
+            let started = Instant::now();
+            let limit = Duration::from_secs(total as u64 / per_second + 5);
+            let mut sent = 0;
+            for (i, frame) in frames.iter().cycle().take(total).enumerate() {
+                // Frame i is due at i / per_second seconds.
+                let due = Duration::from_nanos(i as u64 * 1_000_000_000 / per_second);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                assert!(started.elapsed() < limit, "sending took over {limit:?}");
+                // SAFETY: valid buffer and address for sendto(2).
+                let rc = unsafe {
+                    libc::sendto(
+                        socket.as_raw_fd(),
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        (&raw const addr).cast(),
+                        addr_len,
+                    )
+                };
+                if rc >= 0 {
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    }
+
     /// Run `f` on a thread that has entered one side's namespace. Sockets and netlink handles
     /// created in `f` belong to that namespace for their whole life.
     pub fn within<T: Send>(&self, side: Side, f: impl FnOnce() -> T + Send) -> T {
