@@ -1,12 +1,8 @@
 //! The flow collector against real peers: real traffic crosses the sandbox's veth pair,
 //! tcpdump captures it on the firewall side, softflowd (Debian) turns the capture into NetFlow
-//! v9 or IPFIX and exports it to nfcapd (Debian nfdump), which repeats every datagram to
-//! xdpguard's collector. Per-source byte and packet totals from xdpguard must equal nfdump's,
-//! and the packets the test sent. Needs root; run by `cargo xtask test`.
-//!
-//! softflowd reads a capture file rather than the interface: live, softflowd 1.1 leaves the
-//! packets of a quiet interface in libpcap's buffer (it does not use immediate mode), so a
-//! handful of test datagrams would never be exported.
+//! v9 or IPFIX (see `support::flows`) and exports it to nfcapd (Debian nfdump), which repeats
+//! every datagram to xdpguard's collector. Per-source byte and packet totals from xdpguard must
+//! equal nfdump's, and the packets the test sent. Needs root; run by `cargo xtask test`.
 mod support;
 
 use std::{
@@ -20,7 +16,8 @@ use std::{
 
 use support::{
     daemon::{Children, eventually},
-    netns::{FW_IF, FW_V4, Sandbox, Side},
+    flows::{Capture, softflowd_replay},
+    netns::{FW_V4, Sandbox, Side},
 };
 use xdpguard::flow::{CollectorSettings, DirectionFilter, FlowCollector};
 
@@ -131,25 +128,15 @@ fn run_case(version: &str) {
             .spawn()
             .expect("nfcapd (Debian package nfdump)"),
     );
-    let capture = dir.path.join("veth.pcap");
+    let capture_path = dir.path.join("veth.pcap");
     let expected_packets: usize = plan.iter().map(|(_, count, _)| count).sum();
-    let mut tcpdump = Command::new("nsenter")
-        .arg(&ns)
-        .args(["tcpdump", "-n", "-U", "--immediate-mode", "-i", FW_IF])
-        .args(["-c", &expected_packets.to_string(), "-w"])
-        .arg(&capture)
-        // Only the attacker's UDP: no neighbour discovery or ICMP replies in the totals.
-        .arg("udp and (src net 203.0.113.0/24 or src net 2001:db8:a::/48)")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tcpdump");
-    // tcpdump says "listening on" once the capture is open.
-    let mut tcpdump_err = std::io::BufReader::new(tcpdump.stderr.take().unwrap());
-    let mut line = String::new();
-    let _ = std::io::BufRead::read_line(&mut tcpdump_err, &mut line).unwrap();
-    assert!(line.contains("listening on"), "tcpdump: {line}");
-    peers.0.push(tcpdump);
+    // Only the attacker's UDP: no neighbour discovery or ICMP replies in the totals.
+    let capture = Capture::start(
+        &sandbox,
+        &capture_path,
+        expected_packets,
+        "udp and (src net 203.0.113.0/24 or src net 2001:db8:a::/48)",
+    );
 
     // Real traffic, bounded: a few datagrams from each source to the discard port.
     let mut sent = Totals::new();
@@ -170,34 +157,16 @@ fn run_case(version: &str) {
             entry.1 += *count as u64;
         }
     });
-    // tcpdump exits once it has every datagram (bounded: it is killed with the peers).
-    let captured = eventually(Duration::from_secs(10), || {
-        peers.0[1].try_wait().unwrap().is_some()
-    });
-    assert!(captured, "tcpdump did not see all {expected_packets} datagrams");
-    // softflowd reads the capture, exports every flow at its end, and exits.
-    let softflowd = sandbox.exec(
-        Side::Firewall,
-        &[
-            "softflowd",
-            "-d",
-            "-6",
-            "-v",
-            version,
-            "-r",
-            capture.to_str().unwrap(),
-            "-n",
-            &format!("{FW_V4}:{nfcapd_port}"),
-            "-p",
-            dir.path.join("softflowd.pid").to_str().unwrap(),
-            // No control socket: with a socket path of 14 characters or more, softflowd 1.1
-            // blocks in accept() at the end of a capture file instead of exiting.
-            "-c",
-            "",
-        ],
+    assert!(
+        capture.finish(Duration::from_secs(10)),
+        "tcpdump did not see all {expected_packets} datagrams"
     );
-    std::fs::write(dir.path.join("softflowd.err"), &softflowd.stderr).unwrap();
-    assert!(softflowd.status.success(), "softflowd failed");
+    softflowd_replay(
+        &sandbox,
+        &capture_path,
+        version,
+        &format!("{FW_V4}:{nfcapd_port}"),
+    );
     let complete = eventually(Duration::from_secs(20), || *totals.lock().unwrap() == sent);
     let ours = totals.lock().unwrap().clone();
     let stats = collector.stats();
@@ -212,12 +181,10 @@ fn run_case(version: &str) {
     }
     let reference = nfdump_totals(&flows_dir);
     let stats = stats.lock().unwrap().clone();
-    let logs = |name: &str| std::fs::read_to_string(dir.path.join(name)).unwrap_or_default();
     assert!(
         complete,
-        "NetFlow v{version}: xdpguard's totals {ours:?} never matched what was sent {sent:?}; exporter stats {stats:?}; nfdump {reference:?}; nfcapd: {}; softflowd: {}",
-        logs("nfcapd.err"),
-        logs("softflowd.err")
+        "NetFlow v{version}: xdpguard's totals {ours:?} never matched what was sent {sent:?}; exporter stats {stats:?}; nfdump {reference:?}; nfcapd: {}",
+        std::fs::read_to_string(dir.path.join("nfcapd.err")).unwrap_or_default()
     );
     assert_eq!(
         ours, reference,

@@ -7,6 +7,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use support::{
     daemon::{Daemon, Workdir, eventually, http_get},
+    flows::{Capture, softflowd_replay},
     frames::udp4,
     netns::{ATK_V4, FW_IF, FW_V4, Sandbox},
 };
@@ -138,9 +139,11 @@ fn report_mode_reports_the_24_and_blocks_nothing() {
         let flood = scope.spawn(|| flood_for(&sandbox, 4));
         let reported = eventually(Duration::from_secs(7), || {
             let snapshot = top(&daemon);
-            let found = snapshot["top"].as_array().unwrap().iter().any(|row| {
-                row["prefix"] == "203.0.113.0/24" && row["action"] == "report"
-            });
+            let found = snapshot["top"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|row| row["prefix"] == "203.0.113.0/24" && row["action"] == "report");
             if found {
                 seen = Some(snapshot);
             }
@@ -179,6 +182,111 @@ fn report_mode_reports_the_24_and_blocks_nothing() {
     );
     assert!(
         page.contains("xdpguard_volume_hot_prefixes{action=\"report\",detector=\"flood\"} 1"),
+        "{page}"
+    );
+}
+
+/// The daemon's own flow collector: softflowd exports the flood (as captured on the firewall
+/// side) to the daemon's `[volume.flow]` listener, and a detector over flows reports the /24.
+#[test]
+#[ignore = "needs root, tcpdump and softflowd: run by `cargo xtask test`"]
+fn flow_detector_reports_the_24_from_softflowd_netflow() {
+    const METRICS_PORT: u16 = 19_493;
+    const FLOW_PORT: u16 = 2055;
+    let sandbox = Sandbox::new("volflow");
+    let workdir = Workdir::new("volflow");
+    // All of the flood's flows reach the daemon in one burst at the end of the capture, so
+    // the interval holding them sees FLOOD_FRAMES packets; the limit sits between a half of
+    // them (one /25) and all of them (the /24). A long interval makes a burst that straddles
+    // two intervals unlikely.
+    const FLOOD_FRAMES: u64 = FLOOD_PPS;
+    let interval_secs = 5;
+    let limit = FLOOD_FRAMES * 3 / 4 / interval_secs;
+    workdir.write_config(
+        FW_IF,
+        METRICS_PORT,
+        &format!(
+            r#"
+[volume]
+interval = "{interval_secs}s"
+xdp_accounting = false
+
+[volume.flow]
+listen = "{FW_V4}:{FLOW_PORT}"
+# softflowd's direction field is not ingress/egress; the capture filter picks the inbound.
+direction = "any"
+
+[[volume.detectors]]
+name = "routers"
+source = "flow"
+packets_per_second = {limit}
+action = "report"
+"#
+        ),
+    );
+    let daemon = Daemon::start(&sandbox, &workdir);
+    let capture_path = workdir.path.join("flood.pcap");
+    let frames = usize::try_from(FLOOD_FRAMES).unwrap();
+    let capture = Capture::start(
+        &sandbox,
+        &capture_path,
+        frames,
+        "udp and src net 203.0.113.0/24",
+    );
+    assert_eq!(
+        sandbox.send_frames(&flood_frames(), FLOOD_PPS, frames),
+        frames
+    );
+    assert!(
+        capture.finish(Duration::from_secs(10)),
+        "tcpdump missed frames"
+    );
+    softflowd_replay(
+        &sandbox,
+        &capture_path,
+        "9",
+        &format!("{FW_V4}:{FLOW_PORT}"),
+    );
+
+    let mut seen = None;
+    let reported = eventually(Duration::from_secs(3 * interval_secs), || {
+        let snapshot = top(&daemon);
+        let found = snapshot["hot"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| row["prefix"] == "203.0.113.0/24" && row["detector"] == "routers");
+        if found {
+            seen = Some(snapshot);
+        }
+        found
+    });
+    assert!(reported, "never reported: {}", daemon.stderr());
+    let snapshot = seen.unwrap();
+    let flow_totals = snapshot["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["source"] == "flow")
+        .unwrap()
+        .clone();
+    assert_eq!(flow_totals["packets"], FLOOD_FRAMES, "{snapshot}");
+    assert_eq!(
+        flow_totals["sources"],
+        u64::from(FLOOD_SOURCES),
+        "{snapshot}"
+    );
+    let page = http_get(&sandbox, METRICS_PORT, "/metrics").unwrap();
+    assert!(
+        page.contains(&format!(
+            "xdpguard_flow_records_total{{exporter=\"{FW_V4}\"}} 64"
+        )),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(
+            "xdpguard_flow_errors_total{{exporter=\"{FW_V4}\",kind=\"truncated\"}} 0"
+        )),
         "{page}"
     );
 }

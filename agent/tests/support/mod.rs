@@ -1,3 +1,4 @@
 pub mod daemon;
+pub mod flows;
 pub mod frames;
 pub mod netns;

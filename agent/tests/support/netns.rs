@@ -232,7 +232,8 @@ impl Sandbox {
             let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
             assert!(fd >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
             // SAFETY: a fresh descriptor we own.
-            let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let socket =
+                unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
             let name = std::ffi::CString::new(ATK_IF).unwrap();
             // SAFETY: valid C string.
             let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
