@@ -4,8 +4,12 @@
 //! the daemon guards the firewall side; from the other side a legitimate client and three
 //! attackers send bounded ping floods. The attackers also fail SSH logins: the demo writes the
 //! lines sshd would write to a log the daemon follows, the sshd ruleset scores them, and the
-//! attackers get blocked by their log score. A live summary shows entries and drops, and
-//! everything is torn down after a bounded time or on Ctrl-C.
+//! attackers get blocked by their log score. Later a bounded UDP flood from 64 addresses of
+//! one IPv6 /64 (each under the volume limit, together over it) gets the /64 blocked by the
+//! volume detector. A live summary shows entries, drops and the top prefixes, and everything is
+//! torn down after a bounded time or on Ctrl-C.
+#[path = "../../agent/tests/support/frames.rs"]
+mod frames;
 #[path = "../../agent/tests/support/netns.rs"]
 mod netns;
 
@@ -26,6 +30,11 @@ use netns::{FW_IF, FW_V4, Sandbox, Side};
 const LEGITIMATE: &str = "203.0.113.10";
 const ATTACKERS: [&str; 3] = ["203.0.113.66", "203.0.113.67", "203.0.113.68"];
 const DEMO_SECONDS: u64 = 30;
+/// The flood: 64 sources spread evenly over 2001:db8:a:bad::/64, from second 8 to 20.
+const FLOOD_SOURCES: u64 = 64;
+const FLOOD_PPS: u64 = FLOOD_SOURCES * 40;
+const FLOOD_FROM: Duration = Duration::from_secs(8);
+const FLOOD_SECONDS: u64 = 12;
 
 /// Temporary directory with a private bpffs; unmounted and removed on drop.
 struct Workdir(PathBuf);
@@ -97,12 +106,24 @@ ban = "10m"
 name = "auth"
 file = "{}"
 rulesets = ["sshd"]
+
+[volume]
+interval = "2s"
+top = 6
+
+[[volume.detectors]]
+name = "flood"
+# Three quarters of the flood: its /64 is over, each half of it is not.
+packets_per_second = {}
+action = "block"
+ban = "10m"
 "#,
             work.0.join("bpf/xdpguard").display(),
             work.0.join("state").display(),
             socket.display(),
             rulesets.display(),
             auth_log.display(),
+            FLOOD_PPS * 3 / 4,
         ),
     )?;
     let daemon_log = work.0.join("daemon.log");
@@ -168,6 +189,52 @@ rulesets = ["sshd"]
                 .spawn()?,
         );
     }
+    std::thread::scope(|scope| -> Result<()> {
+        let flood = scope.spawn(|| flood(&sandbox, started, &stop));
+        let result = summary(&cli, &auth_log, started, &stop);
+        let _ = flood.join();
+        result
+    })?;
+    println!("\ndemo: tearing down (daemon, pins, namespaces)");
+    drop(children);
+    drop(sandbox);
+    drop(work);
+    Ok(())
+}
+
+/// The volume flood, in one-second bounded bursts until `FLOOD_SECONDS` have gone or the demo
+/// stops.
+fn flood(sandbox: &Sandbox, started: Instant, stop: &AtomicBool) {
+    let frames: Vec<Vec<u8>> = (0..FLOOD_SOURCES)
+        .map(|i| {
+            let source = std::net::Ipv6Addr::from(
+                (0x2001_0db8_000a_0bad_u128 << 64) | (u128::from(i) << 58 | 1),
+            );
+            frames::udp6(source)
+        })
+        .collect();
+    while started.elapsed() < FLOOD_FROM {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("\ndemo: a UDP flood starts from 64 addresses of 2001:db8:a:bad::/64");
+    for _ in 0..FLOOD_SECONDS {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let per_second = usize::try_from(FLOOD_PPS).unwrap_or(usize::MAX);
+        let _ = sandbox.send_frames(&frames, FLOOD_PPS, per_second);
+    }
+}
+
+fn summary(
+    cli: &dyn Fn(&[&str]) -> Result<String>,
+    auth_log: &Path,
+    started: Instant,
+    stop: &AtomicBool,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(DEMO_SECONDS);
     let mut round = 0;
     while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
@@ -185,7 +252,7 @@ rulesets = ["sshd"]
             lines.push_str(&format!(
                 "Nov 22 10:00:{round:02} fw sshd[99]: Accepted publickey for deploy from {LEGITIMATE} port 50000 ssh2: ED25519 SHA256:demo\n"
             ));
-            let mut file = std::fs::OpenOptions::new().append(true).open(&auth_log)?;
+            let mut file = std::fs::OpenOptions::new().append(true).open(auth_log)?;
             std::io::Write::write_all(&mut file, lines.as_bytes())?;
             println!(
                 "\ndemo: sshd logged {} failed logins and one good one",
@@ -194,16 +261,17 @@ rulesets = ["sshd"]
         }
         println!("\n--- {:>2}s ---", started.elapsed().as_secs());
         print!("{}", cli(&["list", "--source", "ruleset:sshd"])?);
+        let volume_blocks = cli(&["list", "--source", "volume:flood"])?;
+        if volume_blocks.lines().count() > 1 {
+            print!("{volume_blocks}");
+        }
         let status = cli(&["status"])?;
         if let Some(counters) = status.split("Counters:").nth(1) {
             print!("{}", counters.split("\n\n").next().unwrap_or(""));
             println!();
         }
+        print!("{}", cli(&["top", "--once"])?);
         std::thread::sleep(Duration::from_secs(2));
     }
-    println!("\ndemo: tearing down (daemon, pins, namespaces)");
-    drop(children);
-    drop(sandbox);
-    drop(work);
     Ok(())
 }

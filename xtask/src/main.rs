@@ -48,6 +48,8 @@ enum Bench {
     Apply,
     /// Log lines per second, sshd ruleset vs `fail2ban-regex`, on a 1M-line auth log.
     Scoring,
+    /// NetFlow v9 records per second decoded and aggregated vs nfcapd; 1M-source aggregation.
+    Volume,
 }
 
 fn main() -> ExitCode {
@@ -155,6 +157,7 @@ fn bench(root: &Path, which: Bench) -> Result<()> {
         Bench::Xdp => "xdp",
         Bench::Apply => "apply",
         Bench::Scoring => "scoring",
+        Bench::Volume => "volume",
     };
     // Benchmarks that drive the daemon run the release binary.
     cargo(root, ["build", "--release", "-p", "xdpguard"])?;
