@@ -436,7 +436,10 @@ fn read_stream(path: &Path) -> Option<Stream> {
 
 fn stream_path() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        || {
+            let agent = Path::new(env!("CARGO_MANIFEST_DIR"));
+            agent.parent().unwrap_or(agent).join("target")
+        },
         PathBuf::from,
     );
     target.join("bench-data/netflow-v9-volume.bin")

@@ -361,6 +361,8 @@ pub struct FlowConfig {
     pub direction: FlowDirection,
     /// Exporter SNMP ifIndexes whose flows count; empty: any. No repeats.
     pub ingress_interfaces: Vec<u32>,
+    /// Addresses or networks datagrams are accepted from; empty: anywhere.
+    pub exporters: Vec<Prefix>,
     /// Sampling rates that override what exporters announce; one per exporter.
     pub sampling: Vec<SamplingOverride>,
     /// Templates not refreshed for this long are forgotten; 1m to 24h.
@@ -758,6 +760,8 @@ struct RawFlow {
     direction: Option<FlowDirection>,
     #[serde(default)]
     ingress_interfaces: Vec<Spanned<Integer>>,
+    #[serde(default)]
+    exporters: Vec<Spanned<String>>,
     #[serde(default)]
     sampling: Vec<Spanned<RawSampling>>,
     template_timeout: Option<Spanned<RawDuration>>,
@@ -1417,6 +1421,15 @@ impl Source<'_> {
             }
             ingress_interfaces.push(ifindex);
         }
+        let exporters = table
+            .exporters
+            .iter()
+            .map(|text| {
+                text.get_ref()
+                    .parse::<Prefix>()
+                    .map_err(|err| self.invalid("volume.flow.exporters", text.span(), err))
+            })
+            .collect::<Result<Vec<Prefix>, _>>()?;
         let mut sampling: Vec<SamplingOverride> = Vec::with_capacity(table.sampling.len());
         for (index, entry) in table.sampling.iter().enumerate() {
             let entry = entry.get_ref();
@@ -1477,6 +1490,7 @@ impl Source<'_> {
             receive_buffer: usize::try_from(receive_buffer).unwrap_or(usize::MAX),
             direction: table.direction.unwrap_or_default(),
             ingress_interfaces,
+            exporters,
             sampling,
             template_timeout,
         }))
@@ -2258,6 +2272,7 @@ mod tests {
             "receive_buffer",
             "direction",
             "ingress_interfaces",
+            "exporters",
             "sampling",
             "template_timeout",
         ];
@@ -3006,6 +3021,7 @@ volume_v6 = 7
                 receive_buffer: 8 << 20,
                 direction: FlowDirection::Ingress,
                 ingress_interfaces: Vec::new(),
+                exporters: Vec::new(),
                 sampling: Vec::new(),
                 template_timeout: Duration::from_secs(1800),
             })
@@ -3042,6 +3058,7 @@ listen = "192.0.2.10:6343"
 receive_buffer = 65536
 direction = "any"
 ingress_interfaces = [0, 7, 4294967295]
+exporters = ["192.0.2.1", "2001:db8:e::/48"]
 sampling = [{ exporter = "192.0.2.1", rate = 1000 }, { exporter = "::ffff:192.0.2.2", rate = 1 }, { exporter = "2001:db8::1", rate = 1000000 }]
 template_timeout = "24h"
 
@@ -3087,6 +3104,10 @@ ban = "1s"
                     receive_buffer: 65536,
                     direction: FlowDirection::Any,
                     ingress_interfaces: vec![0, 7, u32::MAX],
+                    exporters: vec![
+                        "192.0.2.1".parse().unwrap(),
+                        "2001:db8:e::/48".parse().unwrap()
+                    ],
                     sampling: vec![
                         SamplingOverride {
                             exporter: "192.0.2.1".parse().unwrap(),

@@ -344,6 +344,12 @@ pub fn render_volume(snapshot: &crate::volume::engine::VolumeSnapshot) -> String
         Kind::Counter,
         "Malformed, truncated or unusable flow data, by exporter and kind.",
     );
+    let mut rejected = Family::new(
+        "xdpguard_flow_rejected_datagrams_total",
+        Kind::Counter,
+        "Flow datagrams refused because their sender is not in volume.flow.exporters.",
+    );
+    rejected.add(Vec::new(), snapshot.flow_rejected);
     let mut templates = Family::new(
         "xdpguard_flow_templates",
         Kind::Gauge,
@@ -380,6 +386,7 @@ pub fn render_volume(snapshot: &crate::volume::engine::VolumeSnapshot) -> String
         records,
         filtered,
         errors,
+        rejected,
         templates,
     ])
 }

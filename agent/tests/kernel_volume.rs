@@ -213,6 +213,7 @@ xdp_accounting = false
 
 [volume.flow]
 listen = "{FW_V4}:{FLOW_PORT}"
+exporters = ["{FW_V4}"]
 # softflowd's direction field is not ingress/egress; the capture filter picks the inbound.
 direction = "any"
 
@@ -287,6 +288,10 @@ action = "report"
         page.contains(&format!(
             "xdpguard_flow_errors_total{{exporter=\"{FW_V4}\",kind=\"truncated\"}} 0"
         )),
+        "{page}"
+    );
+    assert!(
+        page.contains("xdpguard_flow_rejected_datagrams_total 0"),
         "{page}"
     );
 }

