@@ -30,7 +30,8 @@ pub mod map_names {
     /// LRU per-CPU hash, volume per IPv4 source (IPv4-mapped IPv6 included) since the agent
     /// last drained it: `[u8; 4]` → [`SourceVolume`](crate::SourceVolume).
     pub const VOLUME_V4: &str = "VOLUME_V4";
-    /// LRU per-CPU hash, volume per IPv6 source: `[u8; 16]` → [`SourceVolume`](crate::SourceVolume).
+    /// LRU per-CPU hash, volume per IPv6 source /64 (the key's low 8 bytes are zero: an
+    /// attacker rotating through its /64 is one entry): `[u8; 16]` → [`SourceVolume`](crate::SourceVolume).
     pub const VOLUME_V6: &str = "VOLUME_V6";
 
     /// Every map of the program.

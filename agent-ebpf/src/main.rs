@@ -244,7 +244,12 @@ fn decide_v4(addr: [u8; 4], len: u64, flags: u64) -> Verdict {
 
 #[inline(always)]
 fn decide_v6(addr: [u8; 16], len: u64, flags: u64) -> Verdict {
-    account(&VOLUME_V6, &addr, len, flags);
+    // Per /64: a source rotating through its /64 stays one entry instead of flushing the LRU.
+    let network = [
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7], 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ];
+    account(&VOLUME_V6, &network, len, flags);
     let key = Key::new(128, addr);
     let host = if flags & config_flags::HOST_V6_NONEMPTY != 0 {
         // SAFETY: as in `decide_v4`.

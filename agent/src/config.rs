@@ -1344,10 +1344,47 @@ impl Source<'_> {
             Some(flow) => self.flow(flow)?,
             None => None,
         };
+        let interval = self.duration_within(
+            "volume.interval",
+            raw.interval.as_ref(),
+            MIN_INTERVAL,
+            MAX_VOLUME_INTERVAL,
+            d.interval,
+        )?;
         let mut detectors: Vec<DetectorConfig> = Vec::with_capacity(raw.detectors.len());
-        for (index, detector) in raw.detectors.iter().enumerate() {
+        for (index, raw_detector) in raw.detectors.iter().enumerate() {
             let key = format!("volume.detectors[{index}]");
-            let detector = self.detector(&key, detector, xdp_accounting, flow.is_some())?;
+            let detector = self.detector(&key, raw_detector, xdp_accounting, flow.is_some())?;
+            let name = &detector.name;
+            if detector.ban < interval {
+                let span = raw_detector
+                    .get_ref()
+                    .ban
+                    .as_ref()
+                    .map_or_else(|| raw_detector.span(), Spanned::span);
+                return Err(self.invalid(
+                    &format!("{key}.ban"),
+                    span,
+                    format_args!(
+                        "detector {name:?}: a ban of {} is shorter than volume.interval ({}): the block would lapse before the next interval could extend it",
+                        format_duration(detector.ban),
+                        format_duration(interval)
+                    ),
+                ));
+            }
+            // Flows are unauthenticated UDP: blocking on them takes a list of who may send.
+            if detector.action == VolumeAction::Block
+                && detector.source == VolumeSource::Flow
+                && flow.as_ref().is_some_and(|flow| flow.exporters.is_empty())
+            {
+                return Err(self.invalid(
+                    &format!("{key}.action"),
+                    raw_detector.span(),
+                    format_args!(
+                        "detector {name:?} blocks on flow data, which anyone who reaches the collector could forge: set volume.flow.exporters to the exporters' addresses"
+                    ),
+                ));
+            }
             if detectors.iter().any(|seen| seen.name == detector.name) {
                 let name = &raw.detectors[index].get_ref().name;
                 return Err(self.invalid(
@@ -1359,13 +1396,7 @@ impl Source<'_> {
             detectors.push(detector);
         }
         Ok(VolumeConfig {
-            interval: self.duration_within(
-                "volume.interval",
-                raw.interval.as_ref(),
-                MIN_INTERVAL,
-                MAX_VOLUME_INTERVAL,
-                d.interval,
-            )?,
+            interval,
             xdp_accounting,
             top: usize::from(top),
             max_sources: usize::try_from(max_sources).unwrap_or(usize::MAX),
@@ -3083,7 +3114,7 @@ overrides = [
 name = "pps"
 source = "flow"
 packets_per_second = 1
-ban = "1s"
+ban = "1m"
 "#,
         );
         let override_ = |prefix: &str, bytes, packets, exempt| LimitOverride {
@@ -3150,7 +3181,7 @@ ban = "1s"
                         prefix_len_v4: (16, 32),
                         prefix_len_v6: (32, 128),
                         action: VolumeAction::Report,
-                        ban: Duration::from_secs(1),
+                        ban: Duration::from_secs(60),
                         cool_intervals: 1,
                         overrides: Vec::new(),
                     },
@@ -3204,6 +3235,10 @@ ban = "1s"
                 (
                     "[volume]\ninterval = \"2h\"",
                     "4:12: volume.interval: 2h is out of range: 1s to 1h",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"0.0.0.0:2055\"\n[[volume.detectors]]\nname = \"f\"\nsource = \"flow\"\npackets_per_second = 1\naction = \"block\"",
+                    "5:1: volume.detectors[0].action: detector \"f\" blocks on flow data, which anyone who reaches the collector could forge: set volume.flow.exporters",
                 ),
                 (
                     "[volume]\ninterval = \"500ms\"",
@@ -3345,6 +3380,10 @@ ban = "1s"
                 (
                     "ban = \"never\"",
                     "6:7: volume.detectors[0].ban: \"never\" is not a duration",
+                ),
+                (
+                    "ban = \"5s\"",
+                    "6:7: volume.detectors[0].ban: detector \"d\": a ban of 5s is shorter than volume.interval (10s)",
                 ),
                 (
                     "cool_intervals = 0",

@@ -57,6 +57,8 @@ pub enum OwnerError {
 }
 
 const CONFIG_SOURCE: &str = "config";
+/// How a refusal starts when the prefix is blocked anyway, for longer, by another decision.
+pub const ALREADY_BLOCKED_LONGER: &str = "already blocked for longer";
 
 /// Counts of what a reconcile pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -356,6 +358,10 @@ impl Owner {
     /// # Errors
     /// When the store cannot be written.
     pub fn shutdown(mut self) -> Result<(), OwnerError> {
+        // Nobody drains the volume maps while the daemon is away: stop paying for them.
+        if let Err(err) = self.dataplane.set_volume_accounting(false) {
+            log::warn!("volume accounting left on: {}", error_chain(&err));
+        }
         self.store.compact()?;
         Ok(())
     }
@@ -454,7 +460,7 @@ impl Owner {
                 if let Some(holder) = &longer {
                     refused.push(Refusal {
                         prefix: prefix.to_string(),
-                        reason: format!("already blocked for longer (source {holder})"),
+                        reason: format!("{ALREADY_BLOCKED_LONGER} (source {holder})"),
                     });
                 }
                 longer.is_none()

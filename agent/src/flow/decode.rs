@@ -45,9 +45,14 @@ mod element {
     pub const SAMPLING_INTERVAL: u16 = 34;
     pub const SAMPLER_ID: u16 = 48;
     pub const SAMPLER_RANDOM_INTERVAL: u16 = 50;
+    pub const FLOW_END_SYS_UP_TIME: u16 = 21;
+    pub const FLOW_START_SYS_UP_TIME: u16 = 22;
     pub const FLOW_DIRECTION: u16 = 61;
-    pub const OCTET_TOTAL_COUNT: u16 = 85;
-    pub const PACKET_TOTAL_COUNT: u16 = 86;
+    pub const FLOW_START_SECONDS: u16 = 150;
+    pub const FLOW_END_SECONDS: u16 = 151;
+    pub const FLOW_START_MILLISECONDS: u16 = 152;
+    pub const FLOW_END_MILLISECONDS: u16 = 153;
+    pub const FLOW_DURATION_MILLISECONDS: u16 = 161;
     pub const SELECTOR_ID: u16 = 302;
     pub const SAMPLING_PACKET_INTERVAL: u16 = 305;
     pub const SAMPLING_PACKET_SPACE: u16 = 306;
@@ -62,7 +67,13 @@ pub struct FlowRecord {
     pub source: IpAddr,
     pub bytes: u64,
     pub packets: u64,
+    /// How long the flow lasted (end - start, when the record says), in milliseconds; 0 when
+    /// unknown. A long flow exported once (an active timeout) must not count as a burst.
+    pub duration_ms: u32,
 }
+
+/// The longest flow duration believed; longer ones are taken as this (clock jumps).
+const MAX_FLOW_DURATION_MS: u64 = 24 * 3600 * 1000;
 
 /// Which flow directions are kept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -329,8 +340,13 @@ struct Slots {
     source_v6: Slot,
     octets: Slot,
     packets: Slot,
-    octets_total: Slot,
-    packets_total: Slot,
+    start_uptime: Slot,
+    end_uptime: Slot,
+    start_secs: Slot,
+    end_secs: Slot,
+    start_ms: Slot,
+    end_ms: Slot,
+    duration_ms: Slot,
     direction: Slot,
     ingress_interface: Slot,
     sampling_interval: Slot,
@@ -350,8 +366,13 @@ enum Target {
     SourceV6,
     Octets,
     Packets,
-    OctetsTotal,
-    PacketsTotal,
+    StartUptime,
+    EndUptime,
+    StartSecs,
+    EndSecs,
+    StartMs,
+    EndMs,
+    DurationMs,
     Direction,
     IngressInterface,
     SamplingInterval,
@@ -371,8 +392,13 @@ impl Target {
             element::SOURCE_IPV6_ADDRESS => Self::SourceV6,
             element::OCTET_DELTA_COUNT => Self::Octets,
             element::PACKET_DELTA_COUNT => Self::Packets,
-            element::OCTET_TOTAL_COUNT => Self::OctetsTotal,
-            element::PACKET_TOTAL_COUNT => Self::PacketsTotal,
+            element::FLOW_START_SYS_UP_TIME => Self::StartUptime,
+            element::FLOW_END_SYS_UP_TIME => Self::EndUptime,
+            element::FLOW_START_SECONDS => Self::StartSecs,
+            element::FLOW_END_SECONDS => Self::EndSecs,
+            element::FLOW_START_MILLISECONDS => Self::StartMs,
+            element::FLOW_END_MILLISECONDS => Self::EndMs,
+            element::FLOW_DURATION_MILLISECONDS => Self::DurationMs,
             element::FLOW_DIRECTION => Self::Direction,
             element::INGRESS_INTERFACE => Self::IngressInterface,
             element::SAMPLING_INTERVAL => Self::SamplingInterval,
@@ -402,8 +428,13 @@ impl Target {
             Self::SourceV6 => &mut slots.source_v6,
             Self::Octets => &mut slots.octets,
             Self::Packets => &mut slots.packets,
-            Self::OctetsTotal => &mut slots.octets_total,
-            Self::PacketsTotal => &mut slots.packets_total,
+            Self::StartUptime => &mut slots.start_uptime,
+            Self::EndUptime => &mut slots.end_uptime,
+            Self::StartSecs => &mut slots.start_secs,
+            Self::EndSecs => &mut slots.end_secs,
+            Self::StartMs => &mut slots.start_ms,
+            Self::EndMs => &mut slots.end_ms,
+            Self::DurationMs => &mut slots.duration_ms,
             Self::Direction => &mut slots.direction,
             Self::IngressInterface => &mut slots.ingress_interface,
             Self::SamplingInterval => &mut slots.sampling_interval,
@@ -1138,16 +1169,10 @@ fn flow_record(
         (_, Some(v6)) => IpAddr::V6(v6).to_canonical(),
         (None, None) => return None,
     };
-    let bytes = slots
-        .octets
-        .uint(record)
-        .or_else(|| slots.octets_total.uint(record))
-        .unwrap_or(0);
-    let packets = slots
-        .packets
-        .uint(record)
-        .or_else(|| slots.packets_total.uint(record))
-        .unwrap_or(0);
+    // Only delta counts: running totals (octetTotalCount) would count a re-exported long flow
+    // again at every export.
+    let bytes = slots.octets.uint(record).unwrap_or(0);
+    let packets = slots.packets.uint(record).unwrap_or(0);
     if bytes == 0 && packets == 0 {
         return None;
     }
@@ -1159,7 +1184,25 @@ fn flow_record(
         source,
         bytes: rate.scale(bytes),
         packets: rate.scale(packets),
+        duration_ms: duration_ms(record, slots),
     })
+}
+
+/// end - start of a record, from whichever pair of timestamps its template has.
+fn duration_ms(record: &[u8], slots: &Slots) -> u32 {
+    let pair = |start: Slot, end: Slot| Some((start.uint(record)?, end.uint(record)?));
+    let millis = if let Some((start, end)) = pair(slots.start_uptime, slots.end_uptime) {
+        // System uptime in milliseconds, 32 bits: it wraps after 49.7 days.
+        let (start, end) = (start & 0xffff_ffff, end & 0xffff_ffff);
+        Some(end.wrapping_sub(start) & 0xffff_ffff)
+    } else if let Some((start, end)) = pair(slots.start_ms, slots.end_ms) {
+        Some(end.saturating_sub(start))
+    } else if let Some((start, end)) = pair(slots.start_secs, slots.end_secs) {
+        Some(end.saturating_sub(start).saturating_mul(1000))
+    } else {
+        slots.duration_ms.uint(record)
+    };
+    u32::try_from(millis.unwrap_or(0).min(MAX_FLOW_DURATION_MS)).unwrap_or(u32::MAX)
 }
 
 /// The rate of a data record: its own interval, its sampler's, or the domain's latest.
@@ -1557,6 +1600,7 @@ mod tests {
             source: source.parse().expect("test address"),
             bytes,
             packets,
+            duration_ms: 0,
         }
     }
 
@@ -1969,8 +2013,10 @@ mod tests {
         assert_eq!(decode_at(&mut decoder, &plain, 0).1.filtered, 1);
     }
 
+    /// Regression: running totals (85/86) re-count a long flow at every export, so a record
+    /// with only totals counts nothing.
     #[test]
-    fn totals_only_without_deltas_and_empty_records_skipped() {
+    fn totals_only_and_empty_records_skipped() {
         let mut decoder = FlowDecoder::default();
         let message = Message::ipfix(0)
             .set(2, &template(256, &[(8, 4), (85, 4), (86, 4)]))
@@ -1991,8 +2037,45 @@ mod tests {
             )
             .build();
         let (out, summary) = decode_at(&mut decoder, &message, 0);
-        assert_eq!(out, [flow("10.0.0.1", 100, 1), flow("10.0.0.3", 40, 2)]);
-        assert_eq!(summary.filtered, 1);
+        assert_eq!(out, [flow("10.0.0.3", 40, 2)]);
+        assert_eq!(summary.filtered, 2);
+    }
+
+    #[test]
+    fn durations_come_from_any_timestamp_pair() {
+        let mut decoder = FlowDecoder::default();
+        let message = Message::ipfix(0)
+            // sysUpTime pair (wrapping), milliseconds pair, seconds pair, duration field.
+            .set(2, &template(256, &[(8, 4), (1, 4), (2, 4), (22, 4), (21, 4)]))
+            .set(2, &template(257, &[(8, 4), (1, 4), (2, 4), (152, 8), (153, 8)]))
+            .set(2, &template(258, &[(8, 4), (1, 4), (2, 4), (150, 4), (151, 4)]))
+            .set(2, &template(259, &[(8, 4), (1, 4), (2, 4), (161, 4)]))
+            .set(
+                256,
+                &simple_record("10.0.0.1", 100, 1)
+                    .uint(0xffff_ff00, 4)
+                    .uint(0x0000_ea38, 4)
+                    .0,
+            )
+            .set(
+                257,
+                &simple_record("10.0.0.2", 100, 1)
+                    .uint(1_700_000_000_000, 8)
+                    .uint(1_700_000_060_000, 8)
+                    .0,
+            )
+            .set(
+                258,
+                &simple_record("10.0.0.3", 100, 1)
+                    .uint(1_700_000_000, 4)
+                    .uint(1_700_000_030, 4)
+                    .0,
+            )
+            .set(259, &simple_record("10.0.0.4", 100, 1).uint(1500, 4).0)
+            .build();
+        let (out, _) = decode_at(&mut decoder, &message, 0);
+        let durations: Vec<u32> = out.iter().map(|record| record.duration_ms).collect();
+        assert_eq!(durations, [0x0000_ea38 + 0x100, 60_000, 30_000, 1500]);
     }
 
     fn error_of(decoder: &mut FlowDecoder, datagram: &[u8]) -> (usize, ErrorCounts) {

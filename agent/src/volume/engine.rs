@@ -26,13 +26,15 @@ use crate::{
         CollectorError, CollectorSettings, DecoderSettings, DirectionFilter, FlowCollector,
         SharedExporterStats,
     },
-    owner::Command,
+    owner::{ALREADY_BLOCKED_LONGER, Command},
     prefix::Prefix,
 };
 
 /// Aggregation lengths shown by `xdpguard top` and the metrics: hosts and their /24 or /64.
 const TOP_LENGTHS_V4: [u8; 2] = [32, 24];
 const TOP_LENGTHS_V6: [u8; 2] = [128, 64];
+/// The XDP program counts IPv6 per /64, so its volumes have no longer IPv6 prefixes.
+const XDP_MAX_LEN_V6: u8 = 64;
 /// How long the engine waits for the owner to answer a block.
 const OWNER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -146,6 +148,13 @@ struct Detector {
     hot: HotSet,
     /// Why each hot prefix went hot: an extension keeps saying so.
     reasons: std::collections::HashMap<Prefix, String>,
+    /// The expiry last asked of the owner per blocked prefix: a block is extended once less
+    /// than half of the ban is left, not every interval.
+    ordered_until: std::collections::HashMap<Prefix, u64>,
+    /// Prefixes whose block was refused (guards, allowlist, own address) or removed by an
+    /// operator, until when they are left out: while one of them stays hot it must not hide
+    /// the narrower prefixes inside it, and must not be asked for again every interval.
+    suppressed: std::collections::HashMap<Prefix, u64>,
 }
 
 impl Detector {
@@ -164,6 +173,8 @@ impl Detector {
             policy,
             hot,
             reasons: std::collections::HashMap::new(),
+            ordered_until: std::collections::HashMap::new(),
+            suppressed: std::collections::HashMap::new(),
         })
     }
 }
@@ -312,9 +323,14 @@ impl VolumeCore {
                 VolumeSource::Flow => flow,
             };
             let Some(volumes) = volumes else { continue };
-            let Ok(report) = volumes.heavy_hitters(elapsed, &detector.policy) else {
+            let Ok(mut report) = volumes.heavy_hitters(elapsed, &detector.policy) else {
                 continue;
             };
+            detector.suppressed.retain(|_, until| *until > now_unix);
+            report
+                .hitters
+                .retain(|hitter| !detector.suppressed.contains_key(&hitter.prefix));
+            let ban_secs = detector.config.ban.as_secs().max(1);
             let total_bytes = report.totals.bytes;
             let name = &detector.config.name;
             let action = detector.config.action;
@@ -345,6 +361,7 @@ impl VolumeCore {
                         );
                         let reason = format!("traffic volume: {}", describe(&hitter, share));
                         if action == VolumeAction::Block {
+                            let _: Option<u64> = detector.ordered_until.insert(prefix, until);
                             orders.push(BlockOrder {
                                 prefix,
                                 duration_secs: until.saturating_sub(now_unix).max(1),
@@ -357,7 +374,11 @@ impl VolumeCore {
                     }
                     Action::Extend { prefix, until } => {
                         log::debug!("volume detector {name}: {prefix} still hot, until {until}");
-                        if action == VolumeAction::Block {
+                        let ordered = detector.ordered_until.get(&prefix).copied().unwrap_or(0);
+                        if action == VolumeAction::Block
+                            && ordered.saturating_sub(now_unix) < ban_secs / 2
+                        {
+                            let _: Option<u64> = detector.ordered_until.insert(prefix, until);
                             orders.push(BlockOrder {
                                 prefix,
                                 duration_secs: until.saturating_sub(now_unix).max(1),
@@ -371,6 +392,7 @@ impl VolumeCore {
                     }
                     Action::Cooled { prefix } => {
                         let _: Option<String> = detector.reasons.remove(&prefix);
+                        let _: Option<u64> = detector.ordered_until.remove(&prefix);
                         log::info!("volume detector {name}: {prefix} cooled down");
                     }
                     Action::Overflow { prefix } => {
@@ -415,7 +437,12 @@ impl VolumeCore {
                 .iter()
                 .find(|t| t.source == name)
                 .map_or(0, |t| t.bytes);
-            for entry in volumes.top(&TOP_LENGTHS_V4, &TOP_LENGTHS_V6, self.top_n) {
+            let v6_lengths: &[u8] = if name == "xdp" {
+                &[XDP_MAX_LEN_V6]
+            } else {
+                &TOP_LENGTHS_V6
+            };
+            for entry in volumes.top(&TOP_LENGTHS_V4, v6_lengths, self.top_n) {
                 let holder = self.detectors.iter().find(|detector| {
                     let source_matches = matches!(
                         (detector.config.source, name),
@@ -445,6 +472,23 @@ impl VolumeCore {
         rows
     }
 
+    /// The owner did not apply `order` (or an operator removed its block): stop tracking the
+    /// prefix and leave it out for a ban's length, so the prefixes inside it count on their own.
+    pub fn suppress(&mut self, order: &BlockOrder, now_unix: u64) {
+        let Some(detector) = self
+            .detectors
+            .iter_mut()
+            .find(|detector| order.source == format!("volume:{}", detector.config.name))
+        else {
+            return;
+        };
+        let _: bool = detector.hot.forget(&order.prefix);
+        let _: Option<String> = detector.reasons.remove(&order.prefix);
+        let _: Option<u64> = detector.ordered_until.remove(&order.prefix);
+        let until = now_unix.saturating_add(detector.config.ban.as_secs().max(1));
+        let _: Option<u64> = detector.suppressed.insert(order.prefix, until);
+    }
+
     pub const fn snapshot(&self) -> &VolumeSnapshot {
         &self.snapshot
     }
@@ -452,6 +496,22 @@ impl VolumeCore {
     pub const fn snapshot_mut(&mut self) -> &mut VolumeSnapshot {
         &mut self.snapshot
     }
+}
+
+/// What a flow record adds to an interval of `interval_ms`: all of it when the flow was
+/// shorter than the interval, else its average rate over the interval. A router exports a long
+/// flow once per active timeout (often a minute): counted whole it would look like a burst
+/// six times the flow's real rate.
+fn at_flow_rate(record: &crate::flow::FlowRecord, interval_ms: u64) -> (u64, u64) {
+    let duration = u64::from(record.duration_ms);
+    if duration <= interval_ms {
+        return (record.bytes, record.packets);
+    }
+    let scale = |value: u64| {
+        u64::try_from(u128::from(value) * u128::from(interval_ms) / u128::from(duration))
+            .unwrap_or(u64::MAX)
+    };
+    (scale(record.bytes), scale(record.packets))
 }
 
 /// Decoder settings from the `[volume.flow]` table.
@@ -473,6 +533,14 @@ pub fn decoder_settings(flow: &FlowConfig) -> DecoderSettings {
     }
 }
 
+/// The XDP volumes' tracking: IPv6 comes per /64.
+const fn xdp_track(track: TrackConfig) -> TrackConfig {
+    TrackConfig {
+        max_len_v6: XDP_MAX_LEN_V6,
+        ..track
+    }
+}
+
 fn track_config(config: &VolumeConfig) -> TrackConfig {
     TrackConfig {
         max_len_v4: 32,
@@ -490,9 +558,14 @@ struct FlowSide {
 }
 
 impl FlowSide {
-    fn start(config: &FlowConfig, track: TrackConfig) -> Result<Self, EngineError> {
+    fn start(
+        config: &FlowConfig,
+        track: TrackConfig,
+        interval: Duration,
+    ) -> Result<Self, EngineError> {
         let volumes = Arc::new(Mutex::new(Volumes::new(track).map_err(EngineError::Track)?));
         let sink_volumes = Arc::clone(&volumes);
+        let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(1);
         let settings = CollectorSettings {
             listen: config.listen,
             receive_buffer_bytes: config.receive_buffer,
@@ -510,7 +583,8 @@ impl FlowSide {
             Box::new(move |records| {
                 let mut volumes = sink_volumes.lock().unwrap_or_else(PoisonError::into_inner);
                 for record in records {
-                    volumes.add(record.source, record.bytes, record.packets);
+                    let (bytes, packets) = at_flow_rate(record, interval_ms);
+                    volumes.add(record.source, bytes, packets);
                 }
             }),
         )?;
@@ -581,7 +655,7 @@ impl VolumeEngine {
         let flow = config
             .flow
             .as_ref()
-            .map(|flow| FlowSide::start(flow, track))
+            .map(|flow| FlowSide::start(flow, track, config.interval))
             .transpose()?;
         let flow_addr = flow.as_ref().map(|f| f.collector.local_addr());
         let snapshot = Arc::new(Mutex::new(VolumeSnapshot::default()));
@@ -590,13 +664,14 @@ impl VolumeEngine {
             core,
             config: config.clone(),
             xdp,
-            xdp_volumes: Volumes::new(track).map_err(EngineError::Track)?,
+            xdp_volumes: Volumes::new(xdp_track(track)).map_err(EngineError::Track)?,
             flow,
             flow_volumes: Volumes::new(track).map_err(EngineError::Track)?,
             owner,
             clock,
             snapshot: Arc::clone(&snapshot),
             rejected_before: 0,
+            discard_xdp: true,
         };
         let thread = std::thread::Builder::new()
             .name("volume".into())
@@ -659,10 +734,16 @@ struct Worker {
     snapshot: Arc<Mutex<VolumeSnapshot>>,
     /// Datagrams refused by collectors stopped on reload.
     rejected_before: u64,
+    /// The next drain of the XDP maps holds stale counts: read and drop them.
+    discard_xdp: bool,
 }
 
 impl Worker {
     fn run(&mut self, inbox: &mpsc::Receiver<EngineCommand>) {
+        // Counts from before this start (the program counts while no daemon runs, or a
+        // previous run's last interval) are not this interval's.
+        self.discard_xdp = true;
+        self.drain_xdp();
         let mut started = Instant::now();
         let mut next = started + self.config.interval;
         loop {
@@ -700,14 +781,19 @@ impl Worker {
             );
             return;
         }
-        let flow_changed = self.flow.as_ref().map(|f| &f.config) != config.flow.as_ref();
+        if config.xdp_accounting && !self.config.xdp_accounting {
+            // The maps hold whatever was counted before accounting went off: not this interval.
+            self.discard_xdp = true;
+        }
+        let flow_changed = self.flow.as_ref().map(|f| &f.config) != config.flow.as_ref()
+            || config.interval != self.config.interval;
         if flow_changed || track_config(&config) != track_config(&self.config) {
             let track = track_config(&config);
             if let Some(old) = self.flow.take() {
                 self.rejected_before += old.collector.rejected();
                 old.collector.stop();
             }
-            match (Volumes::new(track), Volumes::new(track)) {
+            match (Volumes::new(xdp_track(track)), Volumes::new(track)) {
                 (Ok(xdp), Ok(flow)) => {
                     self.xdp_volumes = xdp;
                     self.flow_volumes = flow;
@@ -715,7 +801,7 @@ impl Worker {
                 (Err(err), _) | (_, Err(err)) => log::error!("volume tracking: {err}"),
             }
             if let Some(flow) = &config.flow {
-                match FlowSide::start(flow, track) {
+                match FlowSide::start(flow, track, config.interval) {
                     Ok(side) => self.flow = Some(side),
                     Err(err) => {
                         log::error!("flow collector not restarted: {}", crate::error_chain(&err));
@@ -726,18 +812,29 @@ impl Worker {
         self.config = config;
     }
 
-    fn interval(&mut self, elapsed: Duration) {
+    /// Read the XDP volume maps into `xdp_volumes` (cleared first), or into nothing when
+    /// `discard_xdp` says the counts are stale. Whether `xdp_volumes` holds this interval.
+    fn drain_xdp(&mut self) -> bool {
         self.xdp_volumes.clear();
-        let xdp_on = self.config.xdp_accounting && self.xdp.is_some();
-        if let Some(reader) = self.xdp.as_mut().filter(|_| xdp_on) {
-            let volumes = &mut self.xdp_volumes;
-            if let Err(err) = reader.drain(&mut |source: IpAddr, packets, bytes| {
+        let discard = std::mem::take(&mut self.discard_xdp);
+        let Some(reader) = self.xdp.as_mut().filter(|_| self.config.xdp_accounting) else {
+            return false;
+        };
+        let volumes = &mut self.xdp_volumes;
+        let result = reader.drain(&mut |source: IpAddr, packets, bytes| {
+            if !discard {
                 volumes.add(source, bytes, packets);
-            }) {
-                self.core.snapshot_mut().drain_errors += 1;
-                log::error!("volume accounting: {}", crate::error_chain(&err));
             }
+        });
+        if let Err(err) = result {
+            self.core.snapshot_mut().drain_errors += 1;
+            log::error!("volume accounting: {}", crate::error_chain(&err));
         }
+        !discard
+    }
+
+    fn interval(&mut self, elapsed: Duration) {
+        let xdp_on = self.drain_xdp();
         if let Some(flow) = &self.flow {
             flow.swap(&mut self.flow_volumes);
         }
@@ -748,9 +845,7 @@ impl Worker {
             xdp_on.then_some(&self.xdp_volumes),
             self.flow.is_some().then_some(&self.flow_volumes),
         );
-        for order in orders {
-            self.block(order);
-        }
+        self.apply(orders, now_unix);
         let mut snapshot = self.core.snapshot().clone();
         if let Some(flow) = &self.flow {
             snapshot.exporters = flow.exporters();
@@ -760,41 +855,79 @@ impl Worker {
         *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
     }
 
-    fn block(&self, order: BlockOrder) {
+    /// Hand the interval's orders to the owner. An extension whose block is gone (an
+    /// operator unblocked it) is not put back: the prefix is left out for a ban's length.
+    fn apply(&mut self, orders: Vec<BlockOrder>, now_unix: u64) {
+        let mut current: BTreeMap<String, Option<std::collections::BTreeSet<String>>> =
+            BTreeMap::new();
+        for order in orders {
+            if !order.new {
+                let blocked = current
+                    .entry(order.source.clone())
+                    .or_insert_with(|| self.blocked_by(&order.source));
+                if let Some(blocked) = blocked
+                    && !blocked.contains(&order.prefix.to_string())
+                {
+                    log::info!(
+                        "volume: {} is no longer blocked (an operator removed it); not blocking it again for a ban's length",
+                        order.prefix
+                    );
+                    self.core.suppress(&order, now_unix);
+                    continue;
+                }
+            }
+            if let Some(reason) = self.block(&order) {
+                if order.new {
+                    log::warn!("volume: not blocking {}: {reason}", order.prefix);
+                } else {
+                    log::info!("volume: not extending {}: {reason}", order.prefix);
+                }
+                self.core.suppress(&order, now_unix);
+            }
+        }
+    }
+
+    /// The prefixes blocked under `source` now; `None` when the owner does not answer.
+    fn blocked_by(&self, source: &str) -> Option<std::collections::BTreeSet<String>> {
+        let (reply, answer) = mpsc::channel();
+        let request = Request::List {
+            source: Some(source.to_owned()),
+        };
+        self.owner.send(Command::Control(request, reply)).ok()?;
+        match answer.recv_timeout(OWNER_TIMEOUT).ok()? {
+            Response::List { entries } => Some(
+                entries
+                    .into_iter()
+                    .filter(|entry| entry.kind == "block")
+                    .map(|entry| entry.prefix)
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Ask the owner to block; the reason when it refused (a longer block already in place is
+    /// not a refusal).
+    fn block(&self, order: &BlockOrder) -> Option<String> {
         let (reply, answer) = mpsc::channel();
         let request = Request::Block {
             prefixes: vec![order.prefix.to_string()],
             duration_secs: Some(order.duration_secs),
-            reason: Some(order.reason),
-            source: Some(order.source),
+            reason: Some(order.reason.clone()),
+            source: Some(order.source.clone()),
             force: false,
         };
-        if self.owner.send(Command::Control(request, reply)).is_err() {
-            return;
-        }
+        self.owner.send(Command::Control(request, reply)).ok()?;
         match answer.recv_timeout(OWNER_TIMEOUT) {
-            Ok(Response::Applied { refused, .. }) => {
-                for refusal in refused {
-                    // An extension refused for the same reason as the block was is no news.
-                    if order.new {
-                        log::warn!(
-                            "volume: not blocking {}: {}",
-                            refusal.prefix,
-                            refusal.reason
-                        );
-                    } else {
-                        log::debug!(
-                            "volume: not extending {}: {}",
-                            refusal.prefix,
-                            refusal.reason
-                        );
-                    }
-                }
-            }
+            Ok(Response::Applied { refused, .. }) => refused
+                .into_iter()
+                .find(|refusal| !refusal.reason.starts_with(ALREADY_BLOCKED_LONGER))
+                .map(|refusal| refusal.reason),
             Ok(Response::Error { message }) => {
                 log::error!("volume: block {}: {message}", order.prefix);
+                None
             }
-            Ok(_) | Err(_) => {}
+            Ok(_) | Err(_) => None,
         }
     }
 }
@@ -863,23 +996,75 @@ mod tests {
         assert_eq!(orders[0].source, "volume:flood");
         assert_eq!(core.snapshot().alerts["ipv4"]["block"], 1);
 
-        // Still hot: one extension, no new alert.
-        let orders = core.end_interval(1010, TEN_S, Some(&flood()), None);
-        assert_eq!(orders.len(), 1);
-        assert!(!orders[0].new);
+        // Still hot with most of the ban left: nothing to ask, no new alert.
+        assert!(
+            core.end_interval(1010, TEN_S, Some(&flood()), None)
+                .is_empty()
+        );
         assert_eq!(core.snapshot().alerts["ipv4"]["block"], 1);
         assert_eq!(core.snapshot().hot.len(), 1);
+        // Still hot with less than half of the ban left: one extension to a full ban.
+        let orders = core.end_interval(1310, TEN_S, Some(&flood()), None);
+        assert_eq!(orders.len(), 1, "{orders:?}");
+        assert!(!orders[0].new);
+        assert_eq!(orders[0].duration_secs, 600);
+        assert!(orders[0].reason.contains("64 sources"), "{orders:?}");
+        assert!(
+            core.end_interval(1320, TEN_S, Some(&flood()), None)
+                .is_empty()
+        );
 
         // Cooled: no order, forgotten; hot again later is a new incident.
         let quiet = volumes(&[("198.51.100.7", 50_000)]);
         assert!(
-            core.end_interval(1020, TEN_S, Some(&quiet), None)
+            core.end_interval(1330, TEN_S, Some(&quiet), None)
                 .is_empty()
         );
         assert!(core.snapshot().hot.is_empty());
-        let orders = core.end_interval(1030, TEN_S, Some(&flood()), None);
+        let orders = core.end_interval(1340, TEN_S, Some(&flood()), None);
         assert!(orders[0].new);
         assert_eq!(core.snapshot().alerts["ipv4"]["block"], 2);
+    }
+
+    /// Regression: a block the owner refused (say the /24 holds this host's address) must not
+    /// keep covering the prefixes inside it, nor be asked for again every interval.
+    #[test]
+    fn a_refused_block_stops_covering_the_hosts_inside_it() {
+        let mut core = VolumeCore::new(&config(vec![detector(
+            "flood",
+            VolumeAction::Block,
+            1_000_000,
+        )]))
+        .unwrap();
+        let orders = core.end_interval(1000, TEN_S, Some(&flood()), None);
+        assert_eq!(orders[0].prefix.to_string(), "203.0.113.0/24");
+        core.suppress(&orders[0], 1000);
+        // Now one host of the /24 also goes over the limit by itself.
+        let mut traffic = flood();
+        traffic.add("203.0.113.9".parse().unwrap(), 20_000_000, 1);
+        let orders = core.end_interval(1010, TEN_S, Some(&traffic), None);
+        let prefixes: Vec<String> = orders.iter().map(|o| o.prefix.to_string()).collect();
+        assert_eq!(prefixes, ["203.0.113.9/32"]);
+        assert!(orders[0].new);
+        // After a ban's length the /24 is judged again.
+        let orders = core.end_interval(1700, TEN_S, Some(&flood()), None);
+        let prefixes: Vec<String> = orders.iter().map(|o| o.prefix.to_string()).collect();
+        assert_eq!(prefixes, ["203.0.113.0/24"]);
+    }
+
+    #[test]
+    fn long_flows_count_at_their_average_rate() {
+        let record = |duration_ms| crate::flow::FlowRecord {
+            source: "203.0.113.1".parse().unwrap(),
+            bytes: 600_000,
+            packets: 600,
+            duration_ms,
+        };
+        // A 60 s flow in a 10 s interval: a sixth of it.
+        assert_eq!(at_flow_rate(&record(60_000), 10_000), (100_000, 100));
+        // Shorter than the interval, or no duration: all of it.
+        assert_eq!(at_flow_rate(&record(2_000), 10_000), (600_000, 600));
+        assert_eq!(at_flow_rate(&record(0), 10_000), (600_000, 600));
     }
 
     #[test]
@@ -973,7 +1158,8 @@ mod tests {
         let mut changed = change;
         changed.ban = Duration::from_secs(60);
         core.reconfigure(&config(vec![keep, changed])).unwrap();
-        let orders = core.end_interval(1010, TEN_S, Some(&flood()), None);
+        // Late enough that the kept detector's block is due for an extension.
+        let orders = core.end_interval(1310, TEN_S, Some(&flood()), None);
         let kinds: Vec<(String, bool)> = orders.iter().map(|o| (o.source.clone(), o.new)).collect();
         assert!(
             kinds.contains(&("volume:keep".to_owned(), false)),

@@ -161,6 +161,17 @@ impl HotSet {
         actions
     }
 
+    /// Stop tracking `prefix` (its action was refused, or an operator undid it), so prefixes
+    /// inside it are judged on their own again. Whether it was tracked.
+    pub fn forget(&mut self, prefix: &Prefix) -> bool {
+        if self.hot.remove(prefix).is_some() {
+            self.count(*prefix, false);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Prefixes hot now.
     pub fn len(&self) -> usize {
         self.hot.len()
