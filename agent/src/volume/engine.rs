@@ -269,25 +269,29 @@ impl VolumeCore {
     /// # Errors
     /// As [`Self::new`]; the running detectors are kept then.
     pub fn reconfigure(&mut self, config: &VolumeConfig) -> Result<(), EngineError> {
+        // Build every new or changed detector first: an error leaves the running ones alone.
+        let mut fresh: BTreeMap<String, Detector> = BTreeMap::new();
+        for wanted in &config.detectors {
+            let unchanged = self.detectors.iter().any(|d| d.config == *wanted);
+            if !unchanged {
+                let _: Option<Detector> =
+                    fresh.insert(wanted.name.clone(), Detector::new(wanted.clone())?);
+            }
+        }
         let mut old: BTreeMap<String, Detector> = self
             .detectors
             .drain(..)
             .map(|detector| (detector.config.name.clone(), detector))
             .collect();
-        let mut detectors = Vec::with_capacity(config.detectors.len());
-        for wanted in &config.detectors {
-            match old.remove(&wanted.name) {
-                Some(kept) if kept.config == *wanted => detectors.push(kept),
-                _ => match Detector::new(wanted.clone()) {
-                    Ok(detector) => detectors.push(detector),
-                    Err(err) => {
-                        self.detectors = old.into_values().collect();
-                        return Err(err);
-                    }
-                },
-            }
-        }
-        self.detectors = detectors;
+        self.detectors = config
+            .detectors
+            .iter()
+            .filter_map(|wanted| {
+                fresh
+                    .remove(&wanted.name)
+                    .or_else(|| old.remove(&wanted.name))
+            })
+            .collect();
         self.top_n = config.top;
         Ok(())
     }
