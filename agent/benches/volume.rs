@@ -16,7 +16,8 @@
 //!   sandbox's documentation addresses.
 //! - **In process**: the datagrams from memory through [`FlowDecoder`] and into [`Volumes`]
 //!   exactly as the collector thread and the engine's sink do (decode per datagram into a
-//!   record buffer, lock the shared volumes, add each record), on one pinned thread; decode
+//!   record buffer, lock the shared volumes, add each record at its flow rate), on one pinned
+//!   thread; decode
 //!   alone and aggregation alone next to it; median of [`PASSES`] interleaved passes; then the
 //!   heavy-hitter pass over the result.
 //! - **Over UDP**: the same datagrams from the sandbox's attacker namespace (198.51.100.2) to
@@ -26,8 +27,11 @@
 //!   collector thread (`/proc/self/task/TID/stat`; it receives, decodes and aggregates).
 //!   Zero loss: every datagram was read (UDP `InDatagrams` of the namespace, socket drops 0)
 //!   and the receiver counted every record, packet and byte sent (nfdump's summary of nfcapd's
-//!   files; the decoder's record counter and the volumes' totals). A rate that loses anything
-//!   is lowered and the rounds start again.
+//!   files; the decoder's record counter and the volumes' totals). A third run per round is a
+//!   bare `recv_from` loop with the collector's socket settings that only counts datagrams:
+//!   what receiving alone costs. [`UDP_ROUNDS`] rounds at the first rate of [`RATES`] where
+//!   nothing is lost (a rate that loses anything is lowered and the rounds start again); then
+//!   a ramp, each flow receiver alone at the rising rates of [`RAMP`] until it loses.
 //! - **Aggregation alone**: 1M distinct random IPv4 and 1M IPv6 sources into `Volumes`, one add
 //!   each then three more each in random order; the heavy-hitter pass; heap per source.
 #[path = "../tests/support/netns.rs"]
@@ -40,7 +44,10 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -97,10 +104,15 @@ const INTERVAL: Duration = Duration::from_secs(60);
 
 /// Records/s targets of the UDP replay, tried from the first down until both receivers lose
 /// nothing in [`UDP_ROUNDS`] rounds.
-const RATES: [u64; 4] = [2_000_000, 1_000_000, 500_000, 250_000];
-const UDP_ROUNDS: usize = 3;
+const RATES: [u64; 3] = [1_000_000, 500_000, 250_000];
+/// Records/s targets of the ramp: each flow receiver alone, rising until it loses.
+const RAMP: [u64; 8] = [
+    1_000_000, 1_500_000, 2_000_000, 2_500_000, 3_000_000, 4_000_000, 6_000_000, 8_000_000,
+];
+const UDP_ROUNDS: usize = 5;
 const NFCAPD_PORT: u16 = 9995;
 const COLLECTOR_PORT: u16 = 9996;
+const FLOOR_PORT: u16 = 9997;
 /// Socket receive buffer asked of both receivers (nfcapd `-B`; the collector's setting).
 const RCVBUF: usize = 8 << 20;
 /// No send loop runs longer than this.
@@ -491,7 +503,8 @@ fn decode_aggregate(stream: &Stream) -> (Duration, FlowDecoder, Volumes) {
     let sink = move |records: &[FlowRecord]| {
         let mut volumes = sink_volumes.lock().unwrap_or_else(PoisonError::into_inner);
         for record in records {
-            volumes.add(record.source, record.bytes, record.packets);
+            let (bytes, packets) = at_flow_rate(record);
+            volumes.add(record.source, bytes, packets);
         }
     };
     let mut records = Vec::with_capacity(1024);
@@ -536,7 +549,8 @@ fn aggregate_only(decoded: &[Vec<FlowRecord>]) -> (Duration, Volumes) {
     for records in decoded {
         let mut volumes = volumes.lock().unwrap_or_else(PoisonError::into_inner);
         for record in records {
-            volumes.add(record.source, record.bytes, record.packets);
+            let (bytes, packets) = at_flow_rate(record);
+            volumes.add(record.source, bytes, packets);
         }
     }
     let elapsed = started.elapsed();
@@ -544,6 +558,23 @@ fn aggregate_only(decoded: &[Vec<FlowRecord>]) -> (Duration, Volumes) {
         elapsed,
         volumes.into_inner().unwrap_or_else(PoisonError::into_inner),
     )
+}
+
+/// What the engine's sink adds for a record (a copy of the private `engine::at_flow_rate`): a
+/// flow longer than the interval at its average rate over the interval. The stream's flows
+/// last under a minute, so with a 60 s interval every record counts whole and the totals
+/// still equal the stream's; the check is paid all the same.
+fn at_flow_rate(record: &FlowRecord) -> (u64, u64) {
+    let interval_ms = u64::try_from(INTERVAL.as_millis()).unwrap_or(u64::MAX);
+    let duration = u64::from(record.duration_ms);
+    if duration <= interval_ms {
+        return (record.bytes, record.packets);
+    }
+    let scale = |value: u64| {
+        u64::try_from(u128::from(value) * u128::from(interval_ms) / u128::from(duration))
+            .unwrap_or(u64::MAX)
+    };
+    (scale(record.bytes), scale(record.packets))
 }
 
 /// A policy whose limit is 0.1% of `bytes` per second of the interval.
@@ -763,6 +794,8 @@ fn distinct(rng: &mut StdRng, v6: bool) -> Distinct {
 enum Receiver {
     Nfcapd,
     Xdpguard,
+    /// A bare `recv_from` loop that discards: what receiving alone costs.
+    Floor,
 }
 
 impl Receiver {
@@ -770,9 +803,13 @@ impl Receiver {
         match self {
             Self::Nfcapd => "nfcapd",
             Self::Xdpguard => "xdpguard collector",
+            Self::Floor => "recv only (floor)",
         }
     }
 }
+
+/// What a receiver counted: (records, packets, bytes).
+type Counted = (u64, u64, u64);
 
 struct UdpRun {
     receiver: Receiver,
@@ -783,9 +820,8 @@ struct UdpRun {
     read: u64,
     /// Socket drops plus the namespace's `RcvbufErrors`.
     drops: u64,
-    records: u64,
-    packets: u64,
-    bytes: u64,
+    /// `None` for the floor, which only counts datagrams.
+    counted: Option<Counted>,
     cpu_secs: f64,
     rcvbuf: Option<u64>,
 }
@@ -795,12 +831,22 @@ impl UdpRun {
         self.drops == 0
             && self.read == self.sent
             && self.sent == totals.datagrams()
-            && (self.records, self.packets, self.bytes)
-                == (totals.records, totals.packets, totals.bytes)
+            && self
+                .counted
+                .is_none_or(|counted| counted == (totals.records, totals.packets, totals.bytes))
     }
 
-    fn records_per_cpu_sec(&self) -> f64 {
-        self.records as f64 / self.cpu_secs
+    /// Records carried by the datagrams read, per CPU-second of the receiver.
+    fn records_per_cpu_sec(&self, totals: &StreamTotals) -> f64 {
+        let records = self
+            .counted
+            .map_or(totals.records, |(records, _, _)| records);
+        records as f64 / self.cpu_secs
+    }
+
+    /// The sender kept up with the target rate (within 5%).
+    fn rate_reached(&self, totals: &StreamTotals) -> bool {
+        self.send_secs <= 1.05 * totals.records as f64 / self.rate as f64
     }
 }
 
@@ -854,6 +900,23 @@ fn effective_rcvbuf(sandbox: &Sandbox, port: u16) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// SO_RCVBUF as the collector sets it: past `net.core.rmem_max` with SO_RCVBUFFORCE.
+fn force_rcvbuf(socket: &UdpSocket, bytes: usize) {
+    // The kernel doubles the value it is given.
+    let value = libc::c_int::try_from(bytes / 2).unwrap();
+    // SAFETY: our own socket; the value is a c_int of the length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(socket),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const value).cast(),
+            libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap(),
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+}
+
 fn clock_ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -900,24 +963,6 @@ fn send_paced(sandbox: &Sandbox, stream: &Stream, port: u16, rate: u64) -> (u64,
     })
 }
 
-/// Wait (bounded) until the socket on `port` has read or dropped all `sent` datagrams and its
-/// queue is empty. Returns (read, drops) since `before`.
-fn wait_drained(sandbox: &Sandbox, port: u16, before: (u64, u64, u64), sent: u64) -> (u64, u64) {
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    loop {
-        let (in_datagrams, rcvbuf_errors) = udp_counters(sandbox);
-        let (queue, socket_drops) = udp_socket(sandbox, port).unwrap_or((0, before.2));
-        let read = in_datagrams - before.0;
-        let drops = (rcvbuf_errors - before.1) + (socket_drops - before.2);
-        if (read + drops >= sent && queue == 0) || Instant::now() > deadline {
-            // The last datagram read is being processed.
-            std::thread::sleep(Duration::from_millis(100));
-            return (read, drops);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Wait (bounded) until a socket is bound to `port` in the firewall namespace.
 fn wait_bound(sandbox: &Sandbox, port: u16, alive: &mut dyn FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -928,12 +973,75 @@ fn wait_bound(sandbox: &Sandbox, port: u16, alive: &mut dyn FnMut() -> bool) {
     }
 }
 
+/// One replay of the stream to a bound receiver on `port`, whose CPU time `stat` holds.
+#[derive(Clone, Copy)]
+struct Replay {
+    sent: u64,
+    send_secs: f64,
+    read: u64,
+    drops: u64,
+    cpu_secs: f64,
+    rcvbuf: Option<u64>,
+}
+
+fn replay(sandbox: &Sandbox, stream: &Stream, port: u16, rate: u64, stat: &str) -> Replay {
+    let rcvbuf = effective_rcvbuf(sandbox, port);
+    let (in_before, errors_before) = udp_counters(sandbox);
+    let drops_before = udp_socket(sandbox, port).map_or(0, |(_, drops)| drops);
+    let cpu_before = cpu_secs(stat);
+    let (sent, send_secs) = send_paced(sandbox, stream, port, rate);
+    // Until every datagram was read or dropped and the queue is empty (bounded).
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let (read, drops) = loop {
+        let (in_datagrams, rcvbuf_errors) = udp_counters(sandbox);
+        let (queue, socket_drops) = udp_socket(sandbox, port).unwrap_or((0, drops_before));
+        let read = in_datagrams - in_before;
+        let drops = (rcvbuf_errors - errors_before) + (socket_drops - drops_before);
+        if (read + drops >= sent && queue == 0) || Instant::now() > deadline {
+            break (read, drops);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The last datagram read is still being processed.
+    std::thread::sleep(Duration::from_millis(100));
+    Replay {
+        sent,
+        send_secs,
+        read,
+        drops,
+        cpu_secs: cpu_secs(stat) - cpu_before,
+        rcvbuf,
+    }
+}
+
+impl UdpRun {
+    fn of(receiver: Receiver, rate: u64, replay: Replay, counted: Option<Counted>) -> Self {
+        Self {
+            receiver,
+            rate,
+            sent: replay.sent,
+            send_secs: replay.send_secs,
+            read: replay.read,
+            drops: replay.drops,
+            counted,
+            cpu_secs: replay.cpu_secs,
+            rcvbuf: replay.rcvbuf,
+        }
+    }
+}
+
 /// nfcapd, killed on every path.
 struct Nfcapd(Option<Child>);
 
 impl Nfcapd {
     fn pid(&self) -> u32 {
         self.0.as_ref().map_or(0, Child::id)
+    }
+
+    fn alive(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|child| child.try_wait().unwrap().is_none())
     }
 
     /// SIGTERM (nfcapd closes its file), wait at most 20 s.
@@ -965,7 +1073,7 @@ impl Drop for Nfcapd {
 }
 
 /// nfdump's summary of every file under `dir`: (flows, packets, bytes).
-fn nfdump_summary(dir: &Path) -> (u64, u64, u64) {
+fn nfdump_summary(dir: &Path) -> Counted {
     let out = Command::new("nfdump")
         .arg("-R")
         .arg(dir)
@@ -986,8 +1094,9 @@ fn nfdump_summary(dir: &Path) -> (u64, u64, u64) {
     (field("Flows:"), field("Packets:"), field("Bytes:"))
 }
 
-fn run_nfcapd(sandbox: &Sandbox, stream: &Stream, rate: u64, work: &Path, n: usize) -> UdpRun {
-    let dir = work.join(format!("nfcapd-{n}"));
+fn run_nfcapd(sandbox: &Sandbox, stream: &Stream, rate: u64, work: &Path) -> UdpRun {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let dir = work.join(format!("nfcapd-{}", RUNS.fetch_add(1, Ordering::Relaxed)));
     let flows = dir.join("flows");
     std::fs::create_dir_all(&flows).unwrap();
     let mut nfcapd = Nfcapd(Some(
@@ -1003,56 +1112,28 @@ fn run_nfcapd(sandbox: &Sandbox, stream: &Stream, rate: u64, work: &Path, n: usi
             .spawn()
             .expect("nfcapd (Debian package nfdump)"),
     ));
-    wait_bound(sandbox, NFCAPD_PORT, &mut || {
-        nfcapd
-            .0
-            .as_mut()
-            .is_some_and(|child| child.try_wait().unwrap().is_none())
-    });
-    // nsenter execs nfcapd in place: the child is nfcapd.
+    wait_bound(sandbox, NFCAPD_PORT, &mut || nfcapd.alive());
+    // nsenter execs nfcapd in place: the child is nfcapd; its stat covers all its threads.
     let stat = format!("/proc/{}/stat", nfcapd.pid());
-    let rcvbuf = effective_rcvbuf(sandbox, NFCAPD_PORT);
-    let counters = udp_counters(sandbox);
-    let socket_drops = udp_socket(sandbox, NFCAPD_PORT).map_or(0, |(_, drops)| drops);
-    let cpu_before = cpu_secs(&stat);
-    let (sent, send_secs) = send_paced(sandbox, stream, NFCAPD_PORT, rate);
-    let (read, drops) = wait_drained(
-        sandbox,
-        NFCAPD_PORT,
-        (counters.0, counters.1, socket_drops),
-        sent,
-    );
-    let cpu = cpu_secs(&stat) - cpu_before;
+    let replay = replay(sandbox, stream, NFCAPD_PORT, rate, &stat);
     nfcapd.stop();
-    let (records, packets, bytes) = nfdump_summary(&flows);
+    let counted = nfdump_summary(&flows);
     let _ = std::fs::remove_dir_all(&dir);
-    UdpRun {
-        receiver: Receiver::Nfcapd,
-        rate,
-        sent,
-        send_secs,
-        read,
-        drops,
-        records,
-        packets,
-        bytes,
-        cpu_secs: cpu,
-        rcvbuf,
-    }
+    UdpRun::of(Receiver::Nfcapd, rate, replay, Some(counted))
 }
 
-/// The thread id of the (one) running flow collector thread.
-fn collector_tid() -> u32 {
+/// The thread id of the (one) running thread called `name` in this process.
+fn thread_id(name: &str) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         for entry in std::fs::read_dir("/proc/self/task").unwrap() {
             let path = entry.unwrap().path();
             let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-            if comm.trim_end() == "flow-collector" {
+            if comm.trim_end() == name {
                 return path.file_name().unwrap().to_str().unwrap().parse().unwrap();
             }
         }
-        assert!(Instant::now() < deadline, "no flow-collector thread");
+        assert!(Instant::now() < deadline, "no {name} thread");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -1063,6 +1144,8 @@ fn run_collector(sandbox: &Sandbox, stream: &Stream, rate: u64) -> UdpRun {
     let mut settings =
         CollectorSettings::new(SocketAddr::new(FW_V4.parse().unwrap(), COLLECTOR_PORT));
     settings.receive_buffer_bytes = RCVBUF;
+    // As a configuration that may block on flows must: only the sender is an exporter.
+    settings.exporters = vec![format!("{ATK_V4}/32").parse().unwrap()];
     // The engine's sink (FlowSide): lock the shared volumes, add each record.
     let collector = sandbox.within(Side::Firewall, || {
         FlowCollector::start(
@@ -1070,26 +1153,16 @@ fn run_collector(sandbox: &Sandbox, stream: &Stream, rate: u64) -> UdpRun {
             Box::new(move |records| {
                 let mut volumes = sink_volumes.lock().unwrap_or_else(PoisonError::into_inner);
                 for record in records {
-                    volumes.add(record.source, record.bytes, record.packets);
+                    let (bytes, packets) = at_flow_rate(record);
+                    volumes.add(record.source, bytes, packets);
                 }
             }),
         )
         .unwrap_or_else(|err| panic!("{}", xdpguard::error_chain(&err)))
     });
-    let stat = format!("/proc/self/task/{}/stat", collector_tid());
+    let stat = format!("/proc/self/task/{}/stat", thread_id("flow-collector"));
     wait_bound(sandbox, COLLECTOR_PORT, &mut || true);
-    let rcvbuf = effective_rcvbuf(sandbox, COLLECTOR_PORT);
-    let counters = udp_counters(sandbox);
-    let socket_drops = udp_socket(sandbox, COLLECTOR_PORT).map_or(0, |(_, drops)| drops);
-    let cpu_before = cpu_secs(&stat);
-    let (sent, send_secs) = send_paced(sandbox, stream, COLLECTOR_PORT, rate);
-    let (read, drops) = wait_drained(
-        sandbox,
-        COLLECTOR_PORT,
-        (counters.0, counters.1, socket_drops),
-        sent,
-    );
-    let cpu = cpu_secs(&stat) - cpu_before;
+    let replay = replay(sandbox, stream, COLLECTOR_PORT, rate, &stat);
     // The statistics are published once the socket has been quiet for a read timeout.
     let stats = collector.stats();
     let counted = || {
@@ -1107,62 +1180,132 @@ fn run_collector(sandbox: &Sandbox, stream: &Stream, rate: u64) -> UdpRun {
     collector.stop();
     let records = counted();
     let (packets, bytes) = volume_totals(&volumes.lock().unwrap_or_else(PoisonError::into_inner));
-    UdpRun {
-        receiver: Receiver::Xdpguard,
+    UdpRun::of(
+        Receiver::Xdpguard,
         rate,
-        sent,
-        send_secs,
-        read,
-        drops,
-        records,
-        packets,
-        bytes,
-        cpu_secs: cpu,
-        rcvbuf,
+        replay,
+        Some((records, packets, bytes)),
+    )
+}
+
+/// The floor's receive thread; stopped and joined on drop.
+struct FloorThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl FloorThread {
+    /// Stop the thread; the datagrams it received.
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .map_or(0, |thread| thread.join().unwrap())
     }
 }
 
+impl Drop for FloorThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A bare receive loop with the collector's socket settings (buffer, 200 ms read timeout,
+/// one `recv_from` per datagram into a 64 KiB buffer) that only counts datagrams.
+fn run_floor(sandbox: &Sandbox, stream: &Stream, rate: u64) -> UdpRun {
+    let socket = sandbox.within(Side::Firewall, || {
+        UdpSocket::bind((FW_V4, FLOOR_PORT)).unwrap()
+    });
+    force_rcvbuf(&socket, RCVBUF);
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread_stop = Arc::clone(&stop);
+    let floor = FloorThread {
+        stop,
+        thread: Some(
+            std::thread::Builder::new()
+                .name("recv-floor".into())
+                .spawn(move || {
+                    let mut buffer = vec![0; 65_535];
+                    let mut datagrams = 0_u64;
+                    while !thread_stop.load(Ordering::Relaxed) {
+                        if socket.recv_from(&mut buffer).is_ok() {
+                            datagrams += 1;
+                        }
+                    }
+                    datagrams
+                })
+                .unwrap(),
+        ),
+    };
+    let stat = format!("/proc/self/task/{}/stat", thread_id("recv-floor"));
+    let replay = replay(sandbox, stream, FLOOR_PORT, rate, &stat);
+    let received = floor.finish();
+    let mut run = UdpRun::of(Receiver::Floor, rate, replay, None);
+    run.read = run.read.min(received);
+    run
+}
+
+fn run_one(
+    sandbox: &Sandbox,
+    stream: &Stream,
+    receiver: Receiver,
+    rate: u64,
+    work: &Path,
+) -> UdpRun {
+    let run = match receiver {
+        Receiver::Nfcapd => run_nfcapd(sandbox, stream, rate, work),
+        Receiver::Xdpguard => run_collector(sandbox, stream, rate),
+        Receiver::Floor => run_floor(sandbox, stream, rate),
+    };
+    eprintln!(
+        "bench: {} at {rate} records/s: sent in {:.2} s, read {}/{} datagrams, {:?} counted, {:.2} CPU s{}",
+        receiver.name(),
+        run.send_secs,
+        run.read,
+        run.sent,
+        run.counted,
+        run.cpu_secs,
+        if run.lossless(&stream.totals) {
+            ""
+        } else {
+            " — LOSS"
+        }
+    );
+    run
+}
+
 struct Udp {
-    runs: Vec<UdpRun>,
+    /// The rounds at one rate, including the rates given up.
+    rounds: Vec<UdpRun>,
     /// The rate whose rounds all lost nothing, if any.
     rate: Option<u64>,
+    /// Each flow receiver alone at rising rates, until it loses or the sender falls behind.
+    ramp: Vec<UdpRun>,
 }
 
 fn udp_side_by_side(stream: &Stream) -> Udp {
     let sandbox = Sandbox::new("bench-volume");
     let work = std::env::temp_dir().join(format!("xdpguard-bench-volume-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
-    let mut runs: Vec<UdpRun> = Vec::new();
+    let totals = &stream.totals;
+    let mut rounds: Vec<UdpRun> = Vec::new();
     let mut chosen = None;
     'rates: for rate in RATES {
         for round in 0..UDP_ROUNDS {
-            // Alternate who goes first, so a noisy moment does not always hit the same one.
-            let order = if round % 2 == 0 {
-                [Receiver::Nfcapd, Receiver::Xdpguard]
-            } else {
-                [Receiver::Xdpguard, Receiver::Nfcapd]
-            };
+            // Rotate who goes first, so a noisy moment does not always hit the same one.
+            let mut order = [Receiver::Nfcapd, Receiver::Xdpguard, Receiver::Floor];
+            order.rotate_left(round % 3);
             let mut lost = false;
             for receiver in order {
-                let run = match receiver {
-                    Receiver::Nfcapd => run_nfcapd(&sandbox, stream, rate, &work, runs.len()),
-                    Receiver::Xdpguard => run_collector(&sandbox, stream, rate),
-                };
-                eprintln!(
-                    "bench: {} at {rate} records/s: read {}/{} datagrams, {} records, {:.2} CPU s{}",
-                    receiver.name(),
-                    run.read,
-                    run.sent,
-                    run.records,
-                    run.cpu_secs,
-                    if run.lossless(&stream.totals) {
-                        ""
-                    } else {
-                        " — LOSS"
-                    }
-                );
-                lost |= !run.lossless(&stream.totals);
-                runs.push(run);
+                let run = run_one(&sandbox, stream, receiver, rate, &work);
+                lost |= !run.lossless(totals);
+                rounds.push(run);
             }
             if lost {
                 continue 'rates;
@@ -1171,9 +1314,39 @@ fn udp_side_by_side(stream: &Stream) -> Udp {
         chosen = Some(rate);
         break;
     }
+    let mut ramp = Vec::new();
+    for receiver in [Receiver::Nfcapd, Receiver::Xdpguard] {
+        for rate in RAMP {
+            let run = run_one(&sandbox, stream, receiver, rate, &work);
+            let stop = !run.lossless(totals) || !run.rate_reached(totals);
+            ramp.push(run);
+            if stop {
+                break;
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&work);
     drop(sandbox);
-    Udp { runs, rate: chosen }
+    Udp {
+        rounds,
+        rate: chosen,
+        ramp,
+    }
+}
+
+/// The highest target rate `receiver` took without loss in the ramp, and whether the ramp
+/// stopped there because the sender fell behind (so the receiver may do more).
+fn highest_lossless(udp: &Udp, receiver: Receiver, totals: &StreamTotals) -> Option<(u64, bool)> {
+    let runs: Vec<&UdpRun> = udp.ramp.iter().filter(|r| r.receiver == receiver).collect();
+    let best = runs
+        .iter()
+        .filter(|r| r.lossless(totals) && r.rate_reached(totals))
+        .map(|r| r.rate)
+        .max()?;
+    let last = runs.last()?;
+    let sender_bound = last.lossless(totals) && !last.rate_reached(totals);
+    let ramp_done = runs.len() == RAMP.len() && last.lossless(totals);
+    Some((best, sender_bound || ramp_done))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1238,6 +1411,122 @@ fn tool_version(command: &str) -> String {
 
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "NOT met" }
+}
+
+/// The UDP figures the targets use.
+struct UdpSummary {
+    /// Median records per CPU-second at the common rate: nfcapd, xdpguard, floor.
+    theirs: Option<f64>,
+    ours: Option<f64>,
+    ratio: Option<f64>,
+    /// Highest zero-loss rates in the ramp and their ratio.
+    ramp_ratio: Option<f64>,
+}
+
+fn run_row(out: &mut String, index: usize, run: &UdpRun, totals: &StreamTotals) {
+    let counted = run
+        .counted
+        .map_or_else(|| "—".to_owned(), |(records, _, _)| thousands(records));
+    let _ = writeln!(
+        out,
+        "| {index} | {} | {} | {} | {} / {} | {} | {} | {} | {:.2} | {:.0}% | {:.1} | {} | {} |",
+        run.receiver.name(),
+        thousands(run.rate),
+        thousands_f(totals.records as f64 / run.send_secs),
+        thousands(run.read),
+        thousands(run.sent),
+        run.drops,
+        counted,
+        if run.lossless(totals) { "yes" } else { "NO" },
+        run.cpu_secs,
+        100.0 * run.cpu_secs / run.send_secs,
+        run.cpu_secs * 1e6 / run.sent as f64,
+        thousands_f(run.records_per_cpu_sec(totals)),
+        run.rcvbuf.map_or_else(|| "?".to_owned(), thousands),
+    );
+}
+
+const RUN_HEADER: &str = "| # | receiver | target records/s | sent records/s | datagrams read / sent | drops | records counted | zero loss | CPU (s) | CPU / send time | CPU µs per datagram | records per CPU-second | rcvbuf (bytes) |\n|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|";
+
+fn udp_report(out: &mut String, udp: &Udp, totals: &StreamTotals) -> UdpSummary {
+    let _ = writeln!(
+        out,
+        "\n### Over UDP in the sandbox: the same stream to nfcapd, to xdpguard's collector and to a bare receive loop, each in its own run\n"
+    );
+    let _ = writeln!(out, "{RUN_HEADER}");
+    for (i, run) in udp.rounds.iter().enumerate() {
+        run_row(out, i + 1, run, totals);
+    }
+    let per_cpu = |receiver: Receiver| -> Option<f64> {
+        let rate = udp.rate?;
+        let values: Vec<f64> = udp
+            .rounds
+            .iter()
+            .filter(|run| run.receiver == receiver && run.rate == rate)
+            .map(|run| run.records_per_cpu_sec(totals))
+            .collect();
+        (!values.is_empty()).then(|| median(values))
+    };
+    let (theirs, ours, floor) = (
+        per_cpu(Receiver::Nfcapd),
+        per_cpu(Receiver::Xdpguard),
+        per_cpu(Receiver::Floor),
+    );
+    let ratio = theirs.zip(ours).map(|(theirs, ours)| ours / theirs);
+    match (udp.rate, theirs, ours, floor, ratio) {
+        (Some(rate), Some(theirs), Some(ours), Some(floor), Some(ratio)) => {
+            // CPU-seconds per record above the floor's.
+            let above = |per_sec: f64| 1.0 / (1.0 / per_sec - 1.0 / floor);
+            let _ = writeln!(
+                out,
+                "\nZero loss at {} records/s in all {UDP_ROUNDS} rounds. Median records per CPU-second: nfcapd {} (whole process), xdpguard {} (collector thread): {ratio:.2}×. The bare receive loop alone: {} records per CPU-second; above it, nfcapd {} and xdpguard {} records per CPU-second.",
+                thousands(rate),
+                thousands_f(theirs),
+                thousands_f(ours),
+                thousands_f(floor),
+                thousands_f(above(theirs)),
+                thousands_f(above(ours)),
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "\nNo rate of {RATES:?} records/s gave {UDP_ROUNDS} rounds without loss."
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n#### Ramp: each flow receiver alone at rising rates until it loses (or the sender falls behind)\n"
+    );
+    let _ = writeln!(out, "{RUN_HEADER}");
+    for (i, run) in udp.ramp.iter().enumerate() {
+        run_row(out, i + 1, run, totals);
+    }
+    let best = |receiver: Receiver| highest_lossless(udp, receiver, totals);
+    let (theirs_best, ours_best) = (best(Receiver::Nfcapd), best(Receiver::Xdpguard));
+    let shown = |best: Option<(u64, bool)>| {
+        best.map_or_else(
+            || "none".to_owned(),
+            |(rate, more)| format!("{}{}", if more { "≥ " } else { "" }, thousands(rate)),
+        )
+    };
+    let ramp_ratio = theirs_best
+        .zip(ours_best)
+        .map(|((theirs, _), (ours, _))| ours as f64 / theirs as f64);
+    let _ = writeln!(
+        out,
+        "\nHighest target rate without loss: nfcapd {}, xdpguard {} records/s{}.",
+        shown(theirs_best),
+        shown(ours_best),
+        ramp_ratio.map_or_else(String::new, |r| format!(" ({r:.1}×)")),
+    );
+    UdpSummary {
+        theirs,
+        ours,
+        ratio,
+        ramp_ratio,
+    }
 }
 
 fn report(
@@ -1322,69 +1611,7 @@ fn report(
         local.heap_bytes as f64 / local.leaves as f64,
     );
 
-    let _ = writeln!(
-        out,
-        "\n### Over UDP in the sandbox: nfcapd vs xdpguard's collector, same stream, each in its own run\n"
-    );
-    let _ = writeln!(
-        out,
-        "| # | receiver | target records/s | sent in (s) | datagrams read / sent | drops | records counted | zero loss | CPU (s) | records per CPU-second | rcvbuf (bytes) |"
-    );
-    let _ = writeln!(
-        out,
-        "|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"
-    );
-    for (i, run) in udp.runs.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {:.2} | {} / {} | {} | {} | {} | {:.2} | {} | {} |",
-            i + 1,
-            run.receiver.name(),
-            thousands(run.rate),
-            run.send_secs,
-            thousands(run.read),
-            thousands(run.sent),
-            run.drops,
-            thousands(run.records),
-            if run.lossless(&stream.totals) {
-                "yes"
-            } else {
-                "NO"
-            },
-            run.cpu_secs,
-            thousands_f(run.records_per_cpu_sec()),
-            run.rcvbuf.map_or_else(|| "?".to_owned(), thousands),
-        );
-    }
-    let per_cpu = |receiver: Receiver| -> Option<f64> {
-        let rate = udp.rate?;
-        let values: Vec<f64> = udp
-            .runs
-            .iter()
-            .filter(|run| run.receiver == receiver && run.rate == rate)
-            .map(UdpRun::records_per_cpu_sec)
-            .collect();
-        (!values.is_empty()).then(|| median(values))
-    };
-    let (theirs, ours) = (per_cpu(Receiver::Nfcapd), per_cpu(Receiver::Xdpguard));
-    let ratio = theirs.zip(ours).map(|(theirs, ours)| ours / theirs);
-    match (udp.rate, theirs, ours, ratio) {
-        (Some(rate), Some(theirs), Some(ours), Some(ratio)) => {
-            let _ = writeln!(
-                out,
-                "\nZero loss at {} records/s in all {UDP_ROUNDS} rounds. Median records per CPU-second: nfcapd {} (whole process), xdpguard {} (collector thread): {ratio:.1}×.",
-                thousands(rate),
-                thousands_f(theirs),
-                thousands_f(ours),
-            );
-        }
-        _ => {
-            let _ = writeln!(
-                out,
-                "\nNo rate of {RATES:?} records/s gave {UDP_ROUNDS} rounds without loss."
-            );
-        }
-    }
+    let summary = udp_report(&mut out, udp, t);
 
     let _ = writeln!(
         out,
@@ -1415,7 +1642,7 @@ fn report(
     }
     let _ = writeln!(
         out,
-        "\nA trie of n sources has n leaves (key and counters) and n − 1 internal nodes (two child indices and a bit position); bytes per node = heap / (2n − 1). Heap counts both arenas' capacity and the fixed 16 KiB leaf cache."
+        "\nA trie of n sources has n leaves (key and counters) and n − 1 internal nodes (two child indices and a bit position); bytes per node = heap / (2n − 1). Heap counts both arenas' capacity and the fixed 256 KiB leaf cache."
     );
 
     let local_rate = rate(local.both);
@@ -1429,14 +1656,25 @@ fn report(
         "- ≥ 1M records/s decoded and aggregated on one core: {:.2}M records/s in process — {}; over UDP the collector thread did {} records per CPU-second — {}",
         local_rate / 1e6,
         verdict(local_rate >= TARGET_RECORDS_PER_SEC),
-        ours.map_or_else(|| "n/a".to_owned(), thousands_f),
-        verdict(ours.is_some_and(|ours| ours >= TARGET_RECORDS_PER_SEC)),
+        summary.ours.map_or_else(|| "n/a".to_owned(), thousands_f),
+        verdict(
+            summary
+                .ours
+                .is_some_and(|ours| ours >= TARGET_RECORDS_PER_SEC)
+        ),
     );
     let _ = writeln!(
         out,
-        "- ≥ 2× nfcapd (records per CPU-second, same stream over UDP, zero loss): {} — {}",
-        ratio.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.1}×")),
-        verdict(ratio.is_some_and(|r| r >= TARGET_RATIO)),
+        "- ≥ 2× nfcapd, records per CPU-second at the same zero-loss rate: {} (nfcapd {}) — {}; highest zero-loss rate: {} — {}",
+        summary
+            .ratio
+            .map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}×")),
+        summary.theirs.map_or_else(|| "n/a".to_owned(), thousands_f),
+        verdict(summary.ratio.is_some_and(|r| r >= TARGET_RATIO)),
+        summary
+            .ramp_ratio
+            .map_or_else(|| "n/a".to_owned(), |r| format!("{r:.1}×")),
+        verdict(summary.ramp_ratio.is_some_and(|r| r >= TARGET_RATIO)),
     );
     let _ = writeln!(
         out,

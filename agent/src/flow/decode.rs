@@ -2046,9 +2046,18 @@ mod tests {
         let mut decoder = FlowDecoder::default();
         let message = Message::ipfix(0)
             // sysUpTime pair (wrapping), milliseconds pair, seconds pair, duration field.
-            .set(2, &template(256, &[(8, 4), (1, 4), (2, 4), (22, 4), (21, 4)]))
-            .set(2, &template(257, &[(8, 4), (1, 4), (2, 4), (152, 8), (153, 8)]))
-            .set(2, &template(258, &[(8, 4), (1, 4), (2, 4), (150, 4), (151, 4)]))
+            .set(
+                2,
+                &template(256, &[(8, 4), (1, 4), (2, 4), (22, 4), (21, 4)]),
+            )
+            .set(
+                2,
+                &template(257, &[(8, 4), (1, 4), (2, 4), (152, 8), (153, 8)]),
+            )
+            .set(
+                2,
+                &template(258, &[(8, 4), (1, 4), (2, 4), (150, 4), (151, 4)]),
+            )
             .set(2, &template(259, &[(8, 4), (1, 4), (2, 4), (161, 4)]))
             .set(
                 256,

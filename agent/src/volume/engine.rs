@@ -569,7 +569,9 @@ impl FlowSide {
     ) -> Result<Self, EngineError> {
         let volumes = Arc::new(Mutex::new(Volumes::new(track).map_err(EngineError::Track)?));
         let sink_volumes = Arc::clone(&volumes);
-        let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(1);
+        let interval_ms = u64::try_from(interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let settings = CollectorSettings {
             listen: config.listen,
             receive_buffer_bytes: config.receive_buffer,

@@ -21,7 +21,7 @@ pub const MAX_LEAVES_LIMIT: usize = (LEAF as usize) - 1;
 /// Set in a child reference when it points into the leaf arena.
 const LEAF: u32 = 1 << 31;
 /// Direct-mapped cache of recently used leaves: fixed size, not per source.
-const CACHE_BITS: u32 = 12;
+const CACHE_BITS: u32 = 16;
 const CACHE_SLOTS: usize = 1 << CACHE_BITS;
 /// Smallest growth step and the capacity `clear` never shrinks below.
 const MIN_GROW: usize = 64;
@@ -585,7 +585,12 @@ mod tests {
         trie.clear();
         trie.add(1, 1, 1);
         trie.clear();
-        assert!(trie.heap_bytes() < held / 4, "a burst is released");
+        // The leaf cache is fixed; the arenas are what a burst grows.
+        let cache = CACHE_SLOTS * size_of::<u32>();
+        assert!(
+            trie.heap_bytes() - cache < (held - cache) / 4,
+            "a burst is released"
+        );
     }
 
     #[test]
