@@ -27,10 +27,10 @@ pub mod map_names {
     pub const IFACE_SLOT: &str = "IFACE_SLOT";
     /// Array with one [`DataplaneConfig`](crate::DataplaneConfig) at index 0.
     pub const CONFIG: &str = "CONFIG";
-    /// LRU per-CPU hash, volume per IPv4 source (IPv4-mapped IPv6 included) since the agent
+    /// LRU hash, volume per IPv4 source (IPv4-mapped IPv6 included) since the agent
     /// last drained it: `[u8; 4]` → [`SourceVolume`](crate::SourceVolume).
     pub const VOLUME_V4: &str = "VOLUME_V4";
-    /// LRU per-CPU hash, volume per IPv6 source /64 (the key's low 8 bytes are zero: an
+    /// LRU hash, volume per IPv6 source /64 (the key's low 8 bytes are zero: an
     /// attacker rotating through its /64 is one entry): `[u8; 16]` → [`SourceVolume`](crate::SourceVolume).
     pub const VOLUME_V6: &str = "VOLUME_V6";
 
@@ -133,7 +133,8 @@ pub struct StatValue {
     pub bytes: u64,
 }
 
-/// Packets and bytes one source sent on one CPU since the agent last drained the map.
+/// Packets and bytes one source sent since the agent last drained the map (atomic adds by the
+/// program).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceVolume {

@@ -23,7 +23,7 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use xdpguard_common::{
@@ -49,6 +49,13 @@ struct LiveAllowEntry {
     bytes: SharedCounter,
     prefix_len: u32,
     reserved: u32,
+}
+
+/// [`SourceVolume`] as the program sees it.
+#[repr(C)]
+struct LiveSourceVolume {
+    packets: SharedCounter,
+    bytes: SharedCounter,
 }
 
 /// A counter in a map value that all CPUs add to at once.
@@ -78,6 +85,7 @@ const _: () = {
         core::mem::offset_of!(LiveBlockEntry, bytes) == core::mem::offset_of!(BlockEntry, bytes)
     );
     assert!(size_of::<LiveAllowEntry>() == size_of::<AllowEntry>());
+    assert!(size_of::<LiveSourceVolume>() == size_of::<SourceVolume>());
 };
 
 // Hash maps are not preallocated: a million-entry capacity costs memory only when used, and
@@ -108,14 +116,15 @@ static STATS: PerCpuArray<StatValue> = PerCpuArray::with_max_entries(STATS_LEN, 
 static IFACE_SLOT: Array<u32> = Array::with_max_entries(IFINDEX_LIMIT, 0);
 #[map(name = "CONFIG")]
 static CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
-// Per-CPU values: each CPU adds to its own copy without atomics; LRU: a flood of new sources
-// evicts the stalest ones instead of failing inserts.
+// LRU: a flood of new sources evicts the stalest ones instead of failing inserts. One value
+// per source with atomic adds, not per-CPU values: those cost 16 bytes per entry per possible
+// CPU (hundreds of MiB on large servers), and a source's packets mostly reach one CPU anyway.
 #[map(name = "VOLUME_V4")]
-static VOLUME_V4: LruPerCpuHashMap<[u8; 4], SourceVolume> =
-    LruPerCpuHashMap::with_max_entries(capacity::VOLUME_V4, 0);
+static VOLUME_V4: LruHashMap<[u8; 4], LiveSourceVolume> =
+    LruHashMap::with_max_entries(capacity::VOLUME_V4, 0);
 #[map(name = "VOLUME_V6")]
-static VOLUME_V6: LruPerCpuHashMap<[u8; 16], SourceVolume> =
-    LruPerCpuHashMap::with_max_entries(capacity::VOLUME_V6, 0);
+static VOLUME_V6: LruHashMap<[u8; 16], LiveSourceVolume> =
+    LruHashMap::with_max_entries(capacity::VOLUME_V6, 0);
 
 #[xdp]
 #[expect(
@@ -174,21 +183,20 @@ fn count(slot: u32, stat: Stat, len: u64) {
 /// Add the frame to its source's volume when accounting is on. Every IP frame counts, dropped
 /// ones too: a blocked flood that keeps coming is what keeps its block extended.
 #[inline(always)]
-fn account<K>(map: &LruPerCpuHashMap<K, SourceVolume>, addr: &K, len: u64, flags: u64) {
+fn account<K>(map: &LruHashMap<K, LiveSourceVolume>, addr: &K, len: u64, flags: u64) {
     if flags & config_flags::VOLUME_ACCOUNTING == 0 {
         return;
     }
-    if let Some(value) = map.get_ptr_mut(addr) {
-        // SAFETY: per-CPU value, no other writer while this program runs on this CPU.
-        unsafe {
-            (*value).packets += 1;
-            (*value).bytes += len;
-        }
+    // SAFETY: the value is RCU-protected while the program runs; under eviction pressure an
+    // entry can be recycled meanwhile, and then this frame counts for its new source.
+    if let Some(value) = unsafe { map.get(addr) } {
+        value.packets.add(1);
+        value.bytes.add(len);
         return;
     }
-    let first = SourceVolume {
-        packets: 1,
-        bytes: len,
+    let first = LiveSourceVolume {
+        packets: SharedCounter(UnsafeCell::new(1)),
+        bytes: SharedCounter(UnsafeCell::new(len)),
     };
     // Fails only when another CPU inserted the key in between (BPF_NOEXIST): this frame is
     // then lost to accounting, which is cheaper than a retry on the fast path.

@@ -13,8 +13,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, HashMap, IterableMap as _, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap,
-        lpm_trie::Key,
+        Array, HashMap, IterableMap as _, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key,
     },
     programs::{
         ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
@@ -323,8 +322,8 @@ struct Maps {
     stats: PerCpuArray<MapData, StatValue>,
     iface_slot: Array<MapData, u32>,
     config: Array<MapData, DataplaneConfig>,
-    volume_v4: PerCpuHashMap<MapData, [u8; 4], SourceVolume>,
-    volume_v6: PerCpuHashMap<MapData, [u8; 16], SourceVolume>,
+    volume_v4: HashMap<MapData, [u8; 4], SourceVolume>,
+    volume_v6: HashMap<MapData, [u8; 16], SourceVolume>,
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
@@ -364,8 +363,8 @@ impl Maps {
             stats: pinned_map(dir, map_names::STATS, Map::PerCpuArray)?,
             iface_slot: pinned_map(dir, map_names::IFACE_SLOT, Map::Array)?,
             config: pinned_map(dir, map_names::CONFIG, Map::Array)?,
-            volume_v4: pinned_map(dir, map_names::VOLUME_V4, Map::PerCpuLruHashMap)?,
-            volume_v6: pinned_map(dir, map_names::VOLUME_V6, Map::PerCpuLruHashMap)?,
+            volume_v4: pinned_map(dir, map_names::VOLUME_V4, Map::LruHashMap)?,
+            volume_v6: pinned_map(dir, map_names::VOLUME_V6, Map::LruHashMap)?,
         })
     }
 

@@ -31,7 +31,6 @@ pub struct DrainCount {
 pub struct VolumeReader {
     v4: OwnedFd,
     v6: OwnedFd,
-    cpus: usize,
     keys: Vec<u8>,
     values: Vec<SourceVolume>,
 }
@@ -44,21 +43,16 @@ impl VolumeReader {
                 .try_clone_to_owned()
                 .map_err(|source| DataplaneError::Drain { map: name, source })
         };
-        let cpus = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Drain {
-            map: map_names::VOLUME_V4,
-            source,
-        })?;
         Ok(Self {
             v4: dup(v4, map_names::VOLUME_V4)?,
             v6: dup(v6, map_names::VOLUME_V6)?,
-            cpus,
             keys: vec![0; BATCH * 16],
-            values: vec![SourceVolume::default(); BATCH * cpus],
+            values: vec![SourceVolume::default(); BATCH],
         })
     }
 
     /// Read and remove every source counted since the last drain; `sink` gets each source
-    /// with its packets and bytes summed over the CPUs.
+    /// with its packets and bytes.
     ///
     /// # Errors
     /// When the kernel refuses the batch (for example a kernel without batch support).
@@ -106,16 +100,9 @@ impl VolumeReader {
                         <[u8; 16]>::try_from(key).unwrap_or_default(),
                     )),
                 };
-                let (packets, bytes) = self.values[index * self.cpus..(index + 1) * self.cpus]
-                    .iter()
-                    .fold((0u64, 0u64), |(packets, bytes), value| {
-                        (
-                            packets.saturating_add(value.packets),
-                            bytes.saturating_add(value.bytes),
-                        )
-                    });
-                if packets != 0 || bytes != 0 {
-                    sink(source, packets, bytes);
+                let value = self.values.get(index).copied().unwrap_or_default();
+                if value.packets != 0 || value.bytes != 0 {
+                    sink(source, value.packets, value.bytes);
                 }
             }
             drained += count as u64;
@@ -132,7 +119,7 @@ enum Family {
     V6,
 }
 
-/// One `BPF_MAP_LOOKUP_AND_DELETE_BATCH`: fills `keys` and `values` (per-CPU, `BATCH`
+/// One `BPF_MAP_LOOKUP_AND_DELETE_BATCH`: fills `keys` and `values` (`BATCH`
 /// elements). Returns how many it read and whether the map is done.
 fn lookup_and_delete_batch(
     fd: i32,
@@ -165,7 +152,7 @@ fn lookup_and_delete_batch(
         flags: 0,
     };
     // SAFETY: a valid bpf_attr; `keys` holds BATCH keys of up to 16 bytes, `values` BATCH
-    // per-CPU values (the caller sized both), and the batch tokens are 16 bytes, more than the
+    // values (the caller sized both), and the batch tokens are 16 bytes, more than the
     // hash map's 4-byte bucket cursor.
     let rc = unsafe {
         libc::syscall(
