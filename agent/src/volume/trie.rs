@@ -632,46 +632,4 @@ mod tests {
         assert!(v4 <= 64.0, "IPv4: {v4} bytes per source");
         assert!(v6 <= 64.0, "IPv6: {v6} bytes per source");
     }
-
-    /// `cargo test --release -p xdpguard --lib volume::trie::tests::throughput -- --ignored
-    /// --nocapture`: prints rates, asserts nothing about time.
-    #[test]
-    #[ignore = "prints a throughput figure; run in release"]
-    fn throughput() {
-        use crate::volume::heavy::{Lengths, Limit, Policy, heavy_hitters, top};
-
-        fn run<K: Key>(label: &str, sources: &[K], inserts: usize) {
-            let mut trie = Trie::<K>::default();
-            let start = std::time::Instant::now();
-            for index in 0..inserts {
-                trie.add(sources[index % sources.len()], 1500, 1);
-            }
-            let elapsed = start.elapsed().as_secs_f64();
-            let policy = Policy::new(Limit::bytes(1 << 20), Lengths::V4, Lengths::V6, &[]).unwrap();
-            let start = std::time::Instant::now();
-            let report = heavy_hitters(&trie, std::time::Duration::from_secs(10), &policy).unwrap();
-            let report_ms = start.elapsed().as_secs_f64() * 1e3;
-            let start = std::time::Instant::now();
-            let top = top(&trie, 24, 20);
-            let top_ms = start.elapsed().as_secs_f64() * 1e3;
-            println!(
-                "{label}: {} distinct, {inserts} inserts: {:.1} M/s, {:.1} bytes/source; \
-                 heavy hitters {report_ms:.1} ms ({} found), top 20 /24 {top_ms:.1} ms ({})",
-                trie.leaves(),
-                inserts as f64 / elapsed / 1e6,
-                trie.heap_bytes() as f64 / trie.leaves() as f64,
-                report.hitters.len(),
-                top.len(),
-            );
-        }
-        let mut rng = StdRng::seed_from_u64(9);
-        for distinct in [1_000, 100_000, 1_000_000] {
-            let v4: Vec<u32> = (0..distinct).map(|_| rng.random()).collect();
-            let v6: Vec<u128> = (0..distinct).map(|_| rng.random()).collect();
-            for inserts in [distinct, 10_000_000] {
-                run("IPv4", &v4, inserts);
-                run("IPv6", &v6, inserts);
-            }
-        }
-    }
 }
