@@ -875,8 +875,9 @@ impl Worker {
                     && !blocked.contains(&order.prefix.to_string())
                 {
                     log::info!(
-                        "volume: {} is no longer blocked (an operator removed it); not blocking it again for a ban's length",
-                        order.prefix
+                        "volume: {} is no longer blocked by {} (an operator removed it, or a longer block by another source holds it); leaving it alone for a ban's length",
+                        order.prefix,
+                        order.source
                     );
                     self.core.suppress(&order, now_unix);
                     continue;
