@@ -36,6 +36,8 @@
 //!   each then three more each in random order; the heavy-hitter pass; heap per source.
 #[path = "../tests/support/netns.rs"]
 mod netns;
+#[path = "common/report.rs"]
+mod report;
 
 use std::{
     collections::HashSet,
@@ -53,6 +55,7 @@ use std::{
 
 use netns::{ATK_V4, FW_V4, Sandbox, Side};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng, seq::SliceRandom as _};
+use report::{load_average, machine, median, thousands};
 use xdpguard::{
     flow::{
         CollectorSettings, DecoderSettings, FlowCollector, FlowDecoder, FlowRecord,
@@ -501,11 +504,10 @@ fn decode_aggregate(stream: &Stream) -> (Duration, FlowDecoder, Volumes) {
     let volumes = Arc::new(Mutex::new(Volumes::new(TrackConfig::default()).unwrap()));
     let sink_volumes = Arc::clone(&volumes);
     let sink = move |records: &[FlowRecord]| {
-        let mut volumes = sink_volumes.lock().unwrap_or_else(PoisonError::into_inner);
-        for record in records {
-            let (bytes, packets) = at_flow_rate(record);
-            volumes.add(record.source, bytes, packets);
-        }
+        sink_volumes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add_flows(records, INTERVAL);
     };
     let mut records = Vec::with_capacity(1024);
     let started = Instant::now();
@@ -547,34 +549,16 @@ fn aggregate_only(decoded: &[Vec<FlowRecord>]) -> (Duration, Volumes) {
     let volumes = Mutex::new(Volumes::new(TrackConfig::default()).unwrap());
     let started = Instant::now();
     for records in decoded {
-        let mut volumes = volumes.lock().unwrap_or_else(PoisonError::into_inner);
-        for record in records {
-            let (bytes, packets) = at_flow_rate(record);
-            volumes.add(record.source, bytes, packets);
-        }
+        volumes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add_flows(records, INTERVAL);
     }
     let elapsed = started.elapsed();
     (
         elapsed,
         volumes.into_inner().unwrap_or_else(PoisonError::into_inner),
     )
-}
-
-/// What the engine's sink adds for a record (a copy of the private `engine::at_flow_rate`): a
-/// flow longer than the interval at its average rate over the interval. The stream's flows
-/// last under a minute, so with a 60 s interval every record counts whole and the totals
-/// still equal the stream's; the check is paid all the same.
-fn at_flow_rate(record: &FlowRecord) -> (u64, u64) {
-    let interval_ms = u64::try_from(INTERVAL.as_millis()).unwrap_or(u64::MAX);
-    let duration = u64::from(record.duration_ms);
-    if duration <= interval_ms {
-        return (record.bytes, record.packets);
-    }
-    let scale = |value: u64| {
-        u64::try_from(u128::from(value) * u128::from(interval_ms) / u128::from(duration))
-            .unwrap_or(u64::MAX)
-    };
-    (scale(record.bytes), scale(record.packets))
 }
 
 /// A policy whose limit is 0.1% of `bytes` per second of the interval.
@@ -1151,11 +1135,10 @@ fn run_collector(sandbox: &Sandbox, stream: &Stream, rate: u64) -> UdpRun {
         FlowCollector::start(
             settings,
             Box::new(move |records| {
-                let mut volumes = sink_volumes.lock().unwrap_or_else(PoisonError::into_inner);
-                for record in records {
-                    let (bytes, packets) = at_flow_rate(record);
-                    volumes.add(record.source, bytes, packets);
-                }
+                sink_volumes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .add_flows(records, INTERVAL);
             }),
         )
         .unwrap_or_else(|err| panic!("{}", xdpguard::error_chain(&err)))
@@ -1352,53 +1335,8 @@ fn highest_lossless(udp: &Udp, receiver: Receiver, totals: &StreamTotals) -> Opt
 // ---------------------------------------------------------------------------------------------
 // Report.
 
-fn median<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
-    values.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
-    values[values.len() / 2]
-}
-
-/// Digits grouped by thousands.
-fn group(digits: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn thousands(n: u64) -> String {
-    group(&n.to_string())
-}
-
 fn thousands_f(x: f64) -> String {
-    group(&format!("{x:.0}"))
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-fn machine() -> String {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned())
-        })
-        .unwrap_or_default();
-    format!("kernel {kernel}, {cpus} CPUs, {cpu}")
+    thousands(format!("{x:.0}"))
 }
 
 fn tool_version(command: &str) -> String {

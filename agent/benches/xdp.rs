@@ -19,18 +19,20 @@
 mod frames;
 #[path = "../tests/support/netns.rs"]
 mod netns;
+#[path = "common/report.rs"]
+mod report;
 
 use std::{
     collections::{BTreeMap, HashSet},
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use frames::{udp4, udp6};
-use netns::{ATK_IF, FW_IF, Sandbox, Side};
+use netns::{FW_IF, Sandbox, Side};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng, seq::SliceRandom as _};
+use report::{load_average, machine, median, thousands};
 use xdpguard::{
     dataplane::{
         AttachMode, Capacities, Dataplane,
@@ -49,8 +51,6 @@ const VARIED_FRAMES: usize = 200_000;
 const VARIED_ROUNDS: usize = 3;
 /// Distinct IPv6 sources per varied run (hits: at most the level's IPv6 host entries).
 const VARIED_V6_SOURCES: usize = 65_536;
-/// No single send loop runs longer than this.
-const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// xdpguard with empty lists may cost at most this much more than XDP_PASS.
 const TARGET_NS: f64 = 15.0;
 const XDP_DROP: u32 = 1;
@@ -183,7 +183,7 @@ impl Programs {
                 };
                 let link = sandbox.within(Side::Firewall, || baseline.attach(FW_IF).unwrap());
                 let (time0, runs0) = baseline.run_stats().unwrap();
-                send_frames(sandbox, frames);
+                let _ = sandbox.send_frames(frames, None, VARIED_FRAMES);
                 let (time1, runs1) = baseline.run_stats().unwrap();
                 sandbox.within(Side::Firewall, || baseline.detach(link).unwrap());
                 (time1 - time0, runs1 - runs0)
@@ -196,7 +196,7 @@ impl Programs {
                 assert_eq!(mode.to_string(), "native");
                 let stats0 = ours.stats().unwrap();
                 let (time0, runs0) = ours.run_stats().unwrap();
-                send_frames(sandbox, frames);
+                let _ = sandbox.send_frames(frames, None, VARIED_FRAMES);
                 let (time1, runs1) = ours.run_stats().unwrap();
                 let stats = ours.stats().unwrap().since(&stats0);
                 sandbox.within(Side::Firewall, || ours.detach(FW_IF).unwrap());
@@ -374,58 +374,6 @@ fn frame_of(source: IpAddr) -> Vec<u8> {
     }
 }
 
-/// Send `VARIED_FRAMES` frames, round-robin over `frames`, from the attacker side of the
-/// sandbox. Bounded in count and in time.
-fn send_frames(sandbox: &Sandbox, frames: &[Vec<u8>]) {
-    sandbox.within(Side::Attacker, || {
-        // SAFETY: plain socket(2); protocol 0: the socket receives nothing.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: a fresh descriptor we own.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-        let ifname = std::ffi::CString::new(ATK_IF).unwrap();
-        // SAFETY: valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
-        assert!(ifindex != 0, "{ATK_IF} not in the attacker namespace");
-        // SAFETY: a zeroed sockaddr_ll is valid; the fields that matter are set below.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = u16::try_from(libc::AF_PACKET).unwrap();
-        addr.sll_ifindex = i32::try_from(ifindex).unwrap();
-        addr.sll_halen = 6;
-        let addr_len = u32::try_from(size_of::<libc::sockaddr_ll>()).unwrap();
-        let deadline = Instant::now() + SEND_TIMEOUT;
-        for (i, frame) in frames.iter().cycle().take(VARIED_FRAMES).enumerate() {
-            // SAFETY: valid buffer and address for sendto(2).
-            let sent = unsafe {
-                libc::sendto(
-                    socket.as_raw_fd(),
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    (&raw const addr).cast(),
-                    addr_len,
-                )
-            };
-            if sent < 0 {
-                let err = std::io::Error::last_os_error();
-                // The veth queue is full: give the receiving side a moment.
-                assert_eq!(err.raw_os_error(), Some(libc::ENOBUFS), "sendto: {err}");
-                std::thread::sleep(Duration::from_micros(50));
-            }
-            if i % 4096 == 0 {
-                assert!(
-                    Instant::now() < deadline,
-                    "sending took over {SEND_TIMEOUT:?}"
-                );
-            }
-        }
-    });
-}
-
 /// One row of the varied table.
 struct VariedRow {
     sources: usize,
@@ -434,11 +382,6 @@ struct VariedRow {
 
 type HotResults = BTreeMap<(usize, Fam, Case), BTreeMap<Program, f64>>;
 type VariedResults = BTreeMap<(usize, Fam, Case), VariedRow>;
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 
 fn main() {
     if std::env::args().any(|arg| arg == "--list") {
@@ -673,43 +616,6 @@ fn accounting_report(rows: &[AccountingRow]) -> String {
         );
     }
     out
-}
-
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The 1-minute load average: other work on the machine shows up in the figures.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-fn machine() -> String {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned())
-        })
-        .unwrap_or_default();
-    format!("kernel {kernel}, {cpus} CPUs, {cpu}")
 }
 
 /// Worst xdpguard − xdp-pass at 0 entries in a table.

@@ -930,14 +930,14 @@ mod tests {
             version: "1.2.3",
             traffic: vec![
                 TrafficSample {
-                    interface: "eth1".into(),
+                    interface: "veth-b".into(),
                     family: "ipv4",
                     verdict: "drop",
                     packets: 7,
                     bytes: 700,
                 },
                 TrafficSample {
-                    interface: "eth0".into(),
+                    interface: "veth-fw".into(),
                     family: "ipv6",
                     verdict: "pass",
                     packets: 9,
@@ -1071,13 +1071,13 @@ mod tests {
         let names: Vec<&str> = types(&text).into_iter().map(|(name, _)| name).collect();
         assert!(names.is_sorted(), "{names:?}");
         // Series in label order, label names alphabetical.
-        let eth0 = text
-            .find(r#"xdpguard_packets_total{family="ipv6",interface="eth0",verdict="pass"} 9"#)
+        let ipv6_series = text
+            .find(r#"xdpguard_packets_total{family="ipv6",interface="veth-fw",verdict="pass"} 9"#)
             .unwrap();
-        let eth1 = text
-            .find(r#"xdpguard_packets_total{family="ipv4",interface="eth1",verdict="drop"} 7"#)
+        let ipv4_series = text
+            .find(r#"xdpguard_packets_total{family="ipv4",interface="veth-b",verdict="drop"} 7"#)
             .unwrap();
-        assert!(eth1 < eth0, "{text}");
+        assert!(ipv4_series < ipv6_series, "{text}");
         // What the kernel tests and dashboards look for.
         assert!(text.contains(r#"xdpguard_map_capacity{family="ipv4",list="block_host"} 10"#));
         assert!(text.contains(r#"xdpguard_decisions_total{action="block",source="manual"} 3"#));

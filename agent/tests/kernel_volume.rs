@@ -65,7 +65,7 @@ fn top(daemon: &Daemon) -> serde_json::Value {
 /// Send the flood for `seconds`; returns how many frames went out.
 fn flood_for(sandbox: &Sandbox, seconds: u64) -> usize {
     let total = usize::try_from(FLOOD_PPS * seconds).unwrap();
-    sandbox.send_frames(&flood_frames(), FLOOD_PPS, total)
+    sandbox.send_frames(&flood_frames(), Some(FLOOD_PPS), total)
 }
 
 #[test]
@@ -235,7 +235,7 @@ action = "report"
         "udp and src net 203.0.113.0/24",
     );
     assert_eq!(
-        sandbox.send_frames(&flood_frames(), FLOOD_PPS, frames),
+        sandbox.send_frames(&flood_frames(), Some(FLOOD_PPS), frames),
         frames
     );
     assert!(

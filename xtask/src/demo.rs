@@ -225,7 +225,7 @@ fn flood(sandbox: &Sandbox, started: Instant, stop: &AtomicBool) {
             return;
         }
         let per_second = usize::try_from(FLOOD_PPS).unwrap_or(usize::MAX);
-        let _ = sandbox.send_frames(&frames, FLOOD_PPS, per_second);
+        let _ = sandbox.send_frames(&frames, Some(FLOOD_PPS), per_second);
     }
 }
 

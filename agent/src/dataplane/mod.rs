@@ -385,22 +385,46 @@ impl Maps {
     }
 }
 
+/// `union bpf_attr`'s `batch` member, for the `BPF_MAP_*_BATCH` commands.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Run one `BPF_MAP_*_BATCH` `command`; the kernel updates `attr.count` (how far it got),
+/// also on error.
+///
+/// # Safety
+/// `attr`'s key, value and batch-token pointers must be valid for what `command` reads and
+/// writes: `attr.count` keys and values of the map's sizes.
+unsafe fn batch_command(command: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
+    // SAFETY: a valid bpf_attr; the caller vouches for the buffers it points to.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            std::ptr::from_mut(attr),
+            size_of::<BatchAttr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `BPF_MAP_UPDATE_BATCH` of `keys[i] → values[i]` (create or replace). `Err((n, error))`:
 /// the kernel stopped after `n` elements because of `error` (for an error about the whole
 /// call, such as no batch support, `n` is 0).
 fn update_batch<K, V>(map: &MapData, keys: &[K], values: &[V]) -> Result<(), (usize, io::Error)> {
-    /// `union bpf_attr`'s `batch` member.
-    #[repr(C)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
     const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
     use std::os::fd::{AsFd as _, AsRawFd as _};
     let count = keys.len().min(values.len());
@@ -416,24 +440,15 @@ fn update_batch<K, V>(map: &MapData, keys: &[K], values: &[V]) -> Result<(), (us
         flags: 0,
     };
     let requested = attr.count as usize;
-    // SAFETY: a valid bpf_attr for BPF_MAP_UPDATE_BATCH; keys and values hold `count`
-    // elements of the map's key and value sizes, alive for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_BATCH,
-            &raw mut attr,
-            size_of::<BatchAttr>(),
-        )
-    };
-    if rc == 0 {
+    // SAFETY: keys and values hold `count` elements of the map's key and value sizes, alive
+    // for the call.
+    let Err(error) = (unsafe { batch_command(BPF_MAP_UPDATE_BATCH, &mut attr) }) else {
         return if requested == count {
             Ok(())
         } else {
             Err((requested, io::Error::from_raw_os_error(libc::E2BIG)))
         };
-    }
-    let error = io::Error::last_os_error();
+    };
     // Per-element failures report how far the kernel got; anything else failed the call.
     let processed = match error.raw_os_error() {
         Some(libc::E2BIG | libc::ENOMEM | libc::ENOSPC) => (attr.count as usize).min(requested),

@@ -13,7 +13,7 @@ use std::{
 use aya::maps::MapData;
 use xdpguard_common::{SourceVolume, map_names};
 
-use super::DataplaneError;
+use super::{BatchAttr, DataplaneError, batch_command};
 
 /// Sources read per syscall. A hash bucket never holds this many, so no batch stops short
 /// with `ENOSPC`.
@@ -128,18 +128,6 @@ fn lookup_and_delete_batch(
     keys: &mut [u8],
     values: &mut [SourceVolume],
 ) -> io::Result<(usize, bool)> {
-    /// `union bpf_attr`'s `batch` member.
-    #[repr(C)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
     const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
     let mut attr = BatchAttr {
         in_batch: in_batch as u64,
@@ -151,25 +139,15 @@ fn lookup_and_delete_batch(
         elem_flags: 0,
         flags: 0,
     };
-    // SAFETY: a valid bpf_attr; `keys` holds BATCH keys of up to 16 bytes, `values` BATCH
-    // values (the caller sized both), and the batch tokens are 16 bytes, more than the
-    // hash map's 4-byte bucket cursor.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_AND_DELETE_BATCH,
-            &raw mut attr,
-            size_of::<BatchAttr>(),
-        )
-    };
+    // SAFETY: `keys` holds BATCH keys of up to 16 bytes, `values` BATCH values (the caller
+    // sized both), and the batch tokens are 16 bytes, more than the hash map's 4-byte bucket
+    // cursor.
+    let result = unsafe { batch_command(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut attr) };
     let count = (attr.count as usize).min(BATCH);
-    if rc == 0 {
-        return Ok((count, false));
+    match result {
+        Ok(()) => Ok((count, false)),
+        // ENOENT: nothing left after this batch (which may still hold entries).
+        Err(error) if error.raw_os_error() == Some(libc::ENOENT) => Ok((count, true)),
+        Err(error) => Err(error),
     }
-    let error = io::Error::last_os_error();
-    // ENOENT: nothing left after this batch (which may still hold entries).
-    if error.raw_os_error() == Some(libc::ENOENT) {
-        return Ok((count, true));
-    }
-    Err(error)
 }

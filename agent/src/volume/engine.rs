@@ -502,22 +502,6 @@ impl VolumeCore {
     }
 }
 
-/// What a flow record adds to an interval of `interval_ms`: all of it when the flow was
-/// shorter than the interval, else its average rate over the interval. A router exports a long
-/// flow once per active timeout (often a minute): counted whole it would look like a burst
-/// six times the flow's real rate.
-fn at_flow_rate(record: &crate::flow::FlowRecord, interval_ms: u64) -> (u64, u64) {
-    let duration = u64::from(record.duration_ms);
-    if duration <= interval_ms {
-        return (record.bytes, record.packets);
-    }
-    let scale = |value: u64| {
-        u64::try_from(u128::from(value) * u128::from(interval_ms) / u128::from(duration))
-            .unwrap_or(u64::MAX)
-    };
-    (scale(record.bytes), scale(record.packets))
-}
-
 /// Decoder settings from the `[volume.flow]` table.
 pub fn decoder_settings(flow: &FlowConfig) -> DecoderSettings {
     DecoderSettings {
@@ -569,9 +553,6 @@ impl FlowSide {
     ) -> Result<Self, EngineError> {
         let volumes = Arc::new(Mutex::new(Volumes::new(track).map_err(EngineError::Track)?));
         let sink_volumes = Arc::clone(&volumes);
-        let interval_ms = u64::try_from(interval.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
         let settings = CollectorSettings {
             listen: config.listen,
             receive_buffer_bytes: config.receive_buffer,
@@ -587,11 +568,10 @@ impl FlowSide {
         let collector = FlowCollector::start(
             settings,
             Box::new(move |records| {
-                let mut volumes = sink_volumes.lock().unwrap_or_else(PoisonError::into_inner);
-                for record in records {
-                    let (bytes, packets) = at_flow_rate(record, interval_ms);
-                    volumes.add(record.source, bytes, packets);
-                }
+                sink_volumes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .add_flows(records, interval);
             }),
         )?;
         log::info!("flow collector listening on udp {}", collector.local_addr());
@@ -1057,21 +1037,6 @@ mod tests {
         let orders = core.end_interval(1700, TEN_S, Some(&flood()), None);
         let prefixes: Vec<String> = orders.iter().map(|o| o.prefix.to_string()).collect();
         assert_eq!(prefixes, ["203.0.113.0/24"]);
-    }
-
-    #[test]
-    fn long_flows_count_at_their_average_rate() {
-        let record = |duration_ms| crate::flow::FlowRecord {
-            source: "203.0.113.1".parse().unwrap(),
-            bytes: 600_000,
-            packets: 600,
-            duration_ms,
-        };
-        // A 60 s flow in a 10 s interval: a sixth of it.
-        assert_eq!(at_flow_rate(&record(60_000), 10_000), (100_000, 100));
-        // Shorter than the interval, or no duration: all of it.
-        assert_eq!(at_flow_rate(&record(2_000), 10_000), (600_000, 600));
-        assert_eq!(at_flow_rate(&record(0), 10_000), (600_000, 600));
     }
 
     #[test]

@@ -62,6 +62,30 @@ impl Volumes {
         }
     }
 
+    /// Count flow records into an interval of `interval`: a record of a flow shorter than the
+    /// interval counts whole, a longer one at its average rate over the interval. A router
+    /// exports a long flow once per active timeout (often a minute): counted whole it would
+    /// look like a burst six times the flow's real rate.
+    pub fn add_flows(&mut self, records: &[crate::flow::FlowRecord], interval: Duration) {
+        let interval_ms = u64::try_from(interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        for record in records {
+            let duration = u64::from(record.duration_ms);
+            if duration <= interval_ms {
+                self.add(record.source, record.bytes, record.packets);
+            } else {
+                let scale = |value: u64| {
+                    u64::try_from(
+                        u128::from(value) * u128::from(interval_ms) / u128::from(duration),
+                    )
+                    .unwrap_or(u64::MAX)
+                };
+                self.add(record.source, scale(record.bytes), scale(record.packets));
+            }
+        }
+    }
+
     /// Start the next interval (see [`Trie::clear`]).
     pub fn clear(&mut self) {
         self.v4.clear();
@@ -147,5 +171,26 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn long_flows_count_at_their_average_rate() {
+        let record = |last: u8, duration_ms| crate::flow::FlowRecord {
+            source: IpAddr::from([203, 0, 113, last]),
+            bytes: 600_000,
+            packets: 600,
+            duration_ms,
+        };
+        let mut volumes = Volumes::new(TrackConfig::default()).unwrap();
+        volumes.add_flows(
+            &[record(1, 60_000), record(2, 2_000), record(3, 0)],
+            Duration::from_secs(10),
+        );
+        let got = |last: u8| volumes.v4.get(u32::from_be_bytes([203, 0, 113, last]));
+        // A 60 s flow in a 10 s interval: a sixth of it.
+        assert_eq!(got(1), Some(Volume::new(100_000, 100)));
+        // Shorter than the interval, or no duration: all of it.
+        assert_eq!(got(2), Some(Volume::new(600_000, 600)));
+        assert_eq!(got(3), Some(Volume::new(600_000, 600)));
     }
 }
