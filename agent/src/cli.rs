@@ -1,7 +1,7 @@
 //! Human output of the CLI commands (the JSON forms are the control protocol's own types).
 use std::fmt::Write as _;
 
-use crate::control::{ListEntry, Response, Status};
+use crate::control::proto::{Answer, ListEntry, Status};
 
 /// `1h30m`, `45s`, `2d3h`: the two largest units.
 pub fn compact_duration(mut secs: u64) -> String {
@@ -140,9 +140,9 @@ pub fn format_status(status: &Status) -> String {
 }
 
 /// One line for an apply or remove answer; refusals follow, one per line.
-pub fn format_outcome(response: &Response) -> String {
-    match response {
-        Response::Applied { applied, refused } => {
+pub fn format_outcome(answer: &Answer) -> String {
+    match answer {
+        Answer::Applied { applied, refused } => {
             let mut out = format!("applied {applied}");
             if !refused.is_empty() {
                 let _ = write!(out, ", refused {}", refused.len());
@@ -153,7 +153,7 @@ pub fn format_outcome(response: &Response) -> String {
             }
             out
         }
-        Response::Removed {
+        Answer::Removed {
             removed,
             missing,
             refused,
@@ -167,7 +167,7 @@ pub fn format_outcome(response: &Response) -> String {
             }
             out
         }
-        Response::Error { message } => format!("error: {message}\n"),
+        Answer::Error { message } => format!("error: {message}\n"),
         other => format!("{other:?}\n"),
     }
 }
@@ -194,7 +194,7 @@ pub fn human_rate(value: u64, unit: &str) -> String {
 
 /// The `top` screen: the last interval's top prefixes per counting source, then the prefixes
 /// the detectors hold hot.
-pub fn format_top(snapshot: &crate::volume::engine::VolumeSnapshot, now_unix: u64) -> String {
+pub fn format_top(snapshot: &crate::control::proto::Top, now_unix: u64) -> String {
     let mut out = String::new();
     if snapshot.interval_ms == 0 {
         out.push_str("no volume interval has ended yet\n");

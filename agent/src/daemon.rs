@@ -4,7 +4,7 @@ use std::{
     collections::BTreeSet,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::{Arc, Mutex, mpsc},
+    sync::{Arc, mpsc},
     time::Duration,
 };
 
@@ -15,12 +15,12 @@ use signal_hook::{
 
 use crate::{
     clock::{Clock, SystemClock},
-    control::{ControlError, ControlServer, Request, Response},
+    control::{ControlError, ControlServer, Request, server},
     dataplane::{Capacities, Dataplane, DataplaneError, Opened},
     decision::{DecisionStore, StateError},
     error_chain,
     logscore::{LogCommand, LogScoring},
-    owner::{self, Command, MetricsData, Owner, OwnerError, Policy},
+    owner::{self, Command, Handle, MetricsData, Owner, OwnerConfig, OwnerError},
     prefix::Prefix,
     volume::engine::VolumeEngine,
 };
@@ -28,7 +28,7 @@ use crate::{
 /// Everything the daemon needs from its configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub policy: Policy,
+    pub owner: OwnerConfig,
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
     pub control_socket: PathBuf,
@@ -149,9 +149,10 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         report.decisions,
         settings.state_dir.display()
     );
-    let owner = Owner::start(dataplane, store, &report, clock, settings.policy.clone())?;
+    let owner = Owner::start(dataplane, store, &report, clock, settings.owner.clone())?;
 
     let (commands, inbox) = mpsc::channel::<Command>();
+    let handle = Handle::new(commands);
     let reconcile_every = settings.reconcile_every;
     let owner_thread = std::thread::Builder::new()
         .name("owner".into())
@@ -168,7 +169,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     let log_stats = logs.stats();
     let (log_commands, log_inbox) = mpsc::channel::<LogCommand>();
     let logs_thread = {
-        let owner = commands.clone();
+        let owner = handle.clone();
         std::thread::Builder::new()
             .name("logs".into())
             .spawn(move || logs.run(&log_inbox, &owner))
@@ -184,7 +185,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     let volume = VolumeEngine::start(
         &settings.volume,
         Some(volume_reader),
-        commands.clone(),
+        handle.clone(),
         Arc::new(SystemClock),
     )
     .map_err(|err| DaemonError::Config(error_chain(&err)))?;
@@ -197,50 +198,28 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         );
     }
 
-    // Handlers hold a clone of the command sender each; the mutex makes it Sync.
     let control = {
-        let commands = Mutex::new(commands.clone());
+        let handle = handle.clone();
         let volume_snapshot = Arc::clone(&volume_snapshot);
+        let top = move || {
+            volume_snapshot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        };
         ControlServer::spawn(
             &settings.control_socket,
-            Arc::new(move |request: Request| {
-                if matches!(request, Request::Top) {
-                    let snapshot = volume_snapshot
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .clone();
-                    return Response::Top(Box::new(snapshot));
-                }
-                let (reply, answer) = mpsc::channel();
-                let sent = commands
-                    .lock()
-                    .map(|c| c.send(Command::Control(request, reply)).is_ok())
-                    .unwrap_or(false);
-                if !sent {
-                    return Response::Error {
-                        message: "the daemon is shutting down".into(),
-                    };
-                }
-                answer.recv().unwrap_or(Response::Error {
-                    message: "the daemon is shutting down".into(),
-                })
-            }),
+            Arc::new(move |request: Request| server::answer(&handle, &top, request)),
         )?
     };
     let started = std::time::SystemTime::now();
     let metrics = match settings.metrics_listen {
         Some(listen) => {
-            let commands = Mutex::new(commands.clone());
+            let handle = handle.clone();
             let server = crate::metrics::MetricsServer::spawn(
                 listen,
                 Arc::new(move || {
-                    let (reply, answer) = mpsc::channel();
-                    commands
-                        .lock()
-                        .map_err(|_| "shutting down".to_owned())?
-                        .send(Command::Scrape(reply))
-                        .map_err(|_| "shutting down".to_owned())?;
-                    let page = answer.recv().map_err(|_| "shutting down".to_owned())??;
+                    let page = handle.scrape().wait().map_err(|err| err.to_string())?;
                     let logs = log_stats
                         .lock()
                         .map_err(|_| "log scoring failed".to_owned())?
@@ -291,12 +270,9 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                         inputs: new.inputs,
                         scoring: new.scoring,
                     });
-                    let (reply, answer) = mpsc::channel();
-                    let _ = commands.send(Command::Reload(Box::new(new.policy), reply));
-                    match answer.recv() {
-                        Ok(Ok(())) => log::info!("configuration reloaded"),
-                        Ok(Err(err)) => log::error!("reload: {err}"),
-                        Err(_) => log::error!("reload: the decision owner is gone"),
+                    match handle.reload(new.owner).wait() {
+                        Ok(()) => log::info!("configuration reloaded"),
+                        Err(err) => log::error!("reload: {err}"),
                     }
                 }
                 Err(err) => log::error!(
@@ -321,7 +297,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         log::error!("log scoring panicked");
     }
     volume.stop();
-    let _ = commands.send(Command::Shutdown);
+    handle.shutdown();
     match owner_thread.join() {
         Ok(owner) => owner.shutdown()?,
         Err(_) => log::error!("the decision owner panicked"),
@@ -382,7 +358,7 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
         volume_v6: config.capacity.volume_v6,
     };
     Ok(Settings {
-        policy: Policy {
+        owner: OwnerConfig {
             dry_run: config.dry_run,
             min_prefix_len_v4: config.guard.min_prefix_len_v4,
             min_prefix_len_v6: config.guard.min_prefix_len_v6,

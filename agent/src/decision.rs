@@ -34,11 +34,97 @@ impl DecisionKind {
     }
 }
 
+/// Who or what decided. Written as text in the store and on the wire (`manual`,
+/// `ruleset:sshd`, ...), typed everywhere inside the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum Source {
+    /// An operator, through the CLI.
+    Manual,
+    /// The configuration's allowlist.
+    Config,
+    /// `xdpguard block --file NAME`.
+    ListFile(Arc<str>),
+    /// A log ruleset.
+    Ruleset(Arc<str>),
+    /// A volume detector.
+    Volume(Arc<str>),
+    /// Found in the pinned maps with no state to explain it.
+    Recovered,
+    /// Another agent of the fleet.
+    Fleet(Arc<str>),
+    /// A CrowdSec origin (crowdsec, cscli, CAPI, lists).
+    Crowdsec(Arc<str>),
+    /// Text this version does not know (a newer daemon's state, a script's own label): kept
+    /// as written, so no state is lost over a downgrade.
+    Other(Arc<str>),
+}
+
+impl Source {
+    /// Read the text form; total, so a state file never fails on a source it does not know.
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "manual" => return Self::Manual,
+            "config" => return Self::Config,
+            "recovered" => return Self::Recovered,
+            _ => {}
+        }
+        let Some((kind, name)) = text.split_once(':') else {
+            return Self::Other(text.into());
+        };
+        if name.is_empty() {
+            return Self::Other(text.into());
+        }
+        let name: Arc<str> = name.into();
+        match kind {
+            "file" => Self::ListFile(name),
+            "ruleset" => Self::Ruleset(name),
+            "volume" => Self::Volume(name),
+            "fleet" => Self::Fleet(name),
+            "crowdsec" => Self::Crowdsec(name),
+            _ => Self::Other(text.into()),
+        }
+    }
+
+    /// Whether an operator decided (a manual block may set any expiry; others never shorten
+    /// a longer block).
+    pub const fn is_manual(&self) -> bool {
+        matches!(self, Self::Manual)
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Manual => f.write_str("manual"),
+            Self::Config => f.write_str("config"),
+            Self::Recovered => f.write_str("recovered"),
+            Self::ListFile(name) => write!(f, "file:{name}"),
+            Self::Ruleset(name) => write!(f, "ruleset:{name}"),
+            Self::Volume(name) => write!(f, "volume:{name}"),
+            Self::Fleet(name) => write!(f, "fleet:{name}"),
+            Self::Crowdsec(name) => write!(f, "crowdsec:{name}"),
+            Self::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+impl From<String> for Source {
+    fn from(text: String) -> Self {
+        Self::parse(&text)
+    }
+}
+
+impl From<Source> for String {
+    fn from(source: Source) -> Self {
+        source.to_string()
+    }
+}
+
 /// Who or what made a decision, and why. Shared by all decisions of one import.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Origin {
-    /// `manual`, `config`, `file:NAME`, `ruleset:NAME`, `volume`, `recovered`.
-    pub source: Arc<str>,
+    pub source: Source,
     pub reason: Arc<str>,
     pub created_unix: u64,
     /// 0 = never.
@@ -471,7 +557,7 @@ mod tests {
 
     fn origin(source: &str, expires_unix: u64) -> Arc<Origin> {
         Arc::new(Origin {
-            source: source.into(),
+            source: Source::parse(source),
             reason: "test".into(),
             created_unix: 100,
             expires_unix,
@@ -525,12 +611,12 @@ mod tests {
         );
         assert!(store.get(DecisionKind::Block, &p("203.0.113.1")).is_none());
         assert_eq!(
-            &*store
+            store
                 .get(DecisionKind::Allow, &p("198.51.100.0/24"))
                 .unwrap()
                 .origin
                 .source,
-            "config"
+            Source::Config
         );
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -691,5 +777,29 @@ mod tests {
             vec![(DecisionKind::Block, p("203.0.113.1"))]
         );
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sources_round_trip_through_their_text_and_unknown_text_is_kept() {
+        for text in [
+            "manual",
+            "config",
+            "recovered",
+            "file:bad.txt",
+            "ruleset:sshd",
+            "volume:flood",
+            "fleet:web-1",
+            "crowdsec:CAPI",
+        ] {
+            let source = Source::parse(text);
+            assert!(!matches!(source, Source::Other(_)), "{text}");
+            assert_eq!(source.to_string(), text);
+        }
+        assert_eq!(Source::parse("ruleset:"), Source::Other("ruleset:".into()));
+        assert_eq!(Source::parse("script"), Source::Other("script".into()));
+        let json = serde_json::to_string(&Source::Ruleset("sshd".into())).unwrap();
+        assert_eq!(json, "\"ruleset:sshd\"");
+        let back: Source = serde_json::from_str("\"nightly-job\"").unwrap();
+        assert_eq!(back.to_string(), "nightly-job");
     }
 }

@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 use crate::{
     clock::Clock,
     config::{InputConfig, InputSource, ScoringConfig},
-    control::Request,
+    decision::Source,
     input::{FileFollower, Start, StreamReader, Waker},
     journal::{JournalReader, JournalSpec},
     offenders::Offenders,
-    owner::Command,
+    owner::{BlockOrder, Expiry, Handle},
     ruleset::{Outcome, Ruleset, apply_all},
     score::{ScoreBoard, Scored, ScoringPolicy},
 };
@@ -231,7 +231,7 @@ impl LogScoring {
     }
 
     /// Read what is new in every input; blocks go to `owner`.
-    pub fn poll(&mut self, owner: &mpsc::Sender<Command>) {
+    pub fn poll(&mut self, owner: &Handle) {
         let now_unix = self.clock.now_unix();
         let now_ms = now_unix.saturating_mul(1000);
         let mut stats = self
@@ -259,20 +259,19 @@ impl LogScoring {
                         && let Scored::Crossed(total) = board.add(address, score, now_ms)
                     {
                         for ban in offenders.on_threshold(address, now_unix, scoring) {
-                            let (reply, _) = mpsc::channel();
                             let mut reason =
                                 format!("log score {total} (ruleset {})", matched.name);
                             if !ban.reason.is_empty() {
                                 reason = format!("{reason}; {}", ban.reason);
                             }
-                            let request = Request::Block {
-                                prefixes: vec![ban.prefix.to_string()],
-                                duration_secs: Some(ban.duration.as_secs()),
-                                reason: Some(reason),
-                                source: Some(format!("ruleset:{}", matched.name)),
+                            // Not waited for: scoring goes on while the owner applies it.
+                            drop(owner.block(BlockOrder {
+                                prefixes: vec![ban.prefix],
+                                source: Source::Ruleset(matched.name.as_str().into()),
+                                reason,
+                                expires: Expiry::After(ban.duration),
                                 force: false,
-                            };
-                            let _ = owner.send(Command::Control(request, reply));
+                            }));
                         }
                     }
                 }
@@ -344,7 +343,7 @@ impl LogScoring {
     }
 
     /// Poll until told to stop; positions are saved every second and at the end.
-    pub fn run(mut self, commands: &mpsc::Receiver<LogCommand>, owner: &mpsc::Sender<Command>) {
+    pub fn run(mut self, commands: &mpsc::Receiver<LogCommand>, owner: &Handle) {
         let mut last_save = Instant::now();
         let mut waker = self.waker();
         loop {

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use xdpguard::{
     check, cli,
     config::{self, Config},
-    control::{self, Request, Response},
+    control::{self, Answer, Request},
     daemon,
     dataplane::Dataplane,
     import_ini, lint, ruleset,
@@ -137,7 +137,7 @@ fn top(socket: &Path, json: bool, once: bool, every: Duration) -> Result<()> {
     let every = every.max(Duration::from_millis(200));
     let redraw = !once && !json && std::io::stdout().is_terminal();
     loop {
-        let Response::Top(snapshot) = request(socket, &Request::Top)? else {
+        let Answer::Top(snapshot) = request(socket, &Request::Top)? else {
             bail!("unexpected answer to top");
         };
         if json {
@@ -182,18 +182,18 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn request(socket: &Path, request: &Request) -> Result<Response> {
+fn request(socket: &Path, request: &Request) -> Result<Answer> {
     match control::call(socket, request)? {
-        Response::Error { message } => bail!("{message}"),
+        Answer::Error { message } => bail!("{message}"),
         response => Ok(response),
     }
 }
 
 /// Print an apply/remove outcome; fail when anything was refused.
-fn report(response: &Response) -> Result<()> {
+fn report(response: &Answer) -> Result<()> {
     print!("{}", cli::format_outcome(response));
     match response {
-        Response::Applied { refused, .. } | Response::Removed { refused, .. }
+        Answer::Applied { refused, .. } | Answer::Removed { refused, .. }
             if !refused.is_empty() =>
         {
             bail!("{} refused", refused.len())
@@ -246,7 +246,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Unallow { prefixes } => report(&request(&socket, &Request::Unallow { prefixes })?),
         Command::List { json, source } => {
-            let Response::List { entries } = request(&socket, &Request::List { source })? else {
+            let Answer::List { entries } = request(&socket, &Request::List { source })? else {
                 bail!("unexpected answer to list");
             };
             if json {
@@ -257,7 +257,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { json } => {
-            let Response::Status(status) = request(&socket, &Request::Status)? else {
+            let Answer::Status(status) = request(&socket, &Request::Status)? else {
                 bail!("unexpected answer to status");
             };
             if json {
@@ -385,7 +385,7 @@ fn block_file(
                 force,
             },
         )?;
-        if let Response::Applied {
+        if let Answer::Applied {
             applied: n,
             refused: r,
         } = response

@@ -1,6 +1,8 @@
 //! The decision owner: the one place that changes the kernel's lists. Every block, unblock,
 //! allow and expiry goes through here, is checked against the guards, applied to the maps
-//! and recorded in the store, in batches.
+//! and recorded in the store, in batches. Others reach it through [`Handle`].
+pub mod handle;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{Arc, mpsc},
@@ -9,20 +11,21 @@ use std::{
 
 use xdpguard_common::{Family, Stat};
 
+pub use self::handle::{
+    AllowOrder, Applied, BlockOrder, Command, CommandError, Entry, Expiry, Handle, ListFilter,
+    ListUse, Pending, Refusal, Removed, Status,
+};
 use crate::{
     clock::Clock,
-    control::{
-        CounterStatus, InterfaceStatus, ListEntry, ListStatus, Refusal, Request, Response, Status,
-    },
     dataplane::{AttachMode, Dataplane, DataplaneError, ListId, ListKind},
-    decision::{Decision, DecisionKind, DecisionStore, LoadReport, Origin, StateError},
+    decision::{Decision, DecisionKind, DecisionStore, LoadReport, Origin, Source, StateError},
     error_chain,
     prefix::Prefix,
 };
 
 /// What the owner enforces besides the decisions themselves.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Policy {
+pub struct OwnerConfig {
     pub dry_run: bool,
     /// Blocks shorter than these need `force`.
     pub min_prefix_len_v4: u8,
@@ -40,14 +43,6 @@ pub struct Policy {
     pub volume_accounting: bool,
 }
 
-pub enum Command {
-    Control(Request, mpsc::Sender<Response>),
-    /// Render the metrics page.
-    Scrape(mpsc::Sender<Result<String, String>>),
-    Reload(Box<Policy>, mpsc::Sender<Result<(), String>>),
-    Shutdown,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum OwnerError {
     #[error(transparent)]
@@ -55,10 +50,6 @@ pub enum OwnerError {
     #[error("state directory")]
     State(#[from] StateError),
 }
-
-const CONFIG_SOURCE: &str = "config";
-/// How a refusal starts when the prefix is blocked anyway, for longer, by another decision.
-pub const ALREADY_BLOCKED_LONGER: &str = "already blocked for longer";
 
 /// Counts of what a reconcile pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,7 +64,7 @@ pub struct Owner {
     dataplane: Dataplane,
     store: DecisionStore,
     clock: Arc<dyn Clock>,
-    policy: Policy,
+    config: OwnerConfig,
     /// (source, action) → count since start.
     decisions_total: BTreeMap<(String, &'static str), u64>,
     full_list_errors: u64,
@@ -94,40 +85,56 @@ const fn outlasts(expires_unix: u64, than: u64) -> bool {
 /// Why blocking `prefix` is refused, if it is.
 pub fn block_refusal(
     prefix: &Prefix,
-    policy: &Policy,
+    config: &OwnerConfig,
     allows: &[Prefix],
     force: bool,
-) -> Option<String> {
-    let min = if prefix.is_ipv4() {
-        policy.min_prefix_len_v4
+) -> Option<Refusal> {
+    let limit = if prefix.is_ipv4() {
+        config.min_prefix_len_v4
     } else {
-        policy.min_prefix_len_v6
+        config.min_prefix_len_v6
     };
-    if prefix.prefix_len() < min && !force {
-        return Some(format!(
-            "/{} is broader than the guard limit /{min} (force to override)",
-            prefix.prefix_len()
-        ));
+    if prefix.prefix_len() < limit && !force {
+        return Some(Refusal::TooBroad {
+            len: prefix.prefix_len(),
+            limit,
+        });
     }
-    if let Some(own) = policy
+    if let Some(own) = config
         .own_addresses
         .iter()
         .find(|own| prefix.contains(own.addr()))
     {
-        return Some(format!("contains this host's own address {}", own.addr()));
+        return Some(Refusal::OwnAddress(own.addr()));
     }
     if let Some(allow) = allows
         .iter()
         .find(|allow| allow.prefix_len() <= prefix.prefix_len() && allow.contains(prefix.addr()))
     {
-        return Some(format!("is allowlisted (allow entry {allow})"));
+        return Some(Refusal::Allowlisted { allow: *allow });
     }
     None
 }
 
+/// A kernel error on one prefix, as the refusal it is.
+fn kernel_refusal(err: &DataplaneError) -> Refusal {
+    match err {
+        DataplaneError::ListFull {
+            list,
+            capacity,
+            prefix,
+        } => Refusal::ListFull {
+            list: *list,
+            capacity: *capacity,
+            prefix: *prefix,
+        },
+        other => Refusal::Kernel(error_chain(other)),
+    }
+}
+
 impl Owner {
     /// Take over the data path and the store, and bring them in line with each other and the
-    /// policy.
+    /// configuration.
     ///
     /// # Errors
     /// When the kernel maps cannot be read or the store written.
@@ -136,13 +143,13 @@ impl Owner {
         store: DecisionStore,
         load_report: &LoadReport,
         clock: Arc<dyn Clock>,
-        policy: Policy,
+        config: OwnerConfig,
     ) -> Result<Self, OwnerError> {
         let mut owner = Self {
             dataplane,
             store,
             clock,
-            policy: policy.clone(),
+            config: config.clone(),
             decisions_total: BTreeMap::new(),
             full_list_errors: 0,
             last_reconcile: ReconcileReport::default(),
@@ -157,7 +164,7 @@ impl Owner {
         if owner.store.is_empty() {
             owner.recover_from_kernel()?;
         }
-        owner.apply_policy(policy)?;
+        owner.apply_config(config)?;
         owner.sweep()?;
         owner.reconcile()?;
         owner.store.sync()?;
@@ -184,7 +191,7 @@ impl Owner {
         for (expires_unix, prefixes) in by_expiry {
             recovered += prefixes.len();
             let origin = Arc::new(Origin {
-                source: "recovered".into(),
+                source: Source::Recovered,
                 reason: "found in the pinned maps with no state to explain it".into(),
                 created_unix: now_unix,
                 expires_unix,
@@ -197,15 +204,15 @@ impl Owner {
         Ok(())
     }
 
-    /// Apply a (new) policy: dry-run flag, interfaces, the configured allowlist.
+    /// Apply a (new) configuration: dry-run flag, interfaces, the configured allowlist.
     ///
     /// # Errors
     /// When an interface cannot be attached or a map written.
-    pub fn apply_policy(&mut self, policy: Policy) -> Result<(), OwnerError> {
-        self.dataplane.set_dry_run(policy.dry_run)?;
+    pub fn apply_config(&mut self, config: OwnerConfig) -> Result<(), OwnerError> {
+        self.dataplane.set_dry_run(config.dry_run)?;
         self.dataplane
-            .set_volume_accounting(policy.volume_accounting)?;
-        let wanted: BTreeSet<&str> = policy.interfaces.iter().map(|(n, _)| n.as_str()).collect();
+            .set_volume_accounting(config.volume_accounting)?;
+        let wanted: BTreeSet<&str> = config.interfaces.iter().map(|(n, _)| n.as_str()).collect();
         let attached: Vec<String> = self
             .dataplane
             .attachments()
@@ -216,7 +223,7 @@ impl Owner {
             log::info!("{name}: no longer configured, detaching");
             self.dataplane.detach(&name)?;
         }
-        for (name, mode) in &policy.interfaces {
+        for (name, mode) in &config.interfaces {
             let mode = self.dataplane.attach(name, *mode)?;
             log::info!("{name}: XDP attached in {mode} mode");
         }
@@ -225,22 +232,22 @@ impl Owner {
         let current: BTreeSet<Prefix> = self
             .store
             .of_kind(DecisionKind::Allow)
-            .filter(|d| &*d.origin.source == CONFIG_SOURCE)
+            .filter(|d| d.origin.source == Source::Config)
             .map(|d| d.prefix)
             .collect();
-        let stale: Vec<Prefix> = current.difference(&policy.config_allow).copied().collect();
+        let stale: Vec<Prefix> = current.difference(&config.config_allow).copied().collect();
         for prefix in &stale {
             let _: bool = self.dataplane.unallow(prefix)?;
         }
         let _: Vec<Decision> = self.store.remove(DecisionKind::Allow, &stale)?;
         let origin = Arc::new(Origin {
-            source: CONFIG_SOURCE.into(),
+            source: Source::Config,
             reason: "allowlist in the configuration".into(),
             created_unix: now,
             expires_unix: 0,
         });
         let mut added = Vec::new();
-        for prefix in policy.config_allow.difference(&current) {
+        for prefix in config.config_allow.difference(&current) {
             match self.dataplane.allow(prefix) {
                 Ok(()) => added.push(*prefix),
                 Err(DataplaneError::ListFull { .. }) => {
@@ -251,15 +258,15 @@ impl Owner {
             }
         }
         self.store.put(DecisionKind::Allow, &origin, added)?;
-        self.policy = policy;
+        self.config = config;
         Ok(())
     }
 
-    fn count(&mut self, source: &str, action: &'static str, n: u64) {
+    fn count(&mut self, source: &Source, action: &'static str, n: u64) {
         if n > 0 {
             *self
                 .decisions_total
-                .entry((source.to_owned(), action))
+                .entry((source.to_string(), action))
                 .or_default() += n;
         }
     }
@@ -366,68 +373,24 @@ impl Owner {
         Ok(())
     }
 
-    /// Answer one control request (not yet synced: the caller syncs the batch).
-    pub fn handle(&mut self, request: Request) -> Response {
-        match request {
-            Request::Block {
-                prefixes,
-                duration_secs,
-                reason,
-                source,
-                force,
-            } => self.block(&prefixes, duration_secs, reason, source, force),
-            Request::Unblock { prefixes } => self.remove(DecisionKind::Block, &prefixes),
-            Request::Allow { prefixes, reason } => self.allow(&prefixes, reason),
-            Request::Unallow { prefixes } => self.remove(DecisionKind::Allow, &prefixes),
-            Request::List { source } => self.list(source.as_deref()),
-            // The daemon answers this from the volume engine before it gets here.
-            Request::Top => Response::Error {
-                message: "the volume engine is not running".into(),
-            },
-            Request::Status => match self.status() {
-                Ok(status) => Response::Status(status),
-                Err(err) => Response::Error {
-                    message: error_chain(&err),
-                },
-            },
-        }
-    }
-
-    fn parse_all(prefixes: &[String], refused: &mut Vec<Refusal>) -> Vec<Prefix> {
-        prefixes
-            .iter()
-            .filter_map(|text| match Prefix::parse(text) {
-                Ok((prefix, _)) => Some(prefix),
-                Err(err) => {
-                    refused.push(Refusal {
-                        prefix: text.clone(),
-                        reason: err.to_string(),
-                    });
-                    None
-                }
-            })
-            .collect()
-    }
-
-    fn block(
-        &mut self,
-        prefixes: &[String],
-        duration_secs: Option<u64>,
-        reason: Option<String>,
-        source: Option<String>,
-        force: bool,
-    ) -> Response {
-        let mut refused = Vec::new();
-        let parsed = Self::parse_all(prefixes, &mut refused);
+    fn block(&mut self, order: BlockOrder) -> Result<Applied, CommandError> {
+        let BlockOrder {
+            prefixes,
+            source,
+            reason,
+            expires,
+            force,
+        } = order;
         let now = self.clock.now_unix();
-        let duration = duration_secs
-            .map(Duration::from_secs)
-            .or(self.policy.default_ban);
+        let duration = match expires {
+            Expiry::Default => self.config.default_ban,
+            Expiry::After(duration) => Some(duration),
+        };
         let expires_unix = duration.map_or(0, |d| now.saturating_add(d.as_secs().max(1)));
-        let source = source.unwrap_or_else(|| "manual".to_owned());
+        let manual = source.is_manual();
         let origin = Arc::new(Origin {
-            source: source.as_str().into(),
-            reason: reason.unwrap_or_default().into(),
+            source,
+            reason: reason.into(),
             created_unix: now,
             expires_unix,
         });
@@ -437,33 +400,29 @@ impl Owner {
             .of_kind(DecisionKind::Allow)
             .map(|d| d.prefix)
             .collect();
-        let mut candidates = Vec::with_capacity(parsed.len());
-        for prefix in parsed {
-            if let Some(reason) = block_refusal(&prefix, &self.policy, &allows, force) {
-                refused.push(Refusal {
-                    prefix: prefix.to_string(),
-                    reason,
-                });
+        let mut refused = Vec::new();
+        let mut candidates = Vec::with_capacity(prefixes.len());
+        for prefix in prefixes {
+            if let Some(refusal) = block_refusal(&prefix, &self.config, &allows, force) {
+                refused.push((prefix, refusal));
             } else {
                 candidates.push(prefix);
             }
         }
         // A detector's block never cuts short a block that lasts longer (an operator's, or a
         // longer ban); only a manual block sets whatever expiry it names.
-        if source != "manual" {
+        if !manual {
             candidates.retain(|prefix| {
                 let longer = self
                     .store
                     .get(DecisionKind::Block, prefix)
                     .filter(|d| outlasts(d.origin.expires_unix, expires_unix))
-                    .map(|d| d.origin.source.to_string());
-                if let Some(holder) = &longer {
-                    refused.push(Refusal {
-                        prefix: prefix.to_string(),
-                        reason: format!("{ALREADY_BLOCKED_LONGER} (source {holder})"),
-                    });
+                    .map(|d| d.origin.source.clone());
+                if let Some(holder) = longer {
+                    refused.push((*prefix, Refusal::AlreadyBlockedLonger { holder }));
+                    return false;
                 }
-                longer.is_none()
+                true
             });
         }
         // New blocks go in as one batch; re-blocks one by one, keeping their counters.
@@ -480,15 +439,15 @@ impl Owner {
         self.record(DecisionKind::Block, &origin, outcomes, refused)
     }
 
-    /// Count, store and answer what a block or allow request did: the prefixes whose kernel
+    /// Count, store and answer what a block or allow order did: the prefixes whose kernel
     /// update worked are recorded under `origin`, the others refused with the reason.
     fn record(
         &mut self,
         kind: DecisionKind,
         origin: &Arc<Origin>,
         outcomes: impl Iterator<Item = (Prefix, Result<(), DataplaneError>)>,
-        mut refused: Vec<Refusal>,
-    ) -> Response {
+        mut refused: Vec<(Prefix, Refusal)>,
+    ) -> Result<Applied, CommandError> {
         let mut applied = Vec::new();
         for (prefix, result) in outcomes {
             match result {
@@ -497,59 +456,55 @@ impl Owner {
                     if matches!(err, DataplaneError::ListFull { .. }) {
                         self.full_list_errors += 1;
                     }
-                    refused.push(Refusal {
-                        prefix: prefix.to_string(),
-                        reason: error_chain(&err),
-                    });
+                    refused.push((prefix, kernel_refusal(&err)));
                 }
             }
         }
         let count = applied.len() as u64;
         self.count(&origin.source, kind.name(), count);
         self.count(&origin.source, "refused", refused.len() as u64);
-        if let Err(err) = self.store.put(kind, origin, applied) {
-            return Response::Error {
-                message: format!(
-                    "applied to the kernel but not recorded: {}",
-                    error_chain(&err)
-                ),
-            };
-        }
-        Response::Applied {
+        self.store
+            .put(kind, origin, applied)
+            .map_err(|err| CommandError::NotRecorded(error_chain(&err)))?;
+        Ok(Applied {
             applied: count,
             refused,
-        }
+        })
     }
 
-    fn allow(&mut self, prefixes: &[String], reason: Option<String>) -> Response {
-        let mut refused = Vec::new();
-        let parsed = Self::parse_all(prefixes, &mut refused);
+    fn allow(&mut self, order: AllowOrder) -> Result<Applied, CommandError> {
         let origin = Arc::new(Origin {
-            source: "manual".into(),
-            reason: reason.unwrap_or_default().into(),
+            source: order.source,
+            reason: order.reason.into(),
             created_unix: self.clock.now_unix(),
             expires_unix: 0,
         });
-        let outcomes: Vec<(Prefix, Result<(), DataplaneError>)> = parsed
+        let outcomes: Vec<(Prefix, Result<(), DataplaneError>)> = order
+            .prefixes
             .into_iter()
             .map(|prefix| (prefix, self.dataplane.allow(&prefix)))
             .collect();
-        self.record(DecisionKind::Allow, &origin, outcomes.into_iter(), refused)
+        self.record(
+            DecisionKind::Allow,
+            &origin,
+            outcomes.into_iter(),
+            Vec::new(),
+        )
     }
 
-    fn remove(&mut self, kind: DecisionKind, prefixes: &[String]) -> Response {
+    fn remove(
+        &mut self,
+        kind: DecisionKind,
+        prefixes: Vec<Prefix>,
+    ) -> Result<Removed, CommandError> {
         let mut refused = Vec::new();
-        let parsed = Self::parse_all(prefixes, &mut refused);
         let mut missing = Vec::new();
         let mut removable = Vec::new();
-        for prefix in parsed {
+        for prefix in prefixes {
             match self.store.get(kind, &prefix) {
-                None => missing.push(prefix.to_string()),
-                Some(d) if kind == DecisionKind::Allow && &*d.origin.source == CONFIG_SOURCE => {
-                    refused.push(Refusal {
-                        prefix: prefix.to_string(),
-                        reason: "allowed by the configuration; change it there".into(),
-                    });
+                None => missing.push(prefix),
+                Some(d) if kind == DecisionKind::Allow && d.origin.source == Source::Config => {
+                    refused.push((prefix, Refusal::ConfiguredAllow));
                 }
                 Some(_) => removable.push(prefix),
             }
@@ -559,20 +514,12 @@ impl Owner {
                 DecisionKind::Block => self.dataplane.unblock(prefix),
                 DecisionKind::Allow => self.dataplane.unallow(prefix),
             };
-            if let Err(err) = result {
-                return Response::Error {
-                    message: error_chain(&err),
-                };
-            }
+            result.map_err(|err| CommandError::Kernel(error_chain(&err)))?;
         }
-        let removed = match self.store.remove(kind, &removable) {
-            Ok(removed) => removed,
-            Err(err) => {
-                return Response::Error {
-                    message: error_chain(&err),
-                };
-            }
-        };
+        let removed = self
+            .store
+            .remove(kind, &removable)
+            .map_err(|err| CommandError::Kernel(error_chain(&err)))?;
         let action = match kind {
             DecisionKind::Block => "unblock",
             DecisionKind::Allow => "unallow",
@@ -580,51 +527,40 @@ impl Owner {
         for decision in &removed {
             self.count(&decision.origin.source, action, 1);
         }
-        Response::Removed {
+        Ok(Removed {
             removed: removed.len() as u64,
             missing,
             refused,
-        }
+        })
     }
 
-    fn list(&self, source: Option<&str>) -> Response {
-        let mut decisions: Vec<&Decision> = self.store.iter().collect();
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Entry>, DataplaneError> {
+        let mut decisions: Vec<&Decision> = self
+            .store
+            .iter()
+            .filter(|decision| filter.matches(decision))
+            .collect();
         decisions.sort_by_key(|d| (d.kind, d.prefix));
-        let mut entries = Vec::new();
+        let mut entries = Vec::with_capacity(decisions.len());
         for decision in decisions {
-            if source.is_some_and(|s| s != &*decision.origin.source) {
-                continue;
-            }
             let counters = match decision.kind {
                 DecisionKind::Block => self
                     .dataplane
-                    .block_entry(&decision.prefix)
-                    .map(|e| e.map(|e| (e.packets, e.bytes))),
+                    .block_entry(&decision.prefix)?
+                    .map(|e| (e.packets, e.bytes)),
                 DecisionKind::Allow => self
                     .dataplane
-                    .allow_entry(&decision.prefix)
-                    .map(|e| e.map(|e| (e.packets, e.bytes))),
+                    .allow_entry(&decision.prefix)?
+                    .map(|e| (e.packets, e.bytes)),
             };
-            let (packets, bytes) = match counters {
-                Ok(counters) => counters.unwrap_or_default(),
-                Err(err) => {
-                    return Response::Error {
-                        message: error_chain(&err),
-                    };
-                }
-            };
-            entries.push(ListEntry {
-                kind: decision.kind.name().to_owned(),
-                prefix: decision.prefix.to_string(),
-                source: decision.origin.source.to_string(),
-                reason: decision.origin.reason.to_string(),
-                created_unix: decision.origin.created_unix,
-                expires_unix: decision.origin.expires_unix,
+            let (packets, bytes) = counters.unwrap_or_default();
+            entries.push(Entry {
+                decision: decision.clone(),
                 packets,
                 bytes,
             });
         }
-        Response::List { entries }
+        Ok(entries)
     }
 
     /// Entries per list: block lists as the data path counts its kernel entries, allowlists
@@ -649,37 +585,21 @@ impl Owner {
         let lists = self
             .list_sizes()
             .into_iter()
-            .map(|(list, entries)| ListStatus {
-                list: list.to_string(),
+            .map(|(list, entries)| ListUse {
+                list,
                 entries,
                 capacity: u64::from(capacities.of(list)),
             })
             .collect();
-        let mut counters = Vec::new();
-        for (interface, stats) in self.interface_counters()? {
-            for (stat, value) in stats.iter() {
-                counters.push(CounterStatus {
-                    interface: interface.clone(),
-                    counter: stat.name().to_owned(),
-                    packets: value.packets,
-                    bytes: value.bytes,
-                });
-            }
-        }
         Ok(Status {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            dry_run: self.policy.dry_run,
+            dry_run: self.config.dry_run,
             interfaces: self
                 .dataplane
                 .attachments()
-                .map(|(name, a)| InterfaceStatus {
-                    name: name.to_owned(),
-                    ifindex: a.ifindex,
-                    mode: a.mode.to_string(),
-                })
+                .map(|(name, attachment)| (name.to_owned(), attachment))
                 .collect(),
             lists,
-            counters,
+            counters: self.interface_counters()?,
             decisions: self.store.len() as u64,
             unknown_entries: self.last_reconcile.unknown,
             full_list_errors: self.full_list_errors,
@@ -706,7 +626,7 @@ impl Owner {
             .map(|e| (e.prefix, e.entry.packets, e.entry.bytes))
             .collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        top.truncate(self.policy.top_blocked);
+        top.truncate(self.config.top_blocked);
         Ok(MetricsData {
             interfaces: self.interface_counters()?,
             list_sizes: self.list_sizes(),
@@ -732,7 +652,20 @@ pub struct MetricsData {
     pub repaired_total: u64,
 }
 
-/// Serve commands until [`Command::Shutdown`]: every request that arrives together is one
+/// An answer held back until the batch it belongs to is durable; told the sync error, if any.
+type Deferred = Box<dyn FnOnce(Option<&str>)>;
+
+fn defer<T: 'static>(result: Result<T, CommandError>, done: handle::Reply<T>) -> Deferred {
+    Box::new(move |sync_error| {
+        let answer = match sync_error {
+            Some(err) => Err(CommandError::NotSynced(err.to_owned())),
+            None => result,
+        };
+        let _ = done.send(answer);
+    })
+}
+
+/// Serve commands until [`Command::Shutdown`]: every command that arrives together is one
 /// batch, synced once; expiries are swept every second and the kernel reconciled every
 /// `reconcile_every`.
 pub fn run(
@@ -753,21 +686,36 @@ pub fn run(
         };
         let mut batch: Vec<Command> = first.into_iter().collect();
         batch.extend(commands.try_iter());
-        let mut replies = Vec::new();
+        let mut replies: Vec<Deferred> = Vec::new();
         let mut shutdown = false;
         for command in batch {
+            let kernel = |err: DataplaneError| CommandError::Kernel(error_chain(&err));
             match command {
-                Command::Control(request, reply) => replies.push((owner.handle(request), reply)),
-                Command::Scrape(reply) => {
+                Command::Block { order, done } => replies.push(defer(owner.block(order), done)),
+                Command::Allow { order, done } => replies.push(defer(owner.allow(order), done)),
+                Command::Remove {
+                    kind,
+                    prefixes,
+                    done,
+                } => replies.push(defer(owner.remove(kind, prefixes), done)),
+                Command::List { filter, done } => {
+                    replies.push(defer(owner.list(&filter).map_err(kernel), done));
+                }
+                Command::Status { done } => {
+                    replies.push(defer(owner.status().map_err(kernel), done));
+                }
+                Command::Scrape { done } => {
                     let page = owner
                         .metrics()
                         .map(|data| crate::daemon::render_metrics(&data))
-                        .map_err(|err| error_chain(&err));
-                    let _ = reply.send(page);
+                        .map_err(kernel);
+                    let _ = done.send(page);
                 }
-                Command::Reload(policy, reply) => {
-                    let result = owner.apply_policy(*policy).map_err(|err| error_chain(&err));
-                    let _ = reply.send(result);
+                Command::Reload { config, done } => {
+                    let result = owner
+                        .apply_config(*config)
+                        .map_err(|err| CommandError::Kernel(error_chain(&err)));
+                    let _ = done.send(result);
                 }
                 Command::Shutdown => shutdown = true,
             }
@@ -785,19 +733,12 @@ pub fn run(
             next_reconcile = Instant::now() + reconcile_every;
         }
         // Durable before anyone hears it is done.
-        if let Err(err) = owner.sync() {
+        let sync_error = owner.sync().err().map(|err| {
             log::error!("syncing the state directory: {}", error_chain(&err));
-            for (_, reply) in replies.drain(..) {
-                let _ = reply.send(Response::Error {
-                    message: format!(
-                        "applied, but the state directory could not be synced: {}",
-                        error_chain(&err)
-                    ),
-                });
-            }
-        }
-        for (response, reply) in replies {
-            let _ = reply.send(response);
+            error_chain(&err)
+        });
+        for reply in replies {
+            reply(sync_error.as_deref());
         }
         if shutdown {
             return owner;
@@ -838,8 +779,8 @@ pub const fn list_label(kind: ListKind) -> &'static str {
 mod tests {
     use super::*;
 
-    fn policy() -> Policy {
-        Policy {
+    fn config() -> OwnerConfig {
+        OwnerConfig {
             dry_run: false,
             min_prefix_len_v4: 8,
             min_prefix_len_v6: 32,
@@ -854,7 +795,7 @@ mod tests {
 
     fn refusal(prefix: &str, allows: &[&str], force: bool) -> Option<String> {
         let allows: Vec<Prefix> = allows.iter().map(|a| a.parse().unwrap()).collect();
-        block_refusal(&prefix.parse().unwrap(), &policy(), &allows, force)
+        block_refusal(&prefix.parse().unwrap(), &config(), &allows, force).map(|r| r.to_string())
     }
 
     #[test]

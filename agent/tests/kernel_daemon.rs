@@ -9,7 +9,7 @@ use support::{
     netns::{FW_IF, FW_V4, Sandbox},
 };
 use xdpguard::{
-    control::ListEntry,
+    control::proto::ListEntry,
     dataplane::{Capacities, Dataplane},
     prefix::Prefix,
 };

@@ -20,13 +20,13 @@ use super::{
 use crate::{
     clock::Clock,
     config::{DetectorConfig, FlowConfig, FlowDirection, VolumeAction, VolumeConfig, VolumeSource},
-    control::{Request, Response},
     dataplane::VolumeReader,
+    decision::{DecisionKind, Source},
     flow::{
         CollectorError, CollectorSettings, DecoderSettings, DirectionFilter, FlowCollector,
         SharedExporterStats,
     },
-    owner::{ALREADY_BLOCKED_LONGER, Command},
+    owner::{BlockOrder, Expiry, Handle, ListFilter, Refusal},
     prefix::Prefix,
 };
 
@@ -132,12 +132,12 @@ pub struct VolumeSnapshot {
 
 /// A block the core wants the owner to apply.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BlockOrder {
+pub struct DetectorOrder {
     pub prefix: Prefix,
     pub duration_secs: u64,
     pub reason: String,
     /// `volume:<detector>`.
-    pub source: String,
+    pub source: Source,
     /// First time hot (an incident), or an extension of one.
     pub new: bool,
 }
@@ -304,7 +304,7 @@ impl VolumeCore {
         elapsed: Duration,
         xdp: Option<&Volumes>,
         flow: Option<&Volumes>,
-    ) -> Vec<BlockOrder> {
+    ) -> Vec<DetectorOrder> {
         let elapsed = elapsed.max(Duration::from_millis(1));
         let mut orders = Vec::new();
         let mut totals = Vec::new();
@@ -366,11 +366,11 @@ impl VolumeCore {
                         let reason = format!("traffic volume: {}", describe(&hitter, share));
                         if action == VolumeAction::Block {
                             let _: Option<u64> = detector.ordered_until.insert(prefix, until);
-                            orders.push(BlockOrder {
+                            orders.push(DetectorOrder {
                                 prefix,
                                 duration_secs: until.saturating_sub(now_unix).max(1),
                                 reason: reason.clone(),
-                                source: format!("volume:{name}"),
+                                source: Source::Volume(name.as_str().into()),
                                 new: true,
                             });
                         }
@@ -383,13 +383,13 @@ impl VolumeCore {
                             && ordered.saturating_sub(now_unix) < ban_secs / 2
                         {
                             let _: Option<u64> = detector.ordered_until.insert(prefix, until);
-                            orders.push(BlockOrder {
+                            orders.push(DetectorOrder {
                                 prefix,
                                 duration_secs: until.saturating_sub(now_unix).max(1),
                                 reason: detector.reasons.get(&prefix).cloned().unwrap_or_else(
                                     || "traffic volume: still over the limit".to_owned(),
                                 ),
-                                source: format!("volume:{name}"),
+                                source: Source::Volume(name.as_str().into()),
                                 new: false,
                             });
                         }
@@ -478,11 +478,13 @@ impl VolumeCore {
 
     /// The owner did not apply `order` (or an operator removed its block): stop tracking the
     /// prefix and leave it out for a ban's length, so the prefixes inside it count on their own.
-    pub fn suppress(&mut self, order: &BlockOrder, now_unix: u64) {
+    pub fn suppress(&mut self, order: &DetectorOrder, now_unix: u64) {
         let Some(detector) = self
             .detectors
             .iter_mut()
-            .find(|detector| order.source == format!("volume:{}", detector.config.name))
+            .find(|detector| {
+                matches!(&order.source, Source::Volume(name) if **name == *detector.config.name)
+            })
         else {
             return;
         };
@@ -633,7 +635,7 @@ impl VolumeEngine {
     pub fn start(
         config: &VolumeConfig,
         xdp: Option<VolumeReader>,
-        owner: mpsc::Sender<Command>,
+        owner: Handle,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, EngineError> {
         let core = VolumeCore::new(config)?;
@@ -715,7 +717,7 @@ struct Worker {
     flow: Option<FlowSide>,
     /// The flow volumes of the interval being evaluated (swapped with the collector's).
     flow_volumes: Volumes,
-    owner: mpsc::Sender<Command>,
+    owner: Handle,
     clock: Arc<dyn Clock>,
     snapshot: Arc<Mutex<VolumeSnapshot>>,
     /// Datagrams refused by collectors stopped on reload.
@@ -843,8 +845,8 @@ impl Worker {
 
     /// Hand the interval's orders to the owner. An extension whose block is gone (an
     /// operator unblocked it) is not put back: the prefix is left out for a ban's length.
-    fn apply(&mut self, orders: Vec<BlockOrder>, now_unix: u64) {
-        let mut current: BTreeMap<String, Option<std::collections::BTreeSet<String>>> =
+    fn apply(&mut self, orders: Vec<DetectorOrder>, now_unix: u64) {
+        let mut current: BTreeMap<Source, Option<std::collections::BTreeSet<Prefix>>> =
             BTreeMap::new();
         for order in orders {
             if !order.new {
@@ -852,7 +854,7 @@ impl Worker {
                     .entry(order.source.clone())
                     .or_insert_with(|| self.blocked_by(&order.source));
                 if let Some(blocked) = blocked
-                    && !blocked.contains(&order.prefix.to_string())
+                    && !blocked.contains(&order.prefix)
                 {
                     log::info!(
                         "volume: {} is no longer blocked by {} (an operator removed it, or a longer block by another source holds it); leaving it alone for a ban's length",
@@ -875,46 +877,41 @@ impl Worker {
     }
 
     /// The prefixes blocked under `source` now; `None` when the owner does not answer.
-    fn blocked_by(&self, source: &str) -> Option<std::collections::BTreeSet<String>> {
-        let (reply, answer) = mpsc::channel();
-        let request = Request::List {
-            source: Some(source.to_owned()),
+    fn blocked_by(&self, source: &Source) -> Option<std::collections::BTreeSet<Prefix>> {
+        let filter = ListFilter {
+            kind: Some(DecisionKind::Block),
+            source: Some(source.clone()),
         };
-        self.owner.send(Command::Control(request, reply)).ok()?;
-        match answer.recv_timeout(OWNER_TIMEOUT).ok()? {
-            Response::List { entries } => Some(
-                entries
-                    .into_iter()
-                    .filter(|entry| entry.kind == "block")
-                    .map(|entry| entry.prefix)
-                    .collect(),
-            ),
-            _ => None,
-        }
+        let entries = self.owner.list(filter).wait_timeout(OWNER_TIMEOUT).ok()?;
+        Some(
+            entries
+                .into_iter()
+                .map(|entry| entry.decision.prefix)
+                .collect(),
+        )
     }
 
     /// Ask the owner to block; the reason when it refused (a longer block already in place is
     /// not a refusal).
-    fn block(&self, order: &BlockOrder) -> Option<String> {
-        let (reply, answer) = mpsc::channel();
-        let request = Request::Block {
-            prefixes: vec![order.prefix.to_string()],
-            duration_secs: Some(order.duration_secs),
-            reason: Some(order.reason.clone()),
-            source: Some(order.source.clone()),
+    fn block(&self, order: &DetectorOrder) -> Option<String> {
+        let pending = self.owner.block(BlockOrder {
+            prefixes: vec![order.prefix],
+            source: order.source.clone(),
+            reason: order.reason.clone(),
+            expires: Expiry::After(Duration::from_secs(order.duration_secs)),
             force: false,
-        };
-        self.owner.send(Command::Control(request, reply)).ok()?;
-        match answer.recv_timeout(OWNER_TIMEOUT) {
-            Ok(Response::Applied { refused, .. }) => refused
+        });
+        match pending.wait_timeout(OWNER_TIMEOUT) {
+            Ok(applied) => applied
+                .refused
                 .into_iter()
-                .find(|refusal| !refusal.reason.starts_with(ALREADY_BLOCKED_LONGER))
-                .map(|refusal| refusal.reason),
-            Ok(Response::Error { message }) => {
-                log::error!("volume: block {}: {message}", order.prefix);
+                .map(|(_, refusal)| refusal)
+                .find(|refusal| !matches!(refusal, Refusal::AlreadyBlockedLonger { .. }))
+                .map(|refusal| refusal.to_string()),
+            Err(err) => {
+                log::error!("volume: block {}: {err}", order.prefix);
                 None
             }
-            Ok(_) | Err(_) => None,
         }
     }
 }
@@ -980,7 +977,7 @@ mod tests {
         assert_eq!(orders[0].prefix.to_string(), "203.0.113.0/24");
         assert!(orders[0].new);
         assert_eq!(orders[0].duration_secs, 600);
-        assert_eq!(orders[0].source, "volume:flood");
+        assert_eq!(orders[0].source.to_string(), "volume:flood");
         assert_eq!(core.snapshot().alerts["ipv4"]["block"], 1);
 
         // Still hot with most of the ban left: nothing to ask, no new alert.
@@ -1132,7 +1129,10 @@ mod tests {
         core.reconfigure(&config(vec![keep, changed])).unwrap();
         // Late enough that the kept detector's block is due for an extension.
         let orders = core.end_interval(1310, TEN_S, Some(&flood()), None);
-        let kinds: Vec<(String, bool)> = orders.iter().map(|o| (o.source.clone(), o.new)).collect();
+        let kinds: Vec<(String, bool)> = orders
+            .iter()
+            .map(|o| (o.source.to_string(), o.new))
+            .collect();
         assert!(
             kinds.contains(&("volume:keep".to_owned(), false)),
             "{kinds:?}"

@@ -1,0 +1,12 @@
+//! The control socket: an adapter from the CLI's JSON lines onto the owner's [`Handle`].
+//! `proto` is the wire format (serde types only), `server` the daemon's side, `client` the
+//! CLI's. Only root may connect (socket mode 0600, and the peer's uid is checked).
+//!
+//! [`Handle`]: crate::owner::Handle
+pub mod client;
+pub mod proto;
+pub mod server;
+
+pub use client::{ControlError, call};
+pub use proto::{Answer, PROTOCOL_VERSION, Request};
+pub use server::ControlServer;

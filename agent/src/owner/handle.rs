@@ -1,0 +1,301 @@
+//! The front door to the decision owner: typed orders in, typed outcomes out. Everything in
+//! the daemon that changes or reads decisions holds a [`Handle`]; only the owner thread
+//! touches the kernel lists and the store. The control socket is one adapter onto it.
+use std::{
+    fmt,
+    net::IpAddr,
+    sync::{Arc, mpsc},
+    time::Duration,
+};
+
+use crate::{
+    dataplane::{Attachment, ListId, Stats},
+    decision::{Decision, DecisionKind, Source},
+    prefix::Prefix,
+};
+
+use super::OwnerConfig;
+
+/// How long a block lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// The configured `default_ban`.
+    Default,
+    /// From when the owner applies it (at least a second).
+    After(Duration),
+}
+
+/// Block these prefixes, on behalf of `source`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockOrder {
+    pub prefixes: Vec<Prefix>,
+    pub source: Source,
+    pub reason: String,
+    pub expires: Expiry,
+    /// Allow prefixes broader than the guard limit.
+    pub force: bool,
+}
+
+/// Allowlist these prefixes (never expiring).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowOrder {
+    pub prefixes: Vec<Prefix>,
+    pub source: Source,
+    pub reason: String,
+}
+
+/// Why one prefix of an order was not applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Broader than the guard limit, and not forced.
+    TooBroad { len: u8, limit: u8 },
+    /// Contains this host's own address (even forced).
+    OwnAddress(IpAddr),
+    /// Inside an allowlist entry.
+    Allowlisted { allow: Prefix },
+    /// A detector's block never shortens a longer one.
+    AlreadyBlockedLonger { holder: Source },
+    /// An allowlist entry from the configuration: change it there.
+    ConfiguredAllow,
+    /// The kernel list has no room.
+    ListFull {
+        list: ListId,
+        capacity: u32,
+        prefix: Prefix,
+    },
+    /// Any other kernel error, as its chain of causes.
+    Kernel(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooBroad { len, limit } => write!(
+                f,
+                "/{len} is broader than the guard limit /{limit} (force to override)"
+            ),
+            Self::OwnAddress(addr) => write!(f, "contains this host's own address {addr}"),
+            Self::Allowlisted { allow } => write!(f, "is allowlisted (allow entry {allow})"),
+            Self::AlreadyBlockedLonger { holder } => {
+                write!(f, "already blocked for longer (source {holder})")
+            }
+            Self::ConfiguredAllow => f.write_str("allowed by the configuration; change it there"),
+            Self::ListFull {
+                list,
+                capacity,
+                prefix,
+            } => write!(
+                f,
+                "list {list} is full (capacity {capacity} entries); {prefix} was not added"
+            ),
+            Self::Kernel(message) => f.write_str(message),
+        }
+    }
+}
+
+/// What a block or allow order did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub applied: u64,
+    pub refused: Vec<(Prefix, Refusal)>,
+}
+
+/// What an unblock or unallow did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub removed: u64,
+    /// Prefixes that had no such decision.
+    pub missing: Vec<Prefix>,
+    pub refused: Vec<(Prefix, Refusal)>,
+}
+
+/// Which decisions `list` returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub kind: Option<DecisionKind>,
+    pub source: Option<Source>,
+}
+
+impl ListFilter {
+    pub fn matches(&self, decision: &Decision) -> bool {
+        self.kind.is_none_or(|kind| kind == decision.kind)
+            && self
+                .source
+                .as_ref()
+                .is_none_or(|source| *source == decision.origin.source)
+    }
+}
+
+/// One decision with what its kernel entry counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub decision: Decision,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Entries in one kernel list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListUse {
+    pub list: ListId,
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+/// The owner's view of the data path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub dry_run: bool,
+    pub interfaces: Vec<(String, Attachment)>,
+    pub lists: Vec<ListUse>,
+    /// Per attached interface, and `-` for frames not attributed to one (and expired hits).
+    pub counters: Vec<(String, Stats)>,
+    pub decisions: u64,
+    /// Kernel entries no decision accounts for (seen at the last reconcile).
+    pub unknown_entries: u64,
+    /// Inserts refused because a list was full, since start.
+    pub full_list_errors: u64,
+}
+
+/// Why a command as a whole failed (per-prefix refusals are in [`Applied`] / [`Removed`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("the daemon is shutting down")]
+    Gone,
+    #[error("no answer from the decision owner within {0:?}")]
+    Timeout(Duration),
+    #[error("applied to the kernel but not recorded: {0}")]
+    NotRecorded(String),
+    #[error("applied, but the state directory could not be synced: {0}")]
+    NotSynced(String),
+    #[error("{0}")]
+    Kernel(String),
+}
+
+pub type Reply<T> = mpsc::Sender<Result<T, CommandError>>;
+
+/// What the owner thread is asked; built only by [`Handle`].
+pub enum Command {
+    Block {
+        order: BlockOrder,
+        done: Reply<Applied>,
+    },
+    Allow {
+        order: AllowOrder,
+        done: Reply<Applied>,
+    },
+    Remove {
+        kind: DecisionKind,
+        prefixes: Vec<Prefix>,
+        done: Reply<Removed>,
+    },
+    List {
+        filter: ListFilter,
+        done: Reply<Vec<Entry>>,
+    },
+    Status {
+        done: Reply<Status>,
+    },
+    /// The owner's section of the metrics page.
+    Scrape {
+        done: Reply<String>,
+    },
+    Reload {
+        config: Box<OwnerConfig>,
+        done: Reply<()>,
+    },
+    Shutdown,
+}
+
+/// An answer still to come. Dropping it is fine: the command is carried out anyway.
+#[must_use = "wait for the answer, or drop it to not care"]
+pub struct Pending<T>(mpsc::Receiver<Result<T, CommandError>>);
+
+impl<T> Pending<T> {
+    /// # Errors
+    /// When the owner is gone or the command failed as a whole.
+    pub fn wait(self) -> Result<T, CommandError> {
+        self.0.recv().unwrap_or(Err(CommandError::Gone))
+    }
+
+    /// # Errors
+    /// As [`Self::wait`], and when no answer comes within `limit`.
+    pub fn wait_timeout(self, limit: Duration) -> Result<T, CommandError> {
+        match self.0.recv_timeout(limit) {
+            Ok(result) => result,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(CommandError::Timeout(limit)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(CommandError::Gone),
+        }
+    }
+}
+
+/// The only way anything inside the daemon changes or reads decisions. Cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    commands: Arc<mpsc::Sender<Command>>,
+}
+
+impl Handle {
+    /// A handle on an owner reading `commands`.
+    pub fn new(commands: mpsc::Sender<Command>) -> Self {
+        Self {
+            commands: Arc::new(commands),
+        }
+    }
+
+    fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Pending<T> {
+        let (done, answer) = mpsc::channel();
+        // A failed send drops `done`, so the answer reads as `Gone`.
+        let _ = self.commands.send(command(done));
+        Pending(answer)
+    }
+
+    pub fn block(&self, order: BlockOrder) -> Pending<Applied> {
+        self.ask(|done| Command::Block { order, done })
+    }
+
+    pub fn unblock(&self, prefixes: Vec<Prefix>) -> Pending<Removed> {
+        self.ask(|done| Command::Remove {
+            kind: DecisionKind::Block,
+            prefixes,
+            done,
+        })
+    }
+
+    pub fn allow(&self, order: AllowOrder) -> Pending<Applied> {
+        self.ask(|done| Command::Allow { order, done })
+    }
+
+    pub fn unallow(&self, prefixes: Vec<Prefix>) -> Pending<Removed> {
+        self.ask(|done| Command::Remove {
+            kind: DecisionKind::Allow,
+            prefixes,
+            done,
+        })
+    }
+
+    pub fn list(&self, filter: ListFilter) -> Pending<Vec<Entry>> {
+        self.ask(|done| Command::List { filter, done })
+    }
+
+    pub fn status(&self) -> Pending<Status> {
+        self.ask(|done| Command::Status { done })
+    }
+
+    /// The owner's section of the metrics page, rendered.
+    pub fn scrape(&self) -> Pending<String> {
+        self.ask(|done| Command::Scrape { done })
+    }
+
+    pub fn reload(&self, config: OwnerConfig) -> Pending<()> {
+        self.ask(|done| Command::Reload {
+            config: Box::new(config),
+            done,
+        })
+    }
+
+    /// Ask the owner to stop after the commands already sent.
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+    }
+}
