@@ -1,5 +1,7 @@
 //! `xdpguard run`: wire the data path, the decision owner, the control socket and the
 //! metrics listener together, and live under systemd (notify, reload, stop).
+mod process_metrics;
+
 use std::{
     collections::BTreeSet,
     net::{IpAddr, SocketAddr},
@@ -20,7 +22,7 @@ use crate::{
     decision::{DecisionStore, StateError},
     error_chain,
     logscore::{LogCommand, LogScoring},
-    owner::{self, Command, Handle, MetricsData, Owner, OwnerConfig, OwnerError},
+    owner::{self, Command, Handle, Owner, OwnerConfig, OwnerError},
     prefix::Prefix,
     volume::engine::VolumeEngine,
 };
@@ -228,19 +230,11 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .clone();
+                    // The owner rendered its section on its own thread.
                     Ok(page
-                        + &crate::metrics::render_process(started)
-                        + &crate::metrics::render_volume(&volume)
-                        + &crate::metrics::render_logs(&crate::metrics::LogSnapshot {
-                            lines: logs.lines.into_iter().collect(),
-                            truncated: logs.truncated.into_iter().collect(),
-                            matches: logs
-                                .matches
-                                .into_iter()
-                                .map(|((ruleset, rule), n)| (ruleset, rule, n))
-                                .collect(),
-                            scored_addresses: logs.scored_addresses,
-                        }))
+                        + &process_metrics::render(started)
+                        + &crate::volume::metrics::render(&volume)
+                        + &crate::logscore::metrics::render(&logs))
                 }),
             )
             .map_err(|err| DaemonError::Metrics(error_chain(&err)))?;
@@ -303,11 +297,6 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         Err(_) => log::error!("the decision owner panicked"),
     }
     Ok(())
-}
-
-/// Render the metrics page from what the owner read.
-pub fn render_metrics(data: &MetricsData) -> String {
-    crate::metrics::render(&metrics_snapshot(data))
 }
 
 /// Read the configuration file into [`Settings`]: allowlist files are read here, and the
@@ -395,56 +384,4 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
         scoring: config.scoring,
         volume: config.volume,
     })
-}
-
-fn metrics_snapshot(data: &MetricsData) -> crate::metrics::Snapshot {
-    use crate::metrics::{DecisionSample, ListSample, Snapshot, TopBlocked, TrafficSample};
-    let mut traffic = Vec::new();
-    for (interface, stats) in &data.interfaces {
-        for (stat, value) in stats.iter() {
-            let (family, verdict) = owner::stat_labels(stat);
-            traffic.push(TrafficSample {
-                interface: interface.clone(),
-                family,
-                verdict,
-                packets: value.packets,
-                bytes: value.bytes,
-            });
-        }
-    }
-    Snapshot {
-        version: env!("CARGO_PKG_VERSION"),
-        traffic,
-        entries: data
-            .list_sizes
-            .iter()
-            .map(|(list, entries)| ListSample {
-                list: owner::list_label(list.kind),
-                family: list.family.name(),
-                entries: *entries,
-                capacity: u64::from(data.capacities.of(*list)),
-            })
-            .collect(),
-        decisions: data
-            .decisions_total
-            .iter()
-            .map(|((source, action), count)| DecisionSample {
-                source: source.clone(),
-                action,
-                count: *count,
-            })
-            .collect(),
-        top_blocked: data
-            .top_blocked
-            .iter()
-            .map(|(prefix, packets, bytes)| TopBlocked {
-                prefix: prefix.to_string(),
-                packets: *packets,
-                bytes: *bytes,
-            })
-            .collect(),
-        list_full_errors: data.full_list_errors,
-        unknown_entries: data.unknown_entries,
-        reconcile_repaired: data.repaired_total,
-    }
 }

@@ -7,6 +7,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod decision;
+pub mod exposition;
 pub mod flow;
 pub mod import_ini;
 pub mod input;

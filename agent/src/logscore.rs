@@ -2,6 +2,8 @@
 //! line, keep scores per source, and hand a source whose score goes over the threshold to the
 //! decision owner as a block from `ruleset:NAME`. Positions are saved in the state directory
 //! so a restart neither re-reads nor skips lines; a reload keeps scores and positions.
+pub mod metrics;
+
 use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},

@@ -2,6 +2,7 @@
 //! allow and expiry goes through here, is checked against the guards, applied to the maps
 //! and recorded in the store, in batches. Others reach it through [`Handle`].
 pub mod handle;
+pub mod metrics;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -9,19 +10,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xdpguard_common::{Family, Stat};
-
 pub use self::handle::{
     AllowOrder, Applied, BlockOrder, Command, CommandError, Entry, Expiry, Handle, ListFilter,
     ListUse, Pending, Refusal, Removed, Status,
 };
 use crate::{
     clock::Clock,
-    dataplane::{AttachMode, Dataplane, DataplaneError, ListId, ListKind},
+    dataplane::{AttachMode, Dataplane, DataplaneError, ListId},
     decision::{Decision, DecisionKind, DecisionStore, LoadReport, Origin, Source, StateError},
     error_chain,
     prefix::Prefix,
 };
+
+use self::metrics::MetricsData;
 
 /// What the owner enforces besides the decisions themselves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -640,18 +641,6 @@ impl Owner {
     }
 }
 
-/// What [`Owner::metrics`] reads, for the metrics module to render.
-pub struct MetricsData {
-    pub interfaces: Vec<(String, crate::dataplane::Stats)>,
-    pub list_sizes: BTreeMap<ListId, u64>,
-    pub capacities: crate::dataplane::Capacities,
-    pub decisions_total: BTreeMap<(String, &'static str), u64>,
-    pub top_blocked: Vec<(Prefix, u64, u64)>,
-    pub full_list_errors: u64,
-    pub unknown_entries: u64,
-    pub repaired_total: u64,
-}
-
 /// An answer held back until the batch it belongs to is durable; told the sync error, if any.
 type Deferred = Box<dyn FnOnce(Option<&str>)>;
 
@@ -707,7 +696,7 @@ pub fn run(
                 Command::Scrape { done } => {
                     let page = owner
                         .metrics()
-                        .map(|data| crate::daemon::render_metrics(&data))
+                        .map(|data| metrics::render(&data))
                         .map_err(kernel);
                     let _ = done.send(page);
                 }
@@ -743,35 +732,6 @@ pub fn run(
         if shutdown {
             return owner;
         }
-    }
-}
-
-/// Families in the order metrics list them.
-pub const FAMILIES: [Family; 2] = Family::ALL;
-
-/// The label pair of a counter: (family, verdict).
-pub const fn stat_labels(stat: Stat) -> (&'static str, &'static str) {
-    match stat {
-        Stat::Ipv4Pass => ("ipv4", "pass"),
-        Stat::Ipv4Drop => ("ipv4", "drop"),
-        Stat::Ipv4Allowed => ("ipv4", "allowed"),
-        Stat::Ipv4WouldDrop => ("ipv4", "would_drop"),
-        Stat::Ipv6Pass => ("ipv6", "pass"),
-        Stat::Ipv6Drop => ("ipv6", "drop"),
-        Stat::Ipv6Allowed => ("ipv6", "allowed"),
-        Stat::Ipv6WouldDrop => ("ipv6", "would_drop"),
-        Stat::NonIp => ("other", "non_ip"),
-        Stat::Malformed => ("other", "malformed"),
-        Stat::ExpiredHit => ("other", "expired_hit"),
-    }
-}
-
-/// The list name metrics use.
-pub const fn list_label(kind: ListKind) -> &'static str {
-    match kind {
-        ListKind::Allow => "allow",
-        ListKind::BlockHost => "block_host",
-        ListKind::BlockPrefix => "block_prefix",
     }
 }
 

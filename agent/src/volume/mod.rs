@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod heavy;
 pub mod hysteresis;
+pub mod metrics;
 pub mod trie;
 
 use std::{net::IpAddr, time::Duration};

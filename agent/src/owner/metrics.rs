@@ -1,0 +1,304 @@
+//! The decision owner's section of the metrics page: the XDP program's traffic counters, how
+//! full each kernel list is, the decisions applied, the most-dropping block entries, and the
+//! build. Rendered on the owner thread from what [`Owner::metrics`](super::Owner::metrics)
+//! read.
+use std::collections::BTreeMap;
+
+use xdpguard_common::{Family, Stat, StatValue};
+
+use crate::{
+    dataplane::{Capacities, ListId, ListKind, Stats},
+    exposition::{self, Kind, MetricFamily},
+    prefix::Prefix,
+};
+
+/// What [`Owner::metrics`](super::Owner::metrics) reads, for [`render`].
+#[derive(Debug, Default)]
+pub struct MetricsData {
+    pub interfaces: Vec<(String, Stats)>,
+    pub list_sizes: BTreeMap<ListId, u64>,
+    pub capacities: Capacities,
+    pub decisions_total: BTreeMap<(String, &'static str), u64>,
+    pub top_blocked: Vec<(Prefix, u64, u64)>,
+    pub full_list_errors: u64,
+    pub unknown_entries: u64,
+    pub repaired_total: u64,
+}
+
+/// The owner's section of the page.
+pub fn render(data: &MetricsData) -> String {
+    let traffic = data.interfaces.iter().flat_map(|(interface, stats)| {
+        stats
+            .iter()
+            .map(move |(stat, value)| (interface.as_str(), stat, value))
+    });
+    section(env!("CARGO_PKG_VERSION"), traffic, data)
+}
+
+/// The section for `data`, with `traffic` (interface, counter, value) for `data.interfaces`.
+fn section<'a>(
+    version: &str,
+    traffic: impl IntoIterator<Item = (&'a str, Stat, StatValue)>,
+    data: &MetricsData,
+) -> String {
+    let mut packets = MetricFamily::new(
+        "xdpguard_packets_total",
+        Kind::Counter,
+        "Frames seen by the XDP program, by interface, address family and verdict.",
+    );
+    let mut bytes = MetricFamily::new(
+        "xdpguard_bytes_total",
+        Kind::Counter,
+        "Bytes of the frames seen by the XDP program, by interface, address family and verdict.",
+    );
+    for (interface, stat, value) in traffic {
+        let (family, verdict) = stat_labels(stat);
+        let labels = [
+            ("interface", interface),
+            ("family", family),
+            ("verdict", verdict),
+        ];
+        packets.add(&labels, value.packets);
+        bytes.add(&labels, value.bytes);
+    }
+    let mut entries = MetricFamily::new(
+        "xdpguard_entries",
+        Kind::Gauge,
+        "Entries in each kernel list.",
+    );
+    let mut capacity = MetricFamily::new(
+        "xdpguard_map_capacity",
+        Kind::Gauge,
+        "Maximum entries of each kernel list.",
+    );
+    for (list, count) in &data.list_sizes {
+        let labels = [
+            ("list", list_label(list.kind)),
+            ("family", list.family.name()),
+        ];
+        entries.add(&labels, *count);
+        capacity.add(&labels, u64::from(data.capacities.of(*list)));
+    }
+    let mut decisions = MetricFamily::new(
+        "xdpguard_decisions_total",
+        Kind::Counter,
+        "Decisions applied since the daemon started, by source and action.",
+    );
+    for ((source, action), count) in &data.decisions_total {
+        decisions.add(&[("source", source), ("action", action)], *count);
+    }
+    let mut top_packets = MetricFamily::new(
+        "xdpguard_top_blocked_packets_total",
+        Kind::Counter,
+        "Packets dropped by the block entries with the most drops.",
+    );
+    let mut top_bytes = MetricFamily::new(
+        "xdpguard_top_blocked_bytes_total",
+        Kind::Counter,
+        "Bytes dropped by the block entries with the most drops.",
+    );
+    for (prefix, packet_count, byte_count) in &data.top_blocked {
+        let prefix = prefix.to_string();
+        top_packets.add(&[("prefix", &prefix)], *packet_count);
+        top_bytes.add(&[("prefix", &prefix)], *byte_count);
+    }
+    let mut build = MetricFamily::new(
+        "xdpguard_build_info",
+        Kind::Gauge,
+        "Always 1; labels name the build.",
+    );
+    build.add(&[("version", version)], 1);
+    let mut full = MetricFamily::new(
+        "xdpguard_list_full_errors_total",
+        Kind::Counter,
+        "Inserts refused because the kernel list was full.",
+    );
+    full.add(&[], data.full_list_errors);
+    let mut unknown = MetricFamily::new(
+        "xdpguard_unknown_entries",
+        Kind::Gauge,
+        "Kernel block entries no decision accounts for, at the last reconcile.",
+    );
+    unknown.add(&[], data.unknown_entries);
+    let mut repaired = MetricFamily::new(
+        "xdpguard_reconcile_repaired_total",
+        Kind::Counter,
+        "Entries missing from the kernel that reconcile put back.",
+    );
+    repaired.add(&[], data.repaired_total);
+    exposition::render(vec![
+        packets,
+        bytes,
+        entries,
+        capacity,
+        decisions,
+        top_packets,
+        top_bytes,
+        build,
+        full,
+        unknown,
+        repaired,
+    ])
+}
+
+/// Families in the order metrics list them.
+pub const FAMILIES: [Family; 2] = Family::ALL;
+
+/// The label pair of a counter: (family, verdict).
+pub const fn stat_labels(stat: Stat) -> (&'static str, &'static str) {
+    match stat {
+        Stat::Ipv4Pass => ("ipv4", "pass"),
+        Stat::Ipv4Drop => ("ipv4", "drop"),
+        Stat::Ipv4Allowed => ("ipv4", "allowed"),
+        Stat::Ipv4WouldDrop => ("ipv4", "would_drop"),
+        Stat::Ipv6Pass => ("ipv6", "pass"),
+        Stat::Ipv6Drop => ("ipv6", "drop"),
+        Stat::Ipv6Allowed => ("ipv6", "allowed"),
+        Stat::Ipv6WouldDrop => ("ipv6", "would_drop"),
+        Stat::NonIp => ("other", "non_ip"),
+        Stat::Malformed => ("other", "malformed"),
+        Stat::ExpiredHit => ("other", "expired_hit"),
+    }
+}
+
+/// The list name metrics use.
+pub const fn list_label(kind: ListKind) -> &'static str {
+    match kind {
+        ListKind::Allow => "allow",
+        ListKind::BlockHost => "block_host",
+        ListKind::BlockPrefix => "block_prefix",
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Counters for the fixture's interfaces; [`data`] leaves them out, since only the
+    /// data path fills a [`Stats`].
+    fn traffic() -> Vec<(&'static str, Stat, StatValue)> {
+        vec![
+            (
+                "veth-b",
+                Stat::Ipv4Drop,
+                StatValue {
+                    packets: 7,
+                    bytes: 700,
+                },
+            ),
+            (
+                "veth-fw",
+                Stat::Ipv6Pass,
+                StatValue {
+                    packets: 9,
+                    bytes: 900,
+                },
+            ),
+        ]
+    }
+
+    /// What the owner might read: two lists, two decision sources, two top entries.
+    pub(crate) fn data() -> MetricsData {
+        MetricsData {
+            interfaces: Vec::new(),
+            list_sizes: BTreeMap::from([
+                (
+                    ListId {
+                        kind: ListKind::BlockHost,
+                        family: Family::Ipv4,
+                    },
+                    3,
+                ),
+                (
+                    ListId {
+                        kind: ListKind::Allow,
+                        family: Family::Ipv6,
+                    },
+                    1,
+                ),
+            ]),
+            capacities: Capacities {
+                block_host_v4: 10,
+                allow_v6: 4,
+                ..Capacities::default()
+            },
+            decisions_total: BTreeMap::from([
+                (("manual".to_owned(), "block"), 3),
+                (("ruleset:sshd".to_owned(), "block"), 2),
+            ]),
+            top_blocked: vec![
+                ("203.0.113.7".parse().unwrap(), 5, 50),
+                ("198.51.100.0/24".parse().unwrap(), 4, 40),
+            ],
+            full_list_errors: 2,
+            unknown_entries: 0,
+            repaired_total: 1,
+        }
+    }
+
+    /// (name, type) of every `# TYPE` line.
+    fn types(page: &str) -> Vec<(&str, &str)> {
+        page.lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .map(|rest| rest.split_once(' ').unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn render_writes_help_and_type_once_per_family_even_without_samples() {
+        let empty = section("", [], &MetricsData::default());
+        let names: Vec<&str> = types(&empty).into_iter().map(|(name, _)| name).collect();
+        assert_eq!(names.len(), 11, "{empty}");
+        for name in names {
+            let help = format!("# HELP {name} ");
+            assert_eq!(empty.matches(&help).count(), 1, "{name}: {empty}");
+        }
+        assert!(empty.contains("# TYPE xdpguard_packets_total counter\n"));
+        assert!(!empty.contains("xdpguard_packets_total{"));
+    }
+
+    #[test]
+    fn render_is_sorted_and_independent_of_input_order() {
+        let text = section("1.2.3", traffic(), &data());
+        let mut reversed = data();
+        reversed.top_blocked.reverse();
+        let mut reversed_traffic = traffic();
+        reversed_traffic.reverse();
+        assert_eq!(text, section("1.2.3", reversed_traffic, &reversed));
+        let names: Vec<&str> = types(&text).into_iter().map(|(name, _)| name).collect();
+        assert!(names.is_sorted(), "{names:?}");
+        // Series in label order, label names alphabetical.
+        let ipv6_series = text
+            .find(r#"xdpguard_packets_total{family="ipv6",interface="veth-fw",verdict="pass"} 9"#)
+            .unwrap();
+        let ipv4_series = text
+            .find(r#"xdpguard_packets_total{family="ipv4",interface="veth-b",verdict="drop"} 7"#)
+            .unwrap();
+        assert!(ipv4_series < ipv6_series, "{text}");
+        // What the kernel tests and dashboards look for.
+        assert!(text.contains(r#"xdpguard_map_capacity{family="ipv4",list="block_host"} 10"#));
+        assert!(text.contains(r#"xdpguard_decisions_total{action="block",source="manual"} 3"#));
+        assert!(text.contains(r#"xdpguard_build_info{version="1.2.3"} 1"#));
+        assert!(text.contains("xdpguard_list_full_errors_total 2\n"));
+        assert!(text.contains(r#"xdpguard_top_blocked_bytes_total{prefix="198.51.100.0/24"} 40"#));
+    }
+
+    #[test]
+    fn render_shows_every_counter_of_every_interface_and_the_crate_version() {
+        let mut data = data();
+        data.interfaces = vec![("-".to_owned(), Stats::default())];
+        let text = render(&data);
+        for stat in Stat::ALL {
+            let (family, verdict) = stat_labels(stat);
+            let series = format!(
+                "xdpguard_packets_total{{family=\"{family}\",interface=\"-\",verdict=\"{verdict}\"}} 0\n"
+            );
+            assert!(text.contains(&series), "{series}: {text}");
+        }
+        let build = format!(
+            "xdpguard_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&build), "{text}");
+    }
+}
