@@ -100,7 +100,7 @@ fn main() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|l| l["list"] == "block-host/ipv4")
+            .find(|l| l["list"] == "block_host/ipv4")
             .unwrap()["entries"]
             .as_u64()
             .unwrap();

@@ -505,7 +505,7 @@ fn full_list_is_a_clear_error_and_keeps_what_it_had() {
     let err = dp.block(&p("198.51.100.5"), 0).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "list block-host/ipv4 is full (capacity 4 entries); 198.51.100.5/32 was not added"
+        "list block_host/ipv4 is full (capacity 4 entries); 198.51.100.5/32 was not added"
     );
     // Updating an entry that is already there still works on a full list.
     dp.block(&p("198.51.100.4"), 5).unwrap();
@@ -521,7 +521,7 @@ fn full_list_is_a_clear_error_and_keeps_what_it_had() {
     let err = dp.block(&p("2001:db8:3::/48"), 0).unwrap_err();
     assert!(
         err.to_string()
-            .contains("block-prefix/ipv6 is full (capacity 2"),
+            .contains("block_prefix/ipv6 is full (capacity 2"),
         "{err}"
     );
     assert_eq!(dp.block_entries().unwrap().len(), 6);
@@ -652,7 +652,7 @@ fn block_new_batches_hosts_and_reports_a_full_list_per_entry() {
         .count();
     // Eight host slots: .7 was there, seven new ones fit, the last one does not.
     assert_eq!((failed.len(), hosts), (1, 8), "{failed:?}");
-    assert!(failed[0].contains("block-host/ipv4 is full"), "{failed:?}");
+    assert!(failed[0].contains("block_host/ipv4 is full"), "{failed:?}");
     for (prefix, result) in batch.iter().zip(&results) {
         if result.is_ok() {
             let frame = if prefix.is_ipv4() {

@@ -5,19 +5,31 @@
 //! the kernel copying an entry and deleting it is lost; at one drain per interval that is a
 //! handful of frames, not a trend.
 use std::{
-    io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
 };
 
-use aya::maps::MapData;
+use aya::maps::{IterableMap as _, MapData};
 use xdpguard_common::{SourceVolume, map_names};
 
-use super::{BatchAttr, DataplaneError, batch_command};
+use super::{
+    Dataplane, DataplaneError,
+    batch::{MAX_KEY_SIZE, lookup_and_delete_batch},
+};
 
 /// Sources read per syscall. A hash bucket never holds this many, so no batch stops short
 /// with `ENOSPC`.
 const BATCH: usize = 4096;
+
+impl Dataplane {
+    /// A handle that drains the per-source volume maps from another thread.
+    ///
+    /// # Errors
+    /// When the map descriptors cannot be duplicated, or the CPU count is unknown.
+    pub fn volume_reader(&self) -> Result<VolumeReader, DataplaneError> {
+        VolumeReader::new(self.maps.volume_v4.map(), self.maps.volume_v6.map())
+    }
+}
 
 /// Sources drained, per family.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,7 +48,7 @@ pub struct VolumeReader {
 }
 
 impl VolumeReader {
-    pub(super) fn new(v4: &MapData, v6: &MapData) -> Result<Self, DataplaneError> {
+    fn new(v4: &MapData, v6: &MapData) -> Result<Self, DataplaneError> {
         let dup = |map: &MapData, name: &'static str| {
             map.fd()
                 .as_fd()
@@ -46,7 +58,7 @@ impl VolumeReader {
         Ok(Self {
             v4: dup(v4, map_names::VOLUME_V4)?,
             v6: dup(v6, map_names::VOLUME_V6)?,
-            keys: vec![0; BATCH * 16],
+            keys: vec![0; BATCH * MAX_KEY_SIZE],
             values: vec![SourceVolume::default(); BATCH],
         })
     }
@@ -117,37 +129,4 @@ impl VolumeReader {
 enum Family {
     V4,
     V6,
-}
-
-/// One `BPF_MAP_LOOKUP_AND_DELETE_BATCH`: fills `keys` and `values` (`BATCH`
-/// elements). Returns how many it read and whether the map is done.
-fn lookup_and_delete_batch(
-    fd: i32,
-    in_batch: *const u64,
-    out_batch: *mut u64,
-    keys: &mut [u8],
-    values: &mut [SourceVolume],
-) -> io::Result<(usize, bool)> {
-    const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
-    let mut attr = BatchAttr {
-        in_batch: in_batch as u64,
-        out_batch: out_batch as u64,
-        keys: keys.as_mut_ptr() as u64,
-        values: values.as_mut_ptr() as u64,
-        count: u32::try_from(BATCH).unwrap_or(u32::MAX),
-        map_fd: u32::try_from(fd).unwrap_or(u32::MAX),
-        elem_flags: 0,
-        flags: 0,
-    };
-    // SAFETY: `keys` holds BATCH keys of up to 16 bytes, `values` BATCH values (the caller
-    // sized both), and the batch tokens are 16 bytes, more than the hash map's 4-byte bucket
-    // cursor.
-    let result = unsafe { batch_command(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut attr) };
-    let count = (attr.count as usize).min(BATCH);
-    match result {
-        Ok(()) => Ok((count, false)),
-        // ENOENT: nothing left after this batch (which may still hold entries).
-        Err(error) if error.raw_os_error() == Some(libc::ENOENT) => Ok((count, true)),
-        Err(error) => Err(error),
-    }
 }

@@ -1,0 +1,420 @@
+//! The allow and block lists: adding, removing and reading entries, and the `CONFIG` bits
+//! that tell the program which block lists it can skip.
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use aya::maps::{IterableMap as _, MapError, lpm_trie::Key};
+use xdpguard_common::{AllowEntry, BlockEntry, Family, config_flags, map_names};
+
+use super::{
+    BlockListEntry, Capacities, Dataplane, DataplaneError, ListId, ListKind, batch::update_batch,
+    family_of,
+};
+use crate::prefix::Prefix;
+
+/// `bpf_map_update_elem` flags.
+const BPF_ANY: u64 = 0;
+const BPF_NOEXIST: u64 = 1;
+
+/// The `CONFIG` bit saying `list` has entries (block lists only).
+const fn nonempty_flag(list: ListId) -> u64 {
+    match (list.kind, list.family) {
+        (ListKind::BlockHost, Family::Ipv4) => config_flags::HOST_V4_NONEMPTY,
+        (ListKind::BlockHost, Family::Ipv6) => config_flags::HOST_V6_NONEMPTY,
+        (ListKind::BlockPrefix, Family::Ipv4) => config_flags::PREFIX_V4_NONEMPTY,
+        (ListKind::BlockPrefix, Family::Ipv6) => config_flags::PREFIX_V6_NONEMPTY,
+        (ListKind::Allow, _) => 0,
+    }
+}
+
+/// What a lookup by exact key found.
+fn found<V>(result: Result<V, MapError>, map: &'static str) -> Result<Option<V>, DataplaneError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(source) => Err(DataplaneError::Map { map, source }),
+    }
+}
+
+/// Whether a delete removed something.
+fn removed(result: Result<(), MapError>, map: &'static str) -> Result<bool, DataplaneError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(MapError::SyscallError(err)) if err.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(MapError::KeyNotFound | MapError::ElementNotFound) => Ok(false),
+        Err(source) => Err(DataplaneError::Map { map, source }),
+    }
+}
+
+pub(super) fn v4(prefix: &Prefix) -> [u8; 4] {
+    match prefix.addr() {
+        IpAddr::V4(addr) => addr.octets(),
+        IpAddr::V6(_) => unreachable!("IPv4 list given an IPv6 prefix"),
+    }
+}
+
+pub(super) fn v6(prefix: &Prefix) -> [u8; 16] {
+    match prefix.addr() {
+        IpAddr::V6(addr) => addr.octets(),
+        IpAddr::V4(_) => unreachable!("IPv6 list given an IPv4 prefix"),
+    }
+}
+
+fn prefix_of(addr: IpAddr, len: u32) -> Prefix {
+    // Keys come from our own maps, so the length always fits.
+    Prefix::new(addr, u8::try_from(len).unwrap_or(u8::MAX)).unwrap_or_else(|_| Prefix::host(addr))
+}
+
+impl Dataplane {
+    pub const fn capacities(&self) -> Capacities {
+        self.capacities
+    }
+
+    /// Entries in a block list, as this process has counted them (recounted from the kernel
+    /// at adoption and at every [`Self::recount`]).
+    pub fn block_count(&self, list: ListId) -> u64 {
+        self.block_counts.get(&list).copied().unwrap_or(0)
+    }
+
+    /// Count the entries of the block lists again and set the list-not-empty bits to match
+    /// (after someone else edited the maps). Returns the entries it read.
+    ///
+    /// # Errors
+    /// When a map cannot be read.
+    pub fn recount(&mut self) -> Result<Vec<BlockListEntry>, DataplaneError> {
+        let entries = self.block_entries()?;
+        let mut counts: BTreeMap<ListId, u64> = BTreeMap::new();
+        for entry in &entries {
+            *counts
+                .entry(ListId::block_list_of(&entry.prefix))
+                .or_default() += 1;
+        }
+        for list in ListId::ALL {
+            let flag = nonempty_flag(list);
+            if counts.get(&list).copied().unwrap_or(0) > 0 {
+                self.flags |= flag;
+            } else {
+                self.flags &= !flag;
+            }
+        }
+        self.block_counts = counts;
+        self.write_flags()?;
+        Ok(entries)
+    }
+
+    /// Block `prefix` until `expires_ns` on the `CLOCK_MONOTONIC` clock (0 = never). An
+    /// existing entry keeps its counters and gets the new expiry.
+    ///
+    /// # Errors
+    /// When the list is full, or the map cannot be written.
+    pub fn block(&mut self, prefix: &Prefix, expires_ns: u64) -> Result<(), DataplaneError> {
+        let list = ListId::block_list_of(prefix);
+        // Set before the first entry goes in, so the program never skips a live entry.
+        if self.flags & nonempty_flag(list) == 0 {
+            self.flags |= nonempty_flag(list);
+            self.write_flags()?;
+        }
+        let fresh = BlockEntry {
+            expires_ns,
+            prefix_len: u32::from(prefix.prefix_len()),
+            ..BlockEntry::default()
+        };
+        // The common case, a new entry, costs one syscall; an existing one keeps its counters.
+        match self.write_block(prefix, fresh, BPF_NOEXIST) {
+            Ok(()) => {
+                *self.block_counts.entry(list).or_default() += 1;
+                Ok(())
+            }
+            Err(MapError::SyscallError(err))
+                if err.io_error.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                let existing = self.block_entry(prefix)?.unwrap_or_default();
+                let entry = BlockEntry {
+                    packets: existing.packets,
+                    bytes: existing.bytes,
+                    ..fresh
+                };
+                let result = self.write_block(prefix, entry, BPF_ANY);
+                self.inserted(result, list, prefix)
+            }
+            Err(err) => self.inserted(Err(err), list, prefix),
+        }
+    }
+
+    /// Block many prefixes that are not in the lists yet (the caller knows: an entry that is
+    /// there anyway has its counters reset), with one expiry. Host entries go in with
+    /// `BPF_MAP_UPDATE_BATCH`, one syscall for the lot; shorter prefixes, and anything the
+    /// batch could not take (a full list), take the one-by-one path of [`Self::block`].
+    /// Results are in the order of `prefixes`.
+    pub fn block_new(
+        &mut self,
+        prefixes: &[Prefix],
+        expires_ns: u64,
+    ) -> Vec<Result<(), DataplaneError>> {
+        let mut done = vec![false; prefixes.len()];
+        let mut results: Vec<Result<(), DataplaneError>> = Vec::with_capacity(prefixes.len());
+        for family in Family::ALL {
+            let list = ListId {
+                kind: ListKind::BlockHost,
+                family,
+            };
+            let picked: Vec<usize> = (0..prefixes.len())
+                .filter(|&i| prefixes[i].is_host() && family_of(&prefixes[i]) == family)
+                .collect();
+            if picked.is_empty() {
+                continue;
+            }
+            // Set before the first entry goes in (see `block`).
+            if self.flags & nonempty_flag(list) == 0 {
+                self.flags |= nonempty_flag(list);
+                if self.write_flags().is_err() {
+                    continue;
+                }
+            }
+            let values = vec![
+                BlockEntry {
+                    expires_ns,
+                    prefix_len: u32::from(prefixes[picked[0]].prefix_len()),
+                    ..BlockEntry::default()
+                };
+                picked.len()
+            ];
+            let outcome = match family {
+                Family::Ipv4 => {
+                    let keys: Vec<[u8; 4]> = picked.iter().map(|&i| v4(&prefixes[i])).collect();
+                    update_batch(self.maps.host_v4.map(), &keys, &values)
+                }
+                Family::Ipv6 => {
+                    let keys: Vec<[u8; 16]> = picked.iter().map(|&i| v6(&prefixes[i])).collect();
+                    update_batch(self.maps.host_v6.map(), &keys, &values)
+                }
+            };
+            let added = match outcome {
+                Ok(()) => picked.len(),
+                Err((added, error)) => {
+                    if added == 0 {
+                        log::debug!("batch insert into {list}: {error}; one by one instead");
+                    }
+                    added
+                }
+            };
+            for &i in &picked[..added] {
+                done[i] = true;
+            }
+            *self.block_counts.entry(list).or_default() += added as u64;
+        }
+        for (i, prefix) in prefixes.iter().enumerate() {
+            results.push(if done[i] {
+                Ok(())
+            } else {
+                self.block(prefix, expires_ns)
+            });
+        }
+        results
+    }
+
+    fn write_block(
+        &mut self,
+        prefix: &Prefix,
+        entry: BlockEntry,
+        flags: u64,
+    ) -> Result<(), MapError> {
+        let key_len = u32::from(prefix.prefix_len());
+        match (ListId::block_list_of(prefix).kind, prefix.is_ipv4()) {
+            (ListKind::BlockHost, true) => self.maps.host_v4.insert(v4(prefix), entry, flags),
+            (ListKind::BlockHost, false) => self.maps.host_v6.insert(v6(prefix), entry, flags),
+            (_, true) => self
+                .maps
+                .prefix_v4
+                .insert(&Key::new(key_len, v4(prefix)), entry, flags),
+            (_, false) => self
+                .maps
+                .prefix_v6
+                .insert(&Key::new(key_len, v6(prefix)), entry, flags),
+        }
+    }
+
+    /// Turn a failed insert into [`DataplaneError::ListFull`] where that is what happened.
+    fn inserted(
+        &self,
+        result: Result<(), MapError>,
+        list: ListId,
+        prefix: &Prefix,
+    ) -> Result<(), DataplaneError> {
+        match result {
+            Ok(()) => Ok(()),
+            // A full hash map says E2BIG, a full LPM trie ENOSPC.
+            Err(MapError::SyscallError(err))
+                if matches!(
+                    err.io_error.raw_os_error(),
+                    Some(libc::E2BIG | libc::ENOSPC)
+                ) =>
+            {
+                Err(DataplaneError::ListFull {
+                    list,
+                    capacity: self.capacities.of(list),
+                    prefix: *prefix,
+                })
+            }
+            Err(source) => Err(DataplaneError::Map {
+                map: list.map_name(),
+                source,
+            }),
+        }
+    }
+
+    /// Remove `prefix` from its block list. Returns whether it was there.
+    ///
+    /// # Errors
+    /// When the map cannot be written.
+    pub fn unblock(&mut self, prefix: &Prefix) -> Result<bool, DataplaneError> {
+        let list = ListId::block_list_of(prefix);
+        let key_len = u32::from(prefix.prefix_len());
+        let result = match (list.kind, list.family) {
+            (ListKind::BlockHost, Family::Ipv4) => self.maps.host_v4.remove(&v4(prefix)),
+            (ListKind::BlockHost, Family::Ipv6) => self.maps.host_v6.remove(&v6(prefix)),
+            (_, Family::Ipv4) => self.maps.prefix_v4.remove(&Key::new(key_len, v4(prefix))),
+            (_, Family::Ipv6) => self.maps.prefix_v6.remove(&Key::new(key_len, v6(prefix))),
+        };
+        let was_there = removed(result, list.map_name())?;
+        if was_there {
+            let count = self.block_counts.entry(list).or_default();
+            *count = count.saturating_sub(1);
+            // Cleared after the last entry is gone.
+            if *count == 0 {
+                self.flags &= !nonempty_flag(list);
+                self.write_flags()?;
+            }
+        }
+        Ok(was_there)
+    }
+
+    /// The block entry keyed exactly by `prefix`, with its counters.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn block_entry(&self, prefix: &Prefix) -> Result<Option<BlockEntry>, DataplaneError> {
+        let list = ListId::block_list_of(prefix);
+        let key_len = u32::from(prefix.prefix_len());
+        let name = list.map_name();
+        let entry = match (list.kind, list.family) {
+            (ListKind::BlockHost, Family::Ipv4) => {
+                found(self.maps.host_v4.get(&v4(prefix), 0), name)?
+            }
+            (ListKind::BlockHost, Family::Ipv6) => {
+                found(self.maps.host_v6.get(&v6(prefix), 0), name)?
+            }
+            (_, Family::Ipv4) => found(
+                self.maps.prefix_v4.get(&Key::new(key_len, v4(prefix)), 0),
+                name,
+            )?,
+            (_, Family::Ipv6) => found(
+                self.maps.prefix_v6.get(&Key::new(key_len, v6(prefix)), 0),
+                name,
+            )?,
+        };
+        // An LPM lookup answers with the longest covering prefix; keep only an exact match.
+        Ok(entry.filter(|entry| entry.prefix_len == key_len))
+    }
+
+    /// Every block entry, hosts first.
+    ///
+    /// # Errors
+    /// When a map cannot be read.
+    pub fn block_entries(&self) -> Result<Vec<BlockListEntry>, DataplaneError> {
+        let mut out = Vec::new();
+        let map_err = |map| move |source| DataplaneError::Map { map, source };
+        for item in self.maps.host_v4.iter() {
+            let (addr, entry) = item.map_err(map_err(map_names::BLOCK_HOST_V4))?;
+            out.push(BlockListEntry {
+                prefix: Prefix::host(Ipv4Addr::from(addr).into()),
+                entry,
+            });
+        }
+        for item in self.maps.host_v6.iter() {
+            let (addr, entry) = item.map_err(map_err(map_names::BLOCK_HOST_V6))?;
+            out.push(BlockListEntry {
+                prefix: Prefix::host(Ipv6Addr::from(addr).into()),
+                entry,
+            });
+        }
+        for item in self.maps.prefix_v4.iter() {
+            let (key, entry) = item.map_err(map_err(map_names::BLOCK_PREFIX_V4))?;
+            out.push(BlockListEntry {
+                prefix: prefix_of(Ipv4Addr::from(key.data()).into(), key.prefix_len()),
+                entry,
+            });
+        }
+        for item in self.maps.prefix_v6.iter() {
+            let (key, entry) = item.map_err(map_err(map_names::BLOCK_PREFIX_V6))?;
+            out.push(BlockListEntry {
+                prefix: prefix_of(Ipv6Addr::from(key.data()).into(), key.prefix_len()),
+                entry,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Let `prefix` through even where a block entry covers it.
+    ///
+    /// # Errors
+    /// When the list is full, or the map cannot be written.
+    pub fn allow(&mut self, prefix: &Prefix) -> Result<(), DataplaneError> {
+        let list = ListId::allow_list_of(prefix);
+        let key_len = u32::from(prefix.prefix_len());
+        let existing = self.allow_entry(prefix)?.unwrap_or_default();
+        let entry = AllowEntry {
+            prefix_len: key_len,
+            ..existing
+        };
+        let result = match list.family {
+            Family::Ipv4 => self
+                .maps
+                .allow_v4
+                .insert(&Key::new(key_len, v4(prefix)), entry, 0),
+            Family::Ipv6 => self
+                .maps
+                .allow_v6
+                .insert(&Key::new(key_len, v6(prefix)), entry, 0),
+        };
+        self.inserted(result, list, prefix)
+    }
+
+    /// Remove `prefix` from the allowlist. Returns whether it was there.
+    ///
+    /// # Errors
+    /// When the map cannot be written.
+    pub fn unallow(&mut self, prefix: &Prefix) -> Result<bool, DataplaneError> {
+        let list = ListId::allow_list_of(prefix);
+        let key_len = u32::from(prefix.prefix_len());
+        let result = match list.family {
+            Family::Ipv4 => self.maps.allow_v4.remove(&Key::new(key_len, v4(prefix))),
+            Family::Ipv6 => self.maps.allow_v6.remove(&Key::new(key_len, v6(prefix))),
+        };
+        removed(result, list.map_name())
+    }
+
+    /// The allowlist entry keyed exactly by `prefix`.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn allow_entry(&self, prefix: &Prefix) -> Result<Option<AllowEntry>, DataplaneError> {
+        let list = ListId::allow_list_of(prefix);
+        let key_len = u32::from(prefix.prefix_len());
+        let entry = match list.family {
+            Family::Ipv4 => found(
+                self.maps.allow_v4.get(&Key::new(key_len, v4(prefix)), 0),
+                list.map_name(),
+            )?,
+            Family::Ipv6 => found(
+                self.maps.allow_v6.get(&Key::new(key_len, v6(prefix)), 0),
+                list.map_name(),
+            )?,
+        };
+        Ok(entry.filter(|entry| entry.prefix_len == key_len))
+    }
+}

@@ -1,0 +1,406 @@
+//! Loading the program, pinning it with its maps and links on bpffs, adopting what an
+//! earlier run pinned, and removing the pins.
+use std::{
+    collections::BTreeMap,
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, IterableMap as _, LpmTrie, MapData, MapError, PerCpuArray},
+    programs::{Xdp, links::PinnedLink},
+};
+use aya_obj::programs::XdpAttachType;
+use xdpguard_common::{
+    AllowEntry, BlockEntry, DataplaneConfig, PROGRAM_NAME, SourceVolume, StatValue, map_names,
+};
+
+use super::{
+    AttachedMode, BlockListEntry, Capacities, Dataplane, DataplaneError, ListId,
+    attach::{Attachment, if_index},
+};
+
+/// The enforcement program, built by `build.rs`.
+static XDPGUARD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpguard"));
+
+pub(super) struct Maps {
+    pub(super) allow_v4: LpmTrie<MapData, [u8; 4], AllowEntry>,
+    pub(super) allow_v6: LpmTrie<MapData, [u8; 16], AllowEntry>,
+    pub(super) host_v4: HashMap<MapData, [u8; 4], BlockEntry>,
+    pub(super) host_v6: HashMap<MapData, [u8; 16], BlockEntry>,
+    pub(super) prefix_v4: LpmTrie<MapData, [u8; 4], BlockEntry>,
+    pub(super) prefix_v6: LpmTrie<MapData, [u8; 16], BlockEntry>,
+    pub(super) stats: PerCpuArray<MapData, StatValue>,
+    pub(super) iface_slot: Array<MapData, u32>,
+    pub(super) config: Array<MapData, DataplaneConfig>,
+    pub(super) volume_v4: HashMap<MapData, [u8; 4], SourceVolume>,
+    pub(super) volume_v6: HashMap<MapData, [u8; 16], SourceVolume>,
+}
+
+pub(super) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| DataplaneError::Map { map: name, source })
+}
+
+fn pinned_map<T>(
+    dir: &Path,
+    name: &'static str,
+    wrap: fn(MapData) -> aya::maps::Map,
+) -> Result<T, DataplaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map_err = |source| DataplaneError::Map { map: name, source };
+    let data = MapData::from_pin(dir.join(name)).map_err(map_err)?;
+    // The typed conversion checks key and value sizes: pins of another layout are refused.
+    T::try_from(wrap(data)).map_err(map_err)
+}
+
+impl Maps {
+    fn from_pins(dir: &Path) -> Result<Self, DataplaneError> {
+        use aya::maps::Map;
+        Ok(Self {
+            allow_v4: pinned_map(dir, map_names::ALLOW_V4, Map::LpmTrie)?,
+            allow_v6: pinned_map(dir, map_names::ALLOW_V6, Map::LpmTrie)?,
+            host_v4: pinned_map(dir, map_names::BLOCK_HOST_V4, Map::HashMap)?,
+            host_v6: pinned_map(dir, map_names::BLOCK_HOST_V6, Map::HashMap)?,
+            prefix_v4: pinned_map(dir, map_names::BLOCK_PREFIX_V4, Map::LpmTrie)?,
+            prefix_v6: pinned_map(dir, map_names::BLOCK_PREFIX_V6, Map::LpmTrie)?,
+            stats: pinned_map(dir, map_names::STATS, Map::PerCpuArray)?,
+            iface_slot: pinned_map(dir, map_names::IFACE_SLOT, Map::Array)?,
+            config: pinned_map(dir, map_names::CONFIG, Map::Array)?,
+            volume_v4: pinned_map(dir, map_names::VOLUME_V4, Map::LruHashMap)?,
+            volume_v6: pinned_map(dir, map_names::VOLUME_V6, Map::LruHashMap)?,
+        })
+    }
+
+    fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        Ok(Self {
+            allow_v4: take_map(ebpf, map_names::ALLOW_V4)?,
+            allow_v6: take_map(ebpf, map_names::ALLOW_V6)?,
+            host_v4: take_map(ebpf, map_names::BLOCK_HOST_V4)?,
+            host_v6: take_map(ebpf, map_names::BLOCK_HOST_V6)?,
+            prefix_v4: take_map(ebpf, map_names::BLOCK_PREFIX_V4)?,
+            prefix_v6: take_map(ebpf, map_names::BLOCK_PREFIX_V6)?,
+            stats: take_map(ebpf, map_names::STATS)?,
+            iface_slot: take_map(ebpf, map_names::IFACE_SLOT)?,
+            config: take_map(ebpf, map_names::CONFIG)?,
+            volume_v4: take_map(ebpf, map_names::VOLUME_V4)?,
+            volume_v6: take_map(ebpf, map_names::VOLUME_V6)?,
+        })
+    }
+}
+
+/// Whether [`Dataplane::open_pinned`] found a running data path or started one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// Program, maps and links were pinned by an earlier run; they kept enforcing meanwhile.
+    Adopted,
+    Fresh,
+}
+
+/// The XDP program: loaded by this process, or adopted from pins.
+pub(super) enum ProgramHandle {
+    Loaded(Box<Ebpf>),
+    Adopted(Box<Xdp>),
+}
+
+const PROGRAM_PIN: &str = "program";
+/// Link pins are named `link-<mode>-<interface>`.
+pub(super) const LINK_PIN_PREFIX: &str = "link-";
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+pub(super) fn pin_error(path: &Path) -> impl FnOnce(aya::pin::PinError) -> DataplaneError + '_ {
+    move |source| DataplaneError::Pin {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    }
+}
+
+pub(super) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> DataplaneError + '_ {
+    move |source| DataplaneError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Make sure `dir` exists on a BPF filesystem, mounting one there when it is not (as inside
+/// `ip netns exec`, which remounts /sys without /sys/fs/bpf).
+///
+/// # Errors
+/// When the directory cannot be created or bpffs cannot be mounted.
+pub fn ensure_bpffs(dir: &Path) -> Result<(), DataplaneError> {
+    let is_bpffs = |path: &Path| -> Result<bool, DataplaneError> {
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| io_error(path)(io::Error::other("path contains NUL")))?;
+        // SAFETY: a zeroed statfs is a valid out-parameter.
+        let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid C string and out pointer.
+        if unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) } != 0 {
+            return Err(io_error(path)(io::Error::last_os_error()));
+        }
+        Ok(stat.f_type == BPF_FS_MAGIC)
+    };
+    // The nearest existing ancestor tells which filesystem new directories would land on.
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    if !is_bpffs(existing)? {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        if !is_bpffs(dir)? {
+            log::info!("mounting a BPF filesystem on {}", dir.display());
+            let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+                .map_err(|_| io_error(dir)(io::Error::other("path contains NUL")))?;
+            // SAFETY: valid C strings; "bpf" needs no mount data.
+            let rc = unsafe {
+                libc::mount(
+                    c"bpf".as_ptr(),
+                    target.as_ptr(),
+                    c"bpf".as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
+            };
+            if rc != 0 {
+                return Err(io_error(dir)(io::Error::last_os_error()));
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(io_error(dir))
+}
+
+impl Dataplane {
+    /// Load the program and create its maps (nothing is attached yet). Everything is released
+    /// when the value is dropped.
+    ///
+    /// # Errors
+    /// Without the privileges to load BPF, or when the kernel's verifier rejects the program.
+    pub fn load(capacities: Capacities) -> Result<Self, DataplaneError> {
+        let (ebpf, maps) = Self::load_object(capacities, None)?;
+        Ok(Self::assemble(
+            ProgramHandle::Loaded(Box::new(ebpf)),
+            maps,
+            capacities,
+            None,
+        ))
+    }
+
+    /// A data path with nothing attached and no flags set yet.
+    fn assemble(
+        program: ProgramHandle,
+        maps: Maps,
+        capacities: Capacities,
+        pin_dir: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            program,
+            maps,
+            capacities,
+            pin_dir,
+            attachments: BTreeMap::new(),
+            owned_links: BTreeMap::new(),
+            flags: 0,
+            block_counts: BTreeMap::new(),
+        }
+    }
+
+    fn load_object(
+        capacities: Capacities,
+        pin_dir: Option<&Path>,
+    ) -> Result<(Ebpf, Maps), DataplaneError> {
+        if XDPGUARD_OBJECT.is_empty() {
+            return Err(DataplaneError::NoProgramObject);
+        }
+        let mut loader = EbpfLoader::new();
+        for list in ListId::ALL {
+            let _: &mut EbpfLoader<'_> =
+                loader.map_max_entries(list.map_name(), capacities.of(list));
+        }
+        let _: &mut EbpfLoader<'_> = loader
+            .map_max_entries(map_names::VOLUME_V4, capacities.volume_v4)
+            .map_max_entries(map_names::VOLUME_V6, capacities.volume_v6);
+        let mut ebpf = loader.load(XDPGUARD_OBJECT).map_err(DataplaneError::Load)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingProgram(PROGRAM_NAME))?
+            .try_into()
+            .map_err(DataplaneError::Program)?;
+        program.load().map_err(DataplaneError::Program)?;
+        if let Some(dir) = pin_dir {
+            let path = dir.join(PROGRAM_PIN);
+            program.pin(&path).map_err(pin_error(&path))?;
+            for name in map_names::ALL {
+                let map = ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+                let path = dir.join(name);
+                map.pin(&path).map_err(pin_error(&path))?;
+            }
+        }
+        let maps = Maps::take(&mut ebpf)?;
+        Ok((ebpf, maps))
+    }
+
+    /// Adopt the program, maps and links pinned under `pin_dir` by an earlier run, or load a
+    /// fresh program and pin it there. A pinned data path keeps enforcing while no daemon runs.
+    /// `capacities` only apply to a fresh load; adopted maps keep theirs.
+    ///
+    /// # Errors
+    /// When bpffs cannot be mounted, the pins are unreadable or of another layout, or loading
+    /// fails.
+    pub fn open_pinned(
+        pin_dir: &Path,
+        capacities: Capacities,
+    ) -> Result<(Self, Opened), DataplaneError> {
+        ensure_bpffs(pin_dir)?;
+        let program_pin = pin_dir.join(PROGRAM_PIN);
+        if !program_pin.exists() {
+            // Half-written pins from a crash during a fresh start: start over.
+            Self::remove_pins(pin_dir)?;
+            ensure_bpffs(pin_dir)?;
+            let (ebpf, maps) = Self::load_object(capacities, Some(pin_dir))?;
+            let dataplane = Self::assemble(
+                ProgramHandle::Loaded(Box::new(ebpf)),
+                maps,
+                capacities,
+                Some(pin_dir.to_path_buf()),
+            );
+            return Ok((dataplane, Opened::Fresh));
+        }
+        let program = Xdp::from_pin(&program_pin, XdpAttachType::Interface)
+            .map_err(DataplaneError::Program)?;
+        let maps = Maps::from_pins(pin_dir)?;
+        let mut capacities = Capacities::default();
+        for list in ListId::ALL {
+            let path = pin_dir.join(list.map_name());
+            let info = MapData::from_pin(&path)
+                .and_then(|map| map.info())
+                .map_err(|source| DataplaneError::Map {
+                    map: list.map_name(),
+                    source,
+                })?;
+            capacities.set(list, info.max_entries());
+        }
+        let volume_capacity = |map: &MapData, name: &'static str| {
+            map.info()
+                .map(|info| info.max_entries())
+                .map_err(|source| DataplaneError::Map { map: name, source })
+        };
+        capacities.volume_v4 = volume_capacity(maps.volume_v4.map(), map_names::VOLUME_V4)?;
+        capacities.volume_v6 = volume_capacity(maps.volume_v6.map(), map_names::VOLUME_V6)?;
+        let mut dataplane = Self::assemble(
+            ProgramHandle::Adopted(Box::new(program)),
+            maps,
+            capacities,
+            Some(pin_dir.to_path_buf()),
+        );
+        dataplane.flags = dataplane
+            .maps
+            .config
+            .get(&0, 0)
+            .map_err(|source| DataplaneError::Map {
+                map: map_names::CONFIG,
+                source,
+            })?
+            .flags;
+        let _: Vec<BlockListEntry> = dataplane.recount()?;
+        dataplane.adopt_links()?;
+        Ok((dataplane, Opened::Adopted))
+    }
+
+    /// Pick up the links pinned as `link-<mode>-<interface>`.
+    fn adopt_links(&mut self) -> Result<(), DataplaneError> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return Ok(());
+        };
+        for entry in std::fs::read_dir(&dir).map_err(io_error(&dir))? {
+            let entry = entry.map_err(io_error(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((mode, interface)) = name
+                .strip_prefix(LINK_PIN_PREFIX)
+                .and_then(|rest| rest.split_once('-'))
+            else {
+                continue;
+            };
+            let mode = match mode {
+                "native" => AttachedMode::Native,
+                "generic" => AttachedMode::Generic,
+                _ => continue,
+            };
+            let path = entry.path();
+            let link = PinnedLink::from_pin(&path).map_err(|source| DataplaneError::Link {
+                path: path.clone(),
+                source,
+            })?;
+            // Holding the pin is what keeps the link; this handle is not needed.
+            drop(link);
+            let ifindex = if_index(interface).unwrap_or(0);
+            let slot = self.slot_of(ifindex)?;
+            let _: Option<_> = self.attachments.insert(
+                interface.to_owned(),
+                Attachment {
+                    ifindex,
+                    mode,
+                    slot,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Detach everything pinned under `pin_dir` and delete the pins: the data path is gone.
+    ///
+    /// # Errors
+    /// When a pin cannot be removed.
+    pub fn remove_pins(pin_dir: &Path) -> Result<(), DataplaneError> {
+        let entries = match std::fs::read_dir(pin_dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(io_error(pin_dir)(err)),
+        };
+        // Links first, so the program stops before its maps go.
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .collect();
+        paths.sort_by_key(|path| {
+            !path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with(LINK_PIN_PREFIX))
+        });
+        for path in paths {
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+        }
+        match std::fs::remove_dir(pin_dir) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(io_error(pin_dir)(err)),
+        }
+    }
+
+    pub(super) fn program(&self) -> &Xdp {
+        match &self.program {
+            ProgramHandle::Adopted(program) => program,
+            ProgramHandle::Loaded(ebpf) => ebpf
+                .program(PROGRAM_NAME)
+                .and_then(|program| <&Xdp>::try_from(program).ok())
+                .expect("the loaded object holds the XDP program (checked at load)"),
+        }
+    }
+
+    pub(super) fn program_mut(&mut self) -> &mut Xdp {
+        match &mut self.program {
+            ProgramHandle::Adopted(program) => program,
+            ProgramHandle::Loaded(ebpf) => ebpf
+                .program_mut(PROGRAM_NAME)
+                .and_then(|program| <&mut Xdp>::try_from(program).ok())
+                .expect("the loaded object holds the XDP program (checked at load)"),
+        }
+    }
+}
