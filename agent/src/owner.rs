@@ -16,7 +16,7 @@ pub use self::handle::{
 };
 use crate::{
     clock::Clock,
-    dataplane::{AttachMode, Dataplane, DataplaneError, ListId},
+    dataplane::{AttachMode, DataPath, Dataplane, DataplaneError, ListId},
     decision::{Decision, DecisionKind, DecisionStore, LoadReport, Origin, Source, StateError},
     error_chain,
     prefix::Prefix,
@@ -61,8 +61,9 @@ pub struct ReconcileReport {
     pub unknown: u64,
 }
 
-pub struct Owner {
-    dataplane: Dataplane,
+/// Generic over the data path so its logic runs against an in-memory fake in tests.
+pub struct Owner<D: DataPath = Dataplane> {
+    dataplane: D,
     store: DecisionStore,
     clock: Arc<dyn Clock>,
     config: OwnerConfig,
@@ -133,14 +134,14 @@ fn kernel_refusal(err: &DataplaneError) -> Refusal {
     }
 }
 
-impl Owner {
+impl<D: DataPath> Owner<D> {
     /// Take over the data path and the store, and bring them in line with each other and the
     /// configuration.
     ///
     /// # Errors
     /// When the kernel maps cannot be read or the store written.
     pub fn start(
-        dataplane: Dataplane,
+        dataplane: D,
         store: DecisionStore,
         load_report: &LoadReport,
         clock: Arc<dyn Clock>,
@@ -217,7 +218,8 @@ impl Owner {
         let attached: Vec<String> = self
             .dataplane
             .attachments()
-            .map(|(name, _)| name.to_owned())
+            .into_iter()
+            .map(|(name, _)| name)
             .filter(|name| !wanted.contains(name.as_str()))
             .collect();
         for name in attached {
@@ -594,11 +596,7 @@ impl Owner {
             .collect();
         Ok(Status {
             dry_run: self.config.dry_run,
-            interfaces: self
-                .dataplane
-                .attachments()
-                .map(|(name, attachment)| (name.to_owned(), attachment))
-                .collect(),
+            interfaces: self.dataplane.attachments(),
             lists,
             counters: self.interface_counters()?,
             decisions: self.store.len() as u64,
@@ -657,11 +655,11 @@ fn defer<T: 'static>(result: Result<T, CommandError>, done: handle::Reply<T>) ->
 /// Serve commands until [`Command::Shutdown`]: every command that arrives together is one
 /// batch, synced once; expiries are swept every second and the kernel reconciled every
 /// `reconcile_every`.
-pub fn run(
-    mut owner: Owner,
+pub fn run<D: DataPath>(
+    mut owner: Owner<D>,
     commands: &mpsc::Receiver<Command>,
     reconcile_every: Duration,
-) -> Owner {
+) -> Owner<D> {
     let mut next_reconcile = Instant::now() + reconcile_every;
     let mut next_sweep = Instant::now() + Duration::from_secs(1);
     loop {
@@ -736,68 +734,4 @@ pub fn run(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config() -> OwnerConfig {
-        OwnerConfig {
-            dry_run: false,
-            min_prefix_len_v4: 8,
-            min_prefix_len_v6: 32,
-            default_ban: None,
-            own_addresses: vec!["198.51.100.1".parse().unwrap()],
-            config_allow: BTreeSet::new(),
-            interfaces: vec![],
-            top_blocked: 10,
-            volume_accounting: false,
-        }
-    }
-
-    fn refusal(prefix: &str, allows: &[&str], force: bool) -> Option<String> {
-        let allows: Vec<Prefix> = allows.iter().map(|a| a.parse().unwrap()).collect();
-        block_refusal(&prefix.parse().unwrap(), &config(), &allows, force).map(|r| r.to_string())
-    }
-
-    #[test]
-    fn too_broad_prefixes_need_force() {
-        assert!(
-            refusal("10.0.0.0/7", &[], false)
-                .unwrap()
-                .contains("guard limit /8")
-        );
-        assert_eq!(refusal("10.0.0.0/7", &[], true), None);
-        assert_eq!(refusal("10.0.0.0/8", &[], false), None);
-        assert!(
-            refusal("2001:db8::/31", &[], false)
-                .unwrap()
-                .contains("/32")
-        );
-    }
-
-    #[test]
-    fn own_address_is_never_blocked_even_by_force() {
-        assert!(
-            refusal("198.51.100.1", &[], false)
-                .unwrap()
-                .contains("own address")
-        );
-        assert!(
-            refusal("198.51.100.0/24", &[], true)
-                .unwrap()
-                .contains("own address")
-        );
-        assert_eq!(refusal("198.51.100.2", &[], false), None);
-    }
-
-    #[test]
-    fn allowlisted_targets_are_refused_but_a_block_around_an_allow_is_not() {
-        assert!(
-            refusal("203.0.113.5", &["203.0.113.0/24"], false)
-                .unwrap()
-                .contains("allowlisted")
-        );
-        assert!(refusal("203.0.113.0/25", &["203.0.113.0/24"], false).is_some());
-        // The kernel lets the allowed /32 through inside a blocked /24.
-        assert_eq!(refusal("203.0.113.0/24", &["203.0.113.5"], false), None);
-    }
-}
+mod tests;

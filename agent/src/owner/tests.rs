@@ -1,0 +1,578 @@
+//! The owner's guards, expiry sweep, reconcile, batching and full lists, against the
+//! in-memory data path: no root, no kernel.
+use super::*;
+
+fn config() -> OwnerConfig {
+    OwnerConfig {
+        dry_run: false,
+        min_prefix_len_v4: 8,
+        min_prefix_len_v6: 32,
+        default_ban: None,
+        own_addresses: vec!["198.51.100.1".parse().unwrap()],
+        config_allow: BTreeSet::new(),
+        interfaces: vec![],
+        top_blocked: 10,
+        volume_accounting: false,
+    }
+}
+
+fn refusal(prefix: &str, allows: &[&str], force: bool) -> Option<String> {
+    let allows: Vec<Prefix> = allows.iter().map(|a| a.parse().unwrap()).collect();
+    block_refusal(&prefix.parse().unwrap(), &config(), &allows, force).map(|r| r.to_string())
+}
+
+#[test]
+fn too_broad_prefixes_need_force() {
+    assert!(
+        refusal("10.0.0.0/7", &[], false)
+            .unwrap()
+            .contains("guard limit /8")
+    );
+    assert_eq!(refusal("10.0.0.0/7", &[], true), None);
+    assert_eq!(refusal("10.0.0.0/8", &[], false), None);
+    assert!(
+        refusal("2001:db8::/31", &[], false)
+            .unwrap()
+            .contains("/32")
+    );
+}
+
+#[test]
+fn own_address_is_never_blocked_even_by_force() {
+    assert!(
+        refusal("198.51.100.1", &[], false)
+            .unwrap()
+            .contains("own address")
+    );
+    assert!(
+        refusal("198.51.100.0/24", &[], true)
+            .unwrap()
+            .contains("own address")
+    );
+    assert_eq!(refusal("198.51.100.2", &[], false), None);
+}
+
+#[test]
+fn allowlisted_targets_are_refused_but_a_block_around_an_allow_is_not() {
+    assert!(
+        refusal("203.0.113.5", &["203.0.113.0/24"], false)
+            .unwrap()
+            .contains("allowlisted")
+    );
+    assert!(refusal("203.0.113.0/25", &["203.0.113.0/24"], false).is_some());
+    // The kernel lets the allowed /32 through inside a blocked /24.
+    assert_eq!(refusal("203.0.113.0/24", &["203.0.113.5"], false), None);
+}
+
+// --- The owner's logic against the in-memory data path (no root) ---
+
+use std::path::PathBuf;
+
+use xdpguard_common::BlockEntry;
+
+use crate::{
+    clock::ManualClock,
+    dataplane::{Capacities, FakeDataPath, FakeEvent, FakeOp},
+};
+
+const NOW: u64 = 1_700_000_000;
+
+fn p(text: &str) -> Prefix {
+    text.parse().unwrap()
+}
+
+/// A state directory removed when the test ends.
+struct StateDir(PathBuf);
+
+impl StateDir {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("xdpguard-owner-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self(dir)
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start_with(
+    dir: &StateDir,
+    fake: FakeDataPath,
+    config: OwnerConfig,
+) -> (Owner<FakeDataPath>, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let (store, report) = DecisionStore::open(&dir.0).unwrap();
+    let owner = Owner::start(fake, store, &report, clock.clone(), config).unwrap();
+    (owner, clock)
+}
+
+fn start(dir: &StateDir) -> (Owner<FakeDataPath>, Arc<ManualClock>) {
+    start_with(dir, FakeDataPath::default(), config())
+}
+
+fn block_order(prefixes: &[&str], source: Source, secs: Option<u64>) -> BlockOrder {
+    BlockOrder {
+        prefixes: prefixes.iter().map(|text| p(text)).collect(),
+        source,
+        reason: "test".into(),
+        expires: secs.map_or(Expiry::Default, |s| Expiry::After(Duration::from_secs(s))),
+        force: false,
+    }
+}
+
+fn refused_reasons(applied: &Applied) -> Vec<String> {
+    applied.refused.iter().map(|(_, r)| r.to_string()).collect()
+}
+
+#[test]
+fn guards_refuse_through_the_owner_and_nothing_refused_reaches_the_kernel() {
+    let dir = StateDir::new("guards");
+    let mut config = config();
+    let _: bool = config.config_allow.insert(p("203.0.113.0/28"));
+    let (mut owner, _) = start_with(&dir, FakeDataPath::default(), config);
+    let applied = owner
+        .block(block_order(
+            &["10.0.0.0/7", "198.51.100.0/24", "203.0.113.5", "192.0.2.9"],
+            Source::Manual,
+            Some(60),
+        ))
+        .unwrap();
+    assert_eq!(applied.applied, 1);
+    let reasons = refused_reasons(&applied);
+    assert!(reasons[0].contains("guard limit /8"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("own address 198.51.100.1"),
+        "{reasons:?}"
+    );
+    assert!(reasons[2].contains("allowlisted"), "{reasons:?}");
+    assert!(
+        owner
+            .dataplane
+            .block_entry(&p("192.0.2.9"))
+            .unwrap()
+            .is_some()
+    );
+    for refused in ["10.0.0.0/7", "198.51.100.0/24", "203.0.113.5"] {
+        assert!(owner.dataplane.block_entry(&p(refused)).unwrap().is_none());
+        assert!(owner.store.get(DecisionKind::Block, &p(refused)).is_none());
+    }
+    // Forced, a broad block goes in; an own address never does.
+    let mut forced = block_order(&["10.0.0.0/7", "198.51.0.0/16"], Source::Manual, None);
+    forced.force = true;
+    let applied = owner.block(forced).unwrap();
+    assert_eq!(applied.applied, 1);
+    assert!(matches!(applied.refused[0].1, Refusal::OwnAddress(_)));
+}
+
+#[test]
+fn a_detector_never_shortens_a_longer_block_but_an_operator_may() {
+    let dir = StateDir::new("longer");
+    let (mut owner, _) = start(&dir);
+    owner
+        .block(block_order(&["192.0.2.1"], Source::Manual, Some(3600)))
+        .unwrap();
+    let detector = owner
+        .block(block_order(
+            &["192.0.2.1"],
+            Source::Ruleset("sshd".into()),
+            Some(60),
+        ))
+        .unwrap();
+    assert_eq!(detector.applied, 0);
+    assert_eq!(
+        detector.refused[0].1,
+        Refusal::AlreadyBlockedLonger {
+            holder: Source::Manual
+        }
+    );
+    let decision = owner
+        .store
+        .get(DecisionKind::Block, &p("192.0.2.1"))
+        .unwrap();
+    assert_eq!(decision.origin.expires_unix, NOW + 3600);
+    let operator = owner
+        .block(block_order(&["192.0.2.1"], Source::Manual, Some(60)))
+        .unwrap();
+    assert_eq!(operator.applied, 1);
+    let decision = owner
+        .store
+        .get(DecisionKind::Block, &p("192.0.2.1"))
+        .unwrap();
+    assert_eq!(decision.origin.expires_unix, NOW + 60);
+}
+
+#[test]
+fn the_sweep_removes_what_expired_from_the_kernel_and_the_store() {
+    let dir = StateDir::new("sweep");
+    let (mut owner, clock) = start(&dir);
+    owner
+        .block(block_order(
+            &["192.0.2.1", "192.0.2.0/25"],
+            Source::Manual,
+            Some(10),
+        ))
+        .unwrap();
+    owner
+        .block(block_order(&["192.0.2.200"], Source::Manual, Some(100)))
+        .unwrap();
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(owner.sweep().unwrap(), 0);
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(owner.sweep().unwrap(), 2);
+    for gone in ["192.0.2.1", "192.0.2.0/25"] {
+        assert!(
+            owner.dataplane.block_entry(&p(gone)).unwrap().is_none(),
+            "{gone}"
+        );
+        assert!(
+            owner.store.get(DecisionKind::Block, &p(gone)).is_none(),
+            "{gone}"
+        );
+    }
+    assert!(
+        owner
+            .dataplane
+            .block_entry(&p("192.0.2.200"))
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        owner.decisions_total.get(&("manual".to_owned(), "expire")),
+        Some(&2)
+    );
+    // A kernel that refuses the removal still loses the decision: an expired entry no longer
+    // drops, and reconcile reports what is left.
+    owner.dataplane.fail_always(FakeOp::Unblock);
+    clock.advance(Duration::from_secs(100));
+    assert_eq!(owner.sweep().unwrap(), 1);
+    assert!(owner.store.is_empty());
+}
+
+#[test]
+fn reconcile_restores_missing_and_changed_entries_and_reports_unknown_ones() {
+    let dir = StateDir::new("reconcile");
+    let (mut owner, clock) = start(&dir);
+    owner
+        .block(block_order(
+            &["192.0.2.1", "192.0.2.2", "198.18.0.0/15"],
+            Source::Manual,
+            Some(600),
+        ))
+        .unwrap();
+    let deadline = clock.monotonic_deadline(NOW + 600);
+    assert_eq!(owner.reconcile().unwrap(), ReconcileReport::default());
+
+    // Behind the daemon's back: one entry removed, one given another expiry, one added.
+    let _: Option<BlockEntry> = owner.dataplane.remove_block_behind(&p("192.0.2.1"));
+    owner
+        .dataplane
+        .edit_block(&p("198.18.0.0/15"))
+        .unwrap()
+        .expires_ns = deadline + 5_000_000_000;
+    owner
+        .dataplane
+        .insert_block_behind(&p("203.0.113.77"), deadline);
+    let report = owner.reconcile().unwrap();
+    assert_eq!(
+        report,
+        ReconcileReport {
+            repaired: 2,
+            unknown: 1
+        }
+    );
+    assert_eq!(
+        owner
+            .dataplane
+            .block_entry(&p("192.0.2.1"))
+            .unwrap()
+            .unwrap()
+            .expires_ns,
+        deadline
+    );
+    assert_eq!(
+        owner
+            .dataplane
+            .block_entry(&p("198.18.0.0/15"))
+            .unwrap()
+            .unwrap()
+            .expires_ns,
+        deadline
+    );
+    // The unknown entry is left in place and shows in status.
+    assert!(
+        owner
+            .dataplane
+            .block_entry(&p("203.0.113.77"))
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(owner.status().unwrap().unknown_entries, 1);
+    assert_eq!(owner.repaired_total, 2);
+    // A second pass finds nothing new to repair.
+    assert_eq!(owner.reconcile().unwrap().repaired, 0);
+
+    // An allow entry removed behind the daemon's back comes back too.
+    owner
+        .allow(AllowOrder {
+            prefixes: vec![p("192.0.2.128/25")],
+            source: Source::Manual,
+            reason: String::new(),
+        })
+        .unwrap();
+    let _ = owner.dataplane.remove_allow_behind(&p("192.0.2.128/25"));
+    assert_eq!(owner.reconcile().unwrap().repaired, 1);
+    assert!(
+        owner
+            .dataplane
+            .allow_entry(&p("192.0.2.128/25"))
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn new_blocks_go_in_as_one_batch_and_re_blocks_keep_their_counters() {
+    let dir = StateDir::new("batch");
+    let (mut owner, clock) = start(&dir);
+    let _ = owner.dataplane.take_events();
+    owner
+        .block(block_order(
+            &["192.0.2.1", "192.0.2.2", "192.0.2.3"],
+            Source::ListFile("bad.txt".into()),
+            Some(600),
+        ))
+        .unwrap();
+    let deadline = clock.monotonic_deadline(NOW + 600);
+    assert_eq!(
+        owner.dataplane.take_events(),
+        vec![FakeEvent::BlockNew {
+            prefixes: vec![p("192.0.2.1"), p("192.0.2.2"), p("192.0.2.3")],
+            expires_ns: deadline,
+        }]
+    );
+    assert!(owner.dataplane.add_block_traffic(&p("192.0.2.2"), 7, 700));
+    owner
+        .block(block_order(
+            &["192.0.2.2", "192.0.2.4"],
+            Source::Manual,
+            Some(900),
+        ))
+        .unwrap();
+    let events = owner.dataplane.take_events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(
+        matches!(&events[0], FakeEvent::BlockNew { prefixes, .. } if prefixes == &[p("192.0.2.4")])
+    );
+    assert!(matches!(&events[1], FakeEvent::Block { prefix, .. } if *prefix == p("192.0.2.2")));
+    let entries = owner
+        .list(&ListFilter {
+            kind: Some(DecisionKind::Block),
+            source: Some(Source::Manual),
+        })
+        .unwrap();
+    let reblocked = entries
+        .iter()
+        .find(|e| e.decision.prefix == p("192.0.2.2"))
+        .unwrap();
+    assert_eq!((reblocked.packets, reblocked.bytes), (7, 700));
+    assert_eq!(entries.len(), 2);
+    // The list file's decisions are listed under their own source.
+    let from_file = owner
+        .list(&ListFilter {
+            kind: None,
+            source: Some(Source::ListFile("bad.txt".into())),
+        })
+        .unwrap();
+    assert_eq!(from_file.len(), 2);
+}
+
+#[test]
+fn a_full_list_refuses_the_rest_records_only_what_went_in_and_counts_it() {
+    let dir = StateDir::new("full");
+    let capacities = Capacities {
+        block_host_v4: 2,
+        ..Capacities::default()
+    };
+    let (mut owner, _) = start_with(&dir, FakeDataPath::new(capacities), config());
+    let applied = owner
+        .block(block_order(
+            &["192.0.2.1", "192.0.2.2", "192.0.2.3"],
+            Source::Manual,
+            Some(60),
+        ))
+        .unwrap();
+    assert_eq!(applied.applied, 2);
+    assert_eq!(applied.refused.len(), 1);
+    let (prefix, refusal) = &applied.refused[0];
+    assert!(
+        matches!(refusal, Refusal::ListFull { capacity: 2, .. }),
+        "{refusal:?}"
+    );
+    assert!(
+        refusal.to_string().contains("block_host/ipv4 is full"),
+        "{refusal}"
+    );
+    assert!(owner.store.get(DecisionKind::Block, prefix).is_none());
+    assert_eq!(owner.store.len(), 2);
+    let status = owner.status().unwrap();
+    assert_eq!(status.full_list_errors, 1);
+    let hosts = status
+        .lists
+        .iter()
+        .find(|l| l.list.to_string() == "block_host/ipv4")
+        .unwrap();
+    assert_eq!((hosts.entries, hosts.capacity), (2, 2));
+    // A prefix still fits: the prefix list has its own room.
+    assert_eq!(
+        owner
+            .block(block_order(&["192.0.2.128/25"], Source::Manual, Some(60)))
+            .unwrap()
+            .applied,
+        1
+    );
+}
+
+#[test]
+fn a_kernel_error_refuses_that_prefix_only() {
+    let dir = StateDir::new("kernel-error");
+    let (mut owner, _) = start(&dir);
+    owner.dataplane.fail(FakeOp::Block, 1);
+    let applied = owner
+        .block(block_order(
+            &["192.0.2.1", "192.0.2.2"],
+            Source::Manual,
+            Some(60),
+        ))
+        .unwrap();
+    assert_eq!(applied.applied, 1);
+    assert!(matches!(&applied.refused[0].1, Refusal::Kernel(text) if text.contains("injected")));
+    assert_eq!(owner.store.len(), 1);
+}
+
+#[test]
+fn the_configured_allowlist_follows_reloads_and_is_not_removed_by_hand() {
+    let dir = StateDir::new("config-allow");
+    let mut first = config();
+    let _: bool = first.config_allow.insert(p("192.0.2.0/24"));
+    first.interfaces = vec![("veth0".into(), AttachMode::Auto)];
+    let (mut owner, _) = start_with(&dir, FakeDataPath::default(), first);
+    assert!(
+        owner
+            .dataplane
+            .allow_entry(&p("192.0.2.0/24"))
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(owner.status().unwrap().interfaces[0].0, "veth0");
+    let removed = owner
+        .remove(DecisionKind::Allow, vec![p("192.0.2.0/24")])
+        .unwrap();
+    assert_eq!(removed.removed, 0);
+    assert_eq!(removed.refused[0].1, Refusal::ConfiguredAllow);
+
+    let mut second = config();
+    let _: bool = second.config_allow.insert(p("198.18.0.0/15"));
+    second.interfaces = vec![("veth1".into(), AttachMode::Generic)];
+    second.dry_run = true;
+    owner.apply_config(second).unwrap();
+    assert!(
+        owner
+            .dataplane
+            .allow_entry(&p("192.0.2.0/24"))
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        owner
+            .dataplane
+            .allow_entry(&p("198.18.0.0/15"))
+            .unwrap()
+            .is_some()
+    );
+    let status = owner.status().unwrap();
+    assert!(status.dry_run);
+    let names: Vec<&str> = status.interfaces.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["veth1"]);
+    assert!(owner.dataplane.dry_run());
+}
+
+#[test]
+fn commands_that_arrive_together_are_answered_after_one_durable_batch() {
+    let dir = StateDir::new("run");
+    let (owner, _) = start(&dir);
+    let (commands, inbox) = mpsc::channel();
+    let handle = Handle::new(commands);
+    let thread = std::thread::spawn(move || run(owner, &inbox, Duration::from_secs(3600)));
+    // Sent before any is waited for: the owner takes them as one batch (or a few).
+    let pending: Vec<_> = (1..=20)
+        .map(|i| {
+            handle.block(block_order(
+                &[&format!("192.0.2.{i}")],
+                Source::Volume("flood".into()),
+                Some(600),
+            ))
+        })
+        .collect();
+    let unblock = handle.unblock(vec![p("192.0.2.1"), p("192.0.2.99")]);
+    for answer in pending {
+        assert_eq!(answer.wait().unwrap().applied, 1);
+    }
+    let removed = unblock.wait().unwrap();
+    assert_eq!(removed.removed, 1);
+    assert_eq!(removed.missing, vec![p("192.0.2.99")]);
+    let status = handle.status().wait().unwrap();
+    assert_eq!(status.decisions, 19);
+    let page = handle.scrape().wait().unwrap();
+    assert!(
+        page.contains("xdpguard_decisions_total{action=\"block\",source=\"volume:flood\"} 20"),
+        "{page}"
+    );
+    handle.shutdown();
+    let owner = thread.join().unwrap();
+    drop(owner);
+    // Gone owner: a clear error, not a hang.
+    assert_eq!(handle.status().wait(), Err(CommandError::Gone));
+    // Every acknowledged decision is on disk.
+    let (store, _) = DecisionStore::open(&dir.0).unwrap();
+    assert_eq!(store.len(), 19);
+    assert!(store.get(DecisionKind::Block, &p("192.0.2.1")).is_none());
+    assert_eq!(
+        store
+            .get(DecisionKind::Block, &p("192.0.2.20"))
+            .unwrap()
+            .origin
+            .source,
+        Source::Volume("flood".into())
+    );
+}
+
+#[test]
+fn recovery_adopts_kernel_entries_when_the_state_directory_is_empty() {
+    let dir = StateDir::new("recover");
+    let clock = ManualClock::new(NOW);
+    let mut fake = FakeDataPath::default();
+    fake.insert_block_behind(&p("192.0.2.7"), clock.monotonic_deadline(NOW + 120));
+    fake.insert_block_behind(&p("198.18.0.0/15"), 0);
+    let (owner, _) = start_with(&dir, fake, config());
+    let recovered: Vec<&Decision> = owner.store.iter().collect();
+    assert_eq!(recovered.len(), 2);
+    assert!(
+        recovered
+            .iter()
+            .all(|d| d.origin.source == Source::Recovered)
+    );
+    let never = owner
+        .store
+        .get(DecisionKind::Block, &p("198.18.0.0/15"))
+        .unwrap();
+    assert_eq!(never.origin.expires_unix, 0);
+    let timed = owner
+        .store
+        .get(DecisionKind::Block, &p("192.0.2.7"))
+        .unwrap();
+    assert_eq!(timed.origin.expires_unix, NOW + 120);
+}
