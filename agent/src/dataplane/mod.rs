@@ -191,14 +191,35 @@ impl Capacities {
     }
 }
 
-/// How to attach to an interface.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How to attach to an interface; the configuration's `interfaces.mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
-    /// Native (driver) mode, falling back to generic with a warning.
+    /// Native (driver) mode, falling back to generic with a warning when the driver has no
+    /// XDP support.
     #[default]
     Auto,
+    /// Native (driver) mode only: attaching fails when the driver has no XDP support.
     Native,
+    /// Generic (skb) mode: works with every driver, runs later and costs more per packet.
     Generic,
+}
+
+impl AttachMode {
+    /// The configuration spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The mode an attachment ended up in.
