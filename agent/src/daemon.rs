@@ -38,9 +38,9 @@ pub struct Settings {
     pub reconcile_every: Duration,
     pub capacities: Capacities,
     pub rulesets: Vec<crate::ruleset::Ruleset>,
-    pub inputs: Vec<crate::config::InputConfig>,
-    pub scoring: crate::config::ScoringConfig,
-    pub volume: crate::config::VolumeConfig,
+    pub inputs: Vec<crate::logconfig::InputConfig>,
+    pub scoring: crate::offenders::ScoringConfig,
+    pub volume: crate::volume::VolumeConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -305,13 +305,12 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
 /// # Errors
 /// When the configuration or an allowlist file cannot be read or is invalid.
 pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonError> {
-    use crate::config::{Config, XdpMode};
-    use crate::dataplane::AttachMode;
+    use crate::config::Config;
     let config = Config::load(path).map_err(|err| DaemonError::Config(error_chain(&err)))?;
     let own_addresses = own_addresses();
     let mut config_allow: BTreeSet<Prefix> = config.allowlist.prefixes.iter().copied().collect();
     for file in &config.allowlist.files {
-        let list = crate::config::read_prefix_list(file).map_err(|err| {
+        let list = crate::listfile::read_prefix_list(file).map_err(|err| {
             DaemonError::Config(format!(
                 "allowlist file {}: {}",
                 file.display(),
@@ -336,16 +335,6 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
     if config.allowlist.host_addresses {
         config_allow.extend(own_addresses.iter().copied());
     }
-    let capacities = Capacities {
-        allow_v4: config.capacity.allow_v4,
-        allow_v6: config.capacity.allow_v6,
-        block_host_v4: config.capacity.block_host_v4,
-        block_host_v6: config.capacity.block_host_v6,
-        block_prefix_v4: config.capacity.block_prefix_v4,
-        block_prefix_v6: config.capacity.block_prefix_v6,
-        volume_v4: config.capacity.volume_v4,
-        volume_v6: config.capacity.volume_v6,
-    };
     Ok(Settings {
         owner: OwnerConfig {
             dry_run: config.dry_run,
@@ -357,14 +346,7 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
             interfaces: config
                 .interfaces
                 .iter()
-                .map(|interface| {
-                    let mode = match interface.mode {
-                        XdpMode::Auto => AttachMode::Auto,
-                        XdpMode::Native => AttachMode::Native,
-                        XdpMode::Generic => AttachMode::Generic,
-                    };
-                    (interface.name.clone(), mode)
-                })
+                .map(|interface| (interface.name.clone(), interface.mode))
                 .collect(),
             top_blocked: config.metrics.top_blocked,
             volume_accounting: config.volume.xdp_accounting,
@@ -374,7 +356,7 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
         control_socket: config.control_socket,
         metrics_listen: config.metrics.enabled.then_some(config.metrics.listen),
         reconcile_every: config.reconcile_interval,
-        capacities,
+        capacities: config.capacity,
         rulesets: match &config.rulesets_dir {
             Some(dir) => crate::ruleset::load_dir(dir)
                 .map_err(|err| DaemonError::Config(error_chain(&err)))?,

@@ -13,6 +13,8 @@ pub mod import_ini;
 pub mod input;
 pub mod journal;
 pub mod lint;
+pub mod listfile;
+pub mod logconfig;
 pub mod logscore;
 pub mod metrics;
 pub mod offenders;

@@ -15,14 +15,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     clock::Clock,
-    config::{InputConfig, InputSource, ScoringConfig},
     decision::Source,
     input::{FileFollower, Start, StreamReader, Waker},
     journal::{JournalReader, JournalSpec},
-    offenders::Offenders,
+    logconfig::{InputConfig, InputSource},
+    offenders::{Offenders, ScoringConfig},
     owner::{BlockOrder, Expiry, Handle},
     ruleset::{Outcome, Ruleset, apply_all},
-    score::{ScoreBoard, Scored, ScoringPolicy},
+    score::{ScoreBoard, Scored},
 };
 
 const POSITIONS: &str = "positions.json";
@@ -141,16 +141,6 @@ pub struct LogScoring {
     offenders: Offenders,
 }
 
-fn policy(scoring: &ScoringConfig) -> ScoringPolicy {
-    ScoringPolicy {
-        window: scoring.window,
-        score_min: scoring.score_min,
-        threshold: scoring.threshold,
-        max_tracked: scoring.max_tracked,
-        exclude_local: scoring.exclude_local,
-    }
-}
-
 impl LogScoring {
     pub fn new(
         state_dir: &Path,
@@ -167,7 +157,7 @@ impl LogScoring {
         let mut scoring_state = Self {
             rulesets: Vec::new(),
             inputs: Vec::new(),
-            board: ScoreBoard::new(policy(&scoring)),
+            board: ScoreBoard::new(scoring.board),
             scoring,
             positions_file,
             saved,
@@ -368,7 +358,7 @@ impl LogScoring {
                 }) => {
                     if scoring != self.scoring {
                         // Scores carry over; only their policy changes.
-                        self.board.set_policy(policy(&scoring));
+                        self.board.set_policy(scoring.board);
                         self.scoring = scoring;
                     }
                     self.configure(rulesets, inputs);

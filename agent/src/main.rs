@@ -13,7 +13,7 @@ use xdpguard::{
     control::{self, Answer, Request},
     daemon,
     dataplane::Dataplane,
-    import_ini, lint, ruleset,
+    import_ini, lint, listfile, ruleset,
     score::ScoringPolicy,
 };
 
@@ -360,7 +360,7 @@ fn block_file(
     force: bool,
 ) -> Result<()> {
     let list =
-        config::read_prefix_list(file).with_context(|| format!("reading {}", file.display()))?;
+        listfile::read_prefix_list(file).with_context(|| format!("reading {}", file.display()))?;
     for rejected in &list.rejected {
         eprintln!("{}:{}: {}", file.display(), rejected.line, rejected.reason);
     }

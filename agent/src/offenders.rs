@@ -11,7 +11,39 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{config::ScoringConfig, prefix::Prefix};
+use crate::{prefix::Prefix, score::ScoringPolicy};
+
+/// How log matches turn into blocks: the `[scoring]` table of the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScoringConfig {
+    /// When a source's score crosses the threshold, and how scores are kept.
+    pub board: ScoringPolicy,
+    /// How long a block made by scoring lasts, the first time.
+    pub ban: Duration,
+    /// Each later ban of the same address lasts this many times the one before...
+    pub ban_multiplier: u32,
+    /// ...up to this.
+    pub ban_max: Duration,
+    /// Block the whole neighbourhood once this many addresses in it are blocked; 0: never.
+    pub aggregate_min: u32,
+    /// The neighbourhood: an IPv4 /24 and an IPv6 /64 by default.
+    pub aggregate_len_v4: u8,
+    pub aggregate_len_v6: u8,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        Self {
+            board: ScoringPolicy::default(),
+            ban: Duration::from_secs(3600),
+            ban_multiplier: 2,
+            ban_max: Duration::from_secs(7 * 86_400),
+            aggregate_min: 5,
+            aggregate_len_v4: 24,
+            aggregate_len_v6: 64,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {

@@ -8,13 +8,16 @@ use std::{
     time::Duration,
 };
 
+/// How scores are kept and when one crosses; the board's part of the `[scoring]` table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScoringPolicy {
+    /// A source not seen for this long starts over.
     pub window: Duration,
     /// Floor for rules with negative scores.
     pub score_min: i64,
     /// Block when a score goes above this.
     pub threshold: i64,
+    /// Sources remembered at most (least recently seen go first).
     pub max_tracked: usize,
     /// Never score addresses that are not globally routable (private, loopback, link-local,
     /// documentation, ...).

@@ -6,26 +6,9 @@ use aya::programs::{
 use xdpguard_common::{IFINDEX_LIMIT, MAX_INTERFACES, map_names};
 
 use super::{
-    AttachMode, AttachedMode, Dataplane, DataplaneError,
+    AttachMode, AttachedMode, Attachment, Dataplane, DataplaneError, if_index,
     pins::{LINK_PIN_PREFIX, io_error, pin_error},
 };
-
-/// An interface the program is attached to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Attachment {
-    pub ifindex: u32,
-    pub mode: AttachedMode,
-    /// Its block of counters in `STATS`.
-    pub slot: u32,
-}
-
-/// The index of `interface` in the caller's network namespace.
-pub(super) fn if_index(interface: &str) -> Option<u32> {
-    let c_name = std::ffi::CString::new(interface).ok()?;
-    // SAFETY: valid C string.
-    let ifindex = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-    (ifindex != 0).then_some(ifindex)
-}
 
 impl Dataplane {
     /// The interface slot for `ifindex`, assigning a free one if it has none.

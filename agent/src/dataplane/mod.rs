@@ -32,7 +32,6 @@ mod seam;
 mod stats;
 mod volume;
 
-pub use attach::Attachment;
 #[cfg(any(test, feature = "test-fake"))]
 pub use fake::{FakeDataPath, FakeEvent, FakeOp};
 pub use pins::{Opened, ensure_bpffs};
@@ -41,7 +40,6 @@ pub use stats::Stats;
 pub use volume::{DrainCount, VolumeReader};
 
 // Only baseline.rs uses these here; they go when it does.
-use attach::if_index;
 use lists::{v4, v6};
 use pins::take_map;
 
@@ -199,14 +197,35 @@ impl Capacities {
     }
 }
 
-/// How to attach to an interface.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How to attach to an interface; the configuration's `interfaces.mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
-    /// Native (driver) mode, falling back to generic with a warning.
+    /// Native (driver) mode, falling back to generic with a warning when the driver has no
+    /// XDP support.
     #[default]
     Auto,
+    /// Native (driver) mode only: attaching fails when the driver has no XDP support.
     Native,
+    /// Generic (skb) mode: works with every driver, runs later and costs more per packet.
     Generic,
+}
+
+impl AttachMode {
+    /// The configuration spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The mode an attachment ended up in.
@@ -397,4 +416,21 @@ pub fn monotonic_now_ns() -> u64 {
     // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
     let _: libc::c_int = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
     u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
+}
+
+/// An interface the program is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub ifindex: u32,
+    pub mode: AttachedMode,
+    /// Its block of counters in `STATS`.
+    pub slot: u32,
+}
+
+/// The index of `interface` in the caller's network namespace.
+pub(crate) fn if_index(interface: &str) -> Option<u32> {
+    let c_name = std::ffi::CString::new(interface).ok()?;
+    // SAFETY: valid C string.
+    let ifindex = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    (ifindex != 0).then_some(ifindex)
 }

@@ -17,8 +17,8 @@ use xdpguard_common::{
 };
 
 use super::{
-    AttachedMode, BlockListEntry, Capacities, Dataplane, DataplaneError, ListId,
-    attach::{Attachment, if_index},
+    AttachedMode, Attachment, BlockListEntry, Capacities, Dataplane, DataplaneError, ListId,
+    if_index,
 };
 
 /// The enforcement program, built by `build.rs`.

@@ -75,14 +75,25 @@ pub struct FlowRecord {
 /// The longest flow duration believed; longer ones are taken as this (clock jumps).
 const MAX_FLOW_DURATION_MS: u64 = 24 * 3600 * 1000;
 
-/// Which flow directions are kept.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which flow directions are kept; the configuration's `volume.flow.direction`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DirectionFilter {
     /// Records with flowDirection 0 (ingress), and records without a direction.
     #[default]
     Ingress,
     /// Every record.
     Any,
+}
+
+impl DirectionFilter {
+    /// The configuration spelling.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::Any => "any",
+        }
+    }
 }
 
 /// Limits and filters of a [`FlowDecoder`].

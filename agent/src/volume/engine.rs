@@ -14,16 +14,15 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Action, HeavyHitter, HotConfig, HotSet, Lengths, Limit, Override, Policy, PolicyError,
-    TrackConfig, TrieError, Volumes,
+    Action, DetectorConfig, HeavyHitter, HotConfig, HotSet, TrackConfig, TrieError, VolumeAction,
+    VolumeConfig, VolumeSource, Volumes,
 };
 use crate::{
     clock::Clock,
-    config::{DetectorConfig, FlowConfig, FlowDirection, VolumeAction, VolumeConfig, VolumeSource},
     dataplane::VolumeReader,
     decision::{DecisionKind, Source},
     flow::{
-        CollectorError, CollectorSettings, DecoderSettings, DirectionFilter, FlowCollector,
+        CollectorError, CollectorSettings, DecoderSettings, FlowCollector, FlowConfig,
         SharedExporterStats,
     },
     owner::{BlockOrder, Expiry, Handle, ListFilter, Refusal},
@@ -40,12 +39,6 @@ const OWNER_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("volume detector {detector}")]
-    Policy {
-        detector: String,
-        #[source]
-        source: PolicyError,
-    },
     #[error("volume tracking")]
     Track(#[source] TrieError),
     #[error(transparent)]
@@ -144,7 +137,6 @@ pub struct DetectorOrder {
 
 struct Detector {
     config: DetectorConfig,
-    policy: Policy,
     hot: HotSet,
     /// Why each hot prefix went hot: an extension keeps saying so.
     reasons: std::collections::HashMap<Prefix, String>,
@@ -158,56 +150,20 @@ struct Detector {
 }
 
 impl Detector {
-    fn new(config: DetectorConfig) -> Result<Self, EngineError> {
-        let policy = policy_of(&config).map_err(|source| EngineError::Policy {
-            detector: config.name.clone(),
-            source,
-        })?;
+    fn new(config: DetectorConfig) -> Self {
         let hot = HotSet::new(HotConfig {
             hold_secs: config.ban.as_secs().max(1),
             cool_intervals: config.cool_intervals,
             ..HotConfig::default()
         });
-        Ok(Self {
+        Self {
             config,
-            policy,
             hot,
             reasons: std::collections::HashMap::new(),
             ordered_until: std::collections::HashMap::new(),
             suppressed: std::collections::HashMap::new(),
-        })
+        }
     }
-}
-
-fn policy_of(config: &DetectorConfig) -> Result<Policy, PolicyError> {
-    let limit = Limit {
-        bytes_per_sec: config.bytes_per_second,
-        packets_per_sec: config.packets_per_second,
-    };
-    let overrides: Vec<Override> = config
-        .overrides
-        .iter()
-        .map(|o| {
-            if o.exempt {
-                Override::exempt(o.prefix)
-            } else {
-                Override {
-                    prefix: o.prefix,
-                    limit: Limit {
-                        bytes_per_sec: o.bytes_per_second,
-                        packets_per_sec: o.packets_per_second,
-                    },
-                }
-            }
-        })
-        .collect();
-    let lengths = |(min, max): (u8, u8)| Lengths { min, max };
-    Policy::new(
-        limit,
-        lengths(config.prefix_len_v4),
-        lengths(config.prefix_len_v6),
-        &overrides,
-    )
 }
 
 const fn family_name(prefix: &Prefix) -> &'static str {
@@ -247,35 +203,29 @@ pub struct VolumeCore {
 }
 
 impl VolumeCore {
-    /// # Errors
-    /// When a detector's limits do not make a policy (the configuration checks this first).
-    pub fn new(config: &VolumeConfig) -> Result<Self, EngineError> {
+    pub fn new(config: &VolumeConfig) -> Self {
         let detectors = config
             .detectors
             .iter()
             .cloned()
             .map(Detector::new)
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
+            .collect();
+        Self {
             detectors,
             top_n: config.top,
             snapshot: VolumeSnapshot::default(),
-        })
+        }
     }
 
     /// Take a new configuration. Detectors whose settings did not change keep their hot
     /// prefixes, so a reload neither forgets an incident nor re-announces it.
-    ///
-    /// # Errors
-    /// As [`Self::new`]; the running detectors are kept then.
-    pub fn reconfigure(&mut self, config: &VolumeConfig) -> Result<(), EngineError> {
-        // Build every new or changed detector first: an error leaves the running ones alone.
+    pub fn reconfigure(&mut self, config: &VolumeConfig) {
         let mut fresh: BTreeMap<String, Detector> = BTreeMap::new();
         for wanted in &config.detectors {
             let unchanged = self.detectors.iter().any(|d| d.config == *wanted);
             if !unchanged {
                 let _: Option<Detector> =
-                    fresh.insert(wanted.name.clone(), Detector::new(wanted.clone())?);
+                    fresh.insert(wanted.name.clone(), Detector::new(wanted.clone()));
             }
         }
         let mut old: BTreeMap<String, Detector> = self
@@ -293,7 +243,6 @@ impl VolumeCore {
             })
             .collect();
         self.top_n = config.top;
-        Ok(())
     }
 
     /// The interval that just ended, `elapsed` long: `xdp` and `flow` hold what each source
@@ -327,7 +276,7 @@ impl VolumeCore {
                 VolumeSource::Flow => flow,
             };
             let Some(volumes) = volumes else { continue };
-            let Ok(mut report) = volumes.heavy_hitters(elapsed, &detector.policy) else {
+            let Ok(mut report) = volumes.heavy_hitters(elapsed, &detector.config.policy) else {
                 continue;
             };
             detector.suppressed.retain(|_, until| *until > now_unix);
@@ -508,10 +457,7 @@ impl VolumeCore {
 pub fn decoder_settings(flow: &FlowConfig) -> DecoderSettings {
     DecoderSettings {
         template_timeout_secs: flow.template_timeout.as_secs().max(1),
-        direction: match flow.direction {
-            FlowDirection::Ingress => DirectionFilter::Ingress,
-            FlowDirection::Any => DirectionFilter::Any,
-        },
+        direction: flow.direction,
         ingress_interfaces: (!flow.ingress_interfaces.is_empty())
             .then(|| flow.ingress_interfaces.iter().copied().collect()),
         sampling_overrides: flow
@@ -631,14 +577,14 @@ impl VolumeEngine {
     /// program's per-source maps (read while `xdp_accounting` is on); blocks go to `owner`.
     ///
     /// # Errors
-    /// When the flow collector cannot bind, or a detector is invalid.
+    /// When the flow collector cannot bind.
     pub fn start(
         config: &VolumeConfig,
         xdp: Option<VolumeReader>,
         owner: Handle,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, EngineError> {
-        let core = VolumeCore::new(config)?;
+        let core = VolumeCore::new(config);
         let track = track_config(config);
         let flow = config
             .flow
@@ -762,13 +708,7 @@ impl Worker {
     }
 
     fn reload(&mut self, config: VolumeConfig) {
-        if let Err(err) = self.core.reconfigure(&config) {
-            log::error!(
-                "volume detectors not reloaded: {}",
-                crate::error_chain(&err)
-            );
-            return;
-        }
+        self.core.reconfigure(&config);
         if config.xdp_accounting && !self.config.xdp_accounting {
             // The maps hold whatever was counted before accounting went off: not this interval.
             self.discard_xdp = true;
@@ -919,20 +859,22 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LimitOverride;
+    use crate::volume::{Lengths, Limit, Override, Policy};
 
     fn detector(name: &str, action: VolumeAction, bytes_per_second: u64) -> DetectorConfig {
         DetectorConfig {
             name: name.to_owned(),
             source: VolumeSource::Xdp,
-            bytes_per_second: Some(bytes_per_second),
-            packets_per_second: None,
-            prefix_len_v4: (16, 32),
-            prefix_len_v6: (32, 128),
+            policy: Policy::new(
+                Limit::bytes(bytes_per_second),
+                Lengths::V4,
+                Lengths::V6,
+                &[],
+            )
+            .unwrap(),
             action,
             ban: Duration::from_secs(600),
             cool_intervals: 1,
-            overrides: Vec::new(),
         }
     }
 
@@ -970,8 +912,7 @@ mod tests {
             "flood",
             VolumeAction::Block,
             1_000_000,
-        )]))
-        .unwrap();
+        )]));
         let orders = core.end_interval(1000, TEN_S, Some(&flood()), None);
         assert_eq!(orders.len(), 1, "{orders:?}");
         assert_eq!(orders[0].prefix.to_string(), "203.0.113.0/24");
@@ -1018,8 +959,7 @@ mod tests {
             "flood",
             VolumeAction::Block,
             1_000_000,
-        )]))
-        .unwrap();
+        )]));
         let orders = core.end_interval(1000, TEN_S, Some(&flood()), None);
         assert_eq!(orders[0].prefix.to_string(), "203.0.113.0/24");
         core.suppress(&orders[0], 1000);
@@ -1042,8 +982,7 @@ mod tests {
             "watch",
             VolumeAction::Report,
             1_000_000,
-        )]))
-        .unwrap();
+        )]));
         assert!(
             core.end_interval(1000, TEN_S, Some(&flood()), None)
                 .is_empty()
@@ -1060,7 +999,7 @@ mod tests {
     fn detectors_only_see_their_own_source() {
         let mut flow_detector = detector("routers", VolumeAction::Block, 1_000_000);
         flow_detector.source = VolumeSource::Flow;
-        let mut core = VolumeCore::new(&config(vec![flow_detector])).unwrap();
+        let mut core = VolumeCore::new(&config(vec![flow_detector]));
         // The flood only in the XDP counts: the flow detector must not fire.
         assert!(
             core.end_interval(1000, TEN_S, Some(&flood()), Some(&volumes(&[])))
@@ -1076,8 +1015,7 @@ mod tests {
             "flood",
             VolumeAction::Block,
             1_000_000,
-        )]))
-        .unwrap();
+        )]));
         let _ = core.end_interval(1000, TEN_S, Some(&flood()), None);
         let top = &core.snapshot().top;
         assert_eq!(top.len(), 20);
@@ -1102,13 +1040,14 @@ mod tests {
     #[test]
     fn exempt_override_keeps_a_prefix_out() {
         let mut exempted = detector("flood", VolumeAction::Block, 1_000_000);
-        exempted.overrides.push(LimitOverride {
-            prefix: "203.0.113.0/24".parse().unwrap(),
-            bytes_per_second: None,
-            packets_per_second: None,
-            exempt: true,
-        });
-        let mut core = VolumeCore::new(&config(vec![exempted])).unwrap();
+        exempted.policy = Policy::new(
+            Limit::bytes(1_000_000),
+            Lengths::V4,
+            Lengths::V6,
+            &[Override::exempt("203.0.113.0/24".parse().unwrap())],
+        )
+        .unwrap();
+        let mut core = VolumeCore::new(&config(vec![exempted]));
         assert!(
             core.end_interval(1000, TEN_S, Some(&flood()), None)
                 .is_empty()
@@ -1119,14 +1058,14 @@ mod tests {
     fn reload_keeps_unchanged_detectors_hot_and_resets_changed_ones() {
         let keep = detector("keep", VolumeAction::Block, 1_000_000);
         let change = detector("change", VolumeAction::Block, 1_000_000);
-        let mut core = VolumeCore::new(&config(vec![keep.clone(), change.clone()])).unwrap();
+        let mut core = VolumeCore::new(&config(vec![keep.clone(), change.clone()]));
         assert_eq!(
             core.end_interval(1000, TEN_S, Some(&flood()), None).len(),
             2
         );
         let mut changed = change;
         changed.ban = Duration::from_secs(60);
-        core.reconfigure(&config(vec![keep, changed])).unwrap();
+        core.reconfigure(&config(vec![keep, changed]));
         // Late enough that the kept detector's block is due for an extension.
         let orders = core.end_interval(1310, TEN_S, Some(&flood()), None);
         let kinds: Vec<(String, bool)> = orders

@@ -128,14 +128,16 @@ pub enum HeavyError {
 }
 
 /// Limits, lengths and overrides, checked and indexed once.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     limit: Limit,
     v4: Family,
     v6: Family,
+    /// As given, in order.
+    overrides: Vec<Override>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Family {
     lengths: Lengths,
     /// `(prefix bits widened to 128, length)` to limit.
@@ -202,6 +204,7 @@ impl Policy {
             limit,
             v4: Family::new(v4, 4, 32)?,
             v6: Family::new(v6, 6, 128)?,
+            overrides: overrides.to_vec(),
         };
         for over in overrides {
             let len = over.prefix.prefix_len();
@@ -221,6 +224,11 @@ impl Policy {
     /// The reported lengths for IPv4 and IPv6.
     pub const fn lengths(&self) -> (Lengths, Lengths) {
         (self.v4.lengths, self.v6.lengths)
+    }
+
+    /// The overrides, as given.
+    pub fn overrides(&self) -> &[Override] {
+        &self.overrides
     }
 
     /// The limit for `prefix`: the longest containing override's, else the default.

@@ -1,6 +1,7 @@
 //! Traffic volume per source prefix: count bytes and packets per source over an interval
 //! ([`trie`]), report the prefixes over a rate limit ([`heavy`]), and follow them across
-//! intervals ([`hysteresis`]).
+//! intervals ([`hysteresis`]). [`config`] is the `[volume]` table the detectors are set up by.
+pub mod config;
 pub mod engine;
 pub mod heavy;
 pub mod hysteresis;
@@ -9,6 +10,7 @@ pub mod trie;
 
 use std::{net::IpAddr, time::Duration};
 
+pub use config::{DetectorConfig, VolumeAction, VolumeConfig, VolumeSource};
 pub use heavy::{
     HeavyError, HeavyHitter, Lengths, Limit, Override, Policy, PolicyError, Report, TopEntry,
     Totals,

@@ -1,0 +1,286 @@
+//! The file as serde reads it: structs that refuse unknown keys. Integers are read as i64 and
+//! range-checked in validation so every limit gets the same kind of message; strings that
+//! become typed values are `Spanned` so errors can point at them.
+use std::fmt;
+
+use serde::{Deserialize, de};
+use toml::Spanned;
+
+use crate::{
+    dataplane::AttachMode,
+    flow::DirectionFilter,
+    volume::{VolumeAction, VolumeSource},
+};
+
+/// Top-level keys, for the hint when one is written below a `[table]` header.
+pub(super) const TOP_LEVEL_KEYS: [&str; 15] = [
+    "interfaces",
+    "dry_run",
+    "pin_dir",
+    "state_dir",
+    "control_socket",
+    "reconcile_interval",
+    "default_ban",
+    "metrics",
+    "allowlist",
+    "guard",
+    "capacity",
+    "rulesets_dir",
+    "scoring",
+    "inputs",
+    "volume",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) interfaces: Option<Spanned<Vec<Spanned<RawInterface>>>>,
+    #[serde(default)]
+    pub(super) dry_run: bool,
+    pub(super) pin_dir: Option<Spanned<String>>,
+    pub(super) state_dir: Option<Spanned<String>>,
+    pub(super) control_socket: Option<Spanned<String>>,
+    pub(super) reconcile_interval: Option<Spanned<RawDuration>>,
+    pub(super) default_ban: Option<Spanned<RawDuration>>,
+    #[serde(default)]
+    pub(super) metrics: RawMetrics,
+    #[serde(default)]
+    pub(super) allowlist: RawAllowlist,
+    #[serde(default)]
+    pub(super) guard: RawGuard,
+    #[serde(default)]
+    pub(super) capacity: RawCapacity,
+    pub(super) rulesets_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) scoring: RawScoring,
+    #[serde(default)]
+    pub(super) inputs: Vec<Spanned<RawInput>>,
+    #[serde(default)]
+    pub(super) volume: RawVolume,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [scoring] table")]
+pub(super) struct RawScoring {
+    pub(super) threshold: Option<Spanned<Integer>>,
+    pub(super) window: Option<Spanned<RawDuration>>,
+    pub(super) score_min: Option<Spanned<Integer>>,
+    pub(super) max_tracked: Option<Spanned<Integer>>,
+    pub(super) exclude_local: Option<bool>,
+    pub(super) ban: Option<Spanned<RawDuration>>,
+    pub(super) ban_multiplier: Option<Spanned<Integer>>,
+    pub(super) ban_max: Option<Spanned<RawDuration>>,
+    pub(super) aggregate_min: Option<Spanned<Integer>>,
+    pub(super) aggregate_len_v4: Option<Spanned<Integer>>,
+    pub(super) aggregate_len_v6: Option<Spanned<Integer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an input table such as { name = \"auth\", file = \"/var/log/auth.log\" }"
+)]
+pub(super) struct RawInput {
+    pub(super) name: Spanned<String>,
+    pub(super) file: Option<Spanned<String>>,
+    pub(super) pipe: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) stdin: bool,
+    #[serde(default)]
+    pub(super) journal: bool,
+    pub(super) journal_unit: Option<String>,
+    pub(super) journal_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) rulesets: Vec<String>,
+    pub(super) start: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an interface table such as { name = \"eth0\", mode = \"auto\" }"
+)]
+pub(super) struct RawInterface {
+    pub(super) name: Spanned<String>,
+    #[serde(default)]
+    pub(super) mode: AttachMode,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [metrics] table")]
+pub(super) struct RawMetrics {
+    pub(super) enabled: Option<bool>,
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) top_blocked: Option<Spanned<Integer>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [allowlist] table")]
+pub(super) struct RawAllowlist {
+    #[serde(default)]
+    pub(super) prefixes: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) files: Vec<Spanned<String>>,
+    pub(super) loopback: Option<bool>,
+    pub(super) host_addresses: Option<bool>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [guard] table")]
+pub(super) struct RawGuard {
+    pub(super) min_prefix_len_v4: Option<Spanned<Integer>>,
+    pub(super) min_prefix_len_v6: Option<Spanned<Integer>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [capacity] table")]
+pub(super) struct RawCapacity {
+    pub(super) allow_v4: Option<Spanned<Integer>>,
+    pub(super) allow_v6: Option<Spanned<Integer>>,
+    pub(super) block_host_v4: Option<Spanned<Integer>>,
+    pub(super) block_host_v6: Option<Spanned<Integer>>,
+    pub(super) block_prefix_v4: Option<Spanned<Integer>>,
+    pub(super) block_prefix_v6: Option<Spanned<Integer>>,
+    pub(super) volume_v4: Option<Spanned<Integer>>,
+    pub(super) volume_v6: Option<Spanned<Integer>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [volume] table")]
+pub(super) struct RawVolume {
+    pub(super) interval: Option<Spanned<RawDuration>>,
+    pub(super) xdp_accounting: Option<bool>,
+    pub(super) top: Option<Spanned<Integer>>,
+    pub(super) max_sources: Option<Spanned<Integer>>,
+    pub(super) flow: Option<Spanned<RawFlow>>,
+    #[serde(default)]
+    pub(super) detectors: Vec<Spanned<RawDetector>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "the [volume.flow] table, such as { listen = \"0.0.0.0:2055\" }"
+)]
+pub(super) struct RawFlow {
+    pub(super) enabled: Option<bool>,
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) receive_buffer: Option<Spanned<Integer>>,
+    pub(super) direction: Option<DirectionFilter>,
+    #[serde(default)]
+    pub(super) ingress_interfaces: Vec<Spanned<Integer>>,
+    #[serde(default)]
+    pub(super) exporters: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) sampling: Vec<Spanned<RawSampling>>,
+    pub(super) template_timeout: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a sampling table such as { exporter = \"192.0.2.1\", rate = 1000 }"
+)]
+pub(super) struct RawSampling {
+    pub(super) exporter: Spanned<String>,
+    pub(super) rate: Spanned<Integer>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a detector table such as { name = \"flood\", bytes_per_second = 125000000 }"
+)]
+pub(super) struct RawDetector {
+    pub(super) name: Spanned<String>,
+    pub(super) source: Option<Spanned<VolumeSource>>,
+    pub(super) bytes_per_second: Option<Spanned<Integer>>,
+    pub(super) packets_per_second: Option<Spanned<Integer>>,
+    pub(super) prefix_len_v4: Option<Spanned<Vec<Spanned<Integer>>>>,
+    pub(super) prefix_len_v6: Option<Spanned<Vec<Spanned<Integer>>>>,
+    pub(super) action: Option<VolumeAction>,
+    pub(super) ban: Option<Spanned<RawDuration>>,
+    pub(super) cool_intervals: Option<Spanned<Integer>>,
+    #[serde(default)]
+    pub(super) overrides: Vec<Spanned<RawOverride>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an override table such as { prefix = \"198.51.100.0/24\", bytes_per_second = 125000000 }"
+)]
+pub(super) struct RawOverride {
+    pub(super) prefix: Spanned<String>,
+    pub(super) bytes_per_second: Option<Spanned<Integer>>,
+    pub(super) packets_per_second: Option<Spanned<Integer>>,
+    #[serde(default)]
+    pub(super) exempt: bool,
+}
+
+/// A TOML integer; the wrapper only makes the type error say "an integer".
+#[derive(Clone, Copy)]
+pub(super) struct Integer(pub(super) i64);
+
+impl<'de> Deserialize<'de> for Integer {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Integer;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer")
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Integer, E> {
+                Ok(Integer(value))
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Integer, E> {
+                // Past i64 is out of every range anyway.
+                Ok(Integer(i64::try_from(value).unwrap_or(i64::MAX)))
+            }
+        }
+        deserializer.deserialize_i64(Visitor)
+    }
+}
+
+/// A duration string, or a bare number (read so the error can say to add a unit).
+pub(super) enum RawDuration {
+    Text(String),
+    Number(i64),
+}
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = RawDuration;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string such as \"30s\" or \"1h30m\"")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration::Text(value.to_owned()))
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Number(value))
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Number(
+                    i64::try_from(value).unwrap_or(i64::MAX),
+                ))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl RawDuration {
+    pub(super) fn is_never(&self) -> bool {
+        matches!(self, Self::Text(text) if text == "never")
+    }
+}
