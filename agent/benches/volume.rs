@@ -61,7 +61,7 @@ use xdpguard::{
         CollectorSettings, DecoderSettings, FlowCollector, FlowDecoder, FlowRecord,
         encode::{self, AddressFamily, V9Flow, V9Header, V9Template},
     },
-    volume::{Lengths, Limit, Policy, TrackConfig, Volumes},
+    volume::{Lengths, Limit, TrackConfig, VolumeLimits, Volumes},
 };
 
 const SEED: u64 = 0x0f10_5eed;
@@ -562,14 +562,14 @@ fn aggregate_only(decoded: &[Vec<FlowRecord>]) -> (Duration, Volumes) {
 }
 
 /// A policy whose limit is 0.1% of `bytes` per second of the interval.
-fn policy_for(bytes: u64) -> (Policy, u64) {
+fn policy_for(bytes: u64) -> (VolumeLimits, u64) {
     let limit = (bytes / INTERVAL.as_secs() / 1_000).max(1);
-    let policy = Policy::new(Limit::bytes(limit), Lengths::V4, Lengths::V6, &[]).unwrap();
+    let policy = VolumeLimits::new(Limit::bytes(limit), Lengths::V4, Lengths::V6, &[]).unwrap();
     (policy, limit)
 }
 
 /// Median time of the heavy-hitter pass over `volumes`, and the hitters it found.
-fn heavy_pass(volumes: &Volumes, policy: &Policy) -> (Duration, usize) {
+fn heavy_pass(volumes: &Volumes, policy: &VolumeLimits) -> (Duration, usize) {
     let mut times = Vec::with_capacity(HEAVY_PASSES);
     let mut hitters = 0;
     for _ in 0..HEAVY_PASSES {

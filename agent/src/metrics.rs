@@ -234,20 +234,20 @@ fn refuse(mut stream: TcpStream) {
     }
     // Whatever already arrived, so closing sends a FIN rather than a reset.
     let _ = io::copy(&mut (&stream).take(MAX_HEAD_BYTES as u64), &mut io::sink());
-    let answer = Response::text("503 Service Unavailable", "too many connections\n");
+    let answer = HttpAnswer::text("503 Service Unavailable", "too many connections\n");
     let _ = stream.write_all(&answer.encode(false));
     let _ = stream.shutdown(Shutdown::Write);
 }
 
 /// An answer: status line, content type, optional extra header line, body.
-struct Response {
+struct HttpAnswer {
     status: &'static str,
     content_type: &'static str,
     extra_header: Option<&'static str>,
     body: String,
 }
 
-impl Response {
+impl HttpAnswer {
     fn text(status: &'static str, body: impl Into<String>) -> Self {
         Self {
             status,
@@ -353,38 +353,38 @@ fn request_line(head: &[u8]) -> Option<(&str, &str)> {
 }
 
 /// The answer to `method` `target`.
-fn route(method: &str, target: &str, handler: &Handler) -> Response {
+fn route(method: &str, target: &str, handler: &Handler) -> HttpAnswer {
     if method != "GET" && method != "HEAD" {
-        return Response {
+        return HttpAnswer {
             extra_header: Some("Allow: GET, HEAD"),
-            ..Response::text("405 Method Not Allowed", "only GET and HEAD\n")
+            ..HttpAnswer::text("405 Method Not Allowed", "only GET and HEAD\n")
         };
     }
     let path = target.split_once('?').map_or(target, |(path, _query)| path);
     match path {
         "/metrics" => scrape(handler),
-        "/" => Response {
+        "/" => HttpAnswer {
             content_type: "text/html; charset=utf-8",
-            ..Response::text("200 OK", INDEX)
+            ..HttpAnswer::text("200 OK", INDEX)
         },
-        _ => Response::text("404 Not Found", "not found; the metrics are at /metrics\n"),
+        _ => HttpAnswer::text("404 Not Found", "not found; the metrics are at /metrics\n"),
     }
 }
 
-fn scrape(handler: &Handler) -> Response {
+fn scrape(handler: &Handler) -> HttpAnswer {
     // A panicking handler is a failed scrape, not a lost connection thread.
     match std::panic::catch_unwind(AssertUnwindSafe(|| handler())) {
-        Ok(Ok(page)) => Response {
+        Ok(Ok(page)) => HttpAnswer {
             content_type: PAGE_TYPE,
-            ..Response::text("200 OK", page)
+            ..HttpAnswer::text("200 OK", page)
         },
         Ok(Err(reason)) => {
             log::warn!("metrics scrape failed: {reason}");
-            Response::text("500 Internal Server Error", format!("{reason}\n"))
+            HttpAnswer::text("500 Internal Server Error", format!("{reason}\n"))
         }
         Err(_) => {
             log::warn!("metrics scrape failed: the handler panicked");
-            Response::text(
+            HttpAnswer::text(
                 "500 Internal Server Error",
                 "the metrics handler panicked\n",
             )
@@ -398,19 +398,19 @@ fn serve(mut stream: TcpStream, handler: &Handler) {
         Head::Complete(head) => match request_line(&head) {
             Some((method, target)) => (route(method, target, handler), method == "HEAD"),
             None => (
-                Response::text("400 Bad Request", "bad request line\n"),
+                HttpAnswer::text("400 Bad Request", "bad request line\n"),
                 false,
             ),
         },
         Head::TooLarge => (
-            Response::text(
+            HttpAnswer::text(
                 "431 Request Header Fields Too Large",
                 "request head over 8 KiB\n",
             ),
             false,
         ),
         Head::Incomplete { received: true } => (
-            Response::text("408 Request Timeout", "incomplete request head\n"),
+            HttpAnswer::text("408 Request Timeout", "incomplete request head\n"),
             false,
         ),
         // Nothing asked, nothing to answer.

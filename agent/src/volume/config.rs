@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Policy;
+use super::VolumeLimits;
 use crate::flow::FlowConfig;
 
 /// `volume.interval` when the table names none.
@@ -56,7 +56,7 @@ pub struct DetectorConfig {
     pub source: VolumeSource,
     /// Its limit (at least one rate, each 1 to 2^53 per second), the prefix lengths looked
     /// at, and other limits, or none, for some prefixes (no prefix twice).
-    pub policy: Policy,
+    pub policy: VolumeLimits,
     pub action: VolumeAction,
     /// How long a block lasts, extended while the prefix stays hot; 1s to 365d.
     pub ban: Duration,

@@ -859,13 +859,13 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::{Lengths, Limit, Override, Policy};
+    use crate::volume::{Lengths, Limit, Override, VolumeLimits};
 
     fn detector(name: &str, action: VolumeAction, bytes_per_second: u64) -> DetectorConfig {
         DetectorConfig {
             name: name.to_owned(),
             source: VolumeSource::Xdp,
-            policy: Policy::new(
+            policy: VolumeLimits::new(
                 Limit::bytes(bytes_per_second),
                 Lengths::V4,
                 Lengths::V6,
@@ -1040,7 +1040,7 @@ mod tests {
     #[test]
     fn exempt_override_keeps_a_prefix_out() {
         let mut exempted = detector("flood", VolumeAction::Block, 1_000_000);
-        exempted.policy = Policy::new(
+        exempted.policy = VolumeLimits::new(
             Limit::bytes(1_000_000),
             Lengths::V4,
             Lengths::V6,

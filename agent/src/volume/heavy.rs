@@ -107,7 +107,7 @@ impl Override {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PolicyError {
+pub enum LimitsError {
     #[error("a volume limit needs bytes/s, packets/s or both")]
     NoLimit,
     #[error("IPv{family} prefix lengths /{min} to /{max}: need min <= max <= {bits}")]
@@ -129,7 +129,7 @@ pub enum HeavyError {
 
 /// Limits, lengths and overrides, checked and indexed once.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Policy {
+pub struct VolumeLimits {
     limit: Limit,
     v4: Family,
     v6: Family,
@@ -147,9 +147,9 @@ struct Family {
 }
 
 impl Family {
-    fn new(lengths: Lengths, family: u8, bits: u8) -> Result<Self, PolicyError> {
+    fn new(lengths: Lengths, family: u8, bits: u8) -> Result<Self, LimitsError> {
         if lengths.min > lengths.max || lengths.max > bits {
-            return Err(PolicyError::BadLengths {
+            return Err(LimitsError::BadLengths {
                 family,
                 min: lengths.min,
                 max: lengths.max,
@@ -163,9 +163,9 @@ impl Family {
         })
     }
 
-    fn insert(&mut self, key: u128, len: u8, over: Override) -> Result<(), PolicyError> {
+    fn insert(&mut self, key: u128, len: u8, over: Override) -> Result<(), LimitsError> {
         if self.overrides.insert((key, len), over.limit).is_some() {
-            return Err(PolicyError::DuplicateOverride(over.prefix));
+            return Err(LimitsError::DuplicateOverride(over.prefix));
         }
         if let Err(at) = self.override_lens.binary_search_by(|probe| len.cmp(probe)) {
             self.override_lens.insert(at, len);
@@ -185,7 +185,7 @@ impl Family {
     }
 }
 
-impl Policy {
+impl VolumeLimits {
     /// `limit` must set at least one rate.
     ///
     /// # Errors
@@ -196,9 +196,9 @@ impl Policy {
         v4: Lengths,
         v6: Lengths,
         overrides: &[Override],
-    ) -> Result<Self, PolicyError> {
+    ) -> Result<Self, LimitsError> {
         if limit.is_exempt() {
-            return Err(PolicyError::NoLimit);
+            return Err(LimitsError::NoLimit);
         }
         let mut policy = Self {
             limit,
@@ -329,7 +329,7 @@ impl Report {
 pub fn heavy_hitters<K: Key>(
     trie: &Trie<K>,
     interval: Duration,
-    policy: &Policy,
+    policy: &VolumeLimits,
 ) -> Result<Report, HeavyError> {
     let nanos = interval.as_nanos();
     if nanos == 0 {
@@ -580,8 +580,8 @@ mod tests {
         u128::from(text.parse::<std::net::Ipv6Addr>().unwrap())
     }
 
-    fn policy(limit: Limit) -> Policy {
-        Policy::new(limit, Lengths::V4, Lengths::V6, &[]).unwrap()
+    fn policy(limit: Limit) -> VolumeLimits {
+        VolumeLimits::new(limit, Lengths::V4, Lengths::V6, &[]).unwrap()
     }
 
     fn prefixes(report: &Report) -> Vec<String> {
@@ -689,7 +689,7 @@ mod tests {
         let report = heavy_hitters(&trie, SEC, &policy(Limit::bytes(1_000))).unwrap();
         assert!(report.hitters.is_empty(), "{:?}", prefixes(&report));
         // Allowed down to /8, the pair is reported as their common network.
-        let wide = Policy::new(
+        let wide = VolumeLimits::new(
             Limit::bytes(1_000),
             Lengths { min: 8, max: 32 },
             Lengths::V6,
@@ -710,7 +710,7 @@ mod tests {
         trie.add(v4("192.0.2.1"), 600, 1);
         trie.add(v4("192.0.2.77"), 600, 1);
         trie.add(v4("192.0.3.1"), 100, 1);
-        let nets = Policy::new(
+        let nets = VolumeLimits::new(
             Limit::bytes(1_000),
             Lengths { min: 16, max: 24 },
             Lengths::V6,
@@ -746,7 +746,7 @@ mod tests {
             Override::exempt("203.0.113.0/24".parse().unwrap()),
         ];
         let policy =
-            Policy::new(Limit::bytes(1_000), Lengths::V4, Lengths::V6, &overrides).unwrap();
+            VolumeLimits::new(Limit::bytes(1_000), Lengths::V4, Lengths::V6, &overrides).unwrap();
         assert_eq!(
             policy.limit_for("198.51.100.9/32".parse().unwrap()),
             Limit::bytes(10_000)
@@ -770,15 +770,15 @@ mod tests {
         assert_eq!(prefixes(&report), ["192.0.2.1/32", "198.51.7.9/32"]);
         let duplicate = [overrides[0], overrides[0]];
         assert!(matches!(
-            Policy::new(Limit::bytes(1), Lengths::V4, Lengths::V6, &duplicate),
-            Err(PolicyError::DuplicateOverride(_))
+            VolumeLimits::new(Limit::bytes(1), Lengths::V4, Lengths::V6, &duplicate),
+            Err(LimitsError::DuplicateOverride(_))
         ));
         assert_eq!(
-            Policy::new(Limit::EXEMPT, Lengths::V4, Lengths::V6, &[]).err(),
-            Some(PolicyError::NoLimit)
+            VolumeLimits::new(Limit::EXEMPT, Lengths::V4, Lengths::V6, &[]).err(),
+            Some(LimitsError::NoLimit)
         );
         assert!(
-            Policy::new(
+            VolumeLimits::new(
                 Limit::bytes(1),
                 Lengths { min: 24, max: 16 },
                 Lengths::V6,
@@ -787,7 +787,7 @@ mod tests {
             .is_err()
         );
         assert!(
-            Policy::new(
+            VolumeLimits::new(
                 Limit::bytes(1),
                 Lengths::V4,
                 Lengths { min: 0, max: 129 },
@@ -875,7 +875,7 @@ mod tests {
     fn naive<K: Key>(
         keys: &BTreeMap<K, Volume>,
         tracked: u8,
-        policy: &Policy,
+        policy: &VolumeLimits,
         nanos: u128,
     ) -> Vec<(Prefix, Volume, Volume, u32)> {
         let family = policy.family::<K>();
@@ -929,7 +929,7 @@ mod tests {
     fn compare<K: Key>(
         keys: &[(K, u64, u64)],
         tracked: u8,
-        policy: &Policy,
+        policy: &VolumeLimits,
         interval: Duration,
         round: usize,
     ) -> usize {
@@ -983,7 +983,11 @@ mod tests {
         got.len()
     }
 
-    fn random_policy<K: Key>(rng: &mut StdRng, keys: &[(K, u64, u64)], tracked: u8) -> Policy {
+    fn random_policy<K: Key>(
+        rng: &mut StdRng,
+        keys: &[(K, u64, u64)],
+        tracked: u8,
+    ) -> VolumeLimits {
         let bits = K::BITS;
         let min = rng.random_range(0..=tracked);
         let lengths = Lengths {
@@ -1018,7 +1022,7 @@ mod tests {
         } else {
             (Lengths::V4, lengths)
         };
-        Policy::new(limit, v4, v6, &overrides).unwrap()
+        VolumeLimits::new(limit, v4, v6, &overrides).unwrap()
     }
 
     #[test]

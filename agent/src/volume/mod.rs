@@ -12,8 +12,8 @@ use std::{net::IpAddr, time::Duration};
 
 pub use config::{DetectorConfig, VolumeAction, VolumeConfig, VolumeSource};
 pub use heavy::{
-    HeavyError, HeavyHitter, Lengths, Limit, Override, Policy, PolicyError, Report, TopEntry,
-    Totals,
+    HeavyError, HeavyHitter, Lengths, Limit, LimitsError, Override, Report, TopEntry, Totals,
+    VolumeLimits,
 };
 pub use hysteresis::{Action, HotConfig, HotSet};
 pub use trie::{DEFAULT_MAX_LEAVES, Key, Trie, Trie4, Trie6, TrieError, Volume};
@@ -99,7 +99,11 @@ impl Volumes {
     ///
     /// # Errors
     /// When `interval` is zero.
-    pub fn heavy_hitters(&self, interval: Duration, policy: &Policy) -> Result<Report, HeavyError> {
+    pub fn heavy_hitters(
+        &self,
+        interval: Duration,
+        policy: &VolumeLimits,
+    ) -> Result<Report, HeavyError> {
         Ok(heavy::heavy_hitters(&self.v4, interval, policy)?
             .merge(heavy::heavy_hitters(&self.v6, interval, policy)?))
     }
@@ -145,7 +149,7 @@ mod tests {
         volumes.add("2001:db8::1".parse().unwrap(), 2_000, 2);
         volumes.add("2001:db8::2".parse().unwrap(), 2_000, 2);
         assert_eq!((volumes.v4.leaves(), volumes.v6.leaves()), (1, 1));
-        let policy = Policy::new(Limit::bytes(1_000), Lengths::V4, Lengths::V6, &[]).unwrap();
+        let policy = VolumeLimits::new(Limit::bytes(1_000), Lengths::V4, Lengths::V6, &[]).unwrap();
         let report = volumes
             .heavy_hitters(Duration::from_secs(2), &policy)
             .unwrap();

@@ -18,7 +18,8 @@ use crate::{
     },
     prefix::Prefix,
     volume::{
-        DetectorConfig, Lengths, Limit, Override, Policy, VolumeAction, VolumeConfig, VolumeSource,
+        DetectorConfig, Lengths, Limit, Override, VolumeAction, VolumeConfig, VolumeLimits,
+        VolumeSource,
         config::{DEFAULT_COOL_INTERVALS, DEFAULT_DETECTOR_BAN},
     },
 };
@@ -352,7 +353,7 @@ impl Source<'_> {
             "intervals",
         )?;
         // Everything the policy checks has been checked above, with the key and place.
-        let policy = Policy::new(limit, lengths_v4, lengths_v6, &overrides)
+        let policy = VolumeLimits::new(limit, lengths_v4, lengths_v6, &overrides)
             .map_err(|err| self.invalid(key, raw.span(), err))?;
         Ok(DetectorConfig {
             name: name.clone(),
@@ -468,7 +469,7 @@ mod tests {
         config::{MAX_VOLUME_RATE, testing::*},
         flow::{DirectionFilter, FlowConfig, SamplingOverride},
         volume::{
-            DetectorConfig, Lengths, Limit, Override, Policy, VolumeAction, VolumeConfig,
+            DetectorConfig, Lengths, Limit, Override, VolumeAction, VolumeConfig, VolumeLimits,
             VolumeSource,
         },
     };
@@ -480,7 +481,7 @@ mod tests {
         (min_v4, max_v4): (u8, u8),
         (min_v6, max_v6): (u8, u8),
         overrides: &[Override],
-    ) -> Policy {
+    ) -> VolumeLimits {
         let limit = Limit {
             bytes_per_sec,
             packets_per_sec,
@@ -493,7 +494,7 @@ mod tests {
             min: min_v6,
             max: max_v6,
         };
-        Policy::new(limit, v4, v6, overrides).unwrap()
+        VolumeLimits::new(limit, v4, v6, overrides).unwrap()
     }
 
     #[test]
