@@ -29,7 +29,6 @@ use xdpguard_common::{
 
 use crate::prefix::Prefix;
 
-pub mod baseline;
 mod volume;
 
 pub use volume::{DrainCount, VolumeReader};
@@ -1419,8 +1418,8 @@ impl Dataplane {
             .collect()
     }
 
-    /// The kernel's accumulated run time and run count of the program (counted while
-    /// [`baseline::enable_run_stats`] is held).
+    /// The kernel's accumulated run time and run count of the program (counted only while the
+    /// kernel's run-time statistics are on: `BPF_ENABLE_STATS`, which the benchmarks hold).
     ///
     /// # Errors
     /// When the program info cannot be read.
