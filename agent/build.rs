@@ -1,6 +1,9 @@
 //! Builds the XDP programs in `agent-ebpf` for the BPF target and leaves the objects in
-//! `OUT_DIR`, where `src/dataplane.rs` embeds them. With `AYA_BUILD_SKIP=1` (check, clippy,
-//! docs without the eBPF toolchain) empty objects stand in, and loading reports that.
+//! `OUT_DIR`, where `src/dataplane` embeds `xdpguard`. The benchmark baselines (`bench-pass`,
+//! `bench-lpm`) are not embedded in the agent: the directory is passed on as `links` metadata
+//! (`DEP_XDPGUARD_EBPF_OBJECTS`) to `agent-testkit`, which embeds them. With `AYA_BUILD_SKIP=1`
+//! (check, clippy, docs without the eBPF toolchain) empty objects stand in, and loading reports
+//! that.
 use std::{env, fs, path::PathBuf};
 
 use anyhow::{Context as _, anyhow};
@@ -17,6 +20,7 @@ fn main() -> anyhow::Result<()> {
             fs::write(&path, b"").with_context(|| format!("writing {}", path.display()))?;
         }
     }
+    println!("cargo::metadata=objects={}", out_dir.display());
     let metadata = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()

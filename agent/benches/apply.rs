@@ -1,20 +1,17 @@
 //! `cargo xtask bench apply` (root): time from `xdpguard block --file` to enforcement for 100k
 //! and 1M addresses, next to `ipset restore` of the same list (Debian ipset, in a private
 //! network namespace), and the daemon's resident memory per entry.
-// The tests' sandbox and daemon harness (`daemon` finds `netns` as its sibling).
-#[path = "../tests/support/daemon.rs"]
-mod daemon;
-#[path = "../tests/support/netns.rs"]
-mod netns;
-
 use std::{
     collections::HashSet, fmt::Write as _, io::Write as _, net::Ipv4Addr, process::Command,
     time::Instant,
 };
 
-use daemon::{Daemon, Workdir};
-use netns::{FW_IF, Sandbox};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
+use xdpguard_testkit::{
+    daemon::{Daemon, Workdir},
+    netns::{FW_IF, Sandbox},
+    xdpguard_binary,
+};
 
 const SIZES: [usize; 2] = [100_000, 1_000_000];
 
@@ -50,7 +47,7 @@ fn main() {
     );
     for n in SIZES {
         let sandbox = Sandbox::new("apply");
-        let workdir = Workdir::new("apply");
+        let workdir = Workdir::new("apply", xdpguard_binary!());
         workdir.write_config(FW_IF, 19_499, "");
         // The production default, not the tests' one second.
         let config = std::fs::read_to_string(workdir.config()).unwrap();

@@ -1,11 +1,6 @@
 //! Part of `cargo xtask bench scoring` (root): latency from a log line being appended to its
 //! source's entry being in the kernel map, p50 and p99 over 1,000 lines, idle and while another
 //! writer floods the same log with 100k unrelated lines per second.
-#[path = "../tests/support/daemon.rs"]
-mod daemon;
-#[path = "../tests/support/netns.rs"]
-mod netns;
-
 use std::{
     io::Write as _,
     net::IpAddr,
@@ -16,11 +11,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use daemon::{Daemon, Workdir};
-use netns::{FW_IF, Sandbox};
 use xdpguard::{
     dataplane::{Capacities, Dataplane},
     prefix::Prefix,
+};
+use xdpguard_testkit::{
+    daemon::{Daemon, Workdir},
+    netns::{FW_IF, Sandbox},
+    xdpguard_binary,
 };
 
 const SAMPLES: usize = 1000;
@@ -70,7 +68,7 @@ fn main() {
         return;
     }
     let sandbox = Sandbox::new("latency");
-    let workdir = Workdir::new("latency");
+    let workdir = Workdir::new("latency", xdpguard_binary!());
     let rulesets = workdir.path.join("rulesets");
     std::fs::create_dir_all(&rulesets).unwrap();
     // One line, one block: the latency of the whole path, not of reaching a threshold.

@@ -34,11 +34,6 @@
 //!   a ramp, each flow receiver alone at the rising rates of [`RAMP`] until it loses.
 //! - **Aggregation alone**: 1M distinct random IPv4 and 1M IPv6 sources into `Volumes`, one add
 //!   each then three more each in random order; the heavy-hitter pass; heap per source.
-#[path = "../tests/support/netns.rs"]
-mod netns;
-#[path = "common/report.rs"]
-mod report;
-
 use std::{
     collections::HashSet,
     fmt::Write as _,
@@ -53,15 +48,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netns::{ATK_V4, FW_V4, Sandbox, Side};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng, seq::SliceRandom as _};
-use report::{load_average, machine, median, thousands};
 use xdpguard::{
-    flow::{
-        CollectorSettings, DecoderSettings, FlowCollector, FlowDecoder, FlowRecord,
-        encode::{self, AddressFamily, V9Flow, V9Header, V9Template},
-    },
+    flow::{CollectorSettings, DecoderSettings, FlowCollector, FlowDecoder, FlowRecord},
     volume::{Lengths, Limit, TrackConfig, VolumeLimits, Volumes},
+};
+use xdpguard_testkit::{
+    encode::{self, AddressFamily, V9Flow, V9Header, V9Template},
+    netns::{ATK_V4, FW_V4, Sandbox, Side},
+    report::{load_average, machine, median, thousands},
 };
 
 const SEED: u64 = 0x0f10_5eed;

@@ -15,13 +15,6 @@
 //! 2001:db8::/32. Varied sources: IPv4 hits from 203.0.113.0/24, misses from 198.51.100.0/24
 //! (together the 512 IPv4 addresses allowed on the wire); IPv6 hits sample the level's own host
 //! entries, misses are random 2001:db8::/32 addresses that no entry covers.
-#[path = "../tests/support/frames.rs"]
-mod frames;
-#[path = "../tests/support/netns.rs"]
-mod netns;
-#[path = "common/report.rs"]
-mod report;
-
 use std::{
     collections::{BTreeMap, HashSet},
     fmt::Write as _,
@@ -29,18 +22,18 @@ use std::{
     time::Instant,
 };
 
-use frames::{udp4, udp6};
-use netns::{FW_IF, Sandbox, Side};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng, seq::SliceRandom as _};
-use report::{load_average, machine, median, thousands};
 use xdpguard::{
-    dataplane::{
-        AttachMode, Capacities, Dataplane,
-        baseline::{Baseline, BaselineKind, enable_run_stats},
-    },
+    dataplane::{AttachMode, Capacities, Dataplane},
     prefix::Prefix,
 };
 use xdpguard_common::Stat;
+use xdpguard_testkit::{
+    baseline::{Baseline, BaselineKind, enable_run_stats},
+    frames::{udp4, udp6},
+    netns::{FW_IF, Sandbox, Side},
+    report::{load_average, machine, median, thousands},
+};
 
 const LEVELS: [usize; 4] = [0, 10_000, 100_000, 1_000_000];
 const HOT_REPEAT: u32 = 1_000_000;

@@ -1,10 +1,8 @@
 //! The flow collector against real peers: real traffic crosses the sandbox's veth pair,
 //! tcpdump captures it on the firewall side, softflowd (Debian) turns the capture into NetFlow
-//! v9 or IPFIX (see `support::flows`) and exports it to nfcapd (Debian nfdump), which repeats
+//! v9 or IPFIX (see `xdpguard_testkit::flows`) and exports it to nfcapd (Debian nfdump), which repeats
 //! every datagram to xdpguard's collector. Per-source byte and packet totals from xdpguard must
 //! equal nfdump's, and the packets the test sent. Needs root; run by `cargo xtask test`.
-mod support;
-
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr, UdpSocket},
@@ -14,12 +12,12 @@ use std::{
     time::Duration,
 };
 
-use support::{
+use xdpguard::flow::{CollectorSettings, DirectionFilter, FlowCollector};
+use xdpguard_testkit::{
     daemon::{Children, eventually},
     flows::{Capture, softflowd_replay},
     netns::{FW_V4, Sandbox, Side},
 };
-use xdpguard::flow::{CollectorSettings, DirectionFilter, FlowCollector};
 
 /// Per source: (bytes, packets).
 type Totals = BTreeMap<IpAddr, (u64, u64)>;

@@ -1,17 +1,16 @@
 //! The daemon for real: `xdpguard run` in the sandbox's firewall namespace, driven through the
 //! CLI, with real traffic from the attacker namespace. Needs root; run by `cargo xtask test`.
-mod support;
-
 use std::{net::IpAddr, time::Duration};
 
-use support::{
-    daemon::{Daemon, Workdir, cli, eventually, http_get},
-    netns::{FW_IF, FW_V4, Sandbox},
-};
 use xdpguard::{
     control::proto::ListEntry,
     dataplane::{Capacities, Dataplane},
     prefix::Prefix,
+};
+use xdpguard_testkit::{
+    daemon::{Children, Daemon, Workdir, eventually, http_get},
+    netns::{FW_IF, FW_V4, Sandbox},
+    xdpguard_binary,
 };
 
 fn ip(text: &str) -> IpAddr {
@@ -56,7 +55,7 @@ fn setup(tag: &str, metrics_port: u16, extra: &str) -> (Sandbox, Workdir) {
     ] {
         sandbox.add_source(ip(source));
     }
-    let workdir = Workdir::new(tag);
+    let workdir = Workdir::new(tag, xdpguard_binary!());
     workdir.write_config(FW_IF, metrics_port, extra);
     (sandbox, workdir)
 }
@@ -123,10 +122,7 @@ fn restart_keeps_enforcing_and_list_survives_kill_9() {
     // A clean stop leaves the data path enforcing too...
     assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 2), 0);
     // ...until `detach` removes program, maps and pins.
-    ok(&cli(
-        &workdir.socket(),
-        &["detach", "--pin-dir", workdir.pin_dir().to_str().unwrap()],
-    ));
+    ok(&workdir.cli(&["detach", "--pin-dir", workdir.pin_dir().to_str().unwrap()]));
     assert!(!workdir.pin_dir().exists());
     assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 2), 2);
 }
@@ -174,7 +170,7 @@ fn cli_refuses_bad_input_with_reasons() {
         "[allowlist]\nprefixes = [\"203.0.113.200/29\"]\n",
     );
     // No daemon yet.
-    assert!(failed(&cli(&workdir.socket(), &["status"])).contains("not running"));
+    assert!(failed(&workdir.cli(&["status"])).contains("not running"));
     let daemon = Daemon::start(&sandbox, &workdir);
     for (args, needle) in [
         (vec!["block", "203.0.113.300"], "203.0.113.300"),
@@ -196,7 +192,7 @@ fn cli_refuses_bad_input_with_reasons() {
     // Not root: a clear message, not a hang.
     let output = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(support::daemon::binary())
+        .arg(&workdir.binary)
         .arg("--socket")
         .arg(workdir.socket())
         .arg("status")
@@ -222,7 +218,7 @@ fn bad_config_and_corrupt_state_are_reported() {
     std::fs::write(workdir.config(), format!("{config}\nbogus_key = 1\n")).unwrap();
     let output = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", sandbox.fw))
-        .arg(support::daemon::binary())
+        .arg(&workdir.binary)
         .args(["run", "--config"])
         .arg(workdir.config())
         .output()
@@ -292,7 +288,7 @@ fn prometheus_scrapes_the_drop_counter() {
         ),
     )
     .unwrap();
-    let mut server = support::daemon::Children(vec![
+    let mut server = Children(vec![
         std::process::Command::new("ip")
             .args(["netns", "exec", &sandbox.fw, prometheus])
             .arg(format!("--config.file={}", config.display()))

@@ -1,19 +1,17 @@
 //! The program attached to a real veth inside a namespace sandbox, with real ICMP and UDP from
 //! a blocked and a clean source. Needs root; run by `cargo xtask test` (`--ignored`).
-mod support;
-
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
-use support::netns::{FW_IF, FW_V4, FW_V6, Sandbox, Side};
 use xdpguard::{
     dataplane::{AttachMode, AttachedMode, Capacities, Dataplane},
     prefix::Prefix,
 };
 use xdpguard_common::Stat;
+use xdpguard_testkit::netns::{FW_IF, FW_V4, FW_V6, Sandbox, Side};
 
 const PINGS: usize = 5;
 const DATAGRAMS: usize = 10;

@@ -1,21 +1,19 @@
 //! Packet → verdict table through `BPF_PROG_TEST_RUN`: the real program in the kernel, no
 //! interface attached. Needs root; run by `cargo xtask test` (`--ignored`).
-mod support;
-
 use std::{
     collections::HashMap,
     net::{Ipv4Addr, Ipv6Addr},
 };
 
-use support::frames::{
-    ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, ETH_P_LLDP, concat, eth, ipv4,
-    ipv6, udp4, udp6,
-};
 use xdpguard::{
     dataplane::{Capacities, Dataplane, Stats, monotonic_now_ns},
     prefix::Prefix,
 };
 use xdpguard_common::{BlockEntry, Stat};
+use xdpguard_testkit::frames::{
+    ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, ETH_P_LLDP, concat, eth, ipv4,
+    ipv6, udp4, udp6,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;

@@ -1,15 +1,14 @@
 //! Volume detectors end to end: the daemon in the firewall namespace, XDP counting per
 //! source, a bounded flood from 64 sources of one /24 sent over the veth pair. Needs root; run
 //! by `cargo xtask test`.
-mod support;
-
 use std::{net::Ipv4Addr, time::Duration};
 
-use support::{
+use xdpguard_testkit::{
     daemon::{Daemon, Workdir, eventually, http_get},
     flows::{Capture, softflowd_replay},
     frames::udp4,
     netns::{ATK_V4, FW_IF, FW_V4, Sandbox},
+    xdpguard_binary,
 };
 
 /// The flood: 64 sources spread evenly over 203.0.113.0/24 (one every 4 addresses, so each
@@ -72,7 +71,7 @@ fn flood_for(sandbox: &Sandbox, seconds: u64) -> usize {
 #[ignore = "needs root and BPF: run by `cargo xtask test`"]
 fn flood_from_one_24_is_blocked_as_that_24_while_the_client_keeps_working() {
     let sandbox = Sandbox::new("volblock");
-    let workdir = Workdir::new("volblock");
+    let workdir = Workdir::new("volblock", xdpguard_binary!());
     let daemon = start(&sandbox, &workdir, METRICS_PORT_BLOCK, "block");
     let client = ATK_V4.parse().unwrap();
     assert_eq!(sandbox.ping(client, FW_V4, 2), 2, "the client works before");
@@ -132,7 +131,7 @@ fn flood_from_one_24_is_blocked_as_that_24_while_the_client_keeps_working() {
 #[ignore = "needs root and BPF: run by `cargo xtask test`"]
 fn report_mode_reports_the_24_and_blocks_nothing() {
     let sandbox = Sandbox::new("volreport");
-    let workdir = Workdir::new("volreport");
+    let workdir = Workdir::new("volreport", xdpguard_binary!());
     let daemon = start(&sandbox, &workdir, METRICS_PORT_REPORT, "report");
     let mut seen = None;
     std::thread::scope(|scope| {
@@ -194,7 +193,7 @@ fn flow_detector_reports_the_24_from_softflowd_netflow() {
     const METRICS_PORT: u16 = 19_493;
     const FLOW_PORT: u16 = 2055;
     let sandbox = Sandbox::new("volflow");
-    let workdir = Workdir::new("volflow");
+    let workdir = Workdir::new("volflow", xdpguard_binary!());
     // All of the flood's flows reach the daemon in one burst at the end of the capture, so
     // the interval holding them sees FLOOD_FRAMES packets; the limit sits between a half of
     // them (one /25) and all of them (the /24). A long interval makes a burst that straddles

@@ -1,6 +1,6 @@
 //! `cargo xtask run` without arguments: the sandbox demo.
 //!
-//! Two namespaces joined by a veth pair (agent/tests/support/netns.rs, shared with the tests):
+//! Two namespaces joined by a veth pair (`xdpguard_testkit::netns`, shared with the tests):
 //! the daemon guards the firewall side; from the other side a legitimate client and three
 //! attackers send bounded ping floods. The attackers also fail SSH logins: the demo writes the
 //! lines sshd would write to a log the daemon follows, the sshd ruleset scores them, and the
@@ -8,11 +8,6 @@
 //! one IPv6 /64 (each under the volume limit, together over it) gets the /64 blocked by the
 //! volume detector. A live summary shows entries, drops and the top prefixes, and everything is
 //! torn down after a bounded time or on Ctrl-C.
-#[path = "../../agent/tests/support/frames.rs"]
-mod frames;
-#[path = "../../agent/tests/support/netns.rs"]
-mod netns;
-
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
@@ -25,7 +20,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use netns::{FW_IF, FW_V4, Sandbox, Side};
+use xdpguard_testkit::{
+    frames,
+    netns::{FW_IF, FW_V4, Sandbox, Side},
+};
 
 const LEGITIMATE: &str = "203.0.113.10";
 const ATTACKERS: [&str; 3] = ["203.0.113.66", "203.0.113.67", "203.0.113.68"];

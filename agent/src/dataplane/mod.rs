@@ -22,7 +22,6 @@ use xdpguard_common::{BlockEntry, DataplaneConfig, Family, capacity, config_flag
 use crate::prefix::Prefix;
 
 mod attach;
-pub mod baseline;
 mod batch;
 #[cfg(any(test, feature = "test-fake"))]
 mod fake;
@@ -38,10 +37,6 @@ pub use pins::{Opened, ensure_bpffs};
 pub use seam::DataPath;
 pub use stats::Stats;
 pub use volume::{DrainCount, VolumeReader};
-
-// Only baseline.rs uses these here; they go when it does.
-use lists::{v4, v6};
-use pins::take_map;
 
 /// Which of the six lists an entry lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -368,8 +363,8 @@ impl Dataplane {
             })
     }
 
-    /// The kernel's accumulated run time and run count of the program (counted while
-    /// [`baseline::enable_run_stats`] is held).
+    /// The kernel's accumulated run time and run count of the program (counted only while the
+    /// kernel's run-time statistics are on: `BPF_ENABLE_STATS`, which the benchmarks hold).
     ///
     /// # Errors
     /// When the program info cannot be read.
@@ -428,7 +423,7 @@ pub struct Attachment {
 }
 
 /// The index of `interface` in the caller's network namespace.
-pub(crate) fn if_index(interface: &str) -> Option<u32> {
+fn if_index(interface: &str) -> Option<u32> {
     let c_name = std::ffi::CString::new(interface).ok()?;
     // SAFETY: valid C string.
     let ifindex = unsafe { libc::if_nametoindex(c_name.as_ptr()) };

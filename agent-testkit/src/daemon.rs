@@ -1,6 +1,5 @@
 //! A real `xdpguard run` inside the sandbox's firewall namespace, with its own bpffs, state
 //! directory and control socket under a temporary directory; killed and cleaned up on drop.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::{
     path::{Path, PathBuf},
@@ -9,26 +8,38 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::netns::Sandbox;
+use crate::netns::{Sandbox, Side};
 
-/// The binary under test: cargo names it for integration tests; benchmarks get it from
-/// `XDPGUARD_BIN` (set by `cargo xtask bench`).
-pub fn binary() -> PathBuf {
-    option_env!("CARGO_BIN_EXE_xdpguard")
+/// The `xdpguard` binary under test. Cargo names it (`CARGO_BIN_EXE_xdpguard`) only to the
+/// agent's own tests and benchmarks, so this expands there; failing that, `XDPGUARD_BIN` (set
+/// by `cargo xtask bench`).
+#[macro_export]
+macro_rules! xdpguard_binary {
+    () => {
+        $crate::daemon::binary(option_env!("CARGO_BIN_EXE_xdpguard"))
+    };
+}
+
+/// What [`xdpguard_binary!`] expands to: `built`, the path cargo gave the caller, or else
+/// `XDPGUARD_BIN`.
+pub fn binary(built: Option<&str>) -> PathBuf {
+    built
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDPGUARD_BIN").map(PathBuf::from))
         .expect("XDPGUARD_BIN names the xdpguard binary")
 }
 
-/// A scratch directory with a private bpffs mounted at `bpf/`.
+/// A scratch directory with a private bpffs mounted at `bpf/`, and the binary to run in it.
 pub struct Workdir {
     pub path: PathBuf,
+    /// From [`xdpguard_binary!`].
+    pub binary: PathBuf,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 impl Workdir {
-    pub fn new(tag: &str) -> Self {
+    pub fn new(tag: &str, binary: PathBuf) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("xdpguard-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
@@ -40,7 +51,7 @@ impl Workdir {
             .status()
             .unwrap();
         assert!(status.success(), "mounting bpffs");
-        Self { path }
+        Self { path, binary }
     }
 
     pub fn pin_dir(&self) -> PathBuf {
@@ -98,6 +109,11 @@ impl Workdir {
         ) + tables;
         std::fs::write(self.config(), config).unwrap();
     }
+
+    /// Run the CLI against this directory's control socket, whether a daemon answers or not.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.binary, &self.socket(), args)
+    }
 }
 
 impl Drop for Workdir {
@@ -110,6 +126,7 @@ impl Drop for Workdir {
 
 pub struct Daemon {
     child: Option<Child>,
+    binary: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
 }
@@ -128,7 +145,7 @@ impl Daemon {
         ));
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", sandbox.fw))
-            .arg(binary())
+            .arg(&workdir.binary)
             .args(["run", "--config"])
             .arg(workdir.config())
             .env("RUST_LOG", "info")
@@ -140,6 +157,7 @@ impl Daemon {
             .unwrap();
         let mut daemon = Self {
             child: Some(child),
+            binary: workdir.binary.clone(),
             socket: workdir.socket(),
             log,
         };
@@ -171,7 +189,7 @@ impl Daemon {
 
     /// Run the CLI against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
-        cli(&self.socket, args)
+        cli(&self.binary, &self.socket, args)
     }
 
     /// `kill -9`: no clean-up, no final write.
@@ -235,8 +253,8 @@ impl Drop for Children {
     }
 }
 
-pub fn cli(socket: &Path, args: &[&str]) -> Output {
-    Command::new(binary())
+fn cli(binary: &Path, socket: &Path, args: &[&str]) -> Output {
+    Command::new(binary)
         .arg("--socket")
         .arg(socket)
         .args(args)
@@ -259,7 +277,7 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 /// GET `path` from `port` on the firewall side's loopback; the body.
 pub fn http_get(sandbox: &Sandbox, port: u16, path: &str) -> Option<String> {
     use std::io::{Read as _, Write as _};
-    sandbox.within(super::netns::Side::Firewall, || {
+    sandbox.within(Side::Firewall, || {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;

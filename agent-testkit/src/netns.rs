@@ -7,7 +7,6 @@
 //!   attacker source ranges 203.0.113.0/24 and 2001:db8:a::/48 via the peer.
 //! - `atk` (attackers and a legitimate client): `veth-atk`, 198.51.100.2/24 and
 //!   2001:db8:f::2/64, plus whatever source addresses a test adds with [`Sandbox::add_source`].
-#![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::{
     fs::File,

@@ -1,5 +1,4 @@
 //! Frame builders for the kernel tests and benchmarks.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

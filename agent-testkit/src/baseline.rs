@@ -1,20 +1,23 @@
 //! Benchmark baselines (`cargo xtask bench xdp`): an XDP program that only passes, and one
 //! that does a single stock LPM-trie lookup per packet, plus the kernel's run-time statistics.
-use std::{os::fd::OwnedFd, time::Duration};
+//! Errors are the agent's [`DataplaneError`], so a baseline fails the way the real program does.
+use std::{net::IpAddr, os::fd::OwnedFd, time::Duration};
 
 use aya::{
     Ebpf,
     maps::{LpmTrie, MapData, lpm_trie::Key},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
+use xdpguard::{
+    dataplane::{AttachMode, DataplaneError, test_run},
+    prefix::Prefix,
+};
 
-use super::{DataplaneError, if_index, test_run, v4, v6};
-use crate::prefix::Prefix;
-
+// Left by the agent's build script (see build.rs); empty with `AYA_BUILD_SKIP=1`.
 static BENCH_PASS_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-pass"));
+    aya::include_bytes_aligned!(concat!(env!("XDPGUARD_EBPF_OBJECTS"), "/bench-pass"));
 static BENCH_LPM_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-lpm"));
+    aya::include_bytes_aligned!(concat!(env!("XDPGUARD_EBPF_OBJECTS"), "/bench-lpm"));
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BaselineKind {
@@ -60,8 +63,8 @@ impl Baseline {
         program.load().map_err(DataplaneError::Program)?;
         let (lpm_v4, lpm_v6) = if kind == BaselineKind::Lpm {
             (
-                Some(super::take_map(&mut ebpf, "REF_LPM_V4")?),
-                Some(super::take_map(&mut ebpf, "REF_LPM_V6")?),
+                Some(take_trie(&mut ebpf, "REF_LPM_V4")?),
+                Some(take_trie(&mut ebpf, "REF_LPM_V6")?),
             )
         } else {
             (None, None)
@@ -100,12 +103,12 @@ impl Baseline {
             map: "REF_LPM",
             source,
         };
-        match (&mut self.lpm_v4, &mut self.lpm_v6) {
-            (Some(trie), _) if prefix.is_ipv4() => trie
-                .insert(&Key::new(len, v4(prefix)), 1, 0)
+        match (prefix.addr(), &mut self.lpm_v4, &mut self.lpm_v6) {
+            (IpAddr::V4(addr), Some(trie), _) => trie
+                .insert(&Key::new(len, addr.octets()), 1, 0)
                 .map_err(map_err),
-            (_, Some(trie)) if !prefix.is_ipv4() => trie
-                .insert(&Key::new(len, v6(prefix)), 1, 0)
+            (IpAddr::V6(addr), _, Some(trie)) => trie
+                .insert(&Key::new(len, addr.octets()), 1, 0)
                 .map_err(map_err),
             _ => Ok(()),
         }
@@ -130,7 +133,7 @@ impl Baseline {
             .attach_to_if_index(ifindex, XdpMode::Driver)
             .map_err(|source| DataplaneError::Attach {
                 interface: interface.to_owned(),
-                mode: super::AttachMode::Native,
+                mode: AttachMode::Native,
                 source,
             })
     }
@@ -165,4 +168,22 @@ pub fn enable_run_stats() -> Result<OwnedFd, DataplaneError> {
         path: "BPF_ENABLE_STATS".into(),
         source: source.io_error,
     })
+}
+
+fn take_trie<K: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<LpmTrie<MapData, K, u64>, DataplaneError> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::MissingMap(name))?;
+    LpmTrie::try_from(map).map_err(|source| DataplaneError::Map { map: name, source })
+}
+
+/// The index of `interface` in the caller's network namespace.
+fn if_index(interface: &str) -> Option<u32> {
+    let c_name = std::ffi::CString::new(interface).ok()?;
+    // SAFETY: valid C string.
+    let ifindex = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    (ifindex != 0).then_some(ifindex)
 }

@@ -4,7 +4,6 @@
 //! softflowd reads the capture file rather than the interface: live, softflowd 1.1 leaves the
 //! packets of a quiet interface in libpcap's buffer (it does not use immediate mode), so a
 //! handful of test datagrams would never be exported.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -13,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use super::{
+use crate::{
     daemon::eventually,
     netns::{FW_IF, Sandbox, Side},
 };

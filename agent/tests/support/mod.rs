@@ -1,4 +1,0 @@
-pub mod daemon;
-pub mod flows;
-pub mod frames;
-pub mod netns;
