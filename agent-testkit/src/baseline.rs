@@ -9,7 +9,7 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use xdpguard::{
-    dataplane::{AttachMode, DataplaneError, test_run},
+    enforce::dataplane::{AttachMode, DataplaneError, test_run},
     prefix::Prefix,
 };
 

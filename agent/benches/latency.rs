@@ -12,7 +12,7 @@ use std::{
 };
 
 use xdpguard::{
-    dataplane::{Capacities, Dataplane},
+    enforce::dataplane::{Capacities, Dataplane},
     prefix::Prefix,
 };
 use xdpguard_testkit::{

@@ -13,7 +13,7 @@ use std::{
 };
 
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
-use xdpguard::{check::check, ruleset, score::ScoringPolicy};
+use xdpguard::{detect::logs::ruleset, detect::logs::score::ScoringPolicy, tools::check::check};
 
 const LINES: usize = 1_000_000;
 

@@ -50,8 +50,10 @@ use std::{
 
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng, seq::SliceRandom as _};
 use xdpguard::{
-    flow::{CollectorSettings, DecoderSettings, FlowCollector, FlowDecoder, FlowRecord},
-    volume::{Lengths, Limit, TrackConfig, VolumeLimits, Volumes},
+    detect::traffic::flow::{
+        CollectorSettings, DecoderSettings, FlowCollector, FlowDecoder, FlowRecord,
+    },
+    detect::traffic::volume::{Lengths, Limit, TrackConfig, VolumeLimits, Volumes},
 };
 use xdpguard_testkit::{
     encode::{self, AddressFamily, V9Flow, V9Header, V9Template},

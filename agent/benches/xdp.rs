@@ -24,7 +24,7 @@ use std::{
 
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng, seq::SliceRandom as _};
 use xdpguard::{
-    dataplane::{AttachMode, Capacities, Dataplane},
+    enforce::dataplane::{AttachMode, Capacities, Dataplane},
     prefix::Prefix,
 };
 use xdpguard_common::Stat;
@@ -109,7 +109,7 @@ struct Programs {
 
 impl Programs {
     fn load() -> Self {
-        let load_error = |err: xdpguard::dataplane::DataplaneError| -> ! {
+        let load_error = |err: xdpguard::enforce::dataplane::DataplaneError| -> ! {
             panic!("{}", xdpguard::error_chain(&err))
         };
         Self {

@@ -1,28 +1,21 @@
 //! xdpguard: an XDP host firewall.
-pub mod check;
-pub mod cli;
-pub mod clock;
-pub mod config;
-pub mod control;
+// Data flows down this list: the daemon wires config, the api adapters and the detectors
+// to the decision owner in `enforce`; the last four are leaves anyone may use.
 pub mod daemon;
-pub mod dataplane;
-pub mod decision;
+
+pub mod config;
+
+pub mod api;
+pub mod tools;
+
+pub mod detect;
+
+pub mod enforce;
+
+pub mod clock;
 pub mod exposition;
-pub mod flow;
-pub mod import_ini;
-pub mod input;
-pub mod journal;
-pub mod lint;
 pub mod listfile;
-pub mod logconfig;
-pub mod logscore;
-pub mod metrics;
-pub mod offenders;
-pub mod owner;
 pub mod prefix;
-pub mod ruleset;
-pub mod score;
-pub mod volume;
 
 /// `err` and its causes, `: `-separated, for messages that cross a socket or a log line.
 pub fn error_chain(err: &dyn std::error::Error) -> String {

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xdpguard::flow::{CollectorSettings, FlowCollector, FlowRecord, RecordSink};
+use xdpguard::detect::traffic::flow::{CollectorSettings, FlowCollector, FlowRecord, RecordSink};
 use xdpguard_testkit::encode::{self, AddressFamily, V9Flow, V9Header, V9Template};
 
 #[test]

@@ -8,7 +8,7 @@ use std::{
 };
 
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
-use xdpguard::flow::decode::{
+use xdpguard::detect::traffic::flow::decode::{
     DecodeSummary, DecoderSettings, DirectionFilter, ErrorCounts, ErrorKind, ExporterStats,
     FlowDecoder, FlowRecord,
 };

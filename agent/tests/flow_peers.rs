@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use xdpguard::flow::{CollectorSettings, DirectionFilter, FlowCollector};
+use xdpguard::detect::traffic::flow::{CollectorSettings, DirectionFilter, FlowCollector};
 use xdpguard_testkit::{
     daemon::{Children, eventually},
     flows::{Capture, softflowd_replay},

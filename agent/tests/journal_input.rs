@@ -4,7 +4,7 @@
 //! but the tools come from Debian packages `cargo xtask setup` installs.
 use std::time::{Duration, Instant};
 
-use xdpguard::journal::{JournalReader, JournalSpec};
+use xdpguard::detect::logs::journal::{JournalReader, JournalSpec};
 
 const JOURNAL_REMOTE: &str = "/lib/systemd/systemd-journal-remote";
 

@@ -3,8 +3,8 @@
 use std::{net::IpAddr, time::Duration};
 
 use xdpguard::{
-    control::proto::ListEntry,
-    dataplane::{Capacities, Dataplane},
+    api::control::proto::ListEntry,
+    enforce::dataplane::{Capacities, Dataplane},
     prefix::Prefix,
 };
 use xdpguard_testkit::{

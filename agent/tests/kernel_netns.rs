@@ -7,7 +7,7 @@ use std::{
 };
 
 use xdpguard::{
-    dataplane::{AttachMode, AttachedMode, Capacities, Dataplane},
+    enforce::dataplane::{AttachMode, AttachedMode, Capacities, Dataplane},
     prefix::Prefix,
 };
 use xdpguard_common::Stat;

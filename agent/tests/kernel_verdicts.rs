@@ -6,7 +6,7 @@ use std::{
 };
 
 use xdpguard::{
-    dataplane::{Capacities, Dataplane, Stats, monotonic_now_ns},
+    enforce::dataplane::{Capacities, Dataplane, Stats, monotonic_now_ns},
     prefix::Prefix,
 };
 use xdpguard_common::{BlockEntry, Stat};
@@ -693,7 +693,7 @@ fn empty_lists_still_count_families_and_malformed_frames() {
 
 /// Drain the volume maps into source → (packets, bytes).
 fn drained(
-    reader: &mut xdpguard::dataplane::VolumeReader,
+    reader: &mut xdpguard::enforce::dataplane::VolumeReader,
 ) -> HashMap<std::net::IpAddr, (u64, u64)> {
     let mut out = HashMap::new();
     let _ = reader

@@ -3,9 +3,9 @@
 use std::{collections::BTreeMap, io::Cursor, net::IpAddr, path::Path};
 
 use xdpguard::{
-    check::check,
-    ruleset::{self, Outcome, apply_all},
-    score::ScoringPolicy,
+    detect::logs::ruleset::{self, Outcome, apply_all},
+    detect::logs::score::ScoringPolicy,
+    tools::check::check,
 };
 
 fn rulesets_dir() -> std::path::PathBuf {
@@ -206,6 +206,6 @@ fn every_shipped_ruleset_loads() {
 #[test]
 fn shipped_rulesets_pass_lint() {
     let sets = ruleset::load_dir(&rulesets_dir()).unwrap();
-    let findings = xdpguard::lint::lint(&sets);
+    let findings = xdpguard::tools::lint::lint(&sets);
     assert!(findings.is_empty(), "{findings:#?}");
 }

@@ -37,11 +37,11 @@ pub use locate::{ConfigError, Location};
 use raw::RawConfig;
 
 use crate::{
-    dataplane::{AttachMode, Capacities},
-    logconfig::InputConfig,
-    offenders::ScoringConfig,
+    detect::logs::config::InputConfig,
+    detect::logs::offenders::ScoringConfig,
+    detect::traffic::volume::VolumeConfig,
+    enforce::dataplane::{AttachMode, Capacities},
     prefix::Prefix,
-    volume::VolumeConfig,
 };
 
 // Defaults of the daemon's own keys.

@@ -7,9 +7,9 @@ use serde::{Deserialize, de};
 use toml::Spanned;
 
 use crate::{
-    dataplane::AttachMode,
-    flow::DirectionFilter,
-    volume::{VolumeAction, VolumeSource},
+    detect::traffic::flow::DirectionFilter,
+    detect::traffic::volume::{VolumeAction, VolumeSource},
+    enforce::dataplane::AttachMode,
 };
 
 /// Top-level keys, for the hint when one is written below a `[table]` header.

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{Config, ConfigError, InterfaceConfig};
-use crate::dataplane::AttachMode;
+use crate::enforce::dataplane::AttachMode;
 
 pub(super) const PATH: &str = "/etc/xdpguard/xdpguard.toml";
 pub(super) const EXAMPLE: &str = include_str!("../../../packaging/xdpguard.toml");

@@ -24,7 +24,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::{dataplane::Stats, logscore, owner};
+    use crate::{detect::logs, enforce::dataplane::Stats, enforce::owner};
 
     /// The owner's, log scoring's and the process section back to back, as the daemon serves
     /// them.
@@ -32,7 +32,7 @@ mod tests {
         let mut data = owner::metrics::tests::data();
         data.interfaces = vec![("veth-b".to_owned(), Stats::default())];
         owner::metrics::render(&data)
-            + &logscore::metrics::render(&logscore::metrics::tests::stats())
+            + &logs::metrics::render(&logs::metrics::tests::stats())
             + &render(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
     }
 

@@ -7,9 +7,9 @@ use crate::{
         locate::Source,
         raw::{RawInput, RawScoring},
     },
-    logconfig::{InputConfig, InputSource},
-    offenders::ScoringConfig,
-    score::ScoringPolicy,
+    detect::logs::config::{InputConfig, InputSource},
+    detect::logs::offenders::ScoringConfig,
+    detect::logs::score::ScoringPolicy,
 };
 
 impl Source<'_> {
@@ -162,7 +162,7 @@ mod tests {
 
     use crate::{
         config::testing::*,
-        logconfig::{InputConfig, InputSource},
+        detect::logs::config::{InputConfig, InputSource},
     };
 
     #[test]

@@ -18,7 +18,7 @@ use super::{
     parse_duration,
     raw::{Integer, RawAllowlist, RawConfig, RawDuration, RawInterface, RawMetrics},
 };
-use crate::{dataplane::Capacities, prefix::Prefix};
+use crate::{enforce::dataplane::Capacities, prefix::Prefix};
 
 impl RawConfig {
     pub(super) fn validate(self, source: &Source<'_>) -> Result<Config, ConfigError> {
@@ -394,7 +394,7 @@ fn check_interface_name(name: &str) -> Result<(), &'static str> {
 mod tests {
     use crate::{
         config::{ConfigError, testing::*},
-        dataplane::AttachMode,
+        enforce::dataplane::AttachMode,
     };
 
     #[test]

@@ -12,16 +12,16 @@ use crate::{
         locate::Source,
         raw::{Integer, RawDetector, RawFlow, RawVolume},
     },
-    flow::{
+    detect::traffic::flow::{
         FlowConfig, SamplingOverride, collector::DEFAULT_RECEIVE_BUFFER_BYTES,
         config::DEFAULT_TEMPLATE_TIMEOUT,
     },
-    prefix::Prefix,
-    volume::{
+    detect::traffic::volume::{
         DetectorConfig, Lengths, Limit, Override, VolumeAction, VolumeConfig, VolumeLimits,
         VolumeSource,
         config::{DEFAULT_COOL_INTERVALS, DEFAULT_DETECTOR_BAN},
     },
+    prefix::Prefix,
 };
 
 impl Source<'_> {
@@ -467,8 +467,8 @@ mod tests {
 
     use crate::{
         config::{MAX_VOLUME_RATE, testing::*},
-        flow::{DirectionFilter, FlowConfig, SamplingOverride},
-        volume::{
+        detect::traffic::flow::{DirectionFilter, FlowConfig, SamplingOverride},
+        detect::traffic::volume::{
             DetectorConfig, Lengths, Limit, Override, VolumeAction, VolumeConfig, VolumeLimits,
             VolumeSource,
         },

@@ -72,7 +72,7 @@ use xdpguard_common::BlockEntry;
 
 use crate::{
     clock::ManualClock,
-    dataplane::{Capacities, FakeDataPath, FakeEvent, FakeOp},
+    enforce::dataplane::{Capacities, FakeDataPath, FakeEvent, FakeOp},
 };
 
 const NOW: u64 = 1_700_000_000;

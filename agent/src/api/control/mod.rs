@@ -2,7 +2,7 @@
 //! `proto` is the wire format (serde types only), `server` the daemon's side, `client` the
 //! CLI's. Only root may connect (socket mode 0600, and the peer's uid is checked).
 //!
-//! [`Handle`]: crate::owner::Handle
+//! [`Handle`]: crate::enforce::owner::Handle
 pub mod client;
 pub mod proto;
 pub mod server;

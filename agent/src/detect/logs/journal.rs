@@ -9,7 +9,7 @@ use std::{
     process::{Child, ChildStdout, Command, Stdio},
 };
 
-use crate::input::LineSplitter;
+use crate::detect::logs::input::LineSplitter;
 
 /// Which journal, and where to start.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

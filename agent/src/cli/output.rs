@@ -1,7 +1,7 @@
 //! Human output of the CLI commands (the JSON forms are the control protocol's own types).
 use std::fmt::Write as _;
 
-use crate::control::proto::{Answer, ListEntry, Status};
+use xdpguard::api::control::proto::{Answer, ListEntry, Status};
 
 /// `1h30m`, `45s`, `2d3h`: the two largest units.
 pub fn compact_duration(mut secs: u64) -> String {
@@ -194,7 +194,7 @@ pub fn human_rate(value: u64, unit: &str) -> String {
 
 /// The `top` screen: the last interval's top prefixes per counting source, then the prefixes
 /// the detectors hold hot.
-pub fn format_top(snapshot: &crate::control::proto::Top, now_unix: u64) -> String {
+pub fn format_top(snapshot: &xdpguard::api::control::proto::Top, now_unix: u64) -> String {
     let mut out = String::new();
     if snapshot.interval_ms == 0 {
         out.push_str("no volume interval has ended yet\n");
@@ -329,7 +329,9 @@ mod tests {
 
     #[test]
     fn top_screen_shows_rates_share_action_and_hot_prefixes() {
-        use crate::volume::engine::{HotRow, SourceTotals, TopRow, VolumeSnapshot};
+        use xdpguard::detect::traffic::volume::engine::{
+            HotRow, SourceTotals, TopRow, VolumeSnapshot,
+        };
         let snapshot = VolumeSnapshot {
             interval_ms: 10_000,
             ended_unix: 1000,

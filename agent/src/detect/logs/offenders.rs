@@ -11,7 +11,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{prefix::Prefix, score::ScoringPolicy};
+use crate::{detect::logs::score::ScoringPolicy, prefix::Prefix};
 
 /// How log matches turn into blocks: the `[scoring]` table of the configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -568,7 +568,7 @@ mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::*;
-    use crate::volume::trie::{Trie4, Trie6};
+    use crate::detect::traffic::volume::trie::{Trie4, Trie6};
 
     const SEC: Duration = Duration::from_secs(1);
 

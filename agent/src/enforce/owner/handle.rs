@@ -9,8 +9,8 @@ use std::{
 };
 
 use crate::{
-    dataplane::{Attachment, ListId, Stats},
-    decision::{Decision, DecisionKind, Source},
+    enforce::dataplane::{Attachment, ListId, Stats},
+    enforce::decision::{Decision, DecisionKind, Source},
     prefix::Prefix,
 };
 

@@ -23,8 +23,8 @@ use super::{
     },
 };
 use crate::{
-    decision::Source,
-    owner::{
+    enforce::decision::Source,
+    enforce::owner::{
         AllowOrder, Applied, BlockOrder, CommandError, Expiry, Handle, ListFilter, Refusal, Removed,
     },
     prefix::Prefix,
@@ -92,7 +92,7 @@ fn removed(result: Result<Removed, CommandError>, mut refused_early: Vec<Refused
     }
 }
 
-fn status(status: &crate::owner::Status) -> Status {
+fn status(status: &crate::enforce::owner::Status) -> Status {
     let mut counters = Vec::new();
     for (interface, stats) in &status.counters {
         for (stat, value) in stats.iter() {
@@ -399,7 +399,7 @@ fn serve(stream: &UnixStream, handler: &(dyn Fn(Request) -> Answer + Send + Sync
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::call;
+    use crate::api::control::call;
 
     #[test]
     fn request_and_response_round_trip_over_a_real_socket() {

@@ -98,7 +98,7 @@ pub struct Status {
 
 /// The volume engine's published snapshot is already plain text and numbers; the wire uses
 /// it as it is (a downward dependency: the engine knows nothing of this protocol).
-pub type Top = crate::volume::engine::VolumeSnapshot;
+pub type Top = crate::detect::traffic::volume::engine::VolumeSnapshot;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]

@@ -148,7 +148,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::volume::engine::{ExporterRow, SourceTotals, TopRow};
+    use crate::detect::traffic::volume::engine::{ExporterRow, SourceTotals, TopRow};
 
     #[test]
     fn render_labels_top_prefixes_totals_and_exporters() {

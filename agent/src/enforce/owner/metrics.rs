@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use xdpguard_common::{Family, Stat, StatValue};
 
 use crate::{
-    dataplane::{Capacities, ListId, ListKind, Stats},
+    enforce::dataplane::{Capacities, ListId, ListKind, Stats},
     exposition::{self, Kind, MetricFamily},
     prefix::Prefix,
 };

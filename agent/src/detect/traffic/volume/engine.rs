@@ -19,13 +19,13 @@ use super::{
 };
 use crate::{
     clock::Clock,
-    dataplane::VolumeReader,
-    decision::{DecisionKind, Source},
-    flow::{
+    detect::traffic::flow::{
         CollectorError, CollectorSettings, DecoderSettings, FlowCollector, FlowConfig,
         SharedExporterStats,
     },
-    owner::{BlockOrder, Expiry, Handle, ListFilter, Refusal},
+    enforce::dataplane::VolumeReader,
+    enforce::decision::{DecisionKind, Source},
+    enforce::owner::{BlockOrder, Expiry, Handle, ListFilter, Refusal},
     prefix::Prefix,
 };
 
@@ -859,7 +859,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::{Lengths, Limit, Override, VolumeLimits};
+    use crate::detect::traffic::volume::{Lengths, Limit, Override, VolumeLimits};
 
     fn detector(name: &str, action: VolumeAction, bytes_per_second: u64) -> DetectorConfig {
         DetectorConfig {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::VolumeLimits;
-use crate::flow::FlowConfig;
+use crate::detect::traffic::flow::FlowConfig;
 
 /// `volume.interval` when the table names none.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);

@@ -12,7 +12,7 @@
 //!   attacker controls can look like anything.
 use regex::Regex;
 
-use crate::ruleset::Ruleset;
+use crate::detect::logs::ruleset::Ruleset;
 
 /// One finding.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,7 +2,13 @@
 //! line, keep scores per source, and hand a source whose score goes over the threshold to the
 //! decision owner as a block from `ruleset:NAME`. Positions are saved in the state directory
 //! so a restart neither re-reads nor skips lines; a reload keeps scores and positions.
+pub mod config;
+pub mod input;
+pub mod journal;
 pub mod metrics;
+pub mod offenders;
+pub mod ruleset;
+pub mod score;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -15,14 +21,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     clock::Clock,
-    decision::Source,
-    input::{FileFollower, Start, StreamReader, Waker},
-    journal::{JournalReader, JournalSpec},
-    logconfig::{InputConfig, InputSource},
-    offenders::{Offenders, ScoringConfig},
-    owner::{BlockOrder, Expiry, Handle},
-    ruleset::{Outcome, Ruleset, apply_all},
-    score::{ScoreBoard, Scored},
+    detect::logs::config::{InputConfig, InputSource},
+    detect::logs::input::{FileFollower, Start, StreamReader, Waker},
+    detect::logs::journal::{JournalReader, JournalSpec},
+    detect::logs::offenders::{Offenders, ScoringConfig},
+    detect::logs::ruleset::{Outcome, Ruleset, apply_all},
+    detect::logs::score::{ScoreBoard, Scored},
+    enforce::decision::Source,
+    enforce::owner::{BlockOrder, Expiry, Handle},
 };
 
 const POSITIONS: &str = "positions.json";

@@ -16,15 +16,15 @@ use signal_hook::{
 };
 
 use crate::{
+    api::control::{ControlError, ControlServer, Request, server},
     clock::{Clock, SystemClock},
-    control::{ControlError, ControlServer, Request, server},
-    dataplane::{Capacities, Dataplane, DataplaneError, Opened},
-    decision::{DecisionStore, StateError},
+    detect::logs::{LogCommand, LogScoring},
+    detect::traffic::volume::engine::VolumeEngine,
+    enforce::dataplane::{Capacities, Dataplane, DataplaneError, Opened},
+    enforce::decision::{DecisionStore, StateError},
+    enforce::owner::{self, Command, Handle, Owner, OwnerConfig, OwnerError},
     error_chain,
-    logscore::{LogCommand, LogScoring},
-    owner::{self, Command, Handle, Owner, OwnerConfig, OwnerError},
     prefix::Prefix,
-    volume::engine::VolumeEngine,
 };
 
 /// Everything the daemon needs from its configuration.
@@ -37,10 +37,10 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     pub reconcile_every: Duration,
     pub capacities: Capacities,
-    pub rulesets: Vec<crate::ruleset::Ruleset>,
-    pub inputs: Vec<crate::logconfig::InputConfig>,
-    pub scoring: crate::offenders::ScoringConfig,
-    pub volume: crate::volume::VolumeConfig,
+    pub rulesets: Vec<crate::detect::logs::ruleset::Ruleset>,
+    pub inputs: Vec<crate::detect::logs::config::InputConfig>,
+    pub scoring: crate::detect::logs::offenders::ScoringConfig,
+    pub volume: crate::detect::traffic::volume::VolumeConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,7 +218,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     let metrics = match settings.metrics_listen {
         Some(listen) => {
             let handle = handle.clone();
-            let server = crate::metrics::MetricsServer::spawn(
+            let server = crate::api::metrics::MetricsServer::spawn(
                 listen,
                 Arc::new(move || {
                     let page = handle.scrape().wait().map_err(|err| err.to_string())?;
@@ -233,8 +233,8 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                     // The owner rendered its section on its own thread.
                     Ok(page
                         + &process_metrics::render(started)
-                        + &crate::volume::metrics::render(&volume)
-                        + &crate::logscore::metrics::render(&logs))
+                        + &crate::detect::traffic::volume::metrics::render(&volume)
+                        + &crate::detect::logs::metrics::render(&logs))
                 }),
             )
             .map_err(|err| DaemonError::Metrics(error_chain(&err)))?;
@@ -358,7 +358,7 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
         reconcile_every: config.reconcile_interval,
         capacities: config.capacity,
         rulesets: match &config.rulesets_dir {
-            Some(dir) => crate::ruleset::load_dir(dir)
+            Some(dir) => crate::detect::logs::ruleset::load_dir(dir)
                 .map_err(|err| DaemonError::Config(error_chain(&err)))?,
             None => Vec::new(),
         },

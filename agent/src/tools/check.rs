@@ -10,8 +10,8 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    ruleset::{Outcome, Ruleset, apply_all},
-    score::{ScoreBoard, Scored, ScoringPolicy},
+    detect::logs::ruleset::{Outcome, Ruleset, apply_all},
+    detect::logs::score::{ScoreBoard, Scored, ScoringPolicy},
 };
 
 /// Longer lines are cut here (and counted).

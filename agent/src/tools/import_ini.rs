@@ -181,7 +181,7 @@ pub fn convert(text: &str, path: &Path) -> Result<String, ImportError> {
             write_match(&mut out, section, path)?;
         }
     }
-    crate::ruleset::parse(&out, path).map_err(|err| ImportError::Syntax {
+    crate::detect::logs::ruleset::parse(&out, path).map_err(|err| ImportError::Syntax {
         path: path.display().to_string(),
         line: 0,
         message: format!("converted, but it would not load: {err}"),
@@ -217,12 +217,12 @@ score: 1
     #[test]
     fn converts_and_keeps_the_semantics() {
         let toml = convert(INI, Path::new("rules.ini")).unwrap();
-        let sets = crate::ruleset::parse(&toml, Path::new("out.toml")).unwrap();
+        let sets = crate::detect::logs::ruleset::parse(&toml, Path::new("out.toml")).unwrap();
         let (outcome, hits) =
             sets[0].apply("h1 x sshd[1]: Failed password for root from 203.0.113.5 port 22 ssh2");
         assert_eq!(
             outcome,
-            crate::ruleset::Outcome::Scored {
+            crate::detect::logs::ruleset::Outcome::Scored {
                 address: "203.0.113.5".parse().unwrap(),
                 score: 5
             }
@@ -232,7 +232,7 @@ score: 1
         let (outcome, _) = sets[0].apply("h1 x sshd[1]: 100% IT'S BAD");
         assert_eq!(
             outcome,
-            crate::ruleset::Outcome::Scored {
+            crate::detect::logs::ruleset::Outcome::Scored {
                 address: "203.0.113.1".parse().unwrap(),
                 score: 1
             }

@@ -16,8 +16,10 @@ pub use self::handle::{
 };
 use crate::{
     clock::Clock,
-    dataplane::{AttachMode, DataPath, Dataplane, DataplaneError, ListId},
-    decision::{Decision, DecisionKind, DecisionStore, LoadReport, Origin, Source, StateError},
+    enforce::dataplane::{AttachMode, DataPath, Dataplane, DataplaneError, ListId},
+    enforce::decision::{
+        Decision, DecisionKind, DecisionStore, LoadReport, Origin, Source, StateError,
+    },
     error_chain,
     prefix::Prefix,
 };
@@ -606,7 +608,9 @@ impl<D: DataPath> Owner<D> {
     }
 
     /// Counters per attached interface, plus `-` for slot 0 (unattributed frames, expired hits).
-    fn interface_counters(&self) -> Result<Vec<(String, crate::dataplane::Stats)>, DataplaneError> {
+    fn interface_counters(
+        &self,
+    ) -> Result<Vec<(String, crate::enforce::dataplane::Stats)>, DataplaneError> {
         let mut out = self.dataplane.interface_stats()?;
         out.push(("-".to_owned(), self.dataplane.slot_stats(0)?));
         Ok(out)

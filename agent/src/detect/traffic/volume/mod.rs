@@ -69,7 +69,11 @@ impl Volumes {
     /// interval counts whole, a longer one at its average rate over the interval. A router
     /// exports a long flow once per active timeout (often a minute): counted whole it would
     /// look like a burst six times the flow's real rate.
-    pub fn add_flows(&mut self, records: &[crate::flow::FlowRecord], interval: Duration) {
+    pub fn add_flows(
+        &mut self,
+        records: &[crate::detect::traffic::flow::FlowRecord],
+        interval: Duration,
+    ) {
         let interval_ms = u64::try_from(interval.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -182,7 +186,7 @@ mod tests {
 
     #[test]
     fn long_flows_count_at_their_average_rate() {
-        let record = |last: u8, duration_ms| crate::flow::FlowRecord {
+        let record = |last: u8, duration_ms| crate::detect::traffic::flow::FlowRecord {
             source: IpAddr::from([203, 0, 113, last]),
             bytes: 600_000,
             packets: 600,

@@ -1,0 +1,124 @@
+//! The command line, as clap reads it.
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand};
+use xdpguard::config;
+
+pub const DEFAULT_CONFIG: &str = "/etc/xdpguard/xdpguard.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "xdpguard",
+    version,
+    about = "XDP host firewall: drops offenders at the NIC"
+)]
+pub struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, env = "XDPGUARD_SOCKET", default_value = config::DEFAULT_CONTROL_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Block addresses or prefixes (ADDR or ADDR/LEN), or every line of a list file.
+    Block {
+        prefixes: Vec<String>,
+        /// One address or CIDR per line, `#` comments (ipset / FireHOL netset shape).
+        #[arg(long, conflicts_with = "prefixes")]
+        file: Option<PathBuf>,
+        /// How long, e.g. 90s, 15m, 1h30m, 2d; default: the configured default ban.
+        #[arg(long = "for", value_parser = parse_duration)]
+        duration: Option<Duration>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Allow prefixes broader than the configured guard limit.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove blocks.
+    Unblock { prefixes: Vec<String> },
+    /// Let addresses or prefixes through, even inside blocked prefixes.
+    Allow {
+        prefixes: Vec<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Remove allowlist entries.
+    Unallow { prefixes: Vec<String> },
+    /// Every entry with its source, reason, remaining time and what it dropped.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Only entries from this source (manual, config, file:NAME, ...).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Interfaces, list sizes and capacities, counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Top source prefixes by traffic volume in the last interval (bytes/s, packets/s, share,
+    /// action), refreshed until interrupted.
+    Top {
+        /// Print the last interval once, as JSON, and exit.
+        #[arg(long)]
+        json: bool,
+        /// Print the table once and exit.
+        #[arg(long)]
+        once: bool,
+        /// How often to refresh.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        every: Duration,
+    },
+    /// Run rulesets over a log (FILE, or - for stdin) and report matches per rule, scores per
+    /// address and which would be blocked. Needs no daemon and no root.
+    Check {
+        /// A ruleset file (repeatable).
+        #[arg(long = "ruleset")]
+        rulesets: Vec<PathBuf>,
+        /// A directory of ruleset files (*.toml).
+        #[arg(long = "rulesets")]
+        ruleset_dir: Option<PathBuf>,
+        /// Block when a score goes above this.
+        #[arg(long, default_value_t = 10)]
+        threshold: i64,
+        /// Also score private, loopback and documentation addresses.
+        #[arg(long)]
+        include_local: bool,
+        /// List the lines no ruleset matched (up to 1000).
+        #[arg(long)]
+        unmatched: bool,
+        #[arg(long)]
+        json: bool,
+        input: PathBuf,
+    },
+    /// Convert the reference scorer's INI rulesets to TOML (written to standard output).
+    ImportIni { file: PathBuf },
+    /// Flag ruleset patterns where attacker-controlled text could choose the scored address.
+    Lint {
+        /// Ruleset files or directories of them.
+        #[arg(default_value = "/etc/xdpguard/rulesets")]
+        paths: Vec<PathBuf>,
+    },
+    /// Detach the XDP program and delete its pinned maps (stop the daemon first). Decisions
+    /// stay in the state directory and are re-applied at the next start.
+    Detach {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Use this pin directory instead of the configuration's.
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    config::parse_duration(text).map_err(|err| err.to_string())
+}

@@ -1,0 +1,304 @@
+//! Carrying out a command: one request to the daemon, or an offline tool.
+use std::{
+    io::IsTerminal as _,
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, bail};
+use xdpguard::{
+    api::control::{self, Answer, Request},
+    config::Config,
+    daemon,
+    detect::logs::{ruleset, score::ScoringPolicy},
+    enforce::dataplane::Dataplane,
+    listfile,
+    tools::{check, import_ini, lint},
+};
+
+use super::{
+    args::{Cli, Command},
+    output,
+};
+
+/// `xdpguard top`: one JSON snapshot, one table, or a table redrawn every `every`.
+fn top(socket: &Path, json: bool, once: bool, every: Duration) -> Result<()> {
+    let every = every.max(Duration::from_millis(200));
+    let redraw = !once && !json && std::io::stdout().is_terminal();
+    loop {
+        let Answer::Top(snapshot) = request(socket, &Request::Top)? else {
+            bail!("unexpected answer to top");
+        };
+        if json {
+            println!("{}", serde_json::to_string_pretty(&snapshot)?);
+            return Ok(());
+        }
+        let screen = output::format_top(&snapshot, now_unix());
+        if redraw {
+            // Home and clear, then the table: a flicker-free enough refresh without curses.
+            print!("\x1b[H\x1b[2J{screen}");
+        } else {
+            print!("{screen}");
+        }
+        if once {
+            return Ok(());
+        }
+        if !redraw {
+            println!();
+        }
+        std::thread::sleep(every);
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn request(socket: &Path, request: &Request) -> Result<Answer> {
+    match control::call(socket, request)? {
+        Answer::Error { message } => bail!("{message}"),
+        response => Ok(response),
+    }
+}
+
+/// Print an apply/remove outcome; fail when anything was refused.
+fn report(response: &Answer) -> Result<()> {
+    print!("{}", output::format_outcome(response));
+    match response {
+        Answer::Applied { refused, .. } | Answer::Removed { refused, .. }
+            if !refused.is_empty() =>
+        {
+            bail!("{} refused", refused.len())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Carry out `cli`.
+///
+/// # Errors
+/// Whatever the command failed on, as one chain of causes.
+pub fn run(cli: Cli) -> Result<()> {
+    let socket = cli.socket;
+    match cli.command {
+        Command::Run { config } => {
+            daemon::run(&|| daemon::settings_from_config(&config))?;
+            Ok(())
+        }
+        Command::Block {
+            prefixes,
+            file: Some(file),
+            duration,
+            reason,
+            force,
+        } => {
+            debug_assert!(prefixes.is_empty());
+            block_file(&socket, &file, duration, reason.as_deref(), force)
+        }
+        Command::Block {
+            prefixes,
+            file: None,
+            duration,
+            reason,
+            force,
+        } => {
+            if prefixes.is_empty() {
+                bail!("name at least one address or prefix, or --file");
+            }
+            report(&request(
+                &socket,
+                &Request::Block {
+                    prefixes,
+                    duration_secs: duration.map(|d| d.as_secs()),
+                    reason,
+                    source: None,
+                    force,
+                },
+            )?)
+        }
+        Command::Unblock { prefixes } => report(&request(&socket, &Request::Unblock { prefixes })?),
+        Command::Allow { prefixes, reason } => {
+            report(&request(&socket, &Request::Allow { prefixes, reason })?)
+        }
+        Command::Unallow { prefixes } => report(&request(&socket, &Request::Unallow { prefixes })?),
+        Command::List { json, source } => {
+            let Answer::List { entries } = request(&socket, &Request::List { source })? else {
+                bail!("unexpected answer to list");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                print!("{}", output::format_list(&entries, now_unix()));
+            }
+            Ok(())
+        }
+        Command::Status { json } => {
+            let Answer::Status(status) = request(&socket, &Request::Status)? else {
+                bail!("unexpected answer to status");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", output::format_status(&status));
+            }
+            Ok(())
+        }
+        Command::Top { json, once, every } => top(&socket, json, once, every),
+        Command::Check {
+            rulesets,
+            ruleset_dir,
+            threshold,
+            include_local,
+            unmatched,
+            json,
+            input,
+        } => {
+            let mut loaded = Vec::new();
+            if let Some(dir) = ruleset_dir {
+                loaded.extend(ruleset::load_dir(&dir)?);
+            }
+            for file in rulesets {
+                loaded.extend(ruleset::load(&file)?);
+            }
+            if loaded.is_empty() {
+                bail!("no rulesets: name --ruleset FILE or --rulesets DIR");
+            }
+            let policy = ScoringPolicy {
+                threshold,
+                exclude_local: !include_local,
+                ..ScoringPolicy::default()
+            };
+            let report = if input.as_os_str() == "-" {
+                check::check(&loaded, std::io::stdin().lock(), policy, unmatched)?
+            } else {
+                let file = std::fs::File::open(&input)
+                    .with_context(|| format!("opening {}", input.display()))?;
+                check::check(&loaded, std::io::BufReader::new(file), policy, unmatched)?
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", check::format_report(&report, threshold));
+            }
+            Ok(())
+        }
+        Command::ImportIni { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            print!("{}", import_ini::convert(&text, &file)?);
+            Ok(())
+        }
+        Command::Lint { paths } => {
+            let mut loaded = Vec::new();
+            for path in &paths {
+                if path.is_dir() {
+                    loaded.extend(ruleset::load_dir(path)?);
+                } else {
+                    loaded.extend(ruleset::load(path)?);
+                }
+            }
+            let findings = lint::lint(&loaded);
+            for finding in &findings {
+                println!("{finding}");
+            }
+            if !findings.is_empty() {
+                bail!("{} findings in {} rulesets", findings.len(), loaded.len());
+            }
+            println!("{} rulesets, no findings", loaded.len());
+            Ok(())
+        }
+        Command::Detach { config, pin_dir } => {
+            if control::call(&socket, &Request::Status).is_ok() {
+                bail!(
+                    "the daemon is running (control socket {}); stop it first",
+                    socket.display()
+                );
+            }
+            let pin_dir = match pin_dir {
+                Some(dir) => dir,
+                None => Config::load(&config)?.pin_dir,
+            };
+            Dataplane::remove_pins(&pin_dir)?;
+            println!("detached; removed the pins under {}", pin_dir.display());
+            Ok(())
+        }
+    }
+}
+
+/// Chunks per request: big enough to be fast, small enough for a progress bar.
+const FILE_CHUNK: usize = 50_000;
+
+fn block_file(
+    socket: &Path,
+    file: &Path,
+    duration: Option<Duration>,
+    reason: Option<&str>,
+    force: bool,
+) -> Result<()> {
+    let list =
+        listfile::read_prefix_list(file).with_context(|| format!("reading {}", file.display()))?;
+    for rejected in &list.rejected {
+        eprintln!("{}:{}: {}", file.display(), rejected.line, rejected.reason);
+    }
+    let name = file
+        .file_name()
+        .map_or_else(|| "list".to_owned(), |n| n.to_string_lossy().into_owned());
+    let source = format!("file:{name}");
+    let total = list.prefixes.len();
+    let progress = std::io::stderr().is_terminal() && total > FILE_CHUNK;
+    let mut applied = 0;
+    let mut refused = Vec::new();
+    for (i, chunk) in list.prefixes.chunks(FILE_CHUNK).enumerate() {
+        let response = request(
+            socket,
+            &Request::Block {
+                prefixes: chunk.iter().map(|(_, prefix)| prefix.to_string()).collect(),
+                duration_secs: duration.map(|d| d.as_secs()),
+                reason: Some(
+                    reason.map_or_else(|| format!("listed in {}", file.display()), str::to_owned),
+                ),
+                source: Some(source.clone()),
+                force,
+            },
+        )?;
+        if let Answer::Applied {
+            applied: n,
+            refused: r,
+        } = response
+        {
+            applied += n;
+            refused.extend(r);
+        }
+        if progress {
+            let done = ((i + 1) * FILE_CHUNK).min(total);
+            let filled = done * 40 / total;
+            eprint!(
+                "\r[{}{}] {done}/{total}",
+                "#".repeat(filled),
+                " ".repeat(40 - filled)
+            );
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    println!(
+        "{}: {} lines read, {applied} applied, {} refused by the daemon, {} rejected lines",
+        file.display(),
+        total + list.rejected.len(),
+        refused.len(),
+        list.rejected.len()
+    );
+    for refusal in refused.iter().take(20) {
+        println!("  refused {}: {}", refusal.prefix, refusal.reason);
+    }
+    if refused.len() > 20 {
+        println!("  ... and {} more", refused.len() - 20);
+    }
+    if !list.rejected.is_empty() || !refused.is_empty() {
+        bail!("not every line was applied");
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Offline commands over rulesets: `check`, `lint`, `import-ini`.
+pub mod check;
+pub mod import_ini;
+pub mod lint;
