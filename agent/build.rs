@@ -1,5 +1,5 @@
 //! Builds the XDP programs in `agent-ebpf` for the BPF target and leaves the objects in
-//! `OUT_DIR`, where `src/dataplane` embeds `xdpguard`. The benchmark baselines (`bench-pass`,
+//! `OUT_DIR`, where `src/enforce/dataplane` embeds `xdpguard`. The benchmark baselines (`bench-pass`,
 //! `bench-lpm`) are not embedded in the agent: the directory is passed on as `links` metadata
 //! (`DEP_XDPGUARD_EBPF_OBJECTS`) to `agent-testkit`, which embeds them. With `AYA_BUILD_SKIP=1`
 //! (check, clippy, docs without the eBPF toolchain) empty objects stand in, and loading reports

@@ -28,7 +28,9 @@ impl Capture {
     pub fn start(sandbox: &Sandbox, path: &Path, count: usize, filter: &str) -> Self {
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", sandbox.fw))
-            .args(["tcpdump", "-n", "-U", "--immediate-mode", "-i", FW_IF])
+            // A 32 MiB capture buffer: with the default 2 MiB a busy machine drops frames of
+            // the burst before tcpdump reads them, and `-c` is never reached.
+            .args(["tcpdump", "-n", "-U", "--immediate-mode", "-B", "32768", "-i", FW_IF])
             .args(["-c", &count.to_string(), "-w"])
             .arg(path)
             .arg(filter)
