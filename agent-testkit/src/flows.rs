@@ -30,7 +30,16 @@ impl Capture {
             .arg(format!("--net=/run/netns/{}", sandbox.fw))
             // A 32 MiB capture buffer: with the default 2 MiB a busy machine drops frames of
             // the burst before tcpdump reads them, and `-c` is never reached.
-            .args(["tcpdump", "-n", "-U", "--immediate-mode", "-B", "32768", "-i", FW_IF])
+            .args([
+                "tcpdump",
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-B",
+                "32768",
+                "-i",
+                FW_IF,
+            ])
             .args(["-c", &count.to_string(), "-w"])
             .arg(path)
             .arg(filter)

@@ -107,6 +107,15 @@ fn escape_help(text: &str) -> String {
     text.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
+/// (name, type) of every `# TYPE` line of a page: what the sections' tests read back.
+#[cfg(test)]
+pub fn type_lines(page: &str) -> Vec<(&str, &str)> {
+    page.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

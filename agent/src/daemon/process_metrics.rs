@@ -24,6 +24,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::exposition::type_lines as types;
     use crate::{detect::logs, enforce::dataplane::Stats, enforce::owner};
 
     /// The owner's, log scoring's and the process section back to back, as the daemon serves
@@ -34,14 +35,6 @@ mod tests {
         owner::metrics::render(&data)
             + &logs::metrics::render(&logs::metrics::tests::stats())
             + &render(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
-    }
-
-    /// (name, type) of every `# TYPE` line.
-    fn types(page: &str) -> Vec<(&str, &str)> {
-        page.lines()
-            .filter_map(|line| line.strip_prefix("# TYPE "))
-            .map(|rest| rest.split_once(' ').unwrap())
-            .collect()
     }
 
     #[test]

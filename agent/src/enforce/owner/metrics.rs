@@ -173,6 +173,7 @@ pub const fn list_label(kind: ListKind) -> &'static str {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::exposition::type_lines as types;
 
     /// Counters for the fixture's interfaces; [`data`] leaves them out, since only the
     /// data path fills a [`Stats`].
@@ -234,14 +235,6 @@ pub(crate) mod tests {
             unknown_entries: 0,
             repaired_total: 1,
         }
-    }
-
-    /// (name, type) of every `# TYPE` line.
-    fn types(page: &str) -> Vec<(&str, &str)> {
-        page.lines()
-            .filter_map(|line| line.strip_prefix("# TYPE "))
-            .map(|rest| rest.split_once(' ').unwrap())
-            .collect()
     }
 
     #[test]
