@@ -19,16 +19,20 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use self::{
+    config::{InputConfig, InputSource},
+    input::{FileFollower, Start, StreamReader, Waker},
+    journal::{JournalReader, JournalSpec},
+    offenders::{Offenders, ScoringConfig},
+    ruleset::{Outcome, Ruleset, apply_all},
+    score::{ScoreBoard, Scored},
+};
 use crate::{
     clock::Clock,
-    detect::logs::config::{InputConfig, InputSource},
-    detect::logs::input::{FileFollower, Start, StreamReader, Waker},
-    detect::logs::journal::{JournalReader, JournalSpec},
-    detect::logs::offenders::{Offenders, ScoringConfig},
-    detect::logs::ruleset::{Outcome, Ruleset, apply_all},
-    detect::logs::score::{ScoreBoard, Scored},
-    enforce::decision::Source,
-    enforce::owner::{BlockOrder, Expiry, Handle},
+    enforce::{
+        decision::Source,
+        owner::{BlockOrder, Expiry, Handle},
+    },
 };
 
 const POSITIONS: &str = "positions.json";
