@@ -81,12 +81,12 @@ fn key_prefix(key: &str) -> String {
 }
 
 /// The text being validated: turns byte spans into locations.
-pub(super) struct Source<'a> {
+pub(super) struct ConfigText<'a> {
     pub(super) path: &'a Path,
     pub(super) text: &'a str,
 }
 
-impl Source<'_> {
+impl ConfigText<'_> {
     fn location(&self, offset: usize) -> Location {
         let mut offset = offset.min(self.text.len());
         while !self.text.is_char_boundary(offset) {

@@ -32,7 +32,7 @@ use std::{
 };
 
 pub use duration::{DurationError, format_duration, parse_duration};
-use locate::Source;
+use locate::ConfigText;
 pub use locate::{ConfigError, Location};
 use raw::RawConfig;
 
@@ -234,7 +234,7 @@ impl Config {
     /// On TOML syntax errors, unknown keys, values of the wrong type and invalid values, with
     /// the line and column; when no interface is configured.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let source = Source { path, text };
+        let source = ConfigText { path, text };
         let raw: RawConfig = toml::from_str(text).map_err(|err| source.toml_error(&err))?;
         raw.validate(&source)
     }

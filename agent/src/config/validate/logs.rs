@@ -4,7 +4,7 @@ use toml::Spanned;
 use crate::{
     config::{
         ConfigError,
-        locate::Source,
+        locate::ConfigText,
         raw::{RawInput, RawScoring},
     },
     detect::logs::config::{InputConfig, InputSource},
@@ -12,7 +12,7 @@ use crate::{
     detect::logs::score::ScoringPolicy,
 };
 
-impl Source<'_> {
+impl ConfigText<'_> {
     pub(super) fn scoring(&self, raw: &RawScoring) -> Result<ScoringConfig, ConfigError> {
         let d = ScoringConfig::default();
         let max_tracked: u32 = self.integer(

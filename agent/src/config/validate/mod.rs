@@ -14,14 +14,14 @@ use super::{
     DEFAULT_RECONCILE_INTERVAL, DEFAULT_STATE_DIR, DEFAULT_TOP_BLOCKED, GuardConfig,
     InterfaceConfig, MAX_CAPACITY, MAX_INTERFACE_NAME, MAX_SOCKET_PATH, MAX_TOP_BLOCKED,
     MIN_INTERVAL, MetricsConfig, format_duration,
-    locate::Source,
+    locate::ConfigText,
     parse_duration,
     raw::{Integer, RawAllowlist, RawConfig, RawDuration, RawInterface, RawMetrics},
 };
 use crate::{enforce::dataplane::Capacities, prefix::Prefix};
 
 impl RawConfig {
-    pub(super) fn validate(self, source: &Source<'_>) -> Result<Config, ConfigError> {
+    pub(super) fn validate(self, source: &ConfigText<'_>) -> Result<Config, ConfigError> {
         let interfaces = source.interfaces(self.interfaces)?;
         let capacity = {
             let c = &self.capacity;
@@ -110,7 +110,7 @@ impl RawConfig {
     }
 }
 
-impl Source<'_> {
+impl ConfigText<'_> {
     fn interfaces(
         &self,
         raw: Option<Spanned<Vec<Spanned<RawInterface>>>>,

@@ -9,7 +9,7 @@ use crate::{
         MAX_FLOW_RECEIVE_BUFFER, MAX_FLOW_TEMPLATE_TIMEOUT, MAX_SAMPLING_RATE, MAX_VOLUME_INTERVAL,
         MAX_VOLUME_RATE, MAX_VOLUME_SOURCES, MAX_VOLUME_TOP, MIN_FLOW_RECEIVE_BUFFER,
         MIN_FLOW_TEMPLATE_TIMEOUT, MIN_INTERVAL, format_duration,
-        locate::Source,
+        locate::ConfigText,
         raw::{Integer, RawDetector, RawFlow, RawVolume},
     },
     detect::traffic::flow::{
@@ -24,7 +24,7 @@ use crate::{
     prefix::Prefix,
 };
 
-impl Source<'_> {
+impl ConfigText<'_> {
     pub(super) fn volume(&self, raw: &RawVolume) -> Result<VolumeConfig, ConfigError> {
         let d = VolumeConfig::default();
         let top: u16 = self.integer(
