@@ -788,17 +788,17 @@ mod tests {
     #[test]
     fn attachments_modes_slots_and_failures() {
         let mut fake = FakeDataPath::default();
-        fake.refuse_native("eth1");
+        fake.refuse_native("veth-b");
         fake.remove_interface("gone0");
         assert_eq!(
-            fake.attach("eth0", AttachMode::Auto).unwrap(),
+            fake.attach("veth-a", AttachMode::Auto).unwrap(),
             AttachedMode::Native
         );
         assert_eq!(
-            fake.attach("eth1", AttachMode::Auto).unwrap(),
+            fake.attach("veth-b", AttachMode::Auto).unwrap(),
             AttachedMode::Generic
         );
-        assert!(fake.attach("eth1", AttachMode::Native).is_ok(), "kept");
+        assert!(fake.attach("veth-b", AttachMode::Native).is_ok(), "kept");
         assert!(matches!(
             fake.attach("gone0", AttachMode::Auto),
             Err(DataplaneError::NoSuchInterface(_))
@@ -807,11 +807,11 @@ mod tests {
         assert_eq!(slots, [1, 2]);
         fake.add_stat(2, Stat::Ipv4Drop, 4, 400);
         let stats = fake.interface_stats().unwrap();
-        assert_eq!(stats[1].0, "eth1");
+        assert_eq!(stats[1].0, "veth-b");
         assert_eq!(stats[1].1.get(Stat::Ipv4Drop).packets, 4);
-        fake.detach("eth0").unwrap();
+        fake.detach("veth-a").unwrap();
         assert!(matches!(
-            fake.detach("eth0"),
+            fake.detach("veth-a"),
             Err(DataplaneError::NotAttached(_))
         ));
         fake.fail(FakeOp::Block, 1);

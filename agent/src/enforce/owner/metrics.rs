@@ -4,10 +4,10 @@
 //! read.
 use std::collections::BTreeMap;
 
-use xdpguard_common::{Family, Stat, StatValue};
+use xdpguard_common::{Stat, StatValue};
 
 use crate::{
-    enforce::dataplane::{Capacities, ListId, ListKind, Stats},
+    enforce::dataplane::{Capacities, ListId, Stats},
     exposition::{self, Kind, MetricFamily},
     prefix::Prefix,
 };
@@ -72,10 +72,7 @@ fn section<'a>(
         "Maximum entries of each kernel list.",
     );
     for (list, count) in &data.list_sizes {
-        let labels = [
-            ("list", list_label(list.kind)),
-            ("family", list.family.name()),
-        ];
+        let labels = [("list", list.kind.name()), ("family", list.family.name())];
         entries.add(&labels, *count);
         capacity.add(&labels, u64::from(data.capacities.of(*list)));
     }
@@ -141,9 +138,6 @@ fn section<'a>(
     ])
 }
 
-/// Families in the order metrics list them.
-pub const FAMILIES: [Family; 2] = Family::ALL;
-
 /// The label pair of a counter: (family, verdict).
 pub const fn stat_labels(stat: Stat) -> (&'static str, &'static str) {
     match stat {
@@ -161,18 +155,12 @@ pub const fn stat_labels(stat: Stat) -> (&'static str, &'static str) {
     }
 }
 
-/// The list name metrics use.
-pub const fn list_label(kind: ListKind) -> &'static str {
-    match kind {
-        ListKind::Allow => "allow",
-        ListKind::BlockHost => "block_host",
-        ListKind::BlockPrefix => "block_prefix",
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
+    use xdpguard_common::Family;
+
     use super::*;
+    use crate::enforce::dataplane::ListKind;
     use crate::exposition::type_lines as types;
 
     /// Counters for the fixture's interfaces; [`data`] leaves them out, since only the
