@@ -209,22 +209,51 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{} rulesets, no findings", loaded.len());
             Ok(())
         }
-        Command::Detach { config, pin_dir } => {
-            if control::call(&socket, &Request::Status).is_ok() {
-                bail!(
-                    "the daemon is running (control socket {}); stop it first",
-                    socket.display()
-                );
-            }
-            let pin_dir = match pin_dir {
-                Some(dir) => dir,
-                None => Config::load(&config)?.pin_dir,
-            };
-            Dataplane::remove_pins(&pin_dir)?;
-            println!("detached; removed the pins under {}", pin_dir.display());
-            Ok(())
-        }
+        Command::Detach { config, pin_dir } => detach(&socket, &config, pin_dir),
     }
+}
+
+/// `xdpguard detach`: remove xdpguard's pins, holding the pin directory's lock meanwhile so no
+/// daemon starts on it halfway; refused while a daemon holds that lock (one that is still
+/// stopping too: it may yet write its snapshot).
+fn detach(socket: &Path, config: &Path, pin_dir: Option<std::path::PathBuf>) -> Result<()> {
+    let pin_dir = match pin_dir {
+        Some(dir) => dir,
+        None => Config::load(config)?.pin_dir,
+    };
+    if !pin_dir.exists() {
+        println!("nothing to detach: {} does not exist", pin_dir.display());
+        return Ok(());
+    }
+    let _lock = match daemon::lock::Lock::directory(&pin_dir) {
+        Ok(lock) => lock,
+        Err(daemon::lock::LockError::Held { holder, .. }) => bail!(
+            "xdpguard ({holder}) is running on {}; stop it first",
+            pin_dir.display()
+        ),
+        Err(err) => return Err(err.into()),
+    };
+    // A daemon too old to take the lock still answers here.
+    if control::call(socket, &Request::Status).is_ok() {
+        bail!(
+            "the daemon is running (control socket {}); stop it first",
+            socket.display()
+        );
+    }
+    let removed = Dataplane::remove_pins(&pin_dir)?;
+    println!(
+        "detached; removed {} pins under {}",
+        removed.removed,
+        pin_dir.display()
+    );
+    if !removed.kept.is_empty() {
+        println!(
+            "left {} entries that are not xdpguard's: {}",
+            removed.kept.len(),
+            removed.kept.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Chunks per request: big enough to be fast, small enough for a progress bar.

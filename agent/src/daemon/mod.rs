@@ -1,5 +1,6 @@
 //! `xdpguard run`: wire the data path, the decision owner, the control socket and the
 //! metrics listener together, and live under systemd (notify, reload, stop).
+pub mod lock;
 mod process_metrics;
 
 use std::{
@@ -20,7 +21,7 @@ use crate::{
     clock::{Clock, SystemClock},
     detect::logs::{LogCommand, LogScoring},
     detect::traffic::volume::engine::VolumeEngine,
-    enforce::dataplane::{Capacities, Dataplane, DataplaneError, Opened},
+    enforce::dataplane::{Capacities, Dataplane, DataplaneError, Opened, ensure_bpffs},
     enforce::decision::{DecisionStore, StateError},
     enforce::owner::{self, Command, Handle, Owner, OwnerConfig, OwnerError},
     error_chain,
@@ -59,6 +60,69 @@ pub enum DaemonError {
     Metrics(String),
     #[error("signals: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(
+        "the {what} {path} is in use by another xdpguard ({holder}): one daemon per {what}; stop that one first, or set another {key} for this one"
+    )]
+    AlreadyRunning {
+        /// "pin directory", "state directory", "control socket".
+        what: &'static str,
+        /// The configuration key that names it.
+        key: &'static str,
+        path: PathBuf,
+        holder: lock::Holder,
+    },
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+}
+
+/// What makes this daemon the only one on its directories; held until its last write.
+struct Claim {
+    _state_dir: lock::Lock,
+    _pin_dir: lock::Lock,
+}
+
+/// Claim the state directory, the pin directory and the control socket, before anything is
+/// adopted, loaded, attached or opened: a second daemon on any of them would fight this one
+/// over the kernel's entries (re-adding what this one removes) or over the state files.
+fn claim(settings: &Settings) -> Result<Claim, DaemonError> {
+    let in_use = |what, key, path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |err| match err {
+            lock::LockError::Held { holder, .. } => DaemonError::AlreadyRunning {
+                what,
+                key,
+                path,
+                holder,
+            },
+            other @ lock::LockError::Io { .. } => DaemonError::Lock(other),
+        }
+    };
+    std::fs::create_dir_all(&settings.state_dir).map_err(|source| lock::LockError::Io {
+        path: settings.state_dir.clone(),
+        source,
+    })?;
+    let state_dir = lock::Lock::pid_file(&settings.state_dir.join(lock::STATE_LOCK_FILE))
+        .map_err(in_use("state directory", "state_dir", &settings.state_dir))?;
+    // Mounting bpffs there when it is missing creates nothing of ours yet.
+    ensure_bpffs(&settings.pin_dir)?;
+    let pin_dir = lock::Lock::directory(&settings.pin_dir).map_err(in_use(
+        "pin directory",
+        "pin_dir",
+        &settings.pin_dir,
+    ))?;
+    // A daemon with other directories may still answer on the same socket.
+    if let Some(holder) = lock::daemon_on_socket(&settings.control_socket) {
+        return Err(DaemonError::AlreadyRunning {
+            what: "control socket",
+            key: "control_socket",
+            path: settings.control_socket.clone(),
+            holder,
+        });
+    }
+    Ok(Claim {
+        _state_dir: state_dir,
+        _pin_dir: pin_dir,
+    })
 }
 
 /// Tell systemd (if it started us with `Type=notify`) how we are doing.
@@ -131,6 +195,7 @@ pub fn own_addresses() -> Vec<Prefix> {
 /// When start-up fails: the configuration, the data path, the state directory, the sockets.
 pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), DaemonError> {
     let settings = load()?;
+    let claim = claim(&settings)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (dataplane, opened) = Dataplane::open_pinned(&settings.pin_dir, settings.capacities)?;
     match opened {
@@ -296,6 +361,8 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         Ok(owner) => owner.shutdown()?,
         Err(_) => log::error!("the decision owner panicked"),
     }
+    // Only now: `detach` and a new daemon wait for the snapshot the owner wrote above.
+    drop(claim);
     Ok(())
 }
 

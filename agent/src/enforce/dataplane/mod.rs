@@ -33,7 +33,7 @@ mod volume;
 
 #[cfg(any(test, feature = "test-fake"))]
 pub use fake::{FakeDataPath, FakeEvent, FakeOp};
-pub use pins::{Opened, ensure_bpffs};
+pub use pins::{Opened, RemovedPins, ensure_bpffs};
 pub use seam::DataPath;
 pub use stats::Stats;
 pub use volume::{DrainCount, VolumeReader};
@@ -282,6 +282,8 @@ pub enum DataplaneError {
         #[source]
         source: LinkError,
     },
+    #[error("{path} holds a BPF object that is not xdpguard's; give xdpguard a pin_dir of its own")]
+    ForeignPin { path: PathBuf },
     #[error("{path}")]
     Io {
         path: PathBuf,

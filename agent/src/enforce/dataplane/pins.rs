@@ -3,15 +3,20 @@
 use std::{
     collections::BTreeMap,
     io,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, IterableMap as _, LpmTrie, MapData, MapError, PerCpuArray},
-    programs::{Xdp, links::PinnedLink},
+    maps::{Array, HashMap, IterableMap as _, LpmTrie, MapData, MapError, MapInfo, PerCpuArray},
+    programs::{
+        ProgramInfo, Xdp,
+        links::{FdLink, LinkType, PinnedLink},
+        loaded_programs,
+    },
 };
-use aya_obj::programs::XdpAttachType;
+use aya_obj::{generated::bpf_prog_type, programs::XdpAttachType};
 use xdpguard_common::{
     AllowEntry, BlockEntry, DataplaneConfig, PROGRAM_NAME, SourceVolume, StatValue, map_names,
 };
@@ -116,6 +121,70 @@ const PROGRAM_PIN: &str = "program";
 pub(super) const LINK_PIN_PREFIX: &str = "link-";
 /// `BPF_FS_MAGIC` from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// What a pin of ours is, by its name in the pin directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PinKind {
+    Program,
+    Map(&'static str),
+    Link,
+}
+
+impl PinKind {
+    /// The kind a name of ours has; `None` for every other name (the kernel's `progs.debug`
+    /// and `maps.debug` at a bpffs root, other programs' pins).
+    fn of_name(name: &str) -> Option<Self> {
+        if name == PROGRAM_PIN {
+            return Some(Self::Program);
+        }
+        if let Some(map) = map_names::ALL.into_iter().find(|map| *map == name) {
+            return Some(Self::Map(map));
+        }
+        let (mode, interface) = name.strip_prefix(LINK_PIN_PREFIX)?.split_once('-')?;
+        (matches!(mode, "native" | "generic") && !interface.is_empty()).then_some(Self::Link)
+    }
+
+    /// Whether the object pinned at `path` is what this name promises: our program, the map of
+    /// that name, a link of our program. A name of ours alone proves nothing where the pin
+    /// directory is shared (a bpffs root), and what is not ours is never touched.
+    fn holds_ours(self, path: &Path) -> bool {
+        let is_our_program = |info: &ProgramInfo| {
+            info.program_type() == bpf_prog_type::BPF_PROG_TYPE_XDP
+                && info.name_as_str() == Some(PROGRAM_NAME)
+        };
+        match self {
+            Self::Program => ProgramInfo::from_pin(path).is_ok_and(|info| is_our_program(&info)),
+            Self::Map(name) => {
+                MapInfo::from_pin(path).is_ok_and(|info| info.name_as_str() == Some(name))
+            }
+            Self::Link => {
+                let Ok(info) =
+                    PinnedLink::from_pin(path).and_then(|link| FdLink::from(link).info())
+                else {
+                    return false;
+                };
+                info.link_type().is_ok_and(|kind| kind == LinkType::Xdp)
+                    && loaded_programs()
+                        .filter_map(Result::ok)
+                        .find(|program| program.id() == info.program_id())
+                        .is_some_and(|program| is_our_program(&program))
+            }
+        }
+    }
+}
+
+/// What [`Dataplane::remove_pins`] removed and what it left alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemovedPins {
+    /// Pins of xdpguard's program, maps and links deleted.
+    pub removed: usize,
+    /// Entries left in place, by name: not xdpguard's (the kernel's `progs.debug` and
+    /// `maps.debug` at a bpffs root, other programs' pins, directories).
+    pub kept: Vec<String>,
+    /// Whether the pin directory itself went too (not when others' entries are left in it, and
+    /// never a mount root).
+    pub removed_dir: bool,
+}
 
 pub(super) fn pin_error(path: &Path) -> impl FnOnce(aya::pin::PinError) -> DataplaneError + '_ {
     move |source| DataplaneError::Pin {
@@ -261,9 +330,10 @@ impl Dataplane {
         ensure_bpffs(pin_dir)?;
         let program_pin = pin_dir.join(PROGRAM_PIN);
         if !program_pin.exists() {
-            // Half-written pins from a crash during a fresh start: start over.
-            Self::remove_pins(pin_dir)?;
-            ensure_bpffs(pin_dir)?;
+            // Half-written pins from a crash during a fresh start: start over. The directory
+            // itself stays: the daemon's lock is on it.
+            let _: RemovedPins = remove_own_pins(pin_dir)?;
+            refuse_foreign_pins(pin_dir)?;
             let (ebpf, maps) = Self::load_object(capacities, Some(pin_dir))?;
             let dataplane = Self::assemble(
                 ProgramHandle::Loaded(Box::new(ebpf)),
@@ -273,6 +343,7 @@ impl Dataplane {
             );
             return Ok((dataplane, Opened::Fresh));
         }
+        refuse_foreign_pins(pin_dir)?;
         let program = Xdp::from_pin(&program_pin, XdpAttachType::Interface)
             .map_err(DataplaneError::Program)?;
         let maps = Maps::from_pins(pin_dir)?;
@@ -334,6 +405,13 @@ impl Dataplane {
                 _ => continue,
             };
             let path = entry.path();
+            if !PinKind::Link.holds_ours(&path) {
+                log::warn!(
+                    "{}: not a link of xdpguard's program; left alone",
+                    path.display()
+                );
+                continue;
+            }
             let link = PinnedLink::from_pin(&path).map_err(|source| DataplaneError::Link {
                 path: path.clone(),
                 source,
@@ -354,34 +432,27 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Detach everything pinned under `pin_dir` and delete the pins: the data path is gone.
+    /// Detach everything xdpguard pinned under `pin_dir` and delete those pins: the data path
+    /// is gone. Only xdpguard's own pins go (checked against the kernel's objects, not just
+    /// their names); the directory goes too when nothing else is left in it and it is not a
+    /// mount root (a bpffs root is fine as a pin directory).
     ///
     /// # Errors
     /// When a pin cannot be removed.
-    pub fn remove_pins(pin_dir: &Path) -> Result<(), DataplaneError> {
-        let entries = match std::fs::read_dir(pin_dir) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(err) => return Err(io_error(pin_dir)(err)),
-        };
-        // Links first, so the program stops before its maps go.
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .collect();
-        paths.sort_by_key(|path| {
-            !path
-                .file_name()
-                .is_some_and(|name| name.to_string_lossy().starts_with(LINK_PIN_PREFIX))
-        });
-        for path in paths {
-            std::fs::remove_file(&path).map_err(io_error(&path))?;
+    pub fn remove_pins(pin_dir: &Path) -> Result<RemovedPins, DataplaneError> {
+        let mut removed = remove_own_pins(pin_dir)?;
+        if !removed.kept.is_empty() || !pin_dir.exists() || is_mount_root(pin_dir)? {
+            return Ok(removed);
         }
         match std::fs::remove_dir(pin_dir) {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(io_error(pin_dir)(err)),
+            Ok(()) => removed.removed_dir = true,
+            // Something appeared meanwhile, or it is gone already: neither is ours to fix.
+            Err(err)
+                if err.kind() == io::ErrorKind::NotFound
+                    || err.kind() == io::ErrorKind::DirectoryNotEmpty => {}
+            Err(err) => return Err(io_error(pin_dir)(err)),
         }
+        Ok(removed)
     }
 
     pub(super) fn program(&self) -> &Xdp {
@@ -402,5 +473,134 @@ impl Dataplane {
                 .and_then(|program| <&mut Xdp>::try_from(program).ok())
                 .expect("the loaded object holds the XDP program (checked at load)"),
         }
+    }
+}
+
+/// Delete xdpguard's pins under `dir`, links first (so the program stops before its maps
+/// go); everything else is left and named in [`RemovedPins::kept`].
+fn remove_own_pins(dir: &Path) -> Result<RemovedPins, DataplaneError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(RemovedPins::default()),
+        Err(err) => return Err(io_error(dir)(err)),
+    };
+    let mut report = RemovedPins::default();
+    let mut ours = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        match PinKind::of_name(&name) {
+            Some(kind) if kind.holds_ours(&path) => ours.push((kind != PinKind::Link, path)),
+            _ => report.kept.push(name),
+        }
+    }
+    ours.sort();
+    for (_, path) in ours {
+        match std::fs::remove_file(&path) {
+            Ok(()) => report.removed += 1,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(io_error(&path)(err)),
+        }
+    }
+    report.kept.sort();
+    Ok(report)
+}
+
+/// Fail when a name xdpguard pins under holds someone else's object: loading would fail on
+/// it, and adopting it would enforce with another program's maps.
+fn refuse_foreign_pins(dir: &Path) -> Result<(), DataplaneError> {
+    let names = std::iter::once(PROGRAM_PIN).chain(map_names::ALL);
+    for name in names {
+        let path = dir.join(name);
+        let kind = PinKind::of_name(name).expect("the names pinned are ours");
+        if path.symlink_metadata().is_ok() && !kind.holds_ours(&path) {
+            return Err(DataplaneError::ForeignPin { path });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `dir` is the root of a mounted filesystem (it cannot be removed).
+fn is_mount_root(dir: &Path) -> Result<bool, DataplaneError> {
+    let here = dir.metadata().map_err(io_error(dir))?;
+    let parent_path = dir.join("..");
+    let parent = parent_path.metadata().map_err(io_error(&parent_path))?;
+    Ok(here.dev() != parent.dev() || here.ino() == parent.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_names_are_pins_of_ours() {
+        assert_eq!(PinKind::of_name("program"), Some(PinKind::Program));
+        assert_eq!(
+            PinKind::of_name("BLOCK_HOST_V4"),
+            Some(PinKind::Map(map_names::BLOCK_HOST_V4))
+        );
+        assert_eq!(PinKind::of_name("link-native-veth0"), Some(PinKind::Link));
+        assert_eq!(PinKind::of_name("link-generic-fw-a"), Some(PinKind::Link));
+        for foreign in [
+            "progs.debug",
+            "maps.debug",
+            "link-native-",
+            "link-bogus-veth0",
+            "link-native",
+            "programs",
+            "stats",
+            "cilium",
+        ] {
+            assert_eq!(PinKind::of_name(foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn removing_pins_leaves_what_is_not_ours() {
+        // A plain directory: nothing there can be a BPF object, so even our names are kept.
+        let dir = std::env::temp_dir().join(format!("xdpguard-pins-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("other-tool")).unwrap();
+        for name in ["progs.debug", "CONFIG", "program"] {
+            std::fs::write(dir.join(name), "").unwrap();
+        }
+        let removed = Dataplane::remove_pins(&dir).unwrap();
+        assert_eq!(
+            removed,
+            RemovedPins {
+                removed: 0,
+                kept: vec![
+                    "CONFIG".to_owned(),
+                    "other-tool".to_owned(),
+                    "program".to_owned(),
+                    "progs.debug".to_owned()
+                ],
+                removed_dir: false,
+            }
+        );
+        assert!(dir.join("CONFIG").exists() && dir.join("other-tool").is_dir());
+        assert!(matches!(
+            refuse_foreign_pins(&dir),
+            Err(DataplaneError::ForeignPin { path }) if path == dir.join("program")
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+        // A missing directory: nothing to do.
+        assert_eq!(
+            Dataplane::remove_pins(&dir).unwrap(),
+            RemovedPins::default()
+        );
+    }
+
+    #[test]
+    fn an_empty_pin_directory_goes_but_a_mount_root_stays() {
+        let dir = std::env::temp_dir().join(format!("xdpguard-pins-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(Dataplane::remove_pins(&dir).unwrap().removed_dir);
+        assert!(!dir.exists());
+        assert!(is_mount_root(Path::new("/")).unwrap());
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(!is_mount_root(&dir).unwrap());
+        std::fs::remove_dir(&dir).unwrap();
     }
 }
