@@ -23,6 +23,9 @@ use std::{
 /// The lock file in the state directory; it holds the pid of the daemon that has it.
 pub const STATE_LOCK_FILE: &str = "daemon.lock";
 
+/// How much of a holder's command line a message shows.
+const COMMAND_CHARS: usize = 160;
+
 /// Tries before giving up on a lock whose file keeps being replaced under us.
 const ATTEMPTS: usize = 5;
 
@@ -33,6 +36,16 @@ pub struct Lock {
     /// Kept open: closing it releases the lock.
     file: File,
     path: PathBuf,
+    /// A lock file holding our pid, emptied again on release so no stale pid stays behind.
+    holds_pid: bool,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if self.holds_pid {
+            let _ = self.file.set_len(0);
+        }
+    }
 }
 
 /// Who holds a lock, as far as this process can see.
@@ -51,11 +64,18 @@ impl Holder {
         let command = std::fs::read(format!("/proc/{pid}/cmdline"))
             .ok()
             .map(|raw| {
-                raw.split(|byte| *byte == 0)
+                let command = raw
+                    .split(|byte| *byte == 0)
                     .filter(|arg| !arg.is_empty())
                     .map(String::from_utf8_lossy)
                     .collect::<Vec<_>>()
-                    .join(" ")
+                    .join(" ");
+                // One line of a message: no control characters, no endless scripts.
+                command
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .take(COMMAND_CHARS)
+                    .collect::<String>()
             })
             .filter(|command| !command.is_empty());
         Self {
@@ -109,7 +129,7 @@ impl Lock {
     /// [`LockError::Held`] while another process holds it; [`LockError::Io`] when the file
     /// cannot be created or written.
     pub fn pid_file(path: &Path) -> Result<Self, LockError> {
-        let lock = Self::acquire(path, || {
+        let mut lock = Self::acquire(path, || {
             OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -128,6 +148,7 @@ impl Lock {
         (&lock.file)
             .write_all(format!("{}\n", std::process::id()).as_bytes())
             .map_err(io_err)?;
+        lock.holds_pid = true;
         Ok(lock)
     }
 
@@ -157,6 +178,7 @@ impl Lock {
                     return Ok(Self {
                         file,
                         path: path.to_path_buf(),
+                        holds_pid: false,
                     });
                 }
                 Ok(_) => {}
@@ -284,10 +306,13 @@ mod tests {
         assert_eq!(holder_pid(err), Some(pid));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{pid}\n"));
         drop(first);
-        // A lock file left by a holder that is gone takes a new holder.
+        // Released: no stale pid stays behind.
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        // A lock file left by a holder that was killed takes a new holder.
         std::fs::write(&path, "999999\n").unwrap();
-        let _second = Lock::pid_file(&path).unwrap();
+        let second = Lock::pid_file(&path).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{pid}\n"));
+        drop(second);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
