@@ -34,7 +34,41 @@ pub fn render(stats: &LogStats) -> String {
         "Source addresses with a log score in the window.",
     );
     scored.add(&[], stats.scored_addresses);
-    exposition::render(vec![lines, truncated, matches, scored])
+    let mut refused = MetricFamily::new(
+        "xdpguard_log_input_refused_total",
+        Kind::Counter,
+        "Times an input's path was found to name something it does not read (a FIFO where a file is followed, ...), by input and what was found; each change counts once.",
+    );
+    for ((input, found), count) in &stats.refused {
+        refused.add(&[("input", input), ("reason", found)], *count);
+    }
+    let mut restarts = MetricFamily::new(
+        "xdpguard_log_input_restarts_total",
+        Kind::Counter,
+        "Child processes of an input (journalctl) started again after an exit, by input.",
+    );
+    for (input, count) in &stats.restarts {
+        restarts.add(&[("input", input)], *count);
+    }
+    let mut exits = MetricFamily::new(
+        "xdpguard_log_input_exits_total",
+        Kind::Counter,
+        "Child processes of an input (journalctl) that exited or could not be started, by input.",
+    );
+    for (input, count) in &stats.exits {
+        exits.add(&[("input", input)], *count);
+    }
+    let mut open = MetricFamily::new(
+        "xdpguard_log_input_open",
+        Kind::Gauge,
+        "1 while an input is open and read; 0 while its file is missing or refused, its stream ended, or its child is being restarted.",
+    );
+    for (input, value) in &stats.open {
+        open.add(&[("input", input)], *value);
+    }
+    exposition::render(vec![
+        lines, truncated, matches, scored, refused, restarts, exits, open,
+    ])
 }
 
 #[cfg(test)]
@@ -50,6 +84,10 @@ pub(crate) mod tests {
             truncated: BTreeMap::from([("auth".into(), 1)]),
             matches: BTreeMap::from([(("sshd".into(), "failed password".into()), 4)]),
             scored_addresses: 2,
+            refused: BTreeMap::from([(("auth".into(), "fifo".into()), 1)]),
+            restarts: BTreeMap::from([("journal".into(), 3)]),
+            exits: BTreeMap::from([("journal".into(), 4)]),
+            open: BTreeMap::from([("auth".into(), 0), ("journal".into(), 1)]),
         }
     }
 
@@ -62,5 +100,11 @@ pub(crate) mod tests {
         );
         assert!(logs.contains("xdpguard_log_lines_truncated_total{input=\"auth\"} 1\n"));
         assert!(logs.contains("xdpguard_scored_addresses 2\n"));
+        assert!(
+            logs.contains("xdpguard_log_input_refused_total{input=\"auth\",reason=\"fifo\"} 1\n")
+        );
+        assert!(logs.contains("xdpguard_log_input_restarts_total{input=\"journal\"} 3\n"));
+        assert!(logs.contains("xdpguard_log_input_exits_total{input=\"journal\"} 4\n"));
+        assert!(logs.contains("xdpguard_log_input_open{input=\"auth\"} 0\n"));
     }
 }

@@ -2,6 +2,11 @@
 //! line, keep scores per source, and hand a source whose score goes over the threshold to the
 //! decision owner as a block from `ruleset:NAME`. Positions are saved in the state directory
 //! so a restart neither re-reads nor skips lines; a reload keeps scores and positions.
+//!
+//! The thread never waits on an input: paths are opened non-blocking and anything but the
+//! kind of file an input reads is refused (see `input`), `journalctl` is supervised (see
+//! `journal`), and each round reads a bounded slice of every input, then publishes the
+//! counters and looks at its commands, so a burst delays neither a scrape nor a stop.
 pub mod config;
 pub mod input;
 pub mod journal;
@@ -12,6 +17,7 @@ pub mod score;
 
 use std::{
     collections::{BTreeMap, HashMap},
+    os::fd::RawFd,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, mpsc},
     time::{Duration, Instant},
@@ -21,7 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use self::{
     config::{InputConfig, InputSource},
-    input::{FileFollower, Start, StreamReader, Waker},
+    input::{
+        FileFollower, PipeFollower, Progress, Refusals, Start, StreamReader, Waker,
+        read_regular_file, replace_file,
+    },
     journal::{JournalReader, JournalSpec},
     offenders::{Offenders, ScoringConfig},
     ruleset::{Outcome, Ruleset, apply_all},
@@ -36,10 +45,14 @@ use crate::{
 };
 
 const POSITIONS: &str = "positions.json";
-/// The longest the reader sleeps without a wake-up (commands, files in missing directories).
+/// Saved positions are a few lines per input; anything much larger is not ours.
+const POSITIONS_MAX_BYTES: u64 = 16 << 20;
+/// The longest the reader sleeps without a wake-up (commands, files in missing directories,
+/// refused paths, a journalctl to start again).
 const WAIT_AT_MOST_MS: i32 = 100;
 
-/// Counters for the metrics page.
+/// Counters for the metrics page. The logs thread keeps its own and publishes a copy after
+/// every round (a swap under the lock), so a scrape never waits for scoring.
 #[derive(Clone, Debug, Default)]
 pub struct LogStats {
     pub lines: BTreeMap<String, u64>,
@@ -47,6 +60,14 @@ pub struct LogStats {
     /// (ruleset, rule) → matches.
     pub matches: BTreeMap<(String, String), u64>,
     pub scored_addresses: u64,
+    /// (input, what its path named) → refusals.
+    pub refused: BTreeMap<(String, String), u64>,
+    /// Input → child processes started again (journal).
+    pub restarts: BTreeMap<String, u64>,
+    /// Input → child processes that exited or could not start (journal).
+    pub exits: BTreeMap<String, u64>,
+    /// Input → 1 while it is open and read, 0 while missing, refused, ended or restarting.
+    pub open: BTreeMap<String, u64>,
 }
 
 /// What the thread is told.
@@ -72,63 +93,113 @@ struct Position {
 /// An input's reader.
 enum Reader {
     File(FileFollower),
+    Pipe(PipeFollower),
+    /// Standard input, relayed by a thread of its own.
     Stream(StreamReader),
-    Journal(JournalReader),
+    /// Boxed: it is the largest by far, and there are few.
+    Journal(Box<JournalReader>),
     /// Could not be opened; retried on reload.
     Broken,
 }
 
 impl Reader {
     fn open(config: &InputConfig, start: Start, cursor: Option<&str>) -> Self {
-        let opened = match &config.source {
+        match &config.source {
             InputSource::Journal { unit, file } => {
                 let spec = JournalSpec {
                     unit: unit.clone(),
                     file: file.clone(),
                 };
-                return JournalReader::spawn(&spec, cursor, !config.start_at_end).map_or_else(
-                    |err| {
-                        log::error!("input {}: starting journalctl: {err}", config.name);
-                        Self::Broken
-                    },
-                    Self::Journal,
-                );
+                Self::Journal(Box::new(JournalReader::start(
+                    &config.name,
+                    &spec,
+                    cursor,
+                    !config.start_at_end,
+                )))
             }
             InputSource::File(path) => {
-                let mut follower = FileFollower::new(path, start);
+                let mut follower = FileFollower::new(&config.name, path, start);
                 // Fix the starting point now, before the daemon says it is ready.
                 if let Err(err) = follower.open_now() {
-                    log::warn!("input {}: {err}", config.name);
+                    log::warn!("input {}: {}: {err}", config.name, path.display());
                 }
-                return Self::File(follower);
+                Self::File(follower)
             }
-            InputSource::Pipe(path) => StreamReader::fifo(path),
-            InputSource::Stdin => StreamReader::stdin(),
-        };
-        opened.map_or_else(
-            |err| {
-                log::error!("input {}: {err}", config.name);
-                Self::Broken
-            },
-            Self::Stream,
-        )
-    }
-
-    fn poll(&mut self, line: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
-        match self {
-            Self::File(follower) => follower.poll(line),
-            Self::Stream(stream) => stream.poll(line),
-            Self::Journal(journal) => journal.poll(line),
-            Self::Broken => Ok(()),
+            InputSource::Pipe(path) => {
+                let mut pipe = PipeFollower::new(&config.name, path);
+                if let Err(err) = pipe.open_now() {
+                    log::warn!("input {}: {}: {err}", config.name, path.display());
+                }
+                Self::Pipe(pipe)
+            }
+            InputSource::Stdin => StreamReader::stdin().map_or_else(
+                |err| {
+                    log::error!("input {}: standard input: {err}", config.name);
+                    Self::Broken
+                },
+                Self::Stream,
+            ),
         }
     }
 
-    const fn truncated_lines(&self) -> u64 {
+    fn poll(&mut self, line: &mut dyn FnMut(&[u8])) -> std::io::Result<Progress> {
+        match self {
+            Self::File(follower) => follower.poll(line),
+            Self::Pipe(pipe) => pipe.poll(line),
+            Self::Stream(stream) => stream.poll(line),
+            Self::Journal(journal) => journal.poll(line),
+            Self::Broken => Ok(Progress::CaughtUp),
+        }
+    }
+
+    fn truncated_lines(&self) -> u64 {
         match self {
             Self::File(follower) => follower.truncated_lines(),
+            Self::Pipe(pipe) => pipe.truncated_lines(),
             Self::Stream(stream) => stream.truncated_lines(),
             Self::Journal(_) | Self::Broken => 0,
         }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Self::File(follower) => follower.is_open(),
+            Self::Pipe(pipe) => pipe.is_open(),
+            Self::Stream(stream) => stream.raw_fd().is_some(),
+            Self::Journal(journal) => journal.is_running(),
+            Self::Broken => false,
+        }
+    }
+
+    fn refusals(&self) -> Option<&Refusals> {
+        match self {
+            Self::File(follower) => Some(follower.refusals()),
+            Self::Pipe(pipe) => Some(pipe.refusals()),
+            Self::Stream(_) | Self::Journal(_) | Self::Broken => None,
+        }
+    }
+
+    /// The descriptors worth waking up for (files are watched through their directories).
+    fn wait_fds(&self, fds: &mut Vec<RawFd>) {
+        match self {
+            Self::Pipe(pipe) => fds.extend(pipe.raw_fd()),
+            Self::Stream(stream) => fds.extend(stream.raw_fd()),
+            Self::Journal(journal) => fds.extend(journal.wait_fds()),
+            Self::File(_) | Self::Broken => {}
+        }
+    }
+}
+
+/// Where an input reads, for messages.
+fn describe(source: &InputSource) -> String {
+    match source {
+        InputSource::File(path) | InputSource::Pipe(path) => path.display().to_string(),
+        InputSource::Stdin => "standard input".to_owned(),
+        InputSource::Journal { unit, file } => match (unit, file) {
+            (_, Some(file)) => format!("journal file {}", file.display()),
+            (Some(unit), None) => format!("journal of {unit}"),
+            (None, None) => "journal".to_owned(),
+        },
     }
 }
 
@@ -137,6 +208,8 @@ struct Input {
     follower: Reader,
     /// Indices into the rulesets, in order.
     rulesets: Vec<usize>,
+    /// The last read error, logged once until it changes or reading works again.
+    last_error: Option<String>,
 }
 
 pub struct LogScoring {
@@ -146,9 +219,14 @@ pub struct LogScoring {
     scoring: ScoringConfig,
     positions_file: PathBuf,
     saved: BTreeMap<String, Position>,
+    /// The thread's own counters...
+    counters: LogStats,
+    /// ...and the copy scrapes read.
     stats: Arc<Mutex<LogStats>>,
     clock: Arc<dyn Clock>,
     offenders: Offenders,
+    /// The last error saving positions, logged once until it changes.
+    last_save_error: Option<String>,
 }
 
 impl LogScoring {
@@ -160,10 +238,17 @@ impl LogScoring {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let positions_file = state_dir.join(POSITIONS);
-        let saved: BTreeMap<String, Position> = std::fs::read(&positions_file)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
+        // Read without waiting: whatever sits at that name, a FIFO cannot stall the start.
+        let saved: BTreeMap<String, Position> =
+            match read_regular_file(&positions_file, POSITIONS_MAX_BYTES) {
+                Ok(bytes) => bytes
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                    .unwrap_or_default(),
+                Err(err) => {
+                    log::warn!("log positions: {err}; starting without them");
+                    BTreeMap::new()
+                }
+            };
         let mut scoring_state = Self {
             rulesets: Vec::new(),
             inputs: Vec::new(),
@@ -171,11 +256,14 @@ impl LogScoring {
             scoring,
             positions_file,
             saved,
+            counters: LogStats::default(),
             stats: Arc::new(Mutex::new(LogStats::default())),
             clock,
             offenders: Offenders::open(Some(state_dir)),
+            last_save_error: None,
         };
         scoring_state.configure(rulesets, inputs);
+        scoring_state.publish();
         scoring_state
     }
 
@@ -228,31 +316,31 @@ impl LogScoring {
                 config,
                 follower,
                 rulesets: indices,
+                last_error: None,
             });
         }
     }
 
-    /// Read what is new in every input; blocks go to `owner`.
-    pub fn poll(&mut self, owner: &Handle) {
+    /// Read what is new in every input, one [`Budget`](input::Budget) each; blocks go to
+    /// `owner`. Then publish the counters. `MoreWaiting` when some input has more to read.
+    pub fn poll(&mut self, owner: &Handle) -> Progress {
         let now_unix = self.clock.now_unix();
         let now_ms = now_unix.saturating_mul(1000);
-        let mut stats = self
-            .stats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut progress = Progress::CaughtUp;
         for input in &mut self.inputs {
             let rulesets: Vec<&Ruleset> =
                 input.rulesets.iter().map(|&i| &self.rulesets[i]).collect();
             let board = &mut self.board;
             let offenders = &mut self.offenders;
             let scoring = &self.scoring;
+            let counters = &mut self.counters;
             let mut lines = 0u64;
             let result = input.follower.poll(&mut |bytes| {
                 lines += 1;
                 let line = String::from_utf8_lossy(bytes);
                 for (matched, outcome, hits) in apply_all(rulesets.iter().copied(), &line) {
                     for hit in hits {
-                        *stats
+                        *counters
                             .matches
                             .entry((matched.name.clone(), hit.to_owned()))
                             .or_default() += 1;
@@ -278,15 +366,70 @@ impl LogScoring {
                     }
                 }
             });
-            if let Err(err) = result {
-                log::warn!("input {}: {err}", input.config.name);
+            match result {
+                Ok(more) => {
+                    if more == Progress::MoreWaiting {
+                        progress = Progress::MoreWaiting;
+                    }
+                    if input.last_error.take().is_some() {
+                        log::info!("input {}: reading again", input.config.name);
+                    }
+                }
+                Err(err) => {
+                    // Once per error, not once per poll.
+                    let text = err.to_string();
+                    if input.last_error.as_ref() != Some(&text) {
+                        log::warn!(
+                            "input {} ({}): {text}",
+                            input.config.name,
+                            describe(&input.config.source)
+                        );
+                        input.last_error = Some(text);
+                    }
+                }
             }
-            *stats.lines.entry(input.config.name.clone()).or_default() += lines;
-            let _ = stats
-                .truncated
-                .insert(input.config.name.clone(), input.follower.truncated_lines());
+            *counters.lines.entry(input.config.name.clone()).or_default() += lines;
         }
-        stats.scored_addresses = self.board.len() as u64;
+        self.publish();
+        progress
+    }
+
+    /// Bring the counters up to date and swap a copy in for the scrapes: the lock is held for
+    /// the swap only, never while anything is read or scored.
+    fn publish(&mut self) {
+        let counters = &mut self.counters;
+        counters.scored_addresses = self.board.len() as u64;
+        counters.open.clear();
+        for input in &self.inputs {
+            let name = &input.config.name;
+            let _ = counters
+                .truncated
+                .insert(name.clone(), input.follower.truncated_lines());
+            let _ = counters
+                .open
+                .insert(name.clone(), u64::from(input.follower.is_open()));
+            if let Some(refusals) = input.follower.refusals() {
+                for (found, count) in refusals.counts() {
+                    let _ = counters
+                        .refused
+                        .insert((name.clone(), found.to_owned()), count);
+                }
+            }
+            if let Reader::Journal(journal) = &input.follower {
+                let _ = counters.restarts.insert(name.clone(), journal.restarts());
+                let _ = counters.exits.insert(name.clone(), journal.exits());
+            }
+        }
+        let snapshot = counters.clone();
+        let previous = std::mem::replace(
+            &mut *self
+                .stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            snapshot,
+        );
+        // Freed after the lock is let go.
+        drop(previous);
     }
 
     fn waker(&self) -> Waker {
@@ -331,34 +474,43 @@ impl LogScoring {
                 );
             }
         }
-        let tmp = self.positions_file.with_extension("json.tmp");
         let written = serde_json::to_vec(&self.saved)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, &self.positions_file));
-        if let Err(err) = written {
-            log::warn!(
-                "saving log positions to {}: {err}",
-                self.positions_file.display()
-            );
+            .and_then(|bytes| replace_file(&self.positions_file, &bytes));
+        match written {
+            Ok(()) => self.last_save_error = None,
+            Err(err) => {
+                // Every second otherwise: once per error.
+                let text = err.to_string();
+                if self.last_save_error.as_ref() != Some(&text) {
+                    log::warn!(
+                        "saving log positions to {}: {text}",
+                        self.positions_file.display()
+                    );
+                    self.last_save_error = Some(text);
+                }
+            }
         }
     }
 
-    /// Poll until told to stop; positions are saved every second and at the end.
+    /// Poll until told to stop; positions are saved every second and at the end. While an
+    /// input has more waiting, the rounds follow each other without sleeping, and each one
+    /// ends with the counters published and the commands looked at.
     pub fn run(mut self, commands: &mpsc::Receiver<LogCommand>, owner: &Handle) {
         let mut last_save = Instant::now();
         let mut waker = self.waker();
+        let mut progress = Progress::CaughtUp;
+        let mut fds: Vec<RawFd> = Vec::new();
         loop {
-            let fds: Vec<std::os::fd::RawFd> = self
-                .inputs
-                .iter()
-                .filter_map(|input| match &input.follower {
-                    Reader::Stream(stream) => stream.raw_fd(),
-                    Reader::Journal(journal) => Some(journal.raw_fd()),
-                    Reader::File(_) | Reader::Broken => None,
-                })
-                .collect();
-            waker.wait(&fds, WAIT_AT_MOST_MS);
+            fds.clear();
+            for input in &self.inputs {
+                input.follower.wait_fds(&mut fds);
+            }
+            let timeout = match progress {
+                Progress::MoreWaiting => 0,
+                Progress::CaughtUp => WAIT_AT_MOST_MS,
+            };
+            waker.wait(&fds, timeout);
             match commands.try_recv() {
                 Ok(LogCommand::Stop) | Err(mpsc::TryRecvError::Disconnected) => break,
                 Ok(LogCommand::Reload {
@@ -376,13 +528,79 @@ impl LogScoring {
                 }
                 Err(mpsc::TryRecvError::Empty) => {}
             }
-            self.poll(owner);
+            progress = self.poll(owner);
             if last_save.elapsed() >= Duration::from_secs(1) {
                 self.save_positions();
                 last_save = Instant::now();
             }
         }
-        self.poll(owner);
+        // One last round (bounded: a backlog does not hold up the stop), then the positions.
+        let _: Progress = self.poll(owner);
         self.save_positions();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::clock::SystemClock;
+
+    #[test]
+    fn a_burst_is_scored_in_rounds_each_published() {
+        let dir = std::env::temp_dir().join(format!("xdpguard-logs-rounds-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("auth.log");
+        std::fs::write(&log, "").unwrap();
+        let rulesets =
+            ruleset::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../rulesets/sshd.toml"))
+                .unwrap();
+        let inputs = vec![InputConfig {
+            name: "auth".into(),
+            source: InputSource::File(log.clone()),
+            rulesets: Vec::new(),
+            start_at_end: true,
+        }];
+        let mut scoring = LogScoring::new(
+            &dir,
+            rulesets,
+            inputs,
+            ScoringConfig::default(),
+            Arc::new(SystemClock),
+        );
+        let stats = scoring.stats();
+        let (commands, _inbox) = mpsc::channel();
+        let owner = Handle::new(commands);
+        // 3 MiB and more: three rounds at least.
+        let line = "Nov 22 10:00:01 fw sshd[7]: Invalid user x from 192.0.2.1 port 22\n";
+        let total = (3 << 20) / line.len() + 1;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(line.repeat(total).as_bytes())
+            .unwrap();
+        let published = || {
+            stats
+                .lock()
+                .unwrap()
+                .lines
+                .get("auth")
+                .copied()
+                .unwrap_or(0)
+        };
+        assert_eq!(scoring.poll(&owner), Progress::MoreWaiting);
+        let first = published();
+        assert!(0 < first && first < total as u64, "{first} of {total}");
+        let mut rounds = 1;
+        while scoring.poll(&owner) == Progress::MoreWaiting {
+            rounds += 1;
+            assert!(rounds < 1000);
+        }
+        assert!(rounds >= 3, "{rounds}");
+        assert_eq!(published(), total as u64);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
