@@ -67,6 +67,9 @@ pub struct Offenders {
     neighbourhoods: BTreeMap<Prefix, u64>,
 }
 
+/// A record bigger than this is not read back (it would be hostile or corrupt).
+const MAX_SAVED_BYTES: u64 = 256 << 20;
+
 #[derive(Default, Serialize, Deserialize)]
 struct Saved {
     records: Vec<(IpAddr, Record)>,
@@ -79,7 +82,13 @@ impl Offenders {
         let file = state_dir.map(|dir| dir.join("offenders.json"));
         let saved: Saved = file
             .as_ref()
-            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|f| {
+                // Never opens a FIFO left at its name: that would stall the logs thread.
+                super::input::read_regular_file(f, MAX_SAVED_BYTES)
+                    .inspect_err(|err| log::warn!("repeat offenders not loaded: {err}"))
+                    .ok()
+                    .flatten()
+            })
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
         Self {
@@ -96,11 +105,9 @@ impl Offenders {
             records: self.records.iter().map(|(a, r)| (*a, *r)).collect(),
             neighbourhoods: self.neighbourhoods.iter().map(|(p, u)| (*p, *u)).collect(),
         };
-        let tmp = file.with_extension("json.tmp");
         let written = serde_json::to_vec(&saved)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, file));
+            .and_then(|bytes| super::input::replace_file(file, &bytes));
         if let Err(err) = written {
             log::warn!("saving repeat offenders to {}: {err}", file.display());
         }
@@ -267,6 +274,30 @@ mod tests {
                 .as_secs(),
             300
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fifos_at_the_record_names_never_stall_loading_or_saving() {
+        let dir =
+            std::env::temp_dir().join(format!("xdpguard-offenders-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mkfifo = |name: &str| {
+            let path = std::ffi::CString::new(dir.join(name).into_os_string().into_encoded_bytes())
+                .unwrap();
+            // SAFETY: a valid C string.
+            assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        };
+        // With no writer, opening either FIFO for reading or writing would block forever.
+        mkfifo("offenders.json");
+        mkfifo("offenders.json.tmp");
+        let mut offenders = Offenders::open(Some(&dir));
+        assert_eq!(offenders.bans_of(&a("203.0.113.9")), 0);
+        let _ = offenders.on_threshold(a("203.0.113.9"), 0, &scoring());
+        offenders.save();
+        // The FIFO at the final name was replaced by the saved record.
+        let again = Offenders::open(Some(&dir));
+        assert_eq!(again.bans_of(&a("203.0.113.9")), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
