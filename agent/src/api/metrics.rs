@@ -1,22 +1,20 @@
 //! A small HTTP/1.1 listener for the metrics page.
 //!
-//! [`MetricsServer`] answers `GET /metrics` (and `HEAD`) with whatever its [`Handler`] returns;
-//! the page itself is the components' sections, written with [`crate::exposition`]. Nothing
-//! here reads kernel maps or locks daemon state. One request per connection, a bounded head,
-//! deadlines on reading and writing, and a cap on connections served at once, so a slow or
-//! hostile client cannot hold up a scrape.
+//! [`MetricsServer`] answers `GET /metrics` (and `HEAD`) with whatever its [`Handler`] returns,
+//! followed by the listener's own section (how its connections ended); the page itself is the
+//! components' sections, written with [`crate::exposition`]. Nothing here reads kernel maps or
+//! locks daemon state. Connections are driven by the shared [`listener`](super::listener)
+//! engine: one request per connection, a request head of bounded size that must be complete
+//! within a deadline from accept, many more connections held than pages rendered at once, and
+//! idle or slow connections shed first, so a slow or hostile client cannot hold up a scrape.
 use std::{
-    collections::BTreeMap,
-    io::{self, Read, Write},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     panic::AssertUnwindSafe,
-    sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::{self, JoinHandle},
-    time::{Duration, Instant},
+    sync::Arc,
+    time::Duration,
 };
+
+use super::listener::{self, Closing, Engine, Limits, ListenerStats, Protocol};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -24,109 +22,72 @@ pub enum MetricsError {
     Bind {
         listen: SocketAddr,
         #[source]
-        source: io::Error,
+        source: std::io::Error,
     },
     #[error("starting the metrics listener thread")]
-    Thread(#[source] io::Error),
+    Thread(#[source] std::io::Error),
 }
 
 /// Renders the page, or says why it cannot (the reason goes out with a 500).
 pub type Handler = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
-/// Largest request head (request line and header fields) read; longer gets a 431.
-const MAX_HEAD_BYTES: usize = 8 << 10;
-/// Connections served at once; more get a 503 straight away.
-const MAX_CONNECTIONS: usize = 8;
-/// Time a client has to send its whole request head, from accept.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time the client has to take the whole answer.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After answering: how long, and how much, to read what the client still sends, so closing
 /// does not reset the connection before the answer arrives.
 const LINGER: Duration = Duration::from_secs(1);
-const LINGER_BYTES: u64 = 64 << 10;
-/// Pause after a failed accept (out of descriptors, …) instead of spinning.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+const LINGER_BYTES: usize = 64 << 10;
+
+/// The listener's own families on the page.
+const NAMES: listener::metrics::Names = listener::metrics::Names {
+    ended: "xdpguard_metrics_connections_total",
+    ended_help: "Connections to the metrics listener, by how they ended: answered, slow_reader \
+                 (answer not taken in time), timed_out (request not complete in time), \
+                 too_large, shed (closed to serve a newer one), refused (all full), denied, \
+                 abandoned (the client left).",
+    open: "xdpguard_metrics_connections_open",
+    open_help: "Connections to the metrics listener open now.",
+};
 
 const PAGE_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const TEXT_TYPE: &str = "text/plain; charset=utf-8";
 const INDEX: &str = "<!DOCTYPE html>\n<html><head><title>xdpguard</title></head>\
 <body><h1>xdpguard</h1><p><a href=\"/metrics\">Metrics</a></p></body></html>\n";
 
-/// Serves `GET /metrics` (and `HEAD`) from a background accept thread, one short-lived thread
-/// per connection, at most 8 at once (more get a 503).
+/// Serves `GET /metrics` (and `HEAD`) from a background I/O thread and two renderers.
 pub struct MetricsServer {
     local_addr: SocketAddr,
-    shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// What the accept thread, the connection threads and the server handle share.
-struct Shared {
-    stop: AtomicBool,
-    /// The connections being served, by id: a clone of each stream, so stopping can close them.
-    live: Mutex<BTreeMap<u64, TcpStream>>,
-}
-
-impl Shared {
-    fn live(&self) -> MutexGuard<'_, BTreeMap<u64, TcpStream>> {
-        // Nothing panics while holding the lock; a poisoned map is still a correct map.
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// A connection's place in [`Shared::live`], given back on drop (also when the handler panics).
-struct Slot {
-    shared: Arc<Shared>,
-    id: u64,
-}
-
-impl Slot {
-    /// A place for `stream`, unless [`MAX_CONNECTIONS`] are being served.
-    fn claim(shared: &Arc<Shared>, id: u64, stream: &TcpStream) -> Option<Self> {
-        let mut live = shared.live();
-        if live.len() >= MAX_CONNECTIONS {
-            return None;
-        }
-        let _: Option<TcpStream> = live.insert(id, stream.try_clone().ok()?);
-        Some(Self {
-            shared: Arc::clone(shared),
-            id,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let _: Option<TcpStream> = self.shared.live().remove(&self.id);
-    }
+    engine: Engine,
 }
 
 impl MetricsServer {
-    /// Bind `listen` and serve from a background thread.
+    /// Bind `listen` and serve with the default [`Limits::METRICS`].
     ///
     /// # Errors
-    /// When the address cannot be bound, or the thread not started.
+    /// When the address cannot be bound, or the threads not started.
     pub fn spawn(listen: SocketAddr, handler: Handler) -> Result<Self, MetricsError> {
+        Self::spawn_with(listen, handler, Limits::METRICS)
+    }
+
+    /// Bind `listen` and serve within `limits`.
+    ///
+    /// # Errors
+    /// When the address cannot be bound, or the threads not started.
+    pub fn spawn_with(
+        listen: SocketAddr,
+        handler: Handler,
+        limits: Limits,
+    ) -> Result<Self, MetricsError> {
         let bind_error = |source| MetricsError::Bind { listen, source };
         let listener = TcpListener::bind(listen).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
-        let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            live: Mutex::new(BTreeMap::new()),
+        let stats = Arc::new(ListenerStats::default());
+        let http = Arc::new(Http {
+            handler,
+            stats: Arc::clone(&stats),
+            max_head: limits.max_request_bytes,
         });
-        let thread = {
-            let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name("metrics".into())
-                .spawn(move || accept_loop(&listener, &shared, &handler))
-                .map_err(MetricsError::Thread)?
-        };
-        Ok(Self {
-            local_addr,
-            shared,
-            thread: Some(thread),
-        })
+        let engine = Engine::spawn("metrics", listener, http, limits, stats)
+            .map_err(MetricsError::Thread)?;
+        Ok(Self { local_addr, engine })
     }
 
     /// The bound address (the real port when `listen` asked for port 0).
@@ -134,109 +95,70 @@ impl MetricsServer {
         self.local_addr
     }
 
+    /// How the listener's connections ended so far.
+    pub fn stats(&self) -> Arc<ListenerStats> {
+        self.engine.stats()
+    }
+
     /// Stop accepting, close the connections being served, and wait for all threads.
     pub fn shutdown(mut self) {
-        self.stop_and_join();
+        self.engine.stop();
+    }
+}
+
+/// HTTP/1.1 as the engine's [`Protocol`]: one request head, one answer.
+struct Http {
+    handler: Handler,
+    stats: Arc<ListenerStats>,
+    max_head: usize,
+}
+
+impl Protocol for Http {
+    fn request_end(&self, received: &[u8], scanned: usize) -> Option<usize> {
+        // The blank line may straddle two reads.
+        let from = scanned.saturating_sub(3);
+        head_end(&received[from..]).map(|end| from + end)
     }
 
-    fn stop_and_join(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the blocked accept with a connection of our own.
-        match TcpStream::connect_timeout(&wake_address(self.local_addr), Duration::from_secs(1)) {
-            Ok(_) => {
-                if thread.join().is_err() {
-                    log::warn!("metrics: the listener thread panicked");
-                }
-            }
-            // The thread ends at the next connection; waiting here could be forever.
-            Err(err) => log::warn!(
-                "metrics: could not wake the listener on {}, leaving it behind: {err}",
-                self.local_addr
+    fn answer(&self, request: &[u8]) -> Vec<u8> {
+        let (answer, head_only) = match request_line(request) {
+            Some((method, target)) => (route(method, target, self), method == "HEAD"),
+            None => (
+                HttpAnswer::text("400 Bad Request", "bad request line\n"),
+                false,
             ),
-        }
+        };
+        answer.encode(head_only)
     }
-}
 
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop_and_join();
-    }
-}
-
-/// Where to connect to reach a listener bound to `local`: loopback for a wildcard address.
-fn wake_address(local: SocketAddr) -> SocketAddr {
-    let ip = match local.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, local.port())
-}
-
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, handler: &Handler) {
-    let mut workers: Vec<JoinHandle<()>> = Vec::new();
-    let mut next_id: u64 = 0;
-    loop {
-        let accepted = listener.accept();
-        if shared.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(err) => {
-                if !matches!(
-                    err.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                ) {
-                    log::warn!("metrics: accepting a connection: {err}");
-                    thread::sleep(ACCEPT_BACKOFF);
-                }
-                continue;
+    fn refusal(&self, why: Closing) -> Option<Vec<u8>> {
+        let answer = match why {
+            // Nothing asked, nothing to answer.
+            Closing::TimedOut { received: false } | Closing::Denied => return None,
+            Closing::TimedOut { received: true } | Closing::Ended => {
+                HttpAnswer::text("408 Request Timeout", "incomplete request head\n")
+            }
+            Closing::TooLarge => HttpAnswer::text(
+                "431 Request Header Fields Too Large",
+                format!("request head over {} bytes\n", self.max_head),
+            ),
+            Closing::Shed => HttpAnswer::text(
+                "503 Service Unavailable",
+                "too many connections: this one had sent no complete request\n",
+            ),
+            Closing::Refused => {
+                HttpAnswer::text("503 Service Unavailable", "too many connections\n")
+            }
+            Closing::Failed => {
+                HttpAnswer::text("500 Internal Server Error", "the metrics handler failed\n")
             }
         };
-        workers.retain(|worker| !worker.is_finished());
-        next_id = next_id.wrapping_add(1);
-        let Some(slot) = Slot::claim(shared, next_id, &stream) else {
-            refuse(stream);
-            continue;
-        };
-        let handler = Arc::clone(handler);
-        // On failure the closure is dropped: the slot is given back and the stream closed.
-        let spawned = thread::Builder::new()
-            .name("metrics-conn".into())
-            .spawn(move || {
-                let _slot = slot;
-                serve(stream, &handler);
-            });
-        match spawned {
-            Ok(worker) => workers.push(worker),
-            Err(err) => log::warn!("metrics: starting a connection thread: {err}"),
-        }
+        Some(answer.encode(false))
     }
-    // Unblock the connections still reading or writing, then wait for them.
-    for stream in shared.live().values() {
-        let _ = stream.shutdown(Shutdown::Both);
-    }
-    for worker in workers {
-        if worker.join().is_err() {
-            log::warn!("metrics: a connection thread panicked");
-        }
-    }
-}
 
-/// A 503 from the accept thread, which must never wait on a client.
-fn refuse(mut stream: TcpStream) {
-    if stream.set_nonblocking(true).is_err() {
-        return;
+    fn linger(&self) -> Option<(Duration, usize)> {
+        Some((LINGER, LINGER_BYTES))
     }
-    // Whatever already arrived, so closing sends a FIN rather than a reset.
-    let _ = io::copy(&mut (&stream).take(MAX_HEAD_BYTES as u64), &mut io::sink());
-    let answer = HttpAnswer::text("503 Service Unavailable", "too many connections\n");
-    let _ = stream.write_all(&answer.encode(false));
-    let _ = stream.shutdown(Shutdown::Write);
 }
 
 /// An answer: status line, content type, optional extra header line, body.
@@ -278,52 +200,6 @@ impl HttpAnswer {
     }
 }
 
-/// What reading a request head came to.
-enum Head {
-    /// The head, up to and including the blank line.
-    Complete(Vec<u8>),
-    /// Over [`MAX_HEAD_BYTES`] without a blank line.
-    TooLarge,
-    /// The client stopped (closed, failed or timed out) before the blank line.
-    Incomplete { received: bool },
-}
-
-/// Read the request head within `deadline`, whatever pace the client sends it at.
-fn read_head(stream: &mut TcpStream, deadline: Instant) -> Head {
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0_u8; 1024];
-    loop {
-        let incomplete = Head::Incomplete {
-            received: !head.is_empty(),
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return incomplete;
-        }
-        // One byte past the limit at most: enough to know it was passed.
-        let room = (MAX_HEAD_BYTES + 1 - head.len()).min(chunk.len());
-        let read = match stream.read(&mut chunk[..room]) {
-            Ok(0) => return incomplete,
-            Ok(read) => read,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return incomplete,
-        };
-        // The blank line may straddle two reads.
-        let from = head.len().saturating_sub(3);
-        head.extend_from_slice(&chunk[..read]);
-        if let Some(end) = head_end(&head[from..]).map(|end| from + end) {
-            if end > MAX_HEAD_BYTES {
-                return Head::TooLarge;
-            }
-            head.truncate(end);
-            return Head::Complete(head);
-        }
-        if head.len() > MAX_HEAD_BYTES {
-            return Head::TooLarge;
-        }
-    }
-}
-
 /// Where the head ends in `bytes`: just past the first blank line (CRLF or bare LF).
 fn head_end(bytes: &[u8]) -> Option<usize> {
     (0..bytes.len()).find_map(|i| {
@@ -353,7 +229,7 @@ fn request_line(head: &[u8]) -> Option<(&str, &str)> {
 }
 
 /// The answer to `method` `target`.
-fn route(method: &str, target: &str, handler: &Handler) -> HttpAnswer {
+fn route(method: &str, target: &str, http: &Http) -> HttpAnswer {
     if method != "GET" && method != "HEAD" {
         return HttpAnswer {
             extra_header: Some("Allow: GET, HEAD"),
@@ -362,7 +238,7 @@ fn route(method: &str, target: &str, handler: &Handler) -> HttpAnswer {
     }
     let path = target.split_once('?').map_or(target, |(path, _query)| path);
     match path {
-        "/metrics" => scrape(handler),
+        "/metrics" => scrape(http),
         "/" => HttpAnswer {
             content_type: "text/html; charset=utf-8",
             ..HttpAnswer::text("200 OK", INDEX)
@@ -371,12 +247,15 @@ fn route(method: &str, target: &str, handler: &Handler) -> HttpAnswer {
     }
 }
 
-fn scrape(handler: &Handler) -> HttpAnswer {
-    // A panicking handler is a failed scrape, not a lost connection thread.
-    match std::panic::catch_unwind(AssertUnwindSafe(|| handler())) {
+fn scrape(http: &Http) -> HttpAnswer {
+    // A panicking handler is a failed scrape, not a lost worker.
+    match std::panic::catch_unwind(AssertUnwindSafe(|| (http.handler)())) {
         Ok(Ok(page)) => HttpAnswer {
             content_type: PAGE_TYPE,
-            ..HttpAnswer::text("200 OK", page)
+            ..HttpAnswer::text(
+                "200 OK",
+                page + &listener::metrics::render(&NAMES, &http.stats),
+            )
         },
         Ok(Err(reason)) => {
             log::warn!("metrics scrape failed: {reason}");
@@ -392,58 +271,18 @@ fn scrape(handler: &Handler) -> HttpAnswer {
     }
 }
 
-/// One connection: one request, one answer, close.
-fn serve(mut stream: TcpStream, handler: &Handler) {
-    let (response, head_only) = match read_head(&mut stream, Instant::now() + HEAD_TIMEOUT) {
-        Head::Complete(head) => match request_line(&head) {
-            Some((method, target)) => (route(method, target, handler), method == "HEAD"),
-            None => (
-                HttpAnswer::text("400 Bad Request", "bad request line\n"),
-                false,
-            ),
-        },
-        Head::TooLarge => (
-            HttpAnswer::text(
-                "431 Request Header Fields Too Large",
-                "request head over 8 KiB\n",
-            ),
-            false,
-        ),
-        Head::Incomplete { received: true } => (
-            HttpAnswer::text("408 Request Timeout", "incomplete request head\n"),
-            false,
-        ),
-        // Nothing asked, nothing to answer.
-        Head::Incomplete { received: false } => return,
-    };
-    write_within(&mut stream, &response.encode(head_only), WRITE_TIMEOUT);
-    // Finish sending, then read a bounded amount of whatever the client still sends: closing
-    // with unread input would reset the connection and could lose the answer.
-    let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(LINGER));
-    let _ = io::copy(&mut (&stream).take(LINGER_BYTES), &mut io::sink());
-}
-
-/// Write `bytes` unless the client takes longer than `limit` over all of them.
-fn write_within(stream: &mut TcpStream, mut bytes: &[u8], limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while !bytes.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_write_timeout(Some(left)).is_err() {
-            return;
-        }
-        match stream.write(bytes) {
-            Ok(0) => return,
-            Ok(written) => bytes = &bytes[written..],
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::{
+        io::{self, Read as _, Write as _},
+        net::TcpStream,
+        sync::mpsc,
+        thread,
+        time::Instant,
+    };
+
     use super::*;
+    use crate::api::listener::Outcome;
 
     /// What the test handlers serve.
     const PAGE: &str = "# HELP xdpguard_up Test page.\n# TYPE xdpguard_up gauge\nxdpguard_up 1\n";
@@ -493,7 +332,12 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
         assert!(head.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
         assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())));
-        assert_eq!(body, PAGE);
+        // The handler's page, then the listener's own section.
+        let own = body.strip_prefix(PAGE).unwrap();
+        assert!(
+            own.contains("\nxdpguard_metrics_connections_total{outcome=\"timed_out\"} 0\n"),
+            "{own}"
+        );
         // HTTP/1.0, a query string and bare LFs are fine too.
         let answer = get(server.local_addr(), b"GET /metrics?x=1 HTTP/1.0\n\n");
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
@@ -577,17 +421,19 @@ mod tests {
     }
 
     #[test]
-    fn http_handler_panic_is_500_and_frees_the_connection_slot() {
+    fn http_handler_panic_is_500_and_frees_the_connection() {
         let server = MetricsServer::spawn(
             "127.0.0.1:0".parse().unwrap(),
             Arc::new(|| panic!("test panic in the metrics handler")),
         )
         .unwrap();
-        for _ in 0..MAX_CONNECTIONS + 2 {
+        for _ in 0..10 {
             let answer = get(server.local_addr(), b"GET /metrics HTTP/1.1\r\n\r\n");
             assert!(answer.starts_with("HTTP/1.1 500 "), "{answer}");
         }
-        eventually("every slot given back", || server.shared.live().is_empty());
+        let stats = server.stats();
+        eventually("every connection closed", || stats.open() == 0);
+        assert_eq!(stats.ended(Outcome::Answered), 10);
         server.shutdown();
     }
 
@@ -605,34 +451,196 @@ mod tests {
         server.shutdown();
     }
 
+    /// Limits small enough to reach in a test.
+    fn small(max_connections: usize, workers: usize) -> Limits {
+        Limits {
+            request_timeout: Duration::from_secs(2),
+            max_connections,
+            workers,
+            ..Limits::METRICS
+        }
+    }
+
+    /// Past the cap, the oldest connection without a complete request is shed for the new
+    /// one: 50 connections trickling a head never take a real scrape's place.
     #[test]
-    fn http_connections_over_the_cap_get_503_and_slots_come_back() {
-        let server = serve_page();
+    fn http_full_of_incomplete_requests_sheds_the_oldest_for_a_scrape() {
+        let server = MetricsServer::spawn_with(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(|| Ok(PAGE.to_owned())),
+            small(8, 1),
+        )
+        .unwrap();
         let addr = server.local_addr();
-        let silent: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| connect(addr)).collect();
-        eventually("all slots taken", || {
-            server.shared.live().len() == MAX_CONNECTIONS
-        });
-        // Refused at once, without sending anything.
-        let mut extra = connect(addr);
+        let mut trickling: Vec<TcpStream> = (0..50)
+            .map(|_| {
+                let mut stream = connect(addr);
+                stream.write_all(b"GET /metrics HTTP/1.1\r\nX: ").unwrap();
+                stream
+            })
+            .collect();
+        for _ in 0..20 {
+            let answer = get(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+            assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        }
+        let stats = server.stats();
+        assert!(
+            stats.ended(Outcome::Shed) >= 42,
+            "{}",
+            stats.ended(Outcome::Shed)
+        );
+        assert_eq!(stats.ended(Outcome::Refused), 0);
+        // The first were shed, with a word why.
         let mut answer = String::new();
-        let _: usize = extra.read_to_string(&mut answer).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
-        drop(silent);
-        eventually("slots given back", || server.shared.live().is_empty());
-        let answer = get(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+        let _: usize = trickling[0].read_to_string(&mut answer).unwrap_or(0);
+        assert!(
+            answer.starts_with("HTTP/1.1 503 ") && answer.contains("no complete request"),
+            "{answer}"
+        );
+        // The newest ones still trickling reach the deadline.
+        let last = trickling.last_mut().unwrap();
+        let mut answer = String::new();
+        let _: usize = last.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        server.shutdown();
+    }
+
+    /// A handler that waits until told, and says when it was called.
+    fn gated() -> (Handler, mpsc::Receiver<()>, mpsc::SyncSender<()>) {
+        let (called, calls) = mpsc::sync_channel::<()>(16);
+        let (release, released) = mpsc::sync_channel::<()>(16);
+        let released = std::sync::Mutex::new(released);
+        let handler: Handler = Arc::new(move || {
+            let _ = called.send(());
+            let _ = released.lock().unwrap().recv();
+            Ok(PAGE.to_owned())
+        });
+        (handler, calls, release)
+    }
+
+    /// Only when every place holds a complete request is a newcomer refused, at once.
+    #[test]
+    fn http_full_of_complete_requests_refuses_with_503() {
+        let (handler, calls, release) = gated();
+        let server =
+            MetricsServer::spawn_with("127.0.0.1:0".parse().unwrap(), handler, small(2, 1))
+                .unwrap();
+        let addr = server.local_addr();
+        let ask = || {
+            let mut stream = connect(addr);
+            stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+            stream
+        };
+        let mut first = ask();
+        calls.recv().unwrap();
+        let mut second = ask();
+        // The second is complete and queued (one worker): wait until the loop has read it.
+        thread::sleep(Duration::from_millis(200));
+        let mut refused = String::new();
+        let _: usize = ask().read_to_string(&mut refused).unwrap();
+        assert!(
+            refused.starts_with("HTTP/1.1 503 ") && refused.ends_with("too many connections\n"),
+            "{refused}"
+        );
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        for stream in [&mut first, &mut second] {
+            let mut answer = String::new();
+            let _: usize = stream.read_to_string(&mut answer).unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        }
+        assert_eq!(server.stats().ended(Outcome::Refused), 1);
+        server.shutdown();
+    }
+
+    /// A page that takes long to render holds one worker; the I/O loop goes on answering
+    /// (the index from the other worker) and enforcing deadlines.
+    #[test]
+    fn http_slow_render_does_not_stall_other_connections() {
+        let (handler, calls, release) = gated();
+        let server =
+            MetricsServer::spawn_with("127.0.0.1:0".parse().unwrap(), handler, small(64, 2))
+                .unwrap();
+        let addr = server.local_addr();
+        let mut slow = connect(addr);
+        slow.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        calls.recv().unwrap();
+        let asked = Instant::now();
+        let index = get(addr, b"GET / HTTP/1.1\r\n\r\n");
+        assert!(index.starts_with("HTTP/1.1 200 OK"), "{index}");
+        let mut half = connect(addr);
+        half.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+        let mut answer = String::new();
+        let _: usize = half.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        // The 2 s deadline, with a wide margin; the slow render still blocks.
+        assert!(asked.elapsed() < Duration::from_secs(10));
+        release.send(()).unwrap();
+        let mut answer = String::new();
+        let _: usize = slow.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
         server.shutdown();
     }
 
     #[test]
     fn http_client_that_stops_mid_head_gets_408_at_the_deadline() {
-        let server = serve_page();
+        let server = MetricsServer::spawn_with(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(|| Ok(PAGE.to_owned())),
+            small(8, 1),
+        )
+        .unwrap();
         let mut slow = connect(server.local_addr());
         slow.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
         let mut answer = String::new();
         let _: usize = slow.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        // Silent from the start: closed without a word.
+        let mut silent = connect(server.local_addr());
+        let mut answer = Vec::new();
+        let _: usize = silent.read_to_end(&mut answer).unwrap();
+        assert!(answer.is_empty());
+        let stats = server.stats();
+        eventually("both counted", || stats.ended(Outcome::TimedOut) == 2);
+        server.shutdown();
+    }
+
+    /// A client that trickles its head a byte at a time is closed at the deadline from
+    /// accept, however steadily it sends.
+    #[test]
+    fn http_trickled_head_is_cut_at_the_deadline_from_accept() {
+        let server = MetricsServer::spawn_with(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(|| Ok(PAGE.to_owned())),
+            small(8, 1),
+        )
+        .unwrap();
+        let mut stream = connect(server.local_addr());
+        let opened = Instant::now();
+        let mut closed = false;
+        for byte in b"GET /metrics HTTP/1.1\r\n".iter().cycle().take(200) {
+            if stream.write_all(&[*byte]).is_err() {
+                closed = true;
+                break;
+            }
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut buf = [0_u8; 64];
+            match stream.read(&mut buf) {
+                Ok(_) => {
+                    closed = true;
+                    break;
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        assert!(closed, "still open after {:?}", opened.elapsed());
+        assert!(opened.elapsed() < Duration::from_secs(10));
         server.shutdown();
     }
 
@@ -641,14 +649,11 @@ mod tests {
         let server = serve_page();
         let addr = server.local_addr();
         let mut silent = connect(addr);
-        eventually("the silent client is served", || {
-            server.shared.live().len() == 1
-        });
-        let shared = Arc::clone(&server.shared);
+        let stats = server.stats();
+        eventually("the silent client is held", || stats.open() == 1);
         server.shutdown();
-        // Joined: every connection thread is gone, and took its slot with it.
-        assert!(shared.live().is_empty());
-        // The server closed the silent client rather than waiting out its timeout.
+        assert_eq!(stats.open(), 0);
+        // The server closed the silent client rather than waiting out its deadline.
         let mut rest = Vec::new();
         let _: usize = silent.read_to_end(&mut rest).unwrap_or(0);
         assert!(rest.is_empty());
@@ -672,21 +677,5 @@ mod tests {
             MetricsError::Bind { ref source, .. } if source.kind() == io::ErrorKind::AddrInUse
         ));
         server.shutdown();
-    }
-
-    #[test]
-    fn wake_address_is_loopback_for_wildcards() {
-        assert_eq!(
-            wake_address("0.0.0.0:9477".parse().unwrap()),
-            "127.0.0.1:9477".parse().unwrap()
-        );
-        assert_eq!(
-            wake_address("[::]:9477".parse().unwrap()),
-            "[::1]:9477".parse().unwrap()
-        );
-        assert_eq!(
-            wake_address("192.0.2.1:9477".parse().unwrap()),
-            "192.0.2.1:9477".parse().unwrap()
-        );
     }
 }

@@ -291,7 +291,17 @@ fn block_file(
                 source: Some(source.clone()),
                 force,
             },
-        )?;
+        )
+        .with_context(|| {
+            // Which part was answered: an interrupted import has the earlier requests applied.
+            let first = i * FILE_CHUNK + 1;
+            format!(
+                "importing {}: the request for prefixes {first}-{} of {total} failed \
+                 ({applied} applied by the requests before it)",
+                file.display(),
+                first + chunk.len() - 1
+            )
+        })?;
         if let Answer::Applied {
             applied: n,
             refused: r,

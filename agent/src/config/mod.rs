@@ -37,6 +37,7 @@ pub use locate::{ConfigError, Location};
 use raw::RawConfig;
 
 use crate::{
+    api::listener::Limits,
     detect::logs::config::InputConfig,
     detect::logs::offenders::ScoringConfig,
     detect::traffic::volume::VolumeConfig,
@@ -58,6 +59,14 @@ pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_BAN: Option<Duration> = None;
 
 // Limits.
+/// `metrics.request_timeout` and `control.request_timeout` at most.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// `metrics.max_connections` and `control.max_connections` at most.
+pub const MAX_LISTENER_CONNECTIONS: u32 = 65_536;
+/// `control.max_request_bytes` at least (a `block --file` request is at most 2.3 MB) and at
+/// most.
+pub const MIN_CONTROL_REQUEST_BYTES: u32 = 4 << 20;
+pub const MAX_CONTROL_REQUEST_BYTES: u32 = 1 << 30;
 /// `metrics.top_blocked` at most: one series per entry, so this bounds the cardinality.
 pub const MAX_TOP_BLOCKED: usize = 1000;
 /// Every `capacity.*` is from 1 to this (16 Mi entries).
@@ -103,6 +112,8 @@ pub struct Config {
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
     pub control_socket: PathBuf,
+    /// The control socket's connection limits (`[control]`).
+    pub control: Limits,
     pub metrics: MetricsConfig,
     pub allowlist: AllowlistConfig,
     pub guard: GuardConfig,
@@ -133,6 +144,8 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
     /// How many blocked entries with the most drops get their own series; 0 turns them off.
     pub top_blocked: usize,
+    /// Connection limits of the listener (`request_timeout`, `max_connections`).
+    pub limits: Limits,
 }
 
 impl Default for MetricsConfig {
@@ -141,6 +154,7 @@ impl Default for MetricsConfig {
             enabled: true,
             listen: DEFAULT_METRICS_LISTEN,
             top_blocked: DEFAULT_TOP_BLOCKED,
+            limits: Limits::METRICS,
         }
     }
 }
@@ -192,6 +206,7 @@ impl Config {
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            control: Limits::CONTROL,
             metrics: MetricsConfig::default(),
             allowlist: AllowlistConfig::default(),
             guard: GuardConfig::default(),
@@ -300,7 +315,7 @@ mod tests {
 
     #[test]
     fn shipped_example_documents_every_key() {
-        let sections: [(&str, &[&str]); 7] = [
+        let sections: [(&str, &[&str]); 8] = [
             (
                 "[scoring]",
                 &[
@@ -313,7 +328,20 @@ mod tests {
                 ],
             ),
             ("[[interfaces]]", &["name", "mode"]),
-            ("[metrics]", &["enabled", "listen", "top_blocked"]),
+            (
+                "[metrics]",
+                &[
+                    "enabled",
+                    "listen",
+                    "top_blocked",
+                    "request_timeout",
+                    "max_connections",
+                ],
+            ),
+            (
+                "[control]",
+                &["request_timeout", "max_connections", "max_request_bytes"],
+            ),
             (
                 "[allowlist]",
                 &["prefixes", "files", "loopback", "host_addresses"],
@@ -399,10 +427,17 @@ reconcile_interval = "1m30s"
 default_ban = "2d"
 interfaces = [{ name = "eth0" }, { name = "enp1s0f1", mode = "native" }, { name = "veth-x", mode = "generic" }]
 
+[control]
+request_timeout = "30s"
+max_connections = 8
+max_request_bytes = 1073741824
+
 [metrics]
 enabled = false
 listen = "[::1]:9100"
 top_blocked = 1000
+request_timeout = "2s"
+max_connections = 65536
 
 [allowlist]
 prefixes = ["192.0.2.7/24", "2001:db8::/32", "::ffff:198.51.100.1", "203.0.113.9"]
@@ -442,10 +477,21 @@ volume_v6 = 7
                 pin_dir: "/sys/fs/bpf/fw".into(),
                 state_dir: "/srv/fw/state".into(),
                 control_socket: "/run/fw.sock".into(),
+                control: Limits {
+                    request_timeout: Duration::from_secs(30),
+                    max_connections: 8,
+                    max_request_bytes: 1 << 30,
+                    ..Limits::CONTROL
+                },
                 metrics: MetricsConfig {
                     enabled: false,
                     listen: "[::1]:9100".parse().unwrap(),
                     top_blocked: 1000,
+                    limits: Limits {
+                        request_timeout: Duration::from_secs(2),
+                        max_connections: 65_536,
+                        ..Limits::METRICS
+                    },
                 },
                 allowlist: AllowlistConfig {
                     prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),

@@ -13,12 +13,13 @@ use crate::{
 };
 
 /// Top-level keys, for the hint when one is written below a `[table]` header.
-pub(super) const TOP_LEVEL_KEYS: [&str; 15] = [
+pub(super) const TOP_LEVEL_KEYS: [&str; 16] = [
     "interfaces",
     "dry_run",
     "pin_dir",
     "state_dir",
     "control_socket",
+    "control",
     "reconcile_interval",
     "default_ban",
     "metrics",
@@ -40,6 +41,8 @@ pub(super) struct RawConfig {
     pub(super) pin_dir: Option<Spanned<String>>,
     pub(super) state_dir: Option<Spanned<String>>,
     pub(super) control_socket: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) control: RawControl,
     pub(super) reconcile_interval: Option<Spanned<RawDuration>>,
     pub(super) default_ban: Option<Spanned<RawDuration>>,
     #[serde(default)]
@@ -112,6 +115,16 @@ pub(super) struct RawMetrics {
     pub(super) enabled: Option<bool>,
     pub(super) listen: Option<Spanned<String>>,
     pub(super) top_blocked: Option<Spanned<Integer>>,
+    pub(super) request_timeout: Option<Spanned<RawDuration>>,
+    pub(super) max_connections: Option<Spanned<Integer>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [control] table")]
+pub(super) struct RawControl {
+    pub(super) request_timeout: Option<Spanned<RawDuration>>,
+    pub(super) max_connections: Option<Spanned<Integer>>,
+    pub(super) max_request_bytes: Option<Spanned<Integer>>,
 }
 
 #[derive(Default, Deserialize)]

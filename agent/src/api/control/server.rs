@@ -1,17 +1,20 @@
 //! The daemon's side of the control socket: accepts connections, checks the peer and the
-//! protocol version, and maps each request onto the owner's [`Handle`].
+//! protocol version, and maps each request onto the owner's [`Handle`]. Connections are
+//! driven by the shared [`listener`](crate::api::listener) engine: a request line of bounded
+//! size that must be complete within a deadline from accept, idle connections shed before
+//! anyone with a complete request is refused, and a "too many connections" answer when the
+//! socket really is full.
 use std::{
-    io::{self, BufRead, BufReader, Read, Write},
-    os::unix::{
-        fs::PermissionsExt,
-        net::{UnixListener, UnixStream},
+    io,
+    os::{
+        fd::RawFd,
+        unix::{
+            fs::PermissionsExt,
+            net::{UnixListener, UnixStream},
+        },
     },
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    thread::JoinHandle,
+    sync::Arc,
     time::Duration,
 };
 
@@ -23,16 +26,13 @@ use super::{
     },
 };
 use crate::{
+    api::listener::{Closing, Engine, Limits, ListenerStats, Protocol},
     enforce::decision::Source,
     enforce::owner::{
         AllowOrder, Applied, BlockOrder, CommandError, Expiry, Handle, ListFilter, Refusal, Removed,
     },
     prefix::Prefix,
 };
-
-/// Largest request line accepted (a chunk of a block-list import).
-const MAX_REQUEST_BYTES: u64 = 256 << 20;
-const MAX_CONNECTIONS: usize = 16;
 
 /// What answers requests: [`answer`] in the daemon, a closure in tests.
 pub type Handler = Arc<dyn Fn(Request) -> Answer + Send + Sync>;
@@ -215,16 +215,23 @@ pub fn answer(handle: &Handle, top: &dyn Fn() -> Top, request: Request) -> Answe
 /// Accepts connections and hands each request to `handler`.
 pub struct ControlServer {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    engine: Option<Engine>,
 }
 
 impl ControlServer {
-    /// Bind `path` (mode 0600, parent created 0700) and serve on a background thread.
+    /// Bind `path` (mode 0600, parent created 0700) and serve with [`Limits::CONTROL`].
     ///
     /// # Errors
     /// When another daemon answers on `path`, or binding fails.
     pub fn spawn(path: &Path, handler: Handler) -> Result<Self, ControlError> {
+        Self::spawn_with(path, handler, Limits::CONTROL)
+    }
+
+    /// Bind `path` (mode 0600, parent created 0700) and serve within `limits`.
+    ///
+    /// # Errors
+    /// When another daemon answers on `path`, or binding fails.
+    pub fn spawn_with(path: &Path, handler: Handler, limits: Limits) -> Result<Self, ControlError> {
         let io_err = |source| ControlError::Io {
             path: path.to_path_buf(),
             source,
@@ -246,78 +253,110 @@ impl ControlServer {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path).map_err(io_err)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("control".into())
-                .spawn(move || accept_loop(&listener, &stop, &handler))
-                .map_err(io_err)?
-        };
+        let lines = Arc::new(Lines { handler, limits });
+        let engine = Engine::spawn(
+            "control",
+            listener,
+            lines,
+            limits,
+            Arc::new(ListenerStats::default()),
+        )
+        .map_err(io_err)?;
         Ok(Self {
             path: path.to_path_buf(),
-            stop,
-            thread: Some(thread),
+            engine: Some(engine),
         })
     }
 
-    /// Stop accepting, wait for the accept loop, remove the socket file.
+    /// How the socket's connections ended so far (for [`super::metrics::render`]).
+    pub fn stats(&self) -> Arc<ListenerStats> {
+        self.engine
+            .as_ref()
+            .map_or_else(Arc::default, Engine::stats)
+    }
+
+    /// Stop accepting, close the connections, wait for the threads, remove the socket file.
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
 
     fn stop_and_join(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept.
-        let _ = UnixStream::connect(&self.path);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(mut engine) = self.engine.take() {
+            engine.stop();
+            let _ = std::fs::remove_file(&self.path);
         }
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        if self.thread.is_some() {
-            self.stop_and_join();
-        }
+        self.stop_and_join();
     }
 }
 
-fn accept_loop(listener: &UnixListener, stop: &AtomicBool, handler: &Handler) {
-    let active = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(stream) = stream else { continue };
-        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-            respond(
-                &stream,
-                &Answer::Error {
-                    message: "too many control connections; try again".into(),
-                },
-            );
-            continue;
-        }
-        let _: usize = active.fetch_add(1, Ordering::SeqCst);
-        let handler = Arc::clone(handler);
-        let active = Arc::clone(&active);
-        let spawned = std::thread::Builder::new()
-            .name("control-conn".into())
-            .spawn(move || {
-                serve(&stream, &*handler);
-                let _: usize = active.fetch_sub(1, Ordering::SeqCst);
-            });
-        if spawned.is_err() {
-            log::warn!("control: could not start a connection thread");
-        }
+/// The control protocol as the engine's [`Protocol`]: one JSON line in, one out.
+struct Lines {
+    handler: Handler,
+    limits: Limits,
+}
+
+fn error_line(message: String) -> Vec<u8> {
+    // An error answer always serializes; an empty line would read as a closed connection.
+    proto::encode(&Answer::Error { message }).unwrap_or_default()
+}
+
+impl Protocol for Lines {
+    fn request_end(&self, received: &[u8], scanned: usize) -> Option<usize> {
+        received[scanned..]
+            .iter()
+            .position(|&byte| byte == b'\n')
+            .map(|at| scanned + at + 1)
+    }
+
+    fn answer(&self, line: &[u8]) -> Vec<u8> {
+        let answer = answer_line(line, &*self.handler);
+        proto::encode(&answer).unwrap_or_else(|err| {
+            error_line(format!("the daemon could not encode its answer: {err}"))
+        })
+    }
+
+    fn refusal(&self, why: Closing) -> Option<Vec<u8>> {
+        // Debug of a Duration reads as an operator writes it: 5s, 1.5s, 500ms.
+        let timeout = format!("{:?}", self.limits.request_timeout);
+        let message = match why {
+            Closing::TimedOut { received: false } => {
+                format!("no request within {timeout} of connecting; closing")
+            }
+            Closing::TimedOut { received: true } => {
+                format!("request incomplete {timeout} after connecting (no newline); closing")
+            }
+            Closing::Ended => "request incomplete: the connection ended before its newline".into(),
+            Closing::TooLarge => format!(
+                "request too large: over {} bytes; nothing of it was applied",
+                self.limits.max_request_bytes
+            ),
+            Closing::Shed => "too many connections: this one was closed to serve another \
+                              (it had sent no complete request)"
+                .into(),
+            Closing::Refused => format!(
+                "too many connections to the control socket ({} requests in progress); \
+                 try again",
+                self.limits.max_connections
+            ),
+            Closing::Denied => "permission denied: only root may control xdpguard".into(),
+            Closing::Failed => "the daemon failed while answering this request".into(),
+        };
+        Some(error_line(message))
+    }
+
+    fn admit(&self, peer: RawFd) -> bool {
+        // SAFETY: geteuid has no preconditions.
+        let own_uid = unsafe { libc::geteuid() };
+        peer_uid(peer).is_some_and(|uid| uid == 0 || uid == own_uid)
     }
 }
 
-fn peer_uid(stream: &UnixStream) -> Option<u32> {
-    use std::os::fd::AsRawFd;
+fn peer_uid(fd: RawFd) -> Option<u32> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: u32::MAX,
@@ -327,7 +366,7 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
     // SAFETY: valid fd, out pointer and length for SO_PEERCRED.
     let rc = unsafe {
         libc::getsockopt(
-            stream.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_PEERCRED,
             (&raw mut cred).cast(),
@@ -337,42 +376,9 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
     (rc == 0).then_some(cred.uid)
 }
 
-fn respond(mut stream: &UnixStream, answer: &Answer) {
-    if let Ok(line) = proto::encode(answer) {
-        let _ = stream.write_all(&line);
-    }
-}
-
-fn serve(stream: &UnixStream, handler: &(dyn Fn(Request) -> Answer + Send + Sync)) {
-    // SAFETY: geteuid has no preconditions.
-    let own_uid = unsafe { libc::geteuid() };
-    if peer_uid(stream).is_none_or(|uid| uid != 0 && uid != own_uid) {
-        respond(
-            stream,
-            &Answer::Error {
-                message: "permission denied: only root may control xdpguard".into(),
-            },
-        );
-        return;
-    }
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let mut line = Vec::new();
-    let mut reader = BufReader::new(stream.take(MAX_REQUEST_BYTES));
-    match reader.read_until(b'\n', &mut line) {
-        Ok(0) => return,
-        Ok(_) if line.last() != Some(&b'\n') => {
-            respond(
-                stream,
-                &Answer::Error {
-                    message: format!("request incomplete or over {MAX_REQUEST_BYTES} bytes"),
-                },
-            );
-            return;
-        }
-        Ok(_) => {}
-        Err(_) => return,
-    }
-    let answer = match proto::decode::<Request>(&line) {
+/// The answer to one complete request line.
+fn answer_line(line: &[u8], handler: &(dyn Fn(Request) -> Answer + Send + Sync)) -> Answer {
+    match proto::decode::<Request>(line) {
         Err(err) => Answer::Error {
             message: format!("bad request: {err}"),
         },
@@ -392,14 +398,225 @@ fn serve(stream: &UnixStream, handler: &(dyn Fn(Request) -> Answer + Send + Sync
                 message: format!("bad request: {err}"),
             },
         },
-    };
-    respond(stream, &answer);
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        io::{BufRead as _, BufReader, Read as _, Write as _},
+        sync::{Mutex, mpsc},
+        thread,
+        time::Instant,
+    };
+
     use super::*;
-    use crate::api::control::call;
+    use crate::api::{control::call, listener::Outcome};
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("xdpguard-control-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn small(max_connections: usize, workers: usize) -> Limits {
+        Limits {
+            request_timeout: Duration::from_secs(2),
+            max_connections,
+            workers,
+            ..Limits::CONTROL
+        }
+    }
+
+    /// Poll `condition` for up to 20 s: connections are counted just after their answer.
+    fn eventually(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !condition() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn error_message(answer: Answer) -> String {
+        match answer {
+            Answer::Error { message } => message,
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+
+    /// Read one answer line from `stream`.
+    fn read_answer(stream: &UnixStream) -> Answer {
+        let mut line = String::new();
+        let _: usize = BufReader::new(stream).read_line(&mut line).unwrap();
+        proto::decode(line.as_bytes()).unwrap().message.unwrap()
+    }
+
+    /// More idle clients than places: each new connection sheds the oldest idle one, which is
+    /// told why; the CLI is served every time.
+    #[test]
+    fn idle_connections_are_shed_for_new_ones() {
+        let dir = scratch("shed");
+        let path = dir.join("control.sock");
+        let server = ControlServer::spawn_with(
+            &path,
+            Arc::new(|_| Answer::Status(dummy_status())),
+            small(4, 1),
+        )
+        .unwrap();
+        let idle: Vec<UnixStream> = (0..16)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        for _ in 0..5 {
+            assert!(matches!(
+                call(&path, &Request::Status).unwrap(),
+                Answer::Status(_)
+            ));
+        }
+        let message = error_message(read_answer(&idle[0]));
+        assert!(
+            message.contains("too many connections: this one was closed"),
+            "{message}"
+        );
+        let stats = server.stats();
+        assert!(
+            stats.ended(Outcome::Shed) >= 12,
+            "{}",
+            stats.ended(Outcome::Shed)
+        );
+        eventually("5 answered", || stats.ended(Outcome::Answered) == 5);
+        assert_eq!(stats.ended(Outcome::Refused), 0);
+        // The newest idle ones reach the deadline, and hear so.
+        let message = error_message(read_answer(idle.last().unwrap()));
+        assert!(message.contains("no request within 2s"), "{message}");
+        server.shutdown();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Every place held by a request in progress: a newcomer hears "too many connections" at
+    /// once (the CLI prints it), and the requests in progress are answered.
+    #[test]
+    fn full_of_requests_in_progress_answers_too_many_connections() {
+        let dir = scratch("full");
+        let path = dir.join("control.sock");
+        let (called, calls) = mpsc::sync_channel::<()>(4);
+        let (release, released) = mpsc::sync_channel::<()>(4);
+        let released = Mutex::new(released);
+        let server = ControlServer::spawn_with(
+            &path,
+            Arc::new(move |_| {
+                let _ = called.send(());
+                let _ = released.lock().unwrap().recv();
+                Answer::Status(dummy_status())
+            }),
+            small(2, 1),
+        )
+        .unwrap();
+        let in_progress: Vec<_> = (0..2)
+            .map(|_| {
+                let path = path.clone();
+                thread::spawn(move || call(&path, &Request::Status))
+            })
+            .collect();
+        calls.recv().unwrap();
+        // The second is read and queued behind the only worker.
+        let stats = server.stats();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stats.open() < 2 {
+            assert!(Instant::now() < deadline);
+            thread::sleep(Duration::from_millis(10));
+        }
+        thread::sleep(Duration::from_millis(100));
+        let refused = call(&path, &Request::Status).unwrap();
+        let message = error_message(refused);
+        assert!(
+            message.starts_with("too many connections to the control socket"),
+            "{message}"
+        );
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        for caller in in_progress {
+            assert!(matches!(caller.join().unwrap().unwrap(), Answer::Status(_)));
+        }
+        assert_eq!(stats.ended(Outcome::Refused), 1);
+        server.shutdown();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A request over the limit is refused once the limit is passed, never read to its end.
+    #[test]
+    fn request_over_the_limit_is_refused_unread() {
+        let dir = scratch("large");
+        let path = dir.join("control.sock");
+        let limits = Limits {
+            max_request_bytes: 64 << 10,
+            ..small(4, 1)
+        };
+        let server = ControlServer::spawn_with(
+            &path,
+            Arc::new(|_| panic!("a request over the limit reached the handler")),
+            limits,
+        )
+        .unwrap();
+        let huge = Request::Unblock {
+            prefixes: vec!["203.0.113.1".to_owned(); 1 << 20],
+        };
+        let message = error_message(call(&path, &huge).unwrap());
+        assert!(
+            message.contains("request too large: over 65536 bytes"),
+            "{message}"
+        );
+        let stats = server.stats();
+        eventually("counted too large", || stats.ended(Outcome::TooLarge) == 1);
+        server.shutdown();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The whole line must arrive within the deadline from accept.
+    #[test]
+    fn request_incomplete_at_the_deadline_is_told_so() {
+        let dir = scratch("deadline");
+        let path = dir.join("control.sock");
+        let server = ControlServer::spawn_with(
+            &path,
+            Arc::new(|_| Answer::Status(dummy_status())),
+            small(4, 1),
+        )
+        .unwrap();
+        let mut stream = UnixStream::connect(&path).unwrap();
+        stream.write_all(b"{\"protocol\":2,\"op\":").unwrap();
+        let message = error_message(read_answer(&stream));
+        assert!(
+            message.contains("request incomplete 2s after connecting"),
+            "{message}"
+        );
+        let mut rest = Vec::new();
+        let _: usize = stream.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        server.shutdown();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `block --file` sends 50,000 prefixes per request (the CLI's `FILE_CHUNK`): at their
+    /// longest, with a long reason, that stays well under the default limit.
+    #[test]
+    fn largest_import_request_fits_the_default_limit() {
+        let longest = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128".to_owned();
+        let request = Request::Block {
+            prefixes: vec![longest; 50_000],
+            duration_secs: Some(u64::MAX),
+            reason: Some("r".repeat(4096)),
+            source: Some(format!("file:{}", "n".repeat(255))),
+            force: true,
+        };
+        let line = proto::encode(&request).unwrap();
+        assert!(
+            line.len() * 2 < Limits::CONTROL.max_request_bytes,
+            "{} bytes",
+            line.len()
+        );
+    }
 
     #[test]
     fn request_and_response_round_trip_over_a_real_socket() {
@@ -516,7 +733,7 @@ mod tests {
 
         // An old daemon: answers without a version (and refuses the unknown field).
         let listener = UnixListener::bind(&path).unwrap();
-        let old_daemon = std::thread::spawn(move || {
+        let old_daemon = thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
             let mut line = String::new();
             BufReader::new(&stream).read_line(&mut line).unwrap();

@@ -18,7 +18,7 @@ use super::{
     parse_duration,
     raw::{Integer, RawAllowlist, RawConfig, RawDuration, RawInterface, RawMetrics},
 };
-use crate::{enforce::dataplane::Capacities, prefix::Prefix};
+use crate::{api::listener::Limits, enforce::dataplane::Capacities, prefix::Prefix};
 
 impl RawConfig {
     pub(super) fn validate(self, source: &ConfigText<'_>) -> Result<Config, ConfigError> {
@@ -71,6 +71,7 @@ impl RawConfig {
                 DEFAULT_STATE_DIR,
             )?,
             control_socket: source.control_socket(self.control_socket.as_ref())?,
+            control: source.control(&self.control)?,
             metrics: source.metrics(&self.metrics)?,
             allowlist: source.allowlist(&self.allowlist)?,
             guard: GuardConfig {
@@ -198,6 +199,65 @@ impl ConfigText<'_> {
             enabled: raw.enabled.unwrap_or(true),
             listen,
             top_blocked: usize::from(top_blocked),
+            limits: self.listener_limits(
+                "metrics",
+                raw.request_timeout.as_ref(),
+                raw.max_connections.as_ref(),
+                Limits::METRICS,
+            )?,
+        })
+    }
+
+    /// `[control]`: the control socket's connection limits.
+    fn control(&self, raw: &super::raw::RawControl) -> Result<Limits, ConfigError> {
+        let limits = self.listener_limits(
+            "control",
+            raw.request_timeout.as_ref(),
+            raw.max_connections.as_ref(),
+            Limits::CONTROL,
+        )?;
+        let default = u32::try_from(Limits::CONTROL.max_request_bytes).unwrap_or(u32::MAX);
+        let max_request_bytes: u32 = self.integer(
+            "control.max_request_bytes",
+            raw.max_request_bytes.as_ref(),
+            super::MIN_CONTROL_REQUEST_BYTES,
+            super::MAX_CONTROL_REQUEST_BYTES,
+            default,
+            "bytes",
+        )?;
+        Ok(Limits {
+            max_request_bytes: usize::try_from(max_request_bytes).unwrap_or(usize::MAX),
+            ..limits
+        })
+    }
+
+    /// A listener's `request_timeout` and `max_connections` over `defaults`.
+    fn listener_limits(
+        &self,
+        table: &str,
+        request_timeout: Option<&Spanned<RawDuration>>,
+        max_connections: Option<&Spanned<Integer>>,
+        defaults: Limits,
+    ) -> Result<Limits, ConfigError> {
+        let default_connections = u32::try_from(defaults.max_connections).unwrap_or(u32::MAX);
+        let max_connections: u32 = self.integer(
+            &format!("{table}.max_connections"),
+            max_connections,
+            1,
+            super::MAX_LISTENER_CONNECTIONS,
+            default_connections,
+            "connections",
+        )?;
+        Ok(Limits {
+            request_timeout: self.duration_within(
+                &format!("{table}.request_timeout"),
+                request_timeout,
+                MIN_INTERVAL,
+                super::MAX_REQUEST_TIMEOUT,
+                defaults.request_timeout,
+            )?,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            ..defaults
         })
     }
 
@@ -517,6 +577,22 @@ mod tests {
         for (section, line) in [
             ("[metrics]\ntop_blocked = 1001", "metrics.top_blocked: 1001"),
             ("[metrics]\ntop_blocked = -1", "metrics.top_blocked: -1"),
+            (
+                "[metrics]\nmax_connections = 0",
+                "metrics.max_connections: 0",
+            ),
+            (
+                "[metrics]\nrequest_timeout = \"10m\"",
+                "metrics.request_timeout: 10m",
+            ),
+            (
+                "[control]\nmax_connections = 65537",
+                "control.max_connections: 65537",
+            ),
+            (
+                "[control]\nmax_request_bytes = 65536",
+                "control.max_request_bytes: 65536",
+            ),
             (
                 "[guard]\nmin_prefix_len_v4 = 33",
                 "guard.min_prefix_len_v4: 33",
