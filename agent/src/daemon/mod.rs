@@ -35,7 +35,9 @@ pub struct Settings {
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
     pub control_socket: PathBuf,
+    pub control_limits: crate::api::listener::Limits,
     pub metrics_listen: Option<SocketAddr>,
+    pub metrics_limits: crate::api::listener::Limits,
     pub reconcile_every: Duration,
     pub capacities: Capacities,
     pub rulesets: Vec<crate::detect::logs::ruleset::Ruleset>,
@@ -274,16 +276,18 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone()
         };
-        ControlServer::spawn(
+        ControlServer::spawn_with(
             &settings.control_socket,
             Arc::new(move |request: Request| server::answer(&handle, &top, request)),
+            settings.control_limits,
         )?
     };
     let started = std::time::SystemTime::now();
     let metrics = match settings.metrics_listen {
         Some(listen) => {
             let handle = handle.clone();
-            let server = crate::api::metrics::MetricsServer::spawn(
+            let control_stats = control.stats();
+            let server = crate::api::metrics::MetricsServer::spawn_with(
                 listen,
                 Arc::new(move || {
                     let page = handle.scrape().wait().map_err(|err| err.to_string())?;
@@ -299,8 +303,10 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                     Ok(page
                         + &process_metrics::render(started)
                         + &crate::detect::traffic::volume::metrics::render(&volume)
-                        + &crate::detect::logs::metrics::render(&logs))
+                        + &crate::detect::logs::metrics::render(&logs)
+                        + &crate::api::control::metrics::render(&control_stats))
                 }),
+                settings.metrics_limits,
             )
             .map_err(|err| DaemonError::Metrics(error_chain(&err)))?;
             log::info!("metrics on http://{}/metrics", server.local_addr());
@@ -421,6 +427,8 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
         pin_dir: config.pin_dir,
         state_dir: config.state_dir,
         control_socket: config.control_socket,
+        control_limits: config.control,
+        metrics_limits: config.metrics.limits,
         metrics_listen: config.metrics.enabled.then_some(config.metrics.listen),
         reconcile_every: config.reconcile_interval,
         capacities: config.capacity,
