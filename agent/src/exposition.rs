@@ -34,6 +34,8 @@ pub struct MetricFamily {
     kind: Kind,
     help: &'static str,
     samples: BTreeMap<Labels, u64>,
+    /// Values are milliseconds, written as seconds (Prometheus wants base units).
+    millis_as_seconds: bool,
 }
 
 impl MetricFamily {
@@ -43,7 +45,14 @@ impl MetricFamily {
             kind,
             help,
             samples: BTreeMap::new(),
+            millis_as_seconds: false,
         }
+    }
+
+    /// A family whose values are added in milliseconds and written in seconds (`1.5`).
+    pub const fn seconds_from_millis(mut self) -> Self {
+        self.millis_as_seconds = true;
+        self
     }
 
     /// Add `value` to the series with `labels` (in any order; none for a family of one
@@ -73,7 +82,14 @@ impl MetricFamily {
                 }
                 out.push('}');
             }
-            let _ = writeln!(out, " {value}");
+            if self.millis_as_seconds && value % 1000 != 0 {
+                let fraction = format!("{:03}", value % 1000);
+                let _ = writeln!(out, " {}.{}", value / 1000, fraction.trim_end_matches('0'));
+            } else if self.millis_as_seconds {
+                let _ = writeln!(out, " {}", value / 1000);
+            } else {
+                let _ = writeln!(out, " {value}");
+            }
         }
     }
 }
@@ -185,5 +201,19 @@ mod tests {
              xdpguard_list_full_errors_total 2\n"
         );
         assert_eq!(render(Vec::new()), "");
+    }
+
+    #[test]
+    fn milliseconds_are_written_as_seconds() {
+        let mut family = MetricFamily::new("t_seconds", Kind::Gauge, "h").seconds_from_millis();
+        family.add(&[("k", "a")], 1500);
+        family.add(&[("k", "b")], 2000);
+        family.add(&[("k", "c")], 5);
+        family.add(&[("k", "d")], 0);
+        let text = render(vec![family]);
+        assert!(text.contains("t_seconds{k=\"a\"} 1.5\n"), "{text}");
+        assert!(text.contains("t_seconds{k=\"b\"} 2\n"), "{text}");
+        assert!(text.contains("t_seconds{k=\"c\"} 0.005\n"), "{text}");
+        assert!(text.contains("t_seconds{k=\"d\"} 0\n"), "{text}");
     }
 }

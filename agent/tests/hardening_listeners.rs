@@ -186,8 +186,7 @@ fn sample(page: &str, series: &str) -> Option<u64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// `promtool check metrics` (Debian's prometheus package) lints the listener's own section
-/// of the page (the other sections have their own tests).
+/// `promtool check metrics` (Debian's prometheus package) lints a page or a section of one.
 fn promtool_accepts(page: &str) {
     use std::process::{Command, Stdio};
     let mut child = Command::new("promtool")
@@ -293,6 +292,8 @@ fn scrapes_survive_slowloris(tag: &str, port: u16, count: usize) {
         .collect();
     assert_eq!(section.lines().count(), 2 + 2 + 8 + 1, "{section}");
     promtool_accepts(&section);
+    // And the whole page, every component's section with it.
+    promtool_accepts(&page);
     drop(daemon);
 }
 

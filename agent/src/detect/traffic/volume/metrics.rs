@@ -26,10 +26,11 @@ pub fn render(snapshot: &VolumeSnapshot) -> String {
         packets.add(&labels, row.packets);
     }
     let mut interval = MetricFamily::new(
-        "xdpguard_volume_interval_milliseconds",
+        "xdpguard_volume_interval_seconds",
         Kind::Gauge,
         "Length of the last volume interval.",
-    );
+    )
+    .seconds_from_millis();
     interval.add(&[], snapshot.interval_ms);
     let mut sources = MetricFamily::new(
         "xdpguard_volume_tracked_sources",
@@ -188,7 +189,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("xdpguard_volume_tracked_sources{source=\"xdp\"} 3\n"));
-        assert!(text.contains("xdpguard_volume_interval_milliseconds 1000\n"));
+        assert!(text.contains("xdpguard_volume_interval_seconds 1\n"));
         assert!(text.contains("xdpguard_flow_datagrams_total{exporter=\"198.51.100.1\"} 2\n"));
         assert!(text.contains(
             "xdpguard_flow_errors_total{exporter=\"198.51.100.1\",kind=\"truncated\"} 1\n"
