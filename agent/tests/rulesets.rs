@@ -209,3 +209,50 @@ fn shipped_rulesets_pass_lint() {
     let findings = xdpguard::tools::lint::lint(&sets);
     assert!(findings.is_empty(), "{findings:#?}");
 }
+
+/// The shipped rulesets take a small part of the default limits: all of them compile within
+/// 4 MiB (the default budget is 128 MiB) and 16 files.
+#[test]
+fn shipped_rulesets_fit_the_default_limits_many_times_over() {
+    let limits = ruleset::RulesetLimits {
+        max_files: 16,
+        max_rules: 128,
+        max_compiled_bytes: 4 << 20,
+        ..ruleset::RulesetLimits::default()
+    };
+    let sets = ruleset::load_paths(&[rulesets_dir()], &limits).unwrap();
+    assert!(sets.len() >= 7);
+}
+
+/// The file limit counts every path given, directories and files together.
+#[test]
+fn the_file_limit_counts_across_paths() {
+    let limits = ruleset::RulesetLimits {
+        max_files: 7,
+        ..ruleset::RulesetLimits::default()
+    };
+    let shipped = std::fs::read_dir(rulesets_dir())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "toml")
+        })
+        .count();
+    assert_eq!(shipped, 7, "update the limit above");
+    ruleset::load_paths(&[rulesets_dir()], &limits).unwrap();
+    let err = ruleset::load_paths(&[rulesets_dir(), rulesets_dir().join("sshd.toml")], &limits)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ruleset::RulesetError::Limit {
+                limit: ruleset::Limit::Files,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

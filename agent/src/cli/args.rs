@@ -98,6 +98,8 @@ pub enum Command {
         unmatched: bool,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        limits: RulesetLimitArgs,
         input: PathBuf,
     },
     /// Convert the reference scorer's INI rulesets to TOML (written to standard output).
@@ -107,6 +109,8 @@ pub enum Command {
         /// Ruleset files or directories of them.
         #[arg(default_value = "/etc/xdpguard/rulesets")]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        limits: RulesetLimitArgs,
     },
     /// Detach the XDP program and delete its pinned maps (stop the daemon first). Decisions
     /// stay in the state directory and are re-applied at the next start.
@@ -121,4 +125,16 @@ pub enum Command {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     config::parse_duration(text).map_err(|err| err.to_string())
+}
+
+/// The limits `check` and `lint` load rulesets within: the daemon's defaults, or its
+/// configuration's `[rulesets]` table, then each `--limit`.
+#[derive(clap::Args)]
+pub struct RulesetLimitArgs {
+    /// Take the `[rulesets]` limits from this daemon configuration.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Set one limit, e.g. max_files=500 (repeatable; keys as in [rulesets]).
+    #[arg(long = "limit", value_name = "KEY=N")]
+    pub limit: Vec<String>,
 }

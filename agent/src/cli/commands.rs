@@ -17,7 +17,7 @@ use xdpguard::{
 };
 
 use super::{
-    args::{Cli, Command},
+    args::{Cli, Command, RulesetLimitArgs},
     output,
 };
 
@@ -153,15 +153,11 @@ pub fn run(cli: Cli) -> Result<()> {
             include_local,
             unmatched,
             json,
+            limits,
             input,
         } => {
-            let mut loaded = Vec::new();
-            if let Some(dir) = ruleset_dir {
-                loaded.extend(ruleset::load_dir(&dir)?);
-            }
-            for file in rulesets {
-                loaded.extend(ruleset::load(&file)?);
-            }
+            let paths: Vec<_> = ruleset_dir.into_iter().chain(rulesets).collect();
+            let loaded = ruleset::load_paths(&paths, &ruleset_limits(&limits)?)?;
             if loaded.is_empty() {
                 bail!("no rulesets: name --ruleset FILE or --rulesets DIR");
             }
@@ -190,15 +186,8 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", import_ini::convert(&text, &file)?);
             Ok(())
         }
-        Command::Lint { paths } => {
-            let mut loaded = Vec::new();
-            for path in &paths {
-                if path.is_dir() {
-                    loaded.extend(ruleset::load_dir(path)?);
-                } else {
-                    loaded.extend(ruleset::load(path)?);
-                }
-            }
+        Command::Lint { paths, limits } => {
+            let loaded = ruleset::load_paths(&paths, &ruleset_limits(&limits)?)?;
             let findings = lint::lint(&loaded);
             for finding in &findings {
                 println!("{finding}");
@@ -340,4 +329,19 @@ fn block_file(
         bail!("not every line was applied");
     }
     Ok(())
+}
+
+/// The limits `check` and `lint` load rulesets within.
+fn ruleset_limits(args: &RulesetLimitArgs) -> Result<ruleset::RulesetLimits> {
+    let mut limits = match &args.config {
+        // The file alone: its own rulesets directory is not what is being checked.
+        Some(path) => Config::read(path)?.ruleset_limits,
+        None => ruleset::RulesetLimits::default(),
+    };
+    for setting in &args.limit {
+        limits
+            .set_from_text(setting)
+            .map_err(|message| anyhow::anyhow!("--limit {message}"))?;
+    }
+    Ok(limits)
 }

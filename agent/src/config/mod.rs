@@ -40,6 +40,7 @@ use crate::{
     api::listener::Limits,
     detect::logs::config::InputConfig,
     detect::logs::offenders::ScoringConfig,
+    detect::logs::ruleset::{Ruleset, RulesetLimits},
     detect::traffic::volume::VolumeConfig,
     enforce::dataplane::{AttachMode, Capacities},
     prefix::Prefix,
@@ -128,6 +129,8 @@ pub struct Config {
     /// Logs to follow, each with the rulesets it is read with.
     pub inputs: Vec<InputConfig>,
     pub volume: VolumeConfig,
+    /// `[rulesets]`: what the files in `rulesets_dir` may cost.
+    pub ruleset_limits: RulesetLimits,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -217,15 +220,45 @@ impl Config {
             scoring: ScoringConfig::default(),
             inputs: Vec::new(),
             volume: VolumeConfig::default(),
+            ruleset_limits: RulesetLimits::default(),
         }
     }
 
-    /// Read and validate the file at `path`.
+    /// Read and validate the file at `path`, and what it names in `rulesets_dir`: the files
+    /// there are read within the `[rulesets]` limits (not compiled), and every ruleset an
+    /// input names must be there and enabled.
+    ///
+    /// # Errors
+    /// As [`Config::read`]; a ruleset file that is unreadable, invalid or over a limit (at
+    /// `rulesets_dir`), an input naming a ruleset that is not there (at the name).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = Self::read_text(path)?;
+        let config = Self::parse(&text, path)?;
+        let _: Vec<Ruleset> = ConfigText { path, text: &text }.rulesets(&config, false)?;
+        Ok(config)
+    }
+
+    /// [`Config::load`], and the rulesets compiled within the `[rulesets]` limits.
+    ///
+    /// # Errors
+    /// As [`Config::load`], and any ruleset that fails to compile or is over a limit compiled.
+    pub fn load_with_rulesets(path: &Path) -> Result<(Self, Vec<Ruleset>), ConfigError> {
+        let text = Self::read_text(path)?;
+        let config = Self::parse(&text, path)?;
+        let rulesets = ConfigText { path, text: &text }.rulesets(&config, true)?;
+        Ok((config, rulesets))
+    }
+
+    /// Read and validate the file at `path` alone (the rulesets directory is not looked at).
     ///
     /// # Errors
     /// When the file cannot be read, is larger than [`MAX_CONFIG_SIZE`], or is invalid; see
     /// [`Config::parse`].
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(&Self::read_text(path)?, path)
+    }
+
+    fn read_text(path: &Path) -> Result<String, ConfigError> {
         let read_error = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -240,7 +273,7 @@ impl Config {
                 format!("larger than {MAX_CONFIG_SIZE} bytes"),
             )));
         }
-        Self::parse(&text, path)
+        Ok(text)
     }
 
     /// Validate `text`; `path` is only used in messages.
@@ -363,6 +396,17 @@ mod tests {
             (
                 "[volume]",
                 &["interval", "xdp_accounting", "top", "max_sources"],
+            ),
+            (
+                "[rulesets]",
+                &[
+                    "max_files",
+                    "max_file_bytes",
+                    "max_rules",
+                    "max_pattern_bytes",
+                    "max_regex_bytes",
+                    "max_compiled_bytes",
+                ],
             ),
         ];
         let set = |key: &str| {
@@ -519,6 +563,7 @@ volume_v6 = 7
                 scoring: ScoringConfig::default(),
                 inputs: Vec::new(),
                 volume: VolumeConfig::default(),
+                ruleset_limits: RulesetLimits::default(),
             }
         );
     }

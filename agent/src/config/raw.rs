@@ -30,6 +30,7 @@ pub(super) const TOP_LEVEL_KEYS: [&str; 16] = [
     "scoring",
     "inputs",
     "volume",
+    "rulesets",
 ];
 
 #[derive(Deserialize)]
@@ -60,6 +61,19 @@ pub(super) struct RawConfig {
     pub(super) inputs: Vec<Spanned<RawInput>>,
     #[serde(default)]
     pub(super) volume: RawVolume,
+    #[serde(default)]
+    pub(super) rulesets: RawRulesetLimits,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [rulesets] table")]
+pub(super) struct RawRulesetLimits {
+    pub(super) max_files: Option<Spanned<Integer>>,
+    pub(super) max_file_bytes: Option<Spanned<Integer>>,
+    pub(super) max_rules: Option<Spanned<Integer>>,
+    pub(super) max_pattern_bytes: Option<Spanned<Integer>>,
+    pub(super) max_regex_bytes: Option<Spanned<Integer>>,
+    pub(super) max_compiled_bytes: Option<Spanned<Integer>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -94,7 +108,7 @@ pub(super) struct RawInput {
     pub(super) journal_unit: Option<String>,
     pub(super) journal_file: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) rulesets: Vec<String>,
+    pub(super) rulesets: Vec<Spanned<String>>,
     pub(super) start: Option<Spanned<String>>,
 }
 

@@ -10,7 +10,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    detect::logs::ruleset::{Outcome, Ruleset, apply_all},
+    detect::logs::ruleset::{Outcome, Ruleset},
     detect::logs::score::{ScoreBoard, Scored, ScoringPolicy},
 };
 
@@ -61,7 +61,11 @@ pub fn check<R: BufRead>(
     keep_unmatched: bool,
 ) -> io::Result<CheckReport> {
     let mut report = CheckReport::default();
-    let mut counts: BTreeMap<(usize, String), u64> = BTreeMap::new();
+    // Per ruleset, per match (in `match_names` order).
+    let mut counts: Vec<Vec<u64>> = rulesets
+        .iter()
+        .map(|r| vec![0; r.match_names().count()])
+        .collect();
     let mut board = ScoreBoard::new(ScoringPolicy {
         max_tracked: usize::MAX,
         ..policy
@@ -93,21 +97,16 @@ pub fn check<R: BufRead>(
                 String::from_utf8_lossy(&buf)
             }
         };
-        let results = apply_all(rulesets, &line);
-        if results.is_empty() {
-            if keep_unmatched && report.unmatched.len() < MAX_UNMATCHED {
-                report.unmatched.push((report.lines, line.into_owned()));
+        // As `apply_all`, keeping each ruleset's index for the counts.
+        let mut matched = false;
+        for (index, ruleset) in rulesets.iter().enumerate() {
+            let (outcome, hits) = ruleset.apply_indexed(&line);
+            if outcome == Outcome::Skipped {
+                continue;
             }
-            continue;
-        }
-        report.matched_lines += 1;
-        for (ruleset, outcome, hits) in results {
-            let index = rulesets
-                .iter()
-                .position(|r| std::ptr::eq(r, ruleset))
-                .unwrap_or(0);
+            matched = true;
             for hit in hits {
-                *counts.entry((index, hit.to_owned())).or_default() += 1;
+                counts[index][hit] += 1;
             }
             match outcome {
                 Outcome::Scored { address, score } => match board.add(address, score, 0) {
@@ -120,16 +119,24 @@ pub fn check<R: BufRead>(
                 Outcome::BadAddress { .. } => report.bad_addresses += 1,
                 Outcome::NoScore | Outcome::Skipped => {}
             }
+            if ruleset.last {
+                break;
+            }
+        }
+        if matched {
+            report.matched_lines += 1;
+        } else if keep_unmatched && report.unmatched.len() < MAX_UNMATCHED {
+            report.unmatched.push((report.lines, line.into_owned()));
         }
     }
     // Every rule, in file order, with its count (zero included: a rule that never fires is
     // worth seeing).
     for (index, ruleset) in rulesets.iter().enumerate() {
-        for rule in ruleset.match_names() {
+        for (rule, matches) in ruleset.match_names().zip(&counts[index]) {
             report.rules.push(RuleCount {
                 ruleset: ruleset.name.clone(),
                 rule: rule.to_owned(),
-                matches: counts.get(&(index, rule.to_owned())).copied().unwrap_or(0),
+                matches: *matches,
             });
         }
     }

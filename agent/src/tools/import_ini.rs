@@ -173,18 +173,35 @@ pub fn convert(text: &str, path: &Path) -> Result<String, ImportError> {
         "# Imported from {} by `xdpguard import-ini`.\n",
         path.display()
     );
+    // (first line of a table in the output, line of the INI section it came from): a load
+    // error is reported at the section.
+    let mut origins: Vec<(usize, usize)> = Vec::new();
+    let mut mark = |out: &String, section: &Section| {
+        origins.push((out.matches('\n').count() + 2, section.line));
+    };
     for ruleset in order {
+        mark(&out, firsts[ruleset]);
         let _ = write!(out, "\n[[ruleset]]\nname = {}\n", toml_string(ruleset));
         write_match(&mut out, firsts[ruleset], path)?;
         for (rule, section) in rules.get(ruleset).into_iter().flatten() {
+            mark(&out, section);
             let _ = write!(out, "\n[[ruleset.rule]]\nname = {}\n", toml_string(rule));
             write_match(&mut out, section, path)?;
         }
     }
-    crate::detect::logs::ruleset::parse(&out, path).map_err(|err| ImportError::Syntax {
-        path: path.display().to_string(),
-        line: 0,
-        message: format!("converted, but it would not load: {err}"),
+    crate::detect::logs::ruleset::parse(&out, Path::new("(converted)")).map_err(|err| {
+        let line = err.line().map_or(0, |at| {
+            origins
+                .iter()
+                .take_while(|(start, _)| *start <= at)
+                .last()
+                .map_or(0, |(_, ini)| *ini)
+        });
+        ImportError::Syntax {
+            path: path.display().to_string(),
+            line,
+            message: format!("converted, but it would not load: {err}"),
+        }
     })?;
     Ok(out)
 }
@@ -254,5 +271,16 @@ score: 1
         assert!(err.to_string().contains("score: \"many\""), "{err}");
         let err = convert("[ruleset.a]\nmatch = (\nscore = 1\n", Path::new("r.ini")).unwrap_err();
         assert!(err.to_string().contains("would not load"), "{err}");
+        // At the section the fault came from.
+        let err = convert(
+            "[ruleset.a]\nmatch = (?P<address>x)\nscore = 1\n\n[ruleset.a.r]\nmatch = (\n",
+            Path::new("r.ini"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("r.ini:5: converted, but it would not load: (converted):"),
+            "{err}"
+        );
     }
 }

@@ -3,14 +3,18 @@ use toml::Spanned;
 
 use crate::{
     config::{
-        ConfigError,
+        Config, ConfigError,
         locate::ConfigText,
-        raw::{RawInput, RawScoring},
+        raw::{RawConfig, RawInput, RawRulesetLimits, RawScoring},
     },
     detect::logs::config::{InputConfig, InputSource},
     detect::logs::offenders::ScoringConfig,
+    detect::logs::ruleset::{self, Limit, Ruleset, RulesetLimits},
     detect::logs::score::ScoringPolicy,
 };
+
+/// How many ruleset names an error about a missing one lists.
+const NAMES_SHOWN: usize = 12;
 
 impl ConfigText<'_> {
     pub(super) fn scoring(&self, raw: &RawScoring) -> Result<ScoringConfig, ConfigError> {
@@ -148,11 +152,125 @@ impl ConfigText<'_> {
             out.push(InputConfig {
                 name: name.clone(),
                 source,
-                rulesets: input.rulesets.clone(),
+                rulesets: input
+                    .rulesets
+                    .iter()
+                    .map(|name| name.get_ref().clone())
+                    .collect(),
                 start_at_end,
             });
         }
         Ok(out)
+    }
+}
+
+impl ConfigText<'_> {
+    pub(super) fn ruleset_limits(
+        &self,
+        raw: &RawRulesetLimits,
+    ) -> Result<RulesetLimits, ConfigError> {
+        let mut limits = RulesetLimits::default();
+        for (limit, value) in [
+            (Limit::Files, &raw.max_files),
+            (Limit::FileBytes, &raw.max_file_bytes),
+            (Limit::Rules, &raw.max_rules),
+            (Limit::PatternBytes, &raw.max_pattern_bytes),
+            (Limit::RegexBytes, &raw.max_regex_bytes),
+            (Limit::CompiledBytes, &raw.max_compiled_bytes),
+        ] {
+            let key = format!("rulesets.{}", limit.key());
+            let set: u32 = self.integer(
+                &key,
+                value.as_ref(),
+                1,
+                limit.ceiling(),
+                limit.of(&limits),
+                limit.unit(),
+            )?;
+            limits.set(limit, set);
+        }
+        Ok(limits)
+    }
+}
+
+impl ConfigText<'_> {
+    /// What `config` (validated from this text) names in its rulesets directory: the files
+    /// read within its `[rulesets]` limits, and every ruleset an input names there and enabled.
+    /// Compiled too when `compile`; else the result is empty.
+    pub(in crate::config) fn rulesets(
+        &self,
+        config: &Config,
+        compile: bool,
+    ) -> Result<Vec<Ruleset>, ConfigError> {
+        // Validation kept no spans: the raw file again has them (it parsed once already).
+        let raw: RawConfig = toml::from_str(self.text).map_err(|err| self.toml_error(&err))?;
+        let mut named = raw.inputs.iter().flat_map(|input| {
+            let input = input.get_ref();
+            input
+                .rulesets
+                .iter()
+                .map(move |name| (input.name.get_ref(), name))
+        });
+        let (Some(dir), Some(dir_value)) = (&config.rulesets_dir, &raw.rulesets_dir) else {
+            return match named.next() {
+                Some((input, name)) => Err(self.invalid(
+                    "inputs.rulesets",
+                    name.span(),
+                    format_args!(
+                        "input {input:?} names ruleset {:?}, but no rulesets_dir is set",
+                        name.get_ref()
+                    ),
+                )),
+                None => Ok(Vec::new()),
+            };
+        };
+        let scanned = ruleset::scan(std::slice::from_ref(dir), &config.ruleset_limits)
+            .map_err(|err| self.invalid("rulesets_dir", dir_value.span(), err))?;
+        for (input, name) in named {
+            let wanted = name.get_ref();
+            match scanned.names().find(|found| found.name == wanted) {
+                Some(found) if found.enabled => {}
+                Some(found) => {
+                    return Err(self.invalid(
+                        "inputs.rulesets",
+                        name.span(),
+                        format_args!(
+                            "input {input:?} names ruleset {wanted:?}, which is disabled (enabled = false) in {}:{}",
+                            found.file.display(),
+                            found.line
+                        ),
+                    ));
+                }
+                None => {
+                    let mut there: Vec<&str> = scanned
+                        .names()
+                        .filter(|found| found.enabled)
+                        .map(|found| found.name)
+                        .collect();
+                    let more = there.len().saturating_sub(NAMES_SHOWN);
+                    there.truncate(NAMES_SHOWN);
+                    let there = match (there.is_empty(), more) {
+                        (true, _) => "it has none".to_owned(),
+                        (false, 0) => format!("it has {}", there.join(", ")),
+                        (false, more) => format!("it has {} and {more} more", there.join(", ")),
+                    };
+                    return Err(self.invalid(
+                        "inputs.rulesets",
+                        name.span(),
+                        format_args!(
+                            "input {input:?} names ruleset {wanted:?}, which is not in {} ({there})",
+                            dir.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        if !compile {
+            return Ok(Vec::new());
+        }
+        scanned
+            .compile()
+            .map_err(|err| self.invalid("rulesets_dir", dir_value.span(), err))
     }
 }
 
@@ -161,7 +279,7 @@ mod tests {
     use std::{path::PathBuf, time::Duration};
 
     use crate::{
-        config::testing::*,
+        config::{Config, testing::*},
         detect::logs::config::{InputConfig, InputSource},
     };
 
@@ -220,5 +338,137 @@ mod tests {
             parse(&pipe).unwrap().inputs[0].source,
             InputSource::Pipe(PathBuf::from("/var/log/auth.log"))
         );
+    }
+
+    #[test]
+    fn ruleset_limits_are_read_and_range_checked() {
+        use crate::detect::logs::ruleset::RulesetLimits;
+        assert_eq!(
+            parse(MINIMAL).unwrap().ruleset_limits,
+            RulesetLimits::default()
+        );
+        let config = parse(&with_section(
+            "[rulesets]\nmax_files = 500\nmax_file_bytes = 1000\nmax_rules = 3\nmax_pattern_bytes = 4\nmax_regex_bytes = 5\nmax_compiled_bytes = 6\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            config.ruleset_limits,
+            RulesetLimits {
+                max_files: 500,
+                max_file_bytes: 1000,
+                max_rules: 3,
+                max_pattern_bytes: 4,
+                max_regex_bytes: 5,
+                max_compiled_bytes: 6,
+            }
+        );
+        let message = error_at(&with_section("[rulesets]\nmax_files = 0\n"), 4);
+        assert!(
+            message.contains("rulesets.max_files: 0 is out of range: 1 to 65536 files"),
+            "{message}"
+        );
+        let message = error_at(&with_section("[rulesets]\nmax_rulez = 1\n"), 4);
+        assert!(message.contains("unknown field `max_rulez`"), "{message}");
+    }
+
+    /// A scratch directory with a rulesets directory holding `sshd` and a disabled `off`, and
+    /// a configuration whose input names `wanted` on line 7.
+    fn config_naming(tag: &str, wanted: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("xdpguard-cfg-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("rulesets")).unwrap();
+        let shipped =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rulesets/sshd.toml");
+        std::fs::copy(shipped, dir.join("rulesets/sshd.toml")).unwrap();
+        std::fs::write(
+            dir.join("rulesets/off.toml"),
+            "[[ruleset]]\nname = \"off\"\nmatch = '('\nenabled = false\n",
+        )
+        .unwrap();
+        let path = dir.join("xdpguard.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "rulesets_dir = \"{}\"\n[[interfaces]]\nname = \"eth1\"\n[[inputs]]\nname = \"auth\"\nfile = \"/var/log/auth.log\"\nrulesets = [\"sshd\", \"{wanted}\"]\n",
+                dir.join("rulesets").display()
+            ),
+        )
+        .unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn an_input_naming_a_missing_or_disabled_ruleset_is_refused_at_its_line() {
+        let (dir, path) = config_naming("missing", "sshx");
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}:7:", path.display())), "{err}");
+        assert!(
+            err.contains("inputs.rulesets: input \"auth\" names ruleset \"sshx\", which is not in")
+                && err.contains("(it has sshd)"),
+            "{err}"
+        );
+        // The file alone is fine: only loading looks at the rulesets.
+        Config::read(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let (dir, path) = config_naming("disabled", "off");
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("which is disabled (enabled = false)"), "{err}");
+        assert!(err.contains("off.toml:2"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let (dir, path) = config_naming("present", "sshd");
+        // `sshd` twice is fine; every name is there.
+        let (config, rulesets) = Config::load_with_rulesets(&path).unwrap();
+        assert_eq!(config.inputs[0].rulesets, ["sshd", "sshd"]);
+        assert_eq!(
+            rulesets.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["sshd"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let text = format!(
+            "{MINIMAL}[[inputs]]\nname = \"auth\"\nfile = \"/var/log/auth.log\"\nrulesets = [\"sshd\"]\n"
+        );
+        let dir = std::env::temp_dir().join(format!("xdpguard-cfg-nodir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("xdpguard.toml");
+        std::fs::write(&path, text).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}:6:", path.display()))
+                && err.contains("but no rulesets_dir is set"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ruleset_errors_and_limits_are_config_errors_at_rulesets_dir() {
+        let (dir, path) = config_naming("limit", "sshd");
+        let text = std::fs::read_to_string(&path).unwrap() + "[rulesets]\nmax_files = 1\n";
+        std::fs::write(&path, text).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}:1:", path.display())), "{err}");
+        assert!(
+            err.contains("rulesets_dir: ")
+                && err.contains("2 ruleset files, more than rulesets.max_files = 1"),
+            "{err}"
+        );
+        std::fs::write(
+            dir.join("rulesets/off.toml"),
+            "[[ruleset]]\nname = \"off\"\nmatch = 'a'\nscroe = 1\n",
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("max_files = 1", "");
+        std::fs::write(&path, text).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("off.toml:4: ruleset \"off\": unknown key `scroe`"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -107,6 +107,7 @@ impl RawConfig {
             scoring: source.scoring(&self.scoring)?,
             inputs: source.inputs(&self.inputs)?,
             volume: source.volume(&self.volume)?,
+            ruleset_limits: source.ruleset_limits(&self.rulesets)?,
         })
     }
 }

@@ -8,66 +8,188 @@
 //! summed; `last` on a rule stops the ruleset, and `last` on a ruleset stops the rulesets after
 //! it for that line. The address comes from the variable `address`.
 //!
-//! Regular expressions are Rust's `regex` crate: matching is linear in the line, so a hostile
-//! or careless pattern cannot hang the daemon; patterns are size-limited when compiled.
+//! Regular expressions are `regex-automata`'s meta engine (what the `regex` crate runs):
+//! matching is linear in the line, so a hostile or careless pattern cannot hang the daemon.
+//!
+//! Loading is bounded by [`RulesetLimits`] in two passes. The first reads and checks the files
+//! without compiling anything: how many files, how big each one is, how many rules in all, how
+//! long each pattern is (and every key, type and name, each error at the line of the fault). The
+//! second compiles, with each pattern's program bounded and measured, and the measured sizes
+//! summed against a budget for all of them. So a directory of ten thousand files is refused
+//! before a single one is read, and no file can make the daemon allocate more than the limits
+//! say.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
+    fmt,
+    io::Read as _,
     net::IpAddr,
+    ops::Range,
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
 
-use regex::{Regex, RegexBuilder};
-use serde::Deserialize;
+use regex_automata::{
+    Input, MatchKind, PatternID, PatternSet, Span, meta,
+    util::{prefilter::Prefilter, syntax},
+};
+use regex_syntax::hir::{Hir, HirKind};
+use toml::{
+    Spanned,
+    de::{DeTable, DeValue},
+};
 
-/// Compiled-pattern budget: a pattern that needs more is refused at load time.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// How many ruleset files are loaded at most.
+pub const DEFAULT_MAX_FILES: u32 = 128;
+/// How big one ruleset file may be.
+pub const DEFAULT_MAX_FILE_BYTES: u32 = 256 << 10;
+/// How many matches (first matches and rules, enabled ones) all rulesets hold together.
+pub const DEFAULT_MAX_RULES: u32 = 2048;
+/// How long one pattern (or target template) may be, in bytes of source.
+pub const DEFAULT_MAX_PATTERN_BYTES: u32 = 4 << 10;
+/// How big one compiled pattern may be: its automata, and separately its search cache.
+pub const DEFAULT_MAX_REGEX_BYTES: u32 = 1 << 20;
+/// How big every compiled pattern of every ruleset may be together.
+pub const DEFAULT_MAX_COMPILED_BYTES: u32 = 128 << 20;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    ruleset: Vec<RawRuleset>,
+/// The bounds on what ruleset files may cost; the `[rulesets]` table of the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RulesetLimits {
+    pub max_files: u32,
+    pub max_file_bytes: u32,
+    pub max_rules: u32,
+    pub max_pattern_bytes: u32,
+    pub max_regex_bytes: u32,
+    pub max_compiled_bytes: u32,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMatch {
-    #[serde(rename = "match")]
-    pattern: String,
-    target: Option<String>,
-    #[serde(default)]
-    ignore_case: bool,
-    #[serde(default)]
-    negated: bool,
-    #[serde(default)]
-    defaults: BTreeMap<String, String>,
-    score: Option<i64>,
-    #[serde(default = "enabled")]
-    enabled: bool,
-    #[serde(default)]
-    last: bool,
+impl Default for RulesetLimits {
+    fn default() -> Self {
+        Self {
+            max_files: DEFAULT_MAX_FILES,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            max_rules: DEFAULT_MAX_RULES,
+            max_pattern_bytes: DEFAULT_MAX_PATTERN_BYTES,
+            max_regex_bytes: DEFAULT_MAX_REGEX_BYTES,
+            max_compiled_bytes: DEFAULT_MAX_COMPILED_BYTES,
+        }
+    }
 }
 
-const fn enabled() -> bool {
-    true
+/// One of [`RulesetLimits`], by the key that sets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    Files,
+    FileBytes,
+    Rules,
+    PatternBytes,
+    RegexBytes,
+    CompiledBytes,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRuleset {
-    name: String,
-    #[serde(flatten)]
-    first: RawMatch,
-    #[serde(default, rename = "rule")]
-    rules: Vec<RawRule>,
+impl Limit {
+    pub const ALL: [Self; 6] = [
+        Self::Files,
+        Self::FileBytes,
+        Self::Rules,
+        Self::PatternBytes,
+        Self::RegexBytes,
+        Self::CompiledBytes,
+    ];
+
+    /// Its key in the `[rulesets]` table.
+    pub const fn key(self) -> &'static str {
+        match self {
+            Self::Files => "max_files",
+            Self::FileBytes => "max_file_bytes",
+            Self::Rules => "max_rules",
+            Self::PatternBytes => "max_pattern_bytes",
+            Self::RegexBytes => "max_regex_bytes",
+            Self::CompiledBytes => "max_compiled_bytes",
+        }
+    }
+
+    /// The most it may be raised to (the configuration refuses more).
+    pub const fn ceiling(self) -> u32 {
+        match self {
+            Self::Files => 1 << 16,
+            Self::FileBytes => 16 << 20,
+            Self::Rules => 1 << 20,
+            Self::PatternBytes => 1 << 20,
+            Self::RegexBytes => 256 << 20,
+            Self::CompiledBytes => u32::MAX,
+        }
+    }
+
+    pub const fn unit(self) -> &'static str {
+        match self {
+            Self::Files => "files",
+            Self::Rules => "rules",
+            Self::FileBytes | Self::PatternBytes | Self::RegexBytes | Self::CompiledBytes => {
+                "bytes"
+            }
+        }
+    }
+
+    pub const fn of(self, limits: &RulesetLimits) -> u32 {
+        match self {
+            Self::Files => limits.max_files,
+            Self::FileBytes => limits.max_file_bytes,
+            Self::Rules => limits.max_rules,
+            Self::PatternBytes => limits.max_pattern_bytes,
+            Self::RegexBytes => limits.max_regex_bytes,
+            Self::CompiledBytes => limits.max_compiled_bytes,
+        }
+    }
+
+    const fn slot(self, limits: &mut RulesetLimits) -> &mut u32 {
+        match self {
+            Self::Files => &mut limits.max_files,
+            Self::FileBytes => &mut limits.max_file_bytes,
+            Self::Rules => &mut limits.max_rules,
+            Self::PatternBytes => &mut limits.max_pattern_bytes,
+            Self::RegexBytes => &mut limits.max_regex_bytes,
+            Self::CompiledBytes => &mut limits.max_compiled_bytes,
+        }
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    name: String,
-    #[serde(flatten)]
-    matcher: RawMatch,
+impl RulesetLimits {
+    /// Set one limit (range-checked by the caller).
+    pub const fn set(&mut self, limit: Limit, value: u32) {
+        *limit.slot(self) = value;
+    }
+
+    /// Set one limit from `KEY=N` (the `--limit` of `check` and `lint`).
+    ///
+    /// # Errors
+    /// An unknown key, or a value that is not a number from 1 to the limit's ceiling.
+    pub fn set_from_text(&mut self, text: &str) -> Result<(), String> {
+        let keys = || Limit::ALL.map(Limit::key).join(", ");
+        let Some((key, value)) = text.split_once('=') else {
+            return Err(format!("{text:?}: write KEY=N, KEY one of {}", keys()));
+        };
+        let Some(limit) = Limit::ALL.into_iter().find(|l| l.key() == key.trim()) else {
+            return Err(format!("{key:?} is not a ruleset limit; one of {}", keys()));
+        };
+        let value = value
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|v| (1..=limit.ceiling()).contains(v))
+            .ok_or_else(|| {
+                format!(
+                    "{key}: {value:?} is not a number from 1 to {} {}",
+                    limit.ceiling(),
+                    limit.unit()
+                )
+            })?;
+        *limit.slot(self) = value;
+        Ok(())
+    }
+
+    fn bytes(value: u32) -> usize {
+        usize::try_from(value).unwrap_or(usize::MAX)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,32 +200,667 @@ pub enum RulesetError {
         #[source]
         source: std::io::Error,
     },
+    /// TOML syntax, an unknown key, a value of the wrong type, a missing key: `message` says
+    /// which ruleset and rule when it is inside one.
     #[error("{path}:{line}: {message}")]
     Syntax {
         path: PathBuf,
         line: usize,
         message: String,
     },
-    #[error("{path}: ruleset {ruleset:?}, rule {rule:?}: {message}")]
+    /// A value of the right type that cannot be used: a bad pattern, a name given twice, a
+    /// ruleset that can never score.
+    #[error("{path}:{line}: {}: {message}", context(ruleset, rule.as_deref()))]
     Invalid {
         path: PathBuf,
+        line: usize,
         ruleset: String,
-        rule: String,
+        rule: Option<String>,
         message: String,
     },
-    #[error("{path}: ruleset {ruleset:?}: {message}")]
-    Useless {
+    /// Over one of the [`RulesetLimits`]: `what` is what was found.
+    #[error(
+        "{}: {what}, more than rulesets.{} = {max} allows; raise it in the [rulesets] table of the configuration (check and lint: --limit {}=N)",
+        place(path, *line), limit.key(), limit.key()
+    )]
+    Limit {
         path: PathBuf,
-        ruleset: String,
-        message: String,
+        line: Option<usize>,
+        limit: Limit,
+        max: u32,
+        what: String,
     },
+}
+
+impl RulesetError {
+    /// The line of the fault, when it is at one.
+    pub const fn line(&self) -> Option<usize> {
+        match self {
+            Self::Syntax { line, .. } | Self::Invalid { line, .. } => Some(*line),
+            Self::Limit { line, .. } => *line,
+            Self::Read { .. } => None,
+        }
+    }
+
+    /// The file (or directory) the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Read { path, .. }
+            | Self::Syntax { path, .. }
+            | Self::Invalid { path, .. }
+            | Self::Limit { path, .. } => path,
+        }
+    }
+}
+
+fn context(ruleset: &str, rule: Option<&str>) -> String {
+    match rule {
+        Some(rule) => format!("ruleset {ruleset:?}, rule {rule:?}"),
+        None => format!("ruleset {ruleset:?}"),
+    }
+}
+
+fn place(path: &Path, line: Option<usize>) -> String {
+    match line {
+        Some(line) => format!("{}:{line}", path.display()),
+        None => path.display().to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// First pass: the files as written, checked, nothing compiled.
+
+/// A match table as written. `line`: of its `match` value.
+#[derive(Debug)]
+struct RawMatch {
+    pattern: String,
+    line: usize,
+    target: Option<String>,
+    ignore_case: bool,
+    negated: bool,
+    defaults: Vec<(String, String)>,
+    score: Option<i64>,
+    enabled: bool,
+    last: bool,
+}
+
+#[derive(Debug)]
+struct RawRule {
+    name: String,
+    /// Of its header (`[[ruleset.rule]]`).
+    line: usize,
+    matcher: RawMatch,
+}
+
+#[derive(Debug)]
+struct RawRuleset {
+    name: String,
+    /// Of its header (`[[ruleset]]`).
+    line: usize,
+    name_line: usize,
+    first: RawMatch,
+    rules: Vec<RawRule>,
+}
+
+impl RawRuleset {
+    /// The header lines of the matches that will be compiled, first match first.
+    fn enabled_lines(&self) -> impl Iterator<Item = usize> {
+        let on = self.first.enabled;
+        std::iter::once(self.line).filter(move |_| on).chain(
+            self.rules
+                .iter()
+                .filter(move |r| on && r.matcher.enabled)
+                .map(|r| r.line),
+        )
+    }
+}
+
+#[derive(Debug)]
+struct RawFile {
+    path: PathBuf,
+    rulesets: Vec<RawRuleset>,
+}
+
+const MATCH_KEYS: [&str; 8] = [
+    "match",
+    "target",
+    "ignore_case",
+    "negated",
+    "defaults",
+    "score",
+    "enabled",
+    "last",
+];
+
+type Entry<'t, 'i> = (
+    &'t Spanned<std::borrow::Cow<'i, str>>,
+    &'t Spanned<DeValue<'i>>,
+);
+
+/// A file's text being read: turns spans into lines.
+struct Doc<'a> {
+    path: &'a Path,
+    text: &'a str,
+    limits: &'a RulesetLimits,
+}
+
+impl Doc<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        self.text[..offset].matches('\n').count() + 1
+    }
+
+    fn syntax(&self, span: &Range<usize>, message: impl fmt::Display) -> RulesetError {
+        RulesetError::Syntax {
+            path: self.path.to_path_buf(),
+            line: self.line(span.start),
+            message: message.to_string(),
+        }
+    }
+
+    /// A table's entries in the order they were written (the map sorts them by key).
+    fn entries<'t, 'i>(table: &'t DeTable<'i>) -> Vec<Entry<'t, 'i>> {
+        let mut entries: Vec<Entry<'t, 'i>> = table.iter().collect();
+        entries.sort_by_key(|(key, _)| key.span().start);
+        entries
+    }
+
+    fn file(&self) -> Result<Vec<RawRuleset>, RulesetError> {
+        let document = DeTable::parse(self.text).map_err(|err| {
+            self.syntax(&err.span().unwrap_or(0..0), err.message().trim().to_owned())
+        })?;
+        let mut out = Vec::new();
+        for (key, value) in Self::entries(document.get_ref()) {
+            if key.get_ref() != "ruleset" {
+                return Err(self.syntax(
+                    &key.span(),
+                    format_args!(
+                        "unknown key `{}`: a ruleset file holds [[ruleset]] tables only",
+                        key.get_ref()
+                    ),
+                ));
+            }
+            for (span, table) in self.tables(value, "`ruleset`", "[[ruleset]]")? {
+                out.push(self.ruleset(span, table)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// An array of tables (`[[name]]`, or `[{ ... }]`): each table and where it starts.
+    fn tables<'t, 'i>(
+        &self,
+        value: &'t Spanned<DeValue<'i>>,
+        what: &str,
+        header: &str,
+    ) -> Result<Vec<(Range<usize>, &'t DeTable<'i>)>, RulesetError> {
+        let wrong = |span: &Range<usize>, found: &str| {
+            self.syntax(
+                span,
+                format_args!("{what} must be {header} tables, not {found}"),
+            )
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            return Err(wrong(&value.span(), value.get_ref().type_str()));
+        };
+        items
+            .iter()
+            .map(|item| match item.get_ref() {
+                DeValue::Table(table) => Ok((item.span(), table)),
+                other => Err(wrong(&item.span(), other.type_str())),
+            })
+            .collect()
+    }
+
+    fn string(
+        &self,
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+        at: &str,
+    ) -> Result<String, RulesetError> {
+        match value.get_ref() {
+            DeValue::String(text) => Ok(text.to_string()),
+            other => Err(self.syntax(
+                &value.span(),
+                format_args!("{at}`{key}` must be a string, not {}", other.type_str()),
+            )),
+        }
+    }
+
+    fn boolean(
+        &self,
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+        at: &str,
+    ) -> Result<bool, RulesetError> {
+        match value.get_ref() {
+            DeValue::Boolean(yes) => Ok(*yes),
+            other => Err(self.syntax(
+                &value.span(),
+                format_args!(
+                    "{at}`{key}` must be true or false, not {}",
+                    other.type_str()
+                ),
+            )),
+        }
+    }
+
+    /// The name of a ruleset or rule, and its line, when it has one.
+    fn name(&self, table: &DeTable<'_>, at: &str) -> Result<Option<(String, usize)>, RulesetError> {
+        let Some((_, value)) = table.iter().find(|(key, _)| key.get_ref() == "name") else {
+            return Ok(None);
+        };
+        let name = self.string(value, "name", at)?;
+        if name.is_empty() {
+            return Err(self.syntax(&value.span(), format_args!("{at}`name` is empty")));
+        }
+        Ok(Some((name, self.line(value.span().start))))
+    }
+
+    fn ruleset(&self, span: Range<usize>, table: &DeTable<'_>) -> Result<RawRuleset, RulesetError> {
+        let named = self.name(table, "ruleset: ")?;
+        let at = named.as_ref().map_or_else(
+            || "ruleset: ".to_owned(),
+            |(name, _)| format!("ruleset {name:?}: "),
+        );
+        let mut first = MatchBuilder::default();
+        let mut rules = Vec::new();
+        for (key, value) in Self::entries(table) {
+            match key.get_ref().as_ref() {
+                "name" => {}
+                "rule" => {
+                    for (rule_span, rule) in
+                        self.tables(value, &format!("{at}`rule`"), "[[ruleset.rule]]")?
+                    {
+                        rules.push(self.rule(rule_span, rule, named.as_ref().map(|n| &n.0))?);
+                    }
+                }
+                name if MATCH_KEYS.contains(&name) => first.key(self, name, value, &at)?,
+                name => {
+                    return Err(self.syntax(
+                        &key.span(),
+                        format_args!(
+                            "{at}unknown key `{name}`; a ruleset takes name, {} and [[ruleset.rule]] tables",
+                            MATCH_KEYS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        let Some((name, name_line)) = named else {
+            return Err(self.syntax(&span, "ruleset: missing `name`"));
+        };
+        Ok(RawRuleset {
+            first: first.finish(self, &span, &at)?,
+            line: self.line(span.start),
+            name,
+            name_line,
+            rules,
+        })
+    }
+
+    fn rule(
+        &self,
+        span: Range<usize>,
+        table: &DeTable<'_>,
+        ruleset: Option<&String>,
+    ) -> Result<RawRule, RulesetError> {
+        let ruleset =
+            ruleset.map_or_else(|| "ruleset".to_owned(), |name| format!("ruleset {name:?}"));
+        let named = self.name(table, &format!("{ruleset}, rule: "))?;
+        let at = match &named {
+            Some((name, _)) => format!("{ruleset}, rule {name:?}: "),
+            None => format!("{ruleset}, rule: "),
+        };
+        let mut matcher = MatchBuilder::default();
+        for (key, value) in Self::entries(table) {
+            match key.get_ref().as_ref() {
+                "name" => {}
+                name if MATCH_KEYS.contains(&name) => matcher.key(self, name, value, &at)?,
+                name => {
+                    return Err(self.syntax(
+                        &key.span(),
+                        format_args!(
+                            "{at}unknown key `{name}`; a rule takes name, {}",
+                            MATCH_KEYS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        let Some((name, _)) = named else {
+            return Err(self.syntax(&span, format_args!("{at}missing `name`")));
+        };
+        Ok(RawRule {
+            name,
+            line: self.line(span.start),
+            matcher: matcher.finish(self, &span, &at)?,
+        })
+    }
+
+    /// A pattern or template longer than the limit.
+    fn check_length(
+        &self,
+        value: &Spanned<DeValue<'_>>,
+        text: &str,
+        at: &str,
+    ) -> Result<(), RulesetError> {
+        let max = self.limits.max_pattern_bytes;
+        if text.len() > RulesetLimits::bytes(max) {
+            return Err(RulesetError::Limit {
+                path: self.path.to_path_buf(),
+                line: Some(self.line(value.span().start)),
+                limit: Limit::PatternBytes,
+                max,
+                what: format!("{at}a pattern of {} bytes", text.len()),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The keys of one match table, as they are read.
+#[derive(Default)]
+struct MatchBuilder {
+    pattern: Option<(String, usize)>,
+    target: Option<String>,
+    ignore_case: bool,
+    negated: bool,
+    defaults: Vec<(String, String)>,
+    score: Option<i64>,
+    enabled: Option<bool>,
+    last: bool,
+}
+
+impl MatchBuilder {
+    fn key(
+        &mut self,
+        doc: &Doc<'_>,
+        key: &str,
+        value: &Spanned<DeValue<'_>>,
+        at: &str,
+    ) -> Result<(), RulesetError> {
+        match key {
+            "match" => {
+                let pattern = doc.string(value, key, at)?;
+                doc.check_length(value, &pattern, at)?;
+                self.pattern = Some((pattern, doc.line(value.span().start)));
+            }
+            "target" => {
+                let target = doc.string(value, key, at)?;
+                doc.check_length(value, &target, at)?;
+                self.target = Some(target);
+            }
+            "ignore_case" => self.ignore_case = doc.boolean(value, key, at)?,
+            "negated" => self.negated = doc.boolean(value, key, at)?,
+            "enabled" => self.enabled = Some(doc.boolean(value, key, at)?),
+            "last" => self.last = doc.boolean(value, key, at)?,
+            "score" => {
+                let DeValue::Integer(number) = value.get_ref() else {
+                    return Err(doc.syntax(
+                        &value.span(),
+                        format_args!(
+                            "{at}`score` must be an integer, not {}",
+                            value.get_ref().type_str()
+                        ),
+                    ));
+                };
+                let score = i64::from_str_radix(number.as_str(), number.radix())
+                    .ok()
+                    .filter(|s| s.unsigned_abs() <= 1 << 40)
+                    .ok_or_else(|| {
+                        doc.syntax(
+                            &value.span(),
+                            format_args!(
+                                "{at}`score` {} is out of range: -2^40 to 2^40",
+                                number.as_str()
+                            ),
+                        )
+                    })?;
+                self.score = Some(score);
+            }
+            "defaults" => {
+                let DeValue::Table(table) = value.get_ref() else {
+                    return Err(doc.syntax(
+                        &value.span(),
+                        format_args!(
+                            "{at}`defaults` must be a table of strings such as {{ kind = \"web\" }}, not {}",
+                            value.get_ref().type_str()
+                        ),
+                    ));
+                };
+                for (name, text) in Doc::entries(table) {
+                    let text = doc.string(text, &format!("defaults.{}", name.get_ref()), at)?;
+                    self.defaults.push((name.get_ref().to_string(), text));
+                }
+            }
+            _ => unreachable!("only MATCH_KEYS come here"),
+        }
+        Ok(())
+    }
+
+    fn finish(
+        self,
+        doc: &Doc<'_>,
+        span: &Range<usize>,
+        at: &str,
+    ) -> Result<RawMatch, RulesetError> {
+        let Some((pattern, line)) = self.pattern else {
+            return Err(doc.syntax(span, format_args!("{at}missing `match`")));
+        };
+        Ok(RawMatch {
+            pattern,
+            line,
+            target: self.target,
+            ignore_case: self.ignore_case,
+            negated: self.negated,
+            defaults: self.defaults,
+            score: self.score,
+            enabled: self.enabled.unwrap_or(true),
+            last: self.last,
+        })
+    }
+}
+
+/// Ruleset files read and checked, not compiled yet: what [`scan`] gives.
+#[derive(Debug)]
+pub struct Scanned {
+    files: Vec<RawFile>,
+    limits: RulesetLimits,
+}
+
+/// A ruleset's name and where it is defined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RulesetName<'a> {
+    pub name: &'a str,
+    pub file: &'a Path,
+    pub line: usize,
+    /// `enabled = false` on the ruleset: it is never loaded.
+    pub enabled: bool,
+}
+
+impl Scanned {
+    /// Every ruleset in load order, disabled ones included.
+    pub fn names(&self) -> impl Iterator<Item = RulesetName<'_>> {
+        self.files.iter().flat_map(|file| {
+            file.rulesets.iter().map(|ruleset| RulesetName {
+                name: &ruleset.name,
+                file: &file.path,
+                line: ruleset.name_line,
+                enabled: ruleset.first.enabled,
+            })
+        })
+    }
+
+    /// Compile every enabled ruleset, in order.
+    ///
+    /// # Errors
+    /// A bad pattern, one over `max_regex_bytes` compiled, all of them together over
+    /// `max_compiled_bytes`, a ruleset that can never score or never name a source; each with
+    /// its file and line.
+    pub fn compile(self) -> Result<Vec<Ruleset>, RulesetError> {
+        let mut budget = Budget {
+            limits: self.limits,
+            used: 0,
+        };
+        let mut out = Vec::new();
+        for file in self.files {
+            for ruleset in file.rulesets {
+                if let Some(compiled) = compile_ruleset(&file.path, ruleset, &mut budget)? {
+                    out.push(compiled);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What the compiled patterns measured so far take.
+struct Budget {
+    limits: RulesetLimits,
+    used: usize,
+}
+
+/// Where a pattern is, for its errors.
+struct At<'a> {
+    path: &'a Path,
+    line: usize,
+    ruleset: &'a str,
+    rule: Option<&'a str>,
+}
+
+impl At<'_> {
+    fn invalid(&self, message: String) -> RulesetError {
+        RulesetError::Invalid {
+            path: self.path.to_path_buf(),
+            line: self.line,
+            ruleset: self.ruleset.to_owned(),
+            rule: self.rule.map(str::to_owned),
+            message,
+        }
+    }
+
+    fn limit(&self, limit: Limit, max: u32, what: impl fmt::Display) -> RulesetError {
+        RulesetError::Limit {
+            path: self.path.to_path_buf(),
+            line: Some(self.line),
+            limit,
+            max,
+            what: format!("{}: {what}", context(self.ruleset, self.rule)),
+        }
+    }
+}
+
+impl Budget {
+    fn config(&self) -> meta::Config {
+        let max = RulesetLimits::bytes(self.limits.max_regex_bytes);
+        meta::Config::new()
+            .nfa_size_limit(Some(max))
+            // The one-pass DFA is a speed-up that is skipped when it would not fit: it gets
+            // half, so it cannot push a pattern that compiles over its limit on its own.
+            .onepass_size_limit(Some(max / 2))
+            .hybrid_cache_capacity(max)
+    }
+
+    /// Compile `pattern`, count it, refuse it over either limit.
+    fn regex(
+        &mut self,
+        pattern: &str,
+        ignore_case: bool,
+        config: meta::Config,
+        at: &At<'_>,
+    ) -> Result<meta::Regex, RulesetError> {
+        let built = meta::Builder::new()
+            .configure(config)
+            .syntax(syntax::Config::new().case_insensitive(ignore_case))
+            .build(pattern);
+        let regex = match built {
+            Ok(regex) => regex,
+            Err(err) if err.size_limit().is_some() => {
+                return Err(at.limit(
+                    Limit::RegexBytes,
+                    self.limits.max_regex_bytes,
+                    "compiled, the pattern needs more",
+                ));
+            }
+            Err(err) => {
+                let why = err
+                    .syntax_error()
+                    .map_or_else(|| err.to_string(), ToString::to_string);
+                return Err(at.invalid(format!("bad regular expression: {why}")));
+            }
+        };
+        self.count(regex.memory_usage(), at)?;
+        Ok(regex)
+    }
+
+    fn count(&mut self, size: usize, at: &At<'_>) -> Result<(), RulesetError> {
+        if size > RulesetLimits::bytes(self.limits.max_regex_bytes) {
+            return Err(at.limit(
+                Limit::RegexBytes,
+                self.limits.max_regex_bytes,
+                format_args!("compiled, the pattern takes {size} bytes"),
+            ));
+        }
+        self.used = self.used.saturating_add(size);
+        if self.used > RulesetLimits::bytes(self.limits.max_compiled_bytes) {
+            return Err(at.limit(
+                Limit::CompiledBytes,
+                self.limits.max_compiled_bytes,
+                format_args!(
+                    "with this pattern the compiled rulesets take {} bytes",
+                    self.used
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rules' patterns as one set, when they fit (it is only a shortcut).
+    fn set(&mut self, patterns: &[String]) -> Option<meta::Regex> {
+        // As `regex::RegexSet`: every pattern that matches is reported, none captures.
+        let set = meta::Builder::new()
+            .configure(
+                self.config()
+                    .match_kind(MatchKind::All)
+                    .which_captures(regex_automata::nfa::thompson::WhichCaptures::None),
+            )
+            .build_many(patterns)
+            .ok()?;
+        let size = set.memory_usage();
+        let fits = size <= RulesetLimits::bytes(self.limits.max_regex_bytes)
+            && self.used.saturating_add(size)
+                <= RulesetLimits::bytes(self.limits.max_compiled_bytes);
+        fits.then(|| {
+            self.used += size;
+            set
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Second pass: compiled rulesets and running them.
+
+/// A compiled regex's named groups: (group index, name).
+fn group_names(regex: &meta::Regex) -> Vec<(usize, String)> {
+    regex
+        .group_info()
+        .pattern_names(PatternID::ZERO)
+        .enumerate()
+        .filter_map(|(index, name)| name.map(|name| (index, name.to_owned())))
+        .collect()
 }
 
 /// One compiled match.
 #[derive(Clone, Debug)]
 pub struct Matcher {
     pub name: String,
-    regex: Regex,
+    pattern: String,
+    regex: meta::Regex,
+    groups: Vec<(usize, String)>,
     target: Option<String>,
     negated: bool,
     defaults: Vec<(String, String)>,
@@ -111,13 +868,24 @@ pub struct Matcher {
     pub last: bool,
     /// `target` is exactly `${name}`: this name.
     whole_variable: Option<String>,
-    /// The pattern ends in `(?P<NAME>.*)$`: the part before it, and NAME. The tail is then
-    /// the rest of the haystack after the part's match, which spares a capture engine the
-    /// walk over the whole line (same leftmost-first result: `.*$` takes any rest of a line).
-    tail: Option<(Regex, String)>,
+    /// The pattern ends in `(?P<NAME>.*)$`: the part before it, its groups, and NAME. The tail
+    /// is then the rest of the haystack after the part's match, which spares a capture engine
+    /// the walk over the whole line (same leftmost-first result: `.*$` takes any rest of a
+    /// line).
+    tail: Option<Tail>,
     ignore_case: bool,
-    /// The pattern has named groups (else a plain `is_match` will do).
-    has_names: bool,
+    /// A literal every match contains (e.g. the program name of a first match): a haystack
+    /// without it is passed over with a substring search, before any automaton's cache is
+    /// touched. With many rulesets most of them do not apply to a line, and this is what
+    /// they cost.
+    required: Option<Prefilter>,
+}
+
+#[derive(Clone, Debug)]
+struct Tail {
+    head: meta::Regex,
+    groups: Vec<(usize, String)>,
+    name: String,
 }
 
 /// What running a ruleset over a line gave.
@@ -149,7 +917,7 @@ pub struct Ruleset {
     /// When every rule reads the same one-variable target and sets no defaults (the usual
     /// shape), all rule patterns in one set: one pass over the target says which rules can
     /// match, and only those run their captures.
-    prefilter: Option<(String, regex::RegexSet)>,
+    prefilter: Option<(String, meta::Regex)>,
 }
 
 /// A line's variables: a handful at most, so a vector beats hashing.
@@ -187,17 +955,42 @@ impl Vars {
     }
 }
 
-/// Match `regex` on `haystack`, putting its named groups into `vars`. Whether it matched.
-fn capture_into(regex: &Regex, haystack: &str, vars: &mut Vars) -> bool {
-    let Some(captures) = regex.captures(haystack) else {
-        return false;
-    };
-    for name in regex.capture_names().flatten() {
-        if let Some(m) = captures.name(name) {
-            let _: Option<String> = vars.insert(name.to_owned(), m.as_str().to_owned());
+/// Match `regex` on `haystack`, putting its named `groups` into `vars`. Where the match ends.
+fn capture_into(
+    regex: &meta::Regex,
+    groups: &[(usize, String)],
+    haystack: &str,
+    vars: &mut Vars,
+) -> Option<usize> {
+    let mut captures = regex.create_captures();
+    regex.captures(haystack, &mut captures);
+    let end = captures.get_match()?.end();
+    for (index, name) in groups {
+        if let Some(span) = captures.get_group(*index) {
+            let _: Option<String> = vars.insert(name.clone(), haystack[span.range()].to_owned());
         }
     }
-    true
+    Some(end)
+}
+
+/// The longest literal that every match of `hir` contains, if there is one: a literal, or
+/// the longest one required by a part of a sequence, through groups and repetitions of at
+/// least one. (Alternations and classes require none; case-insensitive letters are classes.)
+fn required_literal(hir: &Hir) -> Option<Vec<u8>> {
+    match hir.kind() {
+        HirKind::Literal(literal) => Some(literal.0.to_vec()),
+        HirKind::Capture(capture) => required_literal(&capture.sub),
+        HirKind::Repetition(repetition) if repetition.min >= 1 => required_literal(&repetition.sub),
+        HirKind::Concat(parts) => parts
+            .iter()
+            .filter_map(required_literal)
+            .max_by_key(Vec::len),
+        HirKind::Empty
+        | HirKind::Class(_)
+        | HirKind::Look(_)
+        | HirKind::Repetition(_)
+        | HirKind::Alternation(_) => None,
+    }
 }
 
 /// Replace `${name}` with variables; unknown names stay as they are.
@@ -227,53 +1020,79 @@ fn substitute(template: &str, vars: &Vars) -> String {
 }
 
 impl Matcher {
-    fn compile(name: &str, raw: RawMatch) -> Result<Option<Self>, String> {
-        if !raw.enabled {
-            return Ok(None);
-        }
-        let regex = RegexBuilder::new(&raw.pattern)
-            .case_insensitive(raw.ignore_case)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map_err(|err| format!("bad regular expression: {err}"))?;
+    fn compile(
+        name: &str,
+        raw: RawMatch,
+        budget: &mut Budget,
+        at: &At<'_>,
+    ) -> Result<Self, RulesetError> {
         let whole_variable = raw.target.as_deref().and_then(|t| {
             t.strip_prefix("${")
                 .and_then(|rest| rest.strip_suffix('}'))
                 .filter(|name| !name.contains(['$', '{', '}']))
                 .map(str::to_owned)
         });
-        let has_names = regex.capture_names().flatten().next().is_some();
-        let tail = ["(?P<", "(?<"].iter().find_map(|open| {
+        let tail_at = ["(?P<", "(?<"].iter().find_map(|open| {
             let body = raw.pattern.strip_suffix(">.*)$")?;
             let at = body.rfind(open)?;
             let name = &body[at + open.len()..];
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return None;
-            }
-            let head = RegexBuilder::new(&raw.pattern[..at])
-                .case_insensitive(raw.ignore_case)
-                .size_limit(REGEX_SIZE_LIMIT)
-                .build()
-                .ok()?;
-            Some((head, name.to_owned()))
+            (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                .then(|| (at, name.to_owned()))
         });
-        Ok(Some(Self {
+        // With the tail shortcut the whole pattern only runs for a tail holding a newline:
+        // it goes without the one-pass DFA, which is most of a long pattern's size.
+        let config = if tail_at.is_some() {
+            budget.config().onepass(false)
+        } else {
+            budget.config()
+        };
+        let regex = budget.regex(&raw.pattern, raw.ignore_case, config, at)?;
+        let tail = match tail_at {
+            Some((cut, name)) => {
+                let head = budget.regex(&raw.pattern[..cut], raw.ignore_case, budget.config(), at);
+                // A head that does not compile on its own (e.g. it cuts a group open) just
+                // means no shortcut; the whole pattern compiled.
+                match head {
+                    Ok(head) => Some(Tail {
+                        groups: group_names(&head),
+                        head,
+                        name,
+                    }),
+                    Err(RulesetError::Invalid { .. }) => None,
+                    Err(err) => return Err(err),
+                }
+            }
+            None => None,
+        };
+        let required = syntax::parse_with(
+            &raw.pattern,
+            &syntax::Config::new().case_insensitive(raw.ignore_case),
+        )
+        .ok()
+        .and_then(|hir| required_literal(&hir))
+        .and_then(|literal| Prefilter::new(MatchKind::LeftmostFirst, &[literal]));
+        if let Some(required) = &required {
+            budget.count(required.memory_usage(), at)?;
+        }
+        Ok(Self {
             name: name.to_owned(),
+            required,
+            groups: group_names(&regex),
+            pattern: raw.pattern,
             ignore_case: raw.ignore_case,
             tail,
-            has_names,
             whole_variable,
             regex,
             target: raw.target,
             negated: raw.negated,
-            defaults: raw.defaults.into_iter().collect(),
+            defaults: raw.defaults,
             score: raw.score,
             last: raw.last,
-        }))
+        })
     }
 
     fn captures_address(&self) -> bool {
-        self.regex.capture_names().any(|n| n == Some("address"))
+        self.groups.iter().any(|(_, n)| n == "address")
             || self.defaults.iter().any(|(k, _)| k == "address")
     }
 
@@ -298,33 +1117,32 @@ impl Matcher {
         for (key, value) in &self.defaults {
             let _: Option<String> = vars.insert(key.clone(), value.clone());
         }
-        let matched = if let Some((head, name)) = &self.tail {
-            let end = if head.capture_names().flatten().next().is_some() {
-                head.captures(haystack).map(|captures| {
-                    for group in head.capture_names().flatten() {
-                        if let Some(m) = captures.name(group) {
-                            let _: Option<String> =
-                                vars.insert(group.to_owned(), m.as_str().to_owned());
-                        }
-                    }
-                    captures.get(0).map_or(0, |m| m.end())
-                })
+        let matched = if self.required.as_ref().is_some_and(|required| {
+            required
+                .find(haystack.as_bytes(), Span::from(0..haystack.len()))
+                .is_none()
+        }) {
+            false
+        } else if let Some(tail) = &self.tail {
+            let end = if tail.groups.is_empty() {
+                tail.head.find(haystack).map(|m| m.end())
             } else {
-                head.find(haystack).map(|m| m.end())
+                capture_into(&tail.head, &tail.groups, haystack, vars)
             };
             match end {
                 // `.` stops at a newline: so does the tail.
                 Some(end) if !haystack[end..].contains('\n') => {
-                    let _: Option<String> = vars.insert(name.clone(), haystack[end..].to_owned());
+                    let _: Option<String> =
+                        vars.insert(tail.name.clone(), haystack[end..].to_owned());
                     true
                 }
-                Some(_) => capture_into(&self.regex, haystack, vars),
+                Some(_) => capture_into(&self.regex, &self.groups, haystack, vars).is_some(),
                 None => false,
             }
-        } else if self.has_names {
-            capture_into(&self.regex, haystack, vars)
-        } else {
+        } else if self.groups.is_empty() {
             self.regex.is_match(haystack)
+        } else {
+            capture_into(&self.regex, &self.groups, haystack, vars).is_some()
         };
         if let Some((name, value)) = taken {
             // A capture of the same name, made just now, wins.
@@ -338,25 +1156,36 @@ impl Ruleset {
     /// Run the ruleset over one line. Returns the outcome and the names of the matches that
     /// succeeded (for `check`'s statistics).
     pub fn apply(&self, line: &str) -> (Outcome, Vec<&str>) {
+        let (outcome, hits) = self.apply_indexed(line);
+        let names: Vec<&str> = self.match_names().collect();
+        (outcome, hits.into_iter().map(|i| names[i]).collect())
+    }
+
+    /// [`Ruleset::apply`], the matches that succeeded given by their index in
+    /// [`Ruleset::match_names`]: counters kept per index need no name per hit.
+    pub fn apply_indexed(&self, line: &str) -> (Outcome, Vec<usize>) {
         let mut vars = Vars::default();
         if !self.first.run(line, &mut vars) {
             return (Outcome::Skipped, Vec::new());
         }
-        let mut hits = vec![self.first.name.as_str()];
+        let mut hits = vec![0];
         let mut score = self.first.score;
         // Without the variable the targets are the literal template: no shortcut then.
-        let candidates = self
-            .prefilter
-            .as_ref()
-            .and_then(|(variable, set)| vars.get(variable).map(|target| set.matches(target)));
+        let candidates = self.prefilter.as_ref().and_then(|(variable, set)| {
+            vars.get(variable).map(|target| {
+                let mut matched = PatternSet::new(set.pattern_len());
+                set.which_overlapping_matches(&Input::new(target), &mut matched);
+                matched
+            })
+        });
         for (index, rule) in self.rules.iter().enumerate() {
             let succeeded = match &candidates {
                 // Not in the set: the pattern does not match, so only a negated rule succeeds.
-                Some(set) if !set.matched(index) => rule.negated,
+                Some(set) if !set.contains(PatternID::must(index)) => rule.negated,
                 _ => rule.run(line, &mut vars),
             };
             if succeeded {
-                hits.push(rule.name.as_str());
+                hits.push(index + 1);
                 if let Some(add) = rule.score {
                     score = Some(score.unwrap_or(0) + add);
                 }
@@ -388,7 +1217,7 @@ impl Ruleset {
     pub fn patterns(&self) -> impl Iterator<Item = (&str, &str, bool)> {
         std::iter::once(&self.first)
             .chain(self.rules.iter())
-            .map(|m| (m.name.as_str(), m.regex.as_str(), m.target.is_none()))
+            .map(|m| (m.name.as_str(), m.pattern.as_str(), m.target.is_none()))
     }
 
     /// Rules (first match included) by name, in order.
@@ -397,71 +1226,67 @@ impl Ruleset {
     }
 }
 
-/// Parse a ruleset file.
-///
-/// # Errors
-/// Syntax errors and unknown keys (with the line), bad regular expressions (with ruleset and
-/// rule), and rulesets that can never score or never capture `address`.
-pub fn parse(text: &str, path: &Path) -> Result<Vec<Ruleset>, RulesetError> {
-    let raw: RawFile = toml::from_str(text).map_err(|err| RulesetError::Syntax {
-        path: path.to_path_buf(),
-        line: err.span().map_or(1, |span| {
-            text[..span.start.min(text.len())].matches('\n').count() + 1
-        }),
-        message: err.message().trim().to_owned(),
-    })?;
-    let mut out = Vec::new();
-    for ruleset in raw.ruleset {
-        let invalid = |rule: &str, message: String| RulesetError::Invalid {
-            path: path.to_path_buf(),
-            ruleset: ruleset.name.clone(),
-            rule: rule.to_owned(),
-            message,
-        };
-        let last = ruleset.first.last;
-        let Some(first) = Matcher::compile(&ruleset.name, ruleset.first)
-            .map_err(|message| invalid(&ruleset.name, message))?
-        else {
-            continue;
-        };
-        let mut rules = Vec::new();
-        for rule in ruleset.rules {
-            if let Some(matcher) = Matcher::compile(&rule.name, rule.matcher)
-                .map_err(|message| invalid(&rule.name, message))?
-            {
-                rules.push(matcher);
-            }
-        }
-        let useless = |message: &str| RulesetError::Useless {
-            path: path.to_path_buf(),
-            ruleset: ruleset.name.clone(),
-            message: message.to_owned(),
-        };
-        let all = || std::iter::once(&first).chain(rules.iter());
-        if !all().any(|m| m.score.is_some()) {
-            return Err(useless("no match gives a score, so it can never count"));
-        }
-        if !all().any(Matcher::captures_address) {
-            return Err(useless(
-                "no match captures `address`, so it can never name a source",
-            ));
-        }
-        let prefilter = prefilter(&rules);
-        out.push(Ruleset {
-            name: ruleset.name,
-            file: path.to_path_buf(),
-            first,
-            rules,
-            last,
-            prefilter,
-        });
+/// Compile one ruleset; `None` when it is disabled.
+fn compile_ruleset(
+    path: &Path,
+    raw: RawRuleset,
+    budget: &mut Budget,
+) -> Result<Option<Ruleset>, RulesetError> {
+    if !raw.first.enabled {
+        return Ok(None);
     }
-    Ok(out)
+    let last = raw.first.last;
+    let first_at = At {
+        path,
+        line: raw.first.line,
+        ruleset: &raw.name,
+        rule: None,
+    };
+    let first = Matcher::compile(&raw.name, raw.first, budget, &first_at)?;
+    let mut rules = Vec::new();
+    for rule in raw.rules {
+        if !rule.matcher.enabled {
+            continue;
+        }
+        let line = rule.matcher.line;
+        let at = At {
+            path,
+            line,
+            ruleset: &raw.name,
+            rule: Some(&rule.name),
+        };
+        rules.push(Matcher::compile(&rule.name, rule.matcher, budget, &at)?);
+    }
+    let useless = |message: &str| RulesetError::Invalid {
+        path: path.to_path_buf(),
+        line: raw.line,
+        ruleset: raw.name.clone(),
+        rule: None,
+        message: message.to_owned(),
+    };
+    let all = || std::iter::once(&first).chain(rules.iter());
+    if !all().any(|m| m.score.is_some()) {
+        return Err(useless("no match gives a score, so it can never count"));
+    }
+    if !all().any(Matcher::captures_address) {
+        return Err(useless(
+            "no match captures `address`, so it can never name a source",
+        ));
+    }
+    let prefilter = prefilter(&rules, budget);
+    Ok(Some(Ruleset {
+        name: raw.name,
+        file: path.to_path_buf(),
+        first,
+        rules,
+        last,
+        prefilter,
+    }))
 }
 
 /// The rules' patterns as one set, when they can share a single pass (see
 /// [`Ruleset::prefilter`]).
-fn prefilter(rules: &[Matcher]) -> Option<(String, regex::RegexSet)> {
+fn prefilter(rules: &[Matcher], budget: &mut Budget) -> Option<(String, meta::Regex)> {
     let variable = rules.first()?.whole_variable.clone()?;
     if rules.len() < 2
         || !rules
@@ -474,49 +1299,240 @@ fn prefilter(rules: &[Matcher]) -> Option<(String, regex::RegexSet)> {
         .iter()
         .map(|r| {
             let case = if r.ignore_case { "(?i)" } else { "" };
-            format!("{case}(?:{})", r.regex.as_str())
+            format!("{case}(?:{})", r.pattern)
         })
         .collect();
-    regex::RegexSetBuilder::new(patterns)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .ok()
-        .map(|set| (variable, set))
+    budget.set(&patterns).map(|set| (variable, set))
 }
 
-/// Load one ruleset file.
-///
-/// # Errors
-/// As [`parse`], and when the file cannot be read.
-pub fn load(path: &Path) -> Result<Vec<Ruleset>, RulesetError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RulesetError::Read {
+// ---------------------------------------------------------------------------------------------
+// Files and directories.
+
+/// Read one ruleset file within `limits` (its size; opening never blocks on a FIFO).
+fn read_file(path: &Path, limits: &RulesetLimits) -> Result<String, RulesetError> {
+    let read_error = |source| RulesetError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse(&text, path)
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read_error)?;
+    let metadata = file.metadata().map_err(read_error)?;
+    if !metadata.is_file() {
+        return Err(read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    let max = limits.max_file_bytes;
+    let too_big = |size: u64| RulesetError::Limit {
+        path: path.to_path_buf(),
+        line: None,
+        limit: Limit::FileBytes,
+        max,
+        what: format!("{size} bytes"),
+    };
+    if metadata.len() > u64::from(max) {
+        return Err(too_big(metadata.len()));
+    }
+    let mut text = String::new();
+    let _: usize = file
+        .take(u64::from(max) + 1)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    if text.len() > RulesetLimits::bytes(max) {
+        // It grew since the size was looked at.
+        return Err(too_big(text.len() as u64));
+    }
+    Ok(text)
 }
 
-/// Load every `*.toml` in `dir`, in name order.
-///
-/// # Errors
-/// The first file that fails.
-pub fn load_dir(dir: &Path) -> Result<Vec<Ruleset>, RulesetError> {
-    let read_err = |source| RulesetError::Read {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(read_err)?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
-        .collect();
-    files.sort();
+/// The `*.toml` files of `paths` in load order: a directory's in name order, at most
+/// `max_files` in all. Counting needs no file to be opened.
+fn list_files(paths: &[PathBuf], limits: &RulesetLimits) -> Result<Vec<PathBuf>, RulesetError> {
+    let max = limits.max_files;
+    let max_len = usize::try_from(max).unwrap_or(usize::MAX);
     let mut out = Vec::new();
-    for file in files {
-        out.extend(load(&file)?);
+    let too_many = |path: &Path, found: usize| RulesetError::Limit {
+        path: path.to_path_buf(),
+        line: None,
+        limit: Limit::Files,
+        max,
+        what: format!("{found} ruleset files"),
+    };
+    for path in paths {
+        if !path.is_dir() {
+            out.push(path.clone());
+            if out.len() > max_len {
+                return Err(too_many(path, out.len()));
+            }
+            continue;
+        }
+        let read_err = |source| RulesetError::Read {
+            path: path.clone(),
+            source,
+        };
+        let mut files = Vec::new();
+        let mut found = 0usize;
+        for entry in std::fs::read_dir(path).map_err(read_err)? {
+            let entry = entry.map_err(read_err)?;
+            if Path::new(&entry.file_name())
+                .extension()
+                .is_some_and(|ext| ext == "toml")
+            {
+                found += 1;
+                // Counted on to the end for the message; kept only while under the limit.
+                if out.len() + files.len() < max_len {
+                    files.push(entry.path());
+                }
+            }
+        }
+        if out.len() + found > max_len {
+            return Err(too_many(path, out.len() + found));
+        }
+        files.sort();
+        out.extend(files);
     }
     Ok(out)
+}
+
+/// Read and check ruleset files and directories of them (`*.toml`, in name order) within
+/// `limits`, compiling nothing: file count, file sizes, rule count and pattern lengths are
+/// checked, every key and type, and names (a ruleset name once in all files, a rule name once
+/// in its ruleset).
+///
+/// # Errors
+/// The first fault, with its file and line.
+pub fn scan(paths: &[PathBuf], limits: &RulesetLimits) -> Result<Scanned, RulesetError> {
+    let mut files = Vec::new();
+    let mut names: HashMap<String, (PathBuf, usize)> = HashMap::new();
+    let mut rules = 0usize;
+    let max_rules = usize::try_from(limits.max_rules).unwrap_or(usize::MAX);
+    for path in list_files(paths, limits)? {
+        let text = read_file(&path, limits)?;
+        let rulesets = Doc {
+            path: &path,
+            text: &text,
+            limits,
+        }
+        .file()?;
+        for ruleset in &rulesets {
+            check_names(&path, ruleset, &mut names)?;
+            for line in ruleset.enabled_lines() {
+                rules += 1;
+                if rules > max_rules {
+                    return Err(RulesetError::Limit {
+                        path: path.clone(),
+                        line: Some(line),
+                        limit: Limit::Rules,
+                        max: limits.max_rules,
+                        what: format!("ruleset {:?}: rule {rules} of all rulesets", ruleset.name),
+                    });
+                }
+            }
+        }
+        files.push(RawFile { path, rulesets });
+    }
+    Ok(Scanned {
+        files,
+        limits: *limits,
+    })
+}
+
+fn check_names(
+    path: &Path,
+    ruleset: &RawRuleset,
+    seen: &mut HashMap<String, (PathBuf, usize)>,
+) -> Result<(), RulesetError> {
+    let invalid = |line: usize, rule: Option<&str>, message: String| RulesetError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        ruleset: ruleset.name.clone(),
+        rule: rule.map(str::to_owned),
+        message,
+    };
+    if let Some((file, line)) = seen.get(&ruleset.name) {
+        return Err(invalid(
+            ruleset.name_line,
+            None,
+            format!(
+                "the name is taken: {}:{line} defines a ruleset of that name",
+                file.display()
+            ),
+        ));
+    }
+    let _: Option<(PathBuf, usize)> = seen.insert(
+        ruleset.name.clone(),
+        (path.to_path_buf(), ruleset.name_line),
+    );
+    // The first match counts under the ruleset's own name.
+    let mut rules: BTreeMap<&str, usize> = BTreeMap::new();
+    let _: Option<usize> = rules.insert(&ruleset.name, ruleset.line);
+    for rule in &ruleset.rules {
+        if let Some(line) = rules.insert(&rule.name, rule.line) {
+            return Err(invalid(
+                rule.line,
+                Some(&rule.name),
+                format!(
+                    "the name is taken, at line {line} (rule names are unique within a ruleset, and the ruleset's own name counts its first match)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Read, check and compile ruleset files and directories of them within `limits`.
+///
+/// # Errors
+/// As [`scan`] and [`Scanned::compile`].
+pub fn load_paths(paths: &[PathBuf], limits: &RulesetLimits) -> Result<Vec<Ruleset>, RulesetError> {
+    scan(paths, limits)?.compile()
+}
+
+/// Parse and compile the text of one ruleset file within the default limits; `path` is only
+/// used in messages.
+///
+/// # Errors
+/// As [`load_paths`].
+pub fn parse(text: &str, path: &Path) -> Result<Vec<Ruleset>, RulesetError> {
+    let limits = RulesetLimits::default();
+    let rulesets = Doc {
+        path,
+        text,
+        limits: &limits,
+    }
+    .file()?;
+    let mut names = HashMap::new();
+    for ruleset in &rulesets {
+        check_names(path, ruleset, &mut names)?;
+    }
+    Scanned {
+        files: vec![RawFile {
+            path: path.to_path_buf(),
+            rulesets,
+        }],
+        limits,
+    }
+    .compile()
+}
+
+/// Load one ruleset file within the default limits.
+///
+/// # Errors
+/// As [`load_paths`].
+pub fn load(path: &Path) -> Result<Vec<Ruleset>, RulesetError> {
+    load_paths(&[path.to_path_buf()], &RulesetLimits::default())
+}
+
+/// Load every `*.toml` in `dir`, in name order, within the default limits.
+///
+/// # Errors
+/// As [`load_paths`].
+pub fn load_dir(dir: &Path) -> Result<Vec<Ruleset>, RulesetError> {
+    load_paths(&[dir.to_path_buf()], &RulesetLimits::default())
 }
 
 /// Run `rulesets` over a line in order: the results of every ruleset that matched, stopping
@@ -687,7 +1703,7 @@ score = 1
         .unwrap_err();
         assert!(
             err.to_string()
-                .starts_with("a.toml: ruleset \"x\", rule \"x\": bad regular expression"),
+                .starts_with("a.toml:3: ruleset \"x\": bad regular expression"),
             "{err}"
         );
         let err = parse(
@@ -696,7 +1712,7 @@ score = 1
         )
         .unwrap_err();
         assert!(
-            err.to_string().contains("a.toml:") && err.to_string().contains("scroe"),
+            err.to_string().starts_with("a.toml:4: ") && err.to_string().contains("scroe"),
             "{err}"
         );
         let err = parse(
@@ -716,7 +1732,22 @@ score = 1
             "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+){}'\nscore = 1\n",
             "\\w{1000}".repeat(20)
         );
-        assert!(parse(&huge, Path::new("a.toml")).is_err());
+        let err = parse(&huge, Path::new("a.toml")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RulesetError::Limit {
+                    limit: Limit::RegexBytes,
+                    line: Some(3),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("rulesets.max_regex_bytes"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -805,6 +1836,340 @@ score = 100
         assert_eq!(score("app: external from 203.0.113.5"), 105);
         assert_eq!(score("app: internal from 203.0.113.5"), 102);
         assert_eq!(score("app: please stop from 203.0.113.5"), 5);
+    }
+
+    /// Every kind of fault, each on the line marked `# <- fault`: the error names that line.
+    #[test]
+    fn every_error_is_at_the_line_of_its_fault() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "unknown key in a ruleset",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\nscroe = 2 # <- fault\n",
+            ),
+            (
+                "unknown key in a rule",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\n[[ruleset.rule]]\nname = \"r\"\nmatch = 'a'\ntraget = 'b' # <- fault\n",
+            ),
+            (
+                "unknown key in an inline rule",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\nrule = [\n  { name = \"r\", match = 'a' },\n  { name = \"s\", match = 'a', bogus = 1 }, # <- fault\n]\n",
+            ),
+            (
+                "unknown top-level key",
+                "# rulesets\n\nthreshold = 3 # <- fault\n[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\n",
+            ),
+            (
+                "score of the wrong type",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\n\nscore = \"5\" # <- fault\n",
+            ),
+            (
+                "flag of the wrong type",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\n[[ruleset.rule]]\nname = \"r\"\nmatch = 'a'\nignore_case = 1 # <- fault\n",
+            ),
+            (
+                "pattern of the wrong type",
+                "[[ruleset]]\nname = \"x\"\nmatch = 3 # <- fault\nscore = 1\n",
+            ),
+            (
+                "name of the wrong type",
+                "[[ruleset]]\nmatch = 'a'\nname = [\"x\"] # <- fault\nscore = 1\n",
+            ),
+            (
+                "a default that is not a string",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\ndefaults = { kind = \"web\",\n  level = 3 } # <- fault\n",
+            ),
+            (
+                "bad regular expression in the first match",
+                "[[ruleset]]\nname = \"x\"\nscore = 1\nmatch = '(?P<address>\\S+' # <- fault\n",
+            ),
+            (
+                "bad regular expression in a rule",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\n[[ruleset.rule]]\nname = \"r\"\nmatch = 'a{2,1}' # <- fault\n",
+            ),
+            (
+                "ruleset name given twice",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\n[[ruleset]]\nmatch = '(?P<address>\\S+)'\nname = \"x\" # <- fault\nscore = 1\n",
+            ),
+            (
+                "rule name given twice",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\n[[ruleset.rule]]\nname = \"r\"\nmatch = 'a'\n[[ruleset.rule]] # <- fault\nname = \"r\"\nmatch = 'b'\n",
+            ),
+            (
+                "ruleset without a pattern",
+                "\n[[ruleset]] # <- fault\nname = \"x\"\nscore = 1\n",
+            ),
+            (
+                "ruleset without a name",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\n[[ruleset]] # <- fault\nmatch = 'a'\n",
+            ),
+            (
+                "rule without a name",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\n[[ruleset.rule]] # <- fault\nmatch = 'a'\n",
+            ),
+            (
+                "empty name",
+                "[[ruleset]]\nname = \"\" # <- fault\nmatch = '(?P<address>\\S+)'\nscore = 1\n",
+            ),
+            (
+                "ruleset as a single table",
+                "[ruleset] # <- fault\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\n",
+            ),
+            (
+                "rules that are not tables",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\nrule = \"r\" # <- fault\n",
+            ),
+            (
+                "TOML syntax",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+) # <- fault\nscore = 1\n",
+            ),
+            (
+                "a key given twice",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\nscore = 2 # <- fault\n",
+            ),
+            (
+                "score out of range",
+                "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 9223372036854775807 # <- fault\n",
+            ),
+            (
+                "a ruleset that never scores",
+                "[[ruleset]]\nname = \"a\"\nmatch = '(?P<address>\\S+)'\nscore = 1\n[[ruleset]] # <- fault\nname = \"x\"\nmatch = '(?P<address>\\S+)'\n",
+            ),
+            (
+                "a ruleset that never names a source",
+                "[[ruleset]] # <- fault\nname = \"x\"\nmatch = 'a'\nscore = 1\n",
+            ),
+            (
+                "a pattern over the length limit",
+                &format!(
+                    "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\n[[ruleset.rule]]\nname = \"r\"\nmatch = '{}' # <- fault\n",
+                    "a".repeat(5000)
+                ),
+            ),
+            (
+                "a pattern over the compiled limit",
+                &format!(
+                    "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>\\S+)'\nscore = 1\n[[ruleset.rule]]\nname = \"r\"\nmatch = '{}' # <- fault\n",
+                    "\\w{200}".repeat(10)
+                ),
+            ),
+        ];
+        for (what, text) in cases {
+            let fault = text
+                .lines()
+                .position(|line| line.ends_with("# <- fault"))
+                .unwrap()
+                + 1;
+            let err = parse(text, Path::new("t.toml")).unwrap_err();
+            assert_eq!(err.line(), Some(fault), "{what}: {err}");
+            assert!(
+                err.to_string().starts_with(&format!("t.toml:{fault}: ")),
+                "{what}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_say_which_ruleset_rule_and_key() {
+        let err = |text: &str| parse(text, Path::new("t.toml")).unwrap_err().to_string();
+        let message = err(
+            "[[ruleset]]\nname = \"x\"\nmatch = 'a'\n[[ruleset.rule]]\nname = \"r\"\nmatch = 'a'\nscore = \"5\"\n",
+        );
+        assert_eq!(
+            message,
+            "t.toml:7: ruleset \"x\", rule \"r\": `score` must be an integer, not string"
+        );
+        let message = err("[[ruleset]]\nname = \"x\"\nmatch = 'a'\nscroe = 1\n");
+        assert!(
+            message.contains("ruleset \"x\": unknown key `scroe`; a ruleset takes name, match,"),
+            "{message}"
+        );
+        let message = err(
+            "[[ruleset]]\nname = \"x\"\nmatch = '(?P<address>a)'\nscore = 1\n[[ruleset]]\nname = \"x\"\nmatch = 'a'\n",
+        );
+        assert!(
+            message.contains("t.toml:2 defines a ruleset of that name"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn scores_may_be_negative_and_disabled_rules_are_not_compiled() {
+        let sets = rulesets(
+            r#"
+[[ruleset]]
+name = "n"
+match = '^n (?P<address>[0-9.]+)$'
+score = -3
+[[ruleset.rule]]
+name = "broken-but-off"
+match = '('
+enabled = false
+[[ruleset]]
+name = "off"
+match = '('
+enabled = false
+"#,
+        );
+        assert_eq!(sets.len(), 1);
+        assert_eq!(
+            scored(&sets, "n 203.0.113.5"),
+            [(
+                "n".into(),
+                Outcome::Scored {
+                    address: addr("203.0.113.5"),
+                    score: -3
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn integers_are_read_in_every_toml_spelling_and_odd_shapes_are_errors() {
+        for (spelled, value) in [
+            ("0x10", 16),
+            ("+5", 5),
+            ("1_000", 1000),
+            ("-2", -2),
+            ("0o7", 7),
+        ] {
+            let sets = rulesets(&format!(
+                "[[ruleset]]\nname = \"x\"\nmatch = '^(?P<address>[0-9.]+)$'\nscore = {spelled}\n"
+            ));
+            assert_eq!(sets[0].first.score, Some(value), "{spelled}");
+        }
+        for (text, line) in [
+            // A rule before any ruleset makes `ruleset` a plain table.
+            ("\n[[ruleset.rule]]\nname = \"r\"\nmatch = 'a'\n", 2),
+            ("ruleset = [1]\n", 1),
+            ("ruleset.name = \"x\"\n", 1),
+            ("[[ruleset]]\nname = \"x\"\nmatch = 'a'\ndefaults = 3\n", 4),
+            ("[[ruleset]]\nname = \"x\"\nmatch = 'a'\nrule = [3]\n", 4),
+        ] {
+            let err = parse(text, Path::new("t.toml")).unwrap_err();
+            assert_eq!(err.line(), Some(line), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn limits_are_set_by_key() {
+        let mut limits = RulesetLimits::default();
+        limits.set_from_text("max_files=20000").unwrap();
+        assert_eq!(limits.max_files, 20_000);
+        assert!(
+            limits
+                .set_from_text("max_filez=1")
+                .unwrap_err()
+                .contains("max_files")
+        );
+        assert!(limits.set_from_text("max_files=0").is_err());
+        assert!(limits.set_from_text("max_files").is_err());
+        assert!(limits.set_from_text("max_rules=-1").is_err());
+    }
+
+    #[test]
+    fn the_compiled_budget_is_counted_across_rulesets() {
+        let text: String = (0..4)
+            .map(|i| {
+                format!(
+                    "[[ruleset]]\nname = \"r{i}\"\nmatch = '^\\S+ (?P<address>\\d+)$'\nscore = 1\n"
+                )
+            })
+            .collect();
+        let scanned = |max| {
+            let limits = RulesetLimits {
+                max_compiled_bytes: max,
+                ..RulesetLimits::default()
+            };
+            let rulesets = Doc {
+                path: Path::new("b.toml"),
+                text: &text,
+                limits: &limits,
+            }
+            .file()
+            .unwrap();
+            Scanned {
+                files: vec![RawFile {
+                    path: "b.toml".into(),
+                    rulesets,
+                }],
+                limits,
+            }
+        };
+        assert_eq!(scanned(u32::MAX).compile().unwrap().len(), 4);
+        let err = scanned(20_000).compile().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RulesetError::Limit {
+                    limit: Limit::CompiledBytes,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("rulesets.max_compiled_bytes = 20000"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn required_literals_are_only_what_every_match_contains() {
+        let required = |pattern: &str| {
+            required_literal(&syntax::parse(pattern).unwrap())
+                .map(|l| String::from_utf8(l).unwrap())
+        };
+        assert_eq!(
+            required(r"^\S+ \S+ sshd(?:-session)?\[\d+\]: (?P<msg>.*)$").as_deref(),
+            Some(" sshd")
+        );
+        assert_eq!(required(r"(?:from (\d+))+ port").as_deref(), Some(" port"));
+        assert_eq!(required(r"a|b"), None);
+        assert_eq!(required(r"(?:abc)?x"), Some("x".into()));
+        assert_eq!(required(r"(?:abc)*"), None);
+        assert_eq!(required(r"(?i)abc"), None);
+        // A line without the literal still gets the match's defaults, and a negated match
+        // succeeds on it.
+        let sets = rulesets(
+            r#"
+[[ruleset]]
+name = "p"
+match = '^(?P<address>[0-9.]+) '
+defaults = { kind = "x" }
+[[ruleset.rule]]
+name = "not-sshd"
+match = ' sshd\['
+negated = true
+score = 2
+[[ruleset.rule]]
+name = "kind"
+target = '${kind}'
+match = '^x$'
+score = 1
+"#,
+        );
+        assert!(sets[0].rules[0].required.is_some());
+        assert_eq!(
+            scored(&sets, "203.0.113.5 cron[1]: x"),
+            [(
+                "p".into(),
+                Outcome::Scored {
+                    address: addr("203.0.113.5"),
+                    score: 3
+                }
+            )]
+        );
+        assert_eq!(
+            scored(&sets, "203.0.113.5 sshd[1]: x"),
+            [(
+                "p".into(),
+                Outcome::Scored {
+                    address: addr("203.0.113.5"),
+                    score: 1
+                }
+            )]
+        );
     }
 
     #[test]
