@@ -208,7 +208,8 @@ pub fn run(cli: Cli) -> Result<()> {
 fn detach(socket: &Path, config: &Path, pin_dir: Option<std::path::PathBuf>) -> Result<()> {
     let pin_dir = match pin_dir {
         Some(dir) => dir,
-        None => Config::load(config)?.pin_dir,
+        // The file alone: a broken ruleset must not stop a detach.
+        None => Config::read(config)?.pin_dir,
     };
     if !pin_dir.exists() {
         println!("nothing to detach: {} does not exist", pin_dir.display());

@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn shipped_example_documents_every_key() {
-        let sections: [(&str, &[&str]); 8] = [
+        let sections: [(&str, &[&str]); 9] = [
             (
                 "[scoring]",
                 &[

@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// Top-level keys, for the hint when one is written below a `[table]` header.
-pub(super) const TOP_LEVEL_KEYS: [&str; 16] = [
+pub(super) const TOP_LEVEL_KEYS: [&str; 17] = [
     "interfaces",
     "dry_run",
     "pin_dir",

@@ -379,7 +379,9 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
 /// When the configuration or an allowlist file cannot be read or is invalid.
 pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonError> {
     use crate::config::Config;
-    let config = Config::load(path).map_err(|err| DaemonError::Config(error_chain(&err)))?;
+    // One read of the rulesets, compiled within the configured [rulesets] limits.
+    let (config, rulesets) =
+        Config::load_with_rulesets(path).map_err(|err| DaemonError::Config(error_chain(&err)))?;
     let own_addresses = own_addresses();
     let mut config_allow: BTreeSet<Prefix> = config.allowlist.prefixes.iter().copied().collect();
     for file in &config.allowlist.files {
@@ -432,11 +434,7 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
         metrics_listen: config.metrics.enabled.then_some(config.metrics.listen),
         reconcile_every: config.reconcile_interval,
         capacities: config.capacity,
-        rulesets: match &config.rulesets_dir {
-            Some(dir) => crate::detect::logs::ruleset::load_dir(dir)
-                .map_err(|err| DaemonError::Config(error_chain(&err)))?,
-            None => Vec::new(),
-        },
+        rulesets,
         inputs: config.inputs,
         scoring: config.scoring,
         volume: config.volume,
