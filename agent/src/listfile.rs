@@ -45,7 +45,49 @@ pub enum RejectReason {
 /// # Errors
 /// When the file cannot be opened or read.
 pub fn read_prefix_list(path: &Path) -> Result<PrefixList, io::Error> {
-    parse_prefix_list(BufReader::with_capacity(1 << 16, File::open(path)?))
+    parse_prefix_list(BufReader::with_capacity(1 << 16, open_regular(path)?))
+}
+
+/// Open `path` for reading only if it is a regular file (a symlink to one is fine).
+///
+/// A FIFO would block `open` until a writer comes (stalling a reload, or the CLI), a device
+/// may act on being opened: both are looked at before opening, and checked again on the
+/// descriptor (opened non-blocking) in case the path was swapped in between.
+///
+/// # Errors
+/// When the path is missing, unreadable, or not a regular file.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let not_regular = |kind: std::fs::FileType| {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else {
+            "not a file"
+        };
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what}, not a regular file"),
+        )
+    };
+    let kind = std::fs::metadata(path)?.file_type();
+    if !kind.is_file() {
+        return Err(not_regular(kind));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(not_regular(kind));
+    }
+    Ok(file)
 }
 
 /// Read list-file lines: one address or CIDR per line (`192.0.2.1`, `198.51.100.0/24`,
@@ -303,6 +345,26 @@ mod tests {
         assert_eq!(list.prefixes.len(), 1_000_000);
         assert_eq!(list.prefixes[999_999].0, 1_000_000);
         assert!(list.rejected.is_empty());
+    }
+
+    #[test]
+    fn only_regular_files_are_opened_so_a_fifo_never_blocks() {
+        let dir = std::env::temp_dir().join(format!("xdpguard-list-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("list.fifo");
+        let path =
+            std::ffi::CString::new(fifo.clone().into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        // No writer: a plain open would wait forever.
+        let err = read_prefix_list(&fifo).unwrap_err();
+        assert!(
+            err.to_string().contains("a FIFO, not a regular file"),
+            "{err}"
+        );
+        let err = read_prefix_list(&dir).unwrap_err();
+        assert!(err.to_string().contains("a directory"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

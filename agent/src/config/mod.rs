@@ -24,7 +24,6 @@ mod testing;
 mod validate;
 
 use std::{
-    fs::File,
     io::{self, Read as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::{Path, PathBuf},
@@ -264,7 +263,8 @@ impl Config {
             source,
         };
         let mut text = String::new();
-        let _: usize = File::open(path)
+        // Never a FIFO: a reload waiting for a writer would stall the daemon's signals.
+        let _: usize = crate::listfile::open_regular(path)
             .and_then(|file| file.take(MAX_CONFIG_SIZE + 1).read_to_string(&mut text))
             .map_err(read_error)?;
         if text.len() as u64 > MAX_CONFIG_SIZE {
