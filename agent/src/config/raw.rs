@@ -10,16 +10,18 @@ use crate::{
     detect::traffic::flow::DirectionFilter,
     detect::traffic::volume::{VolumeAction, VolumeSource},
     enforce::dataplane::AttachMode,
+    enforce::owner::UnknownEntries,
 };
 
 /// Top-level keys, for the hint when one is written below a `[table]` header.
-pub(super) const TOP_LEVEL_KEYS: [&str; 15] = [
+pub(super) const TOP_LEVEL_KEYS: [&str; 16] = [
     "interfaces",
     "dry_run",
     "pin_dir",
     "state_dir",
     "control_socket",
     "reconcile_interval",
+    "unknown_entries",
     "default_ban",
     "metrics",
     "allowlist",
@@ -41,6 +43,7 @@ pub(super) struct RawConfig {
     pub(super) state_dir: Option<Spanned<String>>,
     pub(super) control_socket: Option<Spanned<String>>,
     pub(super) reconcile_interval: Option<Spanned<RawDuration>>,
+    pub(super) unknown_entries: Option<UnknownEntries>,
     pub(super) default_ban: Option<Spanned<RawDuration>>,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
