@@ -414,6 +414,17 @@ impl DecisionStore {
         }
     }
 
+    /// [`Self::mark_seen`] and [`Self::get`] in one lookup.
+    pub fn see(&mut self, kind: DecisionKind, prefix: &Prefix) -> Option<&Decision> {
+        let pass = self.pass;
+        let stored = self.decisions.of_mut(kind).get_mut(prefix)?;
+        if stored.seen != pass {
+            stored.seen = pass;
+            self.seen[kind.index()] += 1;
+        }
+        Some(&stored.decision)
+    }
+
     pub fn is_seen(&self, kind: DecisionKind, prefix: &Prefix) -> bool {
         self.decisions
             .of(kind)

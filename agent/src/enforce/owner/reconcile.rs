@@ -227,19 +227,17 @@ impl<D: DataPath> Owner<D> {
                 DecisionKind::Allow => ListId::allow_list_of(&entry.prefix),
             };
             let misplaced = belongs != entry.list;
-            if let Some(decision) = self.store.get(kind, &entry.prefix) {
-                if misplaced {
+            if misplaced {
+                if self.store.get(kind, &entry.prefix).is_some() {
                     remove.push((entry.list, entry.prefix, "in the wrong list"));
                     continue;
                 }
-                let expires_unix = decision.origin.expires_unix;
-                let expired = decision.is_expired(now.unix);
-                let _: bool = self.store.mark_seen(kind, &entry.prefix);
-                // The sweep removes it (within a second).
-                if expired {
-                    continue;
+            } else if let Some(decision) = self.store.see(kind, &entry.prefix) {
+                // An expired one is the sweep's (within a second).
+                if !decision.is_expired(now.unix) {
+                    let wanted = now.deadline(decision.origin.expires_unix);
+                    self.check_entry(pass, kind, entry, wanted);
                 }
-                self.check_entry(pass, kind, entry, now.deadline(expires_unix));
                 continue;
             }
             match unknown(pass.policy, entry, now) {
