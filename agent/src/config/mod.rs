@@ -42,6 +42,7 @@ use crate::{
     detect::logs::ruleset::{Ruleset, RulesetLimits},
     detect::traffic::volume::VolumeConfig,
     enforce::dataplane::{AttachMode, Capacities},
+    enforce::owner::UnknownEntries,
     prefix::Prefix,
 };
 
@@ -120,6 +121,8 @@ pub struct Config {
     pub capacity: Capacities,
     /// How often the kernel's lists are compared with the decisions; at least [`MIN_INTERVAL`].
     pub reconcile_interval: Duration,
+    /// What reconcile does with kernel entries no decision accounts for.
+    pub unknown_entries: UnknownEntries,
     /// Expiry of a block that names none; `None`: never. At least [`MIN_INTERVAL`].
     pub default_ban: Option<Duration>,
     /// Where the log rulesets (`*.toml`) are; `None`: no log scoring.
@@ -214,6 +217,7 @@ impl Config {
             guard: GuardConfig::default(),
             capacity: Capacities::default(),
             reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
+            unknown_entries: UnknownEntries::default(),
             default_ban: DEFAULT_BAN,
             rulesets_dir: None,
             scoring: ScoringConfig::default(),
@@ -468,6 +472,7 @@ pin_dir = "/sys/fs/bpf/fw"
 state_dir = "/srv/fw/state"
 control_socket = "/run/fw.sock"
 reconcile_interval = "1m30s"
+unknown_entries = "remove"
 default_ban = "2d"
 interfaces = [{ name = "eth0" }, { name = "enp1s0f1", mode = "native" }, { name = "veth-x", mode = "generic" }]
 
@@ -558,6 +563,7 @@ volume_v6 = 7
                     volume_v6: 7,
                 },
                 reconcile_interval: Duration::from_secs(90),
+                unknown_entries: UnknownEntries::Remove,
                 default_ban: Some(Duration::from_secs(2 * 86_400)),
                 rulesets_dir: None,
                 scoring: ScoringConfig::default(),

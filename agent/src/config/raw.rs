@@ -10,10 +10,11 @@ use crate::{
     detect::traffic::flow::DirectionFilter,
     detect::traffic::volume::{VolumeAction, VolumeSource},
     enforce::dataplane::AttachMode,
+    enforce::owner::UnknownEntries,
 };
 
 /// Top-level keys, for the hint when one is written below a `[table]` header.
-pub(super) const TOP_LEVEL_KEYS: [&str; 17] = [
+pub(super) const TOP_LEVEL_KEYS: [&str; 18] = [
     "interfaces",
     "dry_run",
     "pin_dir",
@@ -21,6 +22,7 @@ pub(super) const TOP_LEVEL_KEYS: [&str; 17] = [
     "control_socket",
     "control",
     "reconcile_interval",
+    "unknown_entries",
     "default_ban",
     "metrics",
     "allowlist",
@@ -45,6 +47,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) control: RawControl,
     pub(super) reconcile_interval: Option<Spanned<RawDuration>>,
+    pub(super) unknown_entries: Option<UnknownEntries>,
     pub(super) default_ban: Option<Spanned<RawDuration>>,
     #[serde(default)]
     pub(super) metrics: RawMetrics,

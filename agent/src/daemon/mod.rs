@@ -219,6 +219,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         settings.state_dir.display()
     );
     let owner = Owner::start(dataplane, store, &report, clock, settings.owner.clone())?;
+    let owner_metrics = owner.metrics_snapshot();
 
     let (commands, inbox) = mpsc::channel::<Command>();
     let handle = Handle::new(commands);
@@ -285,12 +286,12 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     let started = std::time::SystemTime::now();
     let metrics = match settings.metrics_listen {
         Some(listen) => {
-            let handle = handle.clone();
             let control_stats = control.stats();
             let server = crate::api::metrics::MetricsServer::spawn_with(
                 listen,
                 Arc::new(move || {
-                    let page = handle.scrape().wait().map_err(|err| err.to_string())?;
+                    // What the owner last published: a scrape never waits for its thread.
+                    let page = owner_metrics.render();
                     let logs = log_stats
                         .lock()
                         .map_err(|_| "log scoring failed".to_owned())?
@@ -299,7 +300,6 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .clone();
-                    // The owner rendered its section on its own thread.
                     Ok(page
                         + &process_metrics::render(started)
                         + &crate::detect::traffic::volume::metrics::render(&volume)
@@ -425,6 +425,7 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
                 .collect(),
             top_blocked: config.metrics.top_blocked,
             volume_accounting: config.volume.xdp_accounting,
+            unknown_entries: config.unknown_entries,
         },
         pin_dir: config.pin_dir,
         state_dir: config.state_dir,

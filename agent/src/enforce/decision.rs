@@ -6,12 +6,18 @@
 //! the snapshot is read and the log replayed. A torn last line (a crash mid-write) is dropped;
 //! any other damage moves both files aside and the daemon starts from the kernel's pinned
 //! maps. Compaction rewrites the snapshot (temporary file, fsync, rename) and empties the log.
+//!
+//! Memory is the truth: when a write fails (a full disk), the store stops appending and
+//! rewrites everything from memory at the next retry; when the directory disappears, it is
+//! recreated the same way ([`DecisionStore::check_dir`]).
 use std::{
     collections::{BTreeMap, HashMap},
     fs::{self, File, OpenOptions},
     io::{self, BufRead, BufReader, BufWriter, Write},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +32,15 @@ pub enum DecisionKind {
 }
 
 impl DecisionKind {
+    pub const ALL: [Self; 2] = [Self::Block, Self::Allow];
+
+    const fn index(self) -> usize {
+        match self {
+            Self::Block => 0,
+            Self::Allow => 1,
+        }
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Self::Block => "block",
@@ -167,6 +182,10 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "{dir}: nothing written since an earlier write failed ({reason}); every decision is rewritten at the next retry"
+    )]
+    Unwritten { dir: PathBuf, reason: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
@@ -191,24 +210,32 @@ const SNAPSHOT: &str = "decisions.jsonl";
 const LOG: &str = "decisions.log";
 /// Compact when the log outgrows this and the snapshot.
 const COMPACT_LOG_BYTES: u64 = 64 << 20;
+/// After a failed write, the next full rewrite is tried this much later.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A decision, and the reconcile pass that last saw it in the kernel.
+struct Stored {
+    decision: Decision,
+    seen: u32,
+}
 
 /// The decisions in memory, one hash map per kind (a million-entry import is a million
 /// hash inserts, not tree inserts).
 #[derive(Default)]
 struct Decisions {
-    blocks: HashMap<Prefix, Decision>,
-    allows: HashMap<Prefix, Decision>,
+    blocks: HashMap<Prefix, Stored>,
+    allows: HashMap<Prefix, Stored>,
 }
 
 impl Decisions {
-    fn of(&self, kind: DecisionKind) -> &HashMap<Prefix, Decision> {
+    fn of(&self, kind: DecisionKind) -> &HashMap<Prefix, Stored> {
         match kind {
             DecisionKind::Block => &self.blocks,
             DecisionKind::Allow => &self.allows,
         }
     }
 
-    fn of_mut(&mut self, kind: DecisionKind) -> &mut HashMap<Prefix, Decision> {
+    fn of_mut(&mut self, kind: DecisionKind) -> &mut HashMap<Prefix, Stored> {
         match kind {
             DecisionKind::Block => &mut self.blocks,
             DecisionKind::Allow => &mut self.allows,
@@ -238,6 +265,18 @@ pub struct DecisionStore {
     log: BufWriter<File>,
     log_bytes: u64,
     snapshot_bytes: u64,
+    /// Records appended since the last sync.
+    unsynced: bool,
+    /// Why the last write failed: nothing is appended until a full rewrite works.
+    broken: Option<String>,
+    retry_at: Option<Instant>,
+    /// The current reconcile pass; a decision whose `seen` equals it was found in the kernel
+    /// (or written to it) during the pass.
+    pass: u32,
+    /// Decisions of each kind seen in the current pass.
+    seen: [usize; 2],
+    #[cfg(test)]
+    fail_writes: bool,
 }
 
 impl DecisionStore {
@@ -251,6 +290,8 @@ impl DecisionStore {
         let mut decisions = Decisions::default();
         let snapshot = dir.join(SNAPSHOT);
         let log = dir.join(LOG);
+        // A compaction interrupted before its rename leaves the temporary file: not state.
+        let _ = fs::remove_file(dir.join(format!("{SNAPSHOT}.tmp")));
         let loaded = replay(&snapshot, &mut decisions, false)
             .and_then(|_| replay(&log, &mut decisions, true));
         match loaded {
@@ -274,7 +315,8 @@ impl DecisionStore {
         }
         report.decisions = decisions.len();
         let mut expiries: BTreeMap<u64, Vec<(DecisionKind, Prefix)>> = BTreeMap::new();
-        for decision in decisions.blocks.values().chain(decisions.allows.values()) {
+        for stored in decisions.blocks.values().chain(decisions.allows.values()) {
+            let decision = &stored.decision;
             if decision.origin.expires_unix != 0 {
                 expiries
                     .entry(decision.origin.expires_unix)
@@ -296,6 +338,13 @@ impl DecisionStore {
             log: BufWriter::with_capacity(1 << 16, file),
             log_bytes,
             snapshot_bytes,
+            unsynced: false,
+            broken: None,
+            retry_at: None,
+            pass: 0,
+            seen: [0; 2],
+            #[cfg(test)]
+            fail_writes: false,
         };
         if report.torn_tail {
             // Rewrite so the torn line is gone for good.
@@ -313,7 +362,10 @@ impl DecisionStore {
     }
 
     pub fn get(&self, kind: DecisionKind, prefix: &Prefix) -> Option<&Decision> {
-        self.decisions.of(kind).get(prefix)
+        self.decisions
+            .of(kind)
+            .get(prefix)
+            .map(|stored| &stored.decision)
     }
 
     /// Every decision, in no particular order.
@@ -322,11 +374,78 @@ impl DecisionStore {
             .blocks
             .values()
             .chain(self.decisions.allows.values())
+            .map(|stored| &stored.decision)
     }
 
     /// Decisions of `kind`, in no particular order.
     pub fn of_kind(&self, kind: DecisionKind) -> impl Iterator<Item = &Decision> {
-        self.decisions.of(kind).values()
+        self.decisions
+            .of(kind)
+            .values()
+            .map(|stored| &stored.decision)
+    }
+
+    /// How many decisions of `kind` there are.
+    pub fn count(&self, kind: DecisionKind) -> usize {
+        self.decisions.of(kind).len()
+    }
+
+    // --- Reconcile marks: which decisions a pass found in the kernel ---
+
+    /// Start a reconcile pass: no decision is seen yet.
+    pub fn begin_pass(&mut self) {
+        self.pass = self.pass.wrapping_add(1);
+        self.seen = [0; 2];
+    }
+
+    /// The kernel holds this decision's entry (a pass found it, or the owner wrote it).
+    /// Whether there is such a decision.
+    pub fn mark_seen(&mut self, kind: DecisionKind, prefix: &Prefix) -> bool {
+        let pass = self.pass;
+        match self.decisions.of_mut(kind).get_mut(prefix) {
+            Some(stored) => {
+                if stored.seen != pass {
+                    stored.seen = pass;
+                    self.seen[kind.index()] += 1;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`Self::mark_seen`] and [`Self::get`] in one lookup.
+    pub fn see(&mut self, kind: DecisionKind, prefix: &Prefix) -> Option<&Decision> {
+        let pass = self.pass;
+        let stored = self.decisions.of_mut(kind).get_mut(prefix)?;
+        if stored.seen != pass {
+            stored.seen = pass;
+            self.seen[kind.index()] += 1;
+        }
+        Some(&stored.decision)
+    }
+
+    pub fn is_seen(&self, kind: DecisionKind, prefix: &Prefix) -> bool {
+        self.decisions
+            .of(kind)
+            .get(prefix)
+            .is_some_and(|stored| stored.seen == self.pass)
+    }
+
+    /// Decisions of `kind` the current pass has not seen in the kernel.
+    pub fn unseen_count(&self, kind: DecisionKind) -> usize {
+        self.count(kind).saturating_sub(self.seen[kind.index()])
+    }
+
+    /// The decisions of `kind` the current pass has not seen: one walk over all of them, so
+    /// only worth it when [`Self::unseen_count`] is not 0.
+    pub fn unseen(&self, kind: DecisionKind) -> Vec<Prefix> {
+        self.decisions
+            .of(kind)
+            .iter()
+            .filter(|(_, stored)| stored.seen != self.pass)
+            .map(|(prefix, _)| *prefix)
+            .collect()
     }
 
     /// Record `prefixes` under one origin (replacing earlier decisions for them). Buffered:
@@ -379,24 +498,44 @@ impl DecisionStore {
         Ok(removed)
     }
 
-    /// Take the decisions whose expiry is at or before `now_unix`, soonest first. The caller
-    /// removes them; they are not offered again.
-    pub fn take_expired(&mut self, now_unix: u64) -> Vec<(DecisionKind, Prefix)> {
-        let later = self.expiries.split_off(&(now_unix + 1));
-        let due = std::mem::replace(&mut self.expiries, later);
+    /// Take up to `limit` decisions whose expiry is at or before `now_unix`, soonest first.
+    /// The caller removes them; they are not offered again (the rest are, next call).
+    pub fn take_expired(&mut self, now_unix: u64, limit: usize) -> Vec<(DecisionKind, Prefix)> {
         let mut out = Vec::new();
-        for (expires_unix, entries) in due {
-            for (kind, prefix) in entries {
+        while out.len() < limit {
+            let Some(mut due) = self.expiries.first_entry() else {
+                break;
+            };
+            let expires_unix = *due.key();
+            if expires_unix > now_unix {
+                break;
+            }
+            while out.len() < limit {
+                let Some((kind, prefix)) = due.get_mut().pop() else {
+                    break;
+                };
                 // Still the decision that was filed under this second?
                 if self
-                    .get(kind, &prefix)
-                    .is_some_and(|d| d.origin.expires_unix == expires_unix)
+                    .decisions
+                    .of(kind)
+                    .get(&prefix)
+                    .is_some_and(|stored| stored.decision.origin.expires_unix == expires_unix)
                 {
                     out.push((kind, prefix));
                 }
             }
+            if due.get().is_empty() {
+                let _: Vec<_> = due.remove();
+            }
         }
         out
+    }
+
+    /// Whether a decision is due at or before `now_unix`.
+    pub fn any_expired(&self, now_unix: u64) -> bool {
+        self.expiries
+            .first_key_value()
+            .is_some_and(|(expires_unix, _)| *expires_unix <= now_unix)
     }
 
     fn insert_decision(&mut self, decision: Decision) {
@@ -407,44 +546,155 @@ impl DecisionStore {
                 .or_default()
                 .push((decision.kind, decision.prefix));
         }
-        let _: Option<Decision> = self
+        let kind = decision.kind;
+        // Whoever records a decision writes it to the kernel next: seen in this pass.
+        let stored = Stored {
+            decision,
+            seen: self.pass,
+        };
+        let replaced = self
             .decisions
-            .of_mut(decision.kind)
-            .insert(decision.prefix, decision);
+            .of_mut(kind)
+            .insert(stored.decision.prefix, stored);
+        if replaced.is_none_or(|old| old.seen != self.pass) {
+            self.seen[kind.index()] += 1;
+        }
     }
 
     fn remove_decision(&mut self, kind: DecisionKind, prefix: &Prefix) -> Option<Decision> {
-        self.decisions.of_mut(kind).remove(prefix)
+        let stored = self.decisions.of_mut(kind).remove(prefix)?;
+        if stored.seen == self.pass {
+            self.seen[kind.index()] = self.seen[kind.index()].saturating_sub(1);
+        }
+        Some(stored.decision)
     }
 
     fn append(&mut self, record: &Record) -> Result<(), StateError> {
+        // Nothing goes after a failed write (it may have left half a line): the next full
+        // rewrite carries what memory holds.
+        if self.broken.is_some() {
+            return Ok(());
+        }
         let log = self.dir.join(LOG);
         let mut line = serde_json::to_vec(record).map_err(|err| io_err(&log)(err.into()))?;
         line.push(b'\n');
-        self.log.write_all(&line).map_err(io_err(&log))?;
+        self.unsynced = true;
+        let written = self
+            .injected(&log)
+            .and_then(|()| self.log.write_all(&line).map_err(io_err(&log)));
+        if let Err(err) = written {
+            self.broke(&err);
+            return Err(err);
+        }
         self.log_bytes += line.len() as u64;
         Ok(())
     }
 
-    /// Make everything recorded so far durable; compact when the log has grown large.
+    /// Remember a failed write: the log is not appended to again until a rewrite works.
+    fn broke(&mut self, err: &StateError) {
+        self.broken = Some(crate::error_chain(err));
+        self.retry_at = Some(Instant::now() + RETRY_AFTER);
+    }
+
+    #[cfg(test)]
+    fn injected(&self, path: &Path) -> Result<(), StateError> {
+        if self.fail_writes {
+            return Err(io_err(path)(io::Error::from_raw_os_error(libc::ENOSPC)));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(test))]
+    #[expect(
+        clippy::unused_self,
+        clippy::unnecessary_wraps,
+        reason = "the test build injects failures here"
+    )]
+    const fn injected(&self, _path: &Path) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    /// Make writes fail as on a full disk (`ENOSPC`), or work again (and retry at once).
+    #[cfg(test)]
+    pub fn fail_writes(&mut self, fail: bool) {
+        self.fail_writes = fail;
+        if !fail {
+            self.retry_at = None;
+        }
+    }
+
+    /// Make everything recorded so far durable; compact when the log has grown large. After
+    /// a failed write, rewrite everything instead (at most once per [`RETRY_AFTER`]).
     ///
     /// # Errors
-    /// When writing or syncing fails.
+    /// When writing or syncing fails, or an earlier failure is not repaired yet.
     pub fn sync(&mut self) -> Result<(), StateError> {
+        if let Some(reason) = &self.broken {
+            if self.retry_at.is_some_and(|at| Instant::now() < at) {
+                return Err(StateError::Unwritten {
+                    dir: self.dir.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            return self.compact();
+        }
+        if !self.unsynced {
+            return Ok(());
+        }
         let log = self.dir.join(LOG);
-        self.log.flush().map_err(io_err(&log))?;
-        self.log.get_ref().sync_data().map_err(io_err(&log))?;
+        let synced = self.injected(&log).and_then(|()| {
+            self.log.flush().map_err(io_err(&log))?;
+            self.log.get_ref().sync_data().map_err(io_err(&log))
+        });
+        if let Err(err) = synced {
+            self.broke(&err);
+            return Err(err);
+        }
+        self.unsynced = false;
         if self.log_bytes > COMPACT_LOG_BYTES.max(self.snapshot_bytes) {
             self.compact()?;
         }
         Ok(())
     }
 
-    /// Rewrite the snapshot from memory and empty the log.
+    /// Whether the directory and the log this store appends to are still there. When they
+    /// are not (`rm -rf` of the state directory, or the log replaced), recreate them and
+    /// write every decision to a fresh snapshot. Returns whether it had to.
+    ///
+    /// # Errors
+    /// When the directory or the snapshot cannot be written.
+    pub fn check_dir(&mut self) -> Result<bool, StateError> {
+        let log = self.dir.join(LOG);
+        let ours = self.log.get_ref().metadata().map_err(io_err(&log))?;
+        let intact = fs::metadata(&log)
+            .is_ok_and(|found| found.dev() == ours.dev() && found.ino() == ours.ino());
+        if intact {
+            return Ok(false);
+        }
+        self.compact()?;
+        Ok(true)
+    }
+
+    /// Rewrite the snapshot from memory and empty the log (recreating the directory if it is
+    /// gone). Repairs an earlier failed write.
     ///
     /// # Errors
     /// When writing, syncing or renaming fails.
     pub fn compact(&mut self) -> Result<(), StateError> {
+        let result = self.rewrite();
+        match &result {
+            Ok(()) => {
+                self.broken = None;
+                self.retry_at = None;
+                self.unsynced = false;
+            }
+            Err(err) => self.broke(err),
+        }
+        result
+    }
+
+    fn rewrite(&mut self) -> Result<(), StateError> {
+        fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
         let snapshot = self.dir.join(SNAPSHOT);
         let tmp = self.dir.join(format!("{SNAPSHOT}.tmp"));
         // Group by origin: an import of a million prefixes is one line, not a million.
@@ -455,6 +705,7 @@ impl DecisionStore {
                 .or_default()
                 .push(decision.prefix);
         }
+        self.injected(&tmp)?;
         let file = File::create(&tmp).map_err(io_err(&tmp))?;
         let mut out = BufWriter::with_capacity(1 << 16, file);
         for ((kind, origin), prefixes) in groups {
@@ -473,7 +724,6 @@ impl DecisionStore {
         self.snapshot_bytes = file.metadata().map_err(io_err(&tmp))?.len();
         fs::rename(&tmp, &snapshot).map_err(io_err(&snapshot))?;
         let log = self.dir.join(LOG);
-        self.log.flush().map_err(io_err(&log))?;
         let file = File::create(&log).map_err(io_err(&log))?;
         file.sync_all().map_err(io_err(&log))?;
         File::open(&self.dir)
@@ -483,7 +733,10 @@ impl DecisionStore {
             .append(true)
             .open(&log)
             .map_err(io_err(&log))?;
-        self.log = BufWriter::with_capacity(1 << 16, file);
+        // What the old log still buffered is in the snapshot: dropped unwritten, so a stale
+        // buffer never lands in the emptied log.
+        let old = std::mem::replace(&mut self.log, BufWriter::with_capacity(1 << 16, file));
+        let _: (File, Result<Vec<u8>, _>) = old.into_parts();
         self.log_bytes = 0;
         Ok(())
     }
@@ -526,10 +779,13 @@ fn replay(path: &Path, decisions: &mut Decisions, tail_may_tear: bool) -> Result
                 for prefix in prefixes {
                     let _: Option<_> = decisions.of_mut(kind).insert(
                         prefix,
-                        Decision {
-                            kind,
-                            prefix,
-                            origin: Arc::clone(&origin),
+                        Stored {
+                            decision: Decision {
+                                kind,
+                                prefix,
+                                origin: Arc::clone(&origin),
+                            },
+                            seen: 0,
                         },
                     );
                 }
@@ -756,7 +1012,7 @@ mod tests {
                 vec![p("203.0.113.3")],
             )
             .unwrap();
-        assert_eq!(store.take_expired(149), vec![]);
+        assert_eq!(store.take_expired(149, usize::MAX), vec![]);
         // Re-blocking with a later expiry replaces the old expiry: not due at 150 any more.
         store
             .put(
@@ -765,17 +1021,160 @@ mod tests {
                 vec![p("203.0.113.1")],
             )
             .unwrap();
-        assert_eq!(store.take_expired(150), vec![]);
+        assert_eq!(store.take_expired(150, usize::MAX), vec![]);
         assert_eq!(
-            store.take_expired(350),
+            store.take_expired(350, usize::MAX),
             vec![(DecisionKind::Block, p("203.0.113.2"))]
         );
         // Taken once: the caller removes them, they are not offered again.
-        assert_eq!(store.take_expired(350), vec![]);
+        assert_eq!(store.take_expired(350, usize::MAX), vec![]);
         assert_eq!(
-            store.take_expired(400),
+            store.take_expired(400, usize::MAX),
             vec![(DecisionKind::Block, p("203.0.113.1"))]
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn expired_decisions_come_in_bounded_chunks_soonest_first() {
+        let dir = temp_dir("expired-chunks");
+        let (mut store, _) = DecisionStore::open(&dir).unwrap();
+        let hosts: Vec<Prefix> = (1..=10).map(|i| p(&format!("203.0.113.{i}"))).collect();
+        store
+            .put(
+                DecisionKind::Block,
+                &origin("manual", 200),
+                hosts[2..].to_vec(),
+            )
+            .unwrap();
+        store
+            .put(
+                DecisionKind::Block,
+                &origin("manual", 100),
+                hosts[..2].to_vec(),
+            )
+            .unwrap();
+        assert!(store.any_expired(200));
+        let first = store.take_expired(200, 3);
+        assert_eq!(first.len(), 3);
+        // The two of second 100 come before any of second 200.
+        assert!(
+            first[..2]
+                .iter()
+                .all(|(_, prefix)| hosts[..2].contains(prefix))
+        );
+        let mut rest = Vec::new();
+        loop {
+            let chunk = store.take_expired(200, 3);
+            if chunk.is_empty() {
+                break;
+            }
+            assert!(chunk.len() <= 3);
+            rest.extend(chunk);
+        }
+        assert_eq!(first.len() + rest.len(), 10);
+        assert!(!store.any_expired(200));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn marks_count_what_a_pass_saw_through_puts_and_removes() {
+        let dir = temp_dir("marks");
+        let (mut store, _) = DecisionStore::open(&dir).unwrap();
+        let (a, b, c) = (p("203.0.113.1"), p("203.0.113.2"), p("203.0.113.3"));
+        store
+            .put(DecisionKind::Block, &origin("manual", 0), vec![a, b])
+            .unwrap();
+        store.begin_pass();
+        assert_eq!(store.unseen_count(DecisionKind::Block), 2);
+        assert!(store.mark_seen(DecisionKind::Block, &a));
+        assert!(
+            store.mark_seen(DecisionKind::Block, &a),
+            "twice counts once"
+        );
+        assert!(
+            !store.mark_seen(DecisionKind::Block, &c),
+            "no such decision"
+        );
+        assert_eq!(store.unseen(DecisionKind::Block), vec![b]);
+        // Written during the pass: seen. Replacing a seen one changes nothing.
+        store
+            .put(DecisionKind::Block, &origin("manual", 0), vec![c, a])
+            .unwrap();
+        assert_eq!(store.unseen_count(DecisionKind::Block), 1);
+        let _ = store.remove(DecisionKind::Block, &[a, b]).unwrap();
+        assert_eq!(store.unseen_count(DecisionKind::Block), 0);
+        assert!(store.is_seen(DecisionKind::Block, &c));
+        store.begin_pass();
+        assert!(!store.is_seen(DecisionKind::Block, &c));
+        assert_eq!(store.unseen_count(DecisionKind::Allow), 0);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_directory_is_recreated_with_every_decision() {
+        let dir = temp_dir("deleted");
+        let (mut store, _) = DecisionStore::open(&dir).unwrap();
+        store
+            .put(
+                DecisionKind::Block,
+                &origin("manual", 0),
+                vec![p("203.0.113.1"), p("2001:db8::/48")],
+            )
+            .unwrap();
+        store.sync().unwrap();
+        assert!(!store.check_dir().unwrap());
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(store.check_dir().unwrap());
+        assert!(!store.check_dir().unwrap(), "repaired once");
+        // Later records land in the new log.
+        store
+            .put(
+                DecisionKind::Block,
+                &origin("manual", 0),
+                vec![p("203.0.113.9")],
+            )
+            .unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let (store, _) = DecisionStore::open(&dir).unwrap();
+        assert_eq!(store.len(), 3);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn after_a_failed_write_memory_is_rewritten_in_full() {
+        let dir = temp_dir("full-disk");
+        let (mut store, _) = DecisionStore::open(&dir).unwrap();
+        store
+            .put(
+                DecisionKind::Block,
+                &origin("manual", 0),
+                vec![p("203.0.113.1")],
+            )
+            .unwrap();
+        store.sync().unwrap();
+        store.fail_writes(true);
+        store
+            .put(
+                DecisionKind::Block,
+                &origin("manual", 0),
+                vec![p("203.0.113.2")],
+            )
+            .unwrap_err();
+        assert!(store.sync().is_err());
+        // Not retried before its time, then rewritten from memory.
+        assert!(matches!(store.sync(), Err(StateError::Unwritten { .. })));
+        store.fail_writes(false);
+        let _ = store
+            .remove(DecisionKind::Block, &[p("203.0.113.1")])
+            .unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let (store, report) = DecisionStore::open(&dir).unwrap();
+        assert_eq!(report.corruption, None);
+        let prefixes: Vec<Prefix> = store.iter().map(|d| d.prefix).collect();
+        assert_eq!(prefixes, vec![p("203.0.113.2")]);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -97,6 +97,7 @@ impl RawConfig {
                 Some(value) => source.duration("reconcile_interval", value, "")?,
                 None => DEFAULT_RECONCILE_INTERVAL,
             },
+            unknown_entries: self.unknown_entries.unwrap_or_default(),
             default_ban,
             rulesets_dir: match &self.rulesets_dir {
                 Some(_) => {
@@ -472,6 +473,17 @@ mod tests {
             4,
         );
         assert!(message.contains("2001:db8::/129"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_entries_policy_other_than_adopt_or_remove_is_an_error_at_its_line() {
+        let message = error_at(&with_top("\nunknown_entries = \"keep\""), 2);
+        assert!(
+            message.contains(
+                "2:19: unknown_entries: unknown variant `keep`, expected `adopt` or `remove`"
+            ),
+            "{message}"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The `BPF_MAP_*_BATCH` commands, which aya does not wrap: one syscall for many elements.
+//! The `BPF_MAP_*_BATCH` commands, which aya does not wrap: one syscall for many elements; and
+//! the element commands on raw key bytes, for scans that resume at a key.
 use std::{
     io,
     os::fd::{AsFd as _, AsRawFd as _},
@@ -82,20 +83,47 @@ pub(super) fn update_batch<K, V>(
     Err((processed, error))
 }
 
-/// Key bytes [`lookup_and_delete_batch`] sets aside per element: room for an IPv6 address.
+/// Key bytes the batch readers set aside per element: room for an IPv6 address.
 pub(super) const MAX_KEY_SIZE: usize = 16;
 
-/// One `BPF_MAP_LOOKUP_AND_DELETE_BATCH` on the hash map `fd`, resuming at the bucket
-/// `in_batch` names (null: the first) and writing where to resume to `out_batch`. Reads up to
-/// `values.len()` elements into `keys` (packed at the map's key size, [`MAX_KEY_SIZE`] bytes
-/// set aside per element) and `values`. Returns how many it read and whether the map is done.
-pub(super) fn lookup_and_delete_batch(
+/// `BPF_MAP_DELETE_BATCH` of `keys`. `Err((n, error))`: the kernel stopped after `n` keys
+/// because of `error` (`ENOENT`: key `n` was not there).
+pub(super) fn delete_batch<K>(map: &MapData, keys: &[K]) -> Result<(), (usize, io::Error)> {
+    const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: 0,
+        keys: keys.as_ptr() as u64,
+        values: 0,
+        count: u32::try_from(keys.len()).unwrap_or(u32::MAX),
+        map_fd: u32::try_from(map.fd().as_fd().as_raw_fd()).unwrap_or(u32::MAX),
+        elem_flags: 0,
+        flags: 0,
+    };
+    let requested = attr.count as usize;
+    // SAFETY: `keys` holds `count` keys of the map's key size, alive for the call; the
+    // command reads no values.
+    match unsafe { batch_command(BPF_MAP_DELETE_BATCH, &mut attr) } {
+        Ok(()) if requested == keys.len() => Ok(()),
+        Ok(()) => Err((requested, io::Error::from_raw_os_error(libc::E2BIG))),
+        Err(error) => Err(((attr.count as usize).min(requested), error)),
+    }
+}
+
+/// One `BPF_MAP_LOOKUP_BATCH` (`delete`: `BPF_MAP_LOOKUP_AND_DELETE_BATCH`) on the hash map
+/// `fd`, resuming at the bucket `in_batch` names (null: the first) and writing where to resume
+/// to `out_batch`. Reads up to `values.len()` elements into `keys` (packed at the map's key
+/// size, [`MAX_KEY_SIZE`] bytes set aside per element) and `values`, which must be of the
+/// map's value size. Returns how many it read and whether the map is done.
+pub(super) fn read_batch<V>(
     fd: i32,
+    delete: bool,
     in_batch: *const u64,
     out_batch: *mut u64,
     keys: &mut [u8],
-    values: &mut [SourceVolume],
+    values: &mut [V],
 ) -> io::Result<(usize, bool)> {
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
     const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
     let batch = values.len().min(keys.len() / MAX_KEY_SIZE);
     let mut attr = BatchAttr {
@@ -108,10 +136,15 @@ pub(super) fn lookup_and_delete_batch(
         elem_flags: 0,
         flags: 0,
     };
+    let command = if delete {
+        BPF_MAP_LOOKUP_AND_DELETE_BATCH
+    } else {
+        BPF_MAP_LOOKUP_BATCH
+    };
     // SAFETY: `keys` holds `batch` keys of up to MAX_KEY_SIZE bytes and `values` `batch`
-    // values (counted from their lengths above), and the caller's batch tokens are 16 bytes,
-    // more than the hash map's 4-byte bucket cursor.
-    let result = unsafe { batch_command(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut attr) };
+    // values of the map's value size (the caller's type), and the caller's batch tokens are 16
+    // bytes, more than the hash map's 4-byte bucket cursor.
+    let result = unsafe { batch_command(command, &mut attr) };
     let count = (attr.count as usize).min(batch);
     match result {
         Ok(()) => Ok((count, false)),
@@ -119,4 +152,90 @@ pub(super) fn lookup_and_delete_batch(
         Err(error) if error.raw_os_error() == Some(libc::ENOENT) => Ok((count, true)),
         Err(error) => Err(error),
     }
+}
+
+/// [`read_batch`] that deletes what it reads, for the volume maps.
+pub(super) fn lookup_and_delete_batch(
+    fd: i32,
+    in_batch: *const u64,
+    out_batch: *mut u64,
+    keys: &mut [u8],
+    values: &mut [SourceVolume],
+) -> io::Result<(usize, bool)> {
+    read_batch(fd, true, in_batch, out_batch, keys, values)
+}
+
+/// `union bpf_attr` for the element commands.
+#[repr(C)]
+struct ElemAttr {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+    /// The value, or for `BPF_MAP_GET_NEXT_KEY` the next key.
+    value: u64,
+    flags: u64,
+}
+
+/// # Safety
+/// `attr`'s key and value pointers must be valid for the map's key and value sizes.
+unsafe fn elem_command(command: libc::c_long, attr: &mut ElemAttr) -> io::Result<bool> {
+    // SAFETY: a valid bpf_attr; the caller vouches for the buffers it points to.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            std::ptr::from_mut(attr),
+            size_of::<ElemAttr>(),
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::ENOENT) {
+        Ok(false)
+    } else {
+        Err(error)
+    }
+}
+
+/// `BPF_MAP_GET_NEXT_KEY`: the key after `key` (`None`: the first) into `next`, which is the
+/// map's key size. `false`: there is none. A `key` no longer in the map starts over at the
+/// first key (the kernel's rule for hash maps and LPM tries).
+///
+/// # Safety
+/// `key` and `next` must be exactly the map's key size.
+pub(super) unsafe fn next_key(
+    map: &MapData,
+    key: Option<&[u8]>,
+    next: &mut [u8],
+) -> io::Result<bool> {
+    const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+    let mut attr = ElemAttr {
+        map_fd: u32::try_from(map.fd().as_fd().as_raw_fd()).unwrap_or(u32::MAX),
+        pad: 0,
+        key: key.map_or(0, |key| key.as_ptr() as u64),
+        value: next.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: the caller vouches for the key sizes.
+    unsafe { elem_command(BPF_MAP_GET_NEXT_KEY, &mut attr) }
+}
+
+/// `BPF_MAP_LOOKUP_ELEM` of the raw `key` into `value`, which must be the map's value type.
+/// `false`: no such key.
+///
+/// # Safety
+/// `key` must be exactly the map's key size and `V` of its value size.
+pub(super) unsafe fn lookup<V>(map: &MapData, key: &[u8], value: &mut V) -> io::Result<bool> {
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    let mut attr = ElemAttr {
+        map_fd: u32::try_from(map.fd().as_fd().as_raw_fd()).unwrap_or(u32::MAX),
+        pad: 0,
+        key: key.as_ptr() as u64,
+        value: std::ptr::from_mut(value) as u64,
+        flags: 0,
+    };
+    // SAFETY: the caller vouches for the key and value sizes.
+    unsafe { elem_command(BPF_MAP_LOOKUP_ELEM, &mut attr) }
 }

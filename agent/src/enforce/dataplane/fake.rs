@@ -11,6 +11,7 @@ use std::{
     cell::RefCell,
     collections::{BTreeMap, BTreeSet},
     io,
+    ops::Bound,
     path::PathBuf,
 };
 
@@ -19,7 +20,7 @@ use xdpguard_common::{AllowEntry, BlockEntry, MAX_INTERFACES, Stat};
 
 use super::{
     AttachMode, AttachedMode, Attachment, BlockListEntry, Capacities, DataPath, DataplaneError,
-    ListId, ListKind, Stats,
+    ListId, ListKind, SCAN_ORDER, ScanCursor, ScanRepairs, ScannedEntry, Stats,
 };
 use crate::prefix::Prefix;
 
@@ -36,6 +37,8 @@ pub enum FakeOp {
     BlockEntry,
     BlockEntries,
     Recount,
+    /// [`DataPath::scan`].
+    Scan,
     Allow,
     Unallow,
     AllowEntry,
@@ -65,9 +68,16 @@ pub enum FakeEvent {
         expires_ns: u64,
     },
     Unblock(Prefix),
+    /// [`DataPath::remove_entry`].
+    RemoveEntry {
+        list: ListId,
+        prefix: Prefix,
+    },
     Allow(Prefix),
     Unallow(Prefix),
     Recount,
+    /// [`DataPath::finish_scan`].
+    FinishScan,
 }
 
 /// How many more calls of an operation fail.
@@ -102,6 +112,8 @@ pub struct FakeDataPath {
     /// In a cell so that `&self` reads can use up their failures too.
     failures: RefCell<BTreeMap<FakeOp, Failing>>,
     events: Vec<FakeEvent>,
+    /// `CONFIG` changed behind the daemon's back, until the next [`DataPath::finish_scan`].
+    config_tampered: bool,
 }
 
 // Fits where the kernel data path goes (see `seam.rs`).
@@ -132,6 +144,7 @@ impl FakeDataPath {
             stats: BTreeMap::new(),
             failures: RefCell::new(BTreeMap::new()),
             events: Vec::new(),
+            config_tampered: false,
         }
     }
 
@@ -211,6 +224,12 @@ impl FakeDataPath {
             .entry(ListId::block_list_of(prefix))
             .or_default()
             .insert(*prefix, entry);
+    }
+
+    /// Change the program's `CONFIG` behind the daemon's back (the next scan's end puts it
+    /// back and says so).
+    pub fn tamper_config(&mut self) {
+        self.config_tampered = true;
     }
 
     /// Delete a block entry behind the daemon's back; the entry it held.
@@ -519,6 +538,83 @@ impl DataPath for FakeDataPath {
             *count = count.saturating_sub(1);
         }
         Ok(was_there)
+    }
+
+    fn remove_entry(&mut self, list: ListId, prefix: &Prefix) -> Result<bool, DataplaneError> {
+        if list.kind == ListKind::Allow {
+            return self.unallow(prefix);
+        }
+        self.check(FakeOp::Unblock)?;
+        self.events.push(FakeEvent::RemoveEntry {
+            list,
+            prefix: *prefix,
+        });
+        let was_there = self
+            .blocks
+            .get_mut(&list)
+            .and_then(|entries| entries.remove(prefix))
+            .is_some();
+        if was_there {
+            let count = self.block_counts.entry(list).or_default();
+            *count = count.saturating_sub(1);
+        }
+        Ok(was_there)
+    }
+
+    fn scan(
+        &self,
+        cursor: &mut ScanCursor,
+        limit: usize,
+    ) -> Result<Vec<ScannedEntry>, DataplaneError> {
+        self.check(FakeOp::Scan)?;
+        let Some(list) = cursor.current() else {
+            return Ok(Vec::new());
+        };
+        let limit = limit.max(1);
+        let from = cursor.last.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut out: Vec<ScannedEntry> = if list.kind == ListKind::Allow {
+            self.allows
+                .get(&list)
+                .into_iter()
+                .flat_map(|entries| entries.range((from, Bound::Unbounded)))
+                .take(limit + 1)
+                .map(|(prefix, entry)| ScannedEntry::allow(list, *prefix, entry))
+                .collect()
+        } else {
+            self.blocks
+                .get(&list)
+                .into_iter()
+                .flat_map(|entries| entries.range((from, Bound::Unbounded)))
+                .take(limit + 1)
+                .map(|(prefix, entry)| ScannedEntry::block(list, *prefix, entry))
+                .collect()
+        };
+        let done = out.len() <= limit;
+        out.truncate(limit);
+        cursor.last = out.last().map(|entry| entry.prefix);
+        cursor.advance(out.len(), done);
+        Ok(out)
+    }
+
+    fn finish_scan(
+        &mut self,
+        cursor: &ScanCursor,
+        quiet: bool,
+    ) -> Result<ScanRepairs, DataplaneError> {
+        self.events.push(FakeEvent::FinishScan);
+        for list in SCAN_ORDER.iter().filter(|l| l.kind != ListKind::Allow) {
+            let scanned = cursor.count(*list);
+            let count = self.block_counts.entry(*list).or_default();
+            *count = if quiet {
+                scanned
+            } else {
+                (*count).max(scanned)
+            };
+        }
+        Ok(ScanRepairs {
+            config: std::mem::take(&mut self.config_tampered),
+            slots: 0,
+        })
     }
 
     fn block_entry(&self, prefix: &Prefix) -> Result<Option<BlockEntry>, DataplaneError> {

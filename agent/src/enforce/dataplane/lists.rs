@@ -9,7 +9,8 @@ use aya::maps::{IterableMap as _, MapError, lpm_trie::Key};
 use xdpguard_common::{AllowEntry, BlockEntry, Family, config_flags, map_names};
 
 use super::{
-    BlockListEntry, Capacities, Dataplane, DataplaneError, ListId, ListKind, batch::update_batch,
+    BlockListEntry, Capacities, Dataplane, DataplaneError, ListId, ListKind,
+    batch::{delete_batch, update_batch},
     family_of,
 };
 use crate::prefix::Prefix;
@@ -19,7 +20,7 @@ const BPF_ANY: u64 = 0;
 const BPF_NOEXIST: u64 = 1;
 
 /// The `CONFIG` bit saying `list` has entries (block lists only).
-const fn nonempty_flag(list: ListId) -> u64 {
+pub(super) const fn nonempty_flag(list: ListId) -> u64 {
     match (list.kind, list.family) {
         (ListKind::BlockHost, Family::Ipv4) => config_flags::HOST_V4_NONEMPTY,
         (ListKind::BlockHost, Family::Ipv6) => config_flags::HOST_V6_NONEMPTY,
@@ -64,7 +65,7 @@ pub(super) fn v6(prefix: &Prefix) -> [u8; 16] {
     }
 }
 
-fn prefix_of(addr: IpAddr, len: u32) -> Prefix {
+pub(super) fn prefix_of(addr: IpAddr, len: u32) -> Prefix {
     // Keys come from our own maps, so the length always fits.
     Prefix::new(addr, u8::try_from(len).unwrap_or(u8::MAX)).unwrap_or_else(|_| Prefix::host(addr))
 }
@@ -272,25 +273,103 @@ impl Dataplane {
     /// # Errors
     /// When the map cannot be written.
     pub fn unblock(&mut self, prefix: &Prefix) -> Result<bool, DataplaneError> {
-        let list = ListId::block_list_of(prefix);
+        self.remove_entry(ListId::block_list_of(prefix), prefix)
+    }
+
+    /// Remove the entry keyed exactly by `prefix` from `list`, whichever list it belongs in
+    /// (reconcile removes a host entry someone put in a prefix trie). Returns whether it was
+    /// there.
+    ///
+    /// # Errors
+    /// When the map cannot be written.
+    pub fn remove_entry(&mut self, list: ListId, prefix: &Prefix) -> Result<bool, DataplaneError> {
         let key_len = u32::from(prefix.prefix_len());
         let result = match (list.kind, list.family) {
             (ListKind::BlockHost, Family::Ipv4) => self.maps.host_v4.remove(&v4(prefix)),
             (ListKind::BlockHost, Family::Ipv6) => self.maps.host_v6.remove(&v6(prefix)),
-            (_, Family::Ipv4) => self.maps.prefix_v4.remove(&Key::new(key_len, v4(prefix))),
-            (_, Family::Ipv6) => self.maps.prefix_v6.remove(&Key::new(key_len, v6(prefix))),
+            (ListKind::BlockPrefix, Family::Ipv4) => {
+                self.maps.prefix_v4.remove(&Key::new(key_len, v4(prefix)))
+            }
+            (ListKind::BlockPrefix, Family::Ipv6) => {
+                self.maps.prefix_v6.remove(&Key::new(key_len, v6(prefix)))
+            }
+            (ListKind::Allow, _) => return self.unallow(prefix),
         };
         let was_there = removed(result, list.map_name())?;
         if was_there {
-            let count = self.block_counts.entry(list).or_default();
-            *count = count.saturating_sub(1);
-            // Cleared after the last entry is gone.
-            if *count == 0 {
-                self.flags &= !nonempty_flag(list);
-                self.write_flags()?;
-            }
+            self.removed_from(list, 1)?;
         }
         Ok(was_there)
+    }
+
+    /// `n` entries left `list`: count them, and clear its list-not-empty bit after the last.
+    fn removed_from(&mut self, list: ListId, n: u64) -> Result<(), DataplaneError> {
+        let count = self.block_counts.entry(list).or_default();
+        *count = count.saturating_sub(n);
+        if *count == 0 && self.flags & nonempty_flag(list) != 0 {
+            self.flags &= !nonempty_flag(list);
+            self.write_flags()?;
+        }
+        Ok(())
+    }
+
+    /// Remove many prefixes from their block lists; for each, whether it was there. Host
+    /// entries go with `BPF_MAP_DELETE_BATCH` (one syscall for the lot), the rest one by one.
+    pub fn unblock_many(&mut self, prefixes: &[Prefix]) -> Vec<Result<bool, DataplaneError>> {
+        let mut results: Vec<Option<Result<bool, DataplaneError>>> =
+            (0..prefixes.len()).map(|_| None).collect();
+        for family in Family::ALL {
+            let list = ListId {
+                kind: ListKind::BlockHost,
+                family,
+            };
+            let picked: Vec<usize> = (0..prefixes.len())
+                .filter(|&i| prefixes[i].is_host() && family_of(&prefixes[i]) == family)
+                .collect();
+            let mut start = 0;
+            let mut deleted = 0;
+            // The batch stops at the first key that is not there: that one answers `false`,
+            // and the batch goes on after it.
+            while start < picked.len() {
+                let rest = &picked[start..];
+                let outcome = match family {
+                    Family::Ipv4 => {
+                        let keys: Vec<[u8; 4]> = rest.iter().map(|&i| v4(&prefixes[i])).collect();
+                        delete_batch(self.maps.host_v4.map(), &keys)
+                    }
+                    Family::Ipv6 => {
+                        let keys: Vec<[u8; 16]> = rest.iter().map(|&i| v6(&prefixes[i])).collect();
+                        delete_batch(self.maps.host_v6.map(), &keys)
+                    }
+                };
+                let (done, stopped) = match outcome {
+                    Ok(()) => (rest.len(), None),
+                    Err((done, error)) => (done, Some(error)),
+                };
+                for &i in &rest[..done] {
+                    results[i] = Some(Ok(true));
+                }
+                deleted += done as u64;
+                start += done;
+                match stopped {
+                    None => break,
+                    Some(error) if error.raw_os_error() == Some(libc::ENOENT) => {
+                        results[picked[start]] = Some(Ok(false));
+                        start += 1;
+                    }
+                    // Anything else: the rest one by one, which reports per prefix.
+                    Some(_) => break,
+                }
+            }
+            if let Err(err) = self.removed_from(list, deleted) {
+                log::warn!("{list}: {err}");
+            }
+        }
+        prefixes
+            .iter()
+            .zip(results)
+            .map(|(prefix, done)| done.unwrap_or_else(|| self.unblock(prefix)))
+            .collect()
     }
 
     /// The block entry keyed exactly by `prefix`, with its counters.

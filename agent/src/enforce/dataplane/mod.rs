@@ -8,6 +8,7 @@
 //! - `attach`: interfaces, their links and counter slots.
 //! - `lists`: the allow and block lists, and the `CONFIG` bits that say which are in use.
 //! - `batch`: the raw `BPF_MAP_*_BATCH` syscalls aya does not wrap.
+//! - `scan`: reading the lists a chunk at a time, for reconcile.
 //! - `stats`: the per-interface counters.
 //! - `volume`: draining the per-source volume maps.
 //! - `seam`: the [`DataPath`] trait; `fake`: its in-memory implementation (tests only).
@@ -27,6 +28,7 @@ mod batch;
 mod fake;
 mod lists;
 mod pins;
+mod scan;
 mod seam;
 mod stats;
 mod volume;
@@ -34,6 +36,7 @@ mod volume;
 #[cfg(any(test, feature = "test-fake"))]
 pub use fake::{FakeDataPath, FakeEvent, FakeOp};
 pub use pins::{Opened, RemovedPins, ensure_bpffs};
+pub use scan::{SCAN_ORDER, ScanCursor, ScanRepairs, ScannedEntry};
 pub use seam::DataPath;
 pub use stats::Stats;
 pub use volume::{DrainCount, VolumeReader};
@@ -295,6 +298,12 @@ pub enum DataplaneError {
         list: ListId,
         capacity: u32,
         prefix: Prefix,
+    },
+    #[error("reading map {map}")]
+    Read {
+        map: &'static str,
+        #[source]
+        source: io::Error,
     },
     #[error("draining volume map {map}")]
     Drain {

@@ -4,7 +4,7 @@ use xdpguard_common::{AllowEntry, BlockEntry};
 
 use super::{
     AttachMode, AttachedMode, Attachment, BlockListEntry, Capacities, Dataplane, DataplaneError,
-    ListId, Stats,
+    ListId, ScanCursor, ScanRepairs, ScannedEntry, Stats,
 };
 use crate::prefix::Prefix;
 
@@ -58,11 +58,46 @@ pub trait DataPath {
     /// When the list cannot be written.
     fn unblock(&mut self, prefix: &Prefix) -> Result<bool, DataplaneError>;
 
+    /// Remove many prefixes from their block lists; for each, whether it was there.
+    fn unblock_many(&mut self, prefixes: &[Prefix]) -> Vec<Result<bool, DataplaneError>> {
+        prefixes.iter().map(|prefix| self.unblock(prefix)).collect()
+    }
+
+    /// Remove the entry keyed exactly by `prefix` from `list`, even when it does not belong
+    /// there (a host in a prefix list); whether it was there.
+    ///
+    /// # Errors
+    /// When the list cannot be written.
+    fn remove_entry(&mut self, list: ListId, prefix: &Prefix) -> Result<bool, DataplaneError>;
+
     /// The block entry keyed exactly by `prefix`, with its counters.
     ///
     /// # Errors
     /// When the list cannot be read.
     fn block_entry(&self, prefix: &Prefix) -> Result<Option<BlockEntry>, DataplaneError>;
+
+    /// The next chunk (about `limit` entries) of a scan over every list, in
+    /// [`super::SCAN_ORDER`]; done when [`ScanCursor::is_done`].
+    ///
+    /// # Errors
+    /// When a list cannot be read.
+    fn scan(
+        &self,
+        cursor: &mut ScanCursor,
+        limit: usize,
+    ) -> Result<Vec<ScannedEntry>, DataplaneError>;
+
+    /// After a complete scan: recount the block lists from it (exactly when `quiet`: nothing
+    /// but the scan's repairs edited them meanwhile), set the list-not-empty bits, and repair
+    /// the flags and interface slots the program reads.
+    ///
+    /// # Errors
+    /// When the flags or slots cannot be read or written.
+    fn finish_scan(
+        &mut self,
+        cursor: &ScanCursor,
+        quiet: bool,
+    ) -> Result<ScanRepairs, DataplaneError>;
 
     /// Every block entry, hosts first.
     ///
@@ -158,8 +193,32 @@ impl DataPath for Dataplane {
         self.unblock(prefix)
     }
 
+    fn unblock_many(&mut self, prefixes: &[Prefix]) -> Vec<Result<bool, DataplaneError>> {
+        self.unblock_many(prefixes)
+    }
+
+    fn remove_entry(&mut self, list: ListId, prefix: &Prefix) -> Result<bool, DataplaneError> {
+        self.remove_entry(list, prefix)
+    }
+
     fn block_entry(&self, prefix: &Prefix) -> Result<Option<BlockEntry>, DataplaneError> {
         self.block_entry(prefix)
+    }
+
+    fn scan(
+        &self,
+        cursor: &mut ScanCursor,
+        limit: usize,
+    ) -> Result<Vec<ScannedEntry>, DataplaneError> {
+        self.scan(cursor, limit)
+    }
+
+    fn finish_scan(
+        &mut self,
+        cursor: &ScanCursor,
+        quiet: bool,
+    ) -> Result<ScanRepairs, DataplaneError> {
+        self.finish_scan(cursor, quiet)
     }
 
     fn block_entries(&self) -> Result<Vec<BlockListEntry>, DataplaneError> {

@@ -49,6 +49,9 @@ pub struct AllowOrder {
 pub enum Refusal {
     /// Broader than the guard limit, and not forced.
     TooBroad { len: u8, limit: u8 },
+    /// Is, is inside or covers an address range that is never the source of unicast traffic
+    /// worth blocking (multicast, broadcast, unspecified, link-local), and not forced.
+    NotUnicast { range: Prefix, what: &'static str },
     /// Contains this host's own address (even forced).
     OwnAddress(IpAddr),
     /// Inside an allowlist entry.
@@ -73,6 +76,10 @@ impl fmt::Display for Refusal {
             Self::TooBroad { len, limit } => write!(
                 f,
                 "/{len} is broader than the guard limit /{limit} (force to override)"
+            ),
+            Self::NotUnicast { range, what } => write!(
+                f,
+                "overlaps the {what} range {range}, not a unicast source (force to override)"
             ),
             Self::OwnAddress(addr) => write!(f, "contains this host's own address {addr}"),
             Self::Allowlisted { allow } => write!(f, "is allowlisted (allow entry {allow})"),
@@ -164,7 +171,8 @@ pub enum CommandError {
     Gone,
     #[error("no answer from the decision owner within {0:?}")]
     Timeout(Duration),
-    #[error("applied to the kernel but not recorded: {0}")]
+    /// The state directory could not record the order, so nothing of it was applied.
+    #[error("not applied: the state directory could not record it: {0}")]
     NotRecorded(String),
     #[error("applied, but the state directory could not be synced: {0}")]
     NotSynced(String),
@@ -195,10 +203,6 @@ pub enum Command {
     },
     Status {
         done: Reply<Status>,
-    },
-    /// The owner's section of the metrics page.
-    Scrape {
-        done: Reply<String>,
     },
     Reload {
         config: Box<OwnerConfig>,
@@ -280,11 +284,6 @@ impl Handle {
 
     pub fn status(&self) -> Pending<Status> {
         self.ask(|done| Command::Status { done })
-    }
-
-    /// The owner's section of the metrics page, rendered.
-    pub fn scrape(&self) -> Pending<String> {
-        self.ask(|done| Command::Scrape { done })
     }
 
     pub fn reload(&self, config: OwnerConfig) -> Pending<()> {

@@ -1,8 +1,12 @@
 //! The decision owner's section of the metrics page: the XDP program's traffic counters, how
-//! full each kernel list is, the decisions applied, the most-dropping block entries, and the
-//! build. Rendered on the owner thread from what [`Owner::metrics`](super::Owner::metrics)
-//! read.
-use std::collections::BTreeMap;
+//! full each kernel list is, the decisions applied, the most-dropping block entries, what
+//! reconcile found and repaired, and the build. The owner publishes a [`MetricsData`] in a
+//! [`MetricsSnapshot`] after every batch and tick; a scrape renders the latest one on its own
+//! thread and never waits for the owner.
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use xdpguard_common::{Stat, StatValue};
 
@@ -12,17 +16,46 @@ use crate::{
     prefix::Prefix,
 };
 
-/// What [`Owner::metrics`](super::Owner::metrics) reads, for [`render`].
-#[derive(Debug, Default)]
+/// What the owner publishes, for [`render`].
+#[derive(Clone, Debug, Default)]
 pub struct MetricsData {
     pub interfaces: Vec<(String, Stats)>,
     pub list_sizes: BTreeMap<ListId, u64>,
     pub capacities: Capacities,
     pub decisions_total: BTreeMap<(String, &'static str), u64>,
-    pub top_blocked: Vec<(Prefix, u64, u64)>,
+    /// As of the last reconcile pass, which reads every entry's counters anyway.
+    pub top_blocked: Arc<Vec<(Prefix, u64, u64)>>,
     pub full_list_errors: u64,
     pub unknown_entries: u64,
     pub repaired_total: u64,
+    /// Unknown kernel entries adopted as `recovered` decisions, and removed.
+    pub unknown_adopted_total: u64,
+    pub unknown_removed_total: u64,
+    pub reconcile_passes_total: u64,
+    pub reconcile_last_pass_ms: u64,
+    /// Times the state directory (or its log) was found gone and recreated.
+    pub state_dir_restored_total: u64,
+}
+
+/// The latest [`MetricsData`] the owner published; cheap to clone, safe to read from any
+/// thread.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsSnapshot(Arc<Mutex<Arc<MetricsData>>>);
+
+impl MetricsSnapshot {
+    pub fn publish(&self, data: MetricsData) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(data);
+    }
+
+    /// The latest data; the lock is held only to clone an `Arc`.
+    pub fn latest(&self) -> Arc<MetricsData> {
+        Arc::clone(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The owner's section of the page, from the latest data.
+    pub fn render(&self) -> String {
+        render(&self.latest())
+    }
 }
 
 /// The owner's section of the page.
@@ -94,7 +127,7 @@ fn section<'a>(
         Kind::Counter,
         "Bytes dropped by the block entries with the most drops.",
     );
-    for (prefix, packet_count, byte_count) in &data.top_blocked {
+    for (prefix, packet_count, byte_count) in data.top_blocked.iter() {
         let prefix = prefix.to_string();
         top_packets.add(&[("prefix", &prefix)], *packet_count);
         top_bytes.add(&[("prefix", &prefix)], *byte_count);
@@ -120,9 +153,34 @@ fn section<'a>(
     let mut repaired = MetricFamily::new(
         "xdpguard_reconcile_repaired_total",
         Kind::Counter,
-        "Entries missing from the kernel that reconcile put back.",
+        "Kernel entries reconcile put back or corrected (missing, wrong expiry or prefix length), and CONFIG or interface slots it put back.",
     );
     repaired.add(&[], data.repaired_total);
+    let mut handled = MetricFamily::new(
+        "xdpguard_unknown_entries_handled_total",
+        Kind::Counter,
+        "Kernel entries no decision accounted for, adopted as source recovered or removed.",
+    );
+    handled.add(&[("action", "adopt")], data.unknown_adopted_total);
+    handled.add(&[("action", "remove")], data.unknown_removed_total);
+    let mut passes = MetricFamily::new(
+        "xdpguard_reconcile_passes_total",
+        Kind::Counter,
+        "Complete reconcile passes over the kernel lists.",
+    );
+    passes.add(&[], data.reconcile_passes_total);
+    let mut pass_time = MetricFamily::new(
+        "xdpguard_reconcile_last_pass_milliseconds",
+        Kind::Gauge,
+        "How long the last complete reconcile pass took, commands served between its chunks included.",
+    );
+    pass_time.add(&[], data.reconcile_last_pass_ms);
+    let mut restored = MetricFamily::new(
+        "xdpguard_state_dir_restored_total",
+        Kind::Counter,
+        "Times the state directory or its log was found gone, recreated and rewritten from memory.",
+    );
+    restored.add(&[], data.state_dir_restored_total);
     exposition::render(vec![
         packets,
         bytes,
@@ -135,6 +193,10 @@ fn section<'a>(
         full,
         unknown,
         repaired,
+        handled,
+        passes,
+        pass_time,
+        restored,
     ])
 }
 
@@ -215,13 +277,18 @@ pub(crate) mod tests {
                 (("manual".to_owned(), "block"), 3),
                 (("ruleset:sshd".to_owned(), "block"), 2),
             ]),
-            top_blocked: vec![
+            top_blocked: Arc::new(vec![
                 ("203.0.113.7".parse().unwrap(), 5, 50),
                 ("198.51.100.0/24".parse().unwrap(), 4, 40),
-            ],
+            ]),
             full_list_errors: 2,
             unknown_entries: 0,
             repaired_total: 1,
+            unknown_adopted_total: 3,
+            unknown_removed_total: 0,
+            reconcile_passes_total: 7,
+            reconcile_last_pass_ms: 12,
+            state_dir_restored_total: 0,
         }
     }
 
@@ -229,7 +296,7 @@ pub(crate) mod tests {
     fn render_writes_help_and_type_once_per_family_even_without_samples() {
         let empty = section("", [], &MetricsData::default());
         let names: Vec<&str> = types(&empty).into_iter().map(|(name, _)| name).collect();
-        assert_eq!(names.len(), 11, "{empty}");
+        assert_eq!(names.len(), 15, "{empty}");
         for name in names {
             let help = format!("# HELP {name} ");
             assert_eq!(empty.matches(&help).count(), 1, "{name}: {empty}");
@@ -242,7 +309,7 @@ pub(crate) mod tests {
     fn render_is_sorted_and_independent_of_input_order() {
         let text = section("1.2.3", traffic(), &data());
         let mut reversed = data();
-        reversed.top_blocked.reverse();
+        Arc::make_mut(&mut reversed.top_blocked).reverse();
         let mut reversed_traffic = traffic();
         reversed_traffic.reverse();
         assert_eq!(text, section("1.2.3", reversed_traffic, &reversed));
@@ -262,6 +329,22 @@ pub(crate) mod tests {
         assert!(text.contains(r#"xdpguard_build_info{version="1.2.3"} 1"#));
         assert!(text.contains("xdpguard_list_full_errors_total 2\n"));
         assert!(text.contains(r#"xdpguard_top_blocked_bytes_total{prefix="198.51.100.0/24"} 40"#));
+        assert!(text.contains(r#"xdpguard_unknown_entries_handled_total{action="adopt"} 3"#));
+        assert!(text.contains("xdpguard_reconcile_passes_total 7\n"));
+        assert!(text.contains("xdpguard_reconcile_last_pass_milliseconds 12\n"));
+    }
+
+    #[test]
+    fn a_snapshot_renders_the_latest_published_data() {
+        let snapshot = MetricsSnapshot::default();
+        let reader = snapshot.clone();
+        assert!(
+            reader
+                .render()
+                .contains("xdpguard_reconcile_passes_total 0\n")
+        );
+        snapshot.publish(data());
+        assert_eq!(reader.render(), render(&data()));
     }
 
     #[test]

@@ -1,8 +1,15 @@
 //! The decision owner: the one place that changes the kernel's lists. Every block, unblock,
-//! allow and expiry goes through here, is checked against the guards, applied to the maps
-//! and recorded in the store, in batches. Others reach it through [`Handle`].
+//! allow and expiry goes through here, is checked against the guards, recorded in the store
+//! and then applied to the maps, in batches. Others reach it through [`Handle`].
+//!
+//! Background work (the expiry sweep, reconcile) goes a bounded chunk at a time between
+//! commands, so the owner answers within milliseconds at any list size; the metrics it
+//! publishes after every batch and tick are read without asking it.
+mod guards;
 pub mod handle;
 pub mod metrics;
+mod reconcile;
+mod record;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -10,13 +17,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use self::guards::block_refusal;
 pub use self::handle::{
     AllowOrder, Applied, BlockOrder, Command, CommandError, Entry, Expiry, Handle, ListFilter,
     ListUse, Pending, Refusal, Removed, Status,
 };
+pub use self::reconcile::{CHUNK, DEADLINE_TOLERANCE_NS, deadline_matches};
 use crate::{
     clock::Clock,
-    enforce::dataplane::{AttachMode, DataPath, Dataplane, DataplaneError, ListId},
+    enforce::dataplane::{AttachMode, DataPath, Dataplane, DataplaneError, ListId, Stats},
     enforce::decision::{
         Decision, DecisionKind, DecisionStore, LoadReport, Origin, Source, StateError,
     },
@@ -24,7 +33,30 @@ use crate::{
     prefix::Prefix,
 };
 
-use self::metrics::MetricsData;
+use self::metrics::{MetricsData, MetricsSnapshot};
+
+/// What reconcile does with a kernel entry no decision accounts for (written behind the
+/// daemon's back, or left by a daemon that died between applying and recording).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownEntries {
+    /// Make it a decision with source `recovered`, keeping the kernel's expiry: `list` shows
+    /// it and `unblock` removes it.
+    #[default]
+    Adopt,
+    /// Delete it from the kernel.
+    Remove,
+}
+
+impl UnknownEntries {
+    /// The configuration spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Adopt => "adopt",
+            Self::Remove => "remove",
+        }
+    }
+}
 
 /// What the owner enforces besides the decisions themselves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +76,8 @@ pub struct OwnerConfig {
     pub top_blocked: usize,
     /// The XDP program counts bytes and packets per source for the volume detectors.
     pub volume_accounting: bool,
+    /// Kernel entries without a decision: adopted or removed.
+    pub unknown_entries: UnknownEntries,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,11 +91,23 @@ pub enum OwnerError {
 /// Counts of what a reconcile pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
+    /// Kernel entries read.
+    pub entries: u64,
     /// Decisions missing from the kernel, put back.
-    pub repaired: u64,
-    /// Kernel entries no decision accounts for.
+    pub missing: u64,
+    /// Kernel entries (or `CONFIG`, interface slots) that differed from what the decisions
+    /// want, corrected: a wrong expiry or prefix length, a copy in the wrong list.
+    pub corrected: u64,
+    /// Kernel entries no decision accounted for, adopted as `recovered` decisions.
+    pub adopted: u64,
+    /// Kernel entries no decision accounted for, removed (policy, expired, misplaced).
+    pub removed: u64,
+    /// Kernel entries no decision accounts for, left in place (adopting or removing failed).
     pub unknown: u64,
 }
+
+/// How often interface counters are read for the metrics snapshot at most.
+const COUNTERS_EVERY: Duration = Duration::from_millis(100);
 
 /// Generic over the data path so its logic runs against an in-memory fake in tests.
 pub struct Owner<D: DataPath = Dataplane> {
@@ -73,8 +119,19 @@ pub struct Owner<D: DataPath = Dataplane> {
     decisions_total: BTreeMap<(String, &'static str), u64>,
     full_list_errors: u64,
     last_reconcile: ReconcileReport,
-    /// Entries reconcile put back, since start.
+    /// Entries reconcile put back or corrected, since start.
     repaired_total: u64,
+    unknown_adopted_total: u64,
+    unknown_removed_total: u64,
+    reconcile_passes_total: u64,
+    reconcile_last_pass: Duration,
+    state_dir_restored_total: u64,
+    /// The entries with the most drops, as of the last pass.
+    top_blocked: Arc<Vec<(Prefix, u64, u64)>>,
+    pass: Option<reconcile::Pass>,
+    metrics: MetricsSnapshot,
+    /// Interface counters as last read, and when.
+    counters: Option<(Instant, Vec<(String, Stats)>)>,
 }
 
 /// Whether an expiry (unix seconds, 0 = never) is later than another.
@@ -84,40 +141,6 @@ const fn outlasts(expires_unix: u64, than: u64) -> bool {
         (0, _) => true,
         (a, b) => a > b,
     }
-}
-
-/// Why blocking `prefix` is refused, if it is.
-pub fn block_refusal(
-    prefix: &Prefix,
-    config: &OwnerConfig,
-    allows: &[Prefix],
-    force: bool,
-) -> Option<Refusal> {
-    let limit = if prefix.is_ipv4() {
-        config.min_prefix_len_v4
-    } else {
-        config.min_prefix_len_v6
-    };
-    if prefix.prefix_len() < limit && !force {
-        return Some(Refusal::TooBroad {
-            len: prefix.prefix_len(),
-            limit,
-        });
-    }
-    if let Some(own) = config
-        .own_addresses
-        .iter()
-        .find(|own| prefix.contains(own.addr()))
-    {
-        return Some(Refusal::OwnAddress(own.addr()));
-    }
-    if let Some(allow) = allows
-        .iter()
-        .find(|allow| allow.prefix_len() <= prefix.prefix_len() && allow.contains(prefix.addr()))
-    {
-        return Some(Refusal::Allowlisted { allow: *allow });
-    }
-    None
 }
 
 /// A kernel error on one prefix, as the refusal it is.
@@ -138,7 +161,7 @@ fn kernel_refusal(err: &DataplaneError) -> Refusal {
 
 impl<D: DataPath> Owner<D> {
     /// Take over the data path and the store, and bring them in line with each other and the
-    /// configuration.
+    /// configuration: one complete reconcile pass before the first command.
     ///
     /// # Errors
     /// When the kernel maps cannot be read or the store written.
@@ -158,6 +181,15 @@ impl<D: DataPath> Owner<D> {
             full_list_errors: 0,
             last_reconcile: ReconcileReport::default(),
             repaired_total: 0,
+            unknown_adopted_total: 0,
+            unknown_removed_total: 0,
+            reconcile_passes_total: 0,
+            reconcile_last_pass: Duration::ZERO,
+            state_dir_restored_total: 0,
+            top_blocked: Arc::new(Vec::new()),
+            pass: None,
+            metrics: MetricsSnapshot::default(),
+            counters: None,
         };
         if let Some(corruption) = &load_report.corruption {
             log::error!(
@@ -165,47 +197,25 @@ impl<D: DataPath> Owner<D> {
                 load_report.moved_aside
             );
         }
-        if owner.store.is_empty() {
-            owner.recover_from_kernel()?;
-        }
+        // With no state at all, the kernel's entries are all there is: take them over
+        // whatever the policy says about entries that appear later.
+        let policy = if owner.store.is_empty() {
+            UnknownEntries::Adopt
+        } else {
+            config.unknown_entries
+        };
         owner.apply_config(config)?;
-        owner.sweep()?;
-        owner.reconcile()?;
+        let _: u64 = owner.sweep()?;
+        owner.begin_reconcile_with(policy);
+        while owner.reconcile_step()?.is_none() {}
         owner.store.sync()?;
+        owner.publish_metrics();
         Ok(owner)
     }
 
-    /// Adopt what the pinned maps hold as decisions (the state directory had none).
-    fn recover_from_kernel(&mut self) -> Result<(), OwnerError> {
-        let now_unix = self.clock.now_unix();
-        let now_ns = self.clock.now_monotonic_ns();
-        let mut recovered = 0;
-        let mut by_expiry: BTreeMap<u64, Vec<Prefix>> = BTreeMap::new();
-        for entry in self.dataplane.block_entries()? {
-            let expires_unix = if entry.entry.expires_ns == 0 {
-                0
-            } else {
-                now_unix + entry.entry.expires_ns.saturating_sub(now_ns) / 1_000_000_000
-            };
-            by_expiry
-                .entry(expires_unix)
-                .or_default()
-                .push(entry.prefix);
-        }
-        for (expires_unix, prefixes) in by_expiry {
-            recovered += prefixes.len();
-            let origin = Arc::new(Origin {
-                source: Source::Recovered,
-                reason: "found in the pinned maps with no state to explain it".into(),
-                created_unix: now_unix,
-                expires_unix,
-            });
-            self.store.put(DecisionKind::Block, &origin, prefixes)?;
-        }
-        if recovered > 0 {
-            log::warn!("recovered {recovered} block entries from the pinned maps");
-        }
-        Ok(())
+    /// Where the owner publishes its metrics data; a scrape renders from it.
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        self.metrics.clone()
     }
 
     /// Apply a (new) configuration: dry-run flag, interfaces, the configured allowlist.
@@ -251,18 +261,27 @@ impl<D: DataPath> Owner<D> {
             created_unix: now,
             expires_unix: 0,
         });
-        let mut added = Vec::new();
-        for prefix in config.config_allow.difference(&current) {
-            match self.dataplane.allow(prefix) {
-                Ok(()) => added.push(*prefix),
+        // Recorded before applied, as every decision (an allow entry is harmless anyway).
+        let adding: Vec<Prefix> = config.config_allow.difference(&current).copied().collect();
+        self.store
+            .put(DecisionKind::Allow, &origin, adding.clone())?;
+        self.store.sync()?;
+        let mut refused = Vec::new();
+        for prefix in adding {
+            match self.dataplane.allow(&prefix) {
+                Ok(()) => {}
                 Err(DataplaneError::ListFull { .. }) => {
                     self.full_list_errors += 1;
                     log::error!("allowlist full: {prefix} from the configuration not added");
+                    refused.push(prefix);
                 }
-                Err(err) => return Err(err.into()),
+                Err(err) => {
+                    let _: Vec<Decision> = self.store.remove(DecisionKind::Allow, &[prefix])?;
+                    return Err(err.into());
+                }
             }
         }
-        self.store.put(DecisionKind::Allow, &origin, added)?;
+        let _: Vec<Decision> = self.store.remove(DecisionKind::Allow, &refused)?;
         self.config = config;
         Ok(())
     }
@@ -276,85 +295,23 @@ impl<D: DataPath> Owner<D> {
         }
     }
 
-    /// Remove what has expired, from the kernel and the store.
-    ///
-    /// # Errors
-    /// When a map or the store cannot be written.
-    pub fn sweep(&mut self) -> Result<u64, OwnerError> {
-        let due = self.store.take_expired(self.clock.now_unix());
-        let mut swept = 0;
-        for (kind, prefix) in due {
-            let removed = match kind {
-                DecisionKind::Block => self.dataplane.unblock(&prefix),
-                DecisionKind::Allow => self.dataplane.unallow(&prefix),
-            };
-            // The decision goes either way: an expired kernel entry no longer drops, and
-            // reconcile reports it if it could not be removed.
-            if let Err(err) = removed {
-                log::error!("expiry of {} {prefix}: {}", kind.name(), error_chain(&err));
-            }
-            for decision in self.store.remove(kind, &[prefix])? {
-                self.count(&decision.origin.source, "expire", 1);
-                swept += 1;
-            }
-        }
-        Ok(swept)
-    }
-
-    /// Make the kernel hold exactly the live decisions: put back what is missing (or has the
-    /// wrong expiry), and report kernel entries no decision accounts for.
-    ///
-    /// # Errors
-    /// When a map cannot be read or written.
-    pub fn reconcile(&mut self) -> Result<ReconcileReport, OwnerError> {
-        let mut report = ReconcileReport::default();
-        let now = self.clock.now_unix();
-        let mut in_kernel = BTreeMap::new();
-        // Recounting also repairs the list-not-empty bits after edits behind our back.
-        for entry in self.dataplane.recount()? {
-            let _: Option<_> = in_kernel.insert(entry.prefix, entry.entry);
-        }
-        let live: Vec<Decision> = self
-            .store
-            .iter()
-            .filter(|d| !d.is_expired(now))
-            .cloned()
-            .collect();
-        for decision in &live {
-            let deadline = self.clock.monotonic_deadline(decision.origin.expires_unix);
-            let missing = match decision.kind {
-                DecisionKind::Block => in_kernel
-                    .remove(&decision.prefix)
-                    // A deadline off by more than a second was written by someone else.
-                    .is_none_or(|entry| entry.expires_ns.abs_diff(deadline) > 1_000_000_000),
-                DecisionKind::Allow => self.dataplane.allow_entry(&decision.prefix)?.is_none(),
-            };
-            if missing {
-                report.repaired += 1;
-                log::warn!(
-                    "reconcile: {} {} was missing from the kernel (or changed); restoring it",
-                    decision.kind.name(),
-                    decision.prefix
+    /// Once a second: notice a state directory that disappeared (or whose log was replaced),
+    /// and recreate it with every decision.
+    pub fn check_state_dir(&mut self) {
+        match self.store.check_dir() {
+            Ok(false) => {}
+            Ok(true) => {
+                self.state_dir_restored_total += 1;
+                log::error!(
+                    "the state directory (or its log) was removed behind the daemon's back; recreated it and wrote all {} decisions to a fresh snapshot",
+                    self.store.len()
                 );
-                let result = match decision.kind {
-                    DecisionKind::Block => self.dataplane.block(&decision.prefix, deadline),
-                    DecisionKind::Allow => self.dataplane.allow(&decision.prefix),
-                };
-                if let Err(err) = result {
-                    if matches!(err, DataplaneError::ListFull { .. }) {
-                        self.full_list_errors += 1;
-                    }
-                    log::error!("reconcile: {err}");
-                }
             }
+            Err(err) => log::error!(
+                "the state directory is gone and could not be recreated: {}",
+                error_chain(&err)
+            ),
         }
-        report.unknown = in_kernel.len() as u64;
-        for prefix in in_kernel.keys().take(10) {
-            log::warn!("reconcile: kernel block entry {prefix} has no decision (left in place)");
-        }
-        self.last_reconcile = report;
-        self.repaired_total += report.repaired;
-        Ok(report)
     }
 
     /// Make the batch so far durable.
@@ -378,125 +335,6 @@ impl<D: DataPath> Owner<D> {
         Ok(())
     }
 
-    fn block(&mut self, order: BlockOrder) -> Result<Applied, CommandError> {
-        let BlockOrder {
-            prefixes,
-            source,
-            reason,
-            expires,
-            force,
-        } = order;
-        let now = self.clock.now_unix();
-        let duration = match expires {
-            Expiry::Default => self.config.default_ban,
-            Expiry::After(duration) => Some(duration),
-        };
-        let expires_unix = duration.map_or(0, |d| now.saturating_add(d.as_secs().max(1)));
-        let manual = source.is_manual();
-        let origin = Arc::new(Origin {
-            source,
-            reason: reason.into(),
-            created_unix: now,
-            expires_unix,
-        });
-        let deadline = self.clock.monotonic_deadline(expires_unix);
-        let allows: Vec<Prefix> = self
-            .store
-            .of_kind(DecisionKind::Allow)
-            .map(|d| d.prefix)
-            .collect();
-        let mut refused = Vec::new();
-        let mut candidates = Vec::with_capacity(prefixes.len());
-        for prefix in prefixes {
-            if let Some(refusal) = block_refusal(&prefix, &self.config, &allows, force) {
-                refused.push((prefix, refusal));
-            } else {
-                candidates.push(prefix);
-            }
-        }
-        // A detector's block never cuts short a block that lasts longer (an operator's, or a
-        // longer ban); only a manual block sets whatever expiry it names.
-        if !manual {
-            candidates.retain(|prefix| {
-                let longer = self
-                    .store
-                    .get(DecisionKind::Block, prefix)
-                    .filter(|d| outlasts(d.origin.expires_unix, expires_unix))
-                    .map(|d| d.origin.source.clone());
-                if let Some(holder) = longer {
-                    refused.push((*prefix, Refusal::AlreadyBlockedLonger { holder }));
-                    return false;
-                }
-                true
-            });
-        }
-        // New blocks go in as one batch; re-blocks one by one, keeping their counters.
-        let (known, new): (Vec<Prefix>, Vec<Prefix>) = candidates
-            .into_iter()
-            .partition(|prefix| self.store.get(DecisionKind::Block, prefix).is_some());
-        let mut results = self.dataplane.block_new(&new, deadline);
-        results.extend(
-            known
-                .iter()
-                .map(|prefix| self.dataplane.block(prefix, deadline)),
-        );
-        let outcomes = new.into_iter().chain(known).zip(results);
-        self.record(DecisionKind::Block, &origin, outcomes, refused)
-    }
-
-    /// Count, store and answer what a block or allow order did: the prefixes whose kernel
-    /// update worked are recorded under `origin`, the others refused with the reason.
-    fn record(
-        &mut self,
-        kind: DecisionKind,
-        origin: &Arc<Origin>,
-        outcomes: impl Iterator<Item = (Prefix, Result<(), DataplaneError>)>,
-        mut refused: Vec<(Prefix, Refusal)>,
-    ) -> Result<Applied, CommandError> {
-        let mut applied = Vec::new();
-        for (prefix, result) in outcomes {
-            match result {
-                Ok(()) => applied.push(prefix),
-                Err(err) => {
-                    if matches!(err, DataplaneError::ListFull { .. }) {
-                        self.full_list_errors += 1;
-                    }
-                    refused.push((prefix, kernel_refusal(&err)));
-                }
-            }
-        }
-        let count = applied.len() as u64;
-        self.count(&origin.source, kind.name(), count);
-        self.count(&origin.source, "refused", refused.len() as u64);
-        self.store
-            .put(kind, origin, applied)
-            .map_err(|err| CommandError::NotRecorded(error_chain(&err)))?;
-        Ok(Applied {
-            applied: count,
-            refused,
-        })
-    }
-
-    fn allow(&mut self, order: AllowOrder) -> Result<Applied, CommandError> {
-        let origin = Arc::new(Origin {
-            source: order.source,
-            reason: order.reason.into(),
-            created_unix: self.clock.now_unix(),
-            expires_unix: 0,
-        });
-        let outcomes: Vec<(Prefix, Result<(), DataplaneError>)> = order
-            .prefixes
-            .into_iter()
-            .map(|prefix| (prefix, self.dataplane.allow(&prefix)))
-            .collect();
-        self.record(
-            DecisionKind::Allow,
-            &origin,
-            outcomes.into_iter(),
-            Vec::new(),
-        )
-    }
-
     fn remove(
         &mut self,
         kind: DecisionKind,
@@ -514,13 +352,27 @@ impl<D: DataPath> Owner<D> {
                 Some(_) => removable.push(prefix),
             }
         }
-        for prefix in &removable {
-            let result = match kind {
-                DecisionKind::Block => self.dataplane.unblock(prefix),
-                DecisionKind::Allow => self.dataplane.unallow(prefix),
-            };
-            result.map_err(|err| CommandError::Kernel(error_chain(&err)))?;
+        self.edited_during_pass();
+        // Kernel first: a crash in between leaves the decision, and reconcile puts its entry
+        // back (the unblock was never acknowledged), never an entry without a decision.
+        let results = match kind {
+            DecisionKind::Block => self.dataplane.unblock_many(&removable),
+            DecisionKind::Allow => removable
+                .iter()
+                .map(|prefix| self.dataplane.unallow(prefix))
+                .collect(),
+        };
+        let mut failed = None;
+        let mut done = Vec::with_capacity(removable.len());
+        for (prefix, result) in removable.into_iter().zip(results) {
+            match result {
+                Ok(_) => done.push(prefix),
+                Err(err) => {
+                    failed.get_or_insert(err);
+                }
+            }
         }
+        let removable = done;
         let removed = self
             .store
             .remove(kind, &removable)
@@ -529,8 +381,15 @@ impl<D: DataPath> Owner<D> {
             DecisionKind::Block => "unblock",
             DecisionKind::Allow => "unallow",
         };
+        let mut by_source: BTreeMap<Source, u64> = BTreeMap::new();
         for decision in &removed {
-            self.count(&decision.origin.source, action, 1);
+            *by_source.entry(decision.origin.source.clone()).or_default() += 1;
+        }
+        for (source, n) in by_source {
+            self.count(&source, action, n);
+        }
+        if let Some(err) = failed {
+            return Err(CommandError::Kernel(error_chain(&err)));
         }
         Ok(Removed {
             removed: removed.len() as u64,
@@ -608,38 +467,47 @@ impl<D: DataPath> Owner<D> {
     }
 
     /// Counters per attached interface, plus `-` for slot 0 (unattributed frames, expired hits).
-    fn interface_counters(
-        &self,
-    ) -> Result<Vec<(String, crate::enforce::dataplane::Stats)>, DataplaneError> {
+    fn interface_counters(&self) -> Result<Vec<(String, Stats)>, DataplaneError> {
         let mut out = self.dataplane.interface_stats()?;
         out.push(("-".to_owned(), self.dataplane.slot_stats(0)?));
         Ok(out)
     }
 
-    /// Everything the metrics page shows.
-    ///
-    /// # Errors
-    /// When the maps cannot be read.
-    pub fn metrics(&self) -> Result<MetricsData, DataplaneError> {
-        let mut top: Vec<(Prefix, u64, u64)> = self
-            .dataplane
-            .block_entries()?
-            .into_iter()
-            .filter(|e| e.entry.packets > 0)
-            .map(|e| (e.prefix, e.entry.packets, e.entry.bytes))
-            .collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        top.truncate(self.config.top_blocked);
-        Ok(MetricsData {
-            interfaces: self.interface_counters()?,
+    /// Publish what the metrics page shows: the decisions, list sizes and reconcile
+    /// findings as they are now, the interface counters as read at most [`COUNTERS_EVERY`]
+    /// ago, the most-dropping entries as of the last pass.
+    pub fn publish_metrics(&mut self) {
+        let fresh = self
+            .counters
+            .as_ref()
+            .is_some_and(|(read, _)| read.elapsed() < COUNTERS_EVERY);
+        if !fresh {
+            match self.interface_counters() {
+                Ok(counters) => self.counters = Some((Instant::now(), counters)),
+                Err(err) => log::warn!("reading the counters: {}", error_chain(&err)),
+            }
+        }
+        let data = MetricsData {
+            interfaces: self
+                .counters
+                .as_ref()
+                .map(|(_, counters)| counters.clone())
+                .unwrap_or_default(),
             list_sizes: self.list_sizes(),
             capacities: self.dataplane.capacities(),
             decisions_total: self.decisions_total.clone(),
-            top_blocked: top,
+            top_blocked: Arc::clone(&self.top_blocked),
             full_list_errors: self.full_list_errors,
             unknown_entries: self.last_reconcile.unknown,
             repaired_total: self.repaired_total,
-        })
+            unknown_adopted_total: self.unknown_adopted_total,
+            unknown_removed_total: self.unknown_removed_total,
+            reconcile_passes_total: self.reconcile_passes_total,
+            reconcile_last_pass_ms: u64::try_from(self.reconcile_last_pass.as_millis())
+                .unwrap_or(u64::MAX),
+            state_dir_restored_total: self.state_dir_restored_total,
+        };
+        self.metrics.publish(data);
     }
 }
 
@@ -648,92 +516,150 @@ type Deferred = Box<dyn FnOnce(Option<&str>)>;
 
 fn defer<T: 'static>(result: Result<T, CommandError>, done: handle::Reply<T>) -> Deferred {
     Box::new(move |sync_error| {
-        let answer = match sync_error {
-            Some(err) => Err(CommandError::NotSynced(err.to_owned())),
-            None => result,
+        let answer = match (sync_error, result) {
+            (Some(err), Ok(_)) => Err(CommandError::NotSynced(err.to_owned())),
+            (_, result) => result,
         };
         let _ = done.send(answer);
     })
 }
 
+/// How often the owner sweeps expiries, checks the state directory and publishes counters.
+const TICK: Duration = Duration::from_secs(1);
+
 /// Serve commands until [`Command::Shutdown`]: every command that arrives together is one
-/// batch, synced once; expiries are swept every second and the kernel reconciled every
-/// `reconcile_every`.
+/// batch, synced once (block and allow orders in a row are recorded, synced, then applied).
+/// Between batches the owner does one bounded step of background work: the expiry sweep
+/// (every second) first, then the reconcile pass (every `reconcile_every` from the end of
+/// the last one).
 pub fn run<D: DataPath>(
     mut owner: Owner<D>,
     commands: &mpsc::Receiver<Command>,
     reconcile_every: Duration,
 ) -> Owner<D> {
     let mut next_reconcile = Instant::now() + reconcile_every;
-    let mut next_sweep = Instant::now() + Duration::from_secs(1);
+    let mut next_tick = Instant::now() + TICK;
+    let mut sweeping = false;
     loop {
-        let wait = next_sweep
-            .min(next_reconcile)
-            .saturating_duration_since(Instant::now());
-        let first = match commands.recv_timeout(wait) {
-            Ok(command) => Some(command),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return owner,
+        let busy = sweeping || owner.reconciling();
+        let first = if busy {
+            match commands.try_recv() {
+                Ok(command) => Some(command),
+                Err(mpsc::TryRecvError::Empty) => None,
+                Err(mpsc::TryRecvError::Disconnected) => return owner,
+            }
+        } else {
+            let wait = next_tick
+                .min(next_reconcile)
+                .saturating_duration_since(Instant::now());
+            match commands.recv_timeout(wait) {
+                Ok(command) => Some(command),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return owner,
+            }
         };
         let mut batch: Vec<Command> = first.into_iter().collect();
         batch.extend(commands.try_iter());
         let mut replies: Vec<Deferred> = Vec::new();
-        let mut shutdown = false;
-        for command in batch {
-            let kernel = |err: DataplaneError| CommandError::Kernel(error_chain(&err));
-            match command {
-                Command::Block { order, done } => replies.push(defer(owner.block(order), done)),
-                Command::Allow { order, done } => replies.push(defer(owner.allow(order), done)),
-                Command::Remove {
-                    kind,
-                    prefixes,
-                    done,
-                } => replies.push(defer(owner.remove(kind, prefixes), done)),
-                Command::List { filter, done } => {
-                    replies.push(defer(owner.list(&filter).map_err(kernel), done));
-                }
-                Command::Status { done } => {
-                    replies.push(defer(owner.status().map_err(kernel), done));
-                }
-                Command::Scrape { done } => {
-                    let page = owner
-                        .metrics()
-                        .map(|data| metrics::render(&data))
-                        .map_err(kernel);
-                    let _ = done.send(page);
-                }
-                Command::Reload { config, done } => {
-                    let result = owner
-                        .apply_config(*config)
-                        .map_err(|err| CommandError::Kernel(error_chain(&err)));
-                    let _ = done.send(result);
-                }
-                Command::Shutdown => shutdown = true,
-            }
-        }
-        if Instant::now() >= next_sweep {
-            if let Err(err) = owner.sweep() {
-                log::error!("expiry sweep: {}", error_chain(&err));
-            }
-            next_sweep = Instant::now() + Duration::from_secs(1);
-        }
-        if Instant::now() >= next_reconcile {
-            if let Err(err) = owner.reconcile() {
-                log::error!("reconcile: {}", error_chain(&err));
-            }
-            next_reconcile = Instant::now() + reconcile_every;
-        }
-        // Durable before anyone hears it is done.
-        let sync_error = owner.sync().err().map(|err| {
-            log::error!("syncing the state directory: {}", error_chain(&err));
-            error_chain(&err)
-        });
-        for reply in replies {
-            reply(sync_error.as_deref());
-        }
+        let shutdown = serve(&mut owner, batch, &mut replies);
         if shutdown {
+            // Answer what came with it, then stop: background work does not hold SIGTERM up.
+            finish_batch(&mut owner, replies);
             return owner;
         }
+        let now = Instant::now();
+        if now >= next_tick {
+            owner.check_state_dir();
+            sweeping = true;
+            next_tick = now + TICK;
+        }
+        if sweeping {
+            match owner.sweep_step(CHUNK) {
+                Ok((_, more)) => sweeping = more,
+                Err(err) => {
+                    log::error!("expiry sweep: {}", error_chain(&err));
+                    sweeping = false;
+                }
+            }
+        } else if owner.reconciling() || now >= next_reconcile {
+            owner.begin_reconcile();
+            match owner.reconcile_step() {
+                Ok(None) => {}
+                Ok(Some(_)) => next_reconcile = Instant::now() + reconcile_every,
+                Err(err) => {
+                    log::error!("reconcile: {}", error_chain(&err));
+                    next_reconcile = Instant::now() + reconcile_every;
+                }
+            }
+        }
+        finish_batch(&mut owner, replies);
+    }
+}
+
+/// Carry out one batch of commands; whether it asked to shut down.
+fn serve<D: DataPath>(
+    owner: &mut Owner<D>,
+    batch: Vec<Command>,
+    replies: &mut Vec<Deferred>,
+) -> bool {
+    let mut shutdown = false;
+    // Block and allow orders in a row: recorded one after the other, synced once, applied.
+    let mut group: Vec<(record::Prepared, handle::Reply<Applied>)> = Vec::new();
+    for command in batch {
+        let kernel = |err: DataplaneError| CommandError::Kernel(error_chain(&err));
+        match command {
+            Command::Block { order, done } => group.push((owner.prepare_block(order), done)),
+            Command::Allow { order, done } => group.push((owner.prepare_allow(order), done)),
+            other => {
+                apply_group(owner, &mut group, replies);
+                match other {
+                    Command::Block { .. } | Command::Allow { .. } => {}
+                    Command::Remove {
+                        kind,
+                        prefixes,
+                        done,
+                    } => replies.push(defer(owner.remove(kind, prefixes), done)),
+                    Command::List { filter, done } => {
+                        replies.push(defer(owner.list(&filter).map_err(kernel), done));
+                    }
+                    Command::Status { done } => {
+                        replies.push(defer(owner.status().map_err(kernel), done));
+                    }
+                    Command::Reload { config, done } => {
+                        let result = owner
+                            .apply_config(*config)
+                            .map_err(|err| CommandError::Kernel(error_chain(&err)));
+                        let _ = done.send(result);
+                    }
+                    Command::Shutdown => shutdown = true,
+                }
+            }
+        }
+    }
+    apply_group(owner, &mut group, replies);
+    shutdown
+}
+
+fn apply_group<D: DataPath>(
+    owner: &mut Owner<D>,
+    group: &mut Vec<(record::Prepared, handle::Reply<Applied>)>,
+    replies: &mut Vec<Deferred>,
+) {
+    let (prepared, dones): (Vec<_>, Vec<_>) = std::mem::take(group).into_iter().unzip();
+    for (result, done) in owner.apply_group(prepared).into_iter().zip(dones) {
+        replies.push(defer(result, done));
+    }
+}
+
+/// Sync, publish the metrics, then answer: durable before anyone hears it is done.
+fn finish_batch<D: DataPath>(owner: &mut Owner<D>, replies: Vec<Deferred>) {
+    let sync_error = owner.sync().err().map(|err| {
+        log::error!("syncing the state directory: {}", error_chain(&err));
+        error_chain(&err)
+    });
+    owner.publish_metrics();
+    for reply in replies {
+        reply(sync_error.as_deref());
     }
 }
 

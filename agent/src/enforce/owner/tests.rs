@@ -13,6 +13,7 @@ fn config() -> OwnerConfig {
         interfaces: vec![],
         top_blocked: 10,
         volume_accounting: false,
+        unknown_entries: UnknownEntries::Adopt,
     }
 }
 
@@ -253,7 +254,7 @@ fn the_sweep_removes_what_expired_from_the_kernel_and_the_store() {
 }
 
 #[test]
-fn reconcile_restores_missing_and_changed_entries_and_reports_unknown_ones() {
+fn reconcile_restores_missing_and_changed_entries_and_adopts_unknown_ones() {
     let dir = StateDir::new("reconcile");
     let (mut owner, clock) = start(&dir);
     owner
@@ -264,7 +265,13 @@ fn reconcile_restores_missing_and_changed_entries_and_reports_unknown_ones() {
         ))
         .unwrap();
     let deadline = clock.monotonic_deadline(NOW + 600);
-    assert_eq!(owner.reconcile().unwrap(), ReconcileReport::default());
+    assert_eq!(
+        owner.reconcile().unwrap(),
+        ReconcileReport {
+            entries: 3,
+            ..ReconcileReport::default()
+        }
+    );
 
     // Behind the daemon's back: one entry removed, one given another expiry, one added.
     let _: Option<BlockEntry> = owner.dataplane.remove_block_behind(&p("192.0.2.1"));
@@ -280,8 +287,11 @@ fn reconcile_restores_missing_and_changed_entries_and_reports_unknown_ones() {
     assert_eq!(
         report,
         ReconcileReport {
-            repaired: 2,
-            unknown: 1
+            entries: 3,
+            missing: 1,
+            corrected: 1,
+            adopted: 1,
+            ..ReconcileReport::default()
         }
     );
     assert_eq!(
@@ -302,18 +312,23 @@ fn reconcile_restores_missing_and_changed_entries_and_reports_unknown_ones() {
             .expires_ns,
         deadline
     );
-    // The unknown entry is left in place and shows in status.
-    assert!(
-        owner
-            .dataplane
-            .block_entry(&p("203.0.113.77"))
-            .unwrap()
-            .is_some()
-    );
-    assert_eq!(owner.status().unwrap().unknown_entries, 1);
+    // The unknown entry is adopted, kernel expiry and all; nothing is left unknown.
+    let adopted = owner
+        .store
+        .get(DecisionKind::Block, &p("203.0.113.77"))
+        .unwrap();
+    assert_eq!(adopted.origin.source, Source::Recovered);
+    assert_eq!(adopted.origin.expires_unix, NOW + 600);
+    assert_eq!(owner.status().unwrap().unknown_entries, 0);
     assert_eq!(owner.repaired_total, 2);
     // A second pass finds nothing new to repair.
-    assert_eq!(owner.reconcile().unwrap().repaired, 0);
+    assert_eq!(
+        owner.reconcile().unwrap(),
+        ReconcileReport {
+            entries: 4,
+            ..ReconcileReport::default()
+        }
+    );
 
     // An allow entry removed behind the daemon's back comes back too.
     owner
@@ -324,7 +339,7 @@ fn reconcile_restores_missing_and_changed_entries_and_reports_unknown_ones() {
         })
         .unwrap();
     let _ = owner.dataplane.remove_allow_behind(&p("192.0.2.128/25"));
-    assert_eq!(owner.reconcile().unwrap().repaired, 1);
+    assert_eq!(owner.reconcile().unwrap().missing, 1);
     assert!(
         owner
             .dataplane
@@ -504,6 +519,7 @@ fn the_configured_allowlist_follows_reloads_and_is_not_removed_by_hand() {
 fn commands_that_arrive_together_are_answered_after_one_durable_batch() {
     let dir = StateDir::new("run");
     let (owner, _) = start(&dir);
+    let snapshot = owner.metrics_snapshot();
     let (commands, inbox) = mpsc::channel();
     let handle = Handle::new(commands);
     let thread = std::thread::spawn(move || run(owner, &inbox, Duration::from_secs(3600)));
@@ -526,7 +542,8 @@ fn commands_that_arrive_together_are_answered_after_one_durable_batch() {
     assert_eq!(removed.missing, vec![p("192.0.2.99")]);
     let status = handle.status().wait().unwrap();
     assert_eq!(status.decisions, 19);
-    let page = handle.scrape().wait().unwrap();
+    // The snapshot is published before the answers go out: no round trip to the owner.
+    let page = snapshot.render();
     assert!(
         page.contains("xdpguard_decisions_total{action=\"block\",source=\"volume:flood\"} 20"),
         "{page}"
@@ -575,4 +592,477 @@ fn recovery_adopts_kernel_entries_when_the_state_directory_is_empty() {
         .get(DecisionKind::Block, &p("192.0.2.7"))
         .unwrap();
     assert_eq!(timed.origin.expires_unix, NOW + 120);
+}
+
+// --- Issue 10: the kernel and the store never disagree silently ---
+
+fn entry(owner: &Owner<FakeDataPath>, prefix: &str) -> Option<BlockEntry> {
+    owner.dataplane.block_entry(&p(prefix)).unwrap()
+}
+
+fn decision(owner: &Owner<FakeDataPath>, prefix: &str) -> Option<Decision> {
+    owner.store.get(DecisionKind::Block, &p(prefix)).cloned()
+}
+
+#[test]
+fn an_order_recorded_but_not_applied_when_the_daemon_died_is_applied_at_start() {
+    let dir = StateDir::new("record-first");
+    let (mut owner, clock) = start(&dir);
+    let hosts = ["192.0.2.1", "192.0.2.2", "192.0.2.0/25"];
+    let order = block_order(&hosts, Source::ListFile("big.txt".into()), Some(600));
+    // kill -9 after the records are durable, before the kernel changes.
+    let prepared = owner.prepare_block(order);
+    owner.store.sync().unwrap();
+    drop(prepared);
+    let Owner { dataplane, .. } = owner;
+    assert_eq!(dataplane.block_entries().unwrap(), vec![]);
+    let (store, report) = DecisionStore::open(&dir.0).unwrap();
+    let owner = Owner::start(dataplane, store, &report, clock.clone(), config()).unwrap();
+    assert_eq!(owner.last_reconcile.missing, 3);
+    for host in hosts {
+        assert_eq!(
+            decision(&owner, host).unwrap().origin.source,
+            Source::ListFile("big.txt".into())
+        );
+        assert_eq!(
+            entry(&owner, host).unwrap().expires_ns,
+            clock.monotonic_deadline(NOW + 600),
+            "{host}"
+        );
+    }
+}
+
+#[test]
+fn a_state_directory_that_cannot_record_leaves_the_kernel_untouched() {
+    let dir = StateDir::new("full-disk");
+    let (mut owner, clock) = start(&dir);
+    owner
+        .block(block_order(&["192.0.2.1"], Source::Manual, Some(600)))
+        .unwrap();
+    let before = entry(&owner, "192.0.2.1").unwrap();
+    owner.store.fail_writes(true);
+    let err = owner
+        .block(block_order(
+            &["192.0.2.1", "192.0.2.2"],
+            Source::Manual,
+            Some(60),
+        ))
+        .unwrap_err();
+    assert!(matches!(err, CommandError::NotRecorded(_)), "{err:?}");
+    assert!(err.to_string().starts_with("not applied"), "{err}");
+    // Nothing reached the kernel, and the store holds what it held before.
+    assert_eq!(entry(&owner, "192.0.2.1"), Some(before));
+    assert_eq!(entry(&owner, "192.0.2.2"), None);
+    assert_eq!(
+        decision(&owner, "192.0.2.1").unwrap().origin.expires_unix,
+        NOW + 600
+    );
+    assert!(decision(&owner, "192.0.2.2").is_none());
+    let err = owner
+        .allow(AllowOrder {
+            prefixes: vec![p("192.0.2.200")],
+            source: Source::Manual,
+            reason: String::new(),
+        })
+        .unwrap_err();
+    assert!(matches!(err, CommandError::NotRecorded(_)));
+    assert!(owner.dataplane.allowed().is_empty());
+    // Space again: the next order works, and the rewrite carries the whole state.
+    owner.store.fail_writes(false);
+    owner
+        .block(block_order(&["192.0.2.3"], Source::Manual, Some(60)))
+        .unwrap();
+    let Owner { dataplane, .. } = owner;
+    let (store, report) = DecisionStore::open(&dir.0).unwrap();
+    let owner = Owner::start(dataplane, store, &report, clock, config()).unwrap();
+    let mut recorded: Vec<String> = owner.store.iter().map(|d| d.prefix.to_string()).collect();
+    recorded.sort();
+    assert_eq!(recorded, ["192.0.2.1/32", "192.0.2.3/32"]);
+    assert_eq!(
+        owner.last_reconcile,
+        ReconcileReport {
+            entries: 2,
+            ..ReconcileReport::default()
+        }
+    );
+}
+
+#[test]
+fn unknown_entries_are_adopted_listed_and_removable() {
+    let dir = StateDir::new("adopt");
+    let (mut owner, clock) = start(&dir);
+    owner
+        .block(block_order(&["192.0.2.1"], Source::Manual, None))
+        .unwrap();
+    owner
+        .dataplane
+        .insert_block_behind(&p("203.0.113.7"), clock.monotonic_deadline(NOW + 120));
+    owner.dataplane.insert_block_behind(&p("198.18.0.0/15"), 0);
+    owner.dataplane.insert_allow_behind(&p("203.0.113.128/25"));
+    let report = owner.reconcile().unwrap();
+    assert_eq!((report.adopted, report.unknown), (3, 0));
+    let listed = owner
+        .list(&ListFilter {
+            kind: None,
+            source: Some(Source::Recovered),
+        })
+        .unwrap();
+    let mut prefixes: Vec<String> = listed
+        .iter()
+        .map(|e| format!("{} {}", e.decision.kind.name(), e.decision.prefix))
+        .collect();
+    prefixes.sort();
+    assert_eq!(
+        prefixes,
+        [
+            "allow 203.0.113.128/25",
+            "block 198.18.0.0/15",
+            "block 203.0.113.7/32"
+        ]
+    );
+    // The kernel's expiry is kept, and the kernel entry is left as it was.
+    assert_eq!(
+        decision(&owner, "203.0.113.7").unwrap().origin.expires_unix,
+        NOW + 120
+    );
+    assert_eq!(
+        decision(&owner, "198.18.0.0/15")
+            .unwrap()
+            .origin
+            .expires_unix,
+        0
+    );
+    assert_eq!(owner.reconcile().unwrap().corrected, 0);
+    let removed = owner
+        .remove(DecisionKind::Block, vec![p("203.0.113.7")])
+        .unwrap();
+    assert_eq!(removed.removed, 1);
+    assert_eq!(entry(&owner, "203.0.113.7"), None);
+    owner.publish_metrics();
+    let page = owner.metrics_snapshot().render();
+    assert!(
+        page.contains("xdpguard_unknown_entries_handled_total{action=\"adopt\"} 3\n"),
+        "{page}"
+    );
+    assert!(page.contains("xdpguard_unknown_entries 0\n"), "{page}");
+}
+
+#[test]
+fn with_the_remove_policy_unknown_entries_are_removed() {
+    let dir = StateDir::new("remove-policy");
+    let mut config = config();
+    config.unknown_entries = UnknownEntries::Remove;
+    let (mut owner, clock) = start_with(&dir, FakeDataPath::default(), config);
+    owner
+        .block(block_order(&["192.0.2.1"], Source::Manual, None))
+        .unwrap();
+    owner
+        .dataplane
+        .insert_block_behind(&p("203.0.113.7"), clock.monotonic_deadline(NOW + 120));
+    owner.dataplane.insert_allow_behind(&p("203.0.113.128/25"));
+    let report = owner.reconcile().unwrap();
+    assert_eq!((report.removed, report.adopted), (2, 0));
+    assert_eq!(entry(&owner, "203.0.113.7"), None);
+    assert!(owner.dataplane.allowed().is_empty());
+    assert!(decision(&owner, "203.0.113.7").is_none());
+    assert!(
+        entry(&owner, "192.0.2.1").is_some(),
+        "a decision's entry stays"
+    );
+    assert_eq!(owner.unknown_removed_total, 2);
+}
+
+#[test]
+fn with_no_state_at_all_the_kernel_is_adopted_whatever_the_policy() {
+    let dir = StateDir::new("no-state-remove");
+    let mut config = config();
+    config.unknown_entries = UnknownEntries::Remove;
+    let clock = ManualClock::new(NOW);
+    let mut fake = FakeDataPath::default();
+    fake.insert_block_behind(&p("192.0.2.7"), clock.monotonic_deadline(NOW + 120));
+    let (owner, _) = start_with(&dir, fake, config);
+    assert_eq!(
+        decision(&owner, "192.0.2.7").unwrap().origin.source,
+        Source::Recovered
+    );
+    assert!(entry(&owner, "192.0.2.7").is_some());
+}
+
+#[test]
+fn expired_unknown_entries_are_removed_not_adopted() {
+    let dir = StateDir::new("expired-unknown");
+    let (mut owner, _) = start(&dir);
+    owner
+        .block(block_order(&["192.0.2.1"], Source::Manual, None))
+        .unwrap();
+    // Deadline 1 ns after boot: long past.
+    owner.dataplane.insert_block_behind(&p("198.18.0.0/15"), 1);
+    let report = owner.reconcile().unwrap();
+    assert_eq!((report.removed, report.adopted), (1, 0));
+    assert_eq!(entry(&owner, "198.18.0.0/15"), None);
+}
+
+#[test]
+fn deadlines_compare_never_exactly_and_a_deadline_within_two_seconds() {
+    assert!(deadline_matches(0, 0));
+    assert!(!deadline_matches(0, 1), "never, tampered to 1 ns");
+    assert!(
+        !deadline_matches(5_000_000_000, 0),
+        "a deadline, tampered to never"
+    );
+    assert!(deadline_matches(
+        5_000_000_000,
+        5_000_000_000 + DEADLINE_TOLERANCE_NS
+    ));
+    assert!(deadline_matches(
+        5_000_000_000,
+        5_000_000_000 - DEADLINE_TOLERANCE_NS
+    ));
+    assert!(!deadline_matches(
+        5_000_000_000,
+        5_000_000_001 + DEADLINE_TOLERANCE_NS
+    ));
+    assert!(!deadline_matches(5_000_000_000, 1));
+}
+
+#[test]
+fn tampered_expiries_prefix_lengths_and_flags_are_corrected_and_counted() {
+    let dir = StateDir::new("tamper");
+    let (mut owner, clock) = start(&dir);
+    owner
+        .block(block_order(
+            &["192.0.2.1", "192.0.2.0/25"],
+            Source::Manual,
+            None,
+        ))
+        .unwrap();
+    owner
+        .block(block_order(&["192.0.2.200"], Source::Manual, Some(600)))
+        .unwrap();
+    let deadline = clock.monotonic_deadline(NOW + 600);
+    assert!(owner.dataplane.add_block_traffic(&p("192.0.2.1"), 5, 500));
+    // A permanent block made to expire at once: it would stop dropping.
+    owner
+        .dataplane
+        .edit_block(&p("192.0.2.1"))
+        .unwrap()
+        .expires_ns = 1;
+    owner
+        .dataplane
+        .edit_block(&p("192.0.2.0/25"))
+        .unwrap()
+        .prefix_len = 7;
+    owner
+        .dataplane
+        .edit_block(&p("192.0.2.200"))
+        .unwrap()
+        .expires_ns = 0;
+    owner.dataplane.tamper_config();
+    let report = owner.reconcile().unwrap();
+    assert_eq!(report.corrected, 4, "{report:?}");
+    let fixed = entry(&owner, "192.0.2.1").unwrap();
+    assert_eq!((fixed.expires_ns, fixed.packets), (0, 5), "counters kept");
+    assert_eq!(entry(&owner, "192.0.2.0/25").unwrap().prefix_len, 25);
+    assert_eq!(entry(&owner, "192.0.2.200").unwrap().expires_ns, deadline);
+    assert_eq!(owner.repaired_total, 4);
+    // Within the tolerance a deadline is left alone.
+    owner
+        .dataplane
+        .edit_block(&p("192.0.2.200"))
+        .unwrap()
+        .expires_ns = deadline + 1_500_000_000;
+    assert_eq!(owner.reconcile().unwrap().corrected, 0);
+    owner
+        .dataplane
+        .edit_block(&p("192.0.2.200"))
+        .unwrap()
+        .expires_ns = deadline + 3_000_000_000;
+    assert_eq!(owner.reconcile().unwrap().corrected, 1);
+}
+
+/// `n` distinct IPv6 hosts in 2001:db8:aa::/48.
+fn hosts(n: usize) -> Vec<Prefix> {
+    (0..n)
+        .map(|i| p(&format!("2001:db8:aa::{:x}:{:x}", i >> 16, i & 0xffff)))
+        .collect()
+}
+
+#[test]
+fn reconcile_and_sweep_go_in_bounded_chunks() {
+    let dir = StateDir::new("chunks");
+    let (mut owner, clock) = start(&dir);
+    let total = 3 * CHUNK + 5;
+    let order = BlockOrder {
+        prefixes: hosts(total),
+        source: Source::ListFile("big.txt".into()),
+        reason: "test".into(),
+        expires: Expiry::After(Duration::from_secs(10)),
+        force: false,
+    };
+    assert_eq!(owner.block(order).unwrap().applied, total as u64);
+    owner.begin_reconcile();
+    let mut steps = 0;
+    let report = loop {
+        steps += 1;
+        if let Some(report) = owner.reconcile_step().unwrap() {
+            break report;
+        }
+    };
+    assert_eq!(report.entries, total as u64);
+    // One chunk of at most CHUNK entries per step, and one for each empty list.
+    assert!(steps > total / CHUNK, "{steps} steps");
+    assert!(!owner.reconciling());
+    clock.advance(Duration::from_secs(11));
+    let mut swept = Vec::new();
+    loop {
+        let (n, more) = owner.sweep_step(CHUNK).unwrap();
+        assert!(n <= CHUNK as u64);
+        swept.push(n);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(swept.iter().sum::<u64>(), total as u64);
+    assert_eq!(swept.len(), 4, "{swept:?}");
+    assert!(owner.store.is_empty());
+    assert!(owner.dataplane.block_entries().unwrap().is_empty());
+    assert_eq!(
+        owner
+            .decisions_total
+            .get(&("file:big.txt".to_owned(), "expire")),
+        Some(&(total as u64))
+    );
+}
+
+#[test]
+fn commands_are_answered_between_the_chunks_of_a_pass() {
+    let dir = StateDir::new("between");
+    let (mut owner, _) = start(&dir);
+    let order = BlockOrder {
+        prefixes: hosts(20 * CHUNK),
+        source: Source::ListFile("big.txt".into()),
+        reason: "test".into(),
+        expires: Expiry::Default,
+        force: false,
+    };
+    let _ = owner.block(order).unwrap();
+    let snapshot = owner.metrics_snapshot();
+    let (commands, inbox) = mpsc::channel();
+    let handle = Handle::new(commands);
+    // Reconciling back to back: commands only ever meet a pass under way.
+    let thread = std::thread::spawn(move || run(owner, &inbox, Duration::ZERO));
+    let passes = || snapshot.latest().reconcile_passes_total;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while passes() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let before = passes();
+    let mut answered = 0;
+    for i in 0..20 {
+        let applied = handle
+            .block(block_order(
+                &[&format!("192.0.2.{i}")],
+                Source::Manual,
+                None,
+            ))
+            .wait_timeout(Duration::from_secs(2))
+            .unwrap();
+        assert_eq!(applied.applied, 1);
+        answered += 1;
+    }
+    // Wide bounds: many answers within one pass, where a pass in one piece would make each
+    // wait for the rest of it.
+    assert!(
+        answered == 20 && passes() <= before + 10,
+        "{before} → {}",
+        passes()
+    );
+    handle.shutdown();
+    let owner = thread.join().unwrap();
+    assert_eq!(owner.store.len(), 20 * CHUNK + 20);
+}
+
+#[test]
+fn a_removed_state_directory_is_recreated_with_every_decision() {
+    let dir = StateDir::new("rm-rf");
+    let (mut owner, clock) = start(&dir);
+    owner
+        .block(block_order(
+            &["192.0.2.1", "192.0.2.0/25"],
+            Source::Manual,
+            None,
+        ))
+        .unwrap();
+    owner.sync().unwrap();
+    owner.check_state_dir();
+    assert_eq!(owner.state_dir_restored_total, 0);
+    std::fs::remove_dir_all(&dir.0).unwrap();
+    owner.check_state_dir();
+    assert_eq!(owner.state_dir_restored_total, 1);
+    assert!(dir.0.join("decisions.jsonl").exists());
+    owner
+        .block(block_order(&["192.0.2.200"], Source::Manual, None))
+        .unwrap();
+    owner.sync().unwrap();
+    let Owner { dataplane, .. } = owner;
+    let (store, report) = DecisionStore::open(&dir.0).unwrap();
+    assert_eq!(report.decisions, 3);
+    let owner = Owner::start(dataplane, store, &report, clock, config()).unwrap();
+    assert!(
+        owner
+            .store
+            .iter()
+            .all(|d| d.origin.source == Source::Manual)
+    );
+}
+
+#[test]
+fn blocks_of_ranges_that_are_never_unicast_sources_need_force() {
+    for prefix in [
+        "224.0.0.1",
+        "239.255.255.250",
+        "224.0.0.0/24",
+        "255.255.255.255",
+        "255.255.255.0/24",
+        "0.0.0.0",
+        "0.0.0.0/8",
+        "::",
+        "169.254.1.1",
+        "169.254.0.0/16",
+        "169.0.0.0/8",
+        "fe80::1",
+        "fe80::/64",
+        "ff02::1",
+    ] {
+        let refused = refusal(prefix, &[], false).unwrap_or_default();
+        assert!(
+            refused.contains("not a unicast source"),
+            "{prefix}: {refused:?}"
+        );
+        assert!(refused.contains("force to override"), "{prefix}: {refused}");
+        assert_eq!(refusal(prefix, &[], true), None, "{prefix} forced");
+    }
+    assert!(
+        refusal("224.0.0.1", &[], false)
+            .unwrap()
+            .contains("multicast range 224.0.0.0/4")
+    );
+    assert!(
+        refusal("fe80::1", &[], false)
+            .unwrap()
+            .contains("link-local range fe80::/10")
+    );
+    for neighbour in [
+        "223.255.255.255",
+        "240.0.0.1",
+        "255.255.255.254",
+        "0.0.0.1",
+        "1.0.0.0/8",
+        "169.253.255.255",
+        "fec0::1",
+        "::2",
+        "2001:db8::/32",
+    ] {
+        assert_eq!(refusal(neighbour, &[], false), None, "{neighbour}");
+    }
 }

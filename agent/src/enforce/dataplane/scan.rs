@@ -1,0 +1,381 @@
+//! Reading the kernel lists a chunk at a time, for the decision owner's reconcile: the host
+//! hash maps with `BPF_MAP_LOOKUP_BATCH` (thousands of entries per syscall), the LPM tries key
+//! by key from where the previous chunk stopped. Between chunks the owner serves commands, so
+//! a million-entry list never holds it for long.
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd as _, AsRawFd as _},
+};
+
+use aya::maps::{IterableMap as _, MapData};
+use xdpguard_common::{AllowEntry, BlockEntry, Family, IFINDEX_LIMIT, map_names};
+
+use super::{
+    Dataplane, DataplaneError, ListId, ListKind,
+    batch::{MAX_KEY_SIZE, lookup, next_key, read_batch},
+    lists::{nonempty_flag, prefix_of},
+};
+use crate::prefix::Prefix;
+
+/// The order a scan reads the lists in: block lists first, hosts first.
+pub const SCAN_ORDER: [ListId; 6] = [
+    ListId {
+        kind: ListKind::BlockHost,
+        family: Family::Ipv4,
+    },
+    ListId {
+        kind: ListKind::BlockHost,
+        family: Family::Ipv6,
+    },
+    ListId {
+        kind: ListKind::BlockPrefix,
+        family: Family::Ipv4,
+    },
+    ListId {
+        kind: ListKind::BlockPrefix,
+        family: Family::Ipv6,
+    },
+    ListId {
+        kind: ListKind::Allow,
+        family: Family::Ipv4,
+    },
+    ListId {
+        kind: ListKind::Allow,
+        family: Family::Ipv6,
+    },
+];
+
+/// One kernel entry as a scan read it: the list it is in, its key, and every field of its
+/// value (an allow entry has no expiry: 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScannedEntry {
+    pub list: ListId,
+    pub prefix: Prefix,
+    pub expires_ns: u64,
+    pub prefix_len: u32,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl ScannedEntry {
+    pub(super) const fn block(list: ListId, prefix: Prefix, entry: &BlockEntry) -> Self {
+        Self {
+            list,
+            prefix,
+            expires_ns: entry.expires_ns,
+            prefix_len: entry.prefix_len,
+            packets: entry.packets,
+            bytes: entry.bytes,
+        }
+    }
+
+    pub(super) const fn allow(list: ListId, prefix: Prefix, entry: &AllowEntry) -> Self {
+        Self {
+            list,
+            prefix,
+            expires_ns: 0,
+            prefix_len: entry.prefix_len,
+            packets: entry.packets,
+            bytes: entry.bytes,
+        }
+    }
+}
+
+/// Where a scan of the kernel lists is: which list, and where in it. Start with `default()`.
+#[derive(Debug, Default)]
+pub struct ScanCursor {
+    /// Index into [`SCAN_ORDER`].
+    pub(super) list: usize,
+    /// The last key read in the current list (tries and the fake resume after it).
+    pub(super) last: Option<Prefix>,
+    /// The hash maps' batch token.
+    pub(super) token: Option<[u64; 2]>,
+    /// Keys read in the current list: a trie whose resume key was deleted starts over, so
+    /// this bounds the walk.
+    pub(super) visited: u64,
+    /// Entries read per list, by [`SCAN_ORDER`] index.
+    pub(super) counts: [u64; 6],
+}
+
+impl ScanCursor {
+    pub const fn is_done(&self) -> bool {
+        self.list >= SCAN_ORDER.len()
+    }
+
+    pub(super) fn current(&self) -> Option<ListId> {
+        SCAN_ORDER.get(self.list).copied()
+    }
+
+    /// Count `read` entries of the current list; move on to the next list when `done`.
+    pub(super) fn advance(&mut self, read: usize, done: bool) {
+        if let Some(count) = self.counts.get_mut(self.list) {
+            *count += read as u64;
+        }
+        if done {
+            self.list += 1;
+            self.last = None;
+            self.token = None;
+            self.visited = 0;
+        }
+    }
+
+    /// Entries of `list` this scan read.
+    pub fn count(&self, list: ListId) -> u64 {
+        SCAN_ORDER
+            .iter()
+            .position(|l| *l == list)
+            .map_or(0, |i| self.counts[i])
+    }
+}
+
+/// What finishing a scan corrected besides the entries themselves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanRepairs {
+    /// `CONFIG` held other flags than the daemon set (dry-run, accounting, list-not-empty).
+    pub config: bool,
+    /// Interfaces whose `IFACE_SLOT` entry pointed at another counter slot.
+    pub slots: u32,
+}
+
+/// Hash entries asked for per batch at least: a hash bucket never holds this many, so a batch
+/// never stops short with `ENOSPC` (it would be retried larger anyway).
+const MIN_HASH_BATCH: usize = 256;
+
+impl Dataplane {
+    /// Read up to about `limit` more entries (one batch of one list; an empty result does not
+    /// mean the end: see [`ScanCursor::is_done`]).
+    ///
+    /// # Errors
+    /// When a map cannot be read.
+    pub fn scan(
+        &self,
+        cursor: &mut ScanCursor,
+        limit: usize,
+    ) -> Result<Vec<ScannedEntry>, DataplaneError> {
+        let Some(list) = cursor.current() else {
+            return Ok(Vec::new());
+        };
+        let limit = limit.max(1);
+        let (entries, done) = match list.kind {
+            ListKind::BlockHost => self.scan_hosts(list, cursor, limit)?,
+            ListKind::BlockPrefix | ListKind::Allow => self.scan_trie(list, cursor, limit)?,
+        };
+        cursor.advance(entries.len(), done);
+        Ok(entries)
+    }
+
+    fn scan_hosts(
+        &self,
+        list: ListId,
+        cursor: &mut ScanCursor,
+        limit: usize,
+    ) -> Result<(Vec<ScannedEntry>, bool), DataplaneError> {
+        let (map, key_size) = match list.family {
+            Family::Ipv4 => (self.maps.host_v4.map(), 4),
+            Family::Ipv6 => (self.maps.host_v6.map(), 16),
+        };
+        let fd = map.fd().as_fd().as_raw_fd();
+        let mut batch = limit.max(MIN_HASH_BATCH);
+        loop {
+            let mut keys = vec![0u8; batch * MAX_KEY_SIZE];
+            let mut values = vec![BlockEntry::default(); batch];
+            let mut next = [0u64; 2];
+            let position = cursor
+                .token
+                .as_ref()
+                .map_or(std::ptr::null(), |token| token.as_ptr());
+            match read_batch(
+                fd,
+                false,
+                position,
+                next.as_mut_ptr(),
+                &mut keys,
+                &mut values,
+            ) {
+                Ok((count, done)) => {
+                    cursor.token = Some(next);
+                    let entries = (0..count)
+                        .map(|i| {
+                            let key = &keys[i * key_size..(i + 1) * key_size];
+                            let addr = match list.family {
+                                Family::Ipv4 => {
+                                    Ipv4Addr::from(<[u8; 4]>::try_from(key).unwrap_or_default())
+                                        .into()
+                                }
+                                Family::Ipv6 => {
+                                    Ipv6Addr::from(<[u8; 16]>::try_from(key).unwrap_or_default())
+                                        .into()
+                                }
+                            };
+                            ScannedEntry::block(list, Prefix::host(addr), &values[i])
+                        })
+                        .collect();
+                    return Ok((entries, done));
+                }
+                // One bucket holds more than the batch: ask for more at once.
+                Err(error) if error.raw_os_error() == Some(libc::ENOSPC) && batch < 1 << 16 => {
+                    batch *= 4;
+                }
+                Err(source) => {
+                    return Err(DataplaneError::Read {
+                        map: list.map_name(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    fn scan_trie(
+        &self,
+        list: ListId,
+        cursor: &mut ScanCursor,
+        limit: usize,
+    ) -> Result<(Vec<ScannedEntry>, bool), DataplaneError> {
+        let map: &MapData = match (list.kind, list.family) {
+            (ListKind::BlockPrefix, Family::Ipv4) => self.maps.prefix_v4.map(),
+            (ListKind::BlockPrefix, Family::Ipv6) => self.maps.prefix_v6.map(),
+            (_, Family::Ipv4) => self.maps.allow_v4.map(),
+            (_, Family::Ipv6) => self.maps.allow_v6.map(),
+        };
+        let read_error = |source| DataplaneError::Read {
+            map: list.map_name(),
+            source,
+        };
+        // An LPM key: the prefix length (native endian), then the address.
+        let addr_len = match list.family {
+            Family::Ipv4 => 4,
+            Family::Ipv6 => 16,
+        };
+        let mut current = cursor.last.map(|prefix| trie_key(&prefix));
+        let bound = u64::from(self.capacities.of(list)) * 2 + limit as u64;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let mut next = vec![0u8; 4 + addr_len];
+            // SAFETY: both keys are the trie's key size: 4 bytes of length and the address.
+            let more =
+                unsafe { next_key(map, current.as_deref(), &mut next) }.map_err(read_error)?;
+            if !more {
+                return Ok((out, true));
+            }
+            cursor.visited += 1;
+            if cursor.visited > bound {
+                log::warn!(
+                    "{list}: scan stopped after {} keys (the list kept changing under it); the rest is checked at the next reconcile",
+                    cursor.visited
+                );
+                return Ok((out, true));
+            }
+            let len = u32::from_ne_bytes([next[0], next[1], next[2], next[3]]);
+            let addr = match list.family {
+                Family::Ipv4 => {
+                    Ipv4Addr::from(<[u8; 4]>::try_from(&next[4..]).unwrap_or_default()).into()
+                }
+                Family::Ipv6 => {
+                    Ipv6Addr::from(<[u8; 16]>::try_from(&next[4..]).unwrap_or_default()).into()
+                }
+            };
+            let prefix = prefix_of(addr, len);
+            let entry = if list.kind == ListKind::Allow {
+                let mut value = AllowEntry::default();
+                // SAFETY: the trie's key, and its value type.
+                unsafe { lookup(map, &next, &mut value) }
+                    .map_err(read_error)?
+                    .then(|| ScannedEntry::allow(list, prefix, &value))
+            } else {
+                let mut value = BlockEntry::default();
+                // SAFETY: the trie's key, and its value type.
+                unsafe { lookup(map, &next, &mut value) }
+                    .map_err(read_error)?
+                    .then(|| ScannedEntry::block(list, prefix, &value))
+            };
+            // Deleted between the two calls: nothing to check.
+            out.extend(entry);
+            cursor.last = Some(prefix);
+            current = Some(next);
+        }
+        Ok((out, false))
+    }
+
+    /// After a complete scan: count the block lists from what it read (exactly when nothing
+    /// but the scan's own repairs edited them meanwhile, `quiet`; else never below it), set
+    /// the list-not-empty bits to match, and put back `CONFIG` and the interface slots if
+    /// someone changed them.
+    ///
+    /// # Errors
+    /// When `CONFIG` or `IFACE_SLOT` cannot be read or written.
+    pub fn finish_scan(
+        &mut self,
+        cursor: &ScanCursor,
+        quiet: bool,
+    ) -> Result<ScanRepairs, DataplaneError> {
+        let before = self.flags;
+        for list in SCAN_ORDER.iter().filter(|l| l.kind != ListKind::Allow) {
+            let scanned = cursor.count(*list);
+            let count = self.block_counts.entry(*list).or_default();
+            // Too high only costs the program a lookup; too low could hide live entries.
+            *count = if quiet {
+                scanned
+            } else {
+                (*count).max(scanned)
+            };
+            if *count > 0 {
+                self.flags |= nonempty_flag(*list);
+            } else {
+                self.flags &= !nonempty_flag(*list);
+            }
+        }
+        let in_kernel = self
+            .maps
+            .config
+            .get(&0, 0)
+            .map_err(|source| DataplaneError::Map {
+                map: map_names::CONFIG,
+                source,
+            })?
+            .flags;
+        let repairs = ScanRepairs {
+            config: in_kernel != before,
+            slots: self.repair_slots()?,
+        };
+        if in_kernel != self.flags {
+            self.write_flags()?;
+        }
+        Ok(repairs)
+    }
+
+    /// Point each attached interface's `IFACE_SLOT` entry back at its counter slot.
+    fn repair_slots(&mut self) -> Result<u32, DataplaneError> {
+        let map_err = |source| DataplaneError::Map {
+            map: map_names::IFACE_SLOT,
+            source,
+        };
+        let mut repaired = 0;
+        let wanted: Vec<(u32, u32)> = self
+            .attachments
+            .values()
+            .filter(|a| a.ifindex != 0 && a.ifindex < IFINDEX_LIMIT && a.slot != 0)
+            .map(|a| (a.ifindex, a.slot))
+            .collect();
+        for (ifindex, slot) in wanted {
+            if self.maps.iface_slot.get(&ifindex, 0).map_err(map_err)? != slot {
+                self.maps
+                    .iface_slot
+                    .set(ifindex, slot, 0)
+                    .map_err(map_err)?;
+                repaired += 1;
+            }
+        }
+        Ok(repaired)
+    }
+}
+
+/// The LPM trie key of `prefix`: its length (native endian), then its address.
+fn trie_key(prefix: &Prefix) -> Vec<u8> {
+    let mut key = u32::from(prefix.prefix_len()).to_ne_bytes().to_vec();
+    match prefix.addr() {
+        std::net::IpAddr::V4(addr) => key.extend_from_slice(&addr.octets()),
+        std::net::IpAddr::V6(addr) => key.extend_from_slice(&addr.octets()),
+    }
+    key
+}
