@@ -1196,7 +1196,7 @@ fn decode_records(
 ) {
     let result = match template.kind {
         TemplateKind::Data => {
-            // Only the rate of the first record that needs it: the use, once per set.
+            // The domain's latest rate is looked up (a use) at most once per set.
             let mut latest = None;
             for_each_record(&template.layout, body, |record, slots| {
                 match flow_record(context, sampling, domain, &mut latest, record, slots) {
