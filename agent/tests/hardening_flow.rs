@@ -26,6 +26,16 @@ const TEMPLATES_PER_EXPORTER: u64 = 256;
 /// The legitimate exporter's flows after the flood.
 const REAL_FLOWS: u8 = 20;
 
+/// The daemon's resident memory in KiB.
+fn rss_kib(daemon: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 /// The value of the series `name{labels}` on a /metrics page.
 fn metric(page: &str, series: &str) -> Option<u64> {
     page.lines()
@@ -70,6 +80,7 @@ direction = "any"
         wide_counters: false,
     };
 
+    let rss_before = rss_kib(&daemon);
     // The flood: bounded in count and time, paced so that most of it is received (a burst
     // larger than the socket buffer would only be dropped by the kernel).
     let (sent, flood_time) = sandbox.within(Side::Attacker, || {
@@ -122,6 +133,14 @@ direction = "any"
     assert!(
         received > 10 * TEMPLATES_PER_EXPORTER,
         "too little of the flood arrived to fill the bound: {received}"
+    );
+    // The template state is bounded (256 templates of a few hundred bytes here): the flood
+    // leaves the daemon's memory where it was, give or take allocator slack.
+    let rss_after = rss_kib(&daemon);
+    eprintln!("daemon RSS: {rss_before} KiB before the flood, {rss_after} KiB after");
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
     );
 
     // The legitimate exporter, from the same address: a new template, then its data.

@@ -7,8 +7,8 @@ use crate::prefix::Prefix;
 
 /// `template_timeout` when the table names none.
 pub const DEFAULT_TEMPLATE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// `max_templates_per_exporter` at most: with the largest templates (about 1.2 KiB each) and
-/// the decoder's 64 exporters, about 300 MiB.
+/// `max_templates_per_exporter` at most: with the largest templates (about 1.4 KiB each with
+/// their indexes; a usual one about 330 bytes) and the decoder's 64 exporters, about 350 MiB.
 pub const MAX_TEMPLATES_PER_EXPORTER: usize = 4096;
 
 /// The NetFlow v5/v9 / IPFIX collector.

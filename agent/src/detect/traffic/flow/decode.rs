@@ -1110,15 +1110,15 @@ impl Exporter {
             template_id,
         };
         let timeout = context.settings.template_timeout_secs;
+        // Decoding with a template counts as a use; an expired one is not used but forgotten.
         if self
             .templates
-            .get(key.domain, template_id)
+            .touch(key.domain, template_id)
             .is_some_and(|template| context.expired(template.refreshed_secs, timeout))
         {
             let _: Option<Template> = self.templates.remove(key.domain, template_id);
         }
-        // Decoding with a template counts as a use.
-        match self.templates.touch(key.domain, template_id) {
+        match self.templates.get(key.domain, template_id) {
             Some(template) => decode_records(
                 context,
                 template,
@@ -1307,6 +1307,10 @@ fn record_rate(
         .and_then(Rate::every);
     if own.is_some() {
         return own;
+    }
+    // Most exporters announce no sampling: no lookups then.
+    if sampling.latest.is_empty() {
+        return None;
     }
     let by_sampler = record_sampler(record, slots)
         .and_then(|sampler| sampling.by_sampler.touch(domain, sampler).copied());

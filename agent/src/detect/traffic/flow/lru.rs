@@ -85,16 +85,25 @@ where
 
     /// The entry, counting this as a use.
     pub fn touch(&mut self, group: G, key: K) -> Option<&V> {
-        self.mark_used(group, key);
-        self.get(group, key)
+        self.get_mut(group, key).map(|value| &*value)
     }
 
     /// The entry to change, counting this as a use.
     pub fn get_mut(&mut self, group: G, key: K) -> Option<&mut V> {
-        self.mark_used(group, key);
-        self.entries
-            .get_mut(&(group, key))
-            .map(|entry| &mut entry.value)
+        // One lookup: decoding calls this for every data set.
+        let entry = self.entries.get_mut(&(group, key))?;
+        if entry.used != self.clock {
+            // Not already the most recent use (the common case of one busy template is).
+            self.clock += 1;
+            let before = std::mem::replace(&mut entry.used, self.clock);
+            let _: Option<(G, K)> = self.by_use.remove(&before);
+            let _: Option<(G, K)> = self.by_use.insert(self.clock, (group, key));
+            if let Some(order) = self.groups.get_mut(&group) {
+                let _: Option<K> = order.remove(&before);
+                let _: Option<K> = order.insert(self.clock, key);
+            }
+        }
+        Some(&mut entry.value)
     }
 
     /// Stores `value` as the most recently used entry, first evicting the least recently used
@@ -146,23 +155,6 @@ where
             .collect();
         for key in doomed {
             let _: Option<V> = self.remove(group, key);
-        }
-    }
-
-    fn mark_used(&mut self, group: G, key: K) {
-        let Some(entry) = self.entries.get_mut(&(group, key)) else {
-            return;
-        };
-        if entry.used == self.clock {
-            return; // Already the most recent use: the common case of one busy template.
-        }
-        self.clock += 1;
-        let before = std::mem::replace(&mut entry.used, self.clock);
-        let _: Option<(G, K)> = self.by_use.remove(&before);
-        let _: Option<(G, K)> = self.by_use.insert(self.clock, (group, key));
-        if let Some(order) = self.groups.get_mut(&group) {
-            let _: Option<K> = order.remove(&before);
-            let _: Option<K> = order.insert(self.clock, key);
         }
     }
 
