@@ -219,3 +219,108 @@ fn put_address(out: &mut Vec<u8>, family: AddressFamily, address: IpAddr) {
         }
     }
 }
+
+const IPFIX_VERSION: u16 = 10;
+const IPFIX_HEADER_LEN: usize = 16;
+const IPFIX_TEMPLATE_SET_ID: u16 = 2;
+const OPTIONS_TEMPLATE_FLOWSET_ID: u16 = 1;
+const SAMPLING_INTERVAL: u16 = 34;
+const SAMPLER_ID: u16 = 48;
+/// The v9 scope type "System".
+const SCOPE_SYSTEM: u16 = 1;
+
+/// Writes the IPFIX message length of the message in `out`.
+fn finish_ipfix(out: &mut [u8]) {
+    let len = u16::try_from(out.len()).unwrap_or(u16::MAX);
+    if let Some(field) = out.get_mut(2..4) {
+        field.copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+fn put_ipfix_header(out: &mut Vec<u8>, header: V9Header) {
+    out.clear();
+    out.extend_from_slice(&IPFIX_VERSION.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&header.unix_secs.to_be_bytes());
+    out.extend_from_slice(&header.sequence.to_be_bytes());
+    out.extend_from_slice(&header.source_id.to_be_bytes());
+    debug_assert_eq!(out.len(), IPFIX_HEADER_LEN);
+}
+
+/// Replaces `out` with an IPFIX (RFC 7011) message announcing `template` (the same fields as
+/// in NetFlow v9; `header.source_id` is the observation domain, `sys_uptime_ms` is unused).
+pub fn ipfix_template(header: V9Header, template: V9Template, out: &mut Vec<u8>) {
+    put_ipfix_header(out, header);
+    let start = out.len();
+    out.extend_from_slice(&IPFIX_TEMPLATE_SET_ID.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    let fields = template.fields();
+    out.extend_from_slice(&template.template_id.to_be_bytes());
+    let count = u16::try_from(fields.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&count.to_be_bytes());
+    for (field_type, len) in fields {
+        out.extend_from_slice(&field_type.to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+    finish_flowset(out, start);
+    finish_ipfix(out);
+}
+
+/// Replaces `out` with an IPFIX message of `flows` as records of `template`; how many were
+/// written (as [`v9_data`]).
+pub fn ipfix_data(
+    header: V9Header,
+    template: V9Template,
+    flows: &[V9Flow],
+    out: &mut Vec<u8>,
+) -> usize {
+    // The v9 encoding, with the IPFIX header in place of the v9 one.
+    let written = v9_data(header, template, flows, out);
+    let sets = out.split_off(HEADER_LEN);
+    put_ipfix_header(out, header);
+    out.extend_from_slice(&sets);
+    finish_ipfix(out);
+    written
+}
+
+/// Replaces `out` with a NetFlow v9 datagram holding an options template (`template_id`; scope
+/// System; SAMPLING_INTERVAL and SAMPLER_ID) and one options record saying sampler
+/// `sampler_id` samples 1 in `interval` packets.
+pub fn v9_sampling_options(
+    header: V9Header,
+    template_id: u16,
+    sampler_id: u8,
+    interval: u32,
+    out: &mut Vec<u8>,
+) {
+    put_header(out, header, 2);
+    let start = out.len();
+    out.extend_from_slice(&OPTIONS_TEMPLATE_FLOWSET_ID.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&template_id.to_be_bytes());
+    // Scope and option field lengths, in bytes of field specifiers.
+    out.extend_from_slice(&4u16.to_be_bytes());
+    out.extend_from_slice(&8u16.to_be_bytes());
+    for (field_type, len) in [
+        (SCOPE_SYSTEM, 4u16),
+        (SAMPLING_INTERVAL, 4),
+        (SAMPLER_ID, 1),
+    ] {
+        out.extend_from_slice(&field_type.to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+    while !(out.len() - start).is_multiple_of(4) {
+        out.push(0);
+    }
+    finish_flowset(out, start);
+    let start = out.len();
+    out.extend_from_slice(&template_id.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&interval.to_be_bytes());
+    out.push(sampler_id);
+    while !(out.len() - start).is_multiple_of(4) {
+        out.push(0);
+    }
+    finish_flowset(out, start);
+}

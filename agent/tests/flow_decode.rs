@@ -145,6 +145,11 @@ impl Record {
         self
     }
 
+    fn bytes(mut self, bytes: &[u8]) -> Self {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
     fn var(mut self, bytes: &[u8]) -> Self {
         match u8::try_from(bytes.len()) {
             Ok(short) if short < 255 => self.0.push(short),
@@ -858,16 +863,282 @@ fn exporter_and_template_bounds() {
     let known: BTreeSet<IpAddr> = decoder.exporter_stats().map(|(ip, _)| ip).collect();
     assert_eq!(known, BTreeSet::from([exporter(1).ip(), exporter(3).ip()]));
 
-    // Templates: a third is refused, refreshing the two is fine.
+    // Templates: a third evicts the least recently used; refreshing is not an eviction.
     let more = Message::v9(0)
         .set(0, &v9_simple_template(257))
         .set(0, &v9_simple_template(258))
         .set(0, &v9_simple_template(256))
         .build();
     let summary = decoder.decode(exporter(1), &more, 1000, |_| {});
-    assert_eq!(counted(&summary.errors), only(ErrorKind::TooMany));
+    assert_eq!(counted(&summary.errors), [(ErrorKind::Evicted, 2)]);
     // Two of exporter 1, one of exporter 3.
     assert_eq!(decoder.template_count(), 3);
+    let summary = decoder.decode(exporter(1), &message, 1000, |_| {});
+    assert_eq!(summary.errors.total(), 0);
+}
+
+/// `simple_record` data for template `id` of source id `domain`, one record from `source`.
+fn v9_simple_data(domain: u32, id: u16, source: &str) -> Vec<u8> {
+    Message::v9(domain)
+        .set(id, &simple_record(source, 100, 1).0)
+        .build()
+}
+
+/// How many records a data datagram gives now (held data counts as none).
+fn decoded(decoder: &mut FlowDecoder, datagram: &[u8], now_secs: u64) -> usize {
+    decode_at(decoder, datagram, now_secs).0.len()
+}
+
+/// Regression (issue 10, item 7): templates from random source ids filled the exporter's bound
+/// and a new real template was refused until the template timeout. Now the flood evicts
+/// itself: the new template is accepted and decodes at once; a template used to decode between
+/// the flood's datagrams stays.
+#[test]
+fn a_template_flood_from_random_domains_evicts_itself() {
+    let mut decoder = FlowDecoder::default();
+    let limit = DecoderSettings::default().max_templates_per_exporter;
+    let busy = Message::v9(7).set(0, &v9_simple_template(256)).build();
+    decode_at(&mut decoder, &busy, 0);
+    let busy_data = v9_simple_data(7, 256, "10.0.0.1");
+    let mut flood_seed = 0x9e37_79b9u32;
+    let flood = 20_000u32;
+    for n in 0..flood {
+        // xorshift: source ids all over the 32-bit space.
+        flood_seed ^= flood_seed << 13;
+        flood_seed ^= flood_seed >> 17;
+        flood_seed ^= flood_seed << 5;
+        let id = 256 + u16::try_from(n % 1000).unwrap();
+        let datagram = Message::v9(flood_seed)
+            .set(0, &v9_simple_template(id))
+            .build();
+        let (_, summary) = decode_at(&mut decoder, &datagram, 1);
+        assert_eq!(summary.errors.get(ErrorKind::TooMany), 0);
+        if n % 100 == 0 {
+            assert_eq!(decoded(&mut decoder, &busy_data, 1), 1, "after {n}");
+        }
+    }
+    assert_eq!(decoder.template_count(), limit);
+    // Every flood template past the bound evicted one (the source ids never repeat).
+    let evicted = stats(&decoder).errors.get(ErrorKind::Evicted);
+    assert_eq!(
+        evicted,
+        u64::from(flood) + 1 - u64::try_from(limit).unwrap()
+    );
+    // A new domain's template, then its data: decoded at once, long before any timeout.
+    let fresh = Message::v9(0xdead_beef)
+        .set(0, &v9_simple_template(300))
+        .set(300, &simple_record("10.0.0.2", 100, 1).0)
+        .build();
+    let (out, summary) = decode_at(&mut decoder, &fresh, 2);
+    assert_eq!(out, [flow("10.0.0.2", 100, 1)]);
+    assert_eq!(summary.errors.get(ErrorKind::TooMany), 0);
+    assert_eq!(decoded(&mut decoder, &busy_data, 2), 1);
+}
+
+/// The per-domain bound: a flood of template ids in one source id evicts that domain's least
+/// recently used templates, never another domain's.
+#[test]
+fn the_domain_bound_evicts_within_the_domain() {
+    let mut decoder = FlowDecoder::new(DecoderSettings {
+        max_templates_per_domain: 4,
+        max_templates_per_exporter: 16,
+        ..DecoderSettings::default()
+    });
+    for domain in [1, 2] {
+        let setup = Message::v9(domain)
+            .set(0, &v9_simple_template(256))
+            .set(0, &v9_simple_template(257))
+            .build();
+        decode_at(&mut decoder, &setup, 0);
+    }
+    // Domain 1 uses 256 (not 257), then announces six more.
+    assert_eq!(
+        decoded(&mut decoder, &v9_simple_data(1, 256, "10.0.0.1"), 0),
+        1
+    );
+    let mut evicted = 0;
+    for id in 300..306 {
+        let datagram = Message::v9(1).set(0, &v9_simple_template(id)).build();
+        evicted += decode_at(&mut decoder, &datagram, 0)
+            .1
+            .errors
+            .get(ErrorKind::Evicted);
+    }
+    // 2 + 6 into a bound of 4: 257 went first (least recently used), then 256 and 300, 301.
+    assert_eq!(evicted, 4);
+    assert_eq!(decoder.template_count(), 4 + 2);
+    assert_eq!(
+        decoded(&mut decoder, &v9_simple_data(1, 305, "10.0.0.1"), 0),
+        1
+    );
+    assert_eq!(
+        decoded(&mut decoder, &v9_simple_data(1, 257, "10.0.0.1"), 0),
+        0
+    );
+    // Domain 2 kept both.
+    for id in [256, 257] {
+        assert_eq!(
+            decoded(&mut decoder, &v9_simple_data(2, id, "10.0.0.3"), 0),
+            1
+        );
+    }
+}
+
+/// The per-exporter bound: over all domains, the least recently used goes, and a template
+/// that decodes data (a use) outlives ones only announced earlier or later.
+#[test]
+fn the_exporter_bound_evicts_the_least_recently_used_of_any_domain() {
+    let mut decoder = FlowDecoder::new(DecoderSettings {
+        max_templates_per_domain: 4,
+        max_templates_per_exporter: 3,
+        ..DecoderSettings::default()
+    });
+    for domain in 1..=3 {
+        let datagram = Message::v9(domain).set(0, &v9_simple_template(256)).build();
+        decode_at(&mut decoder, &datagram, 0);
+    }
+    // Domain 1's template decodes: domain 2's is now the least recently used.
+    assert_eq!(
+        decoded(&mut decoder, &v9_simple_data(1, 256, "10.0.0.1"), 0),
+        1
+    );
+    let datagram = Message::v9(4).set(0, &v9_simple_template(256)).build();
+    let (_, summary) = decode_at(&mut decoder, &datagram, 0);
+    assert_eq!(counted(&summary.errors), [(ErrorKind::Evicted, 1)]);
+    let decodes = |decoder: &mut FlowDecoder, domain| {
+        decoded(decoder, &v9_simple_data(domain, 256, "10.0.0.1"), 0)
+    };
+    assert_eq!(decodes(&mut decoder, 2), 0, "evicted: its data is held");
+    for domain in [1, 3, 4] {
+        assert_eq!(decodes(&mut decoder, domain), 1, "domain {domain}");
+    }
+    // A refresh is a use too: the order is 1, 3, 4 (least recent first); refreshing 1 leaves
+    // 3 the least recent, so a new template evicts 3.
+    let refresh = Message::v9(1).set(0, &v9_simple_template(256)).build();
+    decode_at(&mut decoder, &refresh, 0);
+    let datagram = Message::v9(5).set(0, &v9_simple_template(256)).build();
+    decode_at(&mut decoder, &datagram, 0);
+    assert_eq!(decodes(&mut decoder, 3), 0);
+    assert_eq!(decodes(&mut decoder, 1), 1);
+    assert_eq!(stats(&decoder).errors.get(ErrorKind::Evicted), 2);
+    assert_eq!(stats(&decoder).templates, 3);
+}
+
+/// IPFIX and options templates share the bounds; IPFIX domains are not v9 source ids.
+#[test]
+fn ipfix_and_options_templates_are_bounded_the_same_way() {
+    let mut decoder = FlowDecoder::new(DecoderSettings {
+        max_templates_per_domain: 2,
+        max_templates_per_exporter: 8,
+        ..DecoderSettings::default()
+    });
+    let options = |id: u16| ipfix_options_template(id, &[(302, 4)], &[(305, 4), (306, 4)]);
+    let setup = Message::ipfix(9)
+        .set(3, &options(300))
+        .set(300, &Record::default().uint(7, 4).uint(1, 4).uint(9, 4).0)
+        .set(2, &template(256, &[(8, 4), (1, 4), (2, 4)]))
+        .build();
+    decode_at(&mut decoder, &setup, 0);
+    let data = Message::ipfix(9)
+        .set(256, &simple_record("10.0.0.1", 10, 1).0)
+        .build();
+    assert_eq!(
+        decode_at(&mut decoder, &data, 0).0,
+        [flow("10.0.0.1", 100, 10)]
+    );
+    // v9 source id 9 is another domain: no eviction in IPFIX domain 9.
+    let v9 = Message::v9(9)
+        .set(0, &v9_simple_template(256))
+        .set(0, &v9_simple_template(257))
+        .build();
+    assert_eq!(decode_at(&mut decoder, &v9, 0).1.errors.total(), 0);
+    // A flood of options templates in domain 9 evicts 300 (least recent), and then the data
+    // template; a fresh data template decodes at once.
+    let flood = Message::ipfix(9)
+        .set(3, &options(301))
+        .set(3, &options(302))
+        .build();
+    let (_, summary) = decode_at(&mut decoder, &flood, 0);
+    assert_eq!(summary.errors.get(ErrorKind::Evicted), 2);
+    let fresh = Message::ipfix(9)
+        .set(2, &template(400, &[(8, 4), (1, 4), (2, 4)]))
+        .set(400, &simple_record("10.0.0.2", 10, 1).0)
+        .build();
+    let (out, summary) = decode_at(&mut decoder, &fresh, 0);
+    // The sampling rate learned from 300 stays: sampling state is not template state.
+    assert_eq!(out, [flow("10.0.0.2", 100, 10)]);
+    assert_eq!(summary.errors.get(ErrorKind::Evicted), 1);
+}
+
+/// Sampling rates: per exporter, the domains' latest rates are bounded (by
+/// max_templates_per_exporter) with the same least-recently-used eviction, so options from
+/// many made-up domains cannot lock out a real domain's rate.
+#[test]
+fn sampling_state_is_evicted_least_recently_used() {
+    let mut decoder = FlowDecoder::new(DecoderSettings {
+        max_templates_per_domain: 2,
+        max_templates_per_exporter: 2,
+        ..DecoderSettings::default()
+    });
+    let announce = |domain: u32, interval: u64| {
+        Message::v9(domain)
+            .set(1, &v9_options_template(257, &[(1, 4)], &[(34, 4)]))
+            .set(257, &Record::default().uint(1, 4).uint(interval, 4).0)
+            .build()
+    };
+    let data = |domain: u32| {
+        Message::v9(domain)
+            .set(0, &v9_simple_template(256))
+            .set(256, &simple_record("10.0.0.1", 10, 1).0)
+            .build()
+    };
+    decode_at(&mut decoder, &announce(1, 10), 0);
+    // Many other domains announce rates; domain 1 keeps decoding (a use) in between.
+    for domain in 100..200 {
+        decode_at(&mut decoder, &announce(domain, 1000), 0);
+        let (out, summary) = decode_at(&mut decoder, &data(1), 0);
+        assert_eq!(out, [flow("10.0.0.1", 100, 10)], "domain {domain}");
+        assert_eq!(summary.errors.get(ErrorKind::TooMany), 0);
+    }
+    // A new domain's rate is always taken.
+    decode_at(&mut decoder, &announce(7, 3), 0);
+    assert_eq!(
+        decode_at(&mut decoder, &data(7), 0).0,
+        [flow("10.0.0.1", 30, 3)]
+    );
+    assert!(stats(&decoder).errors.get(ErrorKind::Evicted) > 100);
+    assert_eq!(stats(&decoder).errors.get(ErrorKind::TooMany), 0);
+}
+
+/// A template with variable-length fields costs a bounded amount: fields it skips in a row
+/// are one part, and one with more than 256 parts is refused.
+#[test]
+fn variable_length_templates_are_bounded() {
+    let mut decoder = FlowDecoder::default();
+    // 1000 fixed fields we skip between two variable ones, then the ones we read: 5 parts.
+    let mut fields = vec![(82, VARIABLE_LENGTH)];
+    fields.extend(std::iter::repeat_n((7, 2), 1000));
+    fields.extend([(82, VARIABLE_LENGTH), (8, 4), (1, 4), (2, 4)]);
+    let record = Record::default()
+        .var(b"a")
+        .bytes(&[0; 2000])
+        .var(b"bc")
+        .ip("10.0.0.1")
+        .uint(5, 4)
+        .uint(1, 4);
+    let message = Message::ipfix(1)
+        .set(2, &template(256, &fields))
+        .set(256, &record.0)
+        .build();
+    let (out, summary) = decode_at(&mut decoder, &message, 0);
+    assert_eq!(summary.errors.total(), 0);
+    assert_eq!(out, [flow("10.0.0.1", 5, 1)]);
+    // 300 variable fields: 300 parts, more than a template may have.
+    let fields = vec![(82, VARIABLE_LENGTH); 300];
+    let message = Message::ipfix(1).set(2, &template(257, &fields)).build();
+    let (_, summary) = decode_at(&mut decoder, &message, 0);
+    assert_eq!(counted(&summary.errors), only(ErrorKind::BadTemplate));
+    assert_eq!(decoder.template_count(), 1);
 }
 
 /// Valid datagrams of every shape the decoder knows, as mutation seeds.

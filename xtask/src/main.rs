@@ -1,5 +1,6 @@
-//! Developer tasks. `cargo xtask setup|build|test|bench|run`; see README.md.
+//! Developer tasks. `cargo xtask setup|build|test|bench|run|fuzz`; see README.md.
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -38,6 +39,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fuzz the flow decoder, the ruleset and config loaders and the control protocol with
+    /// cargo-fuzz (installed if missing) on the installed nightly, each target for a bounded
+    /// time. Not part of `test`.
+    Fuzz {
+        /// One of flow_decode, ruleset_load, config_load, control_proto; all when omitted.
+        target: Option<String>,
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -74,6 +85,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Task::Test => test(&root),
         Task::Bench { which } => bench(&root, which),
         Task::Run { args } => run(&root, &args),
+        Task::Fuzz { target, seconds } => fuzz::run(&root, target.as_deref(), seconds),
     }
 }
 

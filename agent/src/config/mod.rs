@@ -429,6 +429,8 @@ mod tests {
             "exporters",
             "sampling",
             "template_timeout",
+            "max_templates_per_exporter",
+            "max_templates_per_domain",
         ];
         let detector = [
             "source",

@@ -204,6 +204,8 @@ pub(super) struct RawFlow {
     #[serde(default)]
     pub(super) sampling: Vec<Spanned<RawSampling>>,
     pub(super) template_timeout: Option<Spanned<RawDuration>>,
+    pub(super) max_templates_per_exporter: Option<Spanned<Integer>>,
+    pub(super) max_templates_per_domain: Option<Spanned<Integer>>,
 }
 
 #[derive(Deserialize)]

@@ -13,8 +13,10 @@ use crate::{
         raw::{Integer, RawDetector, RawFlow, RawVolume},
     },
     detect::traffic::flow::{
-        FlowConfig, SamplingOverride, collector::DEFAULT_RECEIVE_BUFFER_BYTES,
-        config::DEFAULT_TEMPLATE_TIMEOUT,
+        DEFAULT_MAX_TEMPLATES_PER_DOMAIN, DEFAULT_MAX_TEMPLATES_PER_EXPORTER, FlowConfig,
+        SamplingOverride,
+        collector::DEFAULT_RECEIVE_BUFFER_BYTES,
+        config::{DEFAULT_TEMPLATE_TIMEOUT, MAX_TEMPLATES_PER_EXPORTER},
     },
     detect::traffic::volume::{
         DetectorConfig, Lengths, Limit, Override, VolumeAction, VolumeConfig, VolumeLimits,
@@ -210,6 +212,7 @@ impl ConfigText<'_> {
             MAX_FLOW_TEMPLATE_TIMEOUT,
             DEFAULT_TEMPLATE_TIMEOUT,
         )?;
+        let (per_exporter, per_domain) = self.flow_template_bounds(table)?;
         if table.enabled == Some(false) {
             return Ok(None);
         }
@@ -228,7 +231,33 @@ impl ConfigText<'_> {
             exporters,
             sampling,
             template_timeout,
+            max_templates_per_exporter: per_exporter,
+            max_templates_per_domain: per_domain,
         }))
+    }
+
+    /// `volume.flow.max_templates_per_exporter` and `max_templates_per_domain`.
+    fn flow_template_bounds(&self, table: &RawFlow) -> Result<(usize, usize), ConfigError> {
+        let max = u32::try_from(MAX_TEMPLATES_PER_EXPORTER).unwrap_or(u32::MAX);
+        let default = |value: usize| u32::try_from(value).unwrap_or(max);
+        let per_exporter: u32 = self.integer(
+            "volume.flow.max_templates_per_exporter",
+            table.max_templates_per_exporter.as_ref(),
+            1,
+            max,
+            default(DEFAULT_MAX_TEMPLATES_PER_EXPORTER),
+            "templates",
+        )?;
+        let per_domain: u32 = self.integer(
+            "volume.flow.max_templates_per_domain",
+            table.max_templates_per_domain.as_ref(),
+            1,
+            per_exporter,
+            default(DEFAULT_MAX_TEMPLATES_PER_DOMAIN).min(per_exporter),
+            "templates (at most max_templates_per_exporter)",
+        )?;
+        let size = |value: u32| usize::try_from(value).unwrap_or(usize::MAX);
+        Ok((size(per_exporter), size(per_domain)))
     }
 
     /// `key` is `volume.detectors[N]`.
@@ -563,6 +592,8 @@ mod tests {
                 exporters: Vec::new(),
                 sampling: Vec::new(),
                 template_timeout: Duration::from_secs(1800),
+                max_templates_per_exporter: 256,
+                max_templates_per_domain: 64,
             })
         );
         assert_eq!(
@@ -596,6 +627,8 @@ ingress_interfaces = [0, 7, 4294967295]
 exporters = ["192.0.2.1", "2001:db8:e::/48"]
 sampling = [{ exporter = "192.0.2.1", rate = 1000 }, { exporter = "::ffff:192.0.2.2", rate = 1 }, { exporter = "2001:db8::1", rate = 1000000 }]
 template_timeout = "24h"
+max_templates_per_exporter = 4096
+max_templates_per_domain = 4096
 
 [[volume.detectors]]
 name = "transit-flood_1"
@@ -659,6 +692,8 @@ ban = "1m"
                         },
                     ],
                     template_timeout: Duration::from_secs(86_400),
+                    max_templates_per_exporter: 4096,
+                    max_templates_per_domain: 4096,
                 }),
                 detectors: vec![
                     DetectorConfig {
@@ -807,6 +842,14 @@ ban = "1m"
                 (
                     "[volume.flow]\nlisten = \"[::]:2055\"\ntemplate_timeout = \"30s\"",
                     "5:20: volume.flow.template_timeout: 30s is out of range: 1m to 1d",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"[::]:2055\"\nmax_templates_per_exporter = 0",
+                    "5:30: volume.flow.max_templates_per_exporter: 0 is out of range: 1 to 4096",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"[::]:2055\"\nmax_templates_per_exporter = 8\nmax_templates_per_domain = 9",
+                    "6:28: volume.flow.max_templates_per_domain: 9 is out of range: 1 to 8",
                 ),
                 (
                     "[volume.flow]\nlisten = \"[::]:2055\"\nport = 2055",

@@ -2,11 +2,14 @@
 //! `crate::config`.
 use std::{net::IpAddr, net::SocketAddr, time::Duration};
 
-use super::DirectionFilter;
+use super::{DecoderSettings, DirectionFilter};
 use crate::prefix::Prefix;
 
 /// `template_timeout` when the table names none.
 pub const DEFAULT_TEMPLATE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// `max_templates_per_exporter` at most: with the largest templates (about 1.4 KiB each with
+/// their indexes; a usual one about 330 bytes) and the decoder's 64 exporters, about 350 MiB.
+pub const MAX_TEMPLATES_PER_EXPORTER: usize = 4096;
 
 /// The NetFlow v5/v9 / IPFIX collector.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +27,32 @@ pub struct FlowConfig {
     pub sampling: Vec<SamplingOverride>,
     /// Templates not refreshed for this long are forgotten; 1m to 24h.
     pub template_timeout: Duration,
+    /// Templates held per exporter, 1 to [`MAX_TEMPLATES_PER_EXPORTER`]; beyond, the least
+    /// recently used is evicted.
+    pub max_templates_per_exporter: usize,
+    /// Templates held per source id / observation domain, 1 to `max_templates_per_exporter`;
+    /// beyond, the domain's least recently used is evicted.
+    pub max_templates_per_domain: usize,
+}
+
+impl FlowConfig {
+    /// The decoder's settings; bounds the table has no key for keep their defaults.
+    pub fn decoder_settings(&self) -> DecoderSettings {
+        DecoderSettings {
+            template_timeout_secs: self.template_timeout.as_secs().max(1),
+            max_templates_per_exporter: self.max_templates_per_exporter,
+            max_templates_per_domain: self.max_templates_per_domain,
+            direction: self.direction,
+            ingress_interfaces: (!self.ingress_interfaces.is_empty())
+                .then(|| self.ingress_interfaces.iter().copied().collect()),
+            sampling_overrides: self
+                .sampling
+                .iter()
+                .map(|s| (s.exporter, u64::from(s.rate)))
+                .collect(),
+            ..DecoderSettings::default()
+        }
+    }
 }
 
 /// 1 in `rate` packets is sampled by `exporter`, whatever it announces.

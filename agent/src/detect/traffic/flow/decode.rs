@@ -3,8 +3,12 @@
 //! [`FlowDecoder`] is pure: datagrams and the time come in, [`FlowRecord`]s go to a sink. It
 //! keeps the templates each exporter announced, compiled once into a layout (the positions of
 //! the fields we read), so records are read without allocating. Hostile input is bounded:
-//! exporters, templates per exporter, data held back while its template is missing, samplers
-//! per observation domain; what does not fit is dropped and counted, never queued without end.
+//! exporters, templates per observation domain and per exporter, data held back while its
+//! template is missing, sampling state per domain and per exporter; nothing is queued without
+//! end. Templates and sampling state are evicted least recently used first (see
+//! [`super::lru`]) and counted (`evicted`): flows are spoofable UDP, and a bound that refused
+//! new templates once full would let a flood of made-up ones lock out the exporter's real
+//! templates until they time out.
 //!
 //! Keys: statistics are per exporter IP address. Templates are per (exporter IP address,
 //! protocol, source id / observation domain id, template id); RFC 7011 scopes templates to the
@@ -15,6 +19,8 @@ use std::{
     collections::{BTreeSet, HashMap, VecDeque},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
+
+use super::lru::{GroupedLru, Insert};
 
 const NETFLOW_V9: u16 = 9;
 const IPFIX: u16 = 10;
@@ -32,8 +38,12 @@ const IPFIX_TEMPLATE_SET: u16 = 2;
 const IPFIX_OPTIONS_TEMPLATE_SET: u16 = 3;
 /// The IPFIX field specifier bit saying a 4-byte enterprise number follows.
 const ENTERPRISE_BIT: u16 = 0x8000;
-/// Sampler and selector ids remembered per observation domain.
+/// Sampler and selector ids remembered per observation domain, and per exporter.
 const MAX_SAMPLERS_PER_DOMAIN: usize = 256;
+const MAX_SAMPLERS_PER_EXPORTER: usize = 1024;
+/// Parts of a template with variable-length fields (each variable field, each field we read,
+/// each run of other fixed fields): bounds what such a template costs (4 bytes a part).
+const MAX_VARIABLE_LAYOUT_PARTS: usize = 256;
 
 /// IANA information element ids (the same numbers as the NetFlow v9 field types).
 mod element {
@@ -96,6 +106,12 @@ impl DirectionFilter {
     }
 }
 
+/// [`DecoderSettings::max_templates_per_exporter`] by default.
+pub const DEFAULT_MAX_TEMPLATES_PER_EXPORTER: usize = 256;
+/// [`DecoderSettings::max_templates_per_domain`] by default: routers announce a few templates
+/// per line card (IPv4, IPv6, MPLS, options), softflowd two or three.
+pub const DEFAULT_MAX_TEMPLATES_PER_DOMAIN: usize = 64;
+
 /// Limits and filters of a [`FlowDecoder`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecoderSettings {
@@ -104,8 +120,13 @@ pub struct DecoderSettings {
     /// Exporters tracked at once; more are refused (`too_many`) unless one has been silent
     /// for `template_timeout_secs`, which is then forgotten.
     pub max_exporters: usize,
-    /// Templates per exporter, over all its source ids / observation domains.
+    /// Templates per exporter, over all its source ids / observation domains; a new one
+    /// beyond evicts the exporter's least recently used (`evicted`). Also the bound of
+    /// domains whose sampling rates are remembered.
     pub max_templates_per_exporter: usize,
+    /// Templates per source id / observation domain; a new one beyond evicts the domain's
+    /// least recently used (`evicted`). At most `max_templates_per_exporter` counts.
+    pub max_templates_per_domain: usize,
     /// Data sets held per exporter while their template is missing.
     pub max_held_sets: usize,
     /// Bytes of held data sets per exporter.
@@ -126,7 +147,8 @@ impl Default for DecoderSettings {
         Self {
             template_timeout_secs: 30 * 60,
             max_exporters: 64,
-            max_templates_per_exporter: 256,
+            max_templates_per_exporter: DEFAULT_MAX_TEMPLATES_PER_EXPORTER,
+            max_templates_per_domain: DEFAULT_MAX_TEMPLATES_PER_DOMAIN,
             max_held_sets: 64,
             max_held_bytes: 128 << 10,
             hold_secs: 60,
@@ -152,18 +174,24 @@ pub enum ErrorKind {
     BadTemplate,
     /// Data dropped because its template did not come in time.
     NoTemplate,
-    /// An exporter, template or sampler beyond the configured bounds.
+    /// An exporter beyond the configured bounds (refused), or a template or sampling state
+    /// with a bound of 0.
     TooMany,
+    /// A template or sampling state forgotten, least recently used first, to make room for a
+    /// new one beyond the bounds. Not an error of the datagram, but a sign of an exporter
+    /// (or a spoofer) announcing more than the bounds hold.
+    Evicted,
 }
 
 impl ErrorKind {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Truncated,
         Self::BadVersion,
         Self::BadSet,
         Self::BadTemplate,
         Self::NoTemplate,
         Self::TooMany,
+        Self::Evicted,
     ];
 
     /// The metrics label.
@@ -175,6 +203,7 @@ impl ErrorKind {
             Self::BadTemplate => "bad_template",
             Self::NoTemplate => "no_template",
             Self::TooMany => "too_many",
+            Self::Evicted => "evicted",
         }
     }
 
@@ -186,13 +215,14 @@ impl ErrorKind {
             Self::BadTemplate => 3,
             Self::NoTemplate => 4,
             Self::TooMany => 5,
+            Self::Evicted => 6,
         }
     }
 }
 
 /// Error counts by [`ErrorKind`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ErrorCounts([u64; 6]);
+pub struct ErrorCounts([u64; 7]);
 
 impl ErrorCounts {
     pub const fn get(&self, kind: ErrorKind) -> u64 {
@@ -212,8 +242,12 @@ impl ErrorCounts {
     }
 
     fn add(&mut self, kind: ErrorKind) {
+        self.add_many(kind, 1);
+    }
+
+    fn add_many(&mut self, kind: ErrorKind, many: usize) {
         let count = &mut self.0[kind.index()];
-        *count = count.saturating_add(1);
+        *count = count.saturating_add(u64::try_from(many).unwrap_or(u64::MAX));
     }
 
     fn merge(&mut self, other: &Self) {
@@ -473,7 +507,8 @@ struct FieldLayout {
 enum Layout {
     /// Every record is `record_len` bytes, the fields always at the same place.
     Fixed { record_len: usize, slots: Slots },
-    /// Records with variable-length fields: walked field by field.
+    /// Records with variable-length fields: walked part by part (a variable field, a field
+    /// we read, or a run of fixed fields we skip).
     Variable {
         min_record_len: usize,
         fields: Box<[FieldLayout]>,
@@ -496,13 +531,23 @@ struct Template {
     refreshed_secs: u64,
 }
 
-/// Sampling rates an exporter announced for one observation domain.
-#[derive(Debug, Default)]
-struct DomainSampling {
-    /// The last rate announced, for records that name no sampler.
-    latest: Option<Rate>,
-    /// By (information element, sampler or selector id).
-    by_sampler: HashMap<(u16, u64), Rate>,
+/// Sampling rates an exporter announced, by observation domain; used = announced or read for
+/// a record.
+#[derive(Debug)]
+struct Sampling {
+    /// The last rate each domain announced, for records that name no sampler.
+    latest: GroupedLru<(), DomainKey, Rate>,
+    /// By domain, then (information element, sampler or selector id).
+    by_sampler: GroupedLru<DomainKey, (u16, u64), Rate>,
+}
+
+impl Sampling {
+    fn new(max_domains: usize) -> Self {
+        Self {
+            latest: GroupedLru::new(max_domains, max_domains),
+            by_sampler: GroupedLru::new(MAX_SAMPLERS_PER_DOMAIN, MAX_SAMPLERS_PER_EXPORTER),
+        }
+    }
 }
 
 /// A data set that came before its template.
@@ -618,16 +663,33 @@ fn compile(specs: &FieldSpecs<'_>, max_record_len: usize) -> Result<Layout, Erro
             slots,
         });
     }
-    let fields = specs
-        .clone()
-        .map(|spec| FieldLayout {
+    // Fields we skip, one after another, are one part: what the layout holds is bounded by
+    // the variable fields and the fields we read, not by everything the template lists.
+    let mut fields: Vec<FieldLayout> = Vec::new();
+    for spec in specs.clone() {
+        let target = readable_target(spec);
+        let skipped = target.is_none() && spec.len != VARIABLE_LENGTH;
+        if skipped
+            && let Some(last) = fields.last_mut()
+            && last.target.is_none()
+            && last.len != VARIABLE_LENGTH
+        {
+            // Below min_record_len, so below a datagram and never VARIABLE_LENGTH.
+            last.len = u16::try_from(usize::from(last.len) + usize::from(spec.len))
+                .map_err(|_| ErrorKind::BadTemplate)?;
+            continue;
+        }
+        if fields.len() == MAX_VARIABLE_LAYOUT_PARTS {
+            return Err(ErrorKind::BadTemplate);
+        }
+        fields.push(FieldLayout {
             len: spec.len,
-            target: readable_target(spec),
-        })
-        .collect();
+            target,
+        });
+    }
     Ok(Layout::Variable {
         min_record_len,
-        fields,
+        fields: fields.into_boxed_slice(),
     })
 }
 
@@ -732,17 +794,32 @@ impl Context<'_> {
 }
 
 /// Everything known about one exporter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Exporter {
     stats: ExporterStats,
     last_seen_secs: u64,
-    templates: HashMap<TemplateKey, Template>,
-    sampling: HashMap<DomainKey, DomainSampling>,
+    /// By domain and template id; used = announced or used to decode.
+    templates: GroupedLru<DomainKey, u16, Template>,
+    sampling: Sampling,
     held: VecDeque<HeldSet>,
     held_bytes: usize,
 }
 
 impl Exporter {
+    fn new(settings: &DecoderSettings) -> Self {
+        Self {
+            stats: ExporterStats::default(),
+            last_seen_secs: 0,
+            templates: GroupedLru::new(
+                settings.max_templates_per_domain,
+                settings.max_templates_per_exporter,
+            ),
+            sampling: Sampling::new(settings.max_templates_per_exporter),
+            held: VecDeque::new(),
+            held_bytes: 0,
+        }
+    }
+
     fn decode_sets(
         &mut self,
         context: &Context<'_>,
@@ -930,12 +1007,9 @@ impl Exporter {
     ) {
         if template_id == set_id {
             self.templates
-                .retain(|key, template| key.domain != context.domain || template.kind != kind);
+                .retain_group(context.domain, |_, template| template.kind != kind);
         } else if template_id >= FIRST_DATA_SET_ID {
-            self.templates.remove(&TemplateKey {
-                domain: context.domain,
-                template_id,
-            });
+            let _: Option<Template> = self.templates.remove(context.domain, template_id);
         } else {
             summary.errors.add(ErrorKind::BadTemplate);
         }
@@ -960,14 +1034,15 @@ impl Exporter {
             Err(error) => {
                 summary.errors.add(error);
                 // Whatever the id meant before is no longer true.
-                self.templates.remove(&key);
+                let _: Option<Template> = self.templates.remove(key.domain, template_id);
                 return;
             }
         };
         if layout == Layout::Broken {
             summary.errors.add(ErrorKind::BadTemplate);
         }
-        if let Some(template) = self.templates.get_mut(&key) {
+        // Announcing counts as a use: a refreshed template is kept over a flood's.
+        if let Some(template) = self.templates.get_mut(key.domain, template_id) {
             template.refreshed_secs = context.now_secs;
             if template.kind == kind && template.layout == layout {
                 return; // A plain refresh: nothing is held for a template we have.
@@ -975,24 +1050,18 @@ impl Exporter {
             template.kind = kind;
             template.layout = layout;
         } else {
-            let limit = context.settings.max_templates_per_exporter;
-            if self.templates.len() >= limit {
-                let timeout = context.settings.template_timeout_secs;
-                self.templates
-                    .retain(|_, template| !context.expired(template.refreshed_secs, timeout));
+            let template = Template {
+                kind,
+                layout,
+                refreshed_secs: context.now_secs,
+            };
+            match self.templates.insert(key.domain, template_id, template) {
+                Insert::Stored { evicted } => summary.errors.add_many(ErrorKind::Evicted, evicted),
+                Insert::Refused => {
+                    summary.errors.add(ErrorKind::TooMany);
+                    return;
+                }
             }
-            if self.templates.len() >= limit {
-                summary.errors.add(ErrorKind::TooMany);
-                return;
-            }
-            self.templates.insert(
-                key,
-                Template {
-                    kind,
-                    layout,
-                    refreshed_secs: context.now_secs,
-                },
-            );
         }
         self.release_held(context, key, summary, sink);
     }
@@ -1014,7 +1083,7 @@ impl Exporter {
                 return;
             };
             self.held_bytes = self.held_bytes.saturating_sub(held.body.len());
-            if let Some(template) = self.templates.get(&key) {
+            if let Some(template) = self.templates.get(key.domain, key.template_id) {
                 decode_records(
                     context,
                     template,
@@ -1041,14 +1110,15 @@ impl Exporter {
             template_id,
         };
         let timeout = context.settings.template_timeout_secs;
+        // Decoding with a template counts as a use; an expired one is not used but forgotten.
         if self
             .templates
-            .get(&key)
+            .touch(key.domain, template_id)
             .is_some_and(|template| context.expired(template.refreshed_secs, timeout))
         {
-            self.templates.remove(&key);
+            let _: Option<Template> = self.templates.remove(key.domain, template_id);
         }
-        match self.templates.get(&key) {
+        match self.templates.get(key.domain, template_id) {
             Some(template) => decode_records(
                 context,
                 template,
@@ -1119,16 +1189,17 @@ fn decode_records(
     context: &Context<'_>,
     template: &Template,
     domain: DomainKey,
-    sampling: &mut HashMap<DomainKey, DomainSampling>,
+    sampling: &mut Sampling,
     body: &[u8],
     summary: &mut DecodeSummary,
     sink: &mut impl FnMut(FlowRecord),
 ) {
     let result = match template.kind {
         TemplateKind::Data => {
-            let announced = sampling.get(&domain);
+            // The domain's latest rate is looked up (a use) at most once per set.
+            let mut latest = None;
             for_each_record(&template.layout, body, |record, slots| {
-                match flow_record(context, announced, record, slots) {
+                match flow_record(context, sampling, domain, &mut latest, record, slots) {
                     Some(flow) => {
                         summary.records += 1;
                         sink(flow);
@@ -1138,12 +1209,14 @@ fn decode_records(
             })
         }
         TemplateKind::Options => {
-            let max_domains = context.settings.max_templates_per_exporter;
-            for_each_record(&template.layout, body, |record, slots| {
-                if let Err(error) = learn_sampling(sampling, max_domains, domain, record, slots) {
-                    summary.errors.add(error);
-                }
-            })
+            for_each_record(
+                &template.layout,
+                body,
+                |record, slots| match learn_sampling(sampling, domain, record, slots) {
+                    Ok(evicted) => summary.errors.add_many(ErrorKind::Evicted, evicted),
+                    Err(error) => summary.errors.add(error),
+                },
+            )
         }
     };
     if let Err(error) = result {
@@ -1151,10 +1224,13 @@ fn decode_records(
     }
 }
 
-/// The record a data record gives, or `None` when it is filtered out.
+/// The record a data record gives, or `None` when it is filtered out. `latest` caches the
+/// domain's latest announced rate for the set (outer `None`: not looked up yet).
 fn flow_record(
     context: &Context<'_>,
-    announced: Option<&DomainSampling>,
+    sampling: &mut Sampling,
+    domain: DomainKey,
+    latest: &mut Option<Option<Rate>>,
     record: &[u8],
     slots: &Slots,
 ) -> Option<FlowRecord> {
@@ -1189,7 +1265,7 @@ fn flow_record(
     }
     let rate = context
         .override_rate
-        .or_else(|| record_rate(announced, record, slots))
+        .or_else(|| record_rate(sampling, domain, latest, record, slots))
         .unwrap_or(Rate::ONE);
     Some(FlowRecord {
         source,
@@ -1217,7 +1293,13 @@ fn duration_ms(record: &[u8], slots: &Slots) -> u32 {
 }
 
 /// The rate of a data record: its own interval, its sampler's, or the domain's latest.
-fn record_rate(announced: Option<&DomainSampling>, record: &[u8], slots: &Slots) -> Option<Rate> {
+fn record_rate(
+    sampling: &mut Sampling,
+    domain: DomainKey,
+    latest: &mut Option<Option<Rate>>,
+    record: &[u8],
+    slots: &Slots,
+) -> Option<Rate> {
     let own = slots
         .sampling_interval
         .uint(record)
@@ -1226,28 +1308,35 @@ fn record_rate(announced: Option<&DomainSampling>, record: &[u8], slots: &Slots)
     if own.is_some() {
         return own;
     }
-    let announced = announced?;
-    let sampler = slots
+    // Most exporters announce no sampling: no lookups then.
+    if sampling.latest.is_empty() {
+        return None;
+    }
+    let by_sampler = record_sampler(record, slots)
+        .and_then(|sampler| sampling.by_sampler.touch(domain, sampler).copied());
+    by_sampler.or_else(|| *latest.get_or_insert_with(|| sampling.latest.touch((), domain).copied()))
+}
+
+/// The (information element, id) of the sampler or selector a record names.
+fn record_sampler(record: &[u8], slots: &Slots) -> Option<(u16, u64)> {
+    slots
         .sampler_id
         .uint(record)
         .map(|id| (element::SAMPLER_ID, id))
         .or_else(|| {
             let id = slots.selector_id.uint(record)?;
             Some((element::SELECTOR_ID, id))
-        });
-    sampler
-        .and_then(|key| announced.by_sampler.get(&key).copied())
-        .or(announced.latest)
+        })
 }
 
-/// Remembers the sampling rate an options record announces.
+/// Remembers the sampling rate an options record announces; how many older rates that
+/// evicted.
 fn learn_sampling(
-    sampling: &mut HashMap<DomainKey, DomainSampling>,
-    max_domains: usize,
+    sampling: &mut Sampling,
     domain: DomainKey,
     record: &[u8],
     slots: &Slots,
-) -> Result<(), ErrorKind> {
+) -> Result<usize, ErrorKind> {
     let interval = slots
         .sampling_interval
         .uint(record)
@@ -1264,30 +1353,18 @@ fn learn_sampling(
         Rate::ratio(population, size)
     };
     let Some(rate) = interval.or_else(packet_interval).or_else(size_population) else {
-        return Ok(()); // Options about something else.
+        return Ok(0); // Options about something else.
     };
-    if !sampling.contains_key(&domain) && sampling.len() >= max_domains {
+    let Insert::Stored { evicted } = sampling.latest.insert((), domain, rate) else {
         return Err(ErrorKind::TooMany);
+    };
+    let Some(sampler) = record_sampler(record, slots) else {
+        return Ok(evicted);
+    };
+    match sampling.by_sampler.insert(domain, sampler, rate) {
+        Insert::Stored { evicted: more } => Ok(evicted + more),
+        Insert::Refused => Err(ErrorKind::TooMany),
     }
-    let announced = sampling.entry(domain).or_default();
-    announced.latest = Some(rate);
-    let sampler = slots
-        .sampler_id
-        .uint(record)
-        .map(|id| (element::SAMPLER_ID, id))
-        .or_else(|| {
-            let id = slots.selector_id.uint(record)?;
-            Some((element::SELECTOR_ID, id))
-        });
-    if let Some(sampler) = sampler {
-        if !announced.by_sampler.contains_key(&sampler)
-            && announced.by_sampler.len() >= MAX_SAMPLERS_PER_DOMAIN
-        {
-            return Err(ErrorKind::TooMany);
-        }
-        announced.by_sampler.insert(sampler, rate);
-    }
-    Ok(())
 }
 
 /// The parts of a message header the decoder uses.
@@ -1386,7 +1463,10 @@ impl FlowDecoder {
                 .map(|&rate| Rate::every(rate).unwrap_or(Rate::ONE)),
             max_record_len: MAX_DATAGRAM_LEN - header.header_len - SET_HEADER_LEN,
         };
-        let known = self.exporters.entry(address).or_default();
+        let known = self
+            .exporters
+            .entry(address)
+            .or_insert_with(|| Exporter::new(&self.settings));
         known.last_seen_secs = now_secs;
         known.expire_held(&context, &mut summary);
         known.decode_sets(&context, header.sets, &mut summary, &mut sink);

@@ -4,12 +4,14 @@
 pub mod collector;
 pub mod config;
 pub mod decode;
+pub mod lru;
 
 pub use collector::{
     CollectorError, CollectorSettings, FlowCollector, RecordSink, SharedExporterStats,
 };
 pub use config::{FlowConfig, SamplingOverride};
 pub use decode::{
-    DecodeSummary, DecoderSettings, DirectionFilter, ErrorCounts, ErrorKind, ExporterStats,
-    FlowDecoder, FlowRecord,
+    DEFAULT_MAX_TEMPLATES_PER_DOMAIN, DEFAULT_MAX_TEMPLATES_PER_EXPORTER, DecodeSummary,
+    DecoderSettings, DirectionFilter, ErrorCounts, ErrorKind, ExporterStats, FlowDecoder,
+    FlowRecord,
 };
