@@ -170,10 +170,11 @@ fn section<'a>(
     );
     passes.add(&[], data.reconcile_passes_total);
     let mut pass_time = MetricFamily::new(
-        "xdpguard_reconcile_last_pass_milliseconds",
+        "xdpguard_reconcile_last_pass_seconds",
         Kind::Gauge,
         "How long the last complete reconcile pass took, commands served between its chunks included.",
-    );
+    )
+    .seconds_from_millis();
     pass_time.add(&[], data.reconcile_last_pass_ms);
     let mut restored = MetricFamily::new(
         "xdpguard_state_dir_restored_total",
@@ -331,7 +332,7 @@ pub(crate) mod tests {
         assert!(text.contains(r#"xdpguard_top_blocked_bytes_total{prefix="198.51.100.0/24"} 40"#));
         assert!(text.contains(r#"xdpguard_unknown_entries_handled_total{action="adopt"} 3"#));
         assert!(text.contains("xdpguard_reconcile_passes_total 7\n"));
-        assert!(text.contains("xdpguard_reconcile_last_pass_milliseconds 12\n"));
+        assert!(text.contains("xdpguard_reconcile_last_pass_seconds 0.012\n"));
     }
 
     #[test]
