@@ -96,6 +96,10 @@ pub enum Command {
         /// List the lines no ruleset matched (up to 1000).
         #[arg(long)]
         unmatched: bool,
+        /// Run in this mode every ruleset that has it (MODE), or one ruleset (RULESET=MODE);
+        /// repeatable. Without it each ruleset runs in its default mode.
+        #[arg(long = "mode", value_name = "[RULESET=]MODE")]
+        modes: Vec<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]

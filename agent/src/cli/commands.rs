@@ -152,15 +152,17 @@ pub fn run(cli: Cli) -> Result<()> {
             threshold,
             include_local,
             unmatched,
+            modes,
             json,
             limits,
             input,
         } => {
             let paths: Vec<_> = ruleset_dir.into_iter().chain(rulesets).collect();
-            let loaded = ruleset::load_paths(&paths, &ruleset_limits(&limits)?)?;
+            let mut loaded = ruleset::load_paths(&paths, &ruleset_limits(&limits)?)?;
             if loaded.is_empty() {
                 bail!("no rulesets: name --ruleset FILE or --rulesets DIR");
             }
+            select_modes(&mut loaded, &modes)?;
             let policy = ScoringPolicy {
                 threshold,
                 exclude_local: !include_local,
@@ -345,4 +347,36 @@ fn ruleset_limits(args: &RulesetLimitArgs) -> Result<ruleset::RulesetLimits> {
             .map_err(|message| anyhow::anyhow!("--limit {message}"))?;
     }
     Ok(limits)
+}
+
+/// `--mode MODE` (every ruleset that has it; at least one must) and `--mode RULESET=MODE`.
+fn select_modes(rulesets: &mut [ruleset::Ruleset], modes: &[String]) -> Result<()> {
+    for wanted in modes {
+        match wanted.split_once('=') {
+            Some((name, mode)) => {
+                let ruleset = rulesets
+                    .iter_mut()
+                    .find(|r| r.name == name)
+                    .with_context(|| format!("--mode {wanted}: no ruleset {name:?} is loaded"))?;
+                ruleset
+                    .set_mode(mode)
+                    .map_err(|message| anyhow::anyhow!("--mode {wanted}: {message}"))?;
+            }
+            None => {
+                let mut any = false;
+                for ruleset in rulesets.iter_mut() {
+                    if ruleset.modes().any(|m| m == wanted) {
+                        ruleset
+                            .set_mode(wanted)
+                            .map_err(|message| anyhow::anyhow!("--mode {wanted}: {message}"))?;
+                        any = true;
+                    }
+                }
+                if !any {
+                    bail!("--mode {wanted}: no loaded ruleset has that mode");
+                }
+            }
+        }
+    }
+    Ok(())
 }

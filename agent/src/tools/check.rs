@@ -1,5 +1,9 @@
 //! `xdpguard check`: run rulesets over a log without a daemon and report what they would do.
-//! The whole input counts as one scoring window; "when" is the line that crossed the threshold.
+//! Scores age in log time: each line's own time (its prefix, or an access or error log's
+//! time field) drives the sliding window, so an old log scores as it did when it was written;
+//! a line without a time takes the last one seen. A year the line does not write is this
+//! year, or the last one for a date still to come, and it moves on when the months wrap.
+//! "When" is the line that crossed the threshold.
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -10,14 +14,26 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    detect::logs::ruleset::{Outcome, Ruleset},
+    detect::logs::correlate::{SessionLimits, SessionStats, Sessions},
+    detect::logs::prefix::{self, LogTime},
+    detect::logs::ruleset::{Memory, Outcome, Ruleset},
     detect::logs::score::{ScoreBoard, Scored, ScoringPolicy},
 };
 
 /// Longer lines are cut here (and counted).
 pub const MAX_LINE_BYTES: usize = 16 << 10;
-/// At most this many unmatched lines are kept for the report.
+/// At most this many unmatched (and, apart, ambiguous) lines are kept for the report.
 const MAX_UNMATCHED: usize = 1000;
+
+/// A line no address was taken from because the text around it occurs more than once.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct AmbiguousLine {
+    pub line: u64,
+    pub ruleset: String,
+    /// The address at its first and at its last possible place.
+    pub first: String,
+    pub last: String,
+}
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct RuleCount {
@@ -44,6 +60,15 @@ pub struct CheckReport {
     pub bad_addresses: u64,
     /// Scored addresses that `exclude_local` left out.
     pub ignored_local: u64,
+    /// Matches with a score whose address could be at more than one place (none scored).
+    pub ambiguous: u64,
+    pub ambiguous_lines: Vec<AmbiguousLine>,
+    /// Lines whose time was read from the line itself.
+    pub timed_lines: u64,
+    /// Sessions remembered, recalled, missed, evicted (multi-line rules).
+    pub sessions_remembered: u64,
+    pub sessions_recalled: u64,
+    pub sessions_evicted: u64,
     pub rules: Vec<RuleCount>,
     pub addresses: Vec<AddressScore>,
     /// (line number, text), when asked for, up to 1000.
@@ -71,6 +96,8 @@ pub fn check<R: BufRead>(
         ..policy
     });
     let mut blocked_at: BTreeMap<IpAddr, u64> = BTreeMap::new();
+    let mut sessions = Sessions::new(SessionLimits::default());
+    let mut clock = LogClock::new(crate::clock::Clock::now_unix(&crate::clock::SystemClock));
     let mut buf = Vec::with_capacity(256);
     loop {
         buf.clear();
@@ -97,10 +124,20 @@ pub fn check<R: BufRead>(
                 String::from_utf8_lossy(&buf)
             }
         };
+        let prefixed = prefix::parse(&line);
+        let time = prefixed.time.or_else(|| LogTime::find(&line));
+        if time.is_some() {
+            report.timed_lines += 1;
+        }
+        let now_ms = clock.at(time);
         // As `apply_all`, keeping each ruleset's index for the counts.
         let mut matched = false;
         for (index, ruleset) in rulesets.iter().enumerate() {
-            let (outcome, hits) = ruleset.apply_indexed(&line);
+            let memory = Memory {
+                sessions: &mut sessions,
+                now_ms,
+            };
+            let (outcome, hits) = ruleset.apply_with(&line, Some(&prefixed), Some(memory));
             if outcome == Outcome::Skipped {
                 continue;
             }
@@ -109,7 +146,7 @@ pub fn check<R: BufRead>(
                 counts[index][hit] += 1;
             }
             match outcome {
-                Outcome::Scored { address, score } => match board.add(address, score, 0) {
+                Outcome::Scored { address, score } => match board.add(address, score, now_ms) {
                     Scored::Ignored => report.ignored_local += 1,
                     Scored::Crossed(_) => {
                         let _: u64 = *blocked_at.entry(address).or_insert(report.lines);
@@ -117,6 +154,17 @@ pub fn check<R: BufRead>(
                     Scored::Below(_) | Scored::Above(_) => {}
                 },
                 Outcome::BadAddress { .. } => report.bad_addresses += 1,
+                Outcome::Ambiguous { first, last, .. } => {
+                    report.ambiguous += 1;
+                    if report.ambiguous_lines.len() < MAX_UNMATCHED {
+                        report.ambiguous_lines.push(AmbiguousLine {
+                            line: report.lines,
+                            ruleset: ruleset.name.clone(),
+                            first,
+                            last,
+                        });
+                    }
+                }
                 Outcome::NoScore | Outcome::Skipped => {}
             }
             if ruleset.last {
@@ -129,6 +177,15 @@ pub fn check<R: BufRead>(
             report.unmatched.push((report.lines, line.into_owned()));
         }
     }
+    let SessionStats {
+        remembered,
+        recalled,
+        evicted,
+        ..
+    } = sessions.stats();
+    report.sessions_remembered = remembered;
+    report.sessions_recalled = recalled;
+    report.sessions_evicted = evicted;
     // Every rule, in file order, with its count (zero included: a rule that never fires is
     // worth seeing).
     for (index, ruleset) in rulesets.iter().enumerate() {
@@ -153,15 +210,61 @@ pub fn check<R: BufRead>(
     Ok(report)
 }
 
+/// Log time as milliseconds for the score board: lines' own times, the year filled in.
+struct LogClock {
+    this_year: i32,
+    now_unix: i64,
+    /// The year of the last line without one, and its month (to see the months wrap).
+    year: Option<(i32, u8)>,
+    last_ms: u64,
+}
+
+impl LogClock {
+    fn new(now_unix: u64) -> Self {
+        let now_unix = i64::try_from(now_unix).unwrap_or(i64::MAX);
+        let this_year = LogTime::from_unix_seconds(now_unix).year.unwrap_or(1970);
+        Self {
+            this_year,
+            now_unix,
+            year: None,
+            last_ms: 0,
+        }
+    }
+
+    /// Milliseconds since the epoch of a line's time (the last one when it has none). Never
+    /// goes back: a line out of order counts at the time already reached.
+    fn at(&mut self, time: Option<LogTime>) -> u64 {
+        let Some(time) = time else {
+            return self.last_ms;
+        };
+        let year = time.year.unwrap_or_else(|| match self.year {
+            // December, then January: the next year.
+            Some((year, month)) if time.month + 6 < month => year + 1,
+            Some((year, _)) => year,
+            None if time.unix(self.this_year) > self.now_unix + 86_400 => self.this_year - 1,
+            None => self.this_year,
+        });
+        if time.year.is_none() {
+            self.year = Some((year, time.month));
+        }
+        let seconds = u64::try_from(time.unix(year)).unwrap_or(0);
+        let ms = seconds * 1000 + u64::from(time.nanos / 1_000_000);
+        self.last_ms = self.last_ms.max(ms);
+        self.last_ms
+    }
+}
+
 /// The human form of a report.
 pub fn format_report(report: &CheckReport, threshold: i64) -> String {
     let mut out = format!(
-        "{} lines read, {} matched ({} truncated, {} not UTF-8), {} matches without a usable address, {} local addresses ignored\n\nMatches per rule:\n",
+        "{} lines read ({} with a time), {} matched ({} truncated, {} not UTF-8), {} matches without a usable address, {} ambiguous (not scored), {} local addresses ignored\n\nMatches per rule:\n",
         report.lines,
+        report.timed_lines,
         report.matched_lines,
         report.truncated_lines,
         report.invalid_utf8_lines,
         report.bad_addresses,
+        report.ambiguous,
         report.ignored_local
     );
     for rule in &report.rules {
@@ -182,6 +285,16 @@ pub fn format_report(report: &CheckReport, threshold: i64) -> String {
             .blocked_at_line
             .map_or_else(String::new, |line| format!("  blocked at line {line}"));
         let _ = writeln!(out, "  {:>6}  {}{when}", address.score, address.address);
+    }
+    if !report.ambiguous_lines.is_empty() {
+        out.push_str("\nAmbiguous lines (the text around the address occurs more than once; nothing scored):\n");
+        for line in &report.ambiguous_lines {
+            let _ = writeln!(
+                out,
+                "  {}: {}: {} or {}",
+                line.line, line.ruleset, line.first, line.last
+            );
+        }
     }
     if !report.unmatched.is_empty() {
         out.push_str("\nUnmatched lines:\n");

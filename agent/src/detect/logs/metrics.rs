@@ -34,6 +34,39 @@ pub fn render(stats: &LogStats) -> String {
         "Source addresses with a log score in the window.",
     );
     scored.add(&[], stats.scored_addresses);
+    let mut ambiguous = MetricFamily::new(
+        "xdpguard_log_ambiguous_lines_total",
+        Kind::Counter,
+        "Matched lines not scored because the text around the address occurs more than once (an attacker may have written one of them), by ruleset.",
+    );
+    for (ruleset, count) in &stats.ambiguous {
+        ambiguous.add(&[("ruleset", ruleset)], *count);
+    }
+    let mut sessions = MetricFamily::new(
+        "xdpguard_log_sessions",
+        Kind::Gauge,
+        "Sessions (sshd pids, dovecot sessions, ...) whose address multi-line rules remember.",
+    );
+    sessions.add(&[], stats.sessions.tracked);
+    let mut sessions_bytes = MetricFamily::new(
+        "xdpguard_log_sessions_bytes",
+        Kind::Gauge,
+        "About how much memory the remembered sessions take.",
+    );
+    sessions_bytes.add(&[], stats.sessions_bytes);
+    let mut session_events = MetricFamily::new(
+        "xdpguard_log_session_events_total",
+        Kind::Counter,
+        "Multi-line rules' session memory: addresses remembered, recalled for a line without one, recalls that found none, sessions evicted for room.",
+    );
+    for (event, count) in [
+        ("remembered", stats.sessions.remembered),
+        ("recalled", stats.sessions.recalled),
+        ("missed", stats.sessions.missed),
+        ("evicted", stats.sessions.evicted),
+    ] {
+        session_events.add(&[("event", event)], count);
+    }
     let mut refused = MetricFamily::new(
         "xdpguard_log_input_refused_total",
         Kind::Counter,
@@ -67,7 +100,18 @@ pub fn render(stats: &LogStats) -> String {
         open.add(&[("input", input)], *value);
     }
     exposition::render(vec![
-        lines, truncated, matches, scored, refused, restarts, exits, open,
+        lines,
+        truncated,
+        matches,
+        scored,
+        ambiguous,
+        sessions,
+        sessions_bytes,
+        session_events,
+        refused,
+        restarts,
+        exits,
+        open,
     ])
 }
 
@@ -84,6 +128,15 @@ pub(crate) mod tests {
             truncated: BTreeMap::from([("auth".into(), 1)]),
             matches: BTreeMap::from([(("sshd".into(), "failed password".into()), 4)]),
             scored_addresses: 2,
+            ambiguous: BTreeMap::from([("nginx".into(), 5)]),
+            sessions: crate::detect::logs::correlate::SessionStats {
+                tracked: 3,
+                remembered: 9,
+                recalled: 4,
+                missed: 1,
+                evicted: 2,
+            },
+            sessions_bytes: 600,
             refused: BTreeMap::from([(("auth".into(), "fifo".into()), 1)]),
             restarts: BTreeMap::from([("journal".into(), 3)]),
             exits: BTreeMap::from([("journal".into(), 4)]),
@@ -106,5 +159,9 @@ pub(crate) mod tests {
         assert!(logs.contains("xdpguard_log_input_restarts_total{input=\"journal\"} 3\n"));
         assert!(logs.contains("xdpguard_log_input_exits_total{input=\"journal\"} 4\n"));
         assert!(logs.contains("xdpguard_log_input_open{input=\"auth\"} 0\n"));
+        assert!(logs.contains("xdpguard_log_ambiguous_lines_total{ruleset=\"nginx\"} 5\n"));
+        assert!(logs.contains("xdpguard_log_sessions 3\n"));
+        assert!(logs.contains("xdpguard_log_session_events_total{event=\"recalled\"} 4\n"));
+        assert!(logs.contains("xdpguard_log_session_events_total{event=\"evicted\"} 2\n"));
     }
 }

@@ -8,10 +8,12 @@
 //! `journal`), and each round reads a bounded slice of every input, then publishes the
 //! counters and looks at its commands, so a burst delays neither a scrape nor a stop.
 pub mod config;
+pub mod correlate;
 pub mod input;
 pub mod journal;
 pub mod metrics;
 pub mod offenders;
+pub mod prefix;
 pub mod ruleset;
 pub mod score;
 
@@ -27,13 +29,14 @@ use serde::{Deserialize, Serialize};
 
 use self::{
     config::{InputConfig, InputSource},
+    correlate::{SessionLimits, SessionStats, Sessions},
     input::{
         FileFollower, PipeFollower, Progress, Refusals, Start, StreamReader, Waker,
         read_regular_file, replace_file,
     },
     journal::{JournalReader, JournalSpec},
     offenders::{Offenders, ScoringConfig},
-    ruleset::{Outcome, Ruleset, apply_all},
+    ruleset::{Outcome, Ruleset, apply_all_with},
     score::{ScoreBoard, Scored},
 };
 use crate::{
@@ -60,6 +63,11 @@ pub struct LogStats {
     /// (ruleset, rule) → matches.
     pub matches: BTreeMap<(String, String), u64>,
     pub scored_addresses: u64,
+    /// Ruleset → lines with a score whose address could be at more than one place.
+    pub ambiguous: BTreeMap<String, u64>,
+    /// The session memory of multi-line rules.
+    pub sessions: SessionStats,
+    pub sessions_bytes: u64,
     /// (input, what its path named) → refusals.
     pub refused: BTreeMap<(String, String), u64>,
     /// Input → child processes started again (journal).
@@ -216,6 +224,8 @@ pub struct LogScoring {
     rulesets: Vec<Ruleset>,
     inputs: Vec<Input>,
     board: ScoreBoard,
+    /// Addresses remembered by multi-line rules.
+    sessions: Sessions,
     scoring: ScoringConfig,
     positions_file: PathBuf,
     saved: BTreeMap<String, Position>,
@@ -253,6 +263,7 @@ impl LogScoring {
             rulesets: Vec::new(),
             inputs: Vec::new(),
             board: ScoreBoard::new(scoring.board),
+            sessions: Sessions::new(SessionLimits::default()),
             scoring,
             positions_file,
             saved,
@@ -331,6 +342,7 @@ impl LogScoring {
             let rulesets: Vec<&Ruleset> =
                 input.rulesets.iter().map(|&i| &self.rulesets[i]).collect();
             let board = &mut self.board;
+            let sessions = &mut self.sessions;
             let offenders = &mut self.offenders;
             let scoring = &self.scoring;
             let counters = &mut self.counters;
@@ -338,12 +350,17 @@ impl LogScoring {
             let result = input.follower.poll(&mut |bytes| {
                 lines += 1;
                 let line = String::from_utf8_lossy(bytes);
-                for (matched, outcome, hits) in apply_all(rulesets.iter().copied(), &line) {
+                for (matched, outcome, hits) in
+                    apply_all_with(rulesets.iter().copied(), &line, Some(sessions), now_ms)
+                {
                     for hit in hits {
                         *counters
                             .matches
                             .entry((matched.name.clone(), hit.to_owned()))
                             .or_default() += 1;
+                    }
+                    if matches!(outcome, Outcome::Ambiguous { .. }) {
+                        *counters.ambiguous.entry(matched.name.clone()).or_default() += 1;
                     }
                     if let Outcome::Scored { address, score } = outcome
                         && let Scored::Crossed(total) = board.add(address, score, now_ms)
@@ -399,6 +416,8 @@ impl LogScoring {
     fn publish(&mut self) {
         let counters = &mut self.counters;
         counters.scored_addresses = self.board.len() as u64;
+        counters.sessions = self.sessions.stats();
+        counters.sessions_bytes = self.sessions.approximate_bytes() as u64;
         counters.open.clear();
         for input in &self.inputs {
             let name = &input.config.name;

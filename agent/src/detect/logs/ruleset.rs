@@ -28,6 +28,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use super::{
+    correlate::Sessions,
+    prefix::{self, Prefixed},
+};
 use regex_automata::{
     Input, MatchKind, PatternID, PatternSet, Span, meta,
     util::{prefilter::Prefilter, syntax},
@@ -282,6 +286,11 @@ struct RawMatch {
     score: Option<i64>,
     enabled: bool,
     last: bool,
+    /// The modes' tags that switch the rule on (none: on in every mode).
+    tags: Vec<String>,
+    /// Key templates: keep the address under this key / take it from there.
+    remember: Option<String>,
+    recall: Option<String>,
 }
 
 #[derive(Debug)]
@@ -300,6 +309,13 @@ struct RawRuleset {
     name_line: usize,
     first: RawMatch,
     rules: Vec<RawRule>,
+    /// The programs whose messages it reads (`prefix::program_matches` patterns); empty: it
+    /// reads whole lines.
+    programs: Vec<String>,
+    /// Mode name → the tags it switches on, in file order.
+    modes: Vec<(String, Vec<String>)>,
+    /// `default_mode`, or `normal` when there is one, or the first mode.
+    default_mode: Option<(String, usize)>,
 }
 
 impl RawRuleset {
@@ -321,8 +337,10 @@ struct RawFile {
     rulesets: Vec<RawRuleset>,
 }
 
-const MATCH_KEYS: [&str; 8] = [
+const MATCH_KEYS: [&str; 10] = [
     "match",
+    "remember",
+    "recall",
     "target",
     "ignore_case",
     "negated",
@@ -430,6 +448,36 @@ impl Doc<'_> {
         }
     }
 
+    /// An array of strings.
+    fn strings(
+        &self,
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+        at: &str,
+    ) -> Result<Vec<String>, RulesetError> {
+        let DeValue::Array(items) = value.get_ref() else {
+            return Err(self.syntax(
+                &value.span(),
+                format_args!(
+                    "{at}`{key}` must be an array of strings, not {}",
+                    value.get_ref().type_str()
+                ),
+            ));
+        };
+        items
+            .iter()
+            .map(|item| self.string(item, key, at))
+            .collect()
+    }
+
+    fn syntax_at(&self, line: usize, message: impl fmt::Display) -> RulesetError {
+        RulesetError::Syntax {
+            path: self.path.to_path_buf(),
+            line,
+            message: message.to_string(),
+        }
+    }
+
     fn boolean(
         &self,
         value: &Spanned<DeValue<'_>>,
@@ -468,9 +516,58 @@ impl Doc<'_> {
         );
         let mut first = MatchBuilder::default();
         let mut rules = Vec::new();
+        let mut programs = Vec::new();
+        let mut modes = Vec::new();
+        let mut modes_line = 0;
+        let mut default_mode = None;
         for (key, value) in Self::entries(table) {
             match key.get_ref().as_ref() {
                 "name" => {}
+                "programs" => {
+                    programs = self.strings(value, "programs", &at)?;
+                    if programs.is_empty() {
+                        return Err(self.syntax(
+                            &value.span(),
+                            format_args!("{at}`programs` is empty: name one, or leave it out to read whole lines"),
+                        ));
+                    }
+                    if let Some(bad) = programs
+                        .iter()
+                        .find(|p| p.is_empty() || p.contains([' ', '[', ']', ':']))
+                    {
+                        return Err(self.syntax(
+                            &value.span(),
+                            format_args!("{at}`programs`: {bad:?} is not a program name (no spaces, brackets or colons; `*` for any run of characters)"),
+                        ));
+                    }
+                }
+                "modes" => {
+                    modes_line = self.line(value.span().start);
+                    let DeValue::Table(table) = value.get_ref() else {
+                        return Err(self.syntax(
+                            &value.span(),
+                            format_args!("{at}`modes` must be a table of tag lists such as {{ normal = [], aggressive = [\"ddos\"] }}, not {}", value.get_ref().type_str()),
+                        ));
+                    };
+                    for (mode, tags) in Self::entries(table) {
+                        let tags = self.strings(tags, &format!("modes.{}", mode.get_ref()), &at)?;
+                        modes.push((mode.get_ref().to_string(), tags));
+                    }
+                }
+                "default_mode" => {
+                    default_mode = Some((
+                        self.string(value, "default_mode", &at)?,
+                        self.line(value.span().start),
+                    ));
+                }
+                "tags" => {
+                    return Err(self.syntax(
+                        &key.span(),
+                        format_args!(
+                            "{at}`tags` belong on rules ([[ruleset.rule]]), not on the ruleset"
+                        ),
+                    ));
+                }
                 "rule" => {
                     for (rule_span, rule) in
                         self.tables(value, &format!("{at}`rule`"), "[[ruleset.rule]]")?
@@ -483,7 +580,7 @@ impl Doc<'_> {
                     return Err(self.syntax(
                         &key.span(),
                         format_args!(
-                            "{at}unknown key `{name}`; a ruleset takes name, {} and [[ruleset.rule]] tables",
+                            "{at}unknown key `{name}`; a ruleset takes name, programs, modes, default_mode, {} and [[ruleset.rule]] tables",
                             MATCH_KEYS.join(", ")
                         ),
                     ));
@@ -493,12 +590,60 @@ impl Doc<'_> {
         let Some((name, name_line)) = named else {
             return Err(self.syntax(&span, "ruleset: missing `name`"));
         };
+        // With programs, the prefix layer is the first match: a `match` then only narrows
+        // it, on the message.
+        if !programs.is_empty() && first.pattern.is_none() {
+            first.pattern = Some((String::new(), self.line(span.start)));
+        }
+        let first = first.finish(self, &span, &at)?;
+        if let Some(default) = &default_mode
+            && !modes.iter().any(|(m, _)| *m == default.0)
+        {
+            return Err(self.syntax_at(
+                default.1,
+                format_args!("{at}`default_mode` {:?} is not one of its modes", default.0),
+            ));
+        }
+        let default_mode = default_mode.or_else(|| {
+            modes
+                .iter()
+                .find(|(m, _)| m == "normal")
+                .or_else(|| modes.first())
+                .map(|(m, _)| (m.clone(), modes_line))
+        });
+        for rule in &rules {
+            if let Some(tag) = rule
+                .matcher
+                .tags
+                .iter()
+                .find(|tag| !modes.iter().any(|(_, tags)| tags.contains(tag)))
+            {
+                return Err(self.syntax_at(
+                    rule.line,
+                    format_args!("{at}rule {:?}: tag {tag:?} is in none of the ruleset's modes, so the rule never runs", rule.name),
+                ));
+            }
+        }
+        for (mode, tags) in &modes {
+            if let Some(tag) = tags
+                .iter()
+                .find(|tag| !rules.iter().any(|r| r.matcher.tags.contains(tag)))
+            {
+                return Err(self.syntax_at(
+                    modes_line,
+                    format_args!("{at}mode {mode:?}: no rule has tag {tag:?}"),
+                ));
+            }
+        }
         Ok(RawRuleset {
-            first: first.finish(self, &span, &at)?,
+            first,
             line: self.line(span.start),
             name,
             name_line,
             rules,
+            programs,
+            modes,
+            default_mode,
         })
     }
 
@@ -516,15 +661,17 @@ impl Doc<'_> {
             None => format!("{ruleset}, rule: "),
         };
         let mut matcher = MatchBuilder::default();
+        let mut tags = Vec::new();
         for (key, value) in Self::entries(table) {
             match key.get_ref().as_ref() {
                 "name" => {}
+                "tags" => tags = self.strings(value, "tags", &at)?,
                 name if MATCH_KEYS.contains(&name) => matcher.key(self, name, value, &at)?,
                 name => {
                     return Err(self.syntax(
                         &key.span(),
                         format_args!(
-                            "{at}unknown key `{name}`; a rule takes name, {}",
+                            "{at}unknown key `{name}`; a rule takes name, tags, {}",
                             MATCH_KEYS.join(", ")
                         ),
                     ));
@@ -534,10 +681,12 @@ impl Doc<'_> {
         let Some((name, _)) = named else {
             return Err(self.syntax(&span, format_args!("{at}missing `name`")));
         };
+        let mut matcher = matcher.finish(self, &span, &at)?;
+        matcher.tags = tags;
         Ok(RawRule {
             name,
             line: self.line(span.start),
-            matcher: matcher.finish(self, &span, &at)?,
+            matcher,
         })
     }
 
@@ -573,6 +722,8 @@ struct MatchBuilder {
     score: Option<i64>,
     enabled: Option<bool>,
     last: bool,
+    remember: Option<String>,
+    recall: Option<String>,
 }
 
 impl MatchBuilder {
@@ -593,6 +744,21 @@ impl MatchBuilder {
                 let target = doc.string(value, key, at)?;
                 doc.check_length(value, &target, at)?;
                 self.target = Some(target);
+            }
+            "remember" | "recall" => {
+                let template = doc.string(value, key, at)?;
+                doc.check_length(value, &template, at)?;
+                if !template.contains("${") {
+                    return Err(doc.syntax(
+                        &value.span(),
+                        format_args!("{at}`{key}` {template:?} names no variable: a session key is a template such as '${{pid}}'"),
+                    ));
+                }
+                if key == "remember" {
+                    self.remember = Some(template);
+                } else {
+                    self.recall = Some(template);
+                }
             }
             "ignore_case" => self.ignore_case = doc.boolean(value, key, at)?,
             "negated" => self.negated = doc.boolean(value, key, at)?,
@@ -661,6 +827,9 @@ impl MatchBuilder {
             score: self.score,
             enabled: self.enabled.unwrap_or(true),
             last: self.last,
+            tags: Vec::new(),
+            remember: self.remember,
+            recall: self.recall,
         })
     }
 }
@@ -879,6 +1048,23 @@ pub struct Matcher {
     /// touched. With many rulesets most of them do not apply to a line, and this is what
     /// they cost.
     required: Option<Prefilter>,
+    /// The modes' tags that switch it on (none: always on).
+    tags: Vec<String>,
+    remember: Option<String>,
+    recall: Option<String>,
+    /// For a pattern that captures `address`: the same pattern with greedy and lazy swapped,
+    /// and the `address` group's index in each. Greedy repetitions put the address at its
+    /// last possible place, lazy ones at its first; when the two differ, the fixed text
+    /// around the address occurs more than once and the line alone cannot say which address
+    /// the daemon wrote.
+    swapped: Option<Swapped>,
+}
+
+#[derive(Clone, Debug)]
+struct Swapped {
+    regex: meta::Regex,
+    group: usize,
+    original_group: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -904,6 +1090,14 @@ pub enum Outcome {
         address: IpAddr,
         score: i64,
     },
+    /// Matched with a score, but the fixed text around the address occurs more than once in
+    /// the line, so any of the places could be the one the daemon wrote: nothing is scored.
+    /// The address at its first and at its last possible place.
+    Ambiguous {
+        score: i64,
+        first: String,
+        last: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -914,6 +1108,14 @@ pub struct Ruleset {
     rules: Vec<Matcher>,
     /// Stop the rulesets after this one when it matched.
     pub last: bool,
+    /// The programs whose messages it reads; empty: whole lines.
+    programs: Vec<String>,
+    /// Mode name → its tags.
+    modes: Vec<(String, Vec<String>)>,
+    /// The mode it runs in (a name in `modes`).
+    mode: Option<String>,
+    /// Per rule: on in this mode.
+    active: Vec<bool>,
     /// When every rule reads the same one-variable target and sets no defaults (the usual
     /// shape), all rule patterns in one set: one pass over the target says which rules can
     /// match, and only those run their captures.
@@ -1074,10 +1276,35 @@ impl Matcher {
         if let Some(required) = &required {
             budget.count(required.memory_usage(), at)?;
         }
+        let groups = group_names(&regex);
+        let swapped = match groups.iter().find(|(_, n)| n == "address") {
+            Some(&(original_group, _)) => {
+                let swapped = budget.regex(
+                    &format!("(?U)(?:{})", raw.pattern),
+                    raw.ignore_case,
+                    budget.config().onepass(false),
+                    at,
+                )?;
+                let group = group_names(&swapped)
+                    .into_iter()
+                    .find(|(_, n)| n == "address")
+                    .map_or(original_group, |(i, _)| i);
+                Some(Swapped {
+                    regex: swapped,
+                    group,
+                    original_group,
+                })
+            }
+            None => None,
+        };
         Ok(Self {
+            tags: raw.tags,
+            remember: raw.remember,
+            recall: raw.recall,
+            swapped,
             name: name.to_owned(),
             required,
-            groups: group_names(&regex),
+            groups,
             pattern: raw.pattern,
             ignore_case: raw.ignore_case,
             tail,
@@ -1094,10 +1321,40 @@ impl Matcher {
     fn captures_address(&self) -> bool {
         self.groups.iter().any(|(_, n)| n == "address")
             || self.defaults.iter().any(|(k, _)| k == "address")
+            || self.recall.is_some()
     }
 
-    /// Run against `line` (or the target template), updating `vars`. Whether it succeeded.
-    fn run(&self, line: &str, vars: &mut Vars) -> bool {
+    /// After the match succeeded: take a remembered address, keep this one.
+    fn correlate(&self, ruleset: &str, vars: &mut Vars, memory: &mut Option<Memory<'_>>) {
+        let Some(memory) = memory else {
+            return;
+        };
+        // A variable the line did not capture: no session to speak of.
+        let key = |template: &str, vars: &Vars| {
+            let key = substitute(template, vars);
+            (!key.contains("${")).then_some(key)
+        };
+        if let Some(template) = &self.recall
+            && !vars.contains_key("address")
+            && let Some(key) = key(template, vars)
+            && let Some(address) = memory.sessions.recall(ruleset, &key, memory.now_ms)
+        {
+            let _: Option<String> = vars.insert("address".to_owned(), address);
+        }
+        if let Some(template) = &self.remember
+            && let Some(key) = key(template, vars)
+            && let Some(address) = vars.get("address")
+        {
+            let address = address.clone();
+            memory
+                .sessions
+                .remember(ruleset, &key, &address, memory.now_ms);
+        }
+    }
+
+    /// Run against `line` (or the target template), updating `vars`. Whether it succeeded;
+    /// `ambiguous` gets the address at its first and last possible place when they differ.
+    fn run(&self, line: &str, vars: &mut Vars, ambiguous: &mut Option<(String, String)>) -> bool {
         // The common target is one whole variable: move it out and back instead of building
         // a new string.
         let mut taken: Option<(String, String)> = None;
@@ -1144,11 +1401,43 @@ impl Matcher {
         } else {
             capture_into(&self.regex, &self.groups, haystack, vars).is_some()
         };
+        if matched
+            && !self.negated
+            && let Some(swapped) = &self.swapped
+            && let Some(places) = swapped.places(&self.regex, haystack)
+        {
+            *ambiguous = Some(places);
+        }
         if let Some((name, value)) = taken {
             // A capture of the same name, made just now, wins.
             vars.insert_if_absent(name, value);
         }
         matched != self.negated
+    }
+}
+
+/// Session memory lent to one line's run, and the line's time.
+pub struct Memory<'a> {
+    pub sessions: &'a mut Sessions,
+    pub now_ms: u64,
+}
+
+impl Swapped {
+    /// The address at its first and last possible place in `haystack`, when they differ.
+    fn places(&self, original: &meta::Regex, haystack: &str) -> Option<(String, String)> {
+        let span = |regex: &meta::Regex, group: usize| {
+            let mut captures = regex.create_captures();
+            regex.captures(haystack, &mut captures);
+            captures.get_group(group)
+        };
+        let last = span(original, self.original_group)?;
+        let first = span(&self.regex, self.group)?;
+        (first.start != last.start).then(|| {
+            (
+                haystack[first.range()].to_owned(),
+                haystack[last.range()].to_owned(),
+            )
+        })
     }
 }
 
@@ -1164,10 +1453,67 @@ impl Ruleset {
     /// [`Ruleset::apply`], the matches that succeeded given by their index in
     /// [`Ruleset::match_names`]: counters kept per index need no name per hit.
     pub fn apply_indexed(&self, line: &str) -> (Outcome, Vec<usize>) {
+        if self.programs.is_empty() {
+            self.apply_prefixed(line, None)
+        } else {
+            self.apply_prefixed(line, Some(&prefix::parse(line)))
+        }
+    }
+
+    /// [`Ruleset::apply_indexed`] with the line's prefix parsed already (once for all
+    /// rulesets); `None` is fine for a ruleset that reads whole lines.
+    pub fn apply_prefixed(
+        &self,
+        line: &str,
+        prefixed: Option<&Prefixed<'_>>,
+    ) -> (Outcome, Vec<usize>) {
+        self.apply_with(line, prefixed, None)
+    }
+
+    /// [`Ruleset::apply_prefixed`] with session memory for `remember` and `recall` (without
+    /// it, `recall` finds nothing and `remember` keeps nothing).
+    pub fn apply_with(
+        &self,
+        line: &str,
+        prefixed: Option<&Prefixed<'_>>,
+        mut memory: Option<Memory<'_>>,
+    ) -> (Outcome, Vec<usize>) {
         let mut vars = Vars::default();
-        if !self.first.run(line, &mut vars) {
+        let mut haystack = line;
+        if !self.programs.is_empty() {
+            let parsed;
+            let prefixed = match prefixed {
+                Some(prefixed) => prefixed,
+                None => {
+                    parsed = prefix::parse(line);
+                    &parsed
+                }
+            };
+            let Some(program) = prefixed.program else {
+                return (Outcome::Skipped, Vec::new());
+            };
+            if !self
+                .programs
+                .iter()
+                .any(|pattern| prefix::program_matches(pattern, program))
+            {
+                return (Outcome::Skipped, Vec::new());
+            }
+            haystack = prefixed.message;
+            let _: Option<String> = vars.insert("msg".to_owned(), haystack.to_owned());
+            let _: Option<String> = vars.insert("program".to_owned(), program.to_owned());
+            if let Some(pid) = prefixed.pid {
+                let _: Option<String> = vars.insert("pid".to_owned(), pid.to_owned());
+            }
+            if let Some(host) = prefixed.host {
+                let _: Option<String> = vars.insert("host".to_owned(), host.to_owned());
+            }
+        }
+        let mut ambiguous = None;
+        if !self.first.run(haystack, &mut vars, &mut ambiguous) {
             return (Outcome::Skipped, Vec::new());
         }
+        self.first.correlate(&self.name, &mut vars, &mut memory);
         let mut hits = vec![0];
         let mut score = self.first.score;
         // Without the variable the targets are the literal template: no shortcut then.
@@ -1179,12 +1525,16 @@ impl Ruleset {
             })
         });
         for (index, rule) in self.rules.iter().enumerate() {
+            if !self.active[index] {
+                continue;
+            }
             let succeeded = match &candidates {
                 // Not in the set: the pattern does not match, so only a negated rule succeeds.
                 Some(set) if !set.contains(PatternID::must(index)) => rule.negated,
-                _ => rule.run(line, &mut vars),
+                _ => rule.run(haystack, &mut vars, &mut ambiguous),
             };
             if succeeded {
+                rule.correlate(&self.name, &mut vars, &mut memory);
                 hits.push(index + 1);
                 if let Some(add) = rule.score {
                     score = Some(score.unwrap_or(0) + add);
@@ -1197,6 +1547,9 @@ impl Ruleset {
         let Some(score) = score else {
             return (Outcome::NoScore, hits);
         };
+        if let Some((first, last)) = ambiguous {
+            return (Outcome::Ambiguous { score, first, last }, hits);
+        }
         let text = vars.remove("address");
         let outcome = match text.as_deref().map(|t| t.trim().parse::<IpAddr>()) {
             // IPv4-mapped IPv6 (`::ffff:a.b.c.d`, as vsftpd writes) is the IPv4 address.
@@ -1223,6 +1576,65 @@ impl Ruleset {
     /// Rules (first match included) by name, in order.
     pub fn match_names(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.first.name.as_str()).chain(self.rules.iter().map(|r| r.name.as_str()))
+    }
+
+    /// The programs it reads (empty: whole lines).
+    pub fn programs(&self) -> &[String] {
+        &self.programs
+    }
+
+    /// Its modes, in file order.
+    pub fn modes(&self) -> impl Iterator<Item = &str> {
+        self.modes.iter().map(|(m, _)| m.as_str())
+    }
+
+    /// The mode it runs in, when it has modes.
+    pub fn mode(&self) -> Option<&str> {
+        self.mode.as_deref()
+    }
+
+    /// Run in `mode` from now on: rules without tags, and rules with a tag of the mode.
+    ///
+    /// # Errors
+    /// The ruleset has no such mode: the message lists the ones it has.
+    pub fn set_mode(&mut self, mode: &str) -> Result<(), String> {
+        let Some((_, tags)) = self.modes.iter().find(|(m, _)| m == mode) else {
+            let known: Vec<&str> = self.modes().collect();
+            return Err(if known.is_empty() {
+                format!("ruleset {:?} has no modes (asked for {mode:?})", self.name)
+            } else {
+                format!(
+                    "ruleset {:?} has no mode {mode:?}; it has {}",
+                    self.name,
+                    known.join(", ")
+                )
+            });
+        };
+        self.active = self
+            .rules
+            .iter()
+            .map(|rule| rule.tags.is_empty() || rule.tags.iter().any(|t| tags.contains(t)))
+            .collect();
+        self.mode = Some(mode.to_owned());
+        Ok(())
+    }
+
+    /// Whether rule `name` runs in the current mode (the first match always does).
+    pub fn is_active(&self, name: &str) -> bool {
+        name == self.first.name
+            || self
+                .rules
+                .iter()
+                .zip(&self.active)
+                .any(|(rule, on)| *on && rule.name == name)
+    }
+
+    /// (rule name, pattern) of the matches that take `address` from their pattern.
+    pub fn address_patterns(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::once(&self.first)
+            .chain(self.rules.iter())
+            .filter(|m| m.swapped.is_some())
+            .map(|m| (m.name.as_str(), m.pattern.as_str()))
     }
 }
 
@@ -1274,14 +1686,31 @@ fn compile_ruleset(
         ));
     }
     let prefilter = prefilter(&rules, budget);
-    Ok(Some(Ruleset {
+    let active = vec![true; rules.len()];
+    let mut ruleset = Ruleset {
         name: raw.name,
         file: path.to_path_buf(),
         first,
         rules,
         last,
         prefilter,
-    }))
+        programs: raw.programs,
+        modes: raw.modes,
+        mode: None,
+        active,
+    };
+    if let Some((mode, line)) = raw.default_mode {
+        ruleset
+            .set_mode(&mode)
+            .map_err(|message| RulesetError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                ruleset: ruleset.name.clone(),
+                rule: None,
+                message,
+            })?;
+    }
+    Ok(Some(ruleset))
 }
 
 /// The rules' patterns as one set, when they can share a single pass (see
@@ -1541,9 +1970,30 @@ pub fn apply_all<'r>(
     rulesets: impl IntoIterator<Item = &'r Ruleset>,
     line: &str,
 ) -> Vec<(&'r Ruleset, Outcome, Vec<&'r str>)> {
+    apply_all_with(rulesets, line, None, 0)
+}
+
+/// [`apply_all`] with session memory, at log time `now_ms`.
+pub fn apply_all_with<'r>(
+    rulesets: impl IntoIterator<Item = &'r Ruleset>,
+    line: &str,
+    mut sessions: Option<&mut Sessions>,
+    now_ms: u64,
+) -> Vec<(&'r Ruleset, Outcome, Vec<&'r str>)> {
     let mut out = Vec::new();
+    let mut prefixed = None;
     for ruleset in rulesets {
-        let (outcome, hits) = ruleset.apply(line);
+        let memory = sessions
+            .as_deref_mut()
+            .map(|sessions| Memory { sessions, now_ms });
+        let (outcome, hits) = if ruleset.programs.is_empty() {
+            ruleset.apply_with(line, None, memory)
+        } else {
+            let parsed = prefixed.get_or_insert_with(|| prefix::parse(line));
+            ruleset.apply_with(line, Some(parsed), memory)
+        };
+        let names: Vec<&str> = ruleset.match_names().collect();
+        let hits = hits.into_iter().map(|i| names[i]).collect();
         if outcome == Outcome::Skipped {
             continue;
         }
@@ -1980,7 +2430,9 @@ score = 100
         );
         let message = err("[[ruleset]]\nname = \"x\"\nmatch = 'a'\nscroe = 1\n");
         assert!(
-            message.contains("ruleset \"x\": unknown key `scroe`; a ruleset takes name, match,"),
+            message.contains(
+                "ruleset \"x\": unknown key `scroe`; a ruleset takes name, programs, modes, default_mode, match,"
+            ),
             "{message}"
         );
         let message = err(
@@ -2177,5 +2629,174 @@ score = 1
         let mut vars = Vars::default();
         let _ = vars.insert("a".to_owned(), "1".to_owned());
         assert_eq!(substitute("${a}-${b}-${", &vars), "1-${b}-${");
+    }
+
+    const PROGRAMS: &str = r#"
+[[ruleset]]
+name = "sshd"
+programs = ["sshd", "sshd-session"]
+[ruleset.modes]
+normal = []
+aggressive = ["aggressive"]
+
+[[ruleset.rule]]
+name = "failed"
+match = '^Failed password for (?:invalid user )?.* from (?P<address>[0-9a-f.:]+) port \d+ ssh2(?:: .*)?$'
+score = 5
+last = true
+
+[[ruleset.rule]]
+name = "connection"
+match = '^Connection from (?P<address>[0-9a-f.:]+) port \d+ on \S+ port \d+$'
+remember = '${pid}'
+
+[[ruleset.rule]]
+name = "socket-failed"
+tags = ["aggressive"]
+match = '^fatal: Read from socket failed: .* \[preauth\]$'
+recall = '${pid}'
+score = 2
+"#;
+
+    #[test]
+    fn programs_read_the_message_of_any_prefix_and_only_their_programs() {
+        let sets = rulesets(PROGRAMS);
+        let expected = Outcome::Scored {
+            address: addr("203.0.113.5"),
+            score: 5,
+        };
+        for line in [
+            "Jan  5 01:31:41 www sshd[1643]: Failed password for root from 203.0.113.5 port 1 ssh2",
+            "2024-01-02T03:04:05+01:00 www sshd-session[7]: Failed password for root from 203.0.113.5 port 1 ssh2",
+            "<38>1 2024-01-02T03:04:05Z www sshd 7 - - Failed password for root from 203.0.113.5 port 1 ssh2",
+            "@400000005f5e1000000003e8 sshd[5]: Failed password for root from 203.0.113.5 port 1 ssh2",
+            "Mar 29 05:59:23 dusky sshd[2]: [ID 800047 auth.info] Failed password for root from 203.0.113.5 port 1 ssh2",
+        ] {
+            assert_eq!(
+                scored(&sets, line),
+                [("sshd".into(), expected.clone())],
+                "{line}"
+            );
+        }
+        // Another program, or the message inside another daemon's text: not ours.
+        assert!(scored(&sets, "Jan  5 01:31:41 www sshd-auth[1]: Failed password for root from 203.0.113.5 port 1 ssh2").is_empty());
+        assert!(scored(&sets, "Jan  5 01:31:41 www cron[1]: sshd[2]: Failed password for root from 203.0.113.5 port 1 ssh2").is_empty());
+    }
+
+    #[test]
+    fn an_address_the_fixed_text_allows_at_two_places_is_ambiguous_and_not_scored() {
+        let sets = rulesets(PROGRAMS);
+        let line = "Nov 11 08:04:52 h sshd[2737]: Failed password for invalid user test from 198.51.100.66 port 58946 ssh2: from 203.0.113.2 port 55555 ssh2";
+        assert_eq!(
+            scored(&sets, line),
+            [(
+                "sshd".into(),
+                Outcome::Ambiguous {
+                    score: 5,
+                    first: "198.51.100.66".into(),
+                    last: "203.0.113.2".into(),
+                }
+            )]
+        );
+        // A user name carrying the text before the address, but not the `: ` that could end
+        // the message early: only one place fits, the last, which sshd wrote.
+        let line = "Nov 11 08:04:52 h sshd[2737]: Failed password for x from 198.51.100.66 port 1 ssh2 from 203.0.113.2 port 2 ssh2";
+        assert_eq!(
+            scored(&sets, line),
+            [(
+                "sshd".into(),
+                Outcome::Scored {
+                    address: addr("203.0.113.2"),
+                    score: 5
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn modes_switch_tagged_rules_and_correlation_recalls_by_key() {
+        let mut sets = rulesets(PROGRAMS);
+        assert_eq!(sets[0].mode(), Some("normal"));
+        assert_eq!(
+            sets[0].modes().collect::<Vec<_>>(),
+            ["normal", "aggressive"]
+        );
+        assert!(
+            sets[0]
+                .set_mode("ddos")
+                .unwrap_err()
+                .contains("has no mode \"ddos\"")
+        );
+        let mut sessions = Sessions::new(super::super::correlate::SessionLimits::default());
+        let mut run = |sets: &[Ruleset], line: &str, now_ms: u64| {
+            apply_all_with(sets, line, Some(&mut sessions), now_ms)
+                .into_iter()
+                .map(|(_, o, _)| o)
+                .collect::<Vec<_>>()
+        };
+        let connect = "Nov 24 23:46:40 host sshd[32686]: Connection from 203.0.113.9 port 4 on 198.51.100.1 port 22";
+        let fatal = "Nov 24 23:46:43 host sshd[32686]: fatal: Read from socket failed: Connection reset by peer [preauth]";
+        let other = "Nov 24 23:46:43 host sshd[1]: fatal: Read from socket failed: Connection reset by peer [preauth]";
+        assert_eq!(run(&sets, connect, 0), [Outcome::NoScore]);
+        // Normal mode: the tagged rule does not run.
+        assert_eq!(run(&sets, fatal, 1000), [Outcome::NoScore]);
+        sets[0].set_mode("aggressive").unwrap();
+        assert_eq!(
+            run(&sets, fatal, 2000),
+            [Outcome::Scored {
+                address: addr("203.0.113.9"),
+                score: 2
+            }]
+        );
+        // Another pid: nothing remembered.
+        assert_eq!(
+            run(&sets, other, 2000),
+            [Outcome::BadAddress {
+                score: 2,
+                text: None
+            }]
+        );
+        // Past the TTL (10 minutes of log time): forgotten.
+        assert_eq!(
+            run(&sets, fatal, 601_000),
+            [Outcome::BadAddress {
+                score: 2,
+                text: None
+            }]
+        );
+    }
+
+    #[test]
+    fn modes_tags_and_programs_are_checked_at_their_lines() {
+        let cases = [
+            (
+                "[[ruleset]]\nname = \"a\"\nprograms = []\n",
+                "test.toml:3: ruleset \"a\": `programs` is empty",
+            ),
+            (
+                "[[ruleset]]\nname = \"a\"\nprograms = [\"ss hd\"]\n",
+                "test.toml:3: ruleset \"a\": `programs`: \"ss hd\" is not a program name",
+            ),
+            (
+                "[[ruleset]]\nname = \"a\"\nprograms = [\"x\"]\n[ruleset.modes]\nnormal = []\n[[ruleset.rule]]\nname = \"r\"\ntags = [\"ddos\"]\nmatch = '(?P<address>x)'\nscore = 1\n",
+                "test.toml:6: ruleset \"a\": rule \"r\": tag \"ddos\" is in none of the ruleset's modes",
+            ),
+            (
+                "[[ruleset]]\nname = \"a\"\nprograms = [\"x\"]\n[ruleset.modes]\nnormal = [\"typo\"]\n[[ruleset.rule]]\nname = \"r\"\nmatch = '(?P<address>x)'\nscore = 1\n",
+                "test.toml:4: ruleset \"a\": mode \"normal\": no rule has tag \"typo\"",
+            ),
+            (
+                "[[ruleset]]\nname = \"a\"\nprograms = [\"x\"]\ndefault_mode = \"fast\"\n[[ruleset.rule]]\nname = \"r\"\nmatch = '(?P<address>x)'\nscore = 1\n",
+                "test.toml:4: ruleset \"a\": `default_mode` \"fast\" is not one of its modes",
+            ),
+            (
+                "[[ruleset]]\nname = \"a\"\nprograms = [\"x\"]\n[[ruleset.rule]]\nname = \"r\"\nmatch = 'x'\nrecall = 'pid'\nscore = 1\n",
+                "test.toml:7: ruleset \"a\", rule \"r\": `recall` \"pid\" names no variable",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text, Path::new("test.toml")).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{err}\nexpected: {expected}");
+        }
     }
 }
