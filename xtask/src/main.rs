@@ -144,8 +144,14 @@ fn test(root: &Path) -> Result<()> {
         ],
     )?;
     setup::ebpf_clippy(root)?;
-    // Root-free unit and doc tests; the kernel tests are #[ignore]d here.
-    cargo(root, ["test", "--workspace", "--exclude", "xdpguard-ebpf"])?;
+    // Root-free unit and doc tests; the kernel tests are #[ignore]d here. setup installed
+    // fail2ban, so its annotated test logs must be there for the recall test.
+    let mut root_free = Command::new(env!("CARGO"));
+    root_free
+        .current_dir(root)
+        .args(["test", "--workspace", "--exclude", "xdpguard-ebpf"])
+        .env("XDPGUARD_REQUIRE_FAIL2BAN", "1");
+    status(&mut root_free)?;
     require_root("the kernel tests")?;
     // Kernel tests: real programs, maps and namespaces, one at a time.
     cargo(

@@ -113,6 +113,8 @@ pub(super) struct RawInput {
     #[serde(default)]
     pub(super) rulesets: Vec<Spanned<String>>,
     pub(super) start: Option<Spanned<String>>,
+    /// The mode its rulesets run in (those that have it).
+    pub(super) mode: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -9,7 +9,11 @@
 //!   pattern is not anchored at its end (`$`): attacker text in the catch-all can carry a
 //!   made-up address that matches first;
 //! - the address capture also matches host names (`\S+` and friends): a reverse-DNS name the
-//!   attacker controls can look like anything.
+//!   attacker controls can look like anything;
+//! - catch-alls both before and after the address capture: the address is then found only by
+//!   its position between them, and any line whose client text repeats the fixed text around
+//!   it is ambiguous (the daemon scores none of it, `check` lists it), so the rule is easy to
+//!   evade; anchor the address on fixed text up to the end of the line.
 use regex::Regex;
 
 use crate::detect::logs::ruleset::Ruleset;
@@ -80,6 +84,13 @@ pub fn check_pattern(pattern: &str, on_line: bool) -> Vec<String> {
             "a catch-all before the `address` capture and no `$` at the end: attacker text can carry an address that matches first".into(),
         );
     }
+    let after = &pattern[at + address.len()..];
+    if CATCH_ALLS.iter().any(|c| before.contains(c)) && CATCH_ALLS.iter().any(|c| after.contains(c))
+    {
+        problems.push(
+            "catch-alls before and after the `address` capture: only its position picks the address, so client text that repeats the words around it makes the line ambiguous (never scored); anchor the address on fixed text up to `$`".into(),
+        );
+    }
     if let Ok(probe) = Regex::new(&format!("^(?:{address})$"))
         && let Some(name) = HOST_NAMES.iter().find(|name| probe.is_match(name))
     {
@@ -135,6 +146,10 @@ mod tests {
         );
         // On a target (a variable the first match anchored), `^` is not required.
         assert!(check_pattern(r"from (?P<address>[0-9A-Fa-f:.]+)$", false).is_empty());
+        // Catch-alls on both sides: the address is found only by position.
+        let problems = check_pattern(r"^user .* from (?P<address>[0-9a-f.:]+) port .*$", true);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("before and after"));
         // No address capture: nothing to say.
         assert!(check_pattern(r".*", true).is_empty());
     }

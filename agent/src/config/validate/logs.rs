@@ -158,6 +158,7 @@ impl ConfigText<'_> {
                     .map(|name| name.get_ref().clone())
                     .collect(),
                 start_at_end,
+                mode: input.mode.as_ref().map(|m| m.get_ref().clone()),
             });
         }
         Ok(out)
@@ -265,6 +266,32 @@ impl ConfigText<'_> {
                 }
             }
         }
+        for input in &raw.inputs {
+            let input = input.get_ref();
+            let Some(mode) = &input.mode else {
+                continue;
+            };
+            let wanted: Vec<&str> = input
+                .rulesets
+                .iter()
+                .map(|n| n.get_ref().as_str())
+                .collect();
+            let mut read = scanned
+                .names()
+                .filter(|found| found.enabled)
+                .filter(|found| wanted.is_empty() || wanted.contains(&found.name));
+            if !read.any(|found| found.modes.iter().any(|m| m == mode.get_ref())) {
+                return Err(self.invalid(
+                    "inputs.mode",
+                    mode.span(),
+                    format_args!(
+                        "input {:?}: none of its rulesets has mode {:?}",
+                        input.name.get_ref(),
+                        mode.get_ref()
+                    ),
+                ));
+            }
+        }
         if !compile {
             return Ok(Vec::new());
         }
@@ -305,6 +332,7 @@ mod tests {
                 source: InputSource::File(PathBuf::from("/var/log/auth.log")),
                 rulesets: vec!["sshd".into()],
                 start_at_end: false,
+                mode: None,
             }]
         );
         let bad = text.replace("\"beginning\"", "\"middle\"");
@@ -395,6 +423,35 @@ mod tests {
         )
         .unwrap();
         (dir, path)
+    }
+
+    #[test]
+    fn an_input_mode_must_be_a_mode_of_one_of_its_rulesets() {
+        let (dir, path) = config_naming("mode", "sshd");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            dir.join("rulesets/moded.toml"),
+            "[[ruleset]]\nname = \"moded\"\nprograms = [\"x\"]\n[ruleset.modes]\nnormal = []\nloud = [\"loud\"]\n[[ruleset.rule]]\nname = \"r\"\ntags = [\"loud\"]\nmatch = '^(?P<address>[0-9.]+)$'\nscore = 1\n",
+        )
+        .unwrap();
+        std::fs::write(&path, format!("{text}mode = \"nosuch\"\n")).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}:8:", path.display())), "{err}");
+        assert!(
+            err.contains("inputs.mode: input \"auth\": none of its rulesets has mode \"nosuch\""),
+            "{err}"
+        );
+        // `loud` is a mode of `moded`, which the input does not read; with it, it loads.
+        std::fs::write(&path, format!("{text}mode = \"loud\"\n")).unwrap();
+        assert!(Config::load(&path).is_err());
+        let text = text.replace(
+            "rulesets = [\"sshd\", \"sshd\"]",
+            "rulesets = [\"sshd\", \"moded\"]",
+        );
+        std::fs::write(&path, format!("{text}mode = \"loud\"\n")).unwrap();
+        let (config, _) = Config::load_with_rulesets(&path).unwrap();
+        assert_eq!(config.inputs[0].mode.as_deref(), Some("loud"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -28,4 +28,6 @@ pub struct InputConfig {
     /// Start at the end of the file (default) rather than replaying it from the start; a
     /// saved position wins over both.
     pub start_at_end: bool,
+    /// The mode its rulesets run in, those that have it (the others run in their default).
+    pub mode: Option<String>,
 }

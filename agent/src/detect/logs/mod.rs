@@ -291,14 +291,26 @@ impl LogScoring {
             .map(|input| ((input.config.name, input.config.source), input.follower))
             .collect();
         self.rulesets = rulesets;
+        let shared = self.rulesets.len();
         for config in inputs {
-            let indices: Vec<usize> = self
-                .rulesets
+            let mut indices: Vec<usize> = self.rulesets[..shared]
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| config.rulesets.is_empty() || config.rulesets.contains(&r.name))
                 .map(|(i, _)| i)
                 .collect();
+            // An input's mode: its own copy of each ruleset that has the mode.
+            if let Some(mode) = &config.mode {
+                for index in &mut indices {
+                    if self.rulesets[*index].modes().any(|m| m == mode) {
+                        let mut moded = self.rulesets[*index].clone();
+                        if moded.set_mode(mode).is_ok() {
+                            self.rulesets.push(moded);
+                            *index = self.rulesets.len() - 1;
+                        }
+                    }
+                }
+            }
             for wanted in &config.rulesets {
                 if !self.rulesets.iter().any(|r| &r.name == wanted) {
                     log::error!("input {}: no ruleset named {wanted:?}", config.name);
@@ -581,6 +593,7 @@ mod tests {
             source: InputSource::File(log.clone()),
             rulesets: Vec::new(),
             start_at_end: true,
+            mode: None,
         }];
         let mut scoring = LogScoring::new(
             &dir,

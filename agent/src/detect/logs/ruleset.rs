@@ -842,13 +842,15 @@ pub struct Scanned {
 }
 
 /// A ruleset's name and where it is defined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RulesetName<'a> {
     pub name: &'a str,
     pub file: &'a Path,
     pub line: usize,
     /// `enabled = false` on the ruleset: it is never loaded.
     pub enabled: bool,
+    /// Its modes' names.
+    pub modes: Vec<&'a str>,
 }
 
 impl Scanned {
@@ -860,6 +862,7 @@ impl Scanned {
                 file: &file.path,
                 line: ruleset.name_line,
                 enabled: ruleset.first.enabled,
+                modes: ruleset.modes.iter().map(|(m, _)| m.as_str()).collect(),
             })
         })
     }
