@@ -473,6 +473,23 @@ fn log_lines_get_their_source_dropped() {
         "203.0.113.66/32"
     )));
     assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 2), 0);
+    // The evidence: `explain` names the entry, its source and the lines that scored it.
+    let explained = ok(&daemon.cli(&["explain", "203.0.113.66"]));
+    assert!(
+        explained.contains("203.0.113.66 is covered by block 203.0.113.66/32 (ruleset:sshd")
+            && explained.contains("the lines that scored it:")
+            && explained
+                .matches("Failed password for root from 203.0.113.66 port 4242 ssh2")
+                .count()
+                == 3,
+        "{explained}"
+    );
+    let entries: Vec<ListEntry> =
+        serde_json::from_str(&ok(&daemon.cli(&["explain", "203.0.113.66", "--json"]))).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].evidence.len(), 3, "{entries:?}");
+    let nothing = ok(&daemon.cli(&["explain", "203.0.113.10"]));
+    assert!(nothing.contains("no entry covers it"), "{nothing}");
     assert_eq!(
         sandbox.ping(ip("203.0.113.10"), FW_V4, 2),
         2,

@@ -340,7 +340,10 @@ fn mutated_control_lines() {
     for request in [
         Request::Status,
         Request::Top,
-        Request::List { source: None },
+        Request::List {
+            source: None,
+            covering: Some("203.0.113.5".into()),
+        },
         Request::Unblock {
             prefixes: vec!["203.0.113.7".into()],
         },

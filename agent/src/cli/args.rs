@@ -60,6 +60,13 @@ pub enum Command {
         #[arg(long)]
         source: Option<String>,
     },
+    /// Why an address is blocked or allowed: every entry that covers it (most specific
+    /// first), its source, reason, expiry and counters, and the log lines that scored it.
+    Explain {
+        address: std::net::IpAddr,
+        #[arg(long)]
+        json: bool,
+    },
     /// Interfaces, list sizes and capacities, counters.
     Status {
         #[arg(long)]
@@ -84,18 +91,22 @@ pub enum Command {
         /// A ruleset file (repeatable).
         #[arg(long = "ruleset")]
         rulesets: Vec<PathBuf>,
-        /// A directory of ruleset files (*.toml).
+        /// A directory of ruleset files (*.toml). With --config and neither of these, the
+        /// configuration's rulesets_dir.
         #[arg(long = "rulesets")]
         ruleset_dir: Option<PathBuf>,
-        /// Block when a score goes above this.
-        #[arg(long, default_value_t = 10)]
-        threshold: i64,
+        /// Block when a score goes above this (default 10, or the --config's [scoring]).
+        #[arg(long)]
+        threshold: Option<i64>,
         /// Also score private, loopback and documentation addresses.
         #[arg(long)]
         include_local: bool,
         /// List the lines no ruleset matched (up to 1000).
         #[arg(long)]
         unmatched: bool,
+        /// Print, per matched line, the rules that matched, the variables captured and the score.
+        #[arg(long)]
+        explain: bool,
         /// Run in this mode every ruleset that has it (MODE), or one ruleset (RULESET=MODE);
         /// repeatable. Without it each ruleset runs in its default mode.
         #[arg(long = "mode", value_name = "[RULESET=]MODE")]
@@ -135,7 +146,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// configuration's `[rulesets]` table, then each `--limit`.
 #[derive(clap::Args)]
 pub struct RulesetLimitArgs {
-    /// Take the `[rulesets]` limits from this daemon configuration.
+    /// Take the `[rulesets]` limits from this daemon configuration (and for check, its
+    /// [scoring] policy and its inputs' modes).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Set one limit, e.g. max_files=500 (repeatable; keys as in [rulesets]).

@@ -124,13 +124,39 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Unallow { prefixes } => report(&request(&socket, &Request::Unallow { prefixes })?),
         Command::List { json, source } => {
-            let Answer::List { entries } = request(&socket, &Request::List { source })? else {
+            let Answer::List { entries } = request(
+                &socket,
+                &Request::List {
+                    source,
+                    covering: None,
+                },
+            )?
+            else {
                 bail!("unexpected answer to list");
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
             } else {
                 print!("{}", output::format_list(&entries, now_unix()));
+            }
+            Ok(())
+        }
+        Command::Explain { address, json } => {
+            let Answer::List { mut entries } = request(
+                &socket,
+                &Request::List {
+                    source: None,
+                    covering: Some(address.to_string()),
+                },
+            )?
+            else {
+                bail!("unexpected answer to explain");
+            };
+            entries.sort_by_key(|e| std::cmp::Reverse(output::prefix_len(&e.prefix)));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                print!("{}", output::format_explain(address, &entries, now_unix()));
             }
             Ok(())
         }
@@ -152,28 +178,59 @@ pub fn run(cli: Cli) -> Result<()> {
             threshold,
             include_local,
             unmatched,
+            explain,
             modes,
             json,
             limits,
             input,
         } => {
-            let paths: Vec<_> = ruleset_dir.into_iter().chain(rulesets).collect();
+            let config = limits.config.as_deref().map(Config::read).transpose()?;
+            let mut paths: Vec<_> = ruleset_dir.into_iter().chain(rulesets).collect();
+            if paths.is_empty()
+                && let Some(dir) = config.as_ref().and_then(|c| c.rulesets_dir.clone())
+            {
+                paths.push(dir);
+            }
             let mut loaded = ruleset::load_paths(&paths, &ruleset_limits(&limits)?)?;
             if loaded.is_empty() {
                 bail!("no rulesets: name --ruleset FILE or --rulesets DIR");
             }
+            // The daemon's modes first (an input's mode for the rulesets it reads), then
+            // --mode over them.
+            for input in config.iter().flat_map(|c| &c.inputs) {
+                let Some(mode) = &input.mode else {
+                    continue;
+                };
+                for ruleset in &mut loaded {
+                    let read = input.rulesets.is_empty() || input.rulesets.contains(&ruleset.name);
+                    if read && ruleset.modes().any(|m| m == mode) {
+                        ruleset.set_mode(mode).map_err(|message| {
+                            anyhow::anyhow!("input {}: {message}", input.name)
+                        })?;
+                    }
+                }
+            }
             select_modes(&mut loaded, &modes)?;
+            let base = config
+                .as_ref()
+                .map_or_else(ScoringPolicy::default, |c| c.scoring.board);
+            let threshold = threshold.unwrap_or(base.threshold);
             let policy = ScoringPolicy {
                 threshold,
-                exclude_local: !include_local,
-                ..ScoringPolicy::default()
+                exclude_local: base.exclude_local && !include_local,
+                ..base
+            };
+            let options = check::CheckOptions {
+                keep_unmatched: unmatched,
+                explain,
+                ..check::CheckOptions::default()
             };
             let report = if input.as_os_str() == "-" {
-                check::check(&loaded, std::io::stdin().lock(), policy, unmatched)?
+                check::check_with(&loaded, std::io::stdin().lock(), policy, options)?
             } else {
                 let file = std::fs::File::open(&input)
                     .with_context(|| format!("opening {}", input.display()))?;
-                check::check(&loaded, std::io::BufReader::new(file), policy, unmatched)?
+                check::check_with(&loaded, std::io::BufReader::new(file), policy, options)?
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

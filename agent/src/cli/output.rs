@@ -53,6 +53,53 @@ pub fn format_list(entries: &[ListEntry], now_unix: u64) -> String {
     table(&rows)
 }
 
+/// The length of a prefix as `list` writes it (`203.0.113.0/24`; a host has none).
+pub fn prefix_len(prefix: &str) -> u8 {
+    match prefix.rsplit_once('/') {
+        Some((_, len)) => len.parse().unwrap_or(0),
+        None if prefix.contains(':') => 128,
+        None => 32,
+    }
+}
+
+/// `explain ADDR`: the entries that cover it, most specific first, with their evidence.
+pub fn format_explain(address: std::net::IpAddr, entries: &[ListEntry], now_unix: u64) -> String {
+    if entries.is_empty() {
+        return format!("{address}: no entry covers it (not blocked, not allowlisted)\n");
+    }
+    let mut out = String::new();
+    for entry in entries {
+        let expires = if entry.expires_unix == 0 {
+            "never expires".to_owned()
+        } else if entry.expires_unix <= now_unix {
+            "expired, about to go".to_owned()
+        } else {
+            format!(
+                "expires in {}",
+                compact_duration(entry.expires_unix - now_unix)
+            )
+        };
+        let _ = writeln!(
+            out,
+            "{address} is covered by {} {} ({}, {expires}, since {} s ago)\n  reason: {}\n  dropped: {} packets, {} bytes",
+            entry.kind,
+            entry.prefix,
+            entry.source,
+            now_unix.saturating_sub(entry.created_unix),
+            entry.reason,
+            entry.packets,
+            entry.bytes
+        );
+        if !entry.evidence.is_empty() {
+            out.push_str("  the lines that scored it:\n");
+            for line in &entry.evidence {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+    }
+    out
+}
+
 fn table<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0; N];
     for row in rows {
@@ -136,6 +183,26 @@ pub fn format_status(status: &Status) -> String {
         "\n{} decisions; {} kernel entries without a decision; {} inserts refused by full lists\n",
         status.decisions, status.unknown_entries, status.full_list_errors
     );
+    if !status.rulesets.is_empty() {
+        out.push_str("\nLog scoring (since start):\n");
+        let mut rows = vec![[
+            "RULESET".to_owned(),
+            "LINES MATCHED".to_owned(),
+            "ADDRESSES SCORED".to_owned(),
+            "BLOCKS".to_owned(),
+        ]];
+        for ruleset in &status.rulesets {
+            rows.push([
+                ruleset.name.clone(),
+                ruleset.lines.to_string(),
+                ruleset.scored.to_string(),
+                ruleset.blocks.to_string(),
+            ]);
+        }
+        for line in table(&rows).lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
     out
 }
 
@@ -303,6 +370,7 @@ mod tests {
             expires_unix: 190,
             packets: 12,
             bytes: 960,
+            evidence: Vec::new(),
         }];
         let text = format_list(&entries, 100);
         let row = text.lines().nth(1).unwrap();
@@ -317,6 +385,33 @@ mod tests {
         ] {
             assert!(row.contains(part), "{row}");
         }
+    }
+
+    #[test]
+    fn explain_names_each_covering_entry_and_its_lines() {
+        let entries = [ListEntry {
+            kind: "block".into(),
+            prefix: "203.0.113.7/32".into(),
+            source: "ruleset:sshd".into(),
+            reason: "log score 15 (ruleset sshd)".into(),
+            created_unix: 100,
+            expires_unix: 3700,
+            packets: 3,
+            bytes: 180,
+            evidence: vec![
+                "Jan  5 01:31:41 h sshd[1]: Failed password for root from 203.0.113.7 port 1 ssh2"
+                    .into(),
+            ],
+        }];
+        let address = "203.0.113.7".parse().unwrap();
+        let text = format_explain(address, &entries, 100);
+        assert!(
+            text.starts_with("203.0.113.7 is covered by block 203.0.113.7/32 (ruleset:sshd, expires in 1h, since 0 s ago)\n  reason: log score 15 (ruleset sshd)\n  dropped: 3 packets, 180 bytes\n  the lines that scored it:\n    Jan  5"),
+            "{text}"
+        );
+        assert!(format_explain(address, &[], 100).contains("no entry covers it"));
+        assert_eq!(prefix_len("203.0.113.0/24"), 24);
+        assert_eq!(prefix_len("2001:db8::1"), 128);
     }
 
     #[test]

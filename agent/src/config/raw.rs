@@ -93,6 +93,9 @@ pub(super) struct RawScoring {
     pub(super) aggregate_min: Option<Spanned<Integer>>,
     pub(super) aggregate_len_v4: Option<Spanned<Integer>>,
     pub(super) aggregate_len_v6: Option<Spanned<Integer>>,
+    /// `[scoring.rulesets.NAME]`: the same keys, for one ruleset (like a fail2ban jail).
+    #[serde(default)]
+    pub(super) rulesets: std::collections::BTreeMap<Spanned<String>, Spanned<RawScoring>>,
 }
 
 #[derive(Deserialize)]

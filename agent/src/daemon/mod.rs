@@ -271,15 +271,32 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     let control = {
         let handle = handle.clone();
         let volume_snapshot = Arc::clone(&volume_snapshot);
-        let top = move || {
-            volume_snapshot
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone()
+        let log_stats = Arc::clone(&log_stats);
+        let published = server::Published {
+            top: Box::new(move || {
+                volume_snapshot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            }),
+            rulesets: Box::new(move || {
+                log_stats
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .rulesets
+                    .iter()
+                    .map(|(name, counts)| crate::api::control::proto::RulesetStatus {
+                        name: name.clone(),
+                        lines: counts.lines,
+                        scored: counts.scored,
+                        blocks: counts.blocks,
+                    })
+                    .collect()
+            }),
         };
         ControlServer::spawn_with(
             &settings.control_socket,
-            Arc::new(move |request: Request| server::answer(&handle, &top, request)),
+            Arc::new(move |request: Request| server::answer(&handle, &published, request)),
             settings.control_limits,
         )?
     };

@@ -144,6 +144,10 @@ pub struct Origin {
     pub created_unix: u64,
     /// 0 = never.
     pub expires_unix: u64,
+    /// The last log lines that scored it (bounded by the owner), for `list --json` and
+    /// `explain`; empty for everything but log scoring.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -817,6 +821,7 @@ mod tests {
             reason: "test".into(),
             created_unix: 100,
             expires_unix,
+            evidence: Vec::new(),
         })
     }
 

@@ -25,6 +25,33 @@ pub const MAX_LINE_BYTES: usize = 16 << 10;
 /// At most this many unmatched (and, apart, ambiguous) lines are kept for the report.
 const MAX_UNMATCHED: usize = 1000;
 
+/// At most this many matched lines are explained.
+const MAX_EXPLAINED: usize = 10_000;
+
+/// What one ruleset made of one line, for `--explain`.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct ExplainedLine {
+    pub line: u64,
+    pub ruleset: String,
+    pub mode: Option<String>,
+    /// The matches that succeeded, the first match (the ruleset's own name) first.
+    pub rules: Vec<String>,
+    /// The variables the line left (captures, defaults, the prefix's program, pid, host).
+    pub variables: BTreeMap<String, String>,
+    /// What it came to: "scored ADDR +N", "no score", "ambiguous: A or B", "no address".
+    pub outcome: String,
+}
+
+/// What `check` keeps beyond the counts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CheckOptions {
+    /// The lines no ruleset matched (up to 1000).
+    pub keep_unmatched: bool,
+    /// Every matched line's rules, variables and score (up to 10,000).
+    pub explain: bool,
+    pub sessions: SessionLimits,
+}
+
 /// A line no address was taken from because the text around it occurs more than once.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct AmbiguousLine {
@@ -73,6 +100,9 @@ pub struct CheckReport {
     pub addresses: Vec<AddressScore>,
     /// (line number, text), when asked for, up to 1000.
     pub unmatched: Vec<(u64, String)>,
+    /// With `explain`: per matched line and ruleset.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub explained: Vec<ExplainedLine>,
 }
 
 /// Read `input` line by line and score it.
@@ -81,10 +111,32 @@ pub struct CheckReport {
 /// When reading fails.
 pub fn check<R: BufRead>(
     rulesets: &[Ruleset],
-    mut input: R,
+    input: R,
     policy: ScoringPolicy,
     keep_unmatched: bool,
 ) -> io::Result<CheckReport> {
+    check_with(
+        rulesets,
+        input,
+        policy,
+        CheckOptions {
+            keep_unmatched,
+            ..CheckOptions::default()
+        },
+    )
+}
+
+/// [`check`] with every option.
+///
+/// # Errors
+/// When reading fails.
+pub fn check_with<R: BufRead>(
+    rulesets: &[Ruleset],
+    mut input: R,
+    policy: ScoringPolicy,
+    options: CheckOptions,
+) -> io::Result<CheckReport> {
+    let keep_unmatched = options.keep_unmatched;
     let mut report = CheckReport::default();
     // Per ruleset, per match (in `match_names` order).
     let mut counts: Vec<Vec<u64>> = rulesets
@@ -96,7 +148,7 @@ pub fn check<R: BufRead>(
         ..policy
     });
     let mut blocked_at: BTreeMap<IpAddr, u64> = BTreeMap::new();
-    let mut sessions = Sessions::new(SessionLimits::default());
+    let mut sessions = Sessions::new(options.sessions);
     let mut clock = LogClock::new(crate::clock::Clock::now_unix(&crate::clock::SystemClock));
     let mut buf = Vec::with_capacity(256);
     loop {
@@ -137,9 +189,36 @@ pub fn check<R: BufRead>(
                 sessions: &mut sessions,
                 now_ms,
             };
-            let (outcome, hits) = ruleset.apply_with(&line, Some(&prefixed), Some(memory));
+            let (outcome, hits, variables) = if options.explain {
+                ruleset.explain(&line, Some(&prefixed), Some(memory))
+            } else {
+                let (outcome, hits) = ruleset.apply_with(&line, Some(&prefixed), Some(memory));
+                (outcome, hits, Vec::new())
+            };
             if outcome == Outcome::Skipped {
                 continue;
+            }
+            if options.explain && report.explained.len() < MAX_EXPLAINED {
+                let names: Vec<&str> = ruleset.match_names().collect();
+                report.explained.push(ExplainedLine {
+                    line: report.lines,
+                    ruleset: ruleset.name.clone(),
+                    mode: ruleset.mode().map(str::to_owned),
+                    rules: hits.iter().map(|&i| names[i].to_owned()).collect(),
+                    variables: variables.into_iter().collect(),
+                    outcome: match &outcome {
+                        Outcome::Scored { address, score } => format!("scored {address} {score:+}"),
+                        Outcome::NoScore => "no score".to_owned(),
+                        Outcome::Ambiguous { score, first, last } => format!(
+                            "ambiguous ({score:+} not scored): the address could be {first} or {last}"
+                        ),
+                        Outcome::BadAddress { score, text } => format!(
+                            "no usable address ({score:+} not scored): {}",
+                            text.as_deref().unwrap_or("none captured")
+                        ),
+                        Outcome::Skipped => String::new(),
+                    },
+                });
             }
             matched = true;
             for hit in hits {
@@ -286,6 +365,29 @@ pub fn format_report(report: &CheckReport, threshold: i64) -> String {
             .map_or_else(String::new, |line| format!("  blocked at line {line}"));
         let _ = writeln!(out, "  {:>6}  {}{when}", address.score, address.address);
     }
+    if !report.explained.is_empty() {
+        out.push_str("\nMatched lines:\n");
+        for line in &report.explained {
+            let mode = line
+                .mode
+                .as_deref()
+                .map_or_else(String::new, |m| format!(" ({m})"));
+            let variables: Vec<String> = line
+                .variables
+                .iter()
+                .map(|(k, v)| format!("{k}={v:?}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {}: {}{mode}: {}\n      rules {}\n      {}",
+                line.line,
+                line.ruleset,
+                line.outcome,
+                line.rules.join(", "),
+                variables.join(" ")
+            );
+        }
+    }
     if !report.ambiguous_lines.is_empty() {
         out.push_str("\nAmbiguous lines (the text around the address occurs more than once; nothing scored):\n");
         for line in &report.ambiguous_lines {
@@ -303,4 +405,118 @@ pub fn format_report(report: &CheckReport, threshold: i64) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Cursor, path::Path};
+
+    use super::*;
+    use crate::detect::logs::ruleset::parse;
+
+    const RULESET: &str = r#"
+[[ruleset]]
+name = "sshd"
+programs = ["sshd"]
+
+[[ruleset.rule]]
+name = "connection"
+match = '^Connection from (?P<address>[0-9.]+) port \d+$'
+remember = '${pid}'
+
+[[ruleset.rule]]
+name = "failed"
+match = '^Failed password for (?P<user>.*) from (?P<address>[0-9.]+) port \d+ ssh2(?:: .*)?$'
+score = 6
+
+[[ruleset.rule]]
+name = "reset"
+match = '^fatal: Read from socket failed \[preauth\]$'
+recall = '${pid}'
+score = 6
+"#;
+
+    fn run(log: &str, explain: bool) -> CheckReport {
+        let rulesets = parse(RULESET, Path::new("t.toml")).unwrap();
+        let policy = ScoringPolicy {
+            exclude_local: false,
+            ..ScoringPolicy::default()
+        };
+        let options = CheckOptions {
+            explain,
+            ..CheckOptions::default()
+        };
+        check_with(&rulesets, Cursor::new(log.as_bytes()), policy, options).unwrap()
+    }
+
+    #[test]
+    fn scores_age_in_log_time() {
+        // Two failures 11 minutes apart (the window is 10): each starts over, never over 10.
+        let apart = "Jan  5 01:00:00 h sshd[1]: Failed password for a from 203.0.113.5 port 1 ssh2\n\
+                     Jan  5 01:11:00 h sshd[2]: Failed password for a from 203.0.113.5 port 1 ssh2\n";
+        let report = run(apart, false);
+        assert_eq!(report.timed_lines, 2);
+        assert_eq!(report.addresses[0].score, 6);
+        assert_eq!(report.addresses[0].blocked_at_line, None);
+        // A minute apart: 12, over the threshold at line 2.
+        let close = apart.replace("01:11:00", "01:01:00");
+        let report = run(&close, false);
+        assert_eq!(report.addresses[0].score, 12);
+        assert_eq!(report.addresses[0].blocked_at_line, Some(2));
+    }
+
+    #[test]
+    fn explain_gives_rules_variables_and_outcome_per_line_and_sessions_recall() {
+        let log = "Jan  5 01:00:00 h sshd[7]: Connection from 203.0.113.9 port 4\n\
+                   Jan  5 01:00:01 h sshd[7]: Failed password for x from 1.2.3.4 port 9 ssh2: from 203.0.113.9 port 4 ssh2\n\
+                   Jan  5 01:00:02 h sshd[7]: fatal: Read from socket failed [preauth]\n\
+                   Jan  5 01:00:02 h cron[7]: unrelated\n";
+        let report = run(log, true);
+        let explained: Vec<(u64, &str, Vec<&str>)> = report
+            .explained
+            .iter()
+            .map(|e| {
+                (
+                    e.line,
+                    e.outcome.as_str(),
+                    e.rules.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            explained,
+            [
+                (1, "no score", vec!["sshd", "connection"]),
+                (
+                    2,
+                    "ambiguous (+6 not scored): the address could be 1.2.3.4 or 203.0.113.9",
+                    vec!["sshd", "failed"]
+                ),
+                (3, "scored 203.0.113.9 +6", vec!["sshd", "reset"]),
+            ]
+        );
+        let variables = &report.explained[0].variables;
+        assert_eq!(variables.get("pid").map(String::as_str), Some("7"));
+        assert_eq!(variables.get("program").map(String::as_str), Some("sshd"));
+        assert_eq!(variables.get("host").map(String::as_str), Some("h"));
+        // Greedy, as the scored pattern ran: the user name takes the first copy.
+        assert_eq!(
+            report.explained[1]
+                .variables
+                .get("user")
+                .map(String::as_str),
+            Some("x from 1.2.3.4 port 9 ssh2:")
+        );
+        assert_eq!(report.ambiguous, 1);
+        assert_eq!(
+            (report.sessions_remembered, report.sessions_recalled),
+            (1, 1)
+        );
+        let text = format_report(&report, 10);
+        assert!(
+            text.contains("  3: sshd: scored 203.0.113.9 +6\n      rules sshd, reset"),
+            "{text}"
+        );
+        assert!(text.contains("Ambiguous lines"), "{text}");
+    }
 }

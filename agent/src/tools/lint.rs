@@ -10,10 +10,12 @@
 //!   made-up address that matches first;
 //! - the address capture also matches host names (`\S+` and friends): a reverse-DNS name the
 //!   attacker controls can look like anything;
-//! - catch-alls both before and after the address capture: the address is then found only by
-//!   its position between them, and any line whose client text repeats the fixed text around
-//!   it is ambiguous (the daemon scores none of it, `check` lists it), so the rule is easy to
-//!   evade; anchor the address on fixed text up to the end of the line.
+//! - catch-alls both before and after the address capture with no fixed word between the
+//!   address and the catch-all after it: the address is then found only by its position, and
+//!   any line whose client text repeats the few characters around it is ambiguous (scored by
+//!   nobody), so the rule is easy to evade; anchor the address on the daemon's fixed words.
+//!   (Client text on both sides is fine when fixed words follow the address: the engine's
+//!   ambiguity check then refuses only lines that repeat those words.)
 use regex::Regex;
 
 use crate::detect::logs::ruleset::Ruleset;
@@ -62,7 +64,45 @@ fn group_text<'p>(pattern: &'p str, name: &str) -> Option<(usize, &'p str)> {
     None
 }
 
-const CATCH_ALLS: [&str; 6] = [".*", ".+", "\\S*", "\\S+", "[^ ]*", "[^ ]+"];
+const CATCH_ALLS: [&str; 8] = [
+    ".*", ".+", "\\S*", "\\S+", "[^ ]*", "[^ ]+", "[^\\s]*", "[^\\s]+",
+];
+
+/// Whether a regex fragment holds a fixed word: two letters in a row outside a class or an
+/// escape (`port`, `ssh2`, `server`), which client text must repeat to confuse the address.
+fn has_fixed_word(fragment: &str) -> bool {
+    let bytes = fragment.as_bytes();
+    let mut run = 0;
+    let mut i = 0;
+    let mut in_class = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_class {
+            if b == b'\\' {
+                i += 1;
+            } else if b == b']' {
+                in_class = false;
+            }
+            run = 0;
+        } else if b == b'\\' {
+            // An escape (`\d`, `\S`) is no letter of the text.
+            i += 1;
+            run = 0;
+        } else if b == b'[' {
+            in_class = true;
+            run = 0;
+        } else if b.is_ascii_alphabetic() {
+            run += 1;
+            if run >= 2 {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+        i += 1;
+    }
+    false
+}
 const HOST_NAMES: [&str; 3] = ["host.example.net", "localhost", "mail"];
 
 /// Check one pattern. `on_line`: it runs on the raw line (no target).
@@ -84,11 +124,16 @@ pub fn check_pattern(pattern: &str, on_line: bool) -> Vec<String> {
             "a catch-all before the `address` capture and no `$` at the end: attacker text can carry an address that matches first".into(),
         );
     }
-    let after = &pattern[at + address.len()..];
-    if CATCH_ALLS.iter().any(|c| before.contains(c)) && CATCH_ALLS.iter().any(|c| after.contains(c))
+    // After the group's closing parenthesis.
+    let inner_start = pattern[at..].find('>').map_or(at, |gt| at + gt + 1);
+    let after = pattern.get(inner_start + address.len() + 1..).unwrap_or("");
+    let next_catch_all = CATCH_ALLS.iter().filter_map(|c| after.find(c)).min();
+    if CATCH_ALLS.iter().any(|c| before.contains(c))
+        && let Some(next) = next_catch_all
+        && !has_fixed_word(&after[..next])
     {
         problems.push(
-            "catch-alls before and after the `address` capture: only its position picks the address, so client text that repeats the words around it makes the line ambiguous (never scored); anchor the address on fixed text up to `$`".into(),
+            "catch-alls before and after the `address` capture and no fixed word between the address and the one after it: only its position picks the address, so client text that repeats the few characters around it makes the line ambiguous (never scored); anchor the address on the daemon's fixed words".into(),
         );
     }
     if let Ok(probe) = Regex::new(&format!("^(?:{address})$"))
@@ -146,10 +191,23 @@ mod tests {
         );
         // On a target (a variable the first match anchored), `^` is not required.
         assert!(check_pattern(r"from (?P<address>[0-9A-Fa-f:.]+)$", false).is_empty());
-        // Catch-alls on both sides: the address is found only by position.
-        let problems = check_pattern(r"^user .* from (?P<address>[0-9a-f.:]+) port .*$", true);
+        // Catch-alls on both sides, nothing fixed after the address: found by position.
+        let problems = check_pattern(r"^user .* from (?P<address>[0-9a-f.:]+) .*$", true);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("before and after"));
+        let problems = check_pattern(r"^user .* from (?P<address>[0-9a-f.:]+):\d+ [^\s]*$", true);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        // Fixed words after the address: client text there is fine (sshd's `ssh2: INFO`).
+        assert!(
+            check_pattern(
+                r"^Failed password for .* from (?P<address>[0-9a-f.:]+) port \d+ ssh2(?:: .*)?$",
+                true
+            )
+            .is_empty()
+        );
+        assert!(has_fixed_word(r" port \d+ ssh2(?:: "));
+        assert!(!has_fixed_word(r":\d+ \S"));
+        assert!(!has_fixed_word(r"[a-z]+ "));
         // No address capture: nothing to say.
         assert!(check_pattern(r".*", true).is_empty());
     }

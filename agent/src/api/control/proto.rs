@@ -33,6 +33,9 @@ pub enum Request {
     },
     List {
         source: Option<String>,
+        /// Only entries whose prefix holds this address (`explain`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        covering: Option<String>,
     },
     Status,
     /// The volume engine's last interval: top prefixes, hot prefixes, totals.
@@ -57,6 +60,9 @@ pub struct ListEntry {
     pub expires_unix: u64,
     pub packets: u64,
     pub bytes: u64,
+    /// The last log lines that scored it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +100,18 @@ pub struct Status {
     pub unknown_entries: u64,
     /// Inserts refused because a list was full, since start.
     pub full_list_errors: u64,
+    /// Log scoring per ruleset, since start.
+    #[serde(default)]
+    pub rulesets: Vec<RulesetStatus>,
+}
+
+/// One ruleset's counts: lines it matched, matches that scored an address, blocks it asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulesetStatus {
+    pub name: String,
+    pub lines: u64,
+    pub scored: u64,
+    pub blocks: u64,
 }
 
 /// The volume engine's published snapshot is already plain text and numbers; the wire uses

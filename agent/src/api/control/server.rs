@@ -129,12 +129,13 @@ fn status(status: &crate::enforce::owner::Status) -> Status {
         decisions: status.decisions,
         unknown_entries: status.unknown_entries,
         full_list_errors: status.full_list_errors,
+        rulesets: Vec::new(),
     }
 }
 
-/// Carry out one request through the owner's front door; `top` reads the volume engine's
-/// last snapshot (no owner round trip).
-pub fn answer(handle: &Handle, top: &dyn Fn() -> Top, request: Request) -> Answer {
+/// Carry out one request through the owner's front door; `published` reads what the volume
+/// engine and log scoring last published (no round trip to them).
+pub fn answer(handle: &Handle, published: &Published, request: Request) -> Answer {
     let mut refused_early = Vec::new();
     match request {
         Request::Block {
@@ -153,6 +154,7 @@ pub fn answer(handle: &Handle, top: &dyn Fn() -> Top, request: Request) -> Answe
                     Expiry::After(Duration::from_secs(secs))
                 }),
                 force,
+                evidence: Vec::new(),
             };
             applied(handle.block(order).wait(), refused_early)
         }
@@ -173,10 +175,20 @@ pub fn answer(handle: &Handle, top: &dyn Fn() -> Top, request: Request) -> Answe
             let prefixes = parse_prefixes(prefixes, &mut refused_early);
             removed(handle.unallow(prefixes).wait(), refused_early)
         }
-        Request::List { source } => {
+        Request::List { source, covering } => {
+            let covering = match covering.map(|text| text.trim().parse::<std::net::IpAddr>()) {
+                None => None,
+                Some(Ok(address)) => Some(address),
+                Some(Err(err)) => {
+                    return Answer::Error {
+                        message: format!("covering: not an IP address: {err}"),
+                    };
+                }
+            };
             let filter = ListFilter {
                 kind: None,
                 source: source.map(|text| Source::parse(&text)),
+                covering,
             };
             match handle.list(filter).wait() {
                 Ok(entries) => Answer::List {
@@ -193,6 +205,7 @@ pub fn answer(handle: &Handle, top: &dyn Fn() -> Top, request: Request) -> Answe
                                 expires_unix: decision.origin.expires_unix,
                                 packets: entry.packets,
                                 bytes: entry.bytes,
+                                evidence: decision.origin.evidence.clone(),
                             }
                         })
                         .collect(),
@@ -203,13 +216,23 @@ pub fn answer(handle: &Handle, top: &dyn Fn() -> Top, request: Request) -> Answe
             }
         }
         Request::Status => match handle.status().wait() {
-            Ok(owner_status) => Answer::Status(status(&owner_status)),
+            Ok(owner_status) => Answer::Status(Status {
+                rulesets: (published.rulesets)(),
+                ..status(&owner_status)
+            }),
             Err(err) => Answer::Error {
                 message: err.to_string(),
             },
         },
-        Request::Top => Answer::Top(Box::new(top())),
+        Request::Top => Answer::Top(Box::new((published.top)())),
     }
+}
+
+/// What other threads publish for the control socket to read without waiting on them: the
+/// volume engine's last interval, log scoring's per-ruleset counts.
+pub struct Published {
+    pub top: Box<dyn Fn() -> Top + Send + Sync>,
+    pub rulesets: Box<dyn Fn() -> Vec<proto::RulesetStatus> + Send + Sync>,
 }
 
 /// Accepts connections and hands each request to `handler`.
@@ -675,6 +698,7 @@ mod tests {
             decisions: 0,
             unknown_entries: 0,
             full_list_errors: 0,
+            rulesets: vec![],
         }
     }
 

@@ -18,9 +18,32 @@ const NAMES_SHOWN: usize = 12;
 
 impl ConfigText<'_> {
     pub(super) fn scoring(&self, raw: &RawScoring) -> Result<ScoringConfig, ConfigError> {
-        let d = ScoringConfig::default();
+        let mut scoring = self.scoring_over(raw, &ScoringConfig::default(), "scoring")?;
+        for (name, table) in &raw.rulesets {
+            let key = format!("scoring.rulesets.{}", name.get_ref());
+            if let Some((nested, _)) = table.get_ref().rulesets.first_key_value() {
+                return Err(self.invalid(
+                    &key,
+                    nested.span(),
+                    "a ruleset's scoring table holds the [scoring] keys, not more rulesets",
+                ));
+            }
+            let own = self.scoring_over(table.get_ref(), &scoring, &key)?;
+            let _ = scoring.per_ruleset.insert(name.get_ref().clone(), own);
+        }
+        Ok(scoring)
+    }
+
+    /// The keys of a `[scoring]` table at `prefix`, over `d` for what it leaves out.
+    fn scoring_over(
+        &self,
+        raw: &RawScoring,
+        d: &ScoringConfig,
+        prefix: &str,
+    ) -> Result<ScoringConfig, ConfigError> {
+        let key = |name: &str| format!("{prefix}.{name}");
         let max_tracked: u32 = self.integer(
-            "scoring.max_tracked",
+            &key("max_tracked"),
             raw.max_tracked.as_ref(),
             1,
             16 << 20,
@@ -30,7 +53,7 @@ impl ConfigText<'_> {
         Ok(ScoringConfig {
             board: ScoringPolicy {
                 threshold: self.integer(
-                    "scoring.threshold",
+                    &key("threshold"),
                     raw.threshold.as_ref(),
                     0,
                     1 << 40,
@@ -38,11 +61,11 @@ impl ConfigText<'_> {
                     "points",
                 )?,
                 window: match &raw.window {
-                    Some(value) => self.duration("scoring.window", value, "")?,
+                    Some(value) => self.duration(&key("window"), value, "")?,
                     None => d.board.window,
                 },
                 score_min: self.integer(
-                    "scoring.score_min",
+                    &key("score_min"),
                     raw.score_min.as_ref(),
                     -(1 << 40),
                     0,
@@ -53,11 +76,11 @@ impl ConfigText<'_> {
                 exclude_local: raw.exclude_local.unwrap_or(d.board.exclude_local),
             },
             ban: match &raw.ban {
-                Some(value) => self.duration("scoring.ban", value, "")?,
+                Some(value) => self.duration(&key("ban"), value, "")?,
                 None => d.ban,
             },
             ban_multiplier: self.integer(
-                "scoring.ban_multiplier",
+                &key("ban_multiplier"),
                 raw.ban_multiplier.as_ref(),
                 1,
                 100,
@@ -65,11 +88,11 @@ impl ConfigText<'_> {
                 "times",
             )?,
             ban_max: match &raw.ban_max {
-                Some(value) => self.duration("scoring.ban_max", value, "")?,
+                Some(value) => self.duration(&key("ban_max"), value, "")?,
                 None => d.ban_max,
             },
             aggregate_min: self.integer(
-                "scoring.aggregate_min",
+                &key("aggregate_min"),
                 raw.aggregate_min.as_ref(),
                 0,
                 65_536,
@@ -77,7 +100,7 @@ impl ConfigText<'_> {
                 "addresses",
             )?,
             aggregate_len_v4: self.integer(
-                "scoring.aggregate_len_v4",
+                &key("aggregate_len_v4"),
                 raw.aggregate_len_v4.as_ref(),
                 8,
                 31,
@@ -85,13 +108,14 @@ impl ConfigText<'_> {
                 "bits",
             )?,
             aggregate_len_v6: self.integer(
-                "scoring.aggregate_len_v6",
+                &key("aggregate_len_v6"),
                 raw.aggregate_len_v6.as_ref(),
                 32,
                 127,
                 d.aggregate_len_v6,
                 "bits",
             )?,
+            per_ruleset: std::collections::BTreeMap::new(),
         })
     }
 

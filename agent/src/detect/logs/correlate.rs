@@ -38,10 +38,16 @@ pub struct SessionStats {
     pub missed: u64,
     /// Sessions dropped for room.
     pub evicted: u64,
+    /// Scores parked by lines without an address, and parked scores a later line took.
+    pub parked: u64,
+    pub settled: u64,
 }
 
 struct Session {
+    /// Empty until a line names it (a session may start with a parked score).
     address: String,
+    /// Scores of lines without an address, waiting for one that names it.
+    pending: i64,
     seen_ms: u64,
     seq: u64,
 }
@@ -114,30 +120,67 @@ impl Sessions {
         }
     }
 
-    /// Remember `address` under `key` for `ruleset`.
-    pub fn remember(&mut self, ruleset: &str, key: &str, address: &str, now_ms: u64) {
+    /// The session of `key` for `ruleset`, made the most recently used (created when new).
+    fn touch(&mut self, ruleset: &str, key: &str, now_ms: u64) -> Option<&mut Session> {
         if self.limits.max_sessions == 0 {
-            return;
+            return None;
         }
         self.expire(now_ms);
         let id = (ruleset.to_owned(), key.to_owned());
         let seq = self.next_seq;
         self.next_seq += 1;
-        if let Some(old) = self.entries.remove(&id) {
-            let _: Option<(String, String)> = self.order.remove(&old.seq);
-        } else if self.entries.len() >= self.limits.max_sessions {
-            self.evict_oldest();
-        }
+        let session = match self.entries.remove(&id) {
+            Some(old) => {
+                let _: Option<(String, String)> = self.order.remove(&old.seq);
+                Session {
+                    seen_ms: now_ms,
+                    seq,
+                    ..old
+                }
+            }
+            None => {
+                if self.entries.len() >= self.limits.max_sessions {
+                    self.evict_oldest();
+                }
+                Session {
+                    address: String::new(),
+                    pending: 0,
+                    seen_ms: now_ms,
+                    seq,
+                }
+            }
+        };
         let _: Option<(String, String)> = self.order.insert(seq, id.clone());
-        let _: Option<Session> = self.entries.insert(
-            id,
-            Session {
-                address: address.to_owned(),
-                seen_ms: now_ms,
-                seq,
-            },
-        );
-        self.stats.remembered += 1;
+        Some(self.entries.entry(id).or_insert(session))
+    }
+
+    /// Remember `address` under `key` for `ruleset`.
+    pub fn remember(&mut self, ruleset: &str, key: &str, address: &str, now_ms: u64) {
+        if let Some(session) = self.touch(ruleset, key, now_ms) {
+            address.clone_into(&mut session.address);
+            self.stats.remembered += 1;
+        }
+    }
+
+    /// Park `score` under `key` until a line of the session names its address.
+    pub fn park(&mut self, ruleset: &str, key: &str, score: i64, now_ms: u64) {
+        if let Some(session) = self.touch(ruleset, key, now_ms) {
+            session.pending = session.pending.saturating_add(score);
+            self.stats.parked += 1;
+        }
+    }
+
+    /// The scores parked under `key`, taken (0 when none).
+    pub fn settle(&mut self, ruleset: &str, key: &str, now_ms: u64) -> i64 {
+        self.expire(now_ms);
+        let Some(session) = self.entries.get_mut(&(ruleset.to_owned(), key.to_owned())) else {
+            return 0;
+        };
+        let pending = std::mem::take(&mut session.pending);
+        if pending != 0 {
+            self.stats.settled += 1;
+        }
+        pending
     }
 
     /// The address remembered under `key` for `ruleset`, when it is still held.
@@ -146,6 +189,7 @@ impl Sessions {
         let found = self
             .entries
             .get(&(ruleset.to_owned(), key.to_owned()))
+            .filter(|s| !s.address.is_empty())
             .map(|s| s.address.clone());
         if found.is_some() {
             self.stats.recalled += 1;

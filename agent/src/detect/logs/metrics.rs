@@ -42,6 +42,26 @@ pub fn render(stats: &LogStats) -> String {
     for (ruleset, count) in &stats.ambiguous {
         ambiguous.add(&[("ruleset", ruleset)], *count);
     }
+    let mut ruleset_lines = MetricFamily::new(
+        "xdpguard_ruleset_lines_total",
+        Kind::Counter,
+        "Log lines a ruleset matched, by ruleset.",
+    );
+    let mut ruleset_scored = MetricFamily::new(
+        "xdpguard_ruleset_scored_total",
+        Kind::Counter,
+        "Matches that scored an address, by ruleset.",
+    );
+    let mut ruleset_blocks = MetricFamily::new(
+        "xdpguard_ruleset_blocks_total",
+        Kind::Counter,
+        "Blocks a ruleset's scores asked the owner for (an address, or its neighbourhood), by ruleset.",
+    );
+    for (ruleset, counts) in &stats.rulesets {
+        ruleset_lines.add(&[("ruleset", ruleset)], counts.lines);
+        ruleset_scored.add(&[("ruleset", ruleset)], counts.scored);
+        ruleset_blocks.add(&[("ruleset", ruleset)], counts.blocks);
+    }
     let mut sessions = MetricFamily::new(
         "xdpguard_log_sessions",
         Kind::Gauge,
@@ -57,13 +77,15 @@ pub fn render(stats: &LogStats) -> String {
     let mut session_events = MetricFamily::new(
         "xdpguard_log_session_events_total",
         Kind::Counter,
-        "Multi-line rules' session memory: addresses remembered, recalled for a line without one, recalls that found none, sessions evicted for room.",
+        "Multi-line rules' session memory: addresses remembered, recalled for a line without one, recalls that found none, sessions evicted for room, scores parked by a line without an address, parked scores a later line took.",
     );
     for (event, count) in [
         ("remembered", stats.sessions.remembered),
         ("recalled", stats.sessions.recalled),
         ("missed", stats.sessions.missed),
         ("evicted", stats.sessions.evicted),
+        ("parked", stats.sessions.parked),
+        ("settled", stats.sessions.settled),
     ] {
         session_events.add(&[("event", event)], count);
     }
@@ -105,6 +127,9 @@ pub fn render(stats: &LogStats) -> String {
         matches,
         scored,
         ambiguous,
+        ruleset_lines,
+        ruleset_scored,
+        ruleset_blocks,
         sessions,
         sessions_bytes,
         session_events,
@@ -129,12 +154,22 @@ pub(crate) mod tests {
             matches: BTreeMap::from([(("sshd".into(), "failed password".into()), 4)]),
             scored_addresses: 2,
             ambiguous: BTreeMap::from([("nginx".into(), 5)]),
+            rulesets: BTreeMap::from([(
+                "sshd".into(),
+                crate::detect::logs::RulesetCounts {
+                    lines: 6,
+                    scored: 4,
+                    blocks: 1,
+                },
+            )]),
             sessions: crate::detect::logs::correlate::SessionStats {
                 tracked: 3,
                 remembered: 9,
                 recalled: 4,
                 missed: 1,
                 evicted: 2,
+                parked: 0,
+                settled: 0,
             },
             sessions_bytes: 600,
             refused: BTreeMap::from([(("auth".into(), "fifo".into()), 1)]),
@@ -161,6 +196,8 @@ pub(crate) mod tests {
         assert!(logs.contains("xdpguard_log_input_open{input=\"auth\"} 0\n"));
         assert!(logs.contains("xdpguard_log_ambiguous_lines_total{ruleset=\"nginx\"} 5\n"));
         assert!(logs.contains("xdpguard_log_sessions 3\n"));
+        assert!(logs.contains("xdpguard_ruleset_blocks_total{ruleset=\"sshd\"} 1\n"));
+        assert!(logs.contains("xdpguard_ruleset_scored_total{ruleset=\"sshd\"} 4\n"));
         assert!(logs.contains("xdpguard_log_session_events_total{event=\"recalled\"} 4\n"));
         assert!(logs.contains("xdpguard_log_session_events_total{event=\"evicted\"} 2\n"));
     }

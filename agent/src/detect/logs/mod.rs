@@ -9,6 +9,7 @@
 //! counters and looks at its commands, so a burst delays neither a scrape nor a stop.
 pub mod config;
 pub mod correlate;
+pub mod evidence;
 pub mod input;
 pub mod journal;
 pub mod metrics;
@@ -65,6 +66,8 @@ pub struct LogStats {
     pub scored_addresses: u64,
     /// Ruleset → lines with a score whose address could be at more than one place.
     pub ambiguous: BTreeMap<String, u64>,
+    /// Per ruleset: lines it matched, matches that scored an address, blocks it asked for.
+    pub rulesets: BTreeMap<String, RulesetCounts>,
     /// The session memory of multi-line rules.
     pub sessions: SessionStats,
     pub sessions_bytes: u64,
@@ -76,6 +79,14 @@ pub struct LogStats {
     pub exits: BTreeMap<String, u64>,
     /// Input → 1 while it is open and read, 0 while missing, refused, ended or restarting.
     pub open: BTreeMap<String, u64>,
+}
+
+/// One ruleset's counts, for `status` and the metrics page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulesetCounts {
+    pub lines: u64,
+    pub scored: u64,
+    pub blocks: u64,
 }
 
 /// What the thread is told.
@@ -224,8 +235,12 @@ pub struct LogScoring {
     rulesets: Vec<Ruleset>,
     inputs: Vec<Input>,
     board: ScoreBoard,
+    /// The boards of rulesets with their own `[scoring.rulesets.NAME]` policy.
+    boards: HashMap<String, ScoreBoard>,
     /// Addresses remembered by multi-line rules.
     sessions: Sessions,
+    /// The last lines that scored each address, for the block's evidence.
+    evidence: evidence::Evidence,
     scoring: ScoringConfig,
     positions_file: PathBuf,
     saved: BTreeMap<String, Position>,
@@ -263,7 +278,9 @@ impl LogScoring {
             rulesets: Vec::new(),
             inputs: Vec::new(),
             board: ScoreBoard::new(scoring.board),
+            boards: HashMap::new(),
             sessions: Sessions::new(SessionLimits::default()),
+            evidence: evidence::Evidence::default(),
             scoring,
             positions_file,
             saved,
@@ -273,9 +290,24 @@ impl LogScoring {
             offenders: Offenders::open(Some(state_dir)),
             last_save_error: None,
         };
+        scoring_state.sync_boards();
         scoring_state.configure(rulesets, inputs);
         scoring_state.publish();
         scoring_state
+    }
+
+    /// One board per ruleset with its own policy; scores carry over when a policy changes.
+    fn sync_boards(&mut self) {
+        self.boards
+            .retain(|name, _| self.scoring.per_ruleset.contains_key(name));
+        for (name, own) in &self.scoring.per_ruleset {
+            match self.boards.get_mut(name) {
+                Some(board) => board.set_policy(own.board),
+                None => {
+                    let _ = self.boards.insert(name.clone(), ScoreBoard::new(own.board));
+                }
+            }
+        }
     }
 
     pub fn stats(&self) -> Arc<Mutex<LogStats>> {
@@ -353,8 +385,10 @@ impl LogScoring {
         for input in &mut self.inputs {
             let rulesets: Vec<&Ruleset> =
                 input.rulesets.iter().map(|&i| &self.rulesets[i]).collect();
-            let board = &mut self.board;
+            let shared_board = &mut self.board;
+            let boards = &mut self.boards;
             let sessions = &mut self.sessions;
+            let evidence = &mut self.evidence;
             let offenders = &mut self.offenders;
             let scoring = &self.scoring;
             let counters = &mut self.counters;
@@ -371,13 +405,29 @@ impl LogScoring {
                             .entry((matched.name.clone(), hit.to_owned()))
                             .or_default() += 1;
                     }
+                    let counts = counters.rulesets.entry(matched.name.clone()).or_default();
+                    counts.lines += 1;
+                    if matches!(outcome, Outcome::Scored { .. }) {
+                        counts.scored += 1;
+                    }
                     if matches!(outcome, Outcome::Ambiguous { .. }) {
                         *counters.ambiguous.entry(matched.name.clone()).or_default() += 1;
                     }
+                    if let Outcome::Scored { address, .. } = outcome {
+                        evidence.add(address, &line);
+                    }
+                    let board = match boards.get_mut(&matched.name) {
+                        Some(own) => own,
+                        None => &mut *shared_board,
+                    };
                     if let Outcome::Scored { address, score } = outcome
                         && let Scored::Crossed(total) = board.add(address, score, now_ms)
                     {
+                        let scoring = scoring.for_ruleset(&matched.name);
                         for ban in offenders.on_threshold(address, now_unix, scoring) {
+                            if let Some(counts) = counters.rulesets.get_mut(&matched.name) {
+                                counts.blocks += 1;
+                            }
                             let mut reason =
                                 format!("log score {total} (ruleset {})", matched.name);
                             if !ban.reason.is_empty() {
@@ -390,6 +440,7 @@ impl LogScoring {
                                 reason,
                                 expires: Expiry::After(ban.duration),
                                 force: false,
+                                evidence: evidence.lines(address),
                             }));
                         }
                     }
@@ -427,7 +478,8 @@ impl LogScoring {
     /// the swap only, never while anything is read or scored.
     fn publish(&mut self) {
         let counters = &mut self.counters;
-        counters.scored_addresses = self.board.len() as u64;
+        counters.scored_addresses =
+            (self.board.len() + self.boards.values().map(ScoreBoard::len).sum::<usize>()) as u64;
         counters.sessions = self.sessions.stats();
         counters.sessions_bytes = self.sessions.approximate_bytes() as u64;
         counters.open.clear();
@@ -553,6 +605,7 @@ impl LogScoring {
                         // Scores carry over; only their policy changes.
                         self.board.set_policy(scoring.board);
                         self.scoring = scoring;
+                        self.sync_boards();
                     }
                     self.configure(rulesets, inputs);
                     waker = self.waker();

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{detect::logs::score::ScoringPolicy, prefix::Prefix};
 
 /// How log matches turn into blocks: the `[scoring]` table of the configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScoringConfig {
     /// When a source's score crosses the threshold, and how scores are kept.
     pub board: ScoringPolicy,
@@ -29,6 +29,15 @@ pub struct ScoringConfig {
     /// The neighbourhood: an IPv4 /24 and an IPv6 /64 by default.
     pub aggregate_len_v4: u8,
     pub aggregate_len_v6: u8,
+    /// `[scoring.rulesets.NAME]`: a ruleset's own policy (its keys over the global ones).
+    pub per_ruleset: BTreeMap<String, ScoringConfig>,
+}
+
+impl ScoringConfig {
+    /// The policy `ruleset` scores under.
+    pub fn for_ruleset(&self, ruleset: &str) -> &Self {
+        self.per_ruleset.get(ruleset).unwrap_or(self)
+    }
 }
 
 impl Default for ScoringConfig {
@@ -41,6 +50,7 @@ impl Default for ScoringConfig {
             aggregate_min: 5,
             aggregate_len_v4: 24,
             aggregate_len_v6: 64,
+            per_ruleset: BTreeMap::new(),
         }
     }
 }

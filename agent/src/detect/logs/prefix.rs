@@ -177,23 +177,37 @@ impl LogTime {
     }
 
     /// The time a line carries, for lines without a syslog shape too: at its start (any
-    /// format [`parse`] knows, nginx's `YYYY/MM/DD HH:MM:SS`, Apache's
-    /// `[Www Mmm DD HH:MM:SS.ffffff YYYY]`), or the first `[DD/Mmm/YYYY:HH:MM:SS ±ZZZZ]` of an
-    /// access log.
+    /// format [`parse`] knows, bare or in brackets; nginx's and rsync's `YYYY/MM/DD
+    /// HH:MM:SS`; Apache's and vsftpd's `Www Mmm DD HH:MM:SS[.ffffff] YYYY`; xrdp's
+    /// `[YYYYMMDD-HH:MM:SS]`; a JSON log's `{"t":{"$date":"..."}`), or the first
+    /// `[DD/Mmm/YYYY:HH:MM:SS ±ZZZZ]` of an access log.
     pub fn find(line: &str) -> Option<Self> {
         if let Some(time) = parse(line).time {
             return Some(time);
         }
         let mut cursor = Cursor::new(line);
-        if let Some(time) = cursor.attempt(slashed_date_time) {
+        let at_start = |c: &mut Cursor<'_>| {
+            c.attempt(slashed_date_time)
+                .or_else(|| c.attempt(weekday_date_year))
+                .or_else(|| c.attempt(line_time))
+                .or_else(|| c.attempt(compact_date_time))
+        };
+        if let Some(time) = cursor.attempt(at_start) {
             return Some(time);
         }
         if let Some(time) = cursor.attempt(|c| {
             c.eat(b'[').then_some(())?;
-            let time = weekday_date_year(c)?;
+            let time = at_start(c)?;
             c.eat(b']').then_some(time)
         }) {
             return Some(time);
+        }
+        // MongoDB (4.4+) and other JSON logs: the `$date` of the leading `"t"`.
+        if let Some(rest) = line.strip_prefix("{\"t\":{\"$date\":\"") {
+            let mut cursor = Cursor::new(rest);
+            if let Some(time) = iso_time(&mut cursor) {
+                return Some(time);
+            }
         }
         // An access log's time follows the client, ident and user fields, which are short.
         let open = line.get(..line.len().min(512))?.find(" [")?;
@@ -383,6 +397,25 @@ fn slashed_date_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
     cursor.eat(b'/').then_some(())?;
     let day = valid_day(cursor.digits(2)?)?;
     cursor.eat(b' ').then_some(())?;
+    let (hour, minute, second, nanos) = clock(cursor)?;
+    Some(LogTime {
+        year: Some(i32::try_from(year).ok()?),
+        month: u8::try_from(month).ok().filter(|m| (1..=12).contains(m))?,
+        day,
+        hour,
+        minute,
+        second,
+        nanos,
+        offset: None,
+    })
+}
+
+/// xrdp's `YYYYMMDD-HH:MM:SS`.
+fn compact_date_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
+    let year = cursor.digits(4)?;
+    let month = cursor.digits(2)?;
+    let day = valid_day(cursor.digits(2)?)?;
+    cursor.eat(b'-').then_some(())?;
     let (hour, minute, second, nanos) = clock(cursor)?;
     Some(LogTime {
         year: Some(i32::try_from(year).ok()?),
@@ -869,6 +902,22 @@ mod tests {
             LogTime::find("[Sun Jul 17 22:18:05.123456 2016] [auth_basic:error] [pid 1]"),
             time(Some(2016), [7, 17, 22, 18, 5], 123_456_000, None)
         );
+        for line in [
+            "Sat Nov 22 10:00:01 2026 [pid 4100] [ftp] FAIL LOGIN: Client \"203.0.113.9\"",
+            "[2026-11-22 10:00:01] NOTICE[123] chan_sip.c: Registration failed",
+            "[20261122-10:00:01] [INFO ] connection received",
+            "{\"t\":{\"$date\":\"2026-11-22T10:00:01.000+00:00\"},\"s\":\"I\"}",
+            "2026/11/22 10:00:01 [2101] connect from mirror.example.net (198.51.100.20)",
+        ] {
+            let time = LogTime::find(line).unwrap_or_else(|| panic!("{line}"));
+            assert_eq!(
+                (time.year, time.month, time.day, time.hour, time.second),
+                (Some(2026), 11, 22, 10, 1),
+                "{line}"
+            );
+        }
+        let bracketed = LogTime::find("[Nov 22 10:00:01] NOTICE[1] x").unwrap();
+        assert_eq!((bracketed.year, bracketed.day), (None, 22));
         assert_eq!(LogTime::find("no time here"), None);
     }
 

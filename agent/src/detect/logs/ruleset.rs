@@ -291,6 +291,10 @@ struct RawMatch {
     /// Key templates: keep the address under this key / take it from there.
     remember: Option<String>,
     recall: Option<String>,
+    /// Key templates: park the score of a line without an address / add what is parked to a
+    /// later line's that names one.
+    pending: Option<String>,
+    settle: Option<String>,
 }
 
 #[derive(Debug)]
@@ -337,10 +341,12 @@ struct RawFile {
     rulesets: Vec<RawRuleset>,
 }
 
-const MATCH_KEYS: [&str; 10] = [
+const MATCH_KEYS: [&str; 12] = [
     "match",
     "remember",
     "recall",
+    "pending",
+    "settle",
     "target",
     "ignore_case",
     "negated",
@@ -724,6 +730,8 @@ struct MatchBuilder {
     last: bool,
     remember: Option<String>,
     recall: Option<String>,
+    pending: Option<String>,
+    settle: Option<String>,
 }
 
 impl MatchBuilder {
@@ -745,7 +753,7 @@ impl MatchBuilder {
                 doc.check_length(value, &target, at)?;
                 self.target = Some(target);
             }
-            "remember" | "recall" => {
+            "remember" | "recall" | "pending" | "settle" => {
                 let template = doc.string(value, key, at)?;
                 doc.check_length(value, &template, at)?;
                 if !template.contains("${") {
@@ -754,11 +762,13 @@ impl MatchBuilder {
                         format_args!("{at}`{key}` {template:?} names no variable: a session key is a template such as '${{pid}}'"),
                     ));
                 }
-                if key == "remember" {
-                    self.remember = Some(template);
-                } else {
-                    self.recall = Some(template);
-                }
+                let slot = match key {
+                    "remember" => &mut self.remember,
+                    "recall" => &mut self.recall,
+                    "pending" => &mut self.pending,
+                    _ => &mut self.settle,
+                };
+                *slot = Some(template);
             }
             "ignore_case" => self.ignore_case = doc.boolean(value, key, at)?,
             "negated" => self.negated = doc.boolean(value, key, at)?,
@@ -830,6 +840,8 @@ impl MatchBuilder {
             tags: Vec::new(),
             remember: self.remember,
             recall: self.recall,
+            pending: self.pending,
+            settle: self.settle,
         })
     }
 }
@@ -1055,6 +1067,8 @@ pub struct Matcher {
     tags: Vec<String>,
     remember: Option<String>,
     recall: Option<String>,
+    pending: Option<String>,
+    settle: Option<String>,
     /// For a pattern that captures `address`: the same pattern with greedy and lazy swapped,
     /// and the `address` group's index in each. Greedy repetitions put the address at its
     /// last possible place, lazy ones at its first; when the two differ, the fixed text
@@ -1115,8 +1129,9 @@ pub struct Ruleset {
     programs: Vec<String>,
     /// Mode name → its tags.
     modes: Vec<(String, Vec<String>)>,
-    /// The mode it runs in (a name in `modes`).
+    /// The mode it runs in (a name in `modes`), and the one it runs in unless told.
     mode: Option<String>,
+    default_mode: Option<String>,
     /// Per rule: on in this mode.
     active: Vec<bool>,
     /// When every rule reads the same one-variable target and sets no defaults (the usual
@@ -1304,6 +1319,8 @@ impl Matcher {
             tags: raw.tags,
             remember: raw.remember,
             recall: raw.recall,
+            pending: raw.pending,
+            settle: raw.settle,
             swapped,
             name: name.to_owned(),
             required,
@@ -1325,12 +1342,30 @@ impl Matcher {
         self.groups.iter().any(|(_, n)| n == "address")
             || self.defaults.iter().any(|(k, _)| k == "address")
             || self.recall.is_some()
+            || self.settle.is_some()
     }
 
-    /// After the match succeeded: take a remembered address, keep this one.
-    fn correlate(&self, ruleset: &str, vars: &mut Vars, memory: &mut Option<Memory<'_>>) {
+    /// After the match succeeded: take a remembered address, keep this one, park this
+    /// line's score for a later line or add what was parked. A `recall` that finds nothing
+    /// (and no `pending` to park the score) makes the rule not succeed after all.
+    fn correlate(
+        &self,
+        ruleset: &str,
+        vars: &mut Vars,
+        memory: &mut Option<Memory<'_>>,
+    ) -> Correlated {
         let Some(memory) = memory else {
-            return;
+            return if self.recall.is_some()
+                && self.pending.is_none()
+                && !vars.contains_key("address")
+            {
+                Correlated::Fails
+            } else {
+                Correlated::Succeeds {
+                    parked: false,
+                    settled: 0,
+                }
+            };
         };
         // A variable the line did not capture: no session to speak of.
         let key = |template: &str, vars: &Vars| {
@@ -1344,6 +1379,27 @@ impl Matcher {
         {
             let _: Option<String> = vars.insert("address".to_owned(), address);
         }
+        let has_address = vars.contains_key("address");
+        if self.recall.is_some() && self.pending.is_none() && !has_address {
+            return Correlated::Fails;
+        }
+        let mut parked = false;
+        if let Some(template) = &self.pending
+            && !has_address
+            && let Some(key) = key(template, vars)
+        {
+            memory
+                .sessions
+                .park(ruleset, &key, self.score.unwrap_or(0), memory.now_ms);
+            parked = true;
+        }
+        let mut settled = 0;
+        if let Some(template) = &self.settle
+            && has_address
+            && let Some(key) = key(template, vars)
+        {
+            settled = memory.sessions.settle(ruleset, &key, memory.now_ms);
+        }
         if let Some(template) = &self.remember
             && let Some(key) = key(template, vars)
             && let Some(address) = vars.get("address")
@@ -1353,6 +1409,7 @@ impl Matcher {
                 .sessions
                 .remember(ruleset, &key, &address, memory.now_ms);
         }
+        Correlated::Succeeds { parked, settled }
     }
 
     /// Run against `line` (or the target template), updating `vars`. Whether it succeeded;
@@ -1419,6 +1476,15 @@ impl Matcher {
     }
 }
 
+/// What a match's session keys did to it.
+enum Correlated {
+    /// A `recall` found no address: the match does not count.
+    Fails,
+    /// `parked`: its score waits under a `pending` key; `settled`: scores parked before, now
+    /// this line's.
+    Succeeds { parked: bool, settled: i64 },
+}
+
 /// Session memory lent to one line's run, and the line's time.
 pub struct Memory<'a> {
     pub sessions: &'a mut Sessions,
@@ -1479,8 +1545,34 @@ impl Ruleset {
         &self,
         line: &str,
         prefixed: Option<&Prefixed<'_>>,
-        mut memory: Option<Memory<'_>>,
+        memory: Option<Memory<'_>>,
     ) -> (Outcome, Vec<usize>) {
+        let (outcome, hits, _) = self.run(line, prefixed, memory);
+        (outcome, hits)
+    }
+
+    /// [`Ruleset::apply_with`], and the variables the line left (name, value), for `check
+    /// --explain`.
+    pub fn explain(
+        &self,
+        line: &str,
+        prefixed: Option<&Prefixed<'_>>,
+        memory: Option<Memory<'_>>,
+    ) -> (Outcome, Vec<usize>, Vec<(String, String)>) {
+        let (outcome, hits, vars) = self.run(line, prefixed, memory);
+        let mut vars = vars.0;
+        // The message is the line's; the rest is what the rules captured.
+        vars.retain(|(name, _)| name != "msg");
+        vars.sort();
+        (outcome, hits, vars)
+    }
+
+    fn run(
+        &self,
+        line: &str,
+        prefixed: Option<&Prefixed<'_>>,
+        mut memory: Option<Memory<'_>>,
+    ) -> (Outcome, Vec<usize>, Vars) {
         let mut vars = Vars::default();
         let mut haystack = line;
         if !self.programs.is_empty() {
@@ -1493,14 +1585,14 @@ impl Ruleset {
                 }
             };
             let Some(program) = prefixed.program else {
-                return (Outcome::Skipped, Vec::new());
+                return (Outcome::Skipped, Vec::new(), vars);
             };
             if !self
                 .programs
                 .iter()
                 .any(|pattern| prefix::program_matches(pattern, program))
             {
-                return (Outcome::Skipped, Vec::new());
+                return (Outcome::Skipped, Vec::new(), vars);
             }
             haystack = prefixed.message;
             let _: Option<String> = vars.insert("msg".to_owned(), haystack.to_owned());
@@ -1514,11 +1606,17 @@ impl Ruleset {
         }
         let mut ambiguous = None;
         if !self.first.run(haystack, &mut vars, &mut ambiguous) {
-            return (Outcome::Skipped, Vec::new());
+            return (Outcome::Skipped, Vec::new(), vars);
         }
-        self.first.correlate(&self.name, &mut vars, &mut memory);
+        let mut score = match self.first.correlate(&self.name, &mut vars, &mut memory) {
+            Correlated::Fails => return (Outcome::Skipped, Vec::new(), vars),
+            Correlated::Succeeds { parked: true, .. } => None,
+            Correlated::Succeeds { settled, .. } if settled != 0 => {
+                Some(self.first.score.unwrap_or(0) + settled)
+            }
+            Correlated::Succeeds { .. } => self.first.score,
+        };
         let mut hits = vec![0];
-        let mut score = self.first.score;
         // Without the variable the targets are the literal template: no shortcut then.
         let candidates = self.prefilter.as_ref().and_then(|(variable, set)| {
             vars.get(variable).map(|target| {
@@ -1537,10 +1635,16 @@ impl Ruleset {
                 _ => rule.run(haystack, &mut vars, &mut ambiguous),
             };
             if succeeded {
-                rule.correlate(&self.name, &mut vars, &mut memory);
+                let (parked, settled) = match rule.correlate(&self.name, &mut vars, &mut memory) {
+                    Correlated::Fails => continue,
+                    Correlated::Succeeds { parked, settled } => (parked, settled),
+                };
                 hits.push(index + 1);
-                if let Some(add) = rule.score {
+                if let Some(add) = rule.score.filter(|_| !parked) {
                     score = Some(score.unwrap_or(0) + add);
+                }
+                if settled != 0 {
+                    score = Some(score.unwrap_or(0) + settled);
                 }
                 if rule.last {
                     break;
@@ -1548,10 +1652,10 @@ impl Ruleset {
             }
         }
         let Some(score) = score else {
-            return (Outcome::NoScore, hits);
+            return (Outcome::NoScore, hits, vars);
         };
         if let Some((first, last)) = ambiguous {
-            return (Outcome::Ambiguous { score, first, last }, hits);
+            return (Outcome::Ambiguous { score, first, last }, hits, vars);
         }
         let text = vars.remove("address");
         let outcome = match text.as_deref().map(|t| t.trim().parse::<IpAddr>()) {
@@ -1566,7 +1670,7 @@ impl Ruleset {
             Some(Ok(address)) => Outcome::Scored { address, score },
             _ => Outcome::BadAddress { score, text },
         };
-        (outcome, hits)
+        (outcome, hits, vars)
     }
 
     /// (rule name, pattern, runs on the raw line) of the first match and every rule.
@@ -1594,6 +1698,11 @@ impl Ruleset {
     /// The mode it runs in, when it has modes.
     pub fn mode(&self) -> Option<&str> {
         self.mode.as_deref()
+    }
+
+    /// The mode it runs in unless told otherwise (`default_mode`, or `normal`, or the first).
+    pub fn default_mode(&self) -> Option<&str> {
+        self.default_mode.as_deref()
     }
 
     /// Run in `mode` from now on: rules without tags, and rules with a tag of the mode.
@@ -1700,6 +1809,7 @@ fn compile_ruleset(
         programs: raw.programs,
         modes: raw.modes,
         mode: None,
+        default_mode: raw.default_mode.as_ref().map(|(m, _)| m.clone()),
         active,
     };
     if let Some((mode, line)) = raw.default_mode {
@@ -2751,22 +2861,10 @@ score = 2
                 score: 2
             }]
         );
-        // Another pid: nothing remembered.
-        assert_eq!(
-            run(&sets, other, 2000),
-            [Outcome::BadAddress {
-                score: 2,
-                text: None
-            }]
-        );
+        // Another pid: nothing remembered, so the rule does not count (no score, no address).
+        assert_eq!(run(&sets, other, 2000), [Outcome::NoScore]);
         // Past the TTL (10 minutes of log time): forgotten.
-        assert_eq!(
-            run(&sets, fatal, 601_000),
-            [Outcome::BadAddress {
-                score: 2,
-                text: None
-            }]
-        );
+        assert_eq!(run(&sets, fatal, 601_000), [Outcome::NoScore]);
     }
 
     #[test]
@@ -2801,5 +2899,63 @@ score = 2
             let err = parse(text, Path::new("test.toml")).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{err}\nexpected: {expected}");
         }
+    }
+
+    #[test]
+    fn a_pending_score_waits_for_the_line_of_its_session_that_names_the_address() {
+        let sets = rulesets(
+            r#"
+[[ruleset]]
+name = "mongodb"
+match = '^(?P<msg>.*)$'
+
+[[ruleset.rule]]
+name = "auth-failed"
+target = '${msg}'
+match = '^\[(?P<ctx>conn\d+)\] Failed to authenticate .*$'
+pending = '${ctx}'
+score = 5
+
+[[ruleset.rule]]
+name = "end"
+target = '${msg}'
+match = '^\[(?P<ctx>conn\d+)\] end connection (?P<address>[0-9.]+):\d+ \(\d+ connections? now open\)$'
+settle = '${ctx}'
+"#,
+        );
+        let mut sessions = Sessions::new(super::super::correlate::SessionLimits::default());
+        let mut run = |line: &str| {
+            apply_all_with(&sets, line, Some(&mut sessions), 0)
+                .into_iter()
+                .map(|(_, o, _)| o)
+                .collect::<Vec<_>>()
+        };
+        // The failure names no address: its score is parked, nothing scored yet.
+        assert_eq!(
+            run("[conn5] Failed to authenticate admin@admin with mechanism SCRAM-SHA-1"),
+            [Outcome::NoScore]
+        );
+        assert_eq!(
+            run("[conn5] Failed to authenticate admin@admin with mechanism SCRAM-SHA-1"),
+            [Outcome::NoScore]
+        );
+        // Another connection's end takes nothing.
+        assert_eq!(
+            run("[conn6] end connection 203.0.113.6:4 (1 connection now open)"),
+            [Outcome::NoScore]
+        );
+        // Its own end: both parked scores, once.
+        assert_eq!(
+            run("[conn5] end connection 203.0.113.5:4 (0 connections now open)"),
+            [Outcome::Scored {
+                address: addr("203.0.113.5"),
+                score: 10
+            }]
+        );
+        assert_eq!(
+            run("[conn5] end connection 203.0.113.5:4 (0 connections now open)"),
+            [Outcome::NoScore]
+        );
+        assert_eq!((sessions.stats().parked, sessions.stats().settled), (2, 1));
     }
 }

@@ -34,6 +34,31 @@ pub struct BlockOrder {
     pub expires: Expiry,
     /// Allow prefixes broader than the guard limit.
     pub force: bool,
+    /// The log lines that led to it, newest last; the owner keeps at most
+    /// [`MAX_EVIDENCE_LINES`] of at most [`MAX_EVIDENCE_LINE_BYTES`] each.
+    pub evidence: Vec<String>,
+}
+
+/// How many evidence lines a decision keeps.
+pub const MAX_EVIDENCE_LINES: usize = 5;
+/// How long one kept evidence line may be (longer ones are cut at a character boundary).
+pub const MAX_EVIDENCE_LINE_BYTES: usize = 512;
+
+/// The last [`MAX_EVIDENCE_LINES`] of `lines`, each cut to [`MAX_EVIDENCE_LINE_BYTES`].
+pub fn bound_evidence(mut lines: Vec<String>) -> Vec<String> {
+    let excess = lines.len().saturating_sub(MAX_EVIDENCE_LINES);
+    let _ = lines.drain(..excess);
+    for line in &mut lines {
+        if line.len() > MAX_EVIDENCE_LINE_BYTES {
+            let mut cut = MAX_EVIDENCE_LINE_BYTES;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push('…');
+        }
+    }
+    lines
 }
 
 /// Allowlist these prefixes (never expiring).
@@ -121,6 +146,8 @@ pub struct Removed {
 pub struct ListFilter {
     pub kind: Option<DecisionKind>,
     pub source: Option<Source>,
+    /// Only decisions whose prefix holds this address.
+    pub covering: Option<IpAddr>,
 }
 
 impl ListFilter {
@@ -130,6 +157,9 @@ impl ListFilter {
                 .source
                 .as_ref()
                 .is_none_or(|source| *source == decision.origin.source)
+            && self
+                .covering
+                .is_none_or(|address| decision.prefix.contains(address))
     }
 }
 

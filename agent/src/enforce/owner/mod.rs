@@ -20,7 +20,8 @@ use std::{
 pub use self::guards::block_refusal;
 pub use self::handle::{
     AllowOrder, Applied, BlockOrder, Command, CommandError, Entry, Expiry, Handle, ListFilter,
-    ListUse, Pending, Refusal, Removed, Status,
+    ListUse, MAX_EVIDENCE_LINE_BYTES, MAX_EVIDENCE_LINES, Pending, Refusal, Removed, Status,
+    bound_evidence,
 };
 pub use self::reconcile::{CHUNK, DEADLINE_TOLERANCE_NS, deadline_matches};
 use crate::{
@@ -260,6 +261,7 @@ impl<D: DataPath> Owner<D> {
             reason: "allowlist in the configuration".into(),
             created_unix: now,
             expires_unix: 0,
+            evidence: Vec::new(),
         });
         // Recorded before applied, as every decision (an allow entry is harmless anyway).
         let adding: Vec<Prefix> = config.config_allow.difference(&current).copied().collect();

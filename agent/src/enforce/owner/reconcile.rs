@@ -325,6 +325,7 @@ impl<D: DataPath> Owner<D> {
                 reason: "found in the kernel with no decision to explain it".into(),
                 created_unix: now.unix,
                 expires_unix,
+                evidence: Vec::new(),
             });
             let n = prefixes.len() as u64;
             let first = prefixes[0];

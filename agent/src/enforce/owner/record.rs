@@ -46,6 +46,7 @@ impl<D: DataPath> Owner<D> {
             reason,
             expires,
             force,
+            evidence,
         } = order;
         let now = self.clock.now_unix();
         let duration = match expires {
@@ -59,6 +60,7 @@ impl<D: DataPath> Owner<D> {
             reason: reason.into(),
             created_unix: now,
             expires_unix,
+            evidence: super::handle::bound_evidence(evidence),
         });
         let deadline = self.clock.monotonic_deadline(expires_unix);
         let allows: Vec<Prefix> = self
@@ -106,6 +108,7 @@ impl<D: DataPath> Owner<D> {
             reason: order.reason.into(),
             created_unix: self.clock.now_unix(),
             expires_unix: 0,
+            evidence: Vec::new(),
         });
         let mut prefixes = order.prefixes;
         let mut seen = std::collections::HashSet::with_capacity(prefixes.len());

@@ -122,6 +122,7 @@ fn block_order(prefixes: &[&str], source: Source, secs: Option<u64>) -> BlockOrd
         reason: "test".into(),
         expires: secs.map_or(Expiry::Default, |s| Expiry::After(Duration::from_secs(s))),
         force: false,
+        evidence: Vec::new(),
     }
 }
 
@@ -387,6 +388,7 @@ fn new_blocks_go_in_as_one_batch_and_re_blocks_keep_their_counters() {
         .list(&ListFilter {
             kind: Some(DecisionKind::Block),
             source: Some(Source::Manual),
+            covering: None,
         })
         .unwrap();
     let reblocked = entries
@@ -400,6 +402,7 @@ fn new_blocks_go_in_as_one_batch_and_re_blocks_keep_their_counters() {
         .list(&ListFilter {
             kind: None,
             source: Some(Source::ListFile("bad.txt".into())),
+            covering: None,
         })
         .unwrap();
     assert_eq!(from_file.len(), 2);
@@ -705,6 +708,7 @@ fn unknown_entries_are_adopted_listed_and_removable() {
         .list(&ListFilter {
             kind: None,
             source: Some(Source::Recovered),
+            covering: None,
         })
         .unwrap();
     let mut prefixes: Vec<String> = listed
@@ -898,6 +902,7 @@ fn reconcile_and_sweep_go_in_bounded_chunks() {
         reason: "test".into(),
         expires: Expiry::After(Duration::from_secs(10)),
         force: false,
+        evidence: Vec::new(),
     };
     assert_eq!(owner.block(order).unwrap().applied, total as u64);
     owner.begin_reconcile();
@@ -944,6 +949,7 @@ fn commands_are_answered_between_the_chunks_of_a_pass() {
         reason: "test".into(),
         expires: Expiry::Default,
         force: false,
+        evidence: Vec::new(),
     };
     let _ = owner.block(order).unwrap();
     let snapshot = owner.metrics_snapshot();
@@ -1065,4 +1071,49 @@ fn blocks_of_ranges_that_are_never_unicast_sources_need_force() {
     ] {
         assert_eq!(refusal(neighbour, &[], false), None, "{neighbour}");
     }
+}
+
+#[test]
+fn evidence_is_bounded_kept_across_a_restart_and_listed_by_covering_address() {
+    let dir = StateDir::new("evidence");
+    let (mut owner, _) = start(&dir);
+    let mut order = block_order(
+        &["203.0.113.0/24"],
+        Source::Ruleset("sshd".into()),
+        Some(600),
+    );
+    order.evidence = (0..8)
+        .map(|i| format!("line {i} {}", "é".repeat(400)))
+        .collect();
+    assert_eq!(owner.block(order).unwrap().applied, 1);
+    owner
+        .block(block_order(&["198.51.100.7"], Source::Manual, None))
+        .unwrap();
+    drop(owner);
+    let (mut owner, _) = start(&dir);
+    let covering = |owner: &mut Owner<FakeDataPath>, address: &str| {
+        owner
+            .list(&ListFilter {
+                kind: None,
+                source: None,
+                covering: Some(address.parse().unwrap()),
+            })
+            .unwrap()
+    };
+    let entries = covering(&mut owner, "203.0.113.77");
+    assert_eq!(entries.len(), 1);
+    let evidence = &entries[0].decision.origin.evidence;
+    // The last five, each cut to 512 bytes at a character boundary.
+    assert_eq!(evidence.len(), MAX_EVIDENCE_LINES);
+    assert!(evidence[0].starts_with("line 3 "), "{evidence:?}");
+    assert!(evidence[4].starts_with("line 7 "), "{evidence:?}");
+    assert!(
+        evidence
+            .iter()
+            .all(|l| l.len() <= MAX_EVIDENCE_LINE_BYTES + '…'.len_utf8() && l.ends_with('…'))
+    );
+    assert!(covering(&mut owner, "203.0.114.1").is_empty());
+    let manual = covering(&mut owner, "198.51.100.7");
+    assert_eq!(manual.len(), 1);
+    assert!(manual[0].decision.origin.evidence.is_empty());
 }

@@ -821,6 +821,7 @@ impl Worker {
         let filter = ListFilter {
             kind: Some(DecisionKind::Block),
             source: Some(source.clone()),
+            covering: None,
         };
         let entries = self.owner.list(filter).wait_timeout(OWNER_TIMEOUT).ok()?;
         Some(
@@ -840,6 +841,7 @@ impl Worker {
             reason: order.reason.clone(),
             expires: Expiry::After(Duration::from_secs(order.duration_secs)),
             force: false,
+            evidence: Vec::new(),
         });
         match pending.wait_timeout(OWNER_TIMEOUT) {
             Ok(applied) => applied
