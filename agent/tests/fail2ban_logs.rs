@@ -59,10 +59,21 @@ const COUNTERPARTS: &[(&str, &[&str])] = &[
     ("sendmail-reject", &["sendmail"]),
     ("grafana", &["grafana"]),
     ("gitlab", &["gitlab"]),
-    ("haproxy-http-auth", &["haproxy"]),
-    ("traefik-auth", &["traefik"]),
-    ("bitwarden", &["vaultwarden"]),
-    ("roundcube-auth", &["roundcube"]),
+    ("haproxy-http-auth", &["haproxy-http-auth"]),
+    ("traefik-auth", &["traefik-auth"]),
+    (
+        "bitwarden",
+        &[
+            "vaultwarden",
+            "vaultwarden-syslog",
+            "bitwarden",
+            "bitwarden-syslog",
+        ],
+    ),
+    (
+        "roundcube-auth",
+        &["roundcube-auth", "roundcube-auth-syslog"],
+    ),
     ("phpmyadmin-syslog", &["phpmyadmin"]),
 ];
 

@@ -335,6 +335,41 @@ mod tests {
     };
 
     #[test]
+    fn a_ruleset_scoring_table_overrides_the_global_keys_it_names() {
+        let text = format!(
+            "{}[scoring]\nthreshold = 20\nban = \"2h\"\n[scoring.rulesets.sshd]\nthreshold = 5\n[scoring.rulesets.nginx-access]\nban = \"1d\"\nwindow = \"1m\"\n",
+            with_top("")
+        );
+        let config = parse(&text).unwrap();
+        let sshd = config.scoring.for_ruleset("sshd");
+        assert_eq!(
+            (sshd.board.threshold, sshd.ban),
+            (20 - 15, Duration::from_secs(7200))
+        );
+        let web = config.scoring.for_ruleset("nginx-access");
+        assert_eq!(web.board.threshold, 20);
+        assert_eq!(web.ban, Duration::from_secs(86_400));
+        assert_eq!(web.board.window, Duration::from_secs(60));
+        // Not named: the global policy.
+        assert_eq!(config.scoring.for_ruleset("postfix").board.threshold, 20);
+        let bad = format!(
+            "{}[scoring]\n[scoring.rulesets.sshd]\nthreshold = -1\n",
+            with_top("")
+        );
+        let message = parse(&bad).unwrap_err().to_string();
+        assert!(
+            message.contains("scoring.rulesets.sshd.threshold: -1 is out of range"),
+            "{message}"
+        );
+        let nested = format!(
+            "{}[scoring.rulesets.sshd.rulesets.x]\nthreshold = 1\n",
+            with_top("")
+        );
+        let message = parse(&nested).unwrap_err().to_string();
+        assert!(message.contains("not more rulesets"), "{message}");
+    }
+
+    #[test]
     fn scoring_and_inputs_are_read_and_checked() {
         let config = parse(&with_top("rulesets_dir = \"/etc/xdpguard/rulesets\"\n")).unwrap();
         assert_eq!(

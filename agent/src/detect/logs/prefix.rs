@@ -191,6 +191,7 @@ impl LogTime {
                 .or_else(|| c.attempt(weekday_date_year))
                 .or_else(|| c.attempt(line_time))
                 .or_else(|| c.attempt(compact_date_time))
+                .or_else(|| c.attempt(dashed_date_time))
         };
         if let Some(time) = cursor.attempt(at_start) {
             return Some(time);
@@ -347,10 +348,43 @@ fn iso_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
     let day = valid_day(cursor.digits(2)?)?;
     (cursor.eat(b'T') || cursor.eat(b't') || cursor.eat(b' ')).then_some(())?;
     let (hour, minute, second, nanos) = clock(cursor)?;
-    let offset = cursor.attempt(zone);
+    // The zone right after the time, or after one space (`... 01:04:49.008 +08:00`, as
+    // .NET's Serilog writes it).
+    let offset = cursor.attempt(zone).or_else(|| {
+        cursor.attempt(|c| {
+            c.eat(b' ').then_some(())?;
+            matches!(c.peek(), Some(b'+' | b'-')).then_some(())?;
+            zone(c)
+        })
+    });
     Some(LogTime {
         year: Some(i32::try_from(year).ok()?),
         month: u8::try_from(month).ok().filter(|m| (1..=12).contains(m))?,
+        day,
+        hour,
+        minute,
+        second,
+        nanos,
+        offset,
+    })
+}
+
+/// Roundcube's `DD-Mmm-YYYY HH:MM:SS ±ZZZZ`.
+fn dashed_date_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
+    let day = valid_day(cursor.digits(2)?)?;
+    cursor.eat(b'-').then_some(())?;
+    let month = month(cursor)?;
+    cursor.eat(b'-').then_some(())?;
+    let year = cursor.digits(4)?;
+    cursor.eat(b' ').then_some(())?;
+    let (hour, minute, second, nanos) = clock(cursor)?;
+    let offset = cursor.attempt(|c| {
+        c.eat(b' ').then_some(())?;
+        zone(c)
+    });
+    Some(LogTime {
+        year: Some(i32::try_from(year).ok()?),
+        month,
         day,
         hour,
         minute,
@@ -908,6 +942,9 @@ mod tests {
             "[20261122-10:00:01] [INFO ] connection received",
             "{\"t\":{\"$date\":\"2026-11-22T10:00:01.000+00:00\"},\"s\":\"I\"}",
             "2026/11/22 10:00:01 [2101] connect from mirror.example.net (198.51.100.20)",
+            "[22-Nov-2026 10:00:01 +0000]: <abc> IMAP Error: Login failed",
+            "[2026-11-22 10:00:01.201][vaultwarden::api][ERROR] Username or password is incorrect.",
+            "2026-11-22T10:00:01.667Z: Failed Login: username=x ip=203.0.113.9",
         ] {
             let time = LogTime::find(line).unwrap_or_else(|| panic!("{line}"));
             assert_eq!(
@@ -916,6 +953,9 @@ mod tests {
                 "{line}"
             );
         }
+        let serilog =
+            LogTime::find("2019-11-26 01:04:49.008 +08:00 [WRN] Failed login attempt").unwrap();
+        assert_eq!((serilog.hour, serilog.offset), (1, Some(8 * 3600)));
         let bracketed = LogTime::find("[Nov 22 10:00:01] NOTICE[1] x").unwrap();
         assert_eq!((bracketed.year, bracketed.day), (None, 22));
         assert_eq!(LogTime::find("no time here"), None);
