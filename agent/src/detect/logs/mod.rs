@@ -688,4 +688,95 @@ mod tests {
         assert_eq!(published(), total as u64);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// A ruleset with its own policy blocks at its own threshold, an input's mode switches the
+    /// ruleset's tagged rules on, and the block carries the lines that scored it.
+    #[test]
+    fn per_ruleset_policy_input_modes_and_evidence_reach_the_owner() {
+        let dir = std::env::temp_dir().join(format!("xdpguard-logs-policy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("app.log");
+        std::fs::write(&log, "").unwrap();
+        let rulesets = ruleset::parse(
+            r#"
+[[ruleset]]
+name = "app"
+programs = ["app"]
+[ruleset.modes]
+normal = []
+loud = ["loud"]
+
+[[ruleset.rule]]
+name = "failed"
+match = '^failed login from (?P<address>[0-9.]+)$'
+score = 2
+
+[[ruleset.rule]]
+name = "probe"
+tags = ["loud"]
+match = '^probe from (?P<address>[0-9.]+)$'
+score = 2
+"#,
+            Path::new("app.toml"),
+        )
+        .unwrap();
+        let inputs = vec![InputConfig {
+            name: "app".into(),
+            source: InputSource::File(log.clone()),
+            rulesets: Vec::new(),
+            start_at_end: false,
+            mode: Some("loud".into()),
+        }];
+        let global = ScoringConfig {
+            board: crate::detect::logs::score::ScoringPolicy {
+                exclude_local: false,
+                ..ScoringConfig::default().board
+            },
+            ..ScoringConfig::default()
+        };
+        // The global threshold (10) would need six lines; the ruleset's own (3) two.
+        let mut own = global.clone();
+        own.board.threshold = 3;
+        let scoring = ScoringConfig {
+            per_ruleset: BTreeMap::from([("app".to_owned(), own)]),
+            ..global
+        };
+        let mut logs = LogScoring::new(&dir, rulesets, inputs, scoring, Arc::new(SystemClock));
+        let (commands, inbox) = mpsc::channel();
+        let owner = Handle::new(commands);
+        std::fs::write(
+            &log,
+            "Nov 22 10:00:01 h app[1]: failed login from 203.0.113.5\nNov 22 10:00:02 h app[1]: probe from 203.0.113.5\n",
+        )
+        .unwrap();
+        while logs.poll(&owner) == Progress::MoreWaiting {}
+        let orders: Vec<BlockOrder> = inbox
+            .try_iter()
+            .filter_map(|command| match command {
+                crate::enforce::owner::Command::Block { order, .. } => Some(order),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(orders.len(), 1, "one block, at the ruleset's own threshold");
+        assert_eq!(orders[0].prefixes, vec!["203.0.113.5".parse().unwrap()]);
+        assert_eq!(
+            orders[0].evidence,
+            [
+                "Nov 22 10:00:01 h app[1]: failed login from 203.0.113.5",
+                "Nov 22 10:00:02 h app[1]: probe from 203.0.113.5"
+            ]
+        );
+        let stats = logs.stats();
+        let counts = stats.lock().unwrap().rulesets["app"];
+        assert_eq!(
+            counts,
+            RulesetCounts {
+                lines: 2,
+                scored: 2,
+                blocks: 1
+            }
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
