@@ -6,6 +6,7 @@
 //! - the web rulesets (`rulesets/nginx.toml`) over a generated 1M-line nginx access log (3%
 //!   scanners) against the nginx-botsearch filter;
 //! - and what one remembered session of the multi-line rules costs in memory.
+//!
 //! Prints a Markdown report for docs/BENCHMARKS.md.
 use std::{
     collections::BTreeSet,

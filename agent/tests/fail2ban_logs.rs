@@ -75,6 +75,12 @@ const COUNTERPARTS: &[(&str, &[&str])] = &[
         &["roundcube-auth", "roundcube-auth-syslog"],
     ),
     ("phpmyadmin-syslog", &["phpmyadmin"]),
+    ("cyrus-imap", &["cyrus-imap"]),
+    ("lighttpd-auth", &["lighttpd", "lighttpd-syslog"]),
+    ("webmin-auth", &["webmin"]),
+    ("slapd", &["slapd"]),
+    ("guacamole", &["guacamole", "guacamole-syslog"]),
+    ("ejabberd-auth", &["ejabberd"]),
 ];
 
 fn rulesets_dir() -> PathBuf {
@@ -179,7 +185,7 @@ fn mapped(address: IpAddr) -> IpAddr {
 fn constraint_holds(constraint: &str, mode: Option<&str>, name: &str) -> bool {
     constraint.split(" or ").any(|conjunct| {
         conjunct.split(" and ").all(|atom| {
-            let atom = atom.trim().trim_matches(|c| c == '(' || c == ')');
+            let atom = atom.trim().trim_matches(['(', ')']);
             let (subject, rest) = if let Some(rest) = atom.strip_prefix("opts.get('mode')") {
                 (mode.unwrap_or(""), rest.trim())
             } else if let Some(rest) = atom.strip_prefix("name") {
@@ -188,8 +194,8 @@ fn constraint_holds(constraint: &str, mode: Option<&str>, name: &str) -> bool {
                 panic!("constraint not understood: {constraint:?}")
             };
             let values = |text: &str| -> Vec<String> {
-                text.split(|c| c == ',' || c == '(' || c == ')')
-                    .map(|v| v.trim().trim_matches(|c| c == '\'' || c == '"').to_owned())
+                text.split([',', '(', ')'])
+                    .map(|v| v.trim().trim_matches(['\'', '"']).to_owned())
                     .filter(|v| !v.is_empty())
                     .collect()
             };

@@ -189,7 +189,7 @@ fn two_hundred_files_load_with_the_limit_raised() {
     let config = scratch.0.join("xdpguard.toml");
     std::fs::write(
         &config,
-        "[[interfaces]]\nname = \"veth-xgr0\"\n[rulesets]\nmax_files = 200\n",
+        "[[interfaces]]\nname = \"veth-xgr0\"\n[rulesets]\nmax_files = 200\nmax_rules = 8192\nmax_compiled_bytes = 1073741824\n",
     )
     .unwrap();
     let lint = run_measured(&[
@@ -207,16 +207,28 @@ fn two_hundred_files_load_with_the_limit_raised() {
         os("--include-local"),
         os("--limit"),
         os("max_files=200"),
+        os("--limit"),
+        os("max_rules=8192"),
+        os("--limit"),
+        os("max_compiled_bytes=1073741824"),
         os("--rulesets"),
         dir.as_os_str(),
         log.as_os_str(),
     ]);
     assert!(check.success, "{}", check.output);
     let report: serde_json::Value = serde_json::from_str(&check.output).unwrap();
-    // Every copy scores the sample's worst address: 200 copies of 15.
+    // Every copy scores the sample's worst address: 200 copies of its score in the sample's
+    // expectations.
+    let expect = std::fs::read_to_string(shipped("samples/sshd.expect")).unwrap();
+    let one: i64 = expect
+        .lines()
+        .find_map(|line| line.strip_prefix("203.0.113.5 "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|score| score.parse().ok())
+        .expect("samples/sshd.expect scores 203.0.113.5");
     let top = &report["addresses"][0];
     assert_eq!(top["address"], "203.0.113.5", "{}", report["addresses"]);
-    assert_eq!(top["score"], 200 * 15, "{}", report["addresses"]);
+    assert_eq!(top["score"], 200 * one, "{}", report["addresses"]);
     for (what, run) in [("lint", &lint), ("check", &check)] {
         assert!(
             run.max_rss_kib < 1 << 20,

@@ -119,6 +119,10 @@ pub enum Command {
     },
     /// Convert the reference scorer's INI rulesets to TOML (written to standard output).
     ImportIni { file: PathBuf },
+    /// Convert a fail2ban filter (filter.d/NAME.conf: includes, failregex, ignoreregex,
+    /// prefregex, modes, interpolation, <HOST>, <F-...> tags) to a TOML ruleset on standard
+    /// output; what could not be converted, and what lint flags, go to standard error.
+    ImportFail2ban { filter: PathBuf },
     /// Flag ruleset patterns where attacker-controlled text could choose the scored address.
     Lint {
         /// Ruleset files or directories of them.

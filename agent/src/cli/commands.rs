@@ -13,7 +13,7 @@ use xdpguard::{
     detect::logs::{ruleset, score::ScoringPolicy},
     enforce::dataplane::Dataplane,
     listfile,
-    tools::{check, import_ini, lint},
+    tools::{check, import_fail2ban, import_ini, lint},
 };
 
 use super::{
@@ -243,6 +243,25 @@ pub fn run(cli: Cli) -> Result<()> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             print!("{}", import_ini::convert(&text, &file)?);
+            Ok(())
+        }
+        Command::ImportFail2ban { filter } => {
+            let conversion = import_fail2ban::convert_file(&filter)?;
+            print!("{}", conversion.toml);
+            for note in &conversion.notes {
+                eprintln!("import-fail2ban: {}: {note}", filter.display());
+            }
+            let loaded = ruleset::parse(&conversion.toml, &filter)?;
+            let findings = lint::lint(&loaded);
+            for finding in &findings {
+                eprintln!("import-fail2ban: lint: {finding}");
+            }
+            eprintln!(
+                "import-fail2ban: {} rulesets, {} notes, {} lint findings",
+                loaded.len(),
+                conversion.notes.len(),
+                findings.len()
+            );
             Ok(())
         }
         Command::Lint { paths, limits } => {

@@ -93,9 +93,14 @@ pub(super) struct RawScoring {
     pub(super) aggregate_min: Option<Spanned<Integer>>,
     pub(super) aggregate_len_v4: Option<Spanned<Integer>>,
     pub(super) aggregate_len_v6: Option<Spanned<Integer>>,
+    /// Sessions multi-line rules remember at most, and for how long (log time).
+    pub(super) max_sessions: Option<Spanned<Integer>>,
+    pub(super) session_ttl: Option<Spanned<RawDuration>>,
+    /// In `[scoring.rulesets.NAME]` only: the mode that ruleset runs in.
+    pub(super) mode: Option<Spanned<String>>,
     /// `[scoring.rulesets.NAME]`: the same keys, for one ruleset (like a fail2ban jail).
     #[serde(default)]
-    pub(super) rulesets: std::collections::BTreeMap<Spanned<String>, Spanned<RawScoring>>,
+    pub(super) rulesets: std::collections::BTreeMap<Spanned<String>, Spanned<Self>>,
 }
 
 #[derive(Deserialize)]

@@ -350,7 +350,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                     let _ = log_commands.send(LogCommand::Reload {
                         rulesets: new.rulesets,
                         inputs: new.inputs,
-                        scoring: new.scoring,
+                        scoring: Box::new(new.scoring),
                     });
                     match handle.reload(new.owner).wait() {
                         Ok(()) => log::info!("configuration reloaded"),

@@ -177,7 +177,7 @@ pub fn check_with<R: BufRead>(
             }
         };
         let prefixed = prefix::parse(&line);
-        let time = prefixed.time.or_else(|| LogTime::find(&line));
+        let time = prefixed.time.or_else(|| LogTime::find_unprefixed(&line));
         if time.is_some() {
             report.timed_lines += 1;
         }

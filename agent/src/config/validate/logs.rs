@@ -8,6 +8,7 @@ use crate::{
         raw::{RawConfig, RawInput, RawRulesetLimits, RawScoring},
     },
     detect::logs::config::{InputConfig, InputSource},
+    detect::logs::correlate::SessionLimits,
     detect::logs::offenders::ScoringConfig,
     detect::logs::ruleset::{self, Limit, Ruleset, RulesetLimits},
     detect::logs::score::ScoringPolicy,
@@ -18,6 +19,13 @@ const NAMES_SHOWN: usize = 12;
 
 impl ConfigText<'_> {
     pub(super) fn scoring(&self, raw: &RawScoring) -> Result<ScoringConfig, ConfigError> {
+        if let Some(mode) = &raw.mode {
+            return Err(self.invalid(
+                "scoring.mode",
+                mode.span(),
+                "a mode is chosen per ruleset ([scoring.rulesets.NAME] mode) or per input ([[inputs]] mode)",
+            ));
+        }
         let mut scoring = self.scoring_over(raw, &ScoringConfig::default(), "scoring")?;
         for (name, table) in &raw.rulesets {
             let key = format!("scoring.rulesets.{}", name.get_ref());
@@ -28,7 +36,8 @@ impl ConfigText<'_> {
                     "a ruleset's scoring table holds the [scoring] keys, not more rulesets",
                 ));
             }
-            let own = self.scoring_over(table.get_ref(), &scoring, &key)?;
+            let mut own = self.scoring_over(table.get_ref(), &scoring, &key)?;
+            own.mode = table.get_ref().mode.as_ref().map(|m| m.get_ref().clone());
             let _ = scoring.per_ruleset.insert(name.get_ref().clone(), own);
         }
         Ok(scoring)
@@ -115,6 +124,25 @@ impl ConfigText<'_> {
                 d.aggregate_len_v6,
                 "bits",
             )?,
+            sessions: SessionLimits {
+                max_sessions: usize::try_from(self.integer(
+                    &key("max_sessions"),
+                    raw.max_sessions.as_ref(),
+                    0_u32,
+                    16 << 20,
+                    u32::try_from(d.sessions.max_sessions).unwrap_or(u32::MAX),
+                    "sessions",
+                )?)
+                .unwrap_or(usize::MAX),
+                ttl: self.duration_within(
+                    &key("session_ttl"),
+                    raw.session_ttl.as_ref(),
+                    std::time::Duration::from_secs(1),
+                    std::time::Duration::from_secs(86_400),
+                    d.sessions.ttl,
+                )?,
+            },
+            mode: None,
             per_ruleset: std::collections::BTreeMap::new(),
         })
     }
@@ -288,6 +316,34 @@ impl ConfigText<'_> {
                         ),
                     ));
                 }
+            }
+        }
+        for (name, table) in &raw.scoring.rulesets {
+            let key = format!("scoring.rulesets.{}", name.get_ref());
+            let Some(found) = scanned.names().find(|found| found.name == name.get_ref()) else {
+                return Err(self.invalid(
+                    &key,
+                    name.span(),
+                    format_args!("no ruleset {:?} in {}", name.get_ref(), dir.display()),
+                ));
+            };
+            if let Some(mode) = &table.get_ref().mode
+                && !found.modes.contains(&mode.get_ref().as_str())
+            {
+                return Err(self.invalid(
+                    &format!("{key}.mode"),
+                    mode.span(),
+                    format_args!(
+                        "ruleset {:?} has no mode {:?} (it has: {})",
+                        name.get_ref(),
+                        mode.get_ref(),
+                        if found.modes.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            found.modes.join(", ")
+                        }
+                    ),
+                ));
             }
         }
         for input in &raw.inputs {

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use self::{
     config::{InputConfig, InputSource},
-    correlate::{SessionLimits, SessionStats, Sessions},
+    correlate::{SessionStats, Sessions},
     input::{
         FileFollower, PipeFollower, Progress, Refusals, Start, StreamReader, Waker,
         read_regular_file, replace_file,
@@ -94,7 +94,8 @@ pub enum LogCommand {
     Reload {
         rulesets: Vec<Ruleset>,
         inputs: Vec<InputConfig>,
-        scoring: ScoringConfig,
+        /// Boxed: a reload is rare, the policy is large.
+        scoring: Box<ScoringConfig>,
     },
     Stop,
 }
@@ -279,7 +280,7 @@ impl LogScoring {
             inputs: Vec::new(),
             board: ScoreBoard::new(scoring.board),
             boards: HashMap::new(),
-            sessions: Sessions::new(SessionLimits::default()),
+            sessions: Sessions::new(scoring.sessions),
             evidence: evidence::Evidence::default(),
             scoring,
             positions_file,
@@ -323,6 +324,18 @@ impl LogScoring {
             .map(|input| ((input.config.name, input.config.source), input.follower))
             .collect();
         self.rulesets = rulesets;
+        // A ruleset's mode from its own scoring table (validated against its modes).
+        for ruleset in &mut self.rulesets {
+            if let Some(mode) = self
+                .scoring
+                .per_ruleset
+                .get(&ruleset.name)
+                .and_then(|own| own.mode.as_deref())
+                && let Err(err) = ruleset.set_mode(mode)
+            {
+                log::error!("scoring.rulesets.{}: {err}", ruleset.name);
+            }
+        }
         let shared = self.rulesets.len();
         for config in inputs {
             let mut indices: Vec<usize> = self.rulesets[..shared]
@@ -601,9 +614,11 @@ impl LogScoring {
                     inputs,
                     scoring,
                 }) => {
+                    let scoring = *scoring;
                     if scoring != self.scoring {
                         // Scores carry over; only their policy changes.
                         self.board.set_policy(scoring.board);
+                        self.sessions.set_limits(scoring.sessions);
                         self.scoring = scoring;
                         self.sync_boards();
                     }
@@ -729,7 +744,7 @@ score = 2
             mode: Some("loud".into()),
         }];
         let global = ScoringConfig {
-            board: crate::detect::logs::score::ScoringPolicy {
+            board: score::ScoringPolicy {
                 exclude_local: false,
                 ..ScoringConfig::default().board
             },

@@ -29,8 +29,12 @@ pub struct ScoringConfig {
     /// The neighbourhood: an IPv4 /24 and an IPv6 /64 by default.
     pub aggregate_len_v4: u8,
     pub aggregate_len_v6: u8,
+    /// The session memory of multi-line rules.
+    pub sessions: crate::detect::logs::correlate::SessionLimits,
+    /// In a ruleset's own policy only: the mode it runs in (an input's mode wins).
+    pub mode: Option<String>,
     /// `[scoring.rulesets.NAME]`: a ruleset's own policy (its keys over the global ones).
-    pub per_ruleset: BTreeMap<String, ScoringConfig>,
+    pub per_ruleset: BTreeMap<String, Self>,
 }
 
 impl ScoringConfig {
@@ -50,6 +54,8 @@ impl Default for ScoringConfig {
             aggregate_min: 5,
             aggregate_len_v4: 24,
             aggregate_len_v6: 64,
+            sessions: crate::detect::logs::correlate::SessionLimits::default(),
+            mode: None,
             per_ruleset: BTreeMap::new(),
         }
     }

@@ -182,9 +182,11 @@ impl LogTime {
     /// `[YYYYMMDD-HH:MM:SS]`; a JSON log's `{"t":{"$date":"..."}`), or the first
     /// `[DD/Mmm/YYYY:HH:MM:SS ±ZZZZ]` of an access log.
     pub fn find(line: &str) -> Option<Self> {
-        if let Some(time) = parse(line).time {
-            return Some(time);
-        }
+        parse(line).time.or_else(|| Self::find_unprefixed(line))
+    }
+
+    /// [`LogTime::find`] for a line [`parse`] found no time in already.
+    pub fn find_unprefixed(line: &str) -> Option<Self> {
         let mut cursor = Cursor::new(line);
         let at_start = |c: &mut Cursor<'_>| {
             c.attempt(slashed_date_time)
@@ -527,10 +529,11 @@ fn is_host_name(name: &str) -> bool {
 /// `program[pid]:` or `program:` (a space, or the end, after it): program, pid and where the
 /// message starts.
 fn tag(text: &str) -> Option<(&str, Option<&str>, &str)> {
-    let end = text
-        .find(": ")
-        .map_or_else(|| text.strip_suffix(':').map(str::len), Some)?;
-    let head = &text[..end];
+    // The tag is one word (no spaces in a program name or pid): only it is looked at, so a
+    // line of another shape costs a word, not a search of the line.
+    let word = text.split(' ').next().unwrap_or("");
+    let head = word.strip_suffix(':')?;
+    let end = head.len();
     let message = text.get(end + 2..).unwrap_or("");
     match head.strip_suffix(']') {
         Some(with_pid) => {
@@ -715,6 +718,10 @@ pub fn program_matches(pattern: &str, program: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[expect(
+        clippy::unnecessary_wraps,
+        reason = "the case table's time column is an Option: its `None` rows are written out"
+    )]
     fn time(
         year: Option<i32>,
         [month, day, hour, minute, second]: [u8; 5],
@@ -733,17 +740,20 @@ mod tests {
         })
     }
 
-    /// (line, time, host, program, pid, message): every shape the layer knows.
+    /// (line, time, host, program, pid, message).
+    type Case<'a> = (
+        &'a str,
+        Option<LogTime>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a str,
+    );
+
+    /// Every shape the layer knows.
     #[test]
     fn prefixes_case_by_case() {
-        let cases: &[(
-            &str,
-            Option<LogTime>,
-            Option<&str>,
-            Option<&str>,
-            Option<&str>,
-            &str,
-        )] = &[
+        let cases: &[Case<'_>] = &[
             // RFC 3164, space-padded day, with and without a host.
             (
                 "Jan  5 01:31:41 www sshd[1643]: ROOT LOGIN REFUSED FROM 192.0.2.4",

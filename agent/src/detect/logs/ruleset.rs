@@ -1081,7 +1081,10 @@ pub struct Matcher {
 struct Swapped {
     regex: meta::Regex,
     group: usize,
-    original_group: usize,
+    /// The literal the pattern requires right after the address (` port ` in sshd's lines):
+    /// a second place for the address needs a second copy of it, so a haystack holding it
+    /// once is not searched again.
+    after: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug)]
@@ -1134,10 +1137,12 @@ pub struct Ruleset {
     default_mode: Option<String>,
     /// Per rule: on in this mode.
     active: Vec<bool>,
+    /// The prefix's variables (msg, program, pid, host) that some template reads.
+    prefix_variables: Vec<&'static str>,
     /// When every rule reads the same one-variable target and sets no defaults (the usual
     /// shape), all rule patterns in one set: one pass over the target says which rules can
     /// match, and only those run their captures.
-    prefilter: Option<(String, meta::Regex)>,
+    prefilter: Option<SharedPass>,
 }
 
 /// A line's variables: a handful at most, so a vector beats hashing.
@@ -1176,17 +1181,22 @@ impl Vars {
 }
 
 /// Match `regex` on `haystack`, putting its named `groups` into `vars`. Where the match ends.
+/// Where `address` started, when it was captured, goes to `address_at`.
 fn capture_into(
     regex: &meta::Regex,
     groups: &[(usize, String)],
     haystack: &str,
     vars: &mut Vars,
+    address_at: &mut Option<usize>,
 ) -> Option<usize> {
     let mut captures = regex.create_captures();
     regex.captures(haystack, &mut captures);
     let end = captures.get_match()?.end();
     for (index, name) in groups {
         if let Some(span) = captures.get_group(*index) {
+            if name == "address" {
+                *address_at = Some(span.start);
+            }
             let _: Option<String> = vars.insert(name.clone(), haystack[span.range()].to_owned());
         }
     }
@@ -1211,6 +1221,58 @@ fn required_literal(hir: &Hir) -> Option<Vec<u8>> {
         | HirKind::Repetition(_)
         | HirKind::Alternation(_) => None,
     }
+}
+
+/// The literal that directly follows the `address` capture in the sequence holding it, if
+/// there is one (through groups around that sequence).
+fn literal_after_address(hir: &Hir) -> Option<Vec<u8>> {
+    match hir.kind() {
+        HirKind::Concat(parts) => {
+            let at = parts.iter().position(|part| {
+                matches!(part.kind(), HirKind::Capture(c) if c.name.as_deref() == Some("address"))
+            });
+            match at {
+                Some(at) => match parts.get(at + 1).map(Hir::kind) {
+                    Some(HirKind::Literal(literal)) => Some(literal.0.to_vec()),
+                    _ => None,
+                },
+                None => parts.iter().find_map(literal_after_address),
+            }
+        }
+        HirKind::Capture(capture) => literal_after_address(&capture.sub),
+        HirKind::Repetition(repetition) => literal_after_address(&repetition.sub),
+        HirKind::Alternation(_)
+        | HirKind::Empty
+        | HirKind::Literal(_)
+        | HirKind::Class(_)
+        | HirKind::Look(_) => None,
+    }
+}
+
+/// Whether nothing before the `address` group of `pattern` can match text of more than one
+/// length (no repetition, optional part or alternation), so the address can start at one
+/// place only and the greedy-lazy comparison has nothing to find. Conservative: anything
+/// unclear (escapes, classes holding such characters) counts as variable.
+fn address_at_a_fixed_place(pattern: &str) -> bool {
+    let Some(at) = ["(?P<address>", "(?<address>"]
+        .iter()
+        .find_map(|open| pattern.find(open))
+    else {
+        return false;
+    };
+    let before = pattern[..at].as_bytes();
+    let mut i = 0;
+    while i < before.len() {
+        match before[i] {
+            b'\\' => return false,
+            b'*' | b'+' | b'{' | b'|' | b'[' => return false,
+            // `(?` opens a group or sets flags; any other `?` makes something optional.
+            b'?' if i == 0 || before[i - 1] != b'(' => return false,
+            _ => {}
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Replace `${name}` with variables; unknown names stay as they are.
@@ -1296,6 +1358,8 @@ impl Matcher {
         }
         let groups = group_names(&regex);
         let swapped = match groups.iter().find(|(_, n)| n == "address") {
+            // Nothing that repeats or alternates before the address: it has one place only.
+            Some(_) if address_at_a_fixed_place(&raw.pattern) => None,
             Some(&(original_group, _)) => {
                 let swapped = budget.regex(
                     &format!("(?U)(?:{})", raw.pattern),
@@ -1307,10 +1371,17 @@ impl Matcher {
                     .into_iter()
                     .find(|(_, n)| n == "address")
                     .map_or(original_group, |(i, _)| i);
+                let after = syntax::parse_with(
+                    &raw.pattern,
+                    &syntax::Config::new().case_insensitive(raw.ignore_case),
+                )
+                .ok()
+                .and_then(|hir| literal_after_address(&hir))
+                .filter(|literal| !literal.is_empty());
                 Some(Swapped {
                     regex: swapped,
                     group,
-                    original_group,
+                    after,
                 })
             }
             None => None,
@@ -1434,6 +1505,7 @@ impl Matcher {
         for (key, value) in &self.defaults {
             let _: Option<String> = vars.insert(key.clone(), value.clone());
         }
+        let mut address_at = None;
         let matched = if self.required.as_ref().is_some_and(|required| {
             required
                 .find(haystack.as_bytes(), Span::from(0..haystack.len()))
@@ -1444,7 +1516,7 @@ impl Matcher {
             let end = if tail.groups.is_empty() {
                 tail.head.find(haystack).map(|m| m.end())
             } else {
-                capture_into(&tail.head, &tail.groups, haystack, vars)
+                capture_into(&tail.head, &tail.groups, haystack, vars, &mut address_at)
             };
             match end {
                 // `.` stops at a newline: so does the tail.
@@ -1453,18 +1525,24 @@ impl Matcher {
                         vars.insert(tail.name.clone(), haystack[end..].to_owned());
                     true
                 }
-                Some(_) => capture_into(&self.regex, &self.groups, haystack, vars).is_some(),
+                Some(_) => capture_into(&self.regex, &self.groups, haystack, vars, &mut address_at)
+                    .is_some(),
                 None => false,
             }
         } else if self.groups.is_empty() {
             self.regex.is_match(haystack)
         } else {
-            capture_into(&self.regex, &self.groups, haystack, vars).is_some()
+            capture_into(&self.regex, &self.groups, haystack, vars, &mut address_at).is_some()
         };
         if matched
             && !self.negated
             && let Some(swapped) = &self.swapped
-            && let Some(places) = swapped.places(&self.regex, haystack)
+            && let Some(last) = address_at
+            && let Some(places) = swapped.places(
+                haystack,
+                last,
+                vars.get("address").map_or("", String::as_str),
+            )
         {
             *ambiguous = Some(places);
         }
@@ -1492,21 +1570,24 @@ pub struct Memory<'a> {
 }
 
 impl Swapped {
-    /// The address at its first and last possible place in `haystack`, when they differ.
-    fn places(&self, original: &meta::Regex, haystack: &str) -> Option<(String, String)> {
-        let span = |regex: &meta::Regex, group: usize| {
-            let mut captures = regex.create_captures();
-            regex.captures(haystack, &mut captures);
-            captures.get_group(group)
-        };
-        let last = span(original, self.original_group)?;
-        let first = span(&self.regex, self.group)?;
-        (first.start != last.start).then(|| {
-            (
-                haystack[first.range()].to_owned(),
-                haystack[last.range()].to_owned(),
-            )
-        })
+    /// The address at its first and last possible place in `haystack`, when they differ;
+    /// `last` is where the pattern as written (greedy) put it, `last_text` what it took.
+    fn places(&self, haystack: &str, last: usize, last_text: &str) -> Option<(String, String)> {
+        // Overlapping copies count: every place the literal could start.
+        if let Some(after) = &self.after
+            && haystack
+                .as_bytes()
+                .windows(after.len())
+                .filter(|window| window == after)
+                .nth(1)
+                .is_none()
+        {
+            return None;
+        }
+        let mut captures = self.regex.create_captures();
+        self.regex.captures(haystack, &mut captures);
+        let first = captures.get_group(self.group)?;
+        (first.start != last).then(|| (haystack[first.range()].to_owned(), last_text.to_owned()))
     }
 }
 
@@ -1547,7 +1628,7 @@ impl Ruleset {
         prefixed: Option<&Prefixed<'_>>,
         memory: Option<Memory<'_>>,
     ) -> (Outcome, Vec<usize>) {
-        let (outcome, hits, _) = self.run(line, prefixed, memory);
+        let (outcome, hits, _) = self.run(line, prefixed, memory, false);
         (outcome, hits)
     }
 
@@ -1559,7 +1640,7 @@ impl Ruleset {
         prefixed: Option<&Prefixed<'_>>,
         memory: Option<Memory<'_>>,
     ) -> (Outcome, Vec<usize>, Vec<(String, String)>) {
-        let (outcome, hits, vars) = self.run(line, prefixed, memory);
+        let (outcome, hits, vars) = self.run(line, prefixed, memory, true);
         let mut vars = vars.0;
         // The message is the line's; the rest is what the rules captured.
         vars.retain(|(name, _)| name != "msg");
@@ -1572,6 +1653,7 @@ impl Ruleset {
         line: &str,
         prefixed: Option<&Prefixed<'_>>,
         mut memory: Option<Memory<'_>>,
+        all_variables: bool,
     ) -> (Outcome, Vec<usize>, Vars) {
         let mut vars = Vars::default();
         let mut haystack = line;
@@ -1595,12 +1677,19 @@ impl Ruleset {
                 return (Outcome::Skipped, Vec::new(), vars);
             }
             haystack = prefixed.message;
-            let _: Option<String> = vars.insert("msg".to_owned(), haystack.to_owned());
-            let _: Option<String> = vars.insert("program".to_owned(), program.to_owned());
-            if let Some(pid) = prefixed.pid {
+            // Only what some template reads (or everything, to explain): most lines are
+            // passed over, and each variable is an allocation.
+            let wanted = |name: &str| all_variables || self.prefix_variables.contains(&name);
+            if wanted("msg") {
+                let _: Option<String> = vars.insert("msg".to_owned(), haystack.to_owned());
+            }
+            if wanted("program") {
+                let _: Option<String> = vars.insert("program".to_owned(), program.to_owned());
+            }
+            if let Some(pid) = prefixed.pid.filter(|_| wanted("pid")) {
                 let _: Option<String> = vars.insert("pid".to_owned(), pid.to_owned());
             }
-            if let Some(host) = prefixed.host {
+            if let Some(host) = prefixed.host.filter(|_| wanted("host")) {
                 let _: Option<String> = vars.insert("host".to_owned(), host.to_owned());
             }
         }
@@ -1618,20 +1707,30 @@ impl Ruleset {
         };
         let mut hits = vec![0];
         // Without the variable the targets are the literal template: no shortcut then.
-        let candidates = self.prefilter.as_ref().and_then(|(variable, set)| {
-            vars.get(variable).map(|target| {
-                let mut matched = PatternSet::new(set.pattern_len());
-                set.which_overlapping_matches(&Input::new(target), &mut matched);
-                matched
+        let candidates = self.prefilter.as_ref().and_then(|prefilter| {
+            let target = if prefilter.variable == "msg" && !self.programs.is_empty() {
+                vars.get("msg").map(String::as_str).or(Some(haystack))
+            } else {
+                vars.get(&prefilter.variable).map(String::as_str)
+            };
+            target.map(|target| {
+                let mut matched = PatternSet::new(prefilter.set.pattern_len());
+                prefilter
+                    .set
+                    .which_overlapping_matches(&Input::new(target), &mut matched);
+                (matched, &prefilter.members)
             })
         });
         for (index, rule) in self.rules.iter().enumerate() {
             if !self.active[index] {
                 continue;
             }
-            let succeeded = match &candidates {
-                // Not in the set: the pattern does not match, so only a negated rule succeeds.
-                Some(set) if !set.contains(PatternID::must(index)) => rule.negated,
+            let member = candidates.as_ref().and_then(|(set, members)| {
+                members[index].map(|id| set.contains(PatternID::must(id)))
+            });
+            let succeeded = match member {
+                // Read in the pass and not matched: only a negated rule succeeds.
+                Some(false) => rule.negated,
                 _ => rule.run(haystack, &mut vars, &mut ambiguous),
             };
             if succeeded {
@@ -1797,7 +1896,7 @@ fn compile_ruleset(
             "no match captures `address`, so it can never name a source",
         ));
     }
-    let prefilter = prefilter(&rules, budget);
+    let prefilter = prefilter(&rules, !raw.programs.is_empty(), budget);
     let active = vec![true; rules.len()];
     let mut ruleset = Ruleset {
         name: raw.name,
@@ -1810,8 +1909,26 @@ fn compile_ruleset(
         modes: raw.modes,
         mode: None,
         default_mode: raw.default_mode.as_ref().map(|(m, _)| m.clone()),
+        prefix_variables: Vec::new(),
         active,
     };
+    // Every template that could read a prefix variable.
+    let templates: Vec<&str> = std::iter::once(&ruleset.first)
+        .chain(ruleset.rules.iter())
+        .flat_map(|m| {
+            [&m.target, &m.remember, &m.recall, &m.pending, &m.settle]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+        })
+        .collect();
+    ruleset.prefix_variables = ["msg", "program", "pid", "host"]
+        .into_iter()
+        .filter(|name| {
+            let reference = format!("${{{name}}}");
+            templates.iter().any(|t| t.contains(&reference))
+        })
+        .collect();
     if let Some((mode, line)) = raw.default_mode {
         ruleset
             .set_mode(&mode)
@@ -1828,23 +1945,54 @@ fn compile_ruleset(
 
 /// The rules' patterns as one set, when they can share a single pass (see
 /// [`Ruleset::prefilter`]).
-fn prefilter(rules: &[Matcher], budget: &mut Budget) -> Option<(String, meta::Regex)> {
-    let variable = rules.first()?.whole_variable.clone()?;
-    if rules.len() < 2
-        || !rules
-            .iter()
-            .all(|r| r.whole_variable.as_ref() == Some(&variable) && r.defaults.is_empty())
-    {
+fn prefilter(rules: &[Matcher], on_message: bool, budget: &mut Budget) -> Option<SharedPass> {
+    // The variable a rule reads whole: its `${name}` target, or (with programs) the message.
+    let reads = |rule: &Matcher| -> Option<String> {
+        if !rule.defaults.is_empty() {
+            return None;
+        }
+        match (&rule.target, &rule.whole_variable) {
+            (Some(_), Some(name)) => Some(name.clone()),
+            (None, _) if on_message => Some("msg".to_owned()),
+            _ => None,
+        }
+    };
+    // The variable most rules read; those rules share one pass.
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for rule in rules {
+        if let Some(variable) = reads(rule) {
+            *counts.entry(variable).or_default() += 1;
+        }
+    }
+    let (variable, count) = counts.into_iter().max_by_key(|(_, n)| *n)?;
+    if count < 2 {
         return None;
     }
-    let patterns: Vec<String> = rules
-        .iter()
-        .map(|r| {
-            let case = if r.ignore_case { "(?i)" } else { "" };
-            format!("{case}(?:{})", r.pattern)
-        })
-        .collect();
-    budget.set(&patterns).map(|set| (variable, set))
+    let mut members = Vec::with_capacity(rules.len());
+    let mut patterns = Vec::new();
+    for rule in rules {
+        if reads(rule).as_ref() == Some(&variable) {
+            members.push(Some(patterns.len()));
+            let case = if rule.ignore_case { "(?i)" } else { "" };
+            patterns.push(format!("{case}(?:{})", rule.pattern));
+        } else {
+            members.push(None);
+        }
+    }
+    budget.set(&patterns).map(|set| SharedPass {
+        variable,
+        set,
+        members,
+    })
+}
+
+/// The rules that read one variable whole, matched in one pass (see [`Ruleset::prefilter`]).
+#[derive(Clone, Debug)]
+struct SharedPass {
+    variable: String,
+    set: meta::Regex,
+    /// Per rule: its pattern in the set, or `None` when it runs on its own.
+    members: Vec<Option<usize>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2957,5 +3105,36 @@ settle = '${ctx}'
             [Outcome::NoScore]
         );
         assert_eq!((sessions.stats().parked, sessions.stats().settled), (2, 1));
+    }
+
+    #[test]
+    fn the_literal_after_the_address_is_found_through_groups() {
+        let literal = |pattern: &str| {
+            literal_after_address(&syntax::parse(pattern).unwrap())
+                .map(|l| String::from_utf8(l).unwrap())
+        };
+        assert_eq!(
+            literal(r"^Failed .* from (?P<address>[0-9.]+) port \d+ ssh2$").as_deref(),
+            Some(" port ")
+        );
+        assert_eq!(
+            literal(r"^(?:x|y) (?:from (?P<address>[0-9.]+), server)$").as_deref(),
+            Some(", server")
+        );
+        assert_eq!(literal(r"^a (?P<address>[0-9.]+)$"), None);
+        assert_eq!(literal(r"^a (?P<address>[0-9.]+)\d"), None);
+    }
+
+    #[test]
+    fn an_address_with_one_place_needs_no_second_pass() {
+        assert!(address_at_a_fixed_place(r"^(?P<address>[0-9.]+) - "));
+        assert!(address_at_a_fixed_place(r"(?i)^client (?P<address>\S+)$"));
+        assert!(!address_at_a_fixed_place(
+            r"^user .* from (?P<address>[0-9.]+)$"
+        ));
+        assert!(!address_at_a_fixed_place(r"^(?:a|b) (?P<address>[0-9.]+)$"));
+        assert!(!address_at_a_fixed_place(r"^x? (?P<address>[0-9.]+)$"));
+        assert!(!address_at_a_fixed_place(r"^\S (?P<address>[0-9.]+)$"));
+        assert!(!address_at_a_fixed_place(r"no address here"));
     }
 }
