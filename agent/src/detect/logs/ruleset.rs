@@ -1260,7 +1260,7 @@ fn address_at_a_fixed_place(pattern: &str) -> bool {
     else {
         return false;
     };
-    let before = pattern[..at].as_bytes();
+    let before = &pattern.as_bytes()[..at];
     let mut i = 0;
     while i < before.len() {
         match before[i] {
