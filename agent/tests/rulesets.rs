@@ -253,3 +253,41 @@ fn the_file_limit_counts_across_paths() {
         "{err}"
     );
 }
+
+/// The two shapes found resolved by position before: a user name that carries nginx's whole
+/// fixed text around a made-up client, and sshd's "from A port 1 ssh2: from B port 2 ssh2".
+/// Neither address is scored; both lines count as ambiguous, and `check` lists them.
+#[test]
+fn the_lines_that_name_two_clients_are_ambiguous_not_scored() {
+    for (ruleset, line) in [
+        (
+            "nginx.toml",
+            r#"2012/04/09 11:53:36 [error] 2865#0: *66647 user "xyz": password mismatch, client: 198.51.100.66, server: www.myhost.com, request: "GET / HTTP/1.1", host: "www.myhost.com"": password mismatch, client: 203.0.113.2, server: www.myhost.com, request: "GET / HTTP/1.1", host: "www.myhost.com""#,
+        ),
+        (
+            "sshd.toml",
+            "Nov 11 08:04:52 redbamboo sshd[2737]: Failed password for invalid user test from 198.51.100.66 port 58946 ssh2: from 203.0.113.2 port 55555 ssh2",
+        ),
+    ] {
+        let sets = ruleset::load(&rulesets_dir().join(ruleset)).unwrap();
+        let policy = ScoringPolicy {
+            exclude_local: false,
+            ..ScoringPolicy::default()
+        };
+        let report = check(&sets, Cursor::new(line.as_bytes()), policy, false).unwrap();
+        assert!(
+            report.addresses.is_empty(),
+            "{ruleset}: {:?}",
+            report.addresses
+        );
+        assert_eq!(report.ambiguous, 1, "{ruleset}");
+        assert_eq!(
+            (
+                report.ambiguous_lines[0].first.as_str(),
+                report.ambiguous_lines[0].last.as_str()
+            ),
+            ("198.51.100.66", "203.0.113.2"),
+            "{ruleset}"
+        );
+    }
+}
