@@ -1721,7 +1721,28 @@ impl Ruleset {
                 (matched, &prefilter.members)
             })
         });
-        for (index, rule) in self.rules.iter().enumerate() {
+        // With the shared pass only the rules it found, and those it cannot rule out, are
+        // visited, in rule order; without it every rule.
+        let order: Vec<usize> = match &candidates {
+            Some((set, _)) => {
+                let shared = self.prefilter.as_ref().map_or(&[][..], |p| &p.always[..]);
+                let mut found: Vec<usize> = set
+                    .iter()
+                    .filter_map(|id| {
+                        self.prefilter
+                            .as_ref()
+                            .and_then(|p| p.rule_of.get(id.as_usize()).copied())
+                    })
+                    .chain(shared.iter().copied())
+                    .collect();
+                found.sort_unstable();
+                found.dedup();
+                found
+            }
+            None => (0..self.rules.len()).collect(),
+        };
+        for index in order {
+            let rule = &self.rules[index];
             if !self.active[index] {
                 continue;
             }
@@ -1979,10 +2000,26 @@ fn prefilter(rules: &[Matcher], on_message: bool, budget: &mut Budget) -> Option
             members.push(None);
         }
     }
+    // Rules the pass cannot rule out: those outside it, and negated ones (which succeed when
+    // their pattern does not match).
+    let always: Vec<usize> = members
+        .iter()
+        .zip(rules)
+        .enumerate()
+        .filter(|(_, (member, rule))| member.is_none() || rule.negated)
+        .map(|(index, _)| index)
+        .collect();
+    let rule_of: Vec<usize> = members
+        .iter()
+        .enumerate()
+        .filter_map(|(index, member)| member.map(|_| index))
+        .collect();
     budget.set(&patterns).map(|set| SharedPass {
         variable,
         set,
         members,
+        always,
+        rule_of,
     })
 }
 
@@ -1993,6 +2030,10 @@ struct SharedPass {
     set: meta::Regex,
     /// Per rule: its pattern in the set, or `None` when it runs on its own.
     members: Vec<Option<usize>>,
+    /// The rules that run whatever the pass says, in order.
+    always: Vec<usize>,
+    /// Per pattern of the set: its rule.
+    rule_of: Vec<usize>,
 }
 
 // ---------------------------------------------------------------------------------------------
