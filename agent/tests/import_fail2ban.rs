@@ -192,11 +192,6 @@ fn ours(toml: &str, log: &Path, mode: Option<&str>) -> BTreeSet<IpAddr> {
 const KNOWN_MISSES: &[(&str, &str, &str)] = &[
     (
         "sshd",
-        "211.188.220.49",
-        "`[sshd]:` in brackets, a prefix our prefix layer does not read",
-    ),
-    (
-        "sshd",
         "198.51.100.34",
         "a failure without an address (account locked) finished by a later line of the session: fail2ban's multi-line session logic",
     ),

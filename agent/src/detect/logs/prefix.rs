@@ -535,6 +535,12 @@ fn tag(text: &str) -> Option<(&str, Option<&str>, &str)> {
     let head = word.strip_suffix(':')?;
     let end = head.len();
     let message = text.get(end + 2..).unwrap_or("");
+    // `[program]:`, as some syslog daemons write a tag without a pid.
+    if let Some(inner) = head.strip_prefix('[').and_then(|h| h.strip_suffix(']'))
+        && is_program(inner)
+    {
+        return Some((inner, None, message));
+    }
     match head.strip_suffix(']') {
         Some(with_pid) => {
             let open = with_pid.rfind('[')?;
@@ -896,6 +902,15 @@ mod tests {
                 None,
                 None,
                 "192.0.2.1 - - [10/Oct/2000:13:55:36 -0700] \"GET / HTTP/1.0\" 200 2326",
+            ),
+            // A tag in brackets, no host.
+            (
+                "Mar  3 00:17:22 [sshd]: User root from 192.0.2.9 not allowed",
+                time(None, [3, 3, 0, 17, 22], 0, None),
+                None,
+                Some("sshd"),
+                None,
+                "User root from 192.0.2.9 not allowed",
             ),
             // The journal's fields without a time: host and tag.
             (
