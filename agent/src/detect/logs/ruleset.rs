@@ -1426,14 +1426,14 @@ impl Matcher {
         memory: &mut Option<Memory<'_>>,
     ) -> Correlated {
         let Some(memory) = memory else {
-            return if self.recall.is_some()
-                && self.pending.is_none()
-                && !vars.contains_key("address")
-            {
+            // No memory (a single line on its own): a recall finds nothing, a pending score
+            // waits for nothing and counts nothing.
+            let unnamed = !vars.contains_key("address");
+            return if self.recall.is_some() && self.pending.is_none() && unnamed {
                 Correlated::Fails
             } else {
                 Correlated::Succeeds {
-                    parked: false,
+                    parked: self.pending.is_some() && unnamed,
                     settled: 0,
                 }
             };
