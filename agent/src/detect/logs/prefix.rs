@@ -188,7 +188,13 @@ impl LogTime {
     /// [`LogTime::find`] for a line [`parse`] found no time in already.
     pub fn find_unprefixed(line: &str) -> Option<Self> {
         let mut cursor = Cursor::new(line);
+        // Every form at the start begins with a digit or a letter (a month, a weekday): a
+        // line that starts otherwise (an access log's client address does too, but fails at
+        // its first separator) is not tried against each.
         let at_start = |c: &mut Cursor<'_>| {
+            if !c.peek().is_some_and(|b| b.is_ascii_alphanumeric()) {
+                return None;
+            }
             c.attempt(slashed_date_time)
                 .or_else(|| c.attempt(weekday_date_year))
                 .or_else(|| c.attempt(line_time))
@@ -198,11 +204,13 @@ impl LogTime {
         if let Some(time) = cursor.attempt(at_start) {
             return Some(time);
         }
-        if let Some(time) = cursor.attempt(|c| {
-            c.eat(b'[').then_some(())?;
-            let time = at_start(c)?;
-            c.eat(b']').then_some(time)
-        }) {
+        if line.starts_with('[')
+            && let Some(time) = cursor.attempt(|c| {
+                c.eat(b'[').then_some(())?;
+                let time = at_start(c)?;
+                c.eat(b']').then_some(time)
+            })
+        {
             return Some(time);
         }
         // MongoDB (4.4+) and other JSON logs: the `$date` of the leading `"t"`.
@@ -212,9 +220,20 @@ impl LogTime {
                 return Some(time);
             }
         }
-        // An access log's time follows the client, ident and user fields, which are short.
-        let open = line.get(..line.len().min(512))?.find(" [")?;
-        let mut cursor = Cursor::new(&line[open + 2..]);
+        // An access log's time follows the client, ident and user fields, which are short: the
+        // first " [" (a byte search for the bracket, not a substring searcher per line).
+        let mut cut = line.len().min(512);
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let head = &line[..cut];
+        let open = head
+            .bytes()
+            .enumerate()
+            .skip(1)
+            .find(|&(at, b)| b == b'[' && head.as_bytes()[at - 1] == b' ')?
+            .0;
+        let mut cursor = Cursor::new(&line[open + 1..]);
         common_log_time(&mut cursor)
     }
 }

@@ -1069,6 +1069,9 @@ pub struct Matcher {
     recall: Option<String>,
     pending: Option<String>,
     settle: Option<String>,
+    /// For a pattern whose only capture is `address`, between a fixed character outside its
+    /// class and a literal: the address found without a capture engine (see [`FastAddress`]).
+    fast_address: Option<FastAddress>,
     /// For a pattern that captures `address`: the same pattern with greedy and lazy swapped,
     /// and the `address` group's index in each. Greedy repetitions put the address at its
     /// last possible place, lazy ones at its first; when the two differ, the fixed text
@@ -1220,6 +1223,119 @@ fn required_literal(hir: &Hir) -> Option<Vec<u8>> {
         | HirKind::Look(_)
         | HirKind::Repetition(_)
         | HirKind::Alternation(_) => None,
+    }
+}
+
+/// A shortcut for the common shape `... X(?P<address>CLASS...)LITERAL ...`: when the whole
+/// pattern matches (a DFA says so, no captures) and LITERAL occurs once in the haystack, the
+/// address must end right before it, and since X is outside CLASS it must start right after
+/// the last character outside CLASS before it. So the address is that run, checked against
+/// the address's own pattern; anything else falls back to the capture engine.
+#[derive(Clone, Debug)]
+struct FastAddress {
+    /// The bytes the address may hold (ASCII only).
+    class: [bool; 128],
+    after: Vec<u8>,
+    /// The address's own pattern, anchored both ends.
+    whole: meta::Regex,
+}
+
+impl FastAddress {
+    /// Where the address is, when the shortcut applies.
+    fn find(&self, haystack: &str) -> Option<Range<usize>> {
+        let bytes = haystack.as_bytes();
+        let mut places = bytes
+            .windows(self.after.len())
+            .enumerate()
+            .filter(|(_, window)| *window == self.after.as_slice())
+            .map(|(at, _)| at);
+        let end = places.next()?;
+        if places.next().is_some() {
+            return None;
+        }
+        let start = bytes[..end]
+            .iter()
+            .rposition(|b| !self.in_class(*b))
+            .map_or(0, |at| at + 1);
+        // At the very start there is no character outside the class before it: not our shape.
+        (start > 0 && start < end && self.whole.is_match(&haystack[start..end]))
+            .then_some(start..end)
+    }
+
+    fn in_class(&self, byte: u8) -> bool {
+        self.class.get(usize::from(byte)).copied().unwrap_or(false)
+    }
+}
+
+/// The ASCII bytes a class may match, when all it matches is ASCII.
+fn ascii_class(class: &regex_syntax::hir::Class, into: &mut [bool; 128]) -> bool {
+    match class {
+        regex_syntax::hir::Class::Unicode(unicode) => unicode.ranges().iter().all(|range| {
+            let (start, end) = (u32::from(range.start()), u32::from(range.end()));
+            end < 128 && {
+                (start..=end).for_each(|c| into[c as usize] = true);
+                true
+            }
+        }),
+        regex_syntax::hir::Class::Bytes(bytes) => bytes.ranges().iter().all(|range| {
+            range.end() < 128 && {
+                (range.start()..=range.end()).for_each(|c| into[usize::from(c)] = true);
+                true
+            }
+        }),
+    }
+}
+
+/// The address group's body as classes and their repetitions only: the bytes they allow.
+fn address_body_class(hir: &Hir, into: &mut [bool; 128]) -> bool {
+    match hir.kind() {
+        HirKind::Class(class) => ascii_class(class, into),
+        HirKind::Repetition(repetition) => address_body_class(&repetition.sub, into),
+        HirKind::Concat(parts) => parts.iter().all(|part| address_body_class(part, into)),
+        HirKind::Capture(capture) => address_body_class(&capture.sub, into),
+        HirKind::Empty | HirKind::Literal(_) | HirKind::Look(_) | HirKind::Alternation(_) => false,
+    }
+}
+
+/// (class of the address, the byte before the group, the literal after it) when the address
+/// capture sits in a sequence between a literal and a literal.
+fn address_shape(hir: &Hir) -> Option<([bool; 128], u8, Vec<u8>, Hir)> {
+    match hir.kind() {
+        HirKind::Concat(parts) => {
+            let at = parts.iter().position(|part| {
+                matches!(part.kind(), HirKind::Capture(c) if c.name.as_deref() == Some("address"))
+            });
+            match at {
+                Some(at) => {
+                    let HirKind::Literal(before) = parts.get(at.checked_sub(1)?)?.kind() else {
+                        return None;
+                    };
+                    let HirKind::Literal(after) = parts.get(at + 1)?.kind() else {
+                        return None;
+                    };
+                    let HirKind::Capture(capture) = parts[at].kind() else {
+                        return None;
+                    };
+                    let mut class = [false; 128];
+                    address_body_class(&capture.sub, &mut class).then(|| {
+                        (
+                            class,
+                            *before.0.last().unwrap_or(&0),
+                            after.0.to_vec(),
+                            (*capture.sub).clone(),
+                        )
+                    })
+                }
+                None => parts.iter().find_map(address_shape),
+            }
+        }
+        HirKind::Capture(capture) => address_shape(&capture.sub),
+        HirKind::Repetition(_)
+        | HirKind::Alternation(_)
+        | HirKind::Empty
+        | HirKind::Literal(_)
+        | HirKind::Class(_)
+        | HirKind::Look(_) => None,
     }
 }
 
@@ -1386,7 +1502,36 @@ impl Matcher {
             }
             None => None,
         };
+        // The shortcut needs the address to be the only capture, its class all ASCII and
+        // without the byte before it, and a literal after it.
+        let fast_address = if groups.len() == 1 && groups[0].1 == "address" && !raw.ignore_case {
+            syntax::parse_with(&raw.pattern, &syntax::Config::new())
+                .ok()
+                .and_then(|hir| address_shape(&hir))
+                .filter(|(class, before, after, _)| {
+                    !after.is_empty() && before.is_ascii() && !class[usize::from(*before)]
+                })
+                .and_then(|(class, _, after, body)| {
+                    let whole = meta::Builder::new()
+                        .configure(budget.config())
+                        .build_from_hir(&Hir::concat(vec![
+                            Hir::look(regex_syntax::hir::Look::Start),
+                            body,
+                            Hir::look(regex_syntax::hir::Look::End),
+                        ]))
+                        .ok()?;
+                    budget.count(whole.memory_usage(), at).ok()?;
+                    Some(FastAddress {
+                        class,
+                        after,
+                        whole,
+                    })
+                })
+        } else {
+            None
+        };
         Ok(Self {
+            fast_address,
             tags: raw.tags,
             remember: raw.remember,
             recall: raw.recall,
@@ -1531,6 +1676,16 @@ impl Matcher {
             }
         } else if self.groups.is_empty() {
             self.regex.is_match(haystack)
+        } else if let Some(fast) = &self.fast_address
+            && let Some(found) = fast.find(haystack)
+        {
+            // Only a match of the whole pattern makes the run an address.
+            self.regex.is_match(haystack) && {
+                address_at = Some(found.start);
+                let _: Option<String> =
+                    vars.insert("address".to_owned(), haystack[found].to_owned());
+                true
+            }
         } else {
             capture_into(&self.regex, &self.groups, haystack, vars, &mut address_at).is_some()
         };
@@ -1561,6 +1716,52 @@ enum Correlated {
     /// `parked`: its score waits under a `pending` key; `settled`: scores parked before, now
     /// this line's.
     Succeeds { parked: bool, settled: i64 },
+}
+
+thread_local! {
+    /// Pattern sets of the shared passes, kept between lines instead of allocated per line.
+    static SETS: std::cell::RefCell<Vec<PatternSet>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A pattern set taken from this thread's [`SETS`] and given back when dropped.
+struct ReusedSet(PatternSet);
+
+impl ReusedSet {
+    fn take(capacity: usize) -> Self {
+        let set = SETS
+            .with(|sets| sets.borrow_mut().pop())
+            .filter(|set| set.capacity() == capacity)
+            .map_or_else(
+                || PatternSet::new(capacity),
+                |mut set| {
+                    set.clear();
+                    set
+                },
+            );
+        Self(set)
+    }
+
+    fn get(&mut self) -> &mut PatternSet {
+        &mut self.0
+    }
+
+    fn view(&self) -> &PatternSet {
+        &self.0
+    }
+}
+
+impl Drop for ReusedSet {
+    fn drop(&mut self) {
+        // An empty set allocates nothing.
+        let set = std::mem::replace(&mut self.0, PatternSet::new(0));
+        SETS.with(|sets| {
+            let mut sets = sets.borrow_mut();
+            // A handful per thread: one per ruleset in flight, never many.
+            if sets.len() < 64 {
+                sets.push(set);
+            }
+        });
+    }
 }
 
 /// Session memory lent to one line's run, and the line's time.
@@ -1714,40 +1915,59 @@ impl Ruleset {
                 vars.get(&prefilter.variable).map(String::as_str)
             };
             target.map(|target| {
-                let mut matched = PatternSet::new(prefilter.set.pattern_len());
+                let mut matched = ReusedSet::take(prefilter.set.pattern_len());
                 prefilter
                     .set
-                    .which_overlapping_matches(&Input::new(target), &mut matched);
+                    .which_overlapping_matches(&Input::new(target), matched.get());
                 (matched, &prefilter.members)
             })
         });
         // With the shared pass only the rules it found, and those it cannot rule out, are
-        // visited, in rule order; without it every rule.
-        let order: Vec<usize> = match &candidates {
-            Some((set, _)) => {
-                let shared = self.prefilter.as_ref().map_or(&[][..], |p| &p.always[..]);
-                let mut found: Vec<usize> = set
-                    .iter()
-                    .filter_map(|id| {
-                        self.prefilter
-                            .as_ref()
-                            .and_then(|p| p.rule_of.get(id.as_usize()).copied())
-                    })
-                    .chain(shared.iter().copied())
-                    .collect();
-                found.sort_unstable();
-                found.dedup();
-                found
-            }
-            None => (0..self.rules.len()).collect(),
-        };
-        for index in order {
+        // visited, in rule order (both lists ascend: merged as they go); without it every rule.
+        let (rule_of, always) = self
+            .prefilter
+            .as_ref()
+            .map_or((&[][..], &[][..]), |p| (&p.rule_of[..], &p.always[..]));
+        let mut found = candidates
+            .as_ref()
+            .into_iter()
+            .flat_map(|(set, _)| set.view().iter())
+            .filter_map(|id| rule_of.get(id.as_usize()).copied())
+            .peekable();
+        let mut always = always.iter().copied().peekable();
+        let mut every = candidates.is_none().then_some(0..self.rules.len());
+        loop {
+            let index = match every.as_mut() {
+                Some(all) => match all.next() {
+                    Some(index) => index,
+                    None => break,
+                },
+                None => match (found.peek().copied(), always.peek().copied()) {
+                    (None, None) => break,
+                    (Some(a), Some(b)) if a == b => {
+                        let _ = (found.next(), always.next());
+                        a
+                    }
+                    (Some(a), b) if b.is_none_or(|b| a < b) => {
+                        let _ = found.next();
+                        a
+                    }
+                    (_, Some(b)) => {
+                        let _ = always.next();
+                        b
+                    }
+                    (Some(a), None) => {
+                        let _ = found.next();
+                        a
+                    }
+                },
+            };
             let rule = &self.rules[index];
             if !self.active[index] {
                 continue;
             }
             let member = candidates.as_ref().and_then(|(set, members)| {
-                members[index].map(|id| set.contains(PatternID::must(id)))
+                members[index].map(|id| set.view().contains(PatternID::must(id)))
             });
             let succeeded = match member {
                 // Read in the pass and not matched: only a negated rule succeeds.
@@ -3177,5 +3397,84 @@ settle = '${ctx}'
         assert!(!address_at_a_fixed_place(r"^x? (?P<address>[0-9.]+)$"));
         assert!(!address_at_a_fixed_place(r"^\S (?P<address>[0-9.]+)$"));
         assert!(!address_at_a_fixed_place(r"no address here"));
+    }
+
+    /// The shortcut finds what the capture engine finds, or leaves the line to it.
+    #[test]
+    fn the_address_shortcut_agrees_with_the_capture_engine() {
+        let patterns = [
+            r"^Failed password for (?:invalid user )?.* from (?P<address>[0-9A-Fa-f:.]*[0-9A-Fa-f]) port \d+ ssh2(?:: .*)?$",
+            r"^Invalid user .* from (?P<address>[0-9A-Fa-f:.]+) port \d+$",
+            r"^rip=(?P<address>[0-9a-f.:]+), lip=.*$",
+            r"client: (?P<address>[0-9A-Fa-f:.]+), server",
+        ];
+        let lines = [
+            "Failed password for root from 203.0.113.5 port 22 ssh2",
+            "Failed password for invalid user ab from 2001:db8::5 port 22 ssh2",
+            "Failed password for x from 1.2.3.4 port 9 ssh2: from 203.0.113.2 port 5 ssh2",
+            "Failed password for dead from beef port 1 ssh2",
+            "Failed password for a from 203.0.113.5.6 port 1 ssh2",
+            "Failed password for a from : port 1 ssh2",
+            "Invalid user x from 198.51.100.7 port 4000",
+            "Invalid user x port 1 from 198.51.100.7 port 4000",
+            "rip=203.0.113.9, lip=198.51.100.1",
+            "rip=, lip=1",
+            "x client: 203.0.113.1, server y",
+            "client: 203.0.113.1, server y",
+            "no match at all",
+        ];
+        let mut budget = Budget {
+            limits: RulesetLimits::default(),
+            used: 0,
+        };
+        let at = At {
+            path: Path::new("t.toml"),
+            line: 1,
+            ruleset: "t",
+            rule: None,
+        };
+        let mut shortcuts = 0;
+        for pattern in patterns {
+            let raw = RawMatch {
+                pattern: pattern.to_owned(),
+                line: 1,
+                target: None,
+                ignore_case: false,
+                negated: false,
+                defaults: Vec::new(),
+                score: Some(1),
+                enabled: true,
+                last: false,
+                tags: Vec::new(),
+                remember: None,
+                recall: None,
+                pending: None,
+                settle: None,
+            };
+            let matcher = Matcher::compile("r", raw, &mut budget, &at).unwrap();
+            shortcuts += usize::from(matcher.fast_address.is_some());
+            for line in lines {
+                let mut fast = Vars::default();
+                let mut ambiguous = None;
+                let matched = matcher.run(line, &mut fast, &mut ambiguous);
+                let mut slow = Vars::default();
+                let mut address_at = None;
+                let expected = capture_into(
+                    &matcher.regex,
+                    &matcher.groups,
+                    line,
+                    &mut slow,
+                    &mut address_at,
+                )
+                .is_some();
+                assert_eq!(matched, expected, "{pattern} on {line}");
+                assert_eq!(
+                    fast.get("address"),
+                    slow.get("address"),
+                    "{pattern} on {line}"
+                );
+            }
+        }
+        assert_eq!(shortcuts, 4, "every pattern here has the shortcut's shape");
     }
 }
