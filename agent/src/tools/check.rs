@@ -295,6 +295,9 @@ struct LogClock {
     now_unix: i64,
     /// The year of the last line without one, and its month (to see the months wrap).
     year: Option<(i32, u8)>,
+    /// The first timed line's time: the clock counts from it, so lines without a time
+    /// before it (at 0) are as old as it, not decades older.
+    origin_ms: Option<u64>,
     last_ms: u64,
 }
 
@@ -306,12 +309,14 @@ impl LogClock {
             this_year,
             now_unix,
             year: None,
+            origin_ms: None,
             last_ms: 0,
         }
     }
 
-    /// Milliseconds since the epoch of a line's time (the last one when it has none). Never
-    /// goes back: a line out of order counts at the time already reached.
+    /// Milliseconds since the first timed line of a line's time (the last one when it has
+    /// none): only differences matter to a window. Never goes back: a line out of order
+    /// counts at the time already reached.
     fn at(&mut self, time: Option<LogTime>) -> u64 {
         let Some(time) = time else {
             return self.last_ms;
@@ -328,7 +333,8 @@ impl LogClock {
         }
         let seconds = u64::try_from(time.unix(year)).unwrap_or(0);
         let ms = seconds * 1000 + u64::from(time.nanos / 1_000_000);
-        self.last_ms = self.last_ms.max(ms);
+        let origin = *self.origin_ms.get_or_insert(ms);
+        self.last_ms = self.last_ms.max(ms.saturating_sub(origin));
         self.last_ms
     }
 }
@@ -447,6 +453,34 @@ score = 6
             ..CheckOptions::default()
         };
         check_with(&rulesets, Cursor::new(log.as_bytes()), policy, options).unwrap()
+    }
+
+    #[test]
+    fn lines_without_a_time_before_the_first_timed_one_keep_their_scores() {
+        let log = "failed login from 203.0.113.5\nfailed login from 203.0.113.5\nJan  5 01:00:00 h sshd[1]: Failed password for a from 203.0.113.6 port 1 ssh2\n";
+        let rulesets = parse(
+            &format!(
+                "{RULESET}\n[[ruleset]]\nname = \"bare\"\nmatch = '^failed login from (?P<address>[0-9.]+)$'\nscore = 6\n"
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let policy = ScoringPolicy {
+            exclude_local: false,
+            ..ScoringPolicy::default()
+        };
+        let report = check(&rulesets, Cursor::new(log.as_bytes()), policy, false).unwrap();
+        let score = |address: &str| {
+            report
+                .addresses
+                .iter()
+                .find(|a| a.address.to_string() == address)
+                .map(|a| a.score)
+        };
+        assert_eq!(
+            (score("203.0.113.5"), score("203.0.113.6")),
+            (Some(12), Some(6))
+        );
     }
 
     #[test]
