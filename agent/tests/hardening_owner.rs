@@ -357,6 +357,23 @@ fn a_removed_state_directory_is_recreated_and_survives_kill_9() {
         metric(&sandbox, METRICS_PORT, "xdpguard_state_dir_restored_total"),
         Some(1)
     );
+    // The new directory is locked again: its lock file names this daemon, and the log says so.
+    let lock_file = workdir.state_dir().join("daemon.lock");
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(
+            &lock_file
+        )
+        .is_ok_and(|pid| !pid.trim().is_empty())),
+        "{}",
+        daemon.stderr()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || daemon
+            .stderr()
+            .contains("its lock is taken again")),
+        "{}",
+        daemon.stderr()
+    );
     // Decided after the loss: in the new log.
     ok(&daemon.cli(&["block", "203.0.113.88"]));
     daemon.kill();

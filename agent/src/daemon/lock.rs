@@ -194,6 +194,30 @@ impl Lock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// After the state directory was removed and made anew: a pid-file lock held on the
+    /// removed file guards nothing, so take the new file's. `Ok(true)` when it was taken
+    /// again, `Ok(false)` when the held file is still the one at the path (or the directory
+    /// is not back yet).
+    ///
+    /// # Errors
+    /// [`LockError::Held`] when another daemon took the new file first.
+    pub fn renew(&mut self) -> Result<bool, LockError> {
+        let held = self.file.metadata().ok();
+        match self.path.metadata() {
+            Ok(now)
+                if held
+                    .as_ref()
+                    .is_some_and(|held| held.dev() == now.dev() && held.ino() == now.ino()) =>
+            {
+                return Ok(false);
+            }
+            Err(_) if !self.path.parent().is_some_and(Path::exists) => return Ok(false),
+            _ => {}
+        }
+        *self = Self::pid_file(&self.path)?;
+        Ok(true)
+    }
 }
 
 /// Who holds the lock on `file` (open at `path`): from `/proc/locks`, else the pid written in
@@ -290,6 +314,34 @@ mod tests {
         let again = Lock::directory(&dir).unwrap();
         assert_eq!(again.path(), dir);
         drop(again);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_pid_file_lock_is_taken_again_when_its_directory_is_made_anew() {
+        let dir = scratch("renew");
+        let path = dir.join(STATE_LOCK_FILE);
+        let mut lock = Lock::pid_file(&path).unwrap();
+        assert!(!lock.renew().unwrap(), "nothing changed");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!lock.renew().unwrap(), "the directory is not back yet");
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(lock.renew().unwrap(), "taken on the new file");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        // The new file is really held: another taker is refused.
+        assert_eq!(
+            holder_pid(Lock::pid_file(&path).unwrap_err()),
+            Some(std::process::id())
+        );
+        // And one that got there first wins: renewing then fails with its pid.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let other = Lock::pid_file(&path).unwrap();
+        assert!(matches!(lock.renew(), Err(LockError::Held { .. })));
+        drop(other);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

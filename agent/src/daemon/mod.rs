@@ -7,7 +7,11 @@ use std::{
     collections::BTreeSet,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::{Arc, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     time::Duration,
 };
 
@@ -79,8 +83,59 @@ pub enum DaemonError {
 
 /// What makes this daemon the only one on its directories; held until its last write.
 struct Claim {
-    _state_dir: lock::Lock,
+    _state_dir: StateLock,
     _pin_dir: lock::Lock,
+}
+
+/// The state directory's lock, taken again on the new lock file when the directory is
+/// removed and the owner makes it anew (it does within a second): otherwise a second daemon
+/// could lock the new file and share the directory.
+struct StateLock {
+    stop: Arc<AtomicBool>,
+    keeper: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StateLock {
+    fn keep(mut held: lock::Lock) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let keeper = std::thread::Builder::new()
+            .name("state-lock".into())
+            .spawn(move || {
+                let mut refused = false;
+                while !stopping.load(Ordering::Relaxed) {
+                    match held.renew() {
+                        Ok(true) => {
+                            log::warn!(
+                                "{}: the state directory was made anew; its lock is taken again",
+                                held.path().display()
+                            );
+                            refused = false;
+                        }
+                        Ok(false) => {}
+                        Err(err) if !refused => {
+                            log::error!("{err}: another daemon took the new state directory");
+                            refused = true;
+                        }
+                        Err(_) => {}
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                // Dropped here, on the last round: the pid is cleared from the file.
+                drop(held);
+            })
+            .ok();
+        Self { stop, keeper }
+    }
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(keeper) = self.keeper.take() {
+            let _ = keeper.join();
+        }
+    }
 }
 
 /// Claim the state directory, the pin directory and the control socket, before anything is
@@ -122,7 +177,7 @@ fn claim(settings: &Settings) -> Result<Claim, DaemonError> {
         });
     }
     Ok(Claim {
-        _state_dir: state_dir,
+        _state_dir: StateLock::keep(state_dir),
         _pin_dir: pin_dir,
     })
 }
