@@ -199,12 +199,11 @@ pub fn check_with<R: BufRead>(
                 continue;
             }
             if options.explain && report.explained.len() < MAX_EXPLAINED {
-                let names: Vec<&str> = ruleset.match_names().collect();
                 report.explained.push(ExplainedLine {
                     line: report.lines,
                     ruleset: ruleset.name.clone(),
                     mode: ruleset.mode().map(str::to_owned),
-                    rules: hits.iter().map(|&i| names[i].to_owned()).collect(),
+                    rules: hits.iter().map(|&i| ruleset.match_name(i).to_owned()).collect(),
                     variables: variables.into_iter().collect(),
                     outcome: match &outcome {
                         Outcome::Scored { address, score } => format!("scored {address} {score:+}"),

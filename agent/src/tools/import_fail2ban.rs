@@ -122,75 +122,34 @@ struct Value {
 
 type Sections = Vec<(String, Vec<(String, Value)>)>;
 
-/// Python `configparser` as fail2ban sets it up: `key = value` or `key: value`, indented
-/// continuation lines, `#` and `;` comment lines, `;` after a space starts an inline comment.
+/// Python `configparser` as fail2ban sets it up (see [`super::ini`]): `;` after a space
+/// starts an inline comment. Each value keeps its file and line for messages.
 fn parse_ini(text: &str, path: &Path) -> Result<Sections, ImportError> {
-    let err = |line: usize, message: String| ImportError::Syntax {
+    let sections = super::ini::parse(text, true).map_err(|err| ImportError::Syntax {
         path: path.to_path_buf(),
-        line,
-        message,
-    };
-    let mut sections: Sections = Vec::new();
-    // Whether the last line was a key line or its continuation (a blank line in between is
-    // part of the value, as configparser keeps it).
-    let mut in_value = false;
-    for (index, raw) in text.lines().enumerate() {
-        let number = index + 1;
-        let trimmed = raw.trim();
-        if trimmed.starts_with('#') || trimmed.starts_with(';') {
-            continue;
-        }
-        let trimmed = strip_inline_comment(trimmed);
-        if trimmed.is_empty() {
-            continue;
-        }
-        if raw.starts_with([' ', '\t'])
-            && in_value
-            && let Some((_, keys)) = sections.last_mut()
-            && let Some((_, value)) = keys.last_mut()
-        {
-            value.text.push('\n');
-            value.text.push_str(trimmed);
-            continue;
-        }
-        if raw.starts_with([' ', '\t']) && !in_value {
-            return Err(err(number, "indented line before any key".into()));
-        }
-        if let Some(name) = trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-            sections.push((name.trim().to_owned(), Vec::new()));
-            in_value = false;
-            continue;
-        }
-        let Some(split) = trimmed.find(['=', ':']) else {
-            return Err(err(
-                number,
-                format!("{trimmed:?} is neither a section, a key nor a comment"),
-            ));
-        };
-        let Some((_, keys)) = sections.last_mut() else {
-            return Err(err(number, "key before any section".into()));
-        };
-        keys.push((
-            trimmed[..split].trim().to_lowercase(),
-            Value {
-                text: trimmed[split + 1..].trim().to_owned(),
-                file: path.to_path_buf(),
-                line: number,
-            },
-        ));
-        in_value = true;
-    }
-    Ok(sections)
-}
-
-fn strip_inline_comment(text: &str) -> &str {
-    let bytes = text.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b';' && i > 0 && bytes[i - 1].is_ascii_whitespace() {
-            return text[..i].trim_end();
-        }
-    }
-    text
+        line: err.line,
+        message: err.message,
+    })?;
+    Ok(sections
+        .into_iter()
+        .map(|section| {
+            let keys = section
+                .keys
+                .into_iter()
+                .map(|key| {
+                    (
+                        key.name,
+                        Value {
+                            text: key.value,
+                            file: path.to_path_buf(),
+                            line: key.line,
+                        },
+                    )
+                })
+                .collect();
+            (section.name, keys)
+        })
+        .collect())
 }
 
 /// The files a filter reads, in order: `before` includes, the file, `after` includes, each

@@ -20,57 +20,30 @@ struct Section {
     keys: Vec<(String, String)>,
 }
 
-/// Python `configparser` with its defaults: `key = value` or `key: value`, indented
-/// continuation lines, `#` and `;` comment lines, `%%` for a literal `%`.
+/// Python `configparser` with its defaults (see [`super::ini`]), `%%` for a literal `%`.
 fn parse_ini(text: &str, path: &Path) -> Result<Vec<(String, Section)>, ImportError> {
-    let err = |line: usize, message: String| ImportError::Syntax {
+    let sections = super::ini::parse(text, false).map_err(|err| ImportError::Syntax {
         path: path.display().to_string(),
-        line,
-        message,
-    };
-    let mut sections: Vec<(String, Section)> = Vec::new();
-    for (index, raw) in text.lines().enumerate() {
-        let number = index + 1;
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
-            continue;
-        }
-        if raw.starts_with([' ', '\t']) {
-            // A continuation of the last value.
-            let Some((_, section)) = sections.last_mut() else {
-                return Err(err(number, "indented line before any section".into()));
-            };
-            let Some((_, value)) = section.keys.last_mut() else {
-                return Err(err(number, "indented line before any key".into()));
-            };
-            value.push('\n');
-            value.push_str(trimmed);
-            continue;
-        }
-        if let Some(name) = trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-            sections.push((
-                name.trim().to_owned(),
+        line: err.line,
+        message: err.message,
+    })?;
+    Ok(sections
+        .into_iter()
+        .map(|section| {
+            let keys = section
+                .keys
+                .into_iter()
+                .map(|key| (key.name, key.value.replace("%%", "%")))
+                .collect();
+            (
+                section.name,
                 Section {
-                    line: number,
-                    keys: Vec::new(),
+                    line: section.line,
+                    keys,
                 },
-            ));
-            continue;
-        }
-        let Some(split) = trimmed.find(['=', ':']) else {
-            return Err(err(
-                number,
-                format!("{trimmed:?} is neither a section, a key nor a comment"),
-            ));
-        };
-        let Some((_, section)) = sections.last_mut() else {
-            return Err(err(number, "key before any section".into()));
-        };
-        let key = trimmed[..split].trim().to_lowercase();
-        let value = trimmed[split + 1..].trim().replace("%%", "%");
-        section.keys.push((key, value));
-    }
-    Ok(sections)
+            )
+        })
+        .collect())
 }
 
 fn boolean(value: &str) -> Option<bool> {

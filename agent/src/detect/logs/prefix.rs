@@ -131,6 +131,26 @@ impl<'a> Cursor<'a> {
 }
 
 impl LogTime {
+    /// A time from its fields, the clock as [`clock`] reads it.
+    const fn civil(
+        year: Option<i32>,
+        month: u8,
+        day: u8,
+        (hour, minute, second, nanos): (u8, u8, u8, u32),
+        offset: Option<i32>,
+    ) -> Self {
+        Self {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            nanos,
+            offset,
+        }
+    }
+
     /// The time in seconds since the Unix epoch: a missing year is `year`, a missing zone UTC
     /// (only differences between lines matter for a sliding window).
     pub fn unix(&self, year: i32) -> i64 {
@@ -325,16 +345,13 @@ fn rfc3164_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
         let year = c.digits(4)?;
         (c.peek() == Some(b' ')).then(|| i32::try_from(year).ok())?
     });
-    Some(LogTime {
+    Some(LogTime::civil(
         year,
         month,
         day,
-        hour,
-        minute,
-        second,
-        nanos,
-        offset: None,
-    })
+        (hour, minute, second, nanos),
+        None,
+    ))
 }
 
 /// `Z`, `±HH:MM`, `±HHMM` or `±HH`: seconds east of UTC.
@@ -378,16 +395,13 @@ fn iso_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
             zone(c)
         })
     });
-    Some(LogTime {
-        year: Some(i32::try_from(year).ok()?),
-        month: u8::try_from(month).ok().filter(|m| (1..=12).contains(m))?,
+    Some(LogTime::civil(
+        Some(i32::try_from(year).ok()?),
+        u8::try_from(month).ok().filter(|m| (1..=12).contains(m))?,
         day,
-        hour,
-        minute,
-        second,
-        nanos,
+        (hour, minute, second, nanos),
         offset,
-    })
+    ))
 }
 
 /// Roundcube's `DD-Mmm-YYYY HH:MM:SS ±ZZZZ`.
@@ -403,16 +417,13 @@ fn dashed_date_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
         c.eat(b' ').then_some(())?;
         zone(c)
     });
-    Some(LogTime {
-        year: Some(i32::try_from(year).ok()?),
+    Some(LogTime::civil(
+        Some(i32::try_from(year).ok()?),
         month,
         day,
-        hour,
-        minute,
-        second,
-        nanos,
+        (hour, minute, second, nanos),
         offset,
-    })
+    ))
 }
 
 /// `journalctl -o short-full`: `Www YYYY-MM-DD HH:MM:SS ZONE` (the zone a name: UTC, CET).
@@ -453,16 +464,13 @@ fn slashed_date_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
     let day = valid_day(cursor.digits(2)?)?;
     cursor.eat(b' ').then_some(())?;
     let (hour, minute, second, nanos) = clock(cursor)?;
-    Some(LogTime {
-        year: Some(i32::try_from(year).ok()?),
-        month: u8::try_from(month).ok().filter(|m| (1..=12).contains(m))?,
+    Some(LogTime::civil(
+        Some(i32::try_from(year).ok()?),
+        u8::try_from(month).ok().filter(|m| (1..=12).contains(m))?,
         day,
-        hour,
-        minute,
-        second,
-        nanos,
-        offset: None,
-    })
+        (hour, minute, second, nanos),
+        None,
+    ))
 }
 
 /// xrdp's `YYYYMMDD-HH:MM:SS`.
@@ -472,16 +480,13 @@ fn compact_date_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
     let day = valid_day(cursor.digits(2)?)?;
     cursor.eat(b'-').then_some(())?;
     let (hour, minute, second, nanos) = clock(cursor)?;
-    Some(LogTime {
-        year: Some(i32::try_from(year).ok()?),
-        month: u8::try_from(month).ok().filter(|m| (1..=12).contains(m))?,
+    Some(LogTime::civil(
+        Some(i32::try_from(year).ok()?),
+        u8::try_from(month).ok().filter(|m| (1..=12).contains(m))?,
         day,
-        hour,
-        minute,
-        second,
-        nanos,
-        offset: None,
-    })
+        (hour, minute, second, nanos),
+        None,
+    ))
 }
 
 /// Apache's error log: `Www Mmm DD HH:MM:SS[.ffffff] YYYY`.
@@ -511,16 +516,13 @@ fn common_log_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
         c.eat(b' ').then_some(())?;
         zone(c)
     });
-    Some(LogTime {
-        year: Some(i32::try_from(year).ok()?),
+    Some(LogTime::civil(
+        Some(i32::try_from(year).ok()?),
         month,
         day,
-        hour,
-        minute,
-        second,
-        nanos,
+        (hour, minute, second, nanos),
         offset,
-    })
+    ))
 }
 
 /// Any time a syslog-shaped line may start with.

@@ -1297,39 +1297,24 @@ fn address_body_class(hir: &Hir, into: &mut [bool; 128]) -> bool {
     }
 }
 
-/// (class of the address, the byte before the group, the literal after it) when the address
-/// capture sits in a sequence between a literal and a literal.
-fn address_shape(hir: &Hir) -> Option<([bool; 128], u8, Vec<u8>, Hir)> {
+/// The `address` capture and its neighbours in the sequence holding it (through groups
+/// around that sequence): the part before it and the part after it, when there are any.
+fn address_in_sequence(hir: &Hir) -> Option<(Option<&Hir>, &Hir, Option<&Hir>)> {
     match hir.kind() {
         HirKind::Concat(parts) => {
             let at = parts.iter().position(|part| {
                 matches!(part.kind(), HirKind::Capture(c) if c.name.as_deref() == Some("address"))
             });
             match at {
-                Some(at) => {
-                    let HirKind::Literal(before) = parts.get(at.checked_sub(1)?)?.kind() else {
-                        return None;
-                    };
-                    let HirKind::Literal(after) = parts.get(at + 1)?.kind() else {
-                        return None;
-                    };
-                    let HirKind::Capture(capture) = parts[at].kind() else {
-                        return None;
-                    };
-                    let mut class = [false; 128];
-                    address_body_class(&capture.sub, &mut class).then(|| {
-                        (
-                            class,
-                            *before.0.last().unwrap_or(&0),
-                            after.0.to_vec(),
-                            (*capture.sub).clone(),
-                        )
-                    })
-                }
-                None => parts.iter().find_map(address_shape),
+                Some(at) => Some((
+                    at.checked_sub(1).map(|before| &parts[before]),
+                    &parts[at],
+                    parts.get(at + 1),
+                )),
+                None => parts.iter().find_map(address_in_sequence),
             }
         }
-        HirKind::Capture(capture) => address_shape(&capture.sub),
+        HirKind::Capture(capture) => address_in_sequence(&capture.sub),
         HirKind::Repetition(_)
         | HirKind::Alternation(_)
         | HirKind::Empty
@@ -1339,29 +1324,32 @@ fn address_shape(hir: &Hir) -> Option<([bool; 128], u8, Vec<u8>, Hir)> {
     }
 }
 
+/// (class of the address, the byte before the group, the literal after it, the group's body)
+/// when the address capture sits in a sequence between a literal and a literal.
+fn address_shape(hir: &Hir) -> Option<([bool; 128], u8, Vec<u8>, Hir)> {
+    let (before, capture, after) = address_in_sequence(hir)?;
+    let (HirKind::Literal(before), HirKind::Capture(capture), HirKind::Literal(after)) =
+        (before?.kind(), capture.kind(), after?.kind())
+    else {
+        return None;
+    };
+    let mut class = [false; 128];
+    address_body_class(&capture.sub, &mut class).then(|| {
+        (
+            class,
+            *before.0.last().unwrap_or(&0),
+            after.0.to_vec(),
+            (*capture.sub).clone(),
+        )
+    })
+}
+
 /// The literal that directly follows the `address` capture in the sequence holding it, if
-/// there is one (through groups around that sequence).
+/// there is one.
 fn literal_after_address(hir: &Hir) -> Option<Vec<u8>> {
-    match hir.kind() {
-        HirKind::Concat(parts) => {
-            let at = parts.iter().position(|part| {
-                matches!(part.kind(), HirKind::Capture(c) if c.name.as_deref() == Some("address"))
-            });
-            match at {
-                Some(at) => match parts.get(at + 1).map(Hir::kind) {
-                    Some(HirKind::Literal(literal)) => Some(literal.0.to_vec()),
-                    _ => None,
-                },
-                None => parts.iter().find_map(literal_after_address),
-            }
-        }
-        HirKind::Capture(capture) => literal_after_address(&capture.sub),
-        HirKind::Repetition(repetition) => literal_after_address(&repetition.sub),
-        HirKind::Alternation(_)
-        | HirKind::Empty
-        | HirKind::Literal(_)
-        | HirKind::Class(_)
-        | HirKind::Look(_) => None,
+    match address_in_sequence(hir)?.2?.kind() {
+        HirKind::Literal(literal) => Some(literal.0.to_vec()),
+        _ => None,
     }
 }
 
@@ -1797,8 +1785,10 @@ impl Ruleset {
     /// succeeded (for `check`'s statistics).
     pub fn apply(&self, line: &str) -> (Outcome, Vec<&str>) {
         let (outcome, hits) = self.apply_indexed(line);
-        let names: Vec<&str> = self.match_names().collect();
-        (outcome, hits.into_iter().map(|i| names[i]).collect())
+        (
+            outcome,
+            hits.into_iter().map(|i| self.match_name(i)).collect(),
+        )
     }
 
     /// [`Ruleset::apply`], the matches that succeeded given by their index in
@@ -2018,6 +2008,14 @@ impl Ruleset {
         std::iter::once(&self.first)
             .chain(self.rules.iter())
             .map(|m| (m.name.as_str(), m.pattern.as_str(), m.target.is_none()))
+    }
+
+    /// The name of match `index` of [`Ruleset::match_names`] (0: the first match).
+    pub fn match_name(&self, index: usize) -> &str {
+        index
+            .checked_sub(1)
+            .and_then(|rule| self.rules.get(rule))
+            .map_or(self.first.name.as_str(), |rule| rule.name.as_str())
     }
 
     /// Rules (first match included) by name, in order.
@@ -2514,11 +2512,10 @@ pub fn apply_all_with<'r>(
             let parsed = prefixed.get_or_insert_with(|| prefix::parse(line));
             ruleset.apply_with(line, Some(parsed), memory)
         };
-        let names: Vec<&str> = ruleset.match_names().collect();
-        let hits = hits.into_iter().map(|i| names[i]).collect();
         if outcome == Outcome::Skipped {
             continue;
         }
+        let hits = hits.into_iter().map(|i| ruleset.match_name(i)).collect();
         out.push((ruleset, outcome, hits));
         if ruleset.last {
             break;
