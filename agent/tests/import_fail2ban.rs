@@ -187,31 +187,8 @@ fn ours(toml: &str, log: &Path, mode: Option<&str>) -> BTreeSet<IpAddr> {
     out
 }
 
-/// Addresses `fail2ban-regex` finds that the conversion cannot, and why (fail2ban's test data:
-/// addresses only).
-const KNOWN_MISSES: &[(&str, &str, &str)] = &[
-    (
-        "sshd",
-        "198.51.100.34",
-        "a failure without an address (account locked) finished by a later line of the session: fail2ban's multi-line session logic",
-    ),
-    ("sshd", "198.51.100.76", "the same, with a port"),
-    (
-        "sshd",
-        "192.0.2.114",
-        "<F-NOFAIL> lines that count once the session tries another user: fail2ban's session logic",
-    ),
-    ("sshd", "192.0.2.116", "the same, ending in <F-MLFGAINED>"),
-    (
-        "dovecot",
-        "80.187.101.33",
-        "TAI64N line whose program is `imap-login`: fail2ban's prefix lets the daemon be absent, `programs` does not",
-    ),
-    ("dovecot", "212.9.180.3", "the same, `pop3-login`"),
-    ("dovecot", "117.218.51.80", "the same, `pop3-login`"),
-    ("dovecot", "192.0.2.5", "the same, `auth-worker(22401)`"),
-];
-
+/// The four filters the issue names: exactly the addresses fail2ban-regex finds, none missing
+/// and none extra.
 #[test]
 fn converted_filters_score_the_addresses_fail2ban_regex_finds() {
     if absent() {
@@ -228,32 +205,17 @@ fn converted_filters_score_the_addresses_fail2ban_regex_finds() {
         let ours = ours(&conversion.toml, &log, None);
         let missing: Vec<IpAddr> = theirs.difference(&ours).copied().collect();
         let extra: Vec<IpAddr> = ours.difference(&theirs).copied().collect();
-        let known = |address: &IpAddr| {
-            KNOWN_MISSES
-                .iter()
-                .any(|(filter, known, _)| *filter == name && known.parse() == Ok(*address))
-        };
         println!(
             "{name}: fail2ban-regex {} addresses, converted {} (same: {}); missing {missing:?}; extra {extra:?}",
             theirs.len(),
             ours.len(),
             theirs.intersection(&ours).count()
         );
-        let unexplained: Vec<&IpAddr> = missing.iter().filter(|a| !known(a)).collect();
-        if !unexplained.is_empty() || !extra.is_empty() {
+        if !missing.is_empty() || !extra.is_empty() {
             failures.push(format!(
-                "{name}: missing {unexplained:?}, extra {extra:?}; notes: {:?}",
+                "{name}: missing {missing:?}, extra {extra:?}; notes: {:?}",
                 conversion.notes
             ));
-        }
-        // A known miss that now scores: the list is stale.
-        for (filter, address, why) in KNOWN_MISSES.iter().filter(|(f, _, _)| *f == name) {
-            let address: IpAddr = address.parse().unwrap();
-            if ours.contains(&address) {
-                failures.push(format!(
-                    "{filter}: {address} scores now ({why}): drop it from KNOWN_MISSES"
-                ));
-            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -24,7 +24,10 @@
 //! - `<HOST>`, `<ADDR>`, `<IP4>`, `<IP6>`, `<SUBNET>` capture `address` (address characters
 //!   only: no host names, no DNS); `<F-NAME>...</F-NAME>` becomes the group `name`.
 //! - `<F-NOFAIL>` and `<F-MLFGAINED>` rules score nothing; with `<F-MLFID>` the rules with an
-//!   address `remember` it by `${pid}` and the rules without one `recall` it.
+//!   address `remember` it by `${pid}` (and `settle` what the session left pending) and the
+//!   rules without one `recall` it (or leave their score `pending`); `<F-MLFFORGET>` rules
+//!   `forget` the session; rules capturing a user count it (`distinct`), and a session that
+//!   tried more than one user name makes its `<F-NOFAIL>` lines count (`distinct_score`).
 //! - Python-only syntax: `\Z` becomes `$`, `{,n}` `{0,n}`, a stray `{` `\{`, `\<` `<`, a `[`
 //!   inside a class `\[`, a counted `\w`/`\d`/`\s` its ASCII class (Unicode ones compile
 //!   big). Conditionals `(?(name)A|B)` (and `<F-NOFAIL>` in an alternative) split the rule
@@ -812,6 +815,22 @@ fn translate(expanded: &str, content: bool) -> Result<(Vec<Translated>, Vec<Stri
     Ok((out, notes))
 }
 
+/// The user groups of a translated pattern: `user`, then `alt_user...` (fail2ban's
+/// `<F-ALT_USER>` stands in when `<F-USER>` did not match).
+fn user_groups(pattern: &str) -> Vec<String> {
+    let mut groups: Vec<String> = pattern
+        .match_indices("(?P<")
+        .filter_map(|(at, open)| {
+            let rest = &pattern[at + open.len()..];
+            let name = &rest[..rest.find('>')?];
+            (name == "user" || name.starts_with("alt_user")).then(|| name.to_owned())
+        })
+        .collect();
+    groups.sort_by_key(|name| (name != "user", name.clone()));
+    groups.dedup();
+    groups
+}
+
 /// The group `<F-NOFAIL>` becomes while the variants are made.
 const NOFAIL: &str = "f2b_nofail";
 const GAINED: &str = "f2b_gained";
@@ -1508,6 +1527,13 @@ struct Rule {
     target: bool,
     remember: bool,
     recall: bool,
+    /// Take what earlier lines of the session left pending (not on a `<F-MLFGAINED>` line:
+    /// a login drops them).
+    settle: bool,
+    /// `<F-MLFFORGET>`: the session ends after it.
+    forget: bool,
+    /// The user groups (`user`, then `alt_user...`) counted per session.
+    users: Vec<String>,
 }
 
 /// One mode's (or the only) expansion.
@@ -1694,6 +1720,9 @@ pub fn convert_file(path: &Path) -> Result<Conversion, ImportError> {
                     target: true,
                     remember: false,
                     recall: false,
+                    settle: false,
+                    forget: false,
+                    users: Vec::new(),
                 },
                 0,
             ));
@@ -1779,6 +1808,9 @@ pub fn convert_file(path: &Path) -> Result<Conversion, ImportError> {
                         target: has_content,
                         remember: false,
                         recall: false,
+                        settle: false,
+                        forget: false,
+                        users: Vec::new(),
                     },
                     index,
                 ));
@@ -1787,6 +1819,16 @@ pub fn convert_file(path: &Path) -> Result<Conversion, ImportError> {
                 Rule {
                     recall: multiline && kind == Kind::Fail && !t.address && !first_address,
                     remember: multiline && matches!(kind, Kind::Fail | Kind::NoFail) && t.address,
+                    settle: multiline
+                        && matches!(kind, Kind::Fail | Kind::NoFail)
+                        && t.address
+                        && !t.gained,
+                    forget: multiline && t.forget && kind != Kind::Ignore,
+                    users: if multiline && kind != Kind::Ignore {
+                        user_groups(&pattern)
+                    } else {
+                        Vec::new()
+                    },
                     kind,
                     pattern,
                     target: has_content,
@@ -1806,26 +1848,7 @@ pub fn convert_file(path: &Path) -> Result<Conversion, ImportError> {
     }
     reader.overrides.clear();
     if mlfid_seen {
-        notes.push("<F-MLFID> multi-line sessions: approximated by the process id (`remember`/`recall` '${pid}')".to_owned());
-    }
-    let forget = ["<F-MLFFORGET>", "<F-MLFGAINED>"];
-    for tag in forget {
-        if reader
-            .sections
-            .values()
-            .flat_map(HashMap::values)
-            .flatten()
-            .any(|v| v.text.contains(tag))
-        {
-            notes.push(format!(
-                "{tag}: sessions are not forgotten early (xdpguard's end after 10 minutes); a {} line scores nothing",
-                if tag == "<F-MLFGAINED>" {
-                    "<F-MLFGAINED>"
-                } else {
-                    "<F-NOFAIL>"
-                }
-            ));
-        }
+        notes.push("<F-MLFID> multi-line sessions: approximated by the process id ('${pid}' as the key of `remember`/`recall`, `pending`/`settle`, `forget` and `distinct`)".to_owned());
     }
     if let Some((_, maxlines)) = reader.raw(DEFINITION, "maxlines")
         && maxlines.trim().parse::<u32>().is_ok_and(|n| n > 1)
@@ -1943,9 +1966,12 @@ pub fn convert_file(path: &Path) -> Result<Conversion, ImportError> {
             ));
             vec!["*".to_owned()]
         });
-        notes.push("fail2ban's prefix also reads lines where the daemon's name is missing or another name (such as `pop3-login:`) stands in its place; the ruleset reads only its programs' messages".to_owned());
+        notes.push("fail2ban's prefix lets the daemon's name be missing, and its patterns may read another tag (such as `pop3-login:`) themselves: `other_programs = 'read-with-tag'` reads the other programs' lines (and those without a tag) from their tag on, as fail2ban does; remove it to read only the named programs' messages".to_owned());
         let list: Vec<String> = programs.iter().map(|p| toml_string(p)).collect();
-        programs_line = format!("programs = [{}]\n", list.join(", "));
+        programs_line = format!(
+            "programs = [{}]\nother_programs = 'read-with-tag'\n",
+            list.join(", ")
+        );
     }
     let mut toml = String::new();
     let _ = writeln!(
@@ -2026,11 +2052,33 @@ pub fn convert_file(path: &Path) -> Result<Conversion, ImportError> {
         if rule.kind == Kind::Fail {
             let _ = writeln!(toml, "score = {FAILURE_SCORE}");
         }
+        // fail2ban keeps a failure without an address pending on its session until a line of
+        // the same session names one (`pending`/`settle`), and names the address of a later
+        // failure from an earlier line (`remember`/`recall`).
         if rule.remember {
             let _ = writeln!(toml, "remember = '${{pid}}'");
         }
+        if rule.settle {
+            let _ = writeln!(toml, "settle = '${{pid}}'");
+        }
         if rule.recall {
-            let _ = writeln!(toml, "recall = '${{pid}}'");
+            let _ = writeln!(toml, "recall = '${{pid}}'\npending = '${{pid}}'");
+        }
+        // fail2ban counts the user names of a session: once it has tried more than one,
+        // its lines are failures, the <F-NOFAIL> ones too.
+        if !rule.users.is_empty() {
+            let users: Vec<String> = rule
+                .users
+                .iter()
+                .map(|u| toml_string(&format!("${{{u}}}")))
+                .collect();
+            let _ = writeln!(toml, "distinct = [{}]", users.join(", "));
+            if rule.kind == Kind::NoFail {
+                let _ = writeln!(toml, "distinct_score = {FAILURE_SCORE}");
+            }
+        }
+        if rule.forget {
+            let _ = writeln!(toml, "forget = '${{pid}}'");
         }
         let _ = writeln!(toml, "last = true");
     }

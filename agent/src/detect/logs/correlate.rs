@@ -6,7 +6,8 @@
 //! Memory is bounded: at most `max_sessions` keys (least recently used go first) and each for
 //! `ttl` of log time. Time is passed in: no clock here.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{HashMap, VecDeque},
+    sync::Arc,
     time::Duration,
 };
 
@@ -41,6 +42,8 @@ pub struct SessionStats {
     /// Scores parked by lines without an address, and parked scores a later line took.
     pub parked: u64,
     pub settled: u64,
+    /// Sessions a `forget` rule ended.
+    pub forgotten: u64,
 }
 
 struct Session {
@@ -48,17 +51,27 @@ struct Session {
     address: String,
     /// Scores of lines without an address, waiting for one that names it.
     pending: i64,
+    /// The distinct values a `distinct` rule saw (user names), at most [`MAX_NAMES`].
+    names: Vec<String>,
     seen_ms: u64,
+    /// Its latest place in `order`: older places there are stale.
     seq: u64,
 }
+
+/// Distinct values kept per session: "more than one" is all a rule asks.
+const MAX_NAMES: usize = 8;
 
 /// Remembered addresses by (ruleset, key).
 pub struct Sessions {
     limits: SessionLimits,
-    entries: HashMap<(String, String), Session>,
-    /// seq → key, least recently used first.
-    order: BTreeMap<u64, (String, String)>,
+    /// By "ruleset NUL key" (one string: looked up from a reused buffer, no allocation).
+    entries: HashMap<Arc<str>, Session>,
+    /// Touches in order, least recent first: (seq, key). A session's older touches stay
+    /// until they reach the front (skipped there, as their seq is not the session's); the
+    /// queue is compacted when it holds more stale places than live ones.
+    order: VecDeque<(u64, Arc<str>)>,
     next_seq: u64,
+    scratch: String,
     stats: SessionStats,
 }
 
@@ -67,8 +80,9 @@ impl Sessions {
         Self {
             limits,
             entries: HashMap::new(),
-            order: BTreeMap::new(),
+            order: VecDeque::new(),
             next_seq: 0,
+            scratch: String::new(),
             stats: SessionStats::default(),
         }
     }
@@ -96,8 +110,20 @@ impl Sessions {
         u64::try_from(self.limits.ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// The least recently used live session's key, its stale places in front dropped.
+    fn oldest(&mut self) -> Option<(u64, Arc<str>)> {
+        while let Some((seq, key)) = self.order.front() {
+            if self.entries.get(key).is_some_and(|s| s.seq == *seq) {
+                return Some((*seq, Arc::clone(key)));
+            }
+            let _: Option<(u64, Arc<str>)> = self.order.pop_front();
+        }
+        None
+    }
+
     fn evict_oldest(&mut self) {
-        if let Some((_, key)) = self.order.pop_first() {
+        if let Some((_, key)) = self.oldest() {
+            let _: Option<(u64, Arc<str>)> = self.order.pop_front();
             let _: Option<Session> = self.entries.remove(&key);
             self.stats.evicted += 1;
         }
@@ -106,18 +132,25 @@ impl Sessions {
     /// Drop sessions not seen for the TTL.
     fn expire(&mut self, now_ms: u64) {
         let ttl = self.ttl_ms();
-        while let Some((&seq, key)) = self.order.first_key_value() {
+        while let Some((_, key)) = self.oldest() {
             let stale = self
                 .entries
-                .get(key)
+                .get(&key)
                 .is_none_or(|s| now_ms.saturating_sub(s.seen_ms) >= ttl);
             if !stale {
                 break;
             }
-            let key = key.clone();
-            let _: Option<(String, String)> = self.order.remove(&seq);
+            let _: Option<(u64, Arc<str>)> = self.order.pop_front();
             let _: Option<Session> = self.entries.remove(&key);
         }
+    }
+
+    /// `ruleset NUL key` in the reused buffer.
+    fn id(&mut self, ruleset: &str, key: &str) {
+        self.scratch.clear();
+        self.scratch.push_str(ruleset);
+        self.scratch.push('\0');
+        self.scratch.push_str(key);
     }
 
     /// The session of `key` for `ruleset`, made the most recently used (created when new).
@@ -126,38 +159,54 @@ impl Sessions {
             return None;
         }
         self.expire(now_ms);
-        let id = (ruleset.to_owned(), key.to_owned());
+        self.id(ruleset, key);
         let seq = self.next_seq;
         self.next_seq += 1;
-        let session = match self.entries.remove(&id) {
-            Some(old) => {
-                let _: Option<(String, String)> = self.order.remove(&old.seq);
-                Session {
-                    seen_ms: now_ms,
-                    seq,
-                    ..old
-                }
-            }
+        let id: Arc<str> = match self.entries.get_key_value(self.scratch.as_str()) {
+            Some((id, _)) => Arc::clone(id),
             None => {
                 if self.entries.len() >= self.limits.max_sessions {
                     self.evict_oldest();
                 }
-                Session {
-                    address: String::new(),
-                    pending: 0,
-                    seen_ms: now_ms,
-                    seq,
-                }
+                let id: Arc<str> = Arc::from(self.scratch.as_str());
+                let _: Option<Session> = self.entries.insert(
+                    Arc::clone(&id),
+                    Session {
+                        address: String::new(),
+                        pending: 0,
+                        names: Vec::new(),
+                        seen_ms: now_ms,
+                        seq,
+                    },
+                );
+                id
             }
         };
-        let _: Option<(String, String)> = self.order.insert(seq, id.clone());
-        Some(self.entries.entry(id).or_insert(session))
+        self.order.push_back((seq, Arc::clone(&id)));
+        if self.order.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.order
+                .retain(|(seq, key)| entries.get(key).is_some_and(|s| s.seq == *seq));
+        }
+        let session = self.entries.get_mut(&id)?;
+        session.seen_ms = now_ms;
+        session.seq = seq;
+        Some(session)
+    }
+
+    /// The live session of `key` for `ruleset`, without touching it.
+    fn find(&mut self, ruleset: &str, key: &str, now_ms: u64) -> Option<&mut Session> {
+        self.expire(now_ms);
+        self.id(ruleset, key);
+        self.entries.get_mut(self.scratch.as_str())
     }
 
     /// Remember `address` under `key` for `ruleset`.
     pub fn remember(&mut self, ruleset: &str, key: &str, address: &str, now_ms: u64) {
         if let Some(session) = self.touch(ruleset, key, now_ms) {
-            address.clone_into(&mut session.address);
+            if session.address != address {
+                address.clone_into(&mut session.address);
+            }
             self.stats.remembered += 1;
         }
     }
@@ -172,8 +221,7 @@ impl Sessions {
 
     /// The scores parked under `key`, taken (0 when none).
     pub fn settle(&mut self, ruleset: &str, key: &str, now_ms: u64) -> i64 {
-        self.expire(now_ms);
-        let Some(session) = self.entries.get_mut(&(ruleset.to_owned(), key.to_owned())) else {
+        let Some(session) = self.find(ruleset, key, now_ms) else {
             return 0;
         };
         let pending = std::mem::take(&mut session.pending);
@@ -185,10 +233,8 @@ impl Sessions {
 
     /// The address remembered under `key` for `ruleset`, when it is still held.
     pub fn recall(&mut self, ruleset: &str, key: &str, now_ms: u64) -> Option<String> {
-        self.expire(now_ms);
         let found = self
-            .entries
-            .get(&(ruleset.to_owned(), key.to_owned()))
+            .find(ruleset, key, now_ms)
             .filter(|s| !s.address.is_empty())
             .map(|s| s.address.clone());
         if found.is_some() {
@@ -199,18 +245,45 @@ impl Sessions {
         found
     }
 
-    /// About what one session costs: its key, address and the two index entries.
+    /// Add `name` to the distinct values seen under `key` (a session is made for it); how
+    /// many the session has seen (at most [`MAX_NAMES`]).
+    pub fn name(&mut self, ruleset: &str, key: &str, name: &str, now_ms: u64) -> usize {
+        let Some(session) = self.touch(ruleset, key, now_ms) else {
+            return 0;
+        };
+        if session.names.len() < MAX_NAMES && !session.names.iter().any(|n| n == name) {
+            session.names.push(name.to_owned());
+        }
+        session.names.len()
+    }
+
+    /// End the session of `key` (the connection is gone): later lines of the same key start
+    /// afresh. Whether there was one.
+    pub fn forget(&mut self, ruleset: &str, key: &str, now_ms: u64) -> bool {
+        self.expire(now_ms);
+        self.id(ruleset, key);
+        let gone = self.entries.remove(self.scratch.as_str()).is_some();
+        if gone {
+            self.stats.forgotten += 1;
+        }
+        gone
+    }
+
+    /// About what one session costs: its key (shared by the map and its place in the
+    /// queue), address, names and the index entries.
     pub fn approximate_bytes(&self) -> usize {
         self.entries
             .iter()
-            .map(|((r, k), s)| {
-                2 * (r.len() + k.len())
-                    + s.address.len()
-                    + 2 * size_of::<(String, String)>()
-                    + size_of::<Session>()
-                    + size_of::<u64>()
+            .map(|(k, s)| {
+                k.len()
+                    + 2 * size_of::<usize>()
+                    + s.address.capacity()
+                    + s.names.iter().map(|n| n.capacity() + size_of::<String>()).sum::<usize>()
+                    + size_of::<(Arc<str>, Session)>()
+                    + size_of::<(u64, Arc<str>)>()
             })
-            .sum()
+            .sum::<usize>()
+            + (self.order.len().saturating_sub(self.entries.len())) * size_of::<(u64, Arc<str>)>()
     }
 }
 
@@ -263,5 +336,43 @@ mod tests {
             ttl: Duration::from_secs(600),
         });
         assert_eq!(s.stats().tracked, 1);
+    }
+
+    #[test]
+    fn a_forgotten_session_starts_afresh_and_names_are_distinct_and_bounded() {
+        let mut s = sessions(10, 600);
+        s.remember("sshd", "42", "203.0.113.5", 0);
+        s.park("sshd", "42", 2, 1);
+        assert!(s.forget("sshd", "42", 2));
+        assert!(!s.forget("sshd", "42", 2));
+        assert_eq!(s.recall("sshd", "42", 3), None);
+        assert_eq!(s.settle("sshd", "42", 3), 0);
+        assert_eq!(s.stats().forgotten, 1);
+        assert_eq!(s.name("sshd", "7", "root", 4), 1);
+        assert_eq!(s.name("sshd", "7", "root", 5), 1);
+        assert_eq!(s.name("sshd", "7", "admin", 6), 2);
+        // Another ruleset's session of the same key is another session.
+        assert_eq!(s.name("dovecot", "7", "admin", 6), 1);
+        for n in 0..20 {
+            let _ = s.name("sshd", "7", &format!("user{n}"), 7);
+        }
+        assert_eq!(s.name("sshd", "7", "last", 8), MAX_NAMES);
+    }
+
+    #[test]
+    fn touching_one_session_often_keeps_the_queue_bounded_and_the_order_right() {
+        let mut s = sessions(3, 600);
+        s.remember("sshd", "a", "203.0.113.1", 0);
+        s.remember("sshd", "b", "203.0.113.2", 0);
+        for t in 0..10_000 {
+            s.remember("sshd", "a", "203.0.113.1", t);
+        }
+        assert!(s.order.len() <= 2 * 2 + 64, "{}", s.order.len());
+        s.remember("sshd", "c", "203.0.113.3", 10_000);
+        s.remember("sshd", "d", "203.0.113.4", 10_000);
+        // b was the least recently used.
+        assert_eq!(s.recall("sshd", "b", 10_001), None);
+        assert!(s.recall("sshd", "a", 10_001).is_some());
+        assert_eq!(s.stats().evicted, 1);
     }
 }

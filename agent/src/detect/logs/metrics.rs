@@ -77,7 +77,7 @@ pub fn render(stats: &LogStats) -> String {
     let mut session_events = MetricFamily::new(
         "xdpguard_log_session_events_total",
         Kind::Counter,
-        "Multi-line rules' session memory: addresses remembered, recalled for a line without one, recalls that found none, sessions evicted for room, scores parked by a line without an address, parked scores a later line took.",
+        "Multi-line rules' session memory: addresses remembered, recalled for a line without one, recalls that found none, sessions evicted for room, scores parked by a line without an address, parked scores a later line took, sessions a `forget` rule ended.",
     );
     for (event, count) in [
         ("remembered", stats.sessions.remembered),
@@ -86,6 +86,7 @@ pub fn render(stats: &LogStats) -> String {
         ("evicted", stats.sessions.evicted),
         ("parked", stats.sessions.parked),
         ("settled", stats.sessions.settled),
+        ("forgotten", stats.sessions.forgotten),
     ] {
         session_events.add(&[("event", event)], count);
     }
@@ -170,6 +171,7 @@ pub(crate) mod tests {
                 evicted: 2,
                 parked: 0,
                 settled: 0,
+                forgotten: 1,
             },
             sessions_bytes: 600,
             refused: BTreeMap::from([(("auth".into(), "fifo".into()), 1)]),

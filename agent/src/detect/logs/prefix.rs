@@ -33,6 +33,9 @@ pub struct Prefixed<'a> {
     pub pid: Option<&'a str>,
     /// After the tag (and a Solaris `[ID ...]`); the whole rest of the line without a tag.
     pub message: &'a str,
+    /// From the tag on (`sshd[42]: msg`): the message with its tag; the message when there is
+    /// no tag.
+    pub tagged: &'a str,
 }
 
 const MONTHS: [&str; 12] = [
@@ -635,6 +638,8 @@ fn parse_rfc5424(text: &str) -> Option<Prefixed<'_>> {
         program: Some(program),
         pid,
         message,
+        // The app name is a field of its own, not a tag in front of the message.
+        tagged: message,
     })
 }
 
@@ -668,6 +673,7 @@ pub fn parse(line: &str) -> Prefixed<'_> {
         program: None,
         pid: None,
         message: after_time,
+        tagged: after_time,
     };
     if time.is_none() {
         // Without a time: a bare tag (`sshd[1]: ...`, as s6-log or a daemon's own file
@@ -680,6 +686,7 @@ pub fn parse(line: &str) -> Prefixed<'_> {
                 program: Some(program),
                 pid,
                 message: strip_solaris_id(message),
+                tagged: after_time,
                 ..unparsed
             };
         }
@@ -692,6 +699,7 @@ pub fn parse(line: &str) -> Prefixed<'_> {
                 program: Some(program),
                 pid,
                 message: strip_solaris_id(message),
+                tagged,
                 ..unparsed
             },
             _ => unparsed,
@@ -712,6 +720,7 @@ pub fn parse(line: &str) -> Prefixed<'_> {
             program: Some(program),
             pid,
             message: strip_solaris_id(message),
+            tagged,
         },
         _ => unparsed,
     }

@@ -295,6 +295,12 @@ struct RawMatch {
     /// later line's that names one.
     pending: Option<String>,
     settle: Option<String>,
+    /// Key template: end the session after this line.
+    forget: Option<String>,
+    /// Templates of the value counted per session (the first that resolves), and what the
+    /// line adds once the session has seen more than one distinct value.
+    distinct: Vec<String>,
+    distinct_score: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -316,6 +322,8 @@ struct RawRuleset {
     /// The programs whose messages it reads (`prefix::program_matches` patterns); empty: it
     /// reads whole lines.
     programs: Vec<String>,
+    /// `other_programs = "read-with-tag"`.
+    other_programs: bool,
     /// Mode name → the tags it switches on, in file order.
     modes: Vec<(String, Vec<String>)>,
     /// `default_mode`, or `normal` when there is one, or the first mode.
@@ -341,12 +349,15 @@ struct RawFile {
     rulesets: Vec<RawRuleset>,
 }
 
-const MATCH_KEYS: [&str; 12] = [
+const MATCH_KEYS: [&str; 15] = [
     "match",
     "remember",
     "recall",
     "pending",
     "settle",
+    "forget",
+    "distinct",
+    "distinct_score",
     "target",
     "ignore_case",
     "negated",
@@ -523,6 +534,7 @@ impl Doc<'_> {
         let mut first = MatchBuilder::default();
         let mut rules = Vec::new();
         let mut programs = Vec::new();
+        let mut other_programs = None;
         let mut modes = Vec::new();
         let mut modes_line = 0;
         let mut default_mode = None;
@@ -546,6 +558,21 @@ impl Doc<'_> {
                             format_args!("{at}`programs`: {bad:?} is not a program name (no spaces, brackets or colons; `*` for any run of characters)"),
                         ));
                     }
+                }
+                "other_programs" => {
+                    other_programs = Some((
+                        match self.string(value, "other_programs", &at)?.as_str() {
+                            "skip" => false,
+                            "read-with-tag" => true,
+                            other => {
+                                return Err(self.syntax(
+                                    &value.span(),
+                                    format_args!("{at}`other_programs` is \"skip\" (the default) or \"read-with-tag\", not {other:?}"),
+                                ));
+                            }
+                        },
+                        value.span(),
+                    ));
                 }
                 "modes" => {
                     modes_line = self.line(value.span().start);
@@ -586,7 +613,7 @@ impl Doc<'_> {
                     return Err(self.syntax(
                         &key.span(),
                         format_args!(
-                            "{at}unknown key `{name}`; a ruleset takes name, programs, modes, default_mode, {} and [[ruleset.rule]] tables",
+                            "{at}unknown key `{name}`; a ruleset takes name, programs, other_programs, modes, default_mode, {} and [[ruleset.rule]] tables",
                             MATCH_KEYS.join(", ")
                         ),
                     ));
@@ -641,6 +668,12 @@ impl Doc<'_> {
                 ));
             }
         }
+        if let Some((_, span)) = other_programs.as_ref().filter(|_| programs.is_empty()) {
+            return Err(self.syntax(
+                span,
+                format_args!("{at}`other_programs` needs `programs`: without them every line is read whole"),
+            ));
+        }
         Ok(RawRuleset {
             first,
             line: self.line(span.start),
@@ -648,6 +681,7 @@ impl Doc<'_> {
             name_line,
             rules,
             programs,
+            other_programs: other_programs.is_some_and(|(read, _)| read),
             modes,
             default_mode,
         })
@@ -732,6 +766,39 @@ struct MatchBuilder {
     recall: Option<String>,
     pending: Option<String>,
     settle: Option<String>,
+    forget: Option<String>,
+    distinct: Option<(Vec<String>, usize)>,
+    distinct_score: Option<(i64, usize)>,
+}
+
+/// An integer key within -2^40..=2^40.
+fn integer(
+    doc: &Doc<'_>,
+    key: &str,
+    value: &Spanned<DeValue<'_>>,
+    at: &str,
+) -> Result<i64, RulesetError> {
+    let DeValue::Integer(number) = value.get_ref() else {
+        return Err(doc.syntax(
+            &value.span(),
+            format_args!(
+                "{at}`{key}` must be an integer, not {}",
+                value.get_ref().type_str()
+            ),
+        ));
+    };
+    i64::from_str_radix(number.as_str(), number.radix())
+        .ok()
+        .filter(|s| s.unsigned_abs() <= 1 << 40)
+        .ok_or_else(|| {
+            doc.syntax(
+                &value.span(),
+                format_args!(
+                    "{at}`{key}` {} is out of range: -2^40 to 2^40",
+                    number.as_str()
+                ),
+            )
+        })
 }
 
 impl MatchBuilder {
@@ -753,7 +820,7 @@ impl MatchBuilder {
                 doc.check_length(value, &target, at)?;
                 self.target = Some(target);
             }
-            "remember" | "recall" | "pending" | "settle" => {
+            "remember" | "recall" | "pending" | "settle" | "forget" => {
                 let template = doc.string(value, key, at)?;
                 doc.check_length(value, &template, at)?;
                 if !template.contains("${") {
@@ -766,38 +833,36 @@ impl MatchBuilder {
                     "remember" => &mut self.remember,
                     "recall" => &mut self.recall,
                     "pending" => &mut self.pending,
-                    _ => &mut self.settle,
+                    "settle" => &mut self.settle,
+                    _ => &mut self.forget,
                 };
                 *slot = Some(template);
+            }
+            "distinct" => {
+                let templates = match value.get_ref() {
+                    DeValue::String(_) => vec![doc.string(value, key, at)?],
+                    _ => doc.strings(value, key, at)?,
+                };
+                if let Some(bad) = templates.iter().find(|t| !t.contains("${")) {
+                    return Err(doc.syntax(
+                        &value.span(),
+                        format_args!("{at}`distinct` {bad:?} names no variable: it counts a captured value such as '${{user}}'"),
+                    ));
+                }
+                for template in &templates {
+                    doc.check_length(value, template, at)?;
+                }
+                self.distinct = Some((templates, doc.line(value.span().start)));
+            }
+            "distinct_score" => {
+                self.distinct_score =
+                    Some((integer(doc, key, value, at)?, doc.line(value.span().start)));
             }
             "ignore_case" => self.ignore_case = doc.boolean(value, key, at)?,
             "negated" => self.negated = doc.boolean(value, key, at)?,
             "enabled" => self.enabled = Some(doc.boolean(value, key, at)?),
             "last" => self.last = doc.boolean(value, key, at)?,
-            "score" => {
-                let DeValue::Integer(number) = value.get_ref() else {
-                    return Err(doc.syntax(
-                        &value.span(),
-                        format_args!(
-                            "{at}`score` must be an integer, not {}",
-                            value.get_ref().type_str()
-                        ),
-                    ));
-                };
-                let score = i64::from_str_radix(number.as_str(), number.radix())
-                    .ok()
-                    .filter(|s| s.unsigned_abs() <= 1 << 40)
-                    .ok_or_else(|| {
-                        doc.syntax(
-                            &value.span(),
-                            format_args!(
-                                "{at}`score` {} is out of range: -2^40 to 2^40",
-                                number.as_str()
-                            ),
-                        )
-                    })?;
-                self.score = Some(score);
-            }
+            "score" => self.score = Some(integer(doc, key, value, at)?),
             "defaults" => {
                 let DeValue::Table(table) = value.get_ref() else {
                     return Err(doc.syntax(
@@ -827,6 +892,27 @@ impl MatchBuilder {
         let Some((pattern, line)) = self.pattern else {
             return Err(doc.syntax(span, format_args!("{at}missing `match`")));
         };
+        let keyed = [
+            &self.remember,
+            &self.recall,
+            &self.pending,
+            &self.settle,
+            &self.forget,
+        ]
+        .iter()
+        .any(|k| k.is_some());
+        if let Some((_, line)) = self.distinct.as_ref().filter(|_| !keyed) {
+            return Err(doc.syntax_at(
+                *line,
+                format_args!("{at}`distinct` counts per session: give the rule a session key (remember, recall, pending, settle or forget)"),
+            ));
+        }
+        if let Some((_, line)) = self.distinct_score.filter(|_| self.distinct.is_none()) {
+            return Err(doc.syntax_at(
+                line,
+                format_args!("{at}`distinct_score` needs `distinct`: the value whose distinct count it reads"),
+            ));
+        }
         Ok(RawMatch {
             pattern,
             line,
@@ -842,6 +928,9 @@ impl MatchBuilder {
             recall: self.recall,
             pending: self.pending,
             settle: self.settle,
+            forget: self.forget,
+            distinct: self.distinct.map(|(d, _)| d).unwrap_or_default(),
+            distinct_score: self.distinct_score.map(|(score, _)| score),
         })
     }
 }
@@ -1069,6 +1158,9 @@ pub struct Matcher {
     recall: Option<String>,
     pending: Option<String>,
     settle: Option<String>,
+    forget: Option<String>,
+    distinct: Vec<String>,
+    distinct_score: Option<i64>,
     /// For a pattern whose only capture is `address`, between a fixed character outside its
     /// class and a literal: the address found without a capture engine (see [`FastAddress`]).
     fast_address: Option<FastAddress>,
@@ -1133,6 +1225,10 @@ pub struct Ruleset {
     pub last: bool,
     /// The programs whose messages it reads; empty: whole lines.
     programs: Vec<String>,
+    /// The lines of other programs (or of none) are read too, from their tag on: fail2ban's
+    /// prefix lets the daemon's name be missing and its patterns read a tag such as
+    /// `imap-login:` themselves (an imported filter keeps that).
+    other_programs: bool,
     /// Mode name → its tags.
     modes: Vec<(String, Vec<String>)>,
     /// The mode it runs in (a name in `modes`), and the one it runs in unless told.
@@ -1525,6 +1621,9 @@ impl Matcher {
             recall: raw.recall,
             pending: raw.pending,
             settle: raw.settle,
+            forget: raw.forget,
+            distinct: raw.distinct,
+            distinct_score: raw.distinct_score,
             swapped,
             name: name.to_owned(),
             required,
@@ -1612,6 +1711,32 @@ impl Matcher {
             memory
                 .sessions
                 .remember(ruleset, &key, &address, memory.now_ms);
+        }
+        // One session trying several user names: each of its lines from then on counts
+        // (fail2ban's sshd filter does the same with <F-USER>).
+        if !self.distinct.is_empty()
+            && let Some(session) = [
+                &self.remember,
+                &self.recall,
+                &self.settle,
+                &self.pending,
+                &self.forget,
+            ]
+            .into_iter()
+            .flatten()
+            .find_map(|template| key(template, vars))
+            && let Some(value) = self.distinct.iter().find_map(|template| key(template, vars))
+            && memory
+                .sessions
+                .name(ruleset, &session, &value, memory.now_ms)
+                > 1
+        {
+            settled = settled.saturating_add(self.distinct_score.unwrap_or(0));
+        }
+        if let Some(template) = &self.forget
+            && let Some(key) = key(template, vars)
+        {
+            let _: bool = memory.sessions.forget(ruleset, &key, memory.now_ms);
         }
         Correlated::Succeeds { parked, settled }
     }
@@ -1701,8 +1826,8 @@ impl Matcher {
 enum Correlated {
     /// A `recall` found no address: the match does not count.
     Fails,
-    /// `parked`: its score waits under a `pending` key; `settled`: scores parked before, now
-    /// this line's.
+    /// `parked`: its score waits under a `pending` key; `settled`: what the session adds to
+    /// this line's score (scores parked before, a `distinct_score`).
     Succeeds { parked: bool, settled: i64 },
 }
 
@@ -1857,24 +1982,26 @@ impl Ruleset {
                     &parsed
                 }
             };
-            let Some(program) = prefixed.program else {
+            let ours = prefixed.program.is_some_and(|program| {
+                self.programs
+                    .iter()
+                    .any(|pattern| prefix::program_matches(pattern, program))
+            });
+            haystack = if ours {
+                prefixed.message
+            } else if self.other_programs {
+                prefixed.tagged
+            } else {
                 return (Outcome::Skipped, Vec::new(), vars);
             };
-            if !self
-                .programs
-                .iter()
-                .any(|pattern| prefix::program_matches(pattern, program))
-            {
-                return (Outcome::Skipped, Vec::new(), vars);
-            }
-            haystack = prefixed.message;
+
             // Only what some template reads (or everything, to explain): most lines are
             // passed over, and each variable is an allocation.
             let wanted = |name: &str| all_variables || self.prefix_variables.contains(&name);
             if wanted("msg") {
                 let _: Option<String> = vars.insert("msg".to_owned(), haystack.to_owned());
             }
-            if wanted("program") {
+            if let Some(program) = prefixed.program.filter(|_| wanted("program")) {
                 let _: Option<String> = vars.insert("program".to_owned(), program.to_owned());
             }
             if let Some(pid) = prefixed.pid.filter(|_| wanted("pid")) {
@@ -2145,6 +2272,7 @@ fn compile_ruleset(
         last,
         prefilter,
         programs: raw.programs,
+        other_programs: raw.other_programs,
         modes: raw.modes,
         mode: None,
         default_mode: raw.default_mode.as_ref().map(|(m, _)| m.clone()),
@@ -2155,9 +2283,10 @@ fn compile_ruleset(
     let templates: Vec<&str> = std::iter::once(&ruleset.first)
         .chain(ruleset.rules.iter())
         .flat_map(|m| {
-            [&m.target, &m.remember, &m.recall, &m.pending, &m.settle]
+            [&m.target, &m.remember, &m.recall, &m.pending, &m.settle, &m.forget]
                 .into_iter()
                 .flatten()
+                .chain(m.distinct.iter())
                 .map(String::as_str)
         })
         .collect();
@@ -2950,7 +3079,7 @@ score = 100
         let message = err("[[ruleset]]\nname = \"x\"\nmatch = 'a'\nscroe = 1\n");
         assert!(
             message.contains(
-                "ruleset \"x\": unknown key `scroe`; a ruleset takes name, programs, modes, default_mode, match,"
+                "ruleset \"x\": unknown key `scroe`; a ruleset takes name, programs, other_programs, modes, default_mode, match,"
             ),
             "{message}"
         );
@@ -3233,6 +3362,141 @@ score = 2
     }
 
     #[test]
+    fn forget_ends_a_session_and_distinct_counts_user_names_per_session() {
+        let sets = rulesets(
+            r#"
+[[ruleset]]
+name = "s"
+programs = ["sshd"]
+[[ruleset.rule]]
+name = "pam"
+match = '^auth failure; ruser=(?P<alt_user>\S*) rhost=(?P<address>[0-9.]+)(?: user=(?P<user>\S+))?$'
+remember = '${pid}'
+distinct = ['${user}', '${alt_user}']
+distinct_score = 2
+last = true
+[[ruleset.rule]]
+name = "locked"
+match = '^User \S+ not allowed because account is locked$'
+recall = '${pid}'
+pending = '${pid}'
+score = 3
+last = true
+[[ruleset.rule]]
+name = "closed"
+match = '^Connection closed by (?P<address>[0-9.]+)$'
+settle = '${pid}'
+forget = '${pid}'
+last = true
+"#,
+        );
+        let mut sessions = Sessions::new(super::super::correlate::SessionLimits::default());
+        let mut run = |line: &str, now_ms: u64| {
+            apply_all_with(&sets, line, Some(&mut sessions), now_ms)
+                .into_iter()
+                .map(|(_, o, _)| o)
+                .collect::<Vec<_>>()
+        };
+        let pam = |pid: u32, user: &str| {
+            format!("Mar  7 18:53:22 bar sshd[{pid}]: auth failure; ruser={user} rhost=203.0.113.4")
+        };
+        // One user name, however often: nothing; a second one: the line counts, and so does
+        // every later line of that session (the first name again included).
+        assert_eq!(run(&pam(1, "root"), 0), [Outcome::NoScore]);
+        assert_eq!(run(&pam(1, "root"), 1), [Outcome::NoScore]);
+        let scored = [Outcome::Scored {
+            address: addr("203.0.113.4"),
+            score: 2,
+        }];
+        assert_eq!(run(&pam(1, "sudoer"), 2), scored);
+        assert_eq!(run(&pam(1, "root"), 3), scored);
+        // `user=` wins over `ruser=` (the first template that resolves).
+        let both = "Mar  7 18:53:22 bar sshd[2]: auth failure; ruser=root rhost=203.0.113.4 user=root";
+        assert_eq!(run(both, 4), [Outcome::NoScore]);
+        assert_eq!(run(&pam(2, "admin"), 5), scored);
+        // Another session's names are its own.
+        assert_eq!(run(&pam(3, "admin"), 6), [Outcome::NoScore]);
+        // A failure without an address waits; the closing line settles it and ends the
+        // session, so the next one of the same pid waits again.
+        let locked = "Mar  7 18:53:30 bar sshd[9]: User root not allowed because account is locked";
+        let closed = "Mar  7 18:53:31 bar sshd[9]: Connection closed by 203.0.113.8";
+        // Parked: no score of its own yet.
+        assert_eq!(run(locked, 10), [Outcome::NoScore]);
+        assert_eq!(
+            run(closed, 11),
+            [Outcome::Scored {
+                address: addr("203.0.113.8"),
+                score: 3
+            }]
+        );
+        assert_eq!(run(closed, 12), [Outcome::NoScore]);
+        assert_eq!(run(locked, 13), [Outcome::NoScore]);
+        assert_eq!(
+            run(closed, 14),
+            [Outcome::Scored {
+                address: addr("203.0.113.8"),
+                score: 3
+            }]
+        );
+        assert_eq!(sessions.stats().forgotten, 2);
+        assert!(
+            parse(
+                "[[ruleset]]\nname = \"a\"\nprograms = [\"x\"]\n[[ruleset.rule]]\nname = \"r\"\nmatch = '(?P<address>x)(?P<user>y)'\ndistinct = '${user}'\nscore = 1\n",
+                Path::new("t.toml")
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("t.toml:7: ruleset \"a\", rule \"r\": `distinct` counts per session")
+        );
+    }
+
+    #[test]
+    fn other_programs_are_read_with_their_tag_when_asked() {
+        let text = |other: &str| {
+            format!(
+                "[[ruleset]]\nname = \"d\"\nprograms = [\"dovecot\"]\n{other}[[ruleset.rule]]\nname = \"r\"\nmatch = '^(?:(?:pop3|imap)-login: )?Info: Aborted login: rip=(?P<address>[0-9.]+)$'\nscore = 1\n"
+            )
+        };
+        let ours = "Jan 29 09:33:58 mail dovecot: pop3-login: Info: Aborted login: rip=203.0.113.2";
+        let tagged = "Jan 29 09:33:58 pop3-login: Info: Aborted login: rip=203.0.113.3";
+        let bare = "Info: Aborted login: rip=203.0.113.4";
+        let skip = rulesets(&text(""));
+        let read = rulesets(&text("other_programs = \"read-with-tag\"\n"));
+        let score = |sets: &[Ruleset], line: &str| {
+            scored(sets, line)
+                .into_iter()
+                .map(|(_, o)| o)
+                .collect::<Vec<_>>()
+        };
+        let at = |a: &str| {
+            vec![Outcome::Scored {
+                address: addr(a),
+                score: 1,
+            }]
+        };
+        assert_eq!(score(&skip, ours), at("203.0.113.2"));
+        assert_eq!(score(&skip, tagged), []);
+        assert_eq!(score(&skip, bare), []);
+        assert_eq!(score(&read, ours), at("203.0.113.2"));
+        assert_eq!(score(&read, tagged), at("203.0.113.3"));
+        assert_eq!(score(&read, bare), at("203.0.113.4"));
+        let err = parse(
+            "[[ruleset]]\nname = \"a\"\nother_programs = \"read-with-tag\"\nmatch = 'x'\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("t.toml:3: ruleset \"a\": `other_programs` needs `programs`"), "{err}");
+        let err = parse(
+            "[[ruleset]]\nname = \"a\"\nprograms = [\"x\"]\nother_programs = \"all\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("t.toml:4: ruleset \"a\": `other_programs` is \"skip\""), "{err}");
+    }
+
+    #[test]
     fn modes_switch_tagged_rules_and_correlation_recalls_by_key() {
         let mut sets = rulesets(PROGRAMS);
         assert_eq!(sets[0].mode(), Some("normal"));
@@ -3447,6 +3711,9 @@ settle = '${ctx}'
                 recall: None,
                 pending: None,
                 settle: None,
+                forget: None,
+                distinct: Vec::new(),
+                distinct_score: None,
             };
             let matcher = Matcher::compile("r", raw, &mut budget, &at).unwrap();
             shortcuts += usize::from(matcher.fast_address.is_some());
