@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::{
     detect::logs::correlate::{SessionLimits, SessionStats, Sessions},
     detect::logs::prefix::{self, LogTime},
-    detect::logs::ruleset::{Memory, Outcome, Ruleset},
+    detect::logs::ruleset::{FirstMatch, FirstPass, Memory, Outcome, Ruleset, RulesetLimits},
     detect::logs::score::{ScoreBoard, Scored, ScoringPolicy},
 };
 
@@ -150,6 +150,8 @@ pub fn check_with<R: BufRead>(
     let mut blocked_at: BTreeMap<IpAddr, u64> = BTreeMap::new();
     let mut sessions = Sessions::new(options.sessions);
     let mut clock = LogClock::new(crate::clock::Clock::now_unix(&crate::clock::SystemClock));
+    let pass = FirstPass::new(rulesets, &RulesetLimits::default());
+    let mut verdicts = Vec::with_capacity(rulesets.len());
     let mut buf = Vec::with_capacity(256);
     loop {
         buf.clear();
@@ -182,18 +184,26 @@ pub fn check_with<R: BufRead>(
             report.timed_lines += 1;
         }
         let now_ms = clock.at(time);
-        // As `apply_all`, keeping each ruleset's index for the counts.
+        // As `apply_all_passed`, keeping each ruleset's index for the counts.
         let mut matched = false;
-        for (index, ruleset) in rulesets.iter().enumerate() {
+        pass.run(&line, &mut verdicts);
+        for (index, (ruleset, verdict)) in rulesets.iter().zip(&verdicts).enumerate() {
             let memory = Memory {
                 sessions: &mut sessions,
                 now_ms,
             };
-            let (outcome, hits, variables) = if options.explain {
-                ruleset.explain(&line, Some(&prefixed), Some(memory))
-            } else {
-                let (outcome, hits) = ruleset.apply_with(&line, Some(&prefixed), Some(memory));
-                (outcome, hits, Vec::new())
+            let (outcome, hits, variables) = match verdict {
+                FirstMatch::Fails => continue,
+                _ if options.explain => ruleset.explain(&line, Some(&prefixed), Some(memory)),
+                FirstMatch::Holds => {
+                    let (outcome, hits) =
+                        ruleset.apply_passed(&line, Some(&prefixed), Some(memory));
+                    (outcome, hits, Vec::new())
+                }
+                FirstMatch::Unknown => {
+                    let (outcome, hits) = ruleset.apply_with(&line, Some(&prefixed), Some(memory));
+                    (outcome, hits, Vec::new())
+                }
             };
             if outcome == Outcome::Skipped {
                 continue;

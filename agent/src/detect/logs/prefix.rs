@@ -730,18 +730,16 @@ pub fn parse(line: &str) -> Prefixed<'_> {
 /// characters (`postfix*/smtpd` takes `postfix/smtpd`, `postfix/submission/smtpd`,
 /// `postfix-out/smtpd`).
 pub fn program_matches(pattern: &str, program: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let Some(head) = parts.next() else {
-        return false;
+    let Some((head, starred)) = pattern.split_once('*') else {
+        return pattern == program;
     };
     let Some(mut rest) = program.strip_prefix(head) else {
         return false;
     };
-    let parts: Vec<&str> = parts.collect();
-    let Some((tail, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
+    // After the first `*`: the parts between stars are found in order, the last one ends
+    // the program.
+    let (middle, tail) = starred.rsplit_once('*').unwrap_or(("", starred));
+    for part in middle.split('*').filter(|p| !p.is_empty()) {
         match rest.find(part) {
             Some(at) => rest = &rest[at + part.len()..],
             None => return false,
