@@ -130,7 +130,7 @@ fn ours(sets: &[Ruleset], log: &Path) -> (std::time::Duration, BTreeSet<IpAddr>)
     let started = Instant::now();
     let report = check(
         sets,
-        BufReader::new(std::fs::File::open(log).unwrap()),
+        BufReader::with_capacity(256 << 10, std::fs::File::open(log).unwrap()),
         policy,
         false,
     )

@@ -230,7 +230,12 @@ pub fn run(cli: Cli) -> Result<()> {
             } else {
                 let file = std::fs::File::open(&input)
                     .with_context(|| format!("opening {}", input.display()))?;
-                check::check_with(&loaded, std::io::BufReader::new(file), policy, options)?
+                check::check_with(
+                    &loaded,
+                    std::io::BufReader::with_capacity(READ_BUFFER, file),
+                    policy,
+                    options,
+                )?
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -325,6 +330,9 @@ fn detach(socket: &Path, config: &Path, pin_dir: Option<std::path::PathBuf>) -> 
 }
 
 /// Chunks per request: big enough to be fast, small enough for a progress bar.
+/// What `check` reads a file in: whole runs of lines per read call.
+const READ_BUFFER: usize = 256 << 10;
+
 const FILE_CHUNK: usize = 50_000;
 
 fn block_file(

@@ -113,7 +113,7 @@ impl<'a> Cursor<'a> {
     /// Up to the next space (not eaten), at least one byte.
     fn word(&mut self) -> Option<&'a str> {
         let rest = self.rest();
-        let end = rest.find(' ').unwrap_or(rest.len());
+        let end = space(rest);
         if end == 0 {
             return None;
         }
@@ -291,8 +291,8 @@ fn civil_from_days(days: i64) -> (i32, u8, u8) {
 }
 
 fn month(cursor: &mut Cursor<'_>) -> Option<u8> {
-    let name = cursor.rest().get(..3)?;
-    let index = MONTHS.iter().position(|m| *m == name)?;
+    let name = cursor.rest().as_bytes().get(..3)?;
+    let index = MONTHS.iter().position(|m| m.as_bytes() == name)?;
     cursor.at += 3;
     u8::try_from(index + 1).ok()
 }
@@ -552,10 +552,16 @@ fn is_host_name(name: &str) -> bool {
 
 /// `program[pid]:` or `program:` (a space, or the end, after it): program, pid and where the
 /// message starts.
+/// Where the first space is (the length without one): a byte loop, as the words before it
+/// are short and a substring searcher's setup would cost more than it saves.
+fn space(text: &str) -> usize {
+    text.bytes().position(|b| b == b' ').unwrap_or(text.len())
+}
+
 fn tag(text: &str) -> Option<(&str, Option<&str>, &str)> {
     // The tag is one word (no spaces in a program name or pid): only it is looked at, so a
     // line of another shape costs a word, not a search of the line.
-    let word = text.split(' ').next().unwrap_or("");
+    let word = &text[..space(text)];
     let head = word.strip_suffix(':')?;
     let end = head.len();
     let message = text.get(end + 2..).unwrap_or("");
@@ -567,7 +573,7 @@ fn tag(text: &str) -> Option<(&str, Option<&str>, &str)> {
     }
     match head.strip_suffix(']') {
         Some(with_pid) => {
-            let open = with_pid.rfind('[')?;
+            let open = with_pid.bytes().rposition(|b| b == b'[')?;
             let (program, pid) = (&with_pid[..open], &with_pid[open + 1..]);
             (is_program(program) && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
                 .then_some((program, Some(pid), message))
@@ -706,7 +712,7 @@ pub fn parse(line: &str) -> Prefixed<'_> {
         };
     }
     // `HOST TAG: msg` or `TAG: msg`: a first word that ends a tag is the tag.
-    let first_end = after_time.find(' ').unwrap_or(after_time.len());
+    let first_end = space(after_time);
     let first = &after_time[..first_end];
     let (host, tagged) = if first.ends_with(':') {
         (None, after_time)

@@ -1788,7 +1788,7 @@ impl Matcher {
             };
             match end {
                 // `.` stops at a newline: so does the tail.
-                Some(end) if !haystack[end..].contains('\n') => {
+                Some(end) if !haystack.as_bytes()[end..].contains(&b'\n') => {
                     let _: Option<String> =
                         vars.insert(tail.name.clone(), haystack[end..].to_owned());
                     true
@@ -2024,10 +2024,7 @@ impl Ruleset {
                 && self.first_is_the_prefix()
                 && let Some(prefilter) = self.prefilter.as_ref().filter(|p| p.variable == "msg")
             {
-                let mut matched = ReusedSet::take(prefilter.set.pattern_len());
-                prefilter
-                    .set
-                    .which_overlapping_matches(&Input::new(haystack), matched.get());
+                let matched = prefilter.matches(haystack);
                 let active = |index: &usize| self.active[*index];
                 let none = matched
                     .view()
@@ -2082,13 +2079,7 @@ impl Ruleset {
             } else {
                 vars.get(&prefilter.variable).map(String::as_str)
             };
-            target.map(|target| {
-                let mut matched = ReusedSet::take(prefilter.set.pattern_len());
-                prefilter
-                    .set
-                    .which_overlapping_matches(&Input::new(target), matched.get());
-                (matched, &prefilter.members)
-            })
+            target.map(|target| (prefilter.matches(target), &prefilter.members))
         });
         // With the shared pass only the rules it found, and those it cannot rule out, are
         // visited, in rule order (both lists ascend: merged as they go); without it every rule.
@@ -2432,8 +2423,16 @@ fn prefilter(rules: &[Matcher], on_message: bool, budget: &mut Budget) -> Option
         .enumerate()
         .filter_map(|(index, member)| member.map(|_| index))
         .collect();
+    let starts = first_bytes(
+        rules
+            .iter()
+            .zip(&members)
+            .filter(|(_, member)| member.is_some())
+            .map(|(rule, _)| (rule.pattern.as_str(), rule.ignore_case)),
+    );
     budget.set(&patterns).map(|set| SharedPass {
         variable,
+        starts,
         set,
         members,
         always,
@@ -2441,10 +2440,43 @@ fn prefilter(rules: &[Matcher], on_message: bool, budget: &mut Budget) -> Option
     })
 }
 
+/// The bytes a haystack can start with for any of `patterns` ((pattern, ignore case)) to
+/// match: each must be anchored at the start (`^`) and begin with a finite set of literals.
+/// A haystack starting with another byte matches none of them, which a table lookup tells
+/// faster than the automaton's start. `None` when some pattern can start anywhere or with
+/// anything.
+fn first_bytes<'p>(patterns: impl IntoIterator<Item = (&'p str, bool)>) -> Option<Box<[bool; 256]>> {
+    use regex_syntax::hir::{
+        Look,
+        literal::{ExtractKind, Extractor},
+    };
+    let mut bytes = Box::new([false; 256]);
+    for (pattern, ignore_case) in patterns {
+        let hir = syntax::parse_with(pattern, &syntax::Config::new().case_insensitive(ignore_case))
+            .ok()?;
+        // `^` then the rest: only an anchored pattern's first byte is the haystack's.
+        let HirKind::Concat(parts) = hir.kind() else {
+            return None;
+        };
+        let (first, rest) = parts.split_first()?;
+        if *first.kind() != HirKind::Look(Look::Start) {
+            return None;
+        }
+        let rest = Hir::concat(rest.to_vec());
+        let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&rest);
+        for literal in seq.literals()? {
+            bytes[usize::from(*literal.as_bytes().first()?)] = true;
+        }
+    }
+    Some(bytes)
+}
+
 /// The rules that read one variable whole, matched in one pass (see [`Ruleset::prefilter`]).
 #[derive(Clone, Debug)]
 struct SharedPass {
     variable: String,
+    /// What its haystacks can start with (see [`first_bytes`]).
+    starts: Option<Box<[bool; 256]>>,
     set: meta::Regex,
     /// Per rule: its pattern in the set, or `None` when it runs on its own.
     members: Vec<Option<usize>>,
@@ -2452,6 +2484,25 @@ struct SharedPass {
     always: Vec<usize>,
     /// Per pattern of the set: its rule.
     rule_of: Vec<usize>,
+}
+
+impl SharedPass {
+    /// The set's patterns that match `haystack` (none, without running it, when the
+    /// haystack's first byte starts none of them).
+    fn matches(&self, haystack: &str) -> ReusedSet {
+        let mut matched = ReusedSet::take(self.set.pattern_len());
+        let possible = self.starts.as_ref().is_none_or(|starts| {
+            haystack
+                .as_bytes()
+                .first()
+                .is_some_and(|&b| starts[usize::from(b)])
+        });
+        if possible {
+            self.set
+                .which_overlapping_matches(&Input::new(haystack), matched.get());
+        }
+        matched
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
