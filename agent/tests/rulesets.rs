@@ -291,3 +291,82 @@ fn the_lines_that_name_two_clients_are_ambiguous_not_scored() {
         );
     }
 }
+
+/// The speed-ups (one first pass over all whole-line rulesets, a program's line that no rule
+/// can take left before any variable is made, the first-byte table) change no outcome: every
+/// sample, injection and (when installed) fail2ban test log line, through all shipped
+/// rulesets at once, scores the same as through `explain`, which takes none of them.
+#[test]
+fn the_shortcuts_change_no_outcome() {
+    use xdpguard::detect::logs::{
+        correlate::{SessionLimits, Sessions},
+        prefix,
+        ruleset::{FirstPass, Memory, RulesetLimits, apply_all_passed},
+    };
+    let sets = ruleset::load_dir(&rulesets_dir()).unwrap();
+    let all: Vec<&ruleset::Ruleset> = sets.iter().collect();
+    let pass = FirstPass::new(all.iter().copied(), &RulesetLimits::default());
+    assert!(
+        pass.len() >= 5,
+        "the web rulesets share the first pass: {}",
+        pass.len()
+    );
+    let mut logs: Vec<std::path::PathBuf> = std::fs::read_dir(rulesets_dir().join("samples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log" || e == "inject"))
+        .collect();
+    let fail2ban = Path::new("/usr/lib/python3/dist-packages/fail2ban/tests/files/logs");
+    if let Ok(dir) = std::fs::read_dir(fail2ban) {
+        logs.extend(dir.map(|e| e.unwrap().path()).filter(|p| p.is_file()));
+    }
+    logs.sort();
+    let (mut lines, mut scored) = (0, 0);
+    for log in &logs {
+        let Ok(text) = std::fs::read(log) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&text);
+        let mut fast = Sessions::new(SessionLimits::default());
+        let mut slow = Sessions::new(SessionLimits::default());
+        for (number, line) in text.lines().enumerate() {
+            let now_ms = number as u64 * 1000;
+            let quick: Vec<(String, Outcome)> =
+                apply_all_passed(&all, &pass, line, Some(&mut fast), now_ms)
+                    .into_iter()
+                    .map(|(r, o, _)| (r.name.clone(), o))
+                    .collect();
+            let parsed = prefix::parse(line);
+            let mut plain = Vec::new();
+            for ruleset in &sets {
+                let memory = Memory {
+                    sessions: &mut slow,
+                    now_ms,
+                };
+                let (outcome, _, _) = ruleset.explain(line, Some(&parsed), Some(memory));
+                if outcome == Outcome::Skipped {
+                    continue;
+                }
+                plain.push((ruleset.name.clone(), outcome));
+                if ruleset.last {
+                    break;
+                }
+            }
+            assert_eq!(quick, plain, "{}:{}: {line}", log.display(), number + 1);
+            lines += 1;
+            scored += quick
+                .iter()
+                .filter(|(_, o)| matches!(o, Outcome::Scored { .. }))
+                .count();
+        }
+    }
+    println!(
+        "{} logs, {lines} lines, {scored} scored; {} rulesets in the first pass",
+        logs.len(),
+        pass.len()
+    );
+    assert!(
+        lines > 1000 && scored > 300,
+        "{lines} lines, {scored} scored"
+    );
+}

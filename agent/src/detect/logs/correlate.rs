@@ -278,7 +278,10 @@ impl Sessions {
                 k.len()
                     + 2 * size_of::<usize>()
                     + s.address.capacity()
-                    + s.names.iter().map(|n| n.capacity() + size_of::<String>()).sum::<usize>()
+                    + s.names
+                        .iter()
+                        .map(|n| n.capacity() + size_of::<String>())
+                        .sum::<usize>()
                     + size_of::<(Arc<str>, Session)>()
                     + size_of::<(u64, Arc<str>)>()
             })

@@ -37,7 +37,7 @@ use self::{
     },
     journal::{JournalReader, JournalSpec},
     offenders::{Offenders, ScoringConfig},
-    ruleset::{Outcome, Ruleset, apply_all_with},
+    ruleset::{FirstPass, Outcome, Ruleset, RulesetLimits, apply_all_passed},
     score::{ScoreBoard, Scored},
 };
 use crate::{
@@ -228,6 +228,8 @@ struct Input {
     follower: Reader,
     /// Indices into the rulesets, in order.
     rulesets: Vec<usize>,
+    /// Their whole-line first matches in one pass.
+    first_pass: FirstPass,
     /// The last read error, logged once until it changes or reading works again.
     last_error: Option<String>,
 }
@@ -380,10 +382,15 @@ impl LogScoring {
                         .and_then(|saved| saved.cursor.clone());
                     Reader::open(&config, start, cursor.as_deref())
                 });
+            let first_pass = FirstPass::new(
+                indices.iter().map(|&i| &self.rulesets[i]),
+                &RulesetLimits::default(),
+            );
             self.inputs.push(Input {
                 config,
                 follower,
                 rulesets: indices,
+                first_pass,
                 last_error: None,
             });
         }
@@ -405,12 +412,13 @@ impl LogScoring {
             let offenders = &mut self.offenders;
             let scoring = &self.scoring;
             let counters = &mut self.counters;
+            let first_pass = &input.first_pass;
             let mut lines = 0u64;
             let result = input.follower.poll(&mut |bytes| {
                 lines += 1;
                 let line = String::from_utf8_lossy(bytes);
                 for (matched, outcome, hits) in
-                    apply_all_with(rulesets.iter().copied(), &line, Some(sessions), now_ms)
+                    apply_all_passed(&rulesets, first_pass, &line, Some(sessions), now_ms)
                 {
                     for hit in hits {
                         *counters

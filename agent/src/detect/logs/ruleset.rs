@@ -671,7 +671,9 @@ impl Doc<'_> {
         if let Some((_, span)) = other_programs.as_ref().filter(|_| programs.is_empty()) {
             return Err(self.syntax(
                 span,
-                format_args!("{at}`other_programs` needs `programs`: without them every line is read whole"),
+                format_args!(
+                    "{at}`other_programs` needs `programs`: without them every line is read whole"
+                ),
             ));
         }
         Ok(RawRuleset {
@@ -910,7 +912,9 @@ impl MatchBuilder {
         if let Some((_, line)) = self.distinct_score.filter(|_| self.distinct.is_none()) {
             return Err(doc.syntax_at(
                 line,
-                format_args!("{at}`distinct_score` needs `distinct`: the value whose distinct count it reads"),
+                format_args!(
+                    "{at}`distinct_score` needs `distinct`: the value whose distinct count it reads"
+                ),
             ));
         }
         Ok(RawMatch {
@@ -1735,7 +1739,10 @@ impl Matcher {
             .into_iter()
             .flatten()
             .find_map(|template| key(template, vars))
-            && let Some(value) = self.distinct.iter().find_map(|template| key(template, vars))
+            && let Some(value) = self
+                .distinct
+                .iter()
+                .find_map(|template| key(template, vars))
             && memory
                 .sessions
                 .name(ruleset, &session, &value, memory.now_ms)
@@ -1851,13 +1858,20 @@ struct ReusedSet(PatternSet);
 
 impl ReusedSet {
     fn take(capacity: usize) -> Self {
+        // Sets of several sizes are in use (a first pass, each ruleset's shared pass): the
+        // one of this size, not just the last one given back.
         let set = SETS
-            .with(|sets| sets.borrow_mut().pop())
-            .filter(|set| set.capacity() == capacity)
+            .with(|sets| {
+                let mut sets = sets.borrow_mut();
+                let at = sets.iter().rposition(|set| set.capacity() == capacity)?;
+                Some(sets.swap_remove(at))
+            })
             .map_or_else(
                 || PatternSet::new(capacity),
                 |mut set| {
-                    set.clear();
+                    if !set.is_empty() {
+                        set.clear();
+                    }
                     set
                 },
             );
@@ -2026,12 +2040,13 @@ impl Ruleset {
             {
                 let matched = prefilter.matches(haystack);
                 let active = |index: &usize| self.active[*index];
-                let none = matched
-                    .view()
-                    .iter()
-                    .filter_map(|id| prefilter.rule_of.get(id.as_usize()))
-                    .all(|index| !active(index))
-                    && !prefilter.always.iter().any(active);
+                let found_none = matched.view().is_empty()
+                    || matched
+                        .view()
+                        .iter()
+                        .filter_map(|id| prefilter.rule_of.get(id.as_usize()))
+                        .all(|index| !active(index));
+                let none = found_none && !prefilter.always.iter().any(active);
                 if none {
                     return (Outcome::NoScore, vec![0], vars);
                 }
@@ -2055,9 +2070,8 @@ impl Ruleset {
             }
         }
         let mut ambiguous = None;
-        if !(first_passed && self.first.decided_by_a_pass())
-            && !self.first.run(haystack, &mut vars, &mut ambiguous)
-        {
+        let known = first_passed && self.first.decided_by_a_pass();
+        if !known && !self.first.run(haystack, &mut vars, &mut ambiguous) {
             return (Outcome::Skipped, Vec::new(), vars);
         }
         let mut score = match self.first.correlate(&self.name, &mut vars, &mut memory) {
@@ -2345,11 +2359,18 @@ fn compile_ruleset(
     let templates: Vec<&str> = std::iter::once(&ruleset.first)
         .chain(ruleset.rules.iter())
         .flat_map(|m| {
-            [&m.target, &m.remember, &m.recall, &m.pending, &m.settle, &m.forget]
-                .into_iter()
-                .flatten()
-                .chain(m.distinct.iter())
-                .map(String::as_str)
+            [
+                &m.target,
+                &m.remember,
+                &m.recall,
+                &m.pending,
+                &m.settle,
+                &m.forget,
+            ]
+            .into_iter()
+            .flatten()
+            .chain(m.distinct.iter())
+            .map(String::as_str)
         })
         .collect();
     ruleset.prefix_variables = ["msg", "program", "pid", "host"]
@@ -2445,15 +2466,20 @@ fn prefilter(rules: &[Matcher], on_message: bool, budget: &mut Budget) -> Option
 /// A haystack starting with another byte matches none of them, which a table lookup tells
 /// faster than the automaton's start. `None` when some pattern can start anywhere or with
 /// anything.
-fn first_bytes<'p>(patterns: impl IntoIterator<Item = (&'p str, bool)>) -> Option<Box<[bool; 256]>> {
+fn first_bytes<'p>(
+    patterns: impl IntoIterator<Item = (&'p str, bool)>,
+) -> Option<Box<[bool; 256]>> {
     use regex_syntax::hir::{
         Look,
         literal::{ExtractKind, Extractor},
     };
     let mut bytes = Box::new([false; 256]);
     for (pattern, ignore_case) in patterns {
-        let hir = syntax::parse_with(pattern, &syntax::Config::new().case_insensitive(ignore_case))
-            .ok()?;
+        let hir = syntax::parse_with(
+            pattern,
+            &syntax::Config::new().case_insensitive(ignore_case),
+        )
+        .ok()?;
         // `^` then the rest: only an anchored pattern's first byte is the haystack's.
         let HirKind::Concat(parts) = hir.kind() else {
             return None;
@@ -2748,9 +2774,11 @@ pub fn apply_all<'r>(
 /// the line: a web access log's line that none of five rulesets' first matches takes costs
 /// one automaton pass instead of five, and no ruleset is visited.
 pub struct FirstPass {
-    set: Option<meta::Regex>,
-    /// Per ruleset of the list: its pattern in the set (none: the pass cannot tell).
-    members: Vec<Option<usize>>,
+    /// The sets, each under the per-pattern limit (rulesets split into runs of neighbours
+    /// when all of them together would not fit).
+    sets: Vec<meta::Regex>,
+    /// Per ruleset of the list: its set and pattern in it (none: the pass cannot tell).
+    members: Vec<Option<(usize, usize)>>,
 }
 
 /// What a [`FirstPass`] says of one ruleset's first match on a line.
@@ -2766,9 +2794,12 @@ pub enum FirstMatch {
 
 impl FirstPass {
     /// For `rulesets`, in the order they run. Rulesets with programs (their first match is on
-    /// the message), with a target or negated first match, stay out; so do all when fewer
-    /// than two could share the pass or the set would not fit `limits`.
-    pub fn new<'r>(rulesets: impl IntoIterator<Item = &'r Ruleset>, limits: &RulesetLimits) -> Self {
+    /// the message), with a target or negated first match, stay out; so does a run of them
+    /// shorter than two, or one that does not fit `limits` on its own.
+    pub fn new<'r>(
+        rulesets: impl IntoIterator<Item = &'r Ruleset>,
+        limits: &RulesetLimits,
+    ) -> Self {
         let mut members = Vec::new();
         let mut patterns = Vec::new();
         for ruleset in rulesets {
@@ -2789,13 +2820,37 @@ impl FirstPass {
             limits: *limits,
             used: 0,
         };
-        let set = (patterns.len() >= 2)
-            .then(|| budget.set(&patterns))
-            .flatten();
-        if set.is_none() {
-            members.iter_mut().for_each(|m| *m = None);
+        // Halves until each part fits (or is too small to be worth a pass).
+        let mut parts: Vec<Range<usize>> = Vec::new();
+        parts.push(0..patterns.len());
+        let mut sets: Vec<(Range<usize>, meta::Regex)> = Vec::new();
+        while let Some(part) = parts.pop() {
+            if part.len() < 2 {
+                continue;
+            }
+            budget.used = 0;
+            match budget.set(&patterns[part.clone()]) {
+                Some(set) => sets.push((part, set)),
+                None => {
+                    let middle = part.start + part.len() / 2;
+                    parts.push(middle..part.end);
+                    parts.push(part.start..middle);
+                }
+            }
         }
-        Self { set, members }
+        sets.sort_by_key(|(part, _)| part.start);
+        let members = members
+            .into_iter()
+            .map(|member| {
+                let at = member?;
+                let group = sets.iter().position(|(part, _)| part.contains(&at))?;
+                Some((group, at - sets[group].0.start))
+            })
+            .collect();
+        Self {
+            sets: sets.into_iter().map(|(_, set)| set).collect(),
+            members,
+        }
     }
 
     /// Rulesets in the pass.
@@ -2811,17 +2866,22 @@ impl FirstPass {
     /// `line`, into `out`.
     pub fn run(&self, line: &str, out: &mut Vec<FirstMatch>) {
         out.clear();
-        let Some(set) = &self.set else {
-            out.resize(self.members.len(), FirstMatch::Unknown);
-            return;
-        };
-        let mut matched = ReusedSet::take(set.pattern_len());
-        set.which_overlapping_matches(&Input::new(line), matched.get());
-        out.extend(self.members.iter().map(|member| match member {
-            None => FirstMatch::Unknown,
-            Some(id) if matched.view().contains(PatternID::must(*id)) => FirstMatch::Holds,
-            Some(_) => FirstMatch::Fails,
-        }));
+        out.resize(self.members.len(), FirstMatch::Unknown);
+        for (group, set) in self.sets.iter().enumerate() {
+            let mut matched = ReusedSet::take(set.pattern_len());
+            set.which_overlapping_matches(&Input::new(line), matched.get());
+            for (verdict, member) in out.iter_mut().zip(&self.members) {
+                if let Some((g, id)) = *member
+                    && g == group
+                {
+                    *verdict = if matched.view().contains(PatternID::must(id)) {
+                        FirstMatch::Holds
+                    } else {
+                        FirstMatch::Fails
+                    };
+                }
+            }
+        }
     }
 }
 
@@ -3601,6 +3661,27 @@ score = 2
     }
 
     #[test]
+    fn first_bytes_are_known_only_for_anchored_literal_starts() {
+        let starts = |patterns: &[(&str, bool)]| {
+            first_bytes(patterns.iter().copied()).map(|table| {
+                (0..=255u8)
+                    .filter(|b| table[usize::from(*b)])
+                    .map(char::from)
+                    .collect::<String>()
+            })
+        };
+        assert_eq!(
+            starts(&[("^Failed (?P<x>.*)$", false), ("^(?:error: )?Invalid", false)]).as_deref(),
+            Some("FIe")
+        );
+        assert_eq!(starts(&[("^ok", true)]).as_deref(), Some("Oo"));
+        // Not anchored, an empty start, or any byte: no table.
+        assert_eq!(starts(&[("^Failed", false), ("Invalid", false)]), None);
+        assert_eq!(starts(&[("^(?:x)?", false)]), None);
+        assert_eq!(starts(&[("^.*x", false)]), None);
+    }
+
+    #[test]
     fn forget_ends_a_session_and_distinct_counts_user_names_per_session() {
         let sets = rulesets(
             r#"
@@ -3650,7 +3731,8 @@ last = true
         assert_eq!(run(&pam(1, "sudoer"), 2), scored);
         assert_eq!(run(&pam(1, "root"), 3), scored);
         // `user=` wins over `ruser=` (the first template that resolves).
-        let both = "Mar  7 18:53:22 bar sshd[2]: auth failure; ruser=root rhost=203.0.113.4 user=root";
+        let both =
+            "Mar  7 18:53:22 bar sshd[2]: auth failure; ruser=root rhost=203.0.113.4 user=root";
         assert_eq!(run(both, 4), [Outcome::NoScore]);
         assert_eq!(run(&pam(2, "admin"), 5), scored);
         // Another session's names are its own.
@@ -3725,14 +3807,20 @@ last = true
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("t.toml:3: ruleset \"a\": `other_programs` needs `programs`"), "{err}");
+        assert!(
+            err.contains("t.toml:3: ruleset \"a\": `other_programs` needs `programs`"),
+            "{err}"
+        );
         let err = parse(
             "[[ruleset]]\nname = \"a\"\nprograms = [\"x\"]\nother_programs = \"all\"\n",
             Path::new("t.toml"),
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("t.toml:4: ruleset \"a\": `other_programs` is \"skip\""), "{err}");
+        assert!(
+            err.contains("t.toml:4: ruleset \"a\": `other_programs` is \"skip\""),
+            "{err}"
+        );
     }
 
     #[test]
