@@ -3671,7 +3671,11 @@ score = 2
             })
         };
         assert_eq!(
-            starts(&[("^Failed (?P<x>.*)$", false), ("^(?:error: )?Invalid", false)]).as_deref(),
+            starts(&[
+                ("^Failed (?P<x>.*)$", false),
+                ("^(?:error: )?Invalid", false)
+            ])
+            .as_deref(),
             Some("FIe")
         );
         assert_eq!(starts(&[("^ok", true)]).as_deref(), Some("Oo"));
