@@ -308,6 +308,9 @@ struct LogClock {
     /// before it (at 0) are as old as it, not decades older.
     origin_ms: Option<u64>,
     last_ms: u64,
+    /// The last time read (without its fraction), its year and its Unix seconds: lines of the
+    /// same second need no calendar sums.
+    memo: Option<(LogTime, i32, u64)>,
 }
 
 impl LogClock {
@@ -320,6 +323,7 @@ impl LogClock {
             year: None,
             origin_ms: None,
             last_ms: 0,
+            memo: None,
         }
     }
 
@@ -340,7 +344,15 @@ impl LogClock {
         if time.year.is_none() {
             self.year = Some((year, time.month));
         }
-        let seconds = u64::try_from(time.unix(year)).unwrap_or(0);
+        let whole = LogTime { nanos: 0, ..time };
+        let seconds = match self.memo {
+            Some((last, last_year, seconds)) if last == whole && last_year == year => seconds,
+            _ => {
+                let seconds = u64::try_from(time.unix(year)).unwrap_or(0);
+                self.memo = Some((whole, year, seconds));
+                seconds
+            }
+        };
         let ms = seconds * 1000 + u64::from(time.nanos / 1_000_000);
         let origin = *self.origin_ms.get_or_insert(ms);
         self.last_ms = self.last_ms.max(ms.saturating_sub(origin));

@@ -215,7 +215,7 @@ impl LogTime {
         // line that starts otherwise (an access log's client address does too, but fails at
         // its first separator) is not tried against each.
         let at_start = |c: &mut Cursor<'_>| {
-            if !c.peek().is_some_and(|b| b.is_ascii_alphanumeric()) {
+            if !could_start_a_time(c.rest().as_bytes()) {
                 return None;
             }
             c.attempt(slashed_date_time)
@@ -261,6 +261,24 @@ impl LogTime {
     }
 }
 
+/// Whether a time this module reads could start `text`: a month or weekday's capital, four
+/// digits (a year), or two and a dash (`22-Nov-2026`). An access log's client address
+/// (`198.51.100.7 `, `2001:db8::1 `) is turned away at once instead of by each form.
+fn could_start_a_time(text: &[u8]) -> bool {
+    match text.first() {
+        Some(b'J' | b'F' | b'M' | b'A' | b'S' | b'O' | b'N' | b'D' | b'T' | b'W') => true,
+        Some(b'0'..=b'9') => {
+            let digits = text
+                .iter()
+                .take(4)
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            digits == 4 || (digits == 2 && text.get(2) == Some(&b'-'))
+        }
+        _ => false,
+    }
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(year: i32, month: u8, day: u8) -> i64 {
     let year = i64::from(year) - i64::from(month <= 2);
@@ -292,6 +310,10 @@ fn civil_from_days(days: i64) -> (i32, u8, u8) {
 
 fn month(cursor: &mut Cursor<'_>) -> Option<u8> {
     let name = cursor.rest().as_bytes().get(..3)?;
+    // Most lines that reach here start otherwise: one byte tells.
+    if !b"JFMASOND".contains(&name[0]) {
+        return None;
+    }
     let index = MONTHS.iter().position(|m| m.as_bytes() == name)?;
     cursor.at += 3;
     u8::try_from(index + 1).ok()
@@ -432,7 +454,7 @@ fn dashed_date_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
 /// `journalctl -o short-full`: `Www YYYY-MM-DD HH:MM:SS ZONE` (the zone a name: UTC, CET).
 fn short_full_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
     let weekday = cursor.rest().get(..3)?;
-    WEEKDAYS.contains(&weekday).then_some(())?;
+    (b"MTWFS".contains(&weekday.as_bytes()[0]) && WEEKDAYS.contains(&weekday)).then_some(())?;
     cursor.at += 3;
     cursor.eat(b' ').then_some(())?;
     let mut time = iso_time(cursor)?;
@@ -495,7 +517,7 @@ fn compact_date_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
 /// Apache's error log: `Www Mmm DD HH:MM:SS[.ffffff] YYYY`.
 fn weekday_date_year(cursor: &mut Cursor<'_>) -> Option<LogTime> {
     let weekday = cursor.rest().get(..3)?;
-    WEEKDAYS.contains(&weekday).then_some(())?;
+    (b"MTWFS".contains(&weekday.as_bytes()[0]) && WEEKDAYS.contains(&weekday)).then_some(())?;
     cursor.at += 3;
     cursor.eat(b' ').then_some(())?;
     let mut time = rfc3164_time(cursor)?;
@@ -530,6 +552,9 @@ fn common_log_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
 
 /// Any time a syslog-shaped line may start with.
 fn line_time(cursor: &mut Cursor<'_>) -> Option<LogTime> {
+    if !could_start_a_time(cursor.rest().as_bytes()) {
+        return None;
+    }
     cursor
         .attempt(rfc3164_time)
         .or_else(|| cursor.attempt(iso_time))

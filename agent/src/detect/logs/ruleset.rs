@@ -1326,6 +1326,63 @@ fn required_literal(hir: &Hir) -> Option<Vec<u8>> {
     }
 }
 
+/// Literals one of which every match of `hir` contains (at most 64, each at least 3 bytes):
+/// the best of its parts' sets, or of the literals that start a rest of a sequence (`" 40[13]`
+/// expands to `" 401`, `" 403`); an alternation needs a set from every branch. A haystack
+/// holding none of them cannot match, which a multi-literal search tells faster than an
+/// automaton.
+fn required_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    const MAX: usize = 64;
+    const SHORTEST: usize = 3;
+    // Longer shortest literal first, then fewer.
+    let better = |a: &Vec<Vec<u8>>, b: &Vec<Vec<u8>>| {
+        let shortest = |set: &Vec<Vec<u8>>| set.iter().map(Vec::len).min().unwrap_or(0);
+        (shortest(a), std::cmp::Reverse(a.len())) > (shortest(b), std::cmp::Reverse(b.len()))
+    };
+    let usable = |set: Vec<Vec<u8>>| {
+        (!set.is_empty() && set.len() <= MAX && set.iter().all(|l| l.len() >= SHORTEST))
+            .then_some(set)
+    };
+    match hir.kind() {
+        HirKind::Literal(literal) => usable(vec![literal.0.to_vec()]),
+        HirKind::Capture(capture) => required_literals(&capture.sub),
+        HirKind::Repetition(repetition) if repetition.min >= 1 => {
+            required_literals(&repetition.sub)
+        }
+        HirKind::Alternation(branches) => {
+            let mut union: Vec<Vec<u8>> = Vec::new();
+            for branch in branches {
+                union.extend(required_literals(branch)?);
+            }
+            union.sort();
+            union.dedup();
+            usable(union)
+        }
+        HirKind::Concat(parts) => {
+            let mut best: Option<Vec<Vec<u8>>> = None;
+            let mut consider = |set: Option<Vec<Vec<u8>>>| {
+                if let Some(set) = set
+                    && best.as_ref().is_none_or(|b| better(&set, b))
+                {
+                    best = Some(set);
+                }
+            };
+            for (at, part) in parts.iter().enumerate() {
+                consider(required_literals(part));
+                let rest = Hir::concat(parts[at..].to_vec());
+                let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&rest);
+                consider(
+                    seq.literals()
+                        .and_then(|ls| usable(ls.iter().map(|l| l.as_bytes().to_vec()).collect())),
+                );
+            }
+            best
+        }
+        HirKind::Empty | HirKind::Class(_) | HirKind::Look(_) | HirKind::Repetition(_) => None,
+    }
+}
+
 /// A shortcut for the common shape `... X(?P<address>CLASS...)LITERAL ...`: when the whole
 /// pattern matches (a DFA says so, no captures) and LITERAL occurs once in the haystack, the
 /// address must end right before it, and since X is outside CLASS it must start right after
@@ -2090,6 +2147,8 @@ impl Ruleset {
             }
             let target = if prefilter.variable == "msg" && !self.programs.is_empty() {
                 vars.get("msg").map(String::as_str).or(Some(haystack))
+            } else if prefilter.variable == WHOLE_LINE {
+                Some(haystack)
             } else {
                 vars.get(&prefilter.variable).map(String::as_str)
             };
@@ -2405,6 +2464,7 @@ fn prefilter(rules: &[Matcher], on_message: bool, budget: &mut Budget) -> Option
         match (&rule.target, &rule.whole_variable) {
             (Some(_), Some(name)) => Some(name.clone()),
             (None, _) if on_message => Some("msg".to_owned()),
+            (None, _) => Some(WHOLE_LINE.to_owned()),
             _ => None,
         }
     };
@@ -2496,6 +2556,10 @@ fn first_bytes<'p>(
     }
     Some(bytes)
 }
+
+/// What a shared pass of the rules of a ruleset without programs reads when they have no
+/// target: the line itself (no variable can have this name).
+const WHOLE_LINE: &str = "\0line";
 
 /// The rules that read one variable whole, matched in one pass (see [`Ruleset::prefilter`]).
 #[derive(Clone, Debug)]
@@ -2775,8 +2839,9 @@ pub fn apply_all<'r>(
 /// one automaton pass instead of five, and no ruleset is visited.
 pub struct FirstPass {
     /// The sets, each under the per-pattern limit (rulesets split into runs of neighbours
-    /// when all of them together would not fit).
-    sets: Vec<meta::Regex>,
+    /// when all of them together would not fit), and for each the literals one of which a
+    /// line must hold for any of its patterns to match (when every pattern requires some).
+    sets: Vec<(meta::Regex, Option<Prefilter>)>,
     /// Per ruleset of the list: its set and pattern in it (none: the pass cannot tell).
     members: Vec<Option<(usize, usize)>>,
 }
@@ -2839,6 +2904,17 @@ impl FirstPass {
             }
         }
         sets.sort_by_key(|(part, _)| part.start);
+        let gates: Vec<Option<Prefilter>> = sets
+            .iter()
+            .map(|(part, _)| {
+                let mut union = Vec::new();
+                for pattern in &patterns[part.clone()] {
+                    let hir = syntax::parse_with(pattern, &syntax::Config::new()).ok()?;
+                    union.extend(required_literals(&hir)?);
+                }
+                Prefilter::new(MatchKind::LeftmostFirst, &union)
+            })
+            .collect();
         let members = members
             .into_iter()
             .map(|member| {
@@ -2848,7 +2924,11 @@ impl FirstPass {
             })
             .collect();
         Self {
-            sets: sets.into_iter().map(|(_, set)| set).collect(),
+            sets: sets
+                .into_iter()
+                .zip(gates)
+                .map(|((_, set), gate)| (set, gate))
+                .collect(),
             members,
         }
     }
@@ -2867,9 +2947,16 @@ impl FirstPass {
     pub fn run(&self, line: &str, out: &mut Vec<FirstMatch>) {
         out.clear();
         out.resize(self.members.len(), FirstMatch::Unknown);
-        for (group, set) in self.sets.iter().enumerate() {
+        for (group, (set, gate)) in self.sets.iter().enumerate() {
             let mut matched = ReusedSet::take(set.pattern_len());
-            set.which_overlapping_matches(&Input::new(line), matched.get());
+            // Without any literal its patterns need, none of them matches: no automaton.
+            let possible = gate.as_ref().is_none_or(|gate| {
+                gate.find(line.as_bytes(), Span::from(0..line.len()))
+                    .is_some()
+            });
+            if possible {
+                set.which_overlapping_matches(&Input::new(line), matched.get());
+            }
             for (verdict, member) in out.iter_mut().zip(&self.members) {
                 if let Some((g, id)) = *member
                     && g == group
