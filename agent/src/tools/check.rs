@@ -151,6 +151,7 @@ pub fn check_with<R: BufRead>(
     let mut sessions = Sessions::new(options.sessions);
     let mut clock = LogClock::new(crate::clock::Clock::now_unix(&crate::clock::SystemClock));
     let pass = FirstPass::new(rulesets, &RulesetLimits::default());
+    let needs_prefix = rulesets.iter().any(|r| !r.programs().is_empty());
     let mut verdicts = Vec::with_capacity(rulesets.len());
     let mut buf = Vec::with_capacity(256);
     loop {
@@ -178,8 +179,12 @@ pub fn check_with<R: BufRead>(
                 String::from_utf8_lossy(&buf)
             }
         };
-        let prefixed = prefix::parse(&line);
-        let time = prefixed.time.or_else(|| LogTime::find_unprefixed(&line));
+        // Only rulesets with programs read the tag; the others need the line's time alone.
+        let prefixed = needs_prefix.then(|| prefix::parse(&line));
+        let time = prefixed
+            .as_ref()
+            .map_or_else(|| prefix::leading_time(&line), |p| p.time)
+            .or_else(|| LogTime::find_unprefixed(&line));
         if time.is_some() {
             report.timed_lines += 1;
         }
@@ -194,14 +199,15 @@ pub fn check_with<R: BufRead>(
             };
             let (outcome, hits, variables) = match verdict {
                 FirstMatch::Fails => continue,
-                _ if options.explain => ruleset.explain(&line, Some(&prefixed), Some(memory)),
+                _ if options.explain => ruleset.explain(&line, prefixed.as_ref(), Some(memory)),
                 FirstMatch::Holds => {
                     let (outcome, hits) =
-                        ruleset.apply_passed(&line, Some(&prefixed), Some(memory));
+                        ruleset.apply_passed(&line, prefixed.as_ref(), Some(memory));
                     (outcome, hits, Vec::new())
                 }
                 FirstMatch::Unknown => {
-                    let (outcome, hits) = ruleset.apply_with(&line, Some(&prefixed), Some(memory));
+                    let (outcome, hits) =
+                        ruleset.apply_with(&line, prefixed.as_ref(), Some(memory));
                     (outcome, hits, Vec::new())
                 }
             };

@@ -674,10 +674,14 @@ fn parse_rfc5424(text: &str) -> Option<Prefixed<'_>> {
     })
 }
 
-/// Split `line` into its prefix and message. A line with no syslog shape has no program and
-/// its whole text (after any time it starts with) as the message.
-pub fn parse(line: &str) -> Prefixed<'_> {
-    let mut cursor = Cursor::new(line);
+/// What a line starts with: an RFC 5424 header (all of the prefix), or a time (perhaps none),
+/// the cursor after it.
+enum Leading<'a> {
+    Rfc5424(Prefixed<'a>),
+    Time(Option<LogTime>),
+}
+
+fn leading<'a>(cursor: &mut Cursor<'a>) -> Leading<'a> {
     // `<PRI>`, as a network syslog writes it to a file or pipe.
     let _: Option<()> = cursor.attempt(|c| {
         c.eat(b'<').then_some(())?;
@@ -685,7 +689,7 @@ pub fn parse(line: &str) -> Prefixed<'_> {
         (priority <= 191 && c.eat(b'>')).then_some(())
     });
     if let Some(parsed) = parse_rfc5424(cursor.rest()) {
-        return parsed;
+        return Leading::Rfc5424(parsed);
     }
     let tai = cursor.attempt(|c| {
         let time = tai64n_time(c)?;
@@ -697,6 +701,26 @@ pub fn parse(line: &str) -> Prefixed<'_> {
             c.eat(b' ').then_some(time)
         })
         .or(tai);
+    Leading::Time(time)
+}
+
+/// The time of a line's prefix, as [`parse`] gives it, without reading the tag: for readers
+/// of whole lines that only want the time.
+pub fn leading_time(line: &str) -> Option<LogTime> {
+    match leading(&mut Cursor::new(line)) {
+        Leading::Rfc5424(parsed) => parsed.time,
+        Leading::Time(time) => time,
+    }
+}
+
+/// Split `line` into its prefix and message. A line with no syslog shape has no program and
+/// its whole text (after any time it starts with) as the message.
+pub fn parse(line: &str) -> Prefixed<'_> {
+    let mut cursor = Cursor::new(line);
+    let time = match leading(&mut cursor) {
+        Leading::Rfc5424(parsed) => return parsed,
+        Leading::Time(time) => time,
+    };
     let after_time = cursor.rest();
     let unparsed = Prefixed {
         time,

@@ -2948,20 +2948,24 @@ impl FirstPass {
         out.clear();
         out.resize(self.members.len(), FirstMatch::Unknown);
         for (group, (set, gate)) in self.sets.iter().enumerate() {
-            let mut matched = ReusedSet::take(set.pattern_len());
             // Without any literal its patterns need, none of them matches: no automaton.
             let possible = gate.as_ref().is_none_or(|gate| {
                 gate.find(line.as_bytes(), Span::from(0..line.len()))
                     .is_some()
             });
-            if possible {
+            let matched = possible.then(|| {
+                let mut matched = ReusedSet::take(set.pattern_len());
                 set.which_overlapping_matches(&Input::new(line), matched.get());
-            }
+                matched
+            });
             for (verdict, member) in out.iter_mut().zip(&self.members) {
                 if let Some((g, id)) = *member
                     && g == group
                 {
-                    *verdict = if matched.view().contains(PatternID::must(id)) {
+                    let holds = matched
+                        .as_ref()
+                        .is_some_and(|m| m.view().contains(PatternID::must(id)));
+                    *verdict = if holds {
                         FirstMatch::Holds
                     } else {
                         FirstMatch::Fails
@@ -3745,6 +3749,51 @@ score = 2
                 }
             )]
         );
+    }
+
+    #[test]
+    fn required_literal_sets_hold_one_literal_of_every_match() {
+        let set = |pattern: &str| {
+            required_literals(&syntax::parse(pattern).unwrap()).map(|set| {
+                set.into_iter()
+                    .map(|l| String::from_utf8(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        // The status after the request, expanded from a class: a 200 line holds none.
+        assert_eq!(
+            set(r#"^[0-9.]+ \S+ "[^"]*" (?:40[13]|410) \d+$"#),
+            Some(vec![
+                r#"" 401 "#.into(),
+                r#"" 403 "#.into(),
+                r#"" 410 "#.into()
+            ])
+        );
+        // An alternation needs one from every branch.
+        assert_eq!(
+            set(r"^(?:a\d+, client: |x+ No such file)"),
+            Some(vec![" No such file".into(), ", client: ".into()])
+        );
+        assert_eq!(set(r"^(?:\d+, client: |x+)"), None);
+        // Too short to be worth a search, or none at all.
+        assert_eq!(set(r"^\d+ab\d+$"), None);
+        assert_eq!(set(r"^.*$"), None);
+        // Sound on what it keeps: each pattern's matches hold one of its literals.
+        for (pattern, line) in [
+            (
+                r#"^[0-9.]+ \S+ "[^"]*" (?:40[13]|410) \d+$"#,
+                r#"203.0.113.5 - "GET /" 403 12"#,
+            ),
+            (r"^(?:a\d+, client: |x+ No such file)", "xx No such file"),
+        ] {
+            assert!(meta::Regex::new(pattern).unwrap().is_match(line));
+            assert!(
+                set(pattern)
+                    .unwrap()
+                    .iter()
+                    .any(|l| line.contains(l.as_str()))
+            );
+        }
     }
 
     #[test]
