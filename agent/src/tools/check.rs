@@ -153,30 +153,21 @@ pub fn check_with<R: BufRead>(
     let pass = FirstPass::new(rulesets, &RulesetLimits::default());
     let needs_prefix = rulesets.iter().any(|r| !r.programs().is_empty());
     let mut verdicts = Vec::with_capacity(rulesets.len());
-    let mut buf = Vec::with_capacity(256);
-    loop {
-        buf.clear();
-        let read =
-            io::Read::take(&mut input, MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut buf)?;
-        if read == 0 {
-            break;
-        }
+    let mut reader = LineReader::default();
+    while let Some((bytes, truncated)) = reader.next(&mut input)? {
         report.lines += 1;
-        if buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
+        if truncated {
             report.truncated_lines += 1;
-            buf.truncate(MAX_LINE_BYTES);
-            // Skip the rest of the line.
-            let mut sink = Vec::new();
-            let _: usize = input.read_until(b'\n', &mut sink)?;
         }
-        while matches!(buf.last(), Some(b'\n' | b'\r')) {
-            let _: Option<u8> = buf.pop();
+        let mut bytes = bytes;
+        while let [rest @ .., b'\n' | b'\r'] = bytes {
+            bytes = rest;
         }
-        let line = match std::str::from_utf8(&buf) {
+        let line = match std::str::from_utf8(bytes) {
             Ok(text) => std::borrow::Cow::Borrowed(text),
             Err(_) => {
                 report.invalid_utf8_lines += 1;
-                String::from_utf8_lossy(&buf)
+                String::from_utf8_lossy(bytes)
             }
         };
         // Only rulesets with programs read the tag; the others need the line's time alone.
@@ -302,6 +293,48 @@ pub fn check_with<R: BufRead>(
     addresses.sort_by(|a, b| b.score.cmp(&a.score).then(a.address.cmp(&b.address)));
     report.addresses = addresses;
     Ok(report)
+}
+
+/// Lines of a `BufRead`, each at most [`MAX_LINE_BYTES`]: a line within the reader's buffer
+/// is lent from it (no copy), one across its end or longer is gathered (and cut).
+#[derive(Default)]
+struct LineReader {
+    line: Vec<u8>,
+    /// What the lent line took of the reader's buffer, consumed on the next call.
+    lent: usize,
+}
+
+impl LineReader {
+    /// The next line with its newline, and whether it was cut; `None` at the end.
+    fn next<'a, R: BufRead>(
+        &'a mut self,
+        input: &'a mut R,
+    ) -> io::Result<Option<(&'a [u8], bool)>> {
+        input.consume(std::mem::take(&mut self.lent));
+        let whole = {
+            let available = input.fill_buf()?;
+            if available.is_empty() {
+                return Ok(None);
+            }
+            memchr::memchr(b'\n', available).filter(|&end| end <= MAX_LINE_BYTES)
+        };
+        if let Some(end) = whole {
+            self.lent = end + 1;
+            // The same buffer again: no read.
+            return Ok(Some((&input.fill_buf()?[..=end], false)));
+        }
+        self.line.clear();
+        let _: usize = io::Read::take(&mut *input, MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut self.line)?;
+        let truncated = self.line.len() > MAX_LINE_BYTES && self.line.last() != Some(&b'\n');
+        if truncated {
+            self.line.truncate(MAX_LINE_BYTES);
+            // Skip the rest of the line.
+            let mut sink = Vec::new();
+            let _: usize = input.read_until(b'\n', &mut sink)?;
+        }
+        Ok(Some((&self.line, truncated)))
+    }
 }
 
 /// Log time as milliseconds for the score board: lines' own times, the year filled in.
