@@ -1246,6 +1246,10 @@ pub struct Ruleset {
     /// shape), all rule patterns in one set: one pass over the target says which rules can
     /// match, and only those run their captures.
     prefilter: Option<SharedPass>,
+    /// It has programs and no `match` of its own: its first match takes every message of its
+    /// programs and does nothing else (no capture, key or score), so a line no rule can take
+    /// is done before its variables are made.
+    first_is_the_prefix: bool,
 }
 
 /// A line's variables: a handful at most, so a vector beats hashing.
@@ -1712,6 +1716,19 @@ impl Matcher {
             && !self.negated
     }
 
+    /// Its session key templates, in the order a session is looked for.
+    fn session_keys(&self) -> impl Iterator<Item = &String> {
+        [
+            &self.remember,
+            &self.recall,
+            &self.pending,
+            &self.settle,
+            &self.forget,
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     fn captures_address(&self) -> bool {
         self.groups.iter().any(|(_, n)| n == "address")
             || self.defaults.iter().any(|(k, _)| k == "address")
@@ -1786,16 +1803,7 @@ impl Matcher {
         // One session trying several user names: each of its lines from then on counts
         // (fail2ban's sshd filter does the same with <F-USER>).
         if !self.distinct.is_empty()
-            && let Some(session) = [
-                &self.remember,
-                &self.recall,
-                &self.settle,
-                &self.pending,
-                &self.forget,
-            ]
-            .into_iter()
-            .flatten()
-            .find_map(|template| key(template, vars))
+            && let Some(session) = self.session_keys().find_map(|template| key(template, vars))
             && let Some(value) = self
                 .distinct
                 .iter()
@@ -2092,7 +2100,7 @@ impl Ruleset {
             // Most of a program's lines match none of its rules: when the shared pass over the
             // message says so, the line is done before any variable is made.
             if !all_variables
-                && self.first_is_the_prefix()
+                && self.first_is_the_prefix
                 && let Some(prefilter) = self.prefilter.as_ref().filter(|p| p.variable == "msg")
             {
                 let matched = prefilter.matches(haystack);
@@ -2245,26 +2253,6 @@ impl Ruleset {
         (outcome, hits, vars)
     }
 
-    /// With programs and no `match` of its own: the first match takes every message of its
-    /// programs and does nothing else (no capture, key or score).
-    fn first_is_the_prefix(&self) -> bool {
-        let first = &self.first;
-        !self.programs.is_empty()
-            && first.pattern.is_empty()
-            && first.decided_by_a_pass()
-            && first.score.is_none()
-            && [
-                &first.remember,
-                &first.recall,
-                &first.pending,
-                &first.settle,
-                &first.forget,
-            ]
-            .iter()
-            .all(|k| k.is_none())
-            && first.distinct.is_empty()
-    }
-
     /// (rule name, pattern, runs on the raw line) of the first match and every rule.
     pub fn patterns(&self) -> impl Iterator<Item = (&str, &str, bool)> {
         std::iter::once(&self.first)
@@ -2399,6 +2387,12 @@ fn compile_ruleset(
     }
     let prefilter = prefilter(&rules, !raw.programs.is_empty(), budget);
     let active = vec![true; rules.len()];
+    let first_is_the_prefix = !raw.programs.is_empty()
+        && first.pattern.is_empty()
+        && first.decided_by_a_pass()
+        && first.score.is_none()
+        && first.session_keys().next().is_none()
+        && first.distinct.is_empty();
     let mut ruleset = Ruleset {
         name: raw.name,
         file: path.to_path_buf(),
@@ -2413,23 +2407,17 @@ fn compile_ruleset(
         default_mode: raw.default_mode.as_ref().map(|(m, _)| m.clone()),
         prefix_variables: Vec::new(),
         active,
+        first_is_the_prefix,
     };
     // Every template that could read a prefix variable.
     let templates: Vec<&str> = std::iter::once(&ruleset.first)
         .chain(ruleset.rules.iter())
         .flat_map(|m| {
-            [
-                &m.target,
-                &m.remember,
-                &m.recall,
-                &m.pending,
-                &m.settle,
-                &m.forget,
-            ]
-            .into_iter()
-            .flatten()
-            .chain(m.distinct.iter())
-            .map(String::as_str)
+            m.target
+                .iter()
+                .chain(m.session_keys())
+                .chain(m.distinct.iter())
+                .map(String::as_str)
         })
         .collect();
     ruleset.prefix_variables = ["msg", "program", "pid", "host"]
@@ -2933,6 +2921,14 @@ impl FirstPass {
         }
     }
 
+    /// A pass that tells nothing: each of `rulesets` runs its own first match.
+    pub fn unknown(rulesets: usize) -> Self {
+        Self {
+            sets: Vec::new(),
+            members: vec![None; rulesets],
+        }
+    }
+
     /// Rulesets in the pass.
     pub fn len(&self) -> usize {
         self.members.iter().flatten().count()
@@ -3016,31 +3012,12 @@ pub fn apply_all_passed<'r>(
 pub fn apply_all_with<'r>(
     rulesets: impl IntoIterator<Item = &'r Ruleset>,
     line: &str,
-    mut sessions: Option<&mut Sessions>,
+    sessions: Option<&mut Sessions>,
     now_ms: u64,
 ) -> Vec<(&'r Ruleset, Outcome, Vec<&'r str>)> {
-    let mut out = Vec::new();
-    let mut prefixed = None;
-    for ruleset in rulesets {
-        let memory = sessions
-            .as_deref_mut()
-            .map(|sessions| Memory { sessions, now_ms });
-        let (outcome, hits) = if ruleset.programs.is_empty() {
-            ruleset.apply_with(line, None, memory)
-        } else {
-            let parsed = prefixed.get_or_insert_with(|| prefix::parse(line));
-            ruleset.apply_with(line, Some(parsed), memory)
-        };
-        if outcome == Outcome::Skipped {
-            continue;
-        }
-        let hits = hits.into_iter().map(|i| ruleset.match_name(i)).collect();
-        out.push((ruleset, outcome, hits));
-        if ruleset.last {
-            break;
-        }
-    }
-    out
+    let rulesets: Vec<&Ruleset> = rulesets.into_iter().collect();
+    let pass = FirstPass::unknown(rulesets.len());
+    apply_all_passed(&rulesets, &pass, line, sessions, now_ms)
 }
 
 #[cfg(test)]
