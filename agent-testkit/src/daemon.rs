@@ -139,20 +139,48 @@ impl Daemon {
 
     /// [`Self::start`] with extra environment variables.
     pub fn start_with_env(sandbox: &Sandbox, workdir: &Workdir, env: &[(&str, &Path)]) -> Self {
+        Self::start_inner(sandbox, workdir, env, false)
+    }
+
+    /// [`Self::start`] with standard error where `JOURNAL_STREAM` says the journal is, as
+    /// systemd starts a service (the file [`Self::stderr`] reads stands in for the journal's
+    /// stream).
+    pub fn start_as_journal_stream(sandbox: &Sandbox, workdir: &Workdir) -> Self {
+        Self::start_inner(sandbox, workdir, &[], true)
+    }
+
+    fn start_inner(
+        sandbox: &Sandbox,
+        workdir: &Workdir,
+        env: &[(&str, &Path)],
+        journal: bool,
+    ) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
         let log = workdir.path.join(format!(
             "daemon-{}.log",
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        let child = Command::new("nsenter")
+        let stderr = std::fs::File::create(log.with_extension("err")).unwrap();
+        let stream = stderr.metadata().unwrap();
+        let mut command = Command::new("nsenter");
+        let _: &mut Command = command
             .arg(format!("--net=/run/netns/{}", sandbox.fw))
             .arg(&workdir.binary)
             .args(["run", "--config"])
             .arg(workdir.config())
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
+            .env_remove("JOURNAL_STREAM")
+            .envs(env.iter().copied());
+        if journal {
+            let _: &mut Command = command.env(
+                "JOURNAL_STREAM",
+                format!("{}:{}", stream.dev(), stream.ino()),
+            );
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut daemon = Self {

@@ -1,15 +1,11 @@
 //! The `xdpguard` command: parse the arguments, carry the command out, say how it ended.
 mod cli;
+mod logging;
 
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match cli::run(cli::Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("xdpguard: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    logging::init();
+    let exit = cli::main(cli::Cli::parse());
+    std::process::ExitCode::from(exit as u8)
 }

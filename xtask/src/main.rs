@@ -1,4 +1,5 @@
-//! Developer tasks. `cargo xtask setup|build|test|bench|run|fuzz`; see README.md.
+//! Developer tasks. `cargo xtask setup|build|deb|test|bench|run|fuzz`; see README.md.
+mod deb;
 mod demo;
 mod fuzz;
 mod setup;
@@ -26,7 +27,10 @@ enum Task {
     Setup,
     /// Build the agent (with the XDP program embedded) in release mode.
     Build,
-    /// Set up, check formatting and lints, run unit tests, then the root kernel tests serially.
+    /// Build the Debian package `target/deb/xdpguard_VERSION_ARCH.deb` (release build).
+    Deb,
+    /// Set up, check formatting and lints, run unit tests, build the Debian package, then the
+    /// root kernel and packaging tests serially.
     Test,
     /// Run a benchmark as root and print a Markdown report.
     Bench {
@@ -81,6 +85,11 @@ fn dispatch(cli: Cli) -> Result<()> {
         Task::Build => {
             setup::run(&root)?;
             cargo(&root, ["build", "--release", "-p", "xdpguard"])
+        }
+        Task::Deb => {
+            setup::run(&root)?;
+            cargo(&root, ["build", "--release", "-p", "xdpguard"])?;
+            deb::build(&root, &root.join("target/release/xdpguard")).map(drop)
         }
         Task::Test => test(&root),
         Task::Bench { which } => bench(&root, which),
@@ -153,19 +162,21 @@ fn test(root: &Path) -> Result<()> {
         .env("XDPGUARD_REQUIRE_FAIL2BAN", "1");
     status(&mut root_free)?;
     require_root("the kernel tests")?;
+    // The package the packaging test installs into a scratch root.
+    cargo(root, ["build", "--release", "-p", "xdpguard"])?;
+    let deb = deb::build(root, &root.join("target/release/xdpguard"))?;
     // Kernel tests: real programs, maps and namespaces, one at a time.
-    cargo(
-        root,
-        [
-            "test",
-            "-p",
-            "xdpguard",
-            "--tests",
-            "--",
-            "--ignored",
-            "--test-threads=1",
-        ],
-    )
+    let mut kernel = Command::new(env!("CARGO"));
+    kernel.current_dir(root).env("XDPGUARD_DEB", &deb).args([
+        "test",
+        "-p",
+        "xdpguard",
+        "--tests",
+        "--",
+        "--ignored",
+        "--test-threads=1",
+    ]);
+    status(&mut kernel)
 }
 
 fn bench(root: &Path, which: Bench) -> Result<()> {

@@ -18,7 +18,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// systemd-journal-remote for the journal input test, softflowd and nfcapd/nfdump as the
 /// flow exporter and reference collector of the volume tests and benchmark (softflowd reads
 /// the veth traffic from a tcpdump capture: live, it leaves packets in libpcap's buffer on a
-/// quiet interface).
+/// quiet interface); dpkg-dev, binutils, lintian and man-db build and check the package.
 const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
@@ -35,6 +35,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("softflowd", "softflowd"),
     ("tcpdump", "tcpdump"),
     ("nfcapd", "nfdump"),
+    // `cargo xtask deb` and its test: shlibdeps, strip, lintian, man -l.
+    ("dpkg-shlibdeps", "dpkg-dev"),
+    ("strip", "binutils"),
+    ("lintian", "lintian"),
+    ("man", "man-db"),
 ];
 
 pub fn run(root: &Path) -> Result<()> {

@@ -10,25 +10,58 @@ pub const DEFAULT_CONFIG: &str = "/etc/xdpguard/xdpguard.toml";
 #[command(
     name = "xdpguard",
     version,
-    about = "XDP host firewall: drops offenders at the NIC"
+    about = "XDP host firewall: drops offenders at the NIC",
+    long_about = "XDP host firewall: drops offenders at the NIC.\n\n\
+        `xdpguard run` is the daemon (the systemd unit xdpguard.service runs it): it attaches \
+        an XDP program to the configured interfaces, scores the configured logs with rulesets \
+        and the traffic with volume detectors, and blocks offending addresses and prefixes in \
+        the program's maps, with expiry and counters. The program and maps are pinned and keep \
+        enforcing while the daemon is stopped. The other commands talk to the daemon over its \
+        control socket (root only), or work offline on logs and rulesets."
 )]
+#[command(after_help = EXIT_STATUS, disable_help_subcommand = true)]
 pub struct Cli {
     /// The daemon's control socket.
     #[arg(long, global = true, env = "XDPGUARD_SOCKET", default_value = config::DEFAULT_CONTROL_SOCKET)]
     pub socket: PathBuf,
+    /// Print the answer as JSON on standard output (every command; an error too, as
+    /// `{"error": ..., "exit_code": ...}`).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Colours: auto (on a terminal, unless NO_COLOR is set), always or never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The exit statuses, for `--help` and the man page.
+pub const EXIT_STATUS: &str = "\
+Exit status:
+  0  done
+  1  error (the message says what failed)
+  2  usage: the arguments are wrong
+  3  the daemon is not running (no control socket, or nothing listening on it)
+  4  refused: the daemon refused some of what was asked (guards, allowlist, lint findings)";
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the daemon.
     Run {
+        /// The configuration file; `conf.d/*.toml` beside it are merged over it.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Block addresses or prefixes (ADDR or ADDR/LEN), or every line of a list file.
     Block {
+        /// Addresses or prefixes, e.g. 203.0.113.7, 198.51.100.0/24, 2001:db8::/48.
         prefixes: Vec<String>,
         /// One address or CIDR per line, `#` comments (ipset / FireHOL netset shape).
         #[arg(long, conflicts_with = "prefixes")]
@@ -36,6 +69,7 @@ pub enum Command {
         /// How long, e.g. 90s, 15m, 1h30m, 2d; default: the configured default ban.
         #[arg(long = "for", value_parser = parse_duration)]
         duration: Option<Duration>,
+        /// Why, as `list` and `explain` show it.
         #[arg(long)]
         reason: Option<String>,
         /// Allow prefixes broader than the configured guard limit.
@@ -43,41 +77,43 @@ pub enum Command {
         force: bool,
     },
     /// Remove blocks.
-    Unblock { prefixes: Vec<String> },
+    Unblock {
+        /// Blocked addresses or prefixes, as `list` shows them.
+        prefixes: Vec<String>,
+    },
     /// Let addresses or prefixes through, even inside blocked prefixes.
     Allow {
+        /// Addresses or prefixes.
         prefixes: Vec<String>,
+        /// Why, as `list` and `explain` show it.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Remove allowlist entries.
-    Unallow { prefixes: Vec<String> },
+    Unallow {
+        /// Allowlisted addresses or prefixes, as `list` shows them.
+        prefixes: Vec<String>,
+    },
     /// Every entry with its source, reason, remaining time and what it dropped.
     List {
-        #[arg(long)]
-        json: bool,
         /// Only entries from this source (manual, config, file:NAME, ...).
         #[arg(long)]
         source: Option<String>,
+        /// Only entries that cover this address (an exact entry and every prefix holding it).
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
     },
     /// Why an address is blocked or allowed: every entry that covers it (most specific
     /// first), its source, reason, expiry and counters, and the log lines that scored it.
     Explain {
+        /// An IPv4 or IPv6 address.
         address: std::net::IpAddr,
-        #[arg(long)]
-        json: bool,
     },
     /// Interfaces, list sizes and capacities, counters.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
+    Status,
     /// Top source prefixes by traffic volume in the last interval (bytes/s, packets/s, share,
     /// action), refreshed until interrupted.
     Top {
-        /// Print the last interval once, as JSON, and exit.
-        #[arg(long)]
-        json: bool,
         /// Print the table once and exit.
         #[arg(long)]
         once: bool,
@@ -111,18 +147,23 @@ pub enum Command {
         /// repeatable. Without it each ruleset runs in its default mode.
         #[arg(long = "mode", value_name = "[RULESET=]MODE")]
         modes: Vec<String>,
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         limits: RulesetLimitArgs,
+        /// The log to read, or - for standard input.
         input: PathBuf,
     },
     /// Convert the reference scorer's INI rulesets to TOML (written to standard output).
-    ImportIni { file: PathBuf },
+    ImportIni {
+        /// The INI ruleset file.
+        file: PathBuf,
+    },
     /// Convert a fail2ban filter (filter.d/NAME.conf: includes, failregex, ignoreregex,
     /// prefregex, modes, interpolation, <HOST>, <F-...> tags) to a TOML ruleset on standard
     /// output; what could not be converted, and what lint flags, go to standard error.
-    ImportFail2ban { filter: PathBuf },
+    ImportFail2ban {
+        /// The filter file, e.g. /etc/fail2ban/filter.d/sshd.conf.
+        filter: PathBuf,
+    },
     /// Flag ruleset patterns where attacker-controlled text could choose the scored address.
     Lint {
         /// Ruleset files or directories of them.
@@ -131,15 +172,42 @@ pub enum Command {
         #[command(flatten)]
         limits: RulesetLimitArgs,
     },
+    /// Validate the configuration (the file, its conf.d drop-ins and the rulesets it names),
+    /// or with --show print the effective configuration and where each value came from.
+    Config {
+        /// The configuration file; `conf.d/*.toml` beside it are merged over it.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print the effective configuration, each value with the file and line it came from.
+        #[arg(long)]
+        show: bool,
+    },
+    /// Write the man pages or the shell completions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+        /// The directory to write into.
+        dir: PathBuf,
+    },
     /// Detach the XDP program and delete its pinned maps (stop the daemon first). Decisions
     /// stay in the state directory and are re-applied at the next start.
     Detach {
+        /// The configuration whose pin_dir to detach.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Use this pin directory instead of the configuration's.
         #[arg(long)]
         pin_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Generated {
+    /// xdpguard.8 and xdpguard-COMMAND.8, roff.
+    Man,
+    /// xdpguard.bash, _xdpguard (zsh) and xdpguard.fish.
+    Completions,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

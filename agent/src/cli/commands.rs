@@ -1,13 +1,15 @@
 //! Carrying out a command: one request to the daemon, or an offline tool.
 use std::{
+    fmt,
     io::IsTerminal as _,
     path::Path,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result, bail};
+use serde_json::json;
 use xdpguard::{
-    api::control::{self, Answer, Request},
+    api::control::{self, Answer, ControlError, Request},
     config::Config,
     daemon,
     detect::logs::{ruleset, score::ScoringPolicy},
@@ -18,33 +20,163 @@ use xdpguard::{
 
 use super::{
     args::{Cli, Command, RulesetLimitArgs},
-    output,
+    output::{self, Style},
 };
 
+/// How a command ended, as its exit status says (`xdpguard --help` lists them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Done = 0,
+    Error = 1,
+    Usage = 2,
+    NotRunning = 3,
+    Refused = 4,
+}
+
+impl Exit {
+    /// The status for `err`: the first cause in its chain that says which.
+    pub fn of(err: &anyhow::Error) -> Self {
+        for cause in err.chain() {
+            if let Some(ControlError::NotRunning(_)) = cause.downcast_ref::<ControlError>() {
+                return Self::NotRunning;
+            }
+            if let Some(failure) = cause.downcast_ref::<Failure>() {
+                return failure.exit;
+            }
+        }
+        Self::Error
+    }
+}
+
+/// An error with its own exit status: wrong arguments (2) or something refused (4).
+#[derive(Debug)]
+pub struct Failure {
+    exit: Exit,
+    message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    Failure {
+        exit: Exit::Usage,
+        message: message.into(),
+    }
+    .into()
+}
+
+fn refused(message: impl Into<String>) -> anyhow::Error {
+    Failure {
+        exit: Exit::Refused,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// What a command answered: its human text and its JSON, one of which is printed; `exit`
+/// is [`Exit::Refused`] when the daemon refused part of it (the answer still says what).
+struct Reply {
+    text: String,
+    json: serde_json::Value,
+    exit: Exit,
+}
+
+impl Reply {
+    fn new(text: String, json: serde_json::Value) -> Self {
+        Self {
+            text,
+            json,
+            exit: Exit::Done,
+        }
+    }
+
+    /// A reply the command printed itself (`top`'s refreshing screen).
+    const fn printed() -> Self {
+        Self {
+            text: String::new(),
+            json: serde_json::Value::Null,
+            exit: Exit::Done,
+        }
+    }
+}
+
+/// How output is written: JSON or text, colours or not.
+struct Printer {
+    json: bool,
+    style: Style,
+}
+
+/// Carry out `cli` and print its answer or its error; the exit status to end with.
+pub fn main(cli: Cli) -> Exit {
+    let stdout_style = Style::choose(cli.color, std::io::stdout().is_terminal());
+    let stderr_style = Style::choose(cli.color, std::io::stderr().is_terminal());
+    let printer = Printer {
+        json: cli.json,
+        style: stdout_style,
+    };
+    let json = cli.json;
+    match run(cli, &printer) {
+        Ok(reply) => {
+            let printed = reply.json.is_null() && reply.text.is_empty();
+            if printed {
+                // Written as it went.
+            } else if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&reply.json).unwrap_or_default()
+                );
+            } else {
+                print!("{}", reply.text);
+            }
+            match reply.exit {
+                Exit::Done => {}
+                Exit::Refused => {
+                    eprintln!("{}", stderr_style.error("xdpguard: refused (see above)"));
+                }
+                _ => eprintln!("{}", stderr_style.error("xdpguard: failed (see above)")),
+            }
+            reply.exit
+        }
+        Err(err) => {
+            let exit = Exit::of(&err);
+            if json {
+                println!(
+                    "{}",
+                    json!({ "error": format!("{err:#}"), "exit_code": exit as u8 })
+                );
+            }
+            eprintln!("{}", stderr_style.error(&format!("xdpguard: {err:#}")));
+            exit
+        }
+    }
+}
+
 /// `xdpguard top`: one JSON snapshot, one table, or a table redrawn every `every`.
-fn top(socket: &Path, json: bool, once: bool, every: Duration) -> Result<()> {
+fn top(socket: &Path, printer: &Printer, once: bool, every: Duration) -> Result<Reply> {
     let every = every.max(Duration::from_millis(200));
-    let redraw = !once && !json && std::io::stdout().is_terminal();
+    let redraw = !once && !printer.json && std::io::stdout().is_terminal();
     loop {
         let Answer::Top(snapshot) = request(socket, &Request::Top)? else {
             bail!("unexpected answer to top");
         };
-        if json {
-            println!("{}", serde_json::to_string_pretty(&snapshot)?);
-            return Ok(());
+        if printer.json {
+            return Ok(Reply::new(String::new(), serde_json::to_value(&snapshot)?));
         }
-        let screen = output::format_top(&snapshot, now_unix());
+        let screen = output::format_top(&snapshot, now_unix(), printer.style);
+        if once {
+            return Ok(Reply::new(screen, serde_json::Value::Null));
+        }
         if redraw {
             // Home and clear, then the table: a flicker-free enough refresh without curses.
             print!("\x1b[H\x1b[2J{screen}");
         } else {
-            print!("{screen}");
-        }
-        if once {
-            return Ok(());
-        }
-        if !redraw {
-            println!();
+            println!("{screen}");
         }
         std::thread::sleep(every);
     }
@@ -63,29 +195,33 @@ fn request(socket: &Path, request: &Request) -> Result<Answer> {
     }
 }
 
-/// Print an apply/remove outcome; fail when anything was refused.
-fn report(response: &Answer) -> Result<()> {
-    print!("{}", output::format_outcome(response));
-    match response {
-        Answer::Applied { refused, .. } | Answer::Removed { refused, .. }
-            if !refused.is_empty() =>
-        {
-            bail!("{} refused", refused.len())
-        }
-        _ => Ok(()),
+/// An apply/remove answer; refused when anything was.
+fn outcome(answer: &Answer, style: Style) -> Result<Reply> {
+    let mut reply = Reply::new(
+        output::format_outcome(answer, style),
+        serde_json::to_value(answer)?,
+    );
+    if let Answer::Applied { refused, .. } | Answer::Removed { refused, .. } = answer
+        && !refused.is_empty()
+    {
+        reply.exit = Exit::Refused;
     }
+    Ok(reply)
 }
 
 /// Carry out `cli`.
-///
-/// # Errors
-/// Whatever the command failed on, as one chain of causes.
-pub fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
     let socket = cli.socket;
+    let style = printer.style;
     match cli.command {
         Command::Run { config } => {
+            if printer.json {
+                return Err(usage(
+                    "run writes a log, not an answer: --json does not apply",
+                ));
+            }
             daemon::run(&|| daemon::settings_from_config(&config))?;
-            Ok(())
+            Ok(Reply::printed())
         }
         Command::Block {
             prefixes,
@@ -105,43 +241,52 @@ pub fn run(cli: Cli) -> Result<()> {
             force,
         } => {
             if prefixes.is_empty() {
-                bail!("name at least one address or prefix, or --file");
+                return Err(usage("name at least one address or prefix, or --file"));
             }
-            report(&request(
-                &socket,
-                &Request::Block {
-                    prefixes,
-                    duration_secs: duration.map(|d| d.as_secs()),
-                    reason,
-                    source: None,
-                    force,
-                },
-            )?)
+            outcome(
+                &request(
+                    &socket,
+                    &Request::Block {
+                        prefixes,
+                        duration_secs: duration.map(|d| d.as_secs()),
+                        reason,
+                        source: None,
+                        force,
+                    },
+                )?,
+                style,
+            )
         }
-        Command::Unblock { prefixes } => report(&request(&socket, &Request::Unblock { prefixes })?),
-        Command::Allow { prefixes, reason } => {
-            report(&request(&socket, &Request::Allow { prefixes, reason })?)
+        Command::Unblock { prefixes } => {
+            outcome(&request(&socket, &Request::Unblock { prefixes })?, style)
         }
-        Command::Unallow { prefixes } => report(&request(&socket, &Request::Unallow { prefixes })?),
-        Command::List { json, source } => {
-            let Answer::List { entries } = request(
+        Command::Allow { prefixes, reason } => outcome(
+            &request(&socket, &Request::Allow { prefixes, reason })?,
+            style,
+        ),
+        Command::Unallow { prefixes } => {
+            outcome(&request(&socket, &Request::Unallow { prefixes })?, style)
+        }
+        Command::List { source, ip } => {
+            let Answer::List { mut entries } = request(
                 &socket,
                 &Request::List {
                     source,
-                    covering: None,
+                    covering: ip.map(|ip| ip.to_string()),
                 },
             )?
             else {
                 bail!("unexpected answer to list");
             };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&entries)?);
-            } else {
-                print!("{}", output::format_list(&entries, now_unix()));
+            if ip.is_some() {
+                entries.sort_by_key(|e| std::cmp::Reverse(output::prefix_len(&e.prefix)));
             }
-            Ok(())
+            Ok(Reply::new(
+                output::format_list(&entries, now_unix(), style),
+                serde_json::to_value(&entries)?,
+            ))
         }
-        Command::Explain { address, json } => {
+        Command::Explain { address } => {
             let Answer::List { mut entries } = request(
                 &socket,
                 &Request::List {
@@ -153,25 +298,21 @@ pub fn run(cli: Cli) -> Result<()> {
                 bail!("unexpected answer to explain");
             };
             entries.sort_by_key(|e| std::cmp::Reverse(output::prefix_len(&e.prefix)));
-            if json {
-                println!("{}", serde_json::to_string_pretty(&entries)?);
-            } else {
-                print!("{}", output::format_explain(address, &entries, now_unix()));
-            }
-            Ok(())
+            Ok(Reply::new(
+                output::format_explain(address, &entries, now_unix(), style),
+                json!({ "address": address, "entries": entries }),
+            ))
         }
-        Command::Status { json } => {
+        Command::Status => {
             let Answer::Status(status) = request(&socket, &Request::Status)? else {
                 bail!("unexpected answer to status");
             };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print!("{}", output::format_status(&status));
-            }
-            Ok(())
+            Ok(Reply::new(
+                output::format_status(&status, style),
+                serde_json::to_value(&status)?,
+            ))
         }
-        Command::Top { json, once, every } => top(&socket, json, once, every),
+        Command::Top { once, every } => top(&socket, printer, once, every),
         Command::Check {
             rulesets,
             ruleset_dir,
@@ -180,7 +321,6 @@ pub fn run(cli: Cli) -> Result<()> {
             unmatched,
             explain,
             modes,
-            json,
             limits,
             input,
         } => {
@@ -193,7 +333,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             let mut loaded = ruleset::load_paths(&paths, &ruleset_limits(&limits)?)?;
             if loaded.is_empty() {
-                bail!("no rulesets: name --ruleset FILE or --rulesets DIR");
+                return Err(usage("no rulesets: name --ruleset FILE or --rulesets DIR"));
             }
             // The daemon's modes first (an input's mode for the rulesets it reads), then
             // --mode over them.
@@ -237,102 +377,176 @@ pub fn run(cli: Cli) -> Result<()> {
                     options,
                 )?
             };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", check::format_report(&report, threshold));
-            }
-            Ok(())
+            Ok(Reply::new(
+                check::format_report(&report, threshold),
+                serde_json::to_value(&report)?,
+            ))
         }
         Command::ImportIni { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            print!("{}", import_ini::convert(&text, &file)?);
-            Ok(())
+            let toml = import_ini::convert(&text, &file)?;
+            Ok(Reply::new(toml.clone(), json!({ "toml": toml })))
         }
         Command::ImportFail2ban { filter } => {
             let conversion = import_fail2ban::convert_file(&filter)?;
-            print!("{}", conversion.toml);
-            for note in &conversion.notes {
-                eprintln!("import-fail2ban: {}: {note}", filter.display());
-            }
             let loaded = ruleset::parse(&conversion.toml, &filter)?;
             let findings = lint::lint(&loaded);
-            for finding in &findings {
-                eprintln!("import-fail2ban: lint: {finding}");
+            if !printer.json {
+                for note in &conversion.notes {
+                    eprintln!("import-fail2ban: {}: {note}", filter.display());
+                }
+                for finding in &findings {
+                    eprintln!("import-fail2ban: lint: {finding}");
+                }
+                eprintln!(
+                    "import-fail2ban: {} rulesets, {} notes, {} lint findings",
+                    loaded.len(),
+                    conversion.notes.len(),
+                    findings.len()
+                );
             }
-            eprintln!(
-                "import-fail2ban: {} rulesets, {} notes, {} lint findings",
-                loaded.len(),
-                conversion.notes.len(),
-                findings.len()
-            );
-            Ok(())
+            Ok(Reply::new(
+                conversion.toml.clone(),
+                json!({
+                    "toml": conversion.toml,
+                    "rulesets": loaded.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+                    "notes": conversion.notes,
+                    "lint": findings.iter().map(finding_json).collect::<Vec<_>>(),
+                }),
+            ))
         }
         Command::Lint { paths, limits } => {
             let loaded = ruleset::load_paths(&paths, &ruleset_limits(&limits)?)?;
             let findings = lint::lint(&loaded);
+            let mut text = String::new();
             for finding in &findings {
-                println!("{finding}");
+                text.push_str(&format!("{finding}\n"));
             }
-            if !findings.is_empty() {
-                bail!("{} findings in {} rulesets", findings.len(), loaded.len());
+            if findings.is_empty() {
+                text.push_str(&format!("{} rulesets, no findings\n", loaded.len()));
+            } else {
+                text.push_str(&format!(
+                    "{} findings in {} rulesets\n",
+                    findings.len(),
+                    loaded.len()
+                ));
             }
-            println!("{} rulesets, no findings", loaded.len());
-            Ok(())
+            Ok(Reply {
+                text,
+                json: json!({
+                    "rulesets": loaded.len(),
+                    "findings": findings.iter().map(finding_json).collect::<Vec<_>>(),
+                }),
+                exit: if findings.is_empty() {
+                    Exit::Done
+                } else {
+                    Exit::Refused
+                },
+            })
+        }
+        Command::Config { config, show } => config_command(&config, show),
+        Command::Generate { what, dir } => {
+            super::generate::write(what, &dir)?;
+            Ok(Reply::new(
+                format!("wrote {} into {}\n", what.name(), dir.display()),
+                json!({ "wrote": what.name(), "dir": dir }),
+            ))
         }
         Command::Detach { config, pin_dir } => detach(&socket, &config, pin_dir),
     }
 }
 
+fn finding_json(finding: &lint::Finding) -> serde_json::Value {
+    json!({
+        "file": finding.file,
+        "ruleset": finding.ruleset,
+        "rule": finding.rule,
+        "problem": finding.problem,
+    })
+}
+
 /// `xdpguard detach`: remove xdpguard's pins, holding the pin directory's lock meanwhile so no
 /// daemon starts on it halfway; refused while a daemon holds that lock (one that is still
 /// stopping too: it may yet write its snapshot).
-fn detach(socket: &Path, config: &Path, pin_dir: Option<std::path::PathBuf>) -> Result<()> {
+fn detach(socket: &Path, config: &Path, pin_dir: Option<std::path::PathBuf>) -> Result<Reply> {
     let pin_dir = match pin_dir {
         Some(dir) => dir,
         // The file alone: a broken ruleset must not stop a detach.
         None => Config::read(config)?.pin_dir,
     };
     if !pin_dir.exists() {
-        println!("nothing to detach: {} does not exist", pin_dir.display());
-        return Ok(());
+        return Ok(Reply::new(
+            format!("nothing to detach: {} does not exist\n", pin_dir.display()),
+            json!({ "pin_dir": pin_dir, "removed": 0, "kept": [] }),
+        ));
     }
     let _lock = match daemon::lock::Lock::directory(&pin_dir) {
         Ok(lock) => lock,
-        Err(daemon::lock::LockError::Held { holder, .. }) => bail!(
-            "xdpguard ({holder}) is running on {}; stop it first",
-            pin_dir.display()
-        ),
+        Err(daemon::lock::LockError::Held { holder, .. }) => {
+            return Err(refused(format!(
+                "xdpguard ({holder}) is running on {}; stop it first",
+                pin_dir.display()
+            )));
+        }
         Err(err) => return Err(err.into()),
     };
     // A daemon too old to take the lock still answers here.
     if control::call(socket, &Request::Status).is_ok() {
-        bail!(
+        return Err(refused(format!(
             "the daemon is running (control socket {}); stop it first",
             socket.display()
-        );
+        )));
     }
     let removed = Dataplane::remove_pins(&pin_dir)?;
-    println!(
-        "detached; removed {} pins under {}",
+    let mut text = format!(
+        "detached; removed {} pins under {}\n",
         removed.removed,
         pin_dir.display()
     );
     if !removed.kept.is_empty() {
-        println!(
-            "left {} entries that are not xdpguard's: {}",
+        text.push_str(&format!(
+            "left {} entries that are not xdpguard's: {}\n",
             removed.kept.len(),
             removed.kept.join(", ")
-        );
+        ));
     }
-    Ok(())
+    Ok(Reply::new(
+        text,
+        json!({ "pin_dir": pin_dir, "removed": removed.removed, "kept": removed.kept }),
+    ))
 }
 
-/// Chunks per request: big enough to be fast, small enough for a progress bar.
+/// `xdpguard config`: validate everything the daemon would read at start, or show it.
+fn config_command(path: &Path, show: bool) -> Result<Reply> {
+    if show {
+        // PENDING(layering): xdpguard::config::show
+        bail!("config --show: {}", path.display());
+    }
+    let (config, rulesets) = Config::load_with_rulesets(path)?;
+    let files: Vec<String> = vec![path.display().to_string()];
+    Ok(Reply::new(
+        format!(
+            "{}: valid ({} interfaces, {} inputs, {} rulesets)\n",
+            files.join(" + "),
+            config.interfaces.len(),
+            config.inputs.len(),
+            rulesets.len()
+        ),
+        json!({
+            "valid": true,
+            "files": files,
+            "interfaces": config.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+            "inputs": config.inputs.len(),
+            "rulesets": rulesets.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
 /// What `check` reads a file in: whole runs of lines per read call.
 const READ_BUFFER: usize = 256 << 10;
 
+/// Chunks per request: big enough to be fast, small enough for a progress bar.
 const FILE_CHUNK: usize = 50_000;
 
 fn block_file(
@@ -341,7 +555,7 @@ fn block_file(
     duration: Option<Duration>,
     reason: Option<&str>,
     force: bool,
-) -> Result<()> {
+) -> Result<Reply> {
     let list =
         listfile::read_prefix_list(file).with_context(|| format!("reading {}", file.display()))?;
     for rejected in &list.rejected {
@@ -354,7 +568,7 @@ fn block_file(
     let total = list.prefixes.len();
     let progress = std::io::stderr().is_terminal() && total > FILE_CHUNK;
     let mut applied = 0;
-    let mut refused = Vec::new();
+    let mut refusals = Vec::new();
     for (i, chunk) in list.prefixes.chunks(FILE_CHUNK).enumerate() {
         let response = request(
             socket,
@@ -384,7 +598,7 @@ fn block_file(
         } = response
         {
             applied += n;
-            refused.extend(r);
+            refusals.extend(r);
         }
         if progress {
             let done = ((i + 1) * FILE_CHUNK).min(total);
@@ -399,23 +613,45 @@ fn block_file(
     if progress {
         eprintln!();
     }
-    println!(
-        "{}: {} lines read, {applied} applied, {} refused by the daemon, {} rejected lines",
+    let mut text = format!(
+        "{}: {} lines read, {applied} applied, {} refused by the daemon, {} rejected lines\n",
         file.display(),
         total + list.rejected.len(),
-        refused.len(),
+        refusals.len(),
         list.rejected.len()
     );
-    for refusal in refused.iter().take(20) {
-        println!("  refused {}: {}", refusal.prefix, refusal.reason);
+    for refusal in refusals.iter().take(20) {
+        text.push_str(&format!(
+            "  refused {}: {}\n",
+            refusal.prefix, refusal.reason
+        ));
     }
-    if refused.len() > 20 {
-        println!("  ... and {} more", refused.len() - 20);
+    if refusals.len() > 20 {
+        text.push_str(&format!("  ... and {} more\n", refusals.len() - 20));
     }
-    if !list.rejected.is_empty() || !refused.is_empty() {
-        bail!("not every line was applied");
-    }
-    Ok(())
+    let json = json!({
+        "file": file,
+        "lines": total + list.rejected.len(),
+        "applied": applied,
+        "refused": refusals,
+        "rejected": list
+            .rejected
+            .iter()
+            .map(|r| json!({ "line": r.line, "reason": r.reason.to_string() }))
+            .collect::<Vec<_>>(),
+    });
+    Ok(Reply {
+        text,
+        json,
+        // Lines that are not prefixes are the file's error; refusals are the daemon's.
+        exit: if !list.rejected.is_empty() {
+            Exit::Error
+        } else if refusals.is_empty() {
+            Exit::Done
+        } else {
+            Exit::Refused
+        },
+    })
 }
 
 /// The limits `check` and `lint` load rulesets within.
@@ -457,7 +693,9 @@ fn select_modes(rulesets: &mut [ruleset::Ruleset], modes: &[String]) -> Result<(
                     }
                 }
                 if !any {
-                    bail!("--mode {wanted}: no loaded ruleset has that mode");
+                    return Err(usage(format!(
+                        "--mode {wanted}: no loaded ruleset has that mode"
+                    )));
                 }
             }
         }

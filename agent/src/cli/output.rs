@@ -3,6 +3,61 @@ use std::fmt::Write as _;
 
 use xdpguard::api::control::proto::{Answer, ListEntry, Status};
 
+use super::args::ColorChoice;
+
+/// Whether text gets ANSI colours: on a terminal unless `NO_COLOR` is set (no-color.org) or
+/// `TERM=dumb`, or as `--color` says. Widths are counted on the plain text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Style {
+    enabled: bool,
+}
+
+impl Style {
+    #[cfg(test)]
+    pub const PLAIN: Self = Self { enabled: false };
+
+    pub fn choose(choice: ColorChoice, terminal: bool) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+        Self {
+            enabled: match choice {
+                ColorChoice::Always => true,
+                ColorChoice::Never => false,
+                ColorChoice::Auto => terminal && !no_color && !dumb,
+            },
+        }
+    }
+
+    fn paint(self, code: &str, text: &str) -> String {
+        if self.enabled {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    pub fn bold(self, text: &str) -> String {
+        self.paint("1", text)
+    }
+
+    pub fn error(self, text: &str) -> String {
+        self.paint("1;31", text)
+    }
+
+    /// An entry's kind: blocks red, allowlist entries green.
+    fn kind(self, kind: &str) -> String {
+        match kind {
+            "block" => self.paint("31", kind),
+            "allow" => self.paint("32", kind),
+            _ => kind.to_owned(),
+        }
+    }
+
+    fn warn(self, text: &str) -> String {
+        self.paint("33", text)
+    }
+}
+
 /// `1h30m`, `45s`, `2d3h`: the two largest units.
 pub fn compact_duration(mut secs: u64) -> String {
     if secs == 0 {
@@ -24,7 +79,7 @@ pub fn compact_duration(mut secs: u64) -> String {
 }
 
 /// The `list` table.
-pub fn format_list(entries: &[ListEntry], now_unix: u64) -> String {
+pub fn format_list(entries: &[ListEntry], now_unix: u64, style: Style) -> String {
     let mut rows = vec![[
         "KIND".to_owned(),
         "PREFIX".to_owned(),
@@ -50,7 +105,13 @@ pub fn format_list(entries: &[ListEntry], now_unix: u64) -> String {
             entry.reason.clone(),
         ]);
     }
-    table(&rows)
+    table(&rows, style, &|column, cell| {
+        if column == 0 {
+            style.kind(cell)
+        } else {
+            cell.to_owned()
+        }
+    })
 }
 
 /// The length of a prefix as `list` writes it (`203.0.113.0/24`; a host has none).
@@ -63,7 +124,12 @@ pub fn prefix_len(prefix: &str) -> u8 {
 }
 
 /// `explain ADDR`: the entries that cover it, most specific first, with their evidence.
-pub fn format_explain(address: std::net::IpAddr, entries: &[ListEntry], now_unix: u64) -> String {
+pub fn format_explain(
+    address: std::net::IpAddr,
+    entries: &[ListEntry],
+    now_unix: u64,
+    style: Style,
+) -> String {
     if entries.is_empty() {
         return format!("{address}: no entry covers it (not blocked, not allowlisted)\n");
     }
@@ -82,8 +148,8 @@ pub fn format_explain(address: std::net::IpAddr, entries: &[ListEntry], now_unix
         let _ = writeln!(
             out,
             "{address} is covered by {} {} ({}, {expires}, since {} s ago)\n  reason: {}\n  dropped: {} packets, {} bytes",
-            entry.kind,
-            entry.prefix,
+            style.kind(&entry.kind),
+            style.bold(&entry.prefix),
             entry.source,
             now_unix.saturating_sub(entry.created_unix),
             entry.reason,
@@ -100,7 +166,13 @@ pub fn format_explain(address: std::net::IpAddr, entries: &[ListEntry], now_unix
     out
 }
 
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
+/// Columns padded to their widest cell; the first row is the header (bold), `paint` styles
+/// a body cell (column, text) after its width is counted.
+fn table<const N: usize>(
+    rows: &[[String; N]],
+    style: Style,
+    paint: &dyn Fn(usize, &str) -> String,
+) -> String {
     let mut widths = [0; N];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -108,23 +180,38 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
         }
     }
     let mut out = String::new();
-    for row in rows {
+    for (r, row) in rows.iter().enumerate() {
         let mut line = String::new();
+        let mut pending = 0;
         for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
-            if i + 1 == N {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<width$}  ");
+            if cell.is_empty() {
+                pending += width + 2;
+                continue;
             }
+            line.extend(std::iter::repeat_n(' ', pending));
+            line.push_str(&if r == 0 {
+                style.bold(cell)
+            } else {
+                paint(i, cell)
+            });
+            pending = if i + 1 == N {
+                0
+            } else {
+                width - cell.chars().count() + 2
+            };
         }
-        out.push_str(line.trim_end());
+        out.push_str(&line);
         out.push('\n');
     }
     out
 }
 
+fn plain_table<const N: usize>(rows: &[[String; N]], style: Style) -> String {
+    table(rows, style, &|_, cell| cell.to_owned())
+}
+
 /// The `status` report.
-pub fn format_status(status: &Status) -> String {
+pub fn format_status(status: &Status, style: Style) -> String {
     let mut out = format!(
         "xdpguard {}{}\n\nInterfaces:\n",
         status.version,
@@ -157,7 +244,7 @@ pub fn format_status(status: &Status) -> String {
             list.capacity.to_string(),
         ]);
     }
-    for line in table(&rows).lines() {
+    for line in plain_table(&rows, style).lines() {
         let _ = writeln!(out, "  {line}");
     }
     out.push_str("\nCounters:\n");
@@ -175,7 +262,7 @@ pub fn format_status(status: &Status) -> String {
             counter.bytes.to_string(),
         ]);
     }
-    for line in table(&rows).lines() {
+    for line in plain_table(&rows, style).lines() {
         let _ = writeln!(out, "  {line}");
     }
     let _ = write!(
@@ -199,7 +286,7 @@ pub fn format_status(status: &Status) -> String {
                 ruleset.blocks.to_string(),
             ]);
         }
-        for line in table(&rows).lines() {
+        for line in plain_table(&rows, style).lines() {
             let _ = writeln!(out, "  {line}");
         }
     }
@@ -207,16 +294,26 @@ pub fn format_status(status: &Status) -> String {
 }
 
 /// One line for an apply or remove answer; refusals follow, one per line.
-pub fn format_outcome(answer: &Answer) -> String {
+pub fn format_outcome(answer: &Answer, style: Style) -> String {
     match answer {
         Answer::Applied { applied, refused } => {
             let mut out = format!("applied {applied}");
             if !refused.is_empty() {
-                let _ = write!(out, ", refused {}", refused.len());
+                let _ = write!(
+                    out,
+                    ", {}",
+                    style.warn(&format!("refused {}", refused.len()))
+                );
             }
             out.push('\n');
             for refusal in refused {
-                let _ = writeln!(out, "  refused {}: {}", refusal.prefix, refusal.reason);
+                let _ = writeln!(
+                    out,
+                    "  {} {}: {}",
+                    style.warn("refused"),
+                    refusal.prefix,
+                    refusal.reason
+                );
             }
             out
         }
@@ -230,7 +327,13 @@ pub fn format_outcome(answer: &Answer) -> String {
                 let _ = writeln!(out, "  not present: {prefix}");
             }
             for refusal in refused {
-                let _ = writeln!(out, "  refused {}: {}", refusal.prefix, refusal.reason);
+                let _ = writeln!(
+                    out,
+                    "  {} {}: {}",
+                    style.warn("refused"),
+                    refusal.prefix,
+                    refusal.reason
+                );
             }
             out
         }
@@ -261,7 +364,11 @@ pub fn human_rate(value: u64, unit: &str) -> String {
 
 /// The `top` screen: the last interval's top prefixes per counting source, then the prefixes
 /// the detectors hold hot.
-pub fn format_top(snapshot: &xdpguard::api::control::proto::Top, now_unix: u64) -> String {
+pub fn format_top(
+    snapshot: &xdpguard::api::control::proto::Top,
+    now_unix: u64,
+    style: Style,
+) -> String {
     let mut out = String::new();
     if snapshot.interval_ms == 0 {
         out.push_str("no volume interval has ended yet\n");
@@ -319,7 +426,7 @@ pub fn format_top(snapshot: &xdpguard::api::control::proto::Top, now_unix: u64) 
             },
         ]);
     }
-    out.push_str(&table(&rows));
+    out.push_str(&plain_table(&rows, style));
     if !snapshot.hot.is_empty() {
         out.push('\n');
         let mut hot = vec![[
@@ -339,7 +446,7 @@ pub fn format_top(snapshot: &xdpguard::api::control::proto::Top, now_unix: u64) 
                 ),
             ]);
         }
-        out.push_str(&table(&hot));
+        out.push_str(&plain_table(&hot, style));
     }
     out
 }
@@ -372,7 +479,7 @@ mod tests {
             bytes: 960,
             evidence: Vec::new(),
         }];
-        let text = format_list(&entries, 100);
+        let text = format_list(&entries, 100, Style::PLAIN);
         let row = text.lines().nth(1).unwrap();
         for part in [
             "block",
@@ -404,14 +511,45 @@ mod tests {
             ],
         }];
         let address = "203.0.113.7".parse().unwrap();
-        let text = format_explain(address, &entries, 100);
+        let text = format_explain(address, &entries, 100, Style::PLAIN);
         assert!(
             text.starts_with("203.0.113.7 is covered by block 203.0.113.7/32 (ruleset:sshd, expires in 1h, since 0 s ago)\n  reason: log score 15 (ruleset sshd)\n  dropped: 3 packets, 180 bytes\n  the lines that scored it:\n    Jan  5"),
             "{text}"
         );
-        assert!(format_explain(address, &[], 100).contains("no entry covers it"));
+        assert!(format_explain(address, &[], 100, Style::PLAIN).contains("no entry covers it"));
         assert_eq!(prefix_len("203.0.113.0/24"), 24);
         assert_eq!(prefix_len("2001:db8::1"), 128);
+    }
+
+    #[test]
+    fn colours_wrap_cells_without_moving_the_columns() {
+        let entries = [ListEntry {
+            kind: "block".into(),
+            prefix: "203.0.113.7/32".into(),
+            source: "manual".into(),
+            reason: String::new(),
+            created_unix: 0,
+            expires_unix: 0,
+            packets: 1,
+            bytes: 2,
+            evidence: Vec::new(),
+        }];
+        let plain = format_list(&entries, 0, Style::PLAIN);
+        let coloured = format_list(&entries, 0, Style { enabled: true });
+        assert!(!plain.contains('\x1b'));
+        assert!(coloured.starts_with("\x1b[1mKIND\x1b[0m"), "{coloured:?}");
+        assert!(coloured.contains("\x1b[31mblock\x1b[0m"), "{coloured:?}");
+        // Without the escapes, the same text: widths are counted on the plain cells.
+        let stripped = regex::Regex::new("\x1b\\[[0-9;]*m")
+            .unwrap()
+            .replace_all(&coloured, "");
+        assert_eq!(stripped, plain);
+        assert_eq!(
+            Style::choose(ColorChoice::Always, false),
+            Style { enabled: true }
+        );
+        assert_eq!(Style::choose(ColorChoice::Never, true), Style::PLAIN);
+        assert_eq!(Style::choose(ColorChoice::Auto, false), Style::PLAIN);
     }
 
     #[test]
@@ -458,7 +596,7 @@ mod tests {
             }],
             ..VolumeSnapshot::default()
         };
-        let text = format_top(&snapshot, 1003);
+        let text = format_top(&snapshot, 1003, Style::PLAIN);
         assert!(
             text.starts_with("interval 10.0 s, ended 3s ago\n"),
             "{text}"
@@ -480,7 +618,7 @@ mod tests {
         }
         assert!(text.contains("in 9m57s"), "{text}");
         assert_eq!(
-            format_top(&VolumeSnapshot::default(), 0),
+            format_top(&VolumeSnapshot::default(), 0, Style::PLAIN),
             "no volume interval has ended yet\n"
         );
     }

@@ -2,6 +2,7 @@
 //! metrics listener together, and live under systemd (notify, reload, stop).
 pub mod lock;
 mod process_metrics;
+pub mod watchdog;
 
 use std::{
     collections::BTreeSet,
@@ -292,6 +293,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         Arc::new(SystemClock),
     );
     let log_stats = logs.stats();
+    let log_rounds = logs.rounds();
     let (log_commands, log_inbox) = mpsc::channel::<LogCommand>();
     let logs_thread = {
         let owner = handle.clone();
@@ -388,6 +390,12 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     };
 
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
+    let watchdog = watchdog::period_from_env()
+        .map(|period| {
+            watchdog::Watchdog::start(period, watchdog::Probe::new(handle.clone(), log_rounds))
+        })
+        .transpose()
+        .map_err(DaemonError::Signals)?;
     sd_notify("READY=1\nSTATUS=enforcing");
     log::info!(
         "running; control socket {}",
@@ -423,6 +431,8 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         break;
     }
     sd_notify("STOPPING=1");
+    // Its pings would only wait on a stopping owner.
+    drop(watchdog);
     log::info!("stopping; the XDP program stays attached and keeps enforcing");
     control.shutdown();
     if let Some(metrics) = metrics {

@@ -251,6 +251,7 @@ pub struct LogScoring {
     counters: LogStats,
     /// ...and the copy scrapes read.
     stats: Arc<Mutex<LogStats>>,
+    rounds: Arc<std::sync::atomic::AtomicU64>,
     clock: Arc<dyn Clock>,
     offenders: Offenders,
     /// The last error saving positions, logged once until it changes.
@@ -289,6 +290,7 @@ impl LogScoring {
             saved,
             counters: LogStats::default(),
             stats: Arc::new(Mutex::new(LogStats::default())),
+            rounds: Arc::default(),
             clock,
             offenders: Offenders::open(Some(state_dir)),
             last_save_error: None,
@@ -315,6 +317,12 @@ impl LogScoring {
 
     pub fn stats(&self) -> Arc<Mutex<LogStats>> {
         Arc::clone(&self.stats)
+    }
+
+    /// Counts the rounds of [`Self::run`]: it goes up at least every `WAIT_AT_MOST_MS` while
+    /// the thread is alive and not stuck (the systemd watchdog reads it).
+    pub fn rounds(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.rounds)
     }
 
     /// New rulesets and inputs; followers of unchanged inputs keep their place.
@@ -606,6 +614,9 @@ impl LogScoring {
         let mut progress = Progress::CaughtUp;
         let mut fds: Vec<RawFd> = Vec::new();
         loop {
+            let _: u64 = self
+                .rounds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             fds.clear();
             for input in &self.inputs {
                 input.follower.wait_fds(&mut fds);

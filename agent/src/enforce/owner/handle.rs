@@ -238,6 +238,10 @@ pub enum Command {
         config: Box<OwnerConfig>,
         done: Reply<()>,
     },
+    /// Answered at once: proof that the owner's loop turns (the systemd watchdog).
+    Ping {
+        done: Reply<()>,
+    },
     Shutdown,
 }
 
@@ -321,6 +325,11 @@ impl Handle {
             config: Box::new(config),
             done,
         })
+    }
+
+    /// Answered as soon as the owner reads it.
+    pub fn ping(&self) -> Pending<()> {
+        self.ask(|done| Command::Ping { done })
     }
 
     /// Ask the owner to stop after the commands already sent.

@@ -633,6 +633,9 @@ fn serve<D: DataPath>(
                             .map_err(|err| CommandError::Kernel(error_chain(&err)));
                         let _ = done.send(result);
                     }
+                    Command::Ping { done } => {
+                        let _ = done.send(Ok(()));
+                    }
                     Command::Shutdown => shutdown = true,
                 }
             }
