@@ -91,8 +91,9 @@ fn every_command_answers_json_with_the_documented_exit_status() {
     let none = json(&daemon.cli(&["--json", "list", "--ip", "198.51.100.200"]));
     assert_eq!(none, serde_json::json!([]));
     let explained = json(&daemon.cli(&["--json", "explain", "203.0.113.66"]));
-    assert_eq!(explained["address"], "203.0.113.66");
-    assert_eq!(explained["entries"][0]["reason"], "scan", "{explained}");
+    assert_eq!(explained[0]["prefix"], "203.0.113.66/32", "{explained}");
+    assert_eq!(explained[0]["reason"], "scan", "{explained}");
+    assert_eq!(explained[1]["prefix"], "203.0.113.64/28", "{explained}");
     let text = said(&daemon.cli(&["list", "--ip", "203.0.113.66"]));
     assert!(
         text.lines().nth(1).unwrap().contains("203.0.113.66/32"),

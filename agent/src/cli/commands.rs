@@ -300,7 +300,8 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
             entries.sort_by_key(|e| std::cmp::Reverse(output::prefix_len(&e.prefix)));
             Ok(Reply::new(
                 output::format_explain(address, &entries, now_unix(), style),
-                json!({ "address": address, "entries": entries }),
+                // The entries, as `list --json` writes them (scripts read both alike).
+                serde_json::to_value(&entries)?,
             ))
         }
         Command::Status => {
@@ -327,9 +328,9 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
             let config = limits.config.as_deref().map(Config::read).transpose()?;
             let mut paths: Vec<_> = ruleset_dir.into_iter().chain(rulesets).collect();
             if paths.is_empty()
-                && let Some(dir) = config.as_ref().and_then(|c| c.rulesets_dir.clone())
+                && let Some(config) = &config
             {
-                paths.push(dir);
+                paths.extend(Config::ruleset_files(config)?);
             }
             let mut loaded = ruleset::load_paths(&paths, &ruleset_limits(&limits)?)?;
             if loaded.is_empty() {
@@ -520,11 +521,17 @@ fn detach(socket: &Path, config: &Path, pin_dir: Option<std::path::PathBuf>) -> 
 /// `xdpguard config`: validate everything the daemon would read at start, or show it.
 fn config_command(path: &Path, show: bool) -> Result<Reply> {
     if show {
-        // PENDING(layering): xdpguard::config::show
-        bail!("config --show: {}", path.display());
+        let shown = Config::show(path)?;
+        return Ok(Reply::new(
+            shown.text.clone(),
+            serde_json::to_value(&shown)?,
+        ));
     }
     let (config, rulesets) = Config::load_with_rulesets(path)?;
-    let files: Vec<String> = vec![path.display().to_string()];
+    let files: Vec<String> = Config::files(path)?
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     Ok(Reply::new(
         format!(
             "{}: valid ({} interfaces, {} inputs, {} rulesets)\n",

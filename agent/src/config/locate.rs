@@ -11,7 +11,10 @@ use toml::{
     de::{DeTable, DeValue},
 };
 
-use super::raw::TOP_LEVEL_KEYS;
+use super::{
+    layers::{Source, SourceMap},
+    raw::TOP_LEVEL_KEYS,
+};
 
 /// Where in which file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,22 +83,32 @@ fn key_prefix(key: &str) -> String {
     }
 }
 
-/// The text being validated: turns byte spans into locations.
+/// The text being validated: turns byte spans into locations. `text` is a file's own, or
+/// the merge of several (`layers`: the map from its offsets back to the files).
 pub(super) struct ConfigText<'a> {
     pub(super) path: &'a Path,
     pub(super) text: &'a str,
+    pub(super) layers: Option<(&'a SourceMap, &'a [Source])>,
 }
 
 impl ConfigText<'_> {
-    fn location(&self, offset: usize) -> Location {
-        let mut offset = offset.min(self.text.len());
-        while !self.text.is_char_boundary(offset) {
+    pub(super) fn location(&self, offset: usize) -> Location {
+        let (path, text, offset) = match self.layers {
+            Some((map, files)) => {
+                let (file, offset) = map.find(offset);
+                let file = &files[file];
+                (file.path.as_path(), file.text.as_str(), offset)
+            }
+            None => (self.path, self.text, offset),
+        };
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
             offset -= 1;
         }
-        let before = &self.text[..offset];
+        let before = &text[..offset];
         let line_start = before.rfind('\n').map_or(0, |nl| nl + 1);
         Location {
-            path: self.path.to_path_buf(),
+            path: path.to_path_buf(),
             line: before.matches('\n').count() + 1,
             column: before[line_start..].chars().count() + 1,
         }

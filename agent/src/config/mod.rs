@@ -17,6 +17,7 @@
 //! `packaging/xdpguard.toml` shows every key with its default, and a test keeps the two in
 //! step.
 mod duration;
+mod layers;
 mod locate;
 mod raw;
 #[cfg(test)]
@@ -31,6 +32,7 @@ use std::{
 };
 
 pub use duration::{DurationError, format_duration, parse_duration};
+pub use layers::{MAX_DROP_INS, Shown, ShownValue, drop_in_dir};
 use locate::ConfigText;
 pub use locate::{ConfigError, Location};
 use raw::RawConfig;
@@ -100,6 +102,8 @@ pub const MAX_VOLUME_RATE: u64 = 1 << 53;
 pub const MAX_DETECTOR_BAN: Duration = Duration::from_secs(365 * 86_400);
 /// A detector's `cool_intervals` at most.
 pub const MAX_COOL_INTERVALS: u32 = 1000;
+/// `rulesets_dir` names at most this many directories.
+pub const MAX_RULESET_DIRS: usize = 8;
 /// A detector's name is 1 to this many of `A-Z a-z 0-9 _ -`.
 pub const MAX_DETECTOR_NAME: usize = 64;
 
@@ -125,8 +129,10 @@ pub struct Config {
     pub unknown_entries: UnknownEntries,
     /// Expiry of a block that names none; `None`: never. At least [`MIN_INTERVAL`].
     pub default_ban: Option<Duration>,
-    /// Where the log rulesets (`*.toml`) are; `None`: no log scoring.
-    pub rulesets_dir: Option<PathBuf>,
+    /// Where the log rulesets (`*.toml`) are; empty: no log scoring. A file in a later
+    /// directory replaces the file of the same name in an earlier one, and an empty file or
+    /// a symlink to `/dev/null` there removes it.
+    pub rulesets_dirs: Vec<PathBuf>,
     pub scoring: ScoringConfig,
     /// Logs to follow, each with the rulesets it is read with.
     pub inputs: Vec<InputConfig>,
@@ -219,7 +225,7 @@ impl Config {
             reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
             unknown_entries: UnknownEntries::default(),
             default_ban: DEFAULT_BAN,
-            rulesets_dir: None,
+            rulesets_dirs: Vec::new(),
             scoring: ScoringConfig::default(),
             inputs: Vec::new(),
             volume: VolumeConfig::default(),
@@ -235,9 +241,10 @@ impl Config {
     /// As [`Config::read`]; a ruleset file that is unreadable, invalid or over a limit (at
     /// `rulesets_dir`), an input naming a ruleset that is not there (at the name).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = Self::read_text(path)?;
-        let config = Self::parse(&text, path)?;
-        let _: Vec<Ruleset> = ConfigText { path, text: &text }.rulesets(&config, false)?;
+        let layers = layers::read(path, &Self::read_text)?;
+        let source = layers.config_text();
+        let config = source.validate()?;
+        let _: Vec<Ruleset> = source.rulesets(&config, false)?;
         Ok(config)
     }
 
@@ -246,19 +253,58 @@ impl Config {
     /// # Errors
     /// As [`Config::load`], and any ruleset that fails to compile or is over a limit compiled.
     pub fn load_with_rulesets(path: &Path) -> Result<(Self, Vec<Ruleset>), ConfigError> {
-        let text = Self::read_text(path)?;
-        let config = Self::parse(&text, path)?;
-        let rulesets = ConfigText { path, text: &text }.rulesets(&config, true)?;
+        let layers = layers::read(path, &Self::read_text)?;
+        let source = layers.config_text();
+        let config = source.validate()?;
+        let rulesets = source.rulesets(&config, true)?;
         Ok((config, rulesets))
     }
 
-    /// Read and validate the file at `path` alone (the rulesets directory is not looked at).
+    /// Read and validate the file at `path` and its drop-ins (the rulesets directory is not
+    /// looked at).
     ///
     /// # Errors
-    /// When the file cannot be read, is larger than [`MAX_CONFIG_SIZE`], or is invalid; see
+    /// When a file cannot be read, is larger than [`MAX_CONFIG_SIZE`], or is invalid; see
     /// [`Config::parse`].
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        Self::parse(&Self::read_text(path)?, path)
+        layers::read(path, &Self::read_text)?
+            .config_text()
+            .validate()
+    }
+
+    /// The ruleset files (or the one directory) `rulesets_dirs` comes to, overrides and
+    /// masks applied: what `xdpguard check --config` reads.
+    ///
+    /// # Errors
+    /// A directory that cannot be read (the first must exist).
+    pub fn ruleset_files(&self) -> Result<Vec<PathBuf>, ConfigError> {
+        validate::ruleset_files(&self.rulesets_dirs, &self.ruleset_limits).map_err(|message| {
+            ConfigError::Read {
+                path: self.rulesets_dirs.first().cloned().unwrap_or_default(),
+                source: io::Error::other(message),
+            }
+        })
+    }
+
+    /// The files [`Config::read`] reads: `path`, then its drop-ins in merge order.
+    ///
+    /// # Errors
+    /// As [`Config::read`], before validation.
+    pub fn files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+        Ok(layers::read(path, &Self::read_text)?.paths())
+    }
+
+    /// The effective configuration of `path` and its drop-ins, each value with the file and
+    /// line it came from; validated first (rulesets included), so it is what the daemon runs.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn show(path: &Path) -> Result<Shown, ConfigError> {
+        let layers = layers::read(path, &Self::read_text)?;
+        let source = layers.config_text();
+        let config = source.validate()?;
+        let _: Vec<Ruleset> = source.rulesets(&config, false)?;
+        Ok(layers::show(&layers))
     }
 
     fn read_text(path: &Path) -> Result<String, ConfigError> {
@@ -286,9 +332,19 @@ impl Config {
     /// On TOML syntax errors, unknown keys, values of the wrong type and invalid values, with
     /// the line and column; when no interface is configured.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let source = ConfigText { path, text };
-        let raw: RawConfig = toml::from_str(text).map_err(|err| source.toml_error(&err))?;
-        raw.validate(&source)
+        ConfigText {
+            path,
+            text,
+            layers: None,
+        }
+        .validate()
+    }
+}
+
+impl ConfigText<'_> {
+    fn validate(&self) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(self.text).map_err(|err| self.toml_error(&err))?;
+        raw.validate(self)
     }
 }
 
@@ -340,11 +396,26 @@ mod tests {
 
     #[test]
     fn shipped_example_parses_to_the_defaults() {
-        let config = parse(EXAMPLE).unwrap();
+        // As shipped it names no interface: nothing is attached until the operator says.
+        let err = parse(EXAMPLE).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Missing {
+                    key: "interfaces",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let config = parse(&format!("{EXAMPLE}\n[[interfaces]]\nname = \"eth0\"\n")).unwrap();
         assert_eq!(
             config,
             Config {
-                rulesets_dir: Some(PathBuf::from("/etc/xdpguard/rulesets")),
+                rulesets_dirs: vec![
+                    PathBuf::from("/usr/share/xdpguard/rulesets"),
+                    PathBuf::from("/etc/xdpguard/rulesets.d")
+                ],
                 ..Config::new(vec![eth("eth0", AttachMode::Auto)])
             }
         );
@@ -459,9 +530,22 @@ mod tests {
             assert!(is_section || set(key), "top-level {key} not in the example");
         }
         for (header, keys) in sections {
-            assert!(EXAMPLE.lines().any(|line| line == header), "{header}");
+            // [[interfaces]] is shown commented out: the package names none.
+            assert!(
+                EXAMPLE
+                    .lines()
+                    .any(|line| line == header || line.strip_prefix("# ") == Some(header)),
+                "{header}"
+            );
             for key in keys {
-                assert!(set(key), "{header} {key} not in the example");
+                let shown = if header == "[[interfaces]]" {
+                    EXAMPLE
+                        .lines()
+                        .any(|l| l.starts_with(&format!("# {key} = ")))
+                } else {
+                    set(key)
+                };
+                assert!(shown, "{header} {key} not in the example");
             }
         }
     }
@@ -567,7 +651,7 @@ volume_v6 = 7
                 reconcile_interval: Duration::from_secs(90),
                 unknown_entries: UnknownEntries::Remove,
                 default_ban: Some(Duration::from_secs(2 * 86_400)),
-                rulesets_dir: None,
+                rulesets_dirs: Vec::new(),
                 scoring: ScoringConfig::default(),
                 inputs: Vec::new(),
                 volume: VolumeConfig::default(),

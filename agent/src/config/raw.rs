@@ -57,7 +57,7 @@ pub(super) struct RawConfig {
     pub(super) guard: RawGuard,
     #[serde(default)]
     pub(super) capacity: RawCapacity,
-    pub(super) rulesets_dir: Option<Spanned<String>>,
+    pub(super) rulesets_dir: Option<Spanned<RawDirs>>,
     #[serde(default)]
     pub(super) scoring: RawScoring,
     #[serde(default)]
@@ -324,5 +324,37 @@ impl<'de> Deserialize<'de> for RawDuration {
 impl RawDuration {
     pub(super) fn is_never(&self) -> bool {
         matches!(self, Self::Text(text) if text == "never")
+    }
+}
+
+/// `rulesets_dir`: one directory, or a list where later ones override earlier ones by name.
+pub(super) enum RawDirs {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawDirs {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = RawDirs;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a directory, or a list of directories")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawDirs, E> {
+                Ok(RawDirs::One(value.to_owned()))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawDirs, A::Error> {
+                let mut dirs = Vec::new();
+                while let Some(dir) = seq.next_element::<Spanned<String>>()? {
+                    dirs.push(dir);
+                }
+                Ok(RawDirs::Many(dirs))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }

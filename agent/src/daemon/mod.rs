@@ -464,6 +464,13 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
     // One read of the rulesets, compiled within the configured [rulesets] limits.
     let (config, rulesets) =
         Config::load_with_rulesets(path).map_err(|err| DaemonError::Config(error_chain(&err)))?;
+    // Which drop-ins were merged (they were just read, so this lists what was validated).
+    if let Ok(files) = Config::files(path)
+        && files.len() > 1
+    {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        log::info!("configuration: {}", names.join(" + "));
+    }
     let own_addresses = own_addresses();
     let mut config_allow: BTreeSet<Prefix> = config.allowlist.prefixes.iter().copied().collect();
     for file in &config.allowlist.files {

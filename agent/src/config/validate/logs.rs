@@ -1,4 +1,6 @@
 //! `[scoring]` and `[[inputs]]`: the log side's tables.
+use std::path::{Path, PathBuf};
+
 use toml::Spanned;
 
 use crate::{
@@ -264,7 +266,7 @@ impl ConfigText<'_> {
                 .iter()
                 .map(move |name| (input.name.get_ref(), name))
         });
-        let (Some(dir), Some(dir_value)) = (&config.rulesets_dir, &raw.rulesets_dir) else {
+        let (false, Some(dir_value)) = (config.rulesets_dirs.is_empty(), &raw.rulesets_dir) else {
             return match named.next() {
                 Some((input, name)) => Err(self.invalid(
                     "inputs.rulesets",
@@ -277,7 +279,15 @@ impl ConfigText<'_> {
                 None => Ok(Vec::new()),
             };
         };
-        let scanned = ruleset::scan(std::slice::from_ref(dir), &config.ruleset_limits)
+        let dir = config
+            .rulesets_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let files = ruleset_files(&config.rulesets_dirs, &config.ruleset_limits)
+            .map_err(|err| self.invalid("rulesets_dir", dir_value.span(), err))?;
+        let scanned = ruleset::scan(&files, &config.ruleset_limits)
             .map_err(|err| self.invalid("rulesets_dir", dir_value.span(), err))?;
         for (input, name) in named {
             let wanted = name.get_ref();
@@ -311,8 +321,7 @@ impl ConfigText<'_> {
                         "inputs.rulesets",
                         name.span(),
                         format_args!(
-                            "input {input:?} names ruleset {wanted:?}, which is not in {} ({there})",
-                            dir.display()
+                            "input {input:?} names ruleset {wanted:?}, which is not in {dir} ({there})"
                         ),
                     ));
                 }
@@ -324,7 +333,7 @@ impl ConfigText<'_> {
                 return Err(self.invalid(
                     &key,
                     name.span(),
-                    format_args!("no ruleset {:?} in {}", name.get_ref(), dir.display()),
+                    format_args!("no ruleset {:?} in {dir}", name.get_ref()),
                 ));
             };
             if let Some(mode) = &table.get_ref().mode
@@ -381,6 +390,61 @@ impl ConfigText<'_> {
     }
 }
 
+/// What to load from `dirs`: one directory as it is; several merged by file name, a later
+/// directory's `NAME.toml` replacing an earlier one's, and an empty file or a symlink to
+/// `/dev/null` there removing it (systemd's masking). Later directories may be missing.
+pub(in crate::config) fn ruleset_files(
+    dirs: &[PathBuf],
+    limits: &RulesetLimits,
+) -> Result<Vec<PathBuf>, String> {
+    let [first, later @ ..] = dirs else {
+        return Ok(Vec::new());
+    };
+    if later.is_empty() {
+        return Ok(vec![first.clone()]);
+    }
+    let max = usize::try_from(limits.max_files).unwrap_or(usize::MAX);
+    let mut by_name: std::collections::BTreeMap<std::ffi::OsString, PathBuf> =
+        std::collections::BTreeMap::new();
+    for (index, dir) in dirs.iter().enumerate() {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(err) if index > 0 && err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(format!("{}: {err}", dir.display())),
+        };
+        let mut seen = 0usize;
+        for entry in entries {
+            let entry = entry.map_err(|err| format!("{}: {err}", dir.display()))?;
+            let name = entry.file_name();
+            if Path::new(&name).extension().is_none_or(|ext| ext != "toml") {
+                continue;
+            }
+            seen += 1;
+            if seen > max {
+                return Err(format!(
+                    "{}: more than {max} ruleset files (rulesets.max_files)",
+                    dir.display()
+                ));
+            }
+            let path = entry.path();
+            if index > 0 && masks(&path) {
+                let _: Option<PathBuf> = by_name.remove(&name);
+            } else {
+                let _: Option<PathBuf> = by_name.insert(name, path);
+            }
+        }
+    }
+    Ok(by_name.into_values().collect())
+}
+
+/// An empty file, or a symlink to /dev/null.
+fn masks(path: &Path) -> bool {
+    if std::fs::read_link(path).is_ok_and(|target| target == Path::new("/dev/null")) {
+        return true;
+    }
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use std::{path::PathBuf, time::Duration};
@@ -429,8 +493,8 @@ mod tests {
     fn scoring_and_inputs_are_read_and_checked() {
         let config = parse(&with_top("rulesets_dir = \"/etc/xdpguard/rulesets\"\n")).unwrap();
         assert_eq!(
-            config.rulesets_dir,
-            Some(PathBuf::from("/etc/xdpguard/rulesets"))
+            config.rulesets_dirs,
+            [PathBuf::from("/etc/xdpguard/rulesets")]
         );
         let text = format!(
             "{}[scoring]\nthreshold = 20\nwindow = \"5m\"\nban = \"2h\"\n[[inputs]]\nname = \"auth\"\nfile = \"/var/log/auth.log\"\nrulesets = [\"sshd\"]\nstart = \"beginning\"\n",

@@ -4,6 +4,8 @@
 mod logs;
 mod volume;
 
+pub(super) use logs::ruleset_files;
+
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use toml::Spanned;
@@ -99,12 +101,7 @@ impl RawConfig {
             },
             unknown_entries: self.unknown_entries.unwrap_or_default(),
             default_ban,
-            rulesets_dir: match &self.rulesets_dir {
-                Some(_) => {
-                    Some(source.absolute_path("rulesets_dir", self.rulesets_dir.as_ref(), "")?)
-                }
-                None => None,
-            },
+            rulesets_dirs: source.rulesets_dirs(self.rulesets_dir.as_ref())?,
             scoring: source.scoring(&self.scoring)?,
             inputs: source.inputs(&self.inputs)?,
             volume: source.volume(&self.volume)?,
@@ -284,6 +281,35 @@ impl ConfigText<'_> {
             loopback: raw.loopback.unwrap_or(true),
             host_addresses: raw.host_addresses.unwrap_or(true),
         })
+    }
+
+    /// `rulesets_dir`: absolute, at least one, at most [`super::MAX_RULESET_DIRS`].
+    fn rulesets_dirs(
+        &self,
+        value: Option<&Spanned<super::raw::RawDirs>>,
+    ) -> Result<Vec<PathBuf>, ConfigError> {
+        let Some(value) = value else {
+            return Ok(Vec::new());
+        };
+        match value.get_ref() {
+            super::raw::RawDirs::One(dir) => Ok(vec![self.absolute_path(
+                "rulesets_dir",
+                Some(&Spanned::new(value.span(), dir.clone())),
+                "",
+            )?]),
+            super::raw::RawDirs::Many(dirs) => {
+                if dirs.is_empty() || dirs.len() > super::MAX_RULESET_DIRS {
+                    return Err(self.invalid(
+                        "rulesets_dir",
+                        value.span(),
+                        format_args!("name 1 to {} directories", super::MAX_RULESET_DIRS),
+                    ));
+                }
+                dirs.iter()
+                    .map(|dir| self.absolute_path("rulesets_dir", Some(dir), ""))
+                    .collect()
+            }
+        }
     }
 
     fn absolute_path(

@@ -545,7 +545,9 @@ mod tests {
             text.push_str(if is_example(line) { &line[2..] } else { line });
             text.push('\n');
         }
-        let volume = parse(&text).unwrap().volume;
+        let volume = parse(&format!("{text}\n[[interfaces]]\nname = \"eth0\"\n"))
+            .unwrap()
+            .volume;
         let flow = volume.flow.expect("the example [volume.flow]");
         assert_eq!(flow.listen.to_string(), "0.0.0.0:2055");
         assert_eq!(
@@ -581,7 +583,9 @@ mod tests {
         let text = with_section(
             "[volume.flow]\nlisten = \"[::]:2055\"\n[[volume.detectors]]\nname = \"d\"\npackets_per_second = 1\n",
         );
-        let volume = parse(&text).unwrap().volume;
+        let volume = parse(&format!("{text}\n[[interfaces]]\nname = \"eth0\"\n"))
+            .unwrap()
+            .volume;
         assert_eq!(
             volume.flow,
             Some(FlowConfig {
