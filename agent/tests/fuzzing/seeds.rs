@@ -235,7 +235,10 @@ bytes_per_second = 125000000
 /// The example configuration shipped in packaging/, and [`FULL_CONFIG`]: (name, text).
 pub fn config_seeds() -> Vec<(String, Vec<u8>)> {
     let example = repository_root().join("packaging/xdpguard.toml");
-    let text = std::fs::read(&example).unwrap_or_else(|err| panic!("{}: {err}", example.display()));
+    let mut text =
+        std::fs::read(&example).unwrap_or_else(|err| panic!("{}: {err}", example.display()));
+    // As shipped it names no interface (an operator adds theirs): add one, as they would.
+    text.extend_from_slice(b"\n[[interfaces]]\nname = \"eth0\"\n");
     vec![
         ("xdpguard.toml".to_owned(), text),
         ("full.toml".to_owned(), FULL_CONFIG.as_bytes().to_vec()),
