@@ -34,8 +34,12 @@ pub mod map_names {
     /// attacker rotating through its /64 is one entry): `[u8; 16]` → [`SourceVolume`](crate::SourceVolume).
     pub const VOLUME_V6: &str = "VOLUME_V6";
 
+    /// Array of `u64` words, the summary bitmaps in front of the block lists (layout in
+    /// [`summary`](crate::summary)).
+    pub const SUMMARY: &str = "SUMMARY";
+
     /// Every map of the program.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         ALLOW_V4,
         ALLOW_V6,
         BLOCK_HOST_V4,
@@ -47,7 +51,78 @@ pub mod map_names {
         CONFIG,
         VOLUME_V4,
         VOLUME_V6,
+        SUMMARY,
     ];
+}
+
+/// The summary bitmaps: one bit per slot says "some block entry may cover a source of this
+/// slot". A clear bit lets the program pass a source after one inlined array read instead of a
+/// hash probe and a trie walk; a set bit only means "look". Userspace counts the entries per
+/// slot and clears a bit only when the last one leaves.
+///
+/// - IPv4: a slot per /24, two bits side by side: host entries (the hash) and prefix entries
+///   (the trie) in that /24, so one read tells which lookups a source needs.
+/// - IPv6 hosts: a slot per hash of the whole address (a one-hash Bloom filter that can forget).
+/// - IPv6 prefixes: a slot per hash of the address's /32.
+///
+/// Prefixes wider than [`summary::NARROWEST_WIDE_V4`] / [`summary::NARROWEST_WIDE_V6`] would
+/// need too many slots: while one is listed, `PREFIX_V*_WIDE` makes the program walk the trie
+/// for every source of the family. Hash collisions only cost a lookup, never a verdict.
+pub mod summary {
+    /// Slots per plane: 2^24.
+    pub const SLOT_BITS: u32 = 24;
+    /// Words of the IPv4 plane: 2^24 slots × 2 bits.
+    pub const V4_WORDS: u32 = 1 << (SLOT_BITS + 1 - 6);
+    /// Words of each IPv6 plane: 2^24 slots × 1 bit.
+    pub const V6_WORDS: u32 = 1 << (SLOT_BITS - 6);
+    pub const V6_HOST_BASE: u32 = V4_WORDS;
+    pub const V6_PREFIX_BASE: u32 = V4_WORDS + V6_WORDS;
+    /// Entries of the `SUMMARY` array (8 MiB).
+    pub const WORDS: u32 = V4_WORDS + 2 * V6_WORDS;
+    /// IPv4 prefixes shorter than this are "wide" (a /16 already takes 256 slots).
+    pub const NARROWEST_WIDE_V4: u8 = 16;
+    /// IPv6 prefixes shorter than this are "wide" (a /16 takes 65,536 /32 slots).
+    pub const NARROWEST_WIDE_V6: u8 = 16;
+
+    /// The word and bit shift of an IPv4 /24's host bit (its prefix bit is the next one).
+    #[inline(always)]
+    pub const fn v4_position(net24: u32) -> (u32, u32) {
+        (net24 >> 5, (net24 & 31) * 2)
+    }
+
+    /// Mix a 32-bit value into a slot (murmur3's finaliser, top 24 bits).
+    #[inline(always)]
+    const fn slot_of(mut h: u32) -> u32 {
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^= h >> 16;
+        h >> (32 - SLOT_BITS)
+    }
+
+    /// The slot of an IPv6 host, from its four big-endian words.
+    #[inline(always)]
+    pub const fn v6_host_slot(words: [u32; 4]) -> u32 {
+        slot_of(
+            words[0].wrapping_mul(0x9e37_79b1)
+                ^ words[1].wrapping_mul(0x85eb_ca77)
+                ^ words[2].wrapping_mul(0xc2b2_ae3d)
+                ^ words[3].wrapping_mul(0x27d4_eb2f),
+        )
+    }
+
+    /// The slot of an IPv6 /32 (the address's first big-endian word).
+    #[inline(always)]
+    pub const fn v6_prefix_slot(top32: u32) -> u32 {
+        slot_of(top32 ^ 0x5bd1_e995)
+    }
+
+    /// The word and bit shift of slot `slot` of the IPv6 plane at `base`.
+    #[inline(always)]
+    pub const fn v6_position(base: u32, slot: u32) -> (u32, u32) {
+        (base + (slot >> 6), slot & 63)
+    }
 }
 
 /// Name of the XDP program function in the object.
@@ -114,6 +189,10 @@ pub mod config_flags {
         HOST_V4_NONEMPTY | HOST_V6_NONEMPTY | PREFIX_V4_NONEMPTY | PREFIX_V6_NONEMPTY;
     /// Count packets and bytes per source address in `VOLUME_V4` / `VOLUME_V6`.
     pub const VOLUME_ACCOUNTING: u64 = 1 << 5;
+    /// A prefix too wide for the summary is listed: walk the trie for every source of the
+    /// family (see [`summary`](crate::summary)).
+    pub const PREFIX_V4_WIDE: u64 = 1 << 6;
+    pub const PREFIX_V6_WIDE: u64 = 1 << 7;
     /// Anything that needs the source address read.
     pub const READ_SOURCE: u64 = ANY_BLOCK_NONEMPTY | VOLUME_ACCOUNTING;
 }

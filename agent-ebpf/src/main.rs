@@ -1,6 +1,7 @@
 //! The xdpguard XDP program: drop frames whose source is on a block list, count everything.
 //!
-//! Lookup order for a source address: exact-host hash, then prefix LPM trie. Only when a live
+//! Lookup order for a source address: the summary bitmap (one inlined array read: may anything
+//! cover this source?), exact-host hash, then prefix LPM trie. Only when a live
 //! block entry matched is the allowlist consulted, so clean traffic never pays for an allowlist
 //! lookup; the verdict is the same as checking the allowlist first (an allowed source always
 //! passes), and `*_allowed` counts the frames the allowlist saved from a block.
@@ -28,7 +29,7 @@ use aya_ebpf::{
 };
 use xdpguard_common::{
     AllowEntry, BlockEntry, DataplaneConfig, Family, IFINDEX_LIMIT, MAX_INTERFACES, STAT_COUNT,
-    STATS_LEN, SourceVolume, Stat, StatValue, Verdict, capacity, config_flags,
+    STATS_LEN, SourceVolume, Stat, StatValue, Verdict, capacity, config_flags, summary,
 };
 use xdpguard_ebpf::{Parsed, Source, parse_source};
 
@@ -125,6 +126,10 @@ static VOLUME_V4: LruHashMap<[u8; 4], LiveSourceVolume> =
 #[map(name = "VOLUME_V6")]
 static VOLUME_V6: LruHashMap<[u8; 16], LiveSourceVolume> =
     LruHashMap::with_max_entries(capacity::VOLUME_V6, 0);
+
+// Preallocated (arrays are): the program's reads of it are inlined, no helper call.
+#[map(name = "SUMMARY")]
+static SUMMARY: Array<u64> = Array::with_max_entries(summary::WORDS, 0);
 
 #[xdp]
 #[expect(
@@ -227,21 +232,35 @@ fn decide(source: Source, len: u64, flags: u64) -> (Family, Verdict) {
     }
 }
 
+/// The bits at `shift` of summary word `word`; all set if the word cannot be read, so a
+/// summary problem costs lookups, never a verdict.
+#[inline(always)]
+fn summary_bits(word: u32, shift: u32) -> u64 {
+    SUMMARY.get(word).map_or(u64::MAX, |bits| *bits >> shift)
+}
+
 #[inline(always)]
 fn decide_v4(addr: [u8; 4], len: u64, flags: u64) -> Verdict {
     account(&VOLUME_V4, &addr, len, flags);
+    if flags & (config_flags::HOST_V4_NONEMPTY | config_flags::PREFIX_V4_NONEMPTY) == 0 {
+        return Verdict::Pass;
+    }
+    // One read says whether the source's /24 holds host entries, prefix entries, or neither:
+    // clean traffic stops here.
+    let (word, shift) = summary::v4_position(u32::from_be_bytes(addr) >> 8);
+    let bits = summary_bits(word, shift);
     let key = Key::new(32, addr);
-    let host = if flags & config_flags::HOST_V4_NONEMPTY != 0 {
+    let host = if bits & 1 != 0 && flags & config_flags::HOST_V4_NONEMPTY != 0 {
         // SAFETY: the map is not preallocated, so the value is RCU-protected while we hold it.
         unsafe { BLOCK_HOST_V4.get(addr) }.filter(|entry| is_live(entry))
     } else {
         None
     };
+    let look_prefix = (bits & 2 != 0 || flags & config_flags::PREFIX_V4_WIDE != 0)
+        && flags & config_flags::PREFIX_V4_NONEMPTY != 0;
     let block = match host {
         Some(entry) => Some(entry),
-        None if flags & config_flags::PREFIX_V4_NONEMPTY != 0 => {
-            BLOCK_PREFIX_V4.get(&key).filter(|entry| is_live(entry))
-        }
+        None if look_prefix => BLOCK_PREFIX_V4.get(&key).filter(|entry| is_live(entry)),
         None => None,
     };
     match block {
@@ -258,17 +277,35 @@ fn decide_v6(addr: [u8; 16], len: u64, flags: u64) -> Verdict {
         0, 0,
     ];
     account(&VOLUME_V6, &network, len, flags);
+    let words = [
+        u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]),
+        u32::from_be_bytes([addr[4], addr[5], addr[6], addr[7]]),
+        u32::from_be_bytes([addr[8], addr[9], addr[10], addr[11]]),
+        u32::from_be_bytes([addr[12], addr[13], addr[14], addr[15]]),
+    ];
     let key = Key::new(128, addr);
     let host = if flags & config_flags::HOST_V6_NONEMPTY != 0 {
-        // SAFETY: as in `decide_v4`.
-        unsafe { BLOCK_HOST_V6.get(addr) }.filter(|entry| is_live(entry))
+        let (word, shift) =
+            summary::v6_position(summary::V6_HOST_BASE, summary::v6_host_slot(words));
+        if summary_bits(word, shift) & 1 != 0 {
+            // SAFETY: as in `decide_v4`.
+            unsafe { BLOCK_HOST_V6.get(addr) }.filter(|entry| is_live(entry))
+        } else {
+            None
+        }
     } else {
         None
     };
     let block = match host {
         Some(entry) => Some(entry),
         None if flags & config_flags::PREFIX_V6_NONEMPTY != 0 => {
-            BLOCK_PREFIX_V6.get(&key).filter(|entry| is_live(entry))
+            let (word, shift) =
+                summary::v6_position(summary::V6_PREFIX_BASE, summary::v6_prefix_slot(words[0]));
+            if flags & config_flags::PREFIX_V6_WIDE != 0 || summary_bits(word, shift) & 1 != 0 {
+                BLOCK_PREFIX_V6.get(&key).filter(|entry| is_live(entry))
+            } else {
+                None
+            }
         }
         None => None,
     };

@@ -42,6 +42,15 @@ const HOT_RUNS: usize = 9;
 const VARIED_FRAMES: usize = 200_000;
 /// Varied measurements per program and row (interleaved); the median is reported.
 const VARIED_ROUNDS: usize = 3;
+/// Distinct sources per many-source row (hits: at most the level's entries of the kind), and
+/// at the largest level.
+const MANY_SOURCES: usize = 100_000;
+const MANY_SOURCES_AT_TOP: usize = 1_000_000;
+/// Sources per interleaved chunk of a many-source row: each chunk gives one sample per program.
+const MANY_CHUNK: usize = 50_000;
+/// Targets at the largest level, many sources: every case within XDP_PASS + this (ns).
+const TARGET_TOP_V4_NS: f64 = 40.0;
+const TARGET_TOP_V6_NS: f64 = 60.0;
 /// Distinct IPv6 sources per varied run (hits: at most the level's IPv6 host entries).
 const VARIED_V6_SOURCES: usize = 65_536;
 /// xdpguard with empty lists may cost at most this much more than XDP_PASS.
@@ -210,6 +219,202 @@ impl Programs {
         );
         time.as_secs_f64() * 1e9 / runs as f64
     }
+}
+
+/// One row of the many-source table: per program, the median and range of its chunk means.
+struct ManyRow {
+    sources: usize,
+    ns: BTreeMap<Program, (f64, f64, f64)>,
+}
+
+type ManyResults = BTreeMap<(usize, Fam, Case), ManyRow>;
+
+impl Programs {
+    /// Each source's frame run once by each program (`BPF_PROG_TEST_RUN`, repeat 1), in
+    /// chunks interleaved across the programs; cost = delta run_time_ns / delta run_cnt (the
+    /// syscall's own cost is outside it). Run-time statistics must be on. Checks every verdict.
+    fn many(&self, sources: &[IpAddr], expect_drop: bool) -> ManyRow {
+        let mut samples: BTreeMap<Program, Vec<f64>> = BTreeMap::new();
+        for chunk in sources.chunks(MANY_CHUNK) {
+            let frames: Vec<Vec<u8>> = chunk.iter().copied().map(frame_of).collect();
+            for program in Program::ALL {
+                let stats = || {
+                    match program {
+                        Program::Pass => self.pass.run_stats(),
+                        Program::Lpm => self.lpm.run_stats(),
+                        Program::Xdpguard => self.ours.run_stats(),
+                    }
+                    .unwrap()
+                };
+                let (time0, runs0) = stats();
+                for (frame, source) in frames.iter().zip(chunk) {
+                    let (action, _) = match program {
+                        Program::Pass => self.pass.test_run(frame, 1),
+                        Program::Lpm => self.lpm.test_run(frame, 1),
+                        Program::Xdpguard => self.ours.test_run(frame, 1),
+                    }
+                    .unwrap();
+                    let expected = if expect_drop && program != Program::Pass {
+                        XDP_DROP
+                    } else {
+                        XDP_PASS
+                    };
+                    assert_eq!(action, expected, "{program:?} {source}");
+                }
+                let (time1, runs1) = stats();
+                let runs = runs1 - runs0;
+                assert_eq!(runs, frames.len() as u64, "{program:?}: runs counted");
+                samples
+                    .entry(program)
+                    .or_default()
+                    .push((time1 - time0).as_secs_f64() * 1e9 / runs as f64);
+            }
+        }
+        ManyRow {
+            sources: sources.len(),
+            ns: samples
+                .into_iter()
+                .map(|(program, values)| {
+                    let low = values.iter().copied().fold(f64::MAX, f64::min);
+                    let high = values.iter().copied().fold(f64::MIN, f64::max);
+                    (program, (median(values), low, high))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `count` distinct sources of a case, from the entries' own ranges: host entries of the
+/// level, addresses inside its prefix entries that no host entry is, or addresses no entry of
+/// the whole stream covers (IPv4 over 1.0.0.0-223.255.255.255; IPv6 half in 2001:db8::/32
+/// where the hosts are, half in 2000::/3 where the prefixes are).
+fn many_sources(
+    rng: &mut StdRng,
+    level: &[Prefix],
+    all: &HashSet<Prefix>,
+    fam: Fam,
+    case: Case,
+    count: usize,
+) -> Vec<IpAddr> {
+    let v4 = fam == Fam::V4;
+    let mut out = match case {
+        Case::HitHost => level
+            .iter()
+            .filter(|p| p.is_host() && p.is_ipv4() == v4)
+            .map(Prefix::addr)
+            .collect(),
+        Case::HitPrefix => {
+            let prefixes: Vec<&Prefix> = level
+                .iter()
+                .filter(|p| !p.is_host() && p.is_ipv4() == v4)
+                .collect();
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            // Bounded: a level's prefixes hold far more addresses than asked for.
+            for _ in 0..count * 4 {
+                if out.len() >= count {
+                    break;
+                }
+                let prefix = prefixes[rng.random_range(0..prefixes.len())];
+                let addr = random_inside(rng, prefix);
+                if !all.contains(&Prefix::host(addr)) && seen.insert(addr) {
+                    out.push(addr);
+                }
+            }
+            out
+        }
+        Case::Miss => {
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            while out.len() < count {
+                let addr: IpAddr = if v4 {
+                    random_v4(rng).into()
+                } else if out.len() % 2 == 0 {
+                    random_doc_v6(rng).into()
+                } else {
+                    Ipv6Addr::from((0b001 << 125) | (rng.random::<u128>() >> 3)).into()
+                };
+                if !covered(all, addr) && seen.insert(addr) {
+                    out.push(addr);
+                }
+            }
+            out
+        }
+    };
+    out.shuffle(rng);
+    out.truncate(count);
+    out
+}
+
+/// A random address inside `prefix`.
+fn random_inside(rng: &mut StdRng, prefix: &Prefix) -> IpAddr {
+    let len = u32::from(prefix.prefix_len());
+    match prefix.addr() {
+        IpAddr::V4(addr) => {
+            let noise = rng.random::<u32>().checked_shr(len).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(addr.to_bits() | noise))
+        }
+        IpAddr::V6(addr) => {
+            let noise = rng.random::<u128>().checked_shr(len).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(addr.to_bits() | noise))
+        }
+    }
+}
+
+fn many_report(many: &ManyResults) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n### Many sources: each frame once through BPF_PROG_TEST_RUN, run_time_ns / run_cnt (ns/packet; median of {}k-source chunks, min-max in brackets; run-time statistics on)\n",
+        MANY_CHUNK / 1000
+    );
+    let _ = writeln!(
+        out,
+        "| entries | family | case | distinct sources | xdp-pass | lpm-reference | xdpguard | xdpguard − xdp-pass | reference / xdpguard (over xdp-pass) |"
+    );
+    let _ = writeln!(out, "|---:|---|---|---:|---:|---:|---:|---:|---:|");
+    let cell = |(mid, low, high): (f64, f64, f64)| format!("{mid:.1} [{low:.0}-{high:.0}]");
+    let top = LEVELS[LEVELS.len() - 1];
+    let mut verdicts = Vec::new();
+    for ((level, fam, case), row) in many {
+        let ns = &row.ns;
+        let pass = ns[&Program::Pass].0;
+        let ours = ns[&Program::Xdpguard].0;
+        let reference = ns[&Program::Lpm].0;
+        let speedup = (reference - pass) / (ours - pass).max(0.1);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {:+.1} | {speedup:.1}× |",
+            thousands(*level),
+            fam.name(),
+            case.name(),
+            thousands(row.sources),
+            cell(ns[&Program::Pass]),
+            cell(ns[&Program::Lpm]),
+            cell(ns[&Program::Xdpguard]),
+            ours - pass,
+        );
+        if *level == top {
+            let (target, factor) = match fam {
+                Fam::V4 => (TARGET_TOP_V4_NS, 3.0),
+                Fam::V6 => (TARGET_TOP_V6_NS, 5.0),
+            };
+            let met = |ok: bool| if ok { "met" } else { "NOT met" };
+            verdicts.push(format!(
+                "- {} {}: xdpguard − xdp-pass {:+.1} ns (target ≤ {target:.0}: {}); {speedup:.1}× the reference's cost over xdp-pass (target ≥ {factor:.0}×: {})",
+                fam.name(),
+                case.name(),
+                ours - pass,
+                met(ours - pass <= target),
+                met(speedup >= factor),
+            ));
+        }
+    }
+    let _ = writeln!(out, "\nTargets at {} entries:\n", thousands(top));
+    for line in verdicts {
+        let _ = writeln!(out, "{line}");
+    }
+    out
 }
 
 /// A uniformly random IPv4 address in 1.0.0.0-223.255.255.255.
@@ -409,6 +614,7 @@ fn main() {
     let sandbox = Sandbox::new("bench-xdp");
     let mut hot: HotResults = BTreeMap::new();
     let mut varied: VariedResults = BTreeMap::new();
+    let mut many: ManyResults = BTreeMap::new();
     let mut stats_on_pass_ns = f64::NAN;
     let mut accounting = Vec::new();
     let mut loaded = 0;
@@ -486,6 +692,28 @@ fn main() {
                 },
             );
         }
+        // Many sources through BPF_PROG_TEST_RUN, one frame per run: the wire only carries
+        // documentation ranges, this reaches every part of the entries' own ranges.
+        for (fam, case) in [
+            (Fam::V4, Case::HitHost),
+            (Fam::V4, Case::HitPrefix),
+            (Fam::V4, Case::Miss),
+            (Fam::V6, Case::HitHost),
+            (Fam::V6, Case::HitPrefix),
+            (Fam::V6, Case::Miss),
+        ] {
+            if level == 0 && case != Case::Miss {
+                continue;
+            }
+            let count = if level == total {
+                MANY_SOURCES_AT_TOP
+            } else {
+                MANY_SOURCES
+            };
+            let sources = many_sources(&mut rng, &entries[..level], &all, fam, case, count);
+            let row = programs.many(&sources, case != Case::Miss);
+            let _: Option<ManyRow> = many.insert((level, fam, case), row);
+        }
         if level == 0 {
             accounting = accounting_cost(
                 &mut programs,
@@ -515,6 +743,7 @@ fn main() {
         load_average()
     );
     print!("{}", report(&conditions, &hot, &varied, stats_on_pass_ns));
+    print!("{}", many_report(&many));
     print!("{}", accounting_report(&accounting));
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
 }

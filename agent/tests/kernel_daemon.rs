@@ -145,7 +145,51 @@ fn entry_deleted_behind_the_daemons_back_comes_back() {
         .unwrap()
         .is_some()));
     assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 2), 0);
+
+    // Someone clears the summary bit of its /24: the program would pass it without a lookup
+    // until reconcile compares the words (a sixteenth of the map per pass) and puts it back.
+    let summary_map: aya::maps::Array<_, u64> = aya::maps::Array::try_from(aya::maps::Map::Array(
+        aya::maps::MapData::from_pin(workdir.pin_dir().join("SUMMARY")).unwrap(),
+    ))
+    .unwrap();
+    let (word, _) =
+        xdpguard_common::summary::v4_position(u32::from_be_bytes([203, 0, 113, 0]) >> 8);
+    let mut summary_map = summary_map;
+    summary_map.set(word, 0, 0).unwrap();
+    assert!(
+        eventually(Duration::from_secs(40), || summary_map
+            .get(&word, 0)
+            .unwrap()
+            != 0),
+        "reconcile never put the summary word back"
+    );
+    assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 2), 0);
     drop(daemon);
+}
+
+/// Pins left by an xdpguard from before the summary maps (made here by deleting that pin):
+/// the new daemon replaces the data path and applies the decisions again.
+#[test]
+#[ignore = "needs root and BPF: run by `cargo xtask test`"]
+fn pins_of_an_older_layout_are_replaced_and_the_decisions_applied_again() {
+    let (sandbox, workdir) = setup("migrate", 19_486, "");
+    let daemon = Daemon::start(&sandbox, &workdir);
+    ok(&daemon.cli(&["block", "203.0.113.66", "--for", "1h"]));
+    ok(&daemon.cli(&["block", "203.0.113.88/29"]));
+    daemon.kill();
+    std::fs::remove_file(workdir.pin_dir().join("SUMMARY")).unwrap();
+    let daemon = Daemon::start(&sandbox, &workdir);
+    assert!(
+        daemon.stderr().contains("older xdpguard"),
+        "{}",
+        daemon.stderr()
+    );
+    let prefixes: Vec<String> = list(&daemon).into_iter().map(|e| e.prefix).collect();
+    assert_eq!(prefixes.len(), 2, "{prefixes:?}");
+    assert!(workdir.pin_dir().join("SUMMARY").exists());
+    assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 2), 0);
+    assert_eq!(sandbox.ping(ip("203.0.113.88"), FW_V4, 2), 0);
+    assert_eq!(sandbox.ping(ip("203.0.113.10"), FW_V4, 2), 2);
 }
 
 #[test]

@@ -265,6 +265,11 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
             "loaded the XDP program; pinned at {}",
             settings.pin_dir.display()
         ),
+        Opened::Migrated => log::warn!(
+            "loaded this version's XDP program in place of an older one; pinned at {}; the decisions are applied again from {}",
+            settings.pin_dir.display(),
+            settings.state_dir.display()
+        ),
     }
     // Held by the volume engine whether or not accounting is on now: a reload may turn it on.
     let volume_reader = dataplane.volume_reader()?;

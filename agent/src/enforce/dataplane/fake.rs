@@ -614,6 +614,7 @@ impl DataPath for FakeDataPath {
         Ok(ScanRepairs {
             config: std::mem::take(&mut self.config_tampered),
             slots: 0,
+            summary: 0,
         })
     }
 

@@ -103,6 +103,12 @@ impl Dataplane {
             }
         }
         self.block_counts = counts;
+        self.summary.rebuild(
+            entries
+                .iter()
+                .map(|entry| (ListId::block_list_of(&entry.prefix), &entry.prefix)),
+        );
+        self.publish_summary()?;
         self.write_flags()?;
         Ok(entries)
     }
@@ -119,6 +125,12 @@ impl Dataplane {
             self.flags |= nonempty_flag(list);
             self.write_flags()?;
         }
+        // Its summary bits go up before the entry goes in, for the same reason.
+        self.summary.add(list, prefix);
+        if let Err(err) = self.publish_summary() {
+            self.summary.remove(list, prefix);
+            return Err(err);
+        }
         let fresh = BlockEntry {
             expires_ns,
             prefix_len: u32::from(prefix.prefix_len()),
@@ -133,6 +145,8 @@ impl Dataplane {
             Err(MapError::SyscallError(err))
                 if err.io_error.raw_os_error() == Some(libc::EEXIST) =>
             {
+                // Counted when it went in.
+                self.summary.remove(list, prefix);
                 let existing = self.block_entry(prefix)?.unwrap_or_default();
                 let entry = BlockEntry {
                     packets: existing.packets,
@@ -142,7 +156,56 @@ impl Dataplane {
                 let result = self.write_block(prefix, entry, BPF_ANY);
                 self.inserted(result, list, prefix)
             }
-            Err(err) => self.inserted(Err(err), list, prefix),
+            Err(err) => {
+                self.summary.remove(list, prefix);
+                self.publish_summary_or_log();
+                self.inserted(Err(err), list, prefix)
+            }
+        }
+    }
+
+    /// Write the summary words that changed, and the wide-prefix flags, to the kernel.
+    ///
+    /// # Errors
+    /// When `SUMMARY` or `CONFIG` cannot be written; the words stay to be written next time.
+    pub(super) fn publish_summary(&mut self) -> Result<(), DataplaneError> {
+        let (words, values) = self.summary.take_dirty();
+        if !words.is_empty() {
+            let written = if words.len() == 1 {
+                self.maps
+                    .summary
+                    .set(words[0], values[0], 0)
+                    .map_err(|source| DataplaneError::Map {
+                        map: map_names::SUMMARY,
+                        source,
+                    })
+            } else {
+                update_batch(self.maps.summary.map(), &words, &values).map_err(|(_, error)| {
+                    DataplaneError::Write {
+                        map: map_names::SUMMARY,
+                        source: error,
+                    }
+                })
+            };
+            if let Err(err) = written {
+                self.summary.redirty(&words);
+                return Err(err);
+            }
+        }
+        let wide = self.summary.wide_flags();
+        let all_wide = config_flags::PREFIX_V4_WIDE | config_flags::PREFIX_V6_WIDE;
+        if self.flags & all_wide != wide {
+            self.flags = (self.flags & !all_wide) | wide;
+            self.write_flags()?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::publish_summary`] after removals: a bit that fails to come down costs lookups,
+    /// not verdicts, and goes with the next write.
+    fn publish_summary_or_log(&mut self) {
+        if let Err(err) = self.publish_summary() {
+            log::warn!("summary bitmaps: {err}");
         }
     }
 
@@ -176,6 +239,16 @@ impl Dataplane {
                     continue;
                 }
             }
+            for &i in &picked {
+                self.summary.add(list, &prefixes[i]);
+            }
+            if self.publish_summary().is_err() {
+                // One by one below, each with its own summary write.
+                for &i in &picked {
+                    self.summary.remove(list, &prefixes[i]);
+                }
+                continue;
+            }
             let values = vec![
                 BlockEntry {
                     expires_ns,
@@ -205,6 +278,10 @@ impl Dataplane {
             };
             for &i in &picked[..added] {
                 done[i] = true;
+            }
+            // The rest take the one-by-one path, which counts them again.
+            for &i in &picked[added..] {
+                self.summary.remove(list, &prefixes[i]);
             }
             *self.block_counts.entry(list).or_default() += added as u64;
         }
@@ -297,6 +374,8 @@ impl Dataplane {
         };
         let was_there = removed(result, list.map_name())?;
         if was_there {
+            self.summary.remove(list, prefix);
+            self.publish_summary_or_log();
             self.removed_from(list, 1)?;
         }
         Ok(was_there)
@@ -348,6 +427,7 @@ impl Dataplane {
                 };
                 for &i in &rest[..done] {
                     results[i] = Some(Ok(true));
+                    self.summary.remove(list, &prefixes[i]);
                 }
                 deleted += done as u64;
                 start += done;
@@ -361,6 +441,7 @@ impl Dataplane {
                     Some(_) => break,
                 }
             }
+            self.publish_summary_or_log();
             if let Err(err) = self.removed_from(list, deleted) {
                 log::warn!("{list}: {err}");
             }

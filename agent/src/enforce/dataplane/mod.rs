@@ -31,6 +31,7 @@ mod pins;
 mod scan;
 mod seam;
 mod stats;
+mod summary;
 mod volume;
 
 #[cfg(any(test, feature = "test-fake"))]
@@ -305,6 +306,12 @@ pub enum DataplaneError {
         #[source]
         source: io::Error,
     },
+    #[error("writing map {map}")]
+    Write {
+        map: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("draining volume map {map}")]
     Drain {
         map: &'static str,
@@ -334,6 +341,10 @@ pub struct Dataplane {
     flags: u64,
     /// Entries per block list, to keep the list-not-empty bits right.
     block_counts: BTreeMap<ListId, u64>,
+    /// The summary bitmaps as they should be in `SUMMARY`.
+    summary: Box<summary::Summary>,
+    /// Where the next reconcile goes on comparing `SUMMARY` with [`Self::summary`].
+    summary_verified_to: u32,
 }
 
 impl Dataplane {

@@ -41,6 +41,7 @@ pub(super) struct Maps {
     pub(super) config: Array<MapData, DataplaneConfig>,
     pub(super) volume_v4: HashMap<MapData, [u8; 4], SourceVolume>,
     pub(super) volume_v6: HashMap<MapData, [u8; 16], SourceVolume>,
+    pub(super) summary: Array<MapData, u64>,
 }
 
 pub(super) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
@@ -82,6 +83,7 @@ impl Maps {
             config: pinned_map(dir, map_names::CONFIG, Map::Array)?,
             volume_v4: pinned_map(dir, map_names::VOLUME_V4, Map::LruHashMap)?,
             volume_v6: pinned_map(dir, map_names::VOLUME_V6, Map::LruHashMap)?,
+            summary: pinned_map(dir, map_names::SUMMARY, Map::Array)?,
         })
     }
 
@@ -98,6 +100,7 @@ impl Maps {
             config: take_map(ebpf, map_names::CONFIG)?,
             volume_v4: take_map(ebpf, map_names::VOLUME_V4)?,
             volume_v6: take_map(ebpf, map_names::VOLUME_V6)?,
+            summary: take_map(ebpf, map_names::SUMMARY)?,
         })
     }
 }
@@ -108,6 +111,8 @@ pub enum Opened {
     /// Program, maps and links were pinned by an earlier run; they kept enforcing meanwhile.
     Adopted,
     Fresh,
+    /// Pins of an older layout were there: removed, and a fresh program loaded and pinned.
+    Migrated,
 }
 
 /// The XDP program: loaded by this process, or adopted from pins.
@@ -278,6 +283,8 @@ impl Dataplane {
             owned_links: BTreeMap::new(),
             flags: 0,
             block_counts: BTreeMap::new(),
+            summary: Box::default(),
+            summary_verified_to: 0,
         }
     }
 
@@ -329,6 +336,21 @@ impl Dataplane {
     ) -> Result<(Self, Opened), DataplaneError> {
         ensure_bpffs(pin_dir)?;
         let program_pin = pin_dir.join(PROGRAM_PIN);
+        // A data path pinned by an xdpguard from before the summary maps: its program cannot
+        // be given them, and this binary's cannot run without them. Replace it (the decisions
+        // in the state directory are applied again right after; the entries' counters and a
+        // moment of enforcement are what the upgrade costs).
+        let older = program_pin.exists() && !pin_dir.join(map_names::SUMMARY).exists();
+        if older {
+            refuse_foreign_pins(pin_dir)?;
+            let removed = remove_own_pins(pin_dir)?;
+            log::warn!(
+                "{} held the data path of an older xdpguard (no {} map): detached it ({} pins) to load this version's",
+                pin_dir.display(),
+                map_names::SUMMARY,
+                removed.removed
+            );
+        }
         if !program_pin.exists() {
             // Half-written pins from a crash during a fresh start: start over. The directory
             // itself stays: the daemon's lock is on it.
@@ -341,7 +363,12 @@ impl Dataplane {
                 capacities,
                 Some(pin_dir.to_path_buf()),
             );
-            return Ok((dataplane, Opened::Fresh));
+            let opened = if older {
+                Opened::Migrated
+            } else {
+                Opened::Fresh
+            };
+            return Ok((dataplane, opened));
         }
         refuse_foreign_pins(pin_dir)?;
         let program = Xdp::from_pin(&program_pin, XdpAttachType::Interface)
@@ -380,6 +407,8 @@ impl Dataplane {
                 source,
             })?
             .flags;
+        // What the pinned summary holds is not known here: the recount writes all of it.
+        dataplane.summary.mark_all();
         let _: Vec<BlockListEntry> = dataplane.recount()?;
         dataplane.adopt_links()?;
         Ok((dataplane, Opened::Adopted))

@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::maps::{IterableMap as _, MapData};
-use xdpguard_common::{AllowEntry, BlockEntry, Family, IFINDEX_LIMIT, map_names};
+use xdpguard_common::{AllowEntry, BlockEntry, Family, IFINDEX_LIMIT, map_names, summary};
 
 use super::{
     Dataplane, DataplaneError, ListId, ListKind,
@@ -95,6 +95,10 @@ pub struct ScanCursor {
     pub(super) visited: u64,
     /// Entries read per list, by [`SCAN_ORDER`] index.
     pub(super) counts: [u64; 6],
+    /// Every block entry read, for the summary: a quiet pass rebuilds it from exactly these,
+    /// another counts those whose bits are not all set (written behind the daemon's back, the
+    /// program could not see them).
+    pub(super) blocks: Vec<(ListId, Prefix)>,
 }
 
 impl ScanCursor {
@@ -135,7 +139,13 @@ pub struct ScanRepairs {
     pub config: bool,
     /// Interfaces whose `IFACE_SLOT` entry pointed at another counter slot.
     pub slots: u32,
+    /// `SUMMARY` words that differed from what the daemon wrote, and entries found in the
+    /// kernel that the summary did not count: put back, so the program sees every entry.
+    pub summary: u64,
 }
+
+/// Reconcile passes it takes to compare the whole `SUMMARY` map with the daemon's copy.
+const SUMMARY_SLICES: u32 = 16;
 
 /// Hash entries asked for per batch at least: a hash bucket never holds this many, so a batch
 /// never stops short with `ENOSPC` (it would be retried larger anyway).
@@ -160,6 +170,11 @@ impl Dataplane {
             ListKind::BlockHost => self.scan_hosts(list, cursor, limit)?,
             ListKind::BlockPrefix | ListKind::Allow => self.scan_trie(list, cursor, limit)?,
         };
+        if list.kind != ListKind::Allow {
+            cursor
+                .blocks
+                .extend(entries.iter().map(|entry| (entry.list, entry.prefix)));
+        }
         cursor.advance(entries.len(), done);
         Ok(entries)
     }
@@ -337,11 +352,113 @@ impl Dataplane {
         let repairs = ScanRepairs {
             config: in_kernel != before,
             slots: self.repair_slots()?,
+            summary: self.repair_summary(&cursor.blocks, quiet)?,
         };
         if in_kernel != self.flags {
             self.write_flags()?;
         }
         Ok(repairs)
+    }
+
+    /// Bits set in the kernel's `SUMMARY` map (read back, not the daemon's copy).
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn summary_population(&self) -> Result<u64, DataplaneError> {
+        let mut bits = 0;
+        self.each_summary_word(0, summary::WORDS, |_, word| {
+            bits += u64::from(word.count_ones());
+        })?;
+        Ok(bits)
+    }
+
+    /// Words `first..first + count` of the kernel's `SUMMARY` map with their indices, read
+    /// with `BPF_MAP_LOOKUP_BATCH` (on an array the batch token is the index before).
+    fn each_summary_word(
+        &self,
+        first: u32,
+        count: u32,
+        mut visit: impl FnMut(u32, u64),
+    ) -> Result<(), DataplaneError> {
+        const CHUNK: u32 = 1 << 15;
+        let fd = self.maps.summary.map().fd().as_fd().as_raw_fd();
+        let end = first.saturating_add(count).min(summary::WORDS);
+        let mut at = first;
+        while at < end {
+            let batch = (end - at).min(CHUNK) as usize;
+            let mut keys = vec![0u8; batch * MAX_KEY_SIZE];
+            let mut values = vec![0u64; batch];
+            let mut next = [0u64; 2];
+            let token = [u64::from(at.wrapping_sub(1)), 0];
+            let position = if at == 0 {
+                std::ptr::null()
+            } else {
+                token.as_ptr()
+            };
+            let (read, done) = read_batch(
+                fd,
+                false,
+                position,
+                next.as_mut_ptr(),
+                &mut keys,
+                &mut values,
+            )
+            .map_err(|source| DataplaneError::Read {
+                map: map_names::SUMMARY,
+                source,
+            })?;
+            for (i, word) in values.iter().enumerate().take(read) {
+                let key = keys[i * 4..i * 4 + 4].try_into().unwrap_or_default();
+                visit(u32::from_ne_bytes(key), *word);
+            }
+            if done || read == 0 {
+                return Ok(());
+            }
+            at += u32::try_from(read).unwrap_or(CHUNK);
+        }
+        Ok(())
+    }
+
+    /// Bring the summary in line with the entries the scan read (`quiet`: nothing changed
+    /// meanwhile, so they are exactly the lists: rebuild; else count those it does not cover),
+    /// and put back every `SUMMARY` word that is not what the daemon wrote. Returns how many
+    /// uncounted entries and differing words there were.
+    fn repair_summary(
+        &mut self,
+        blocks: &[(ListId, Prefix)],
+        quiet: bool,
+    ) -> Result<u64, DataplaneError> {
+        let uncovered: Vec<(ListId, Prefix)> = blocks
+            .iter()
+            .filter(|(list, prefix)| !self.summary.covers(*list, prefix))
+            .copied()
+            .collect();
+        let mut repaired = uncovered.len() as u64;
+        if quiet {
+            self.summary
+                .rebuild(blocks.iter().map(|(list, prefix)| (*list, prefix)));
+        } else {
+            for (list, prefix) in &uncovered {
+                self.summary.add(*list, prefix);
+            }
+        }
+        // Write what changed first: the comparison below is with what should be there.
+        self.publish_summary()?;
+        // A slice per pass, the whole map every SUMMARY_SLICES passes: reading all 8 MiB
+        // every pass would cost a reconcile of one second a tenth of a core.
+        let slice = summary::WORDS / SUMMARY_SLICES;
+        let first = self.summary_verified_to % summary::WORDS;
+        self.summary_verified_to = first + slice;
+        let mut differing = Vec::new();
+        self.each_summary_word(first, slice, |index, word| {
+            if self.summary.word(index) != Some(word) {
+                differing.push(index);
+            }
+        })?;
+        repaired += differing.len() as u64;
+        self.summary.redirty(&differing);
+        self.publish_summary()?;
+        Ok(repaired)
     }
 
     /// Point each attached interface's `IFACE_SLOT` entry back at its counter slot.

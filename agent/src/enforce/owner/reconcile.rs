@@ -300,6 +300,13 @@ impl<D: DataPath> Owner<D> {
                     repairs.slots
                 );
             }
+            if repairs.summary > 0 {
+                pass.report.corrected += repairs.summary;
+                log::warn!(
+                    "reconcile: {} summary bitmap words or uncounted entries (changed behind the daemon's back); put back",
+                    repairs.summary
+                );
+            }
             let mut unseen = Vec::new();
             for kind in DecisionKind::ALL {
                 // Only when something is missing does the pass walk the decisions.
