@@ -38,8 +38,12 @@ pub mod map_names {
     /// [`summary`](crate::summary)).
     pub const SUMMARY: &str = "SUMMARY";
 
+    /// Array of 2 `u32` (IPv4, IPv6): while the volume maps overflow, a new source is
+    /// counted with probability 2^-n and weight 2^n (see [`volume_sample`](crate::volume_sample)).
+    pub const VOLUME_SAMPLE: &str = "VOLUME_SAMPLE";
+
     /// Every map of the program.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         ALLOW_V4,
         ALLOW_V6,
         BLOCK_HOST_V4,
@@ -52,7 +56,21 @@ pub mod map_names {
         VOLUME_V4,
         VOLUME_V6,
         SUMMARY,
+        VOLUME_SAMPLE,
     ];
+}
+
+/// Sampled volume accounting under churn. A flood of more distinct sources than the volume
+/// maps hold makes every frame evict and insert (a lock, about half a microsecond); with
+/// `VOLUME_SAMPLE[family] = n`, a source not in the map yet is inserted for one frame in 2^n
+/// (chosen at random) with its counts multiplied by 2^n, so the expected counts stay right and
+/// heavy sources still arrive within a few frames. The agent raises n while a drain finds the
+/// map nearly full and lowers it when the flood is gone.
+pub mod volume_sample {
+    /// The largest exponent: one new source in 256.
+    pub const MAX_SHIFT: u32 = 8;
+    pub const V4: u32 = 0;
+    pub const V6: u32 = 1;
 }
 
 /// The summary bitmaps: one bit per slot says "some block entry may cover a source of this

@@ -22,7 +22,7 @@ use core::{
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
@@ -30,6 +30,7 @@ use aya_ebpf::{
 use xdpguard_common::{
     AllowEntry, BlockEntry, DataplaneConfig, Family, IFINDEX_LIMIT, MAX_INTERFACES, STAT_COUNT,
     STATS_LEN, SourceVolume, Stat, StatValue, Verdict, capacity, config_flags, summary,
+    volume_sample,
 };
 use xdpguard_ebpf::{Parsed, Source, parse_source};
 
@@ -131,6 +132,9 @@ static VOLUME_V6: LruHashMap<[u8; 16], LiveSourceVolume> =
 #[map(name = "SUMMARY")]
 static SUMMARY: Array<u64> = Array::with_max_entries(summary::WORDS, 0);
 
+#[map(name = "VOLUME_SAMPLE")]
+static VOLUME_SAMPLE: Array<u32> = Array::with_max_entries(2, 0);
+
 #[xdp]
 #[expect(
     clippy::needless_pass_by_value,
@@ -188,7 +192,7 @@ fn count(slot: u32, stat: Stat, len: u64) {
 /// Add the frame to its source's volume when accounting is on. Every IP frame counts, dropped
 /// ones too: a blocked flood that keeps coming is what keeps its block extended.
 #[inline(always)]
-fn account<K>(map: &LruHashMap<K, LiveSourceVolume>, addr: &K, len: u64, flags: u64) {
+fn account<K>(map: &LruHashMap<K, LiveSourceVolume>, addr: &K, len: u64, flags: u64, family: u32) {
     if flags & config_flags::VOLUME_ACCOUNTING == 0 {
         return;
     }
@@ -199,9 +203,19 @@ fn account<K>(map: &LruHashMap<K, LiveSourceVolume>, addr: &K, len: u64, flags: 
         value.bytes.add(len);
         return;
     }
+    // Under churn, one new source in 2^shift goes in, weighted 2^shift (see
+    // `xdpguard_common::volume_sample`): the others cost a lookup, not an eviction.
+    let shift = VOLUME_SAMPLE
+        .get(family)
+        .map_or(0, |shift| (*shift).min(volume_sample::MAX_SHIFT));
+    // SAFETY: helper without arguments.
+    if shift > 0 && unsafe { bpf_get_prandom_u32() } & ((1 << shift) - 1) != 0 {
+        return;
+    }
+    let weight = 1u64 << shift;
     let first = LiveSourceVolume {
-        packets: SharedCounter(UnsafeCell::new(1)),
-        bytes: SharedCounter(UnsafeCell::new(len)),
+        packets: SharedCounter(UnsafeCell::new(weight)),
+        bytes: SharedCounter(UnsafeCell::new(len * weight)),
     };
     // Fails only when another CPU inserted the key in between (BPF_NOEXIST): this frame is
     // then lost to accounting, which is cheaper than a retry on the fast path.
@@ -241,7 +255,7 @@ fn summary_bits(word: u32, shift: u32) -> u64 {
 
 #[inline(always)]
 fn decide_v4(addr: [u8; 4], len: u64, flags: u64) -> Verdict {
-    account(&VOLUME_V4, &addr, len, flags);
+    account(&VOLUME_V4, &addr, len, flags, volume_sample::V4);
     if flags & (config_flags::HOST_V4_NONEMPTY | config_flags::PREFIX_V4_NONEMPTY) == 0 {
         return Verdict::Pass;
     }
@@ -276,7 +290,7 @@ fn decide_v6(addr: [u8; 16], len: u64, flags: u64) -> Verdict {
         addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7], 0, 0, 0, 0, 0, 0,
         0, 0,
     ];
-    account(&VOLUME_V6, &network, len, flags);
+    account(&VOLUME_V6, &network, len, flags, volume_sample::V6);
     let words = [
         u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]),
         u32::from_be_bytes([addr[4], addr[5], addr[6], addr[7]]),

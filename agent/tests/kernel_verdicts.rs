@@ -756,18 +756,25 @@ fn volume_accounting_counts_per_source_and_drains() {
     );
 }
 
+/// A data path with volume accounting on, and the reader of its volume maps.
+fn accounting_on(
+    capacities: Capacities,
+) -> (Dataplane, xdpguard::enforce::dataplane::VolumeReader) {
+    let mut dp = Dataplane::load(capacities).unwrap();
+    dp.set_volume_accounting(true).unwrap();
+    let reader = dp.volume_reader().unwrap();
+    (dp, reader)
+}
+
 /// More sources than the map holds: the LRU evicts instead of failing, and one drain reads
 /// every remaining source across several batches.
 #[test]
 #[ignore = "needs root and BPF: run by `cargo xtask test`"]
 fn volume_accounting_is_bounded_and_drains_in_batches() {
-    let mut dp = Dataplane::load(Capacities {
+    let (dp, mut reader) = accounting_on(Capacities {
         volume_v4: 8192,
         ..Capacities::default()
-    })
-    .unwrap();
-    dp.set_volume_accounting(true).unwrap();
-    let mut reader = dp.volume_reader().unwrap();
+    });
     // 10,000 distinct IPv4 sources (the test run never puts them on a wire).
     for i in 0..10_000u32 {
         let source = Ipv4Addr::from(0x0a00_0000 + i);
@@ -781,4 +788,68 @@ fn volume_accounting_is_bounded_and_drains_in_batches() {
     );
     assert!(counted.values().all(|&(packets, _)| packets == 1));
     assert!(drained(&mut reader).is_empty());
+}
+
+/// A flood of more new sources per interval than the volume map holds is sampled: after drains
+/// that find the map nearly full, a new source goes in for one frame in 2^n, weighted 2^n, so
+/// the totals stay right while most frames cost a lookup instead of an eviction; once the
+/// drains are small again the sampling comes down.
+#[test]
+#[ignore = "needs root and BPF: run by `cargo xtask test`"]
+fn a_churning_flood_is_sampled_with_weights_that_keep_the_totals() {
+    let (dp, mut reader) = accounting_on(Capacities {
+        volume_v4: 4096,
+        ..Capacities::default()
+    });
+    assert_eq!(reader.sampling(), [0, 0]);
+    let mut next = 0x0a00_0000u32;
+    let mut flood = |dp: &Dataplane, sources: u32| {
+        for _ in 0..sources {
+            let frame = udp4(Ipv4Addr::from(next));
+            next += 1;
+            assert_eq!(dp.test_run(&frame, 1).unwrap().0, XDP_PASS);
+        }
+    };
+    // Each drain of an overflowing map raises the exponent: 20k new sources fill the 4096
+    // entries at 2^0, 2^-1 and 2^-2; at 2^-3 about 2,500 go in, and it stays there.
+    let mut exponents = Vec::new();
+    for _ in 0..4 {
+        flood(&dp, 20_000);
+        let _ = drained(&mut reader);
+        exponents.push(reader.sampling()[0]);
+    }
+    assert_eq!(exponents, [1, 2, 3, 3]);
+    assert_eq!(reader.sampling()[1], 0, "IPv6 saw no flood");
+
+    // At 2^-3: 4,000 new sources, one frame each, are about 500 entries of 8 frames.
+    let len = udp4(Ipv4Addr::new(192, 0, 2, 1)).len() as u64;
+    flood(&dp, 4_000);
+    let counted = drained(&mut reader);
+    assert!(
+        (350..650).contains(&counted.len()),
+        "{} of 4000 sources sampled at 1 in 8",
+        counted.len()
+    );
+    assert!(
+        counted
+            .values()
+            .all(|&(packets, bytes)| packets == 8 && bytes == 8 * len),
+        "each sampled source weighted 8"
+    );
+    let total: u64 = counted.values().map(|&(packets, _)| packets).sum();
+    assert!(
+        (2_800..5_200).contains(&total),
+        "{total} packets estimated for 4000"
+    );
+    // That drain was small: the exponent comes down.
+    assert_eq!(reader.sampling()[0], 2);
+    // A source already in the map counts every frame exactly.
+    let known = Ipv4Addr::new(192, 0, 2, 1);
+    while drained(&mut reader).is_empty() || reader.sampling()[0] > 0 {
+        assert_eq!(dp.test_run(&udp4(known), 1).unwrap().0, XDP_PASS);
+    }
+    for _ in 0..5 {
+        assert_eq!(dp.test_run(&udp4(known), 1).unwrap().0, XDP_PASS);
+    }
+    assert_eq!(drained(&mut reader)[&std::net::IpAddr::V4(known)].0, 5);
 }

@@ -42,6 +42,7 @@ pub(super) struct Maps {
     pub(super) volume_v4: HashMap<MapData, [u8; 4], SourceVolume>,
     pub(super) volume_v6: HashMap<MapData, [u8; 16], SourceVolume>,
     pub(super) summary: Array<MapData, u64>,
+    pub(super) volume_sample: Array<MapData, u32>,
 }
 
 pub(super) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
@@ -84,6 +85,7 @@ impl Maps {
             volume_v4: pinned_map(dir, map_names::VOLUME_V4, Map::LruHashMap)?,
             volume_v6: pinned_map(dir, map_names::VOLUME_V6, Map::LruHashMap)?,
             summary: pinned_map(dir, map_names::SUMMARY, Map::Array)?,
+            volume_sample: pinned_map(dir, map_names::VOLUME_SAMPLE, Map::Array)?,
         })
     }
 
@@ -101,6 +103,7 @@ impl Maps {
             volume_v4: take_map(ebpf, map_names::VOLUME_V4)?,
             volume_v6: take_map(ebpf, map_names::VOLUME_V6)?,
             summary: take_map(ebpf, map_names::SUMMARY)?,
+            volume_sample: take_map(ebpf, map_names::VOLUME_SAMPLE)?,
         })
     }
 }
@@ -336,18 +339,20 @@ impl Dataplane {
     ) -> Result<(Self, Opened), DataplaneError> {
         ensure_bpffs(pin_dir)?;
         let program_pin = pin_dir.join(PROGRAM_PIN);
-        // A data path pinned by an xdpguard from before the summary maps: its program cannot
-        // be given them, and this binary's cannot run without them. Replace it (the decisions
-        // in the state directory are applied again right after; the entries' counters and a
-        // moment of enforcement are what the upgrade costs).
-        let older = program_pin.exists() && !pin_dir.join(map_names::SUMMARY).exists();
-        if older {
+        // A data path pinned by an older xdpguard lacks maps this version's program needs (the
+        // summary maps, for one), and its program cannot be given them. Replace it (the
+        // decisions in the state directory are applied again right after; the entries'
+        // counters and a moment of enforcement are what the upgrade costs).
+        let missing = map_names::ALL
+            .into_iter()
+            .find(|name| !pin_dir.join(name).exists());
+        let older = program_pin.exists() && missing.is_some();
+        if let (true, Some(missing)) = (older, missing) {
             refuse_foreign_pins(pin_dir)?;
             let removed = remove_own_pins(pin_dir)?;
             log::warn!(
-                "{} held the data path of an older xdpguard (no {} map): detached it ({} pins) to load this version's",
+                "{} held the data path of an older xdpguard (no {missing} map): detached it ({} pins) to load this version's",
                 pin_dir.display(),
-                map_names::SUMMARY,
                 removed.removed
             );
         }

@@ -9,8 +9,8 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
 };
 
-use aya::maps::{IterableMap as _, MapData};
-use xdpguard_common::{SourceVolume, map_names};
+use aya::maps::{Array, IterableMap as _, MapData};
+use xdpguard_common::{SourceVolume, map_names, volume_sample};
 
 use super::{
     Dataplane, DataplaneError,
@@ -27,7 +27,12 @@ impl Dataplane {
     /// # Errors
     /// When the map descriptors cannot be duplicated, or the CPU count is unknown.
     pub fn volume_reader(&self) -> Result<VolumeReader, DataplaneError> {
-        VolumeReader::new(self.maps.volume_v4.map(), self.maps.volume_v6.map())
+        VolumeReader::new(
+            self.maps.volume_v4.map(),
+            self.maps.volume_v6.map(),
+            self.maps.volume_sample.map(),
+            [self.capacities.volume_v4, self.capacities.volume_v6],
+        )
     }
 }
 
@@ -39,28 +44,104 @@ pub struct DrainCount {
 }
 
 /// Duplicated descriptors of the volume maps, for a thread other than the map owner.
-#[derive(Debug)]
 pub struct VolumeReader {
     v4: OwnedFd,
     v6: OwnedFd,
+    /// `VOLUME_SAMPLE`, which only this reader writes.
+    sample: Array<MapData, u32>,
+    /// Capacity of each volume map, and the sampling exponent in force (IPv4, IPv6).
+    capacity: [u32; 2],
+    shift: [u32; 2],
     keys: Vec<u8>,
     values: Vec<SourceVolume>,
 }
 
+impl std::fmt::Debug for VolumeReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeReader")
+            .field("capacity", &self.capacity)
+            .field("shift", &self.shift)
+            .finish_non_exhaustive()
+    }
+}
+
 impl VolumeReader {
-    fn new(v4: &MapData, v6: &MapData) -> Result<Self, DataplaneError> {
+    fn new(
+        v4: &MapData,
+        v6: &MapData,
+        sample: &MapData,
+        capacity: [u32; 2],
+    ) -> Result<Self, DataplaneError> {
         let dup = |map: &MapData, name: &'static str| {
             map.fd()
                 .as_fd()
                 .try_clone_to_owned()
                 .map_err(|source| DataplaneError::Drain { map: name, source })
         };
+        let sample_error = |source| DataplaneError::Map {
+            map: map_names::VOLUME_SAMPLE,
+            source,
+        };
+        let sample_fd = dup(sample, map_names::VOLUME_SAMPLE)?;
+        let sample = Array::try_from(aya::maps::Map::Array(
+            MapData::from_fd(sample_fd).map_err(sample_error)?,
+        ))
+        .map_err(sample_error)?;
+        // An adopted data path keeps the exponents its last reader set.
+        let shift = [volume_sample::V4, volume_sample::V6].map(|family| {
+            sample
+                .get(&family, 0)
+                .unwrap_or(0)
+                .min(volume_sample::MAX_SHIFT)
+        });
         Ok(Self {
             v4: dup(v4, map_names::VOLUME_V4)?,
             v6: dup(v6, map_names::VOLUME_V6)?,
+            sample,
+            capacity,
+            shift,
             keys: vec![0; BATCH * MAX_KEY_SIZE],
             values: vec![SourceVolume::default(); BATCH],
         })
+    }
+
+    /// The sampling exponents in force (IPv4, IPv6): a new source is counted with probability
+    /// 2^-n, weighted 2^n.
+    pub const fn sampling(&self) -> [u32; 2] {
+        self.shift
+    }
+
+    /// After a drain of `drained` sources: sample new sources harder while the map comes back
+    /// nearly full (3/4: an LRU map under eviction holds somewhat less than its capacity, and
+    /// evictions are what cost), less once under a quarter.
+    fn adapt(&mut self, family: Family, drained: u64) -> Result<(), DataplaneError> {
+        let key = family as u32;
+        let index = key as usize;
+        let capacity = u64::from(self.capacity[index]);
+        let current = self.shift[index];
+        let next = if drained >= capacity - capacity / 4 {
+            (current + 1).min(volume_sample::MAX_SHIFT)
+        } else if drained < capacity / 4 {
+            current.saturating_sub(1)
+        } else {
+            current
+        };
+        if next == current {
+            return Ok(());
+        }
+        self.sample
+            .set(key, next, 0)
+            .map_err(|source| DataplaneError::Map {
+                map: map_names::VOLUME_SAMPLE,
+                source,
+            })?;
+        self.shift[index] = next;
+        log::info!(
+            "volume accounting ({}): {drained} sources in an interval, capacity {capacity}; new sources now counted 1 in {} (weighted)",
+            family.name(),
+            1u32 << next
+        );
+        Ok(())
     }
 
     /// Read and remove every source counted since the last drain; `sink` gets each source
@@ -74,6 +155,8 @@ impl VolumeReader {
     ) -> Result<DrainCount, DataplaneError> {
         let v4 = self.drain_map(Family::V4, sink)?;
         let v6 = self.drain_map(Family::V6, sink)?;
+        self.adapt(Family::V4, v4)?;
+        self.adapt(Family::V6, v6)?;
         Ok(DrainCount { v4, v6 })
     }
 
@@ -127,6 +210,15 @@ impl VolumeReader {
 
 #[derive(Clone, Copy)]
 enum Family {
-    V4,
-    V6,
+    V4 = 0,
+    V6 = 1,
+}
+
+impl Family {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::V4 => "IPv4",
+            Self::V6 => "IPv6",
+        }
+    }
 }

@@ -121,6 +121,10 @@ pub struct VolumeSnapshot {
     pub flow_rejected: u64,
     /// Drains of the XDP volume maps that failed, since start.
     pub drain_errors: u64,
+    /// The XDP accounting's sampling exponents (IPv4, IPv6): a new source is counted for one
+    /// frame in 2^n, weighted 2^n, while the volume maps overflow.
+    #[serde(default)]
+    pub xdp_sampling: [u32; 2],
 }
 
 /// A block the core wants the owner to apply.
@@ -758,6 +762,7 @@ impl Worker {
             self.core.snapshot_mut().drain_errors += 1;
             log::error!("volume accounting: {}", crate::error_chain(&err));
         }
+        self.core.snapshot_mut().xdp_sampling = reader.sampling();
         !discard
     }
 

@@ -83,6 +83,14 @@ pub fn render(snapshot: &VolumeSnapshot) -> String {
         "Failed reads of the XDP program's per-source volume maps.",
     );
     drain_errors.add(&[], snapshot.drain_errors);
+    let mut sampling = MetricFamily::new(
+        "xdpguard_volume_xdp_sampling_exponent",
+        Kind::Gauge,
+        "While the XDP volume maps overflow, a new source is counted for one frame in 2^n, weighted 2^n (0: every source), by family.",
+    );
+    for (family, exponent) in ["ipv4", "ipv6"].into_iter().zip(snapshot.xdp_sampling) {
+        sampling.add(&[("family", family)], u64::from(exponent));
+    }
     let mut datagrams = MetricFamily::new(
         "xdpguard_flow_datagrams_total",
         Kind::Counter,
@@ -135,6 +143,7 @@ pub fn render(snapshot: &VolumeSnapshot) -> String {
         alerts,
         overflow,
         drain_errors,
+        sampling,
         datagrams,
         records,
         filtered,
@@ -199,7 +208,8 @@ mod tests {
             .filter_map(|line| line.strip_prefix("# TYPE "))
             .map(|rest| rest.split_once(' ').unwrap().0)
             .collect();
-        assert_eq!(names.len(), 16, "{text}");
+        assert!(text.contains("xdpguard_volume_xdp_sampling_exponent{family=\"ipv6\"} 0\n"));
+        assert_eq!(names.len(), 17, "{text}");
         assert!(names.is_sorted(), "{names:?}");
     }
 }
