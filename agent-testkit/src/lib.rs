@@ -6,6 +6,7 @@
 //! - [`flows`]: real flow exporters (tcpdump, softflowd);
 //! - [`encode`]: a NetFlow v9 encoder for generated streams;
 //! - `baseline` (feature `baselines`): the benchmark baseline XDP programs;
+//! - [`prometheus`]: a real Prometheus scraping the daemon;
 //! - [`report`]: what the benchmarks' Markdown reports share.
 #[cfg(feature = "baselines")]
 pub mod baseline;
@@ -14,4 +15,5 @@ pub mod encode;
 pub mod flows;
 pub mod frames;
 pub mod netns;
+pub mod prometheus;
 pub mod report;

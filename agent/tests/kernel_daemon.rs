@@ -8,8 +8,9 @@ use xdpguard::{
     prefix::Prefix,
 };
 use xdpguard_testkit::{
-    daemon::{Children, Daemon, Workdir, eventually, http_get},
+    daemon::{Daemon, Workdir, eventually, http_get},
     netns::{FW_IF, FW_V4, Sandbox},
+    prometheus::Prometheus,
     xdpguard_binary,
 };
 
@@ -315,50 +316,23 @@ fn bad_config_and_corrupt_state_are_reported() {
 fn prometheus_scrapes_the_drop_counter() {
     const METRICS_PORT: u16 = 19_482;
     const PROMETHEUS_PORT: u16 = 19_490;
-    let prometheus = ["/usr/bin/prometheus", "/usr/sbin/prometheus"]
-        .into_iter()
-        .find(|path| std::path::Path::new(path).exists())
-        .expect("Debian's prometheus package (cargo xtask setup installs it)");
     let (sandbox, workdir) = setup("prometheus", METRICS_PORT, "");
     let daemon = Daemon::start(&sandbox, &workdir);
     ok(&daemon.cli(&["block", "203.0.113.66"]));
     assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 4), 0);
 
-    let config = workdir.path.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: xdpguard\n    static_configs:\n      - targets: ['127.0.0.1:{METRICS_PORT}']\n"
-        ),
-    )
-    .unwrap();
-    let mut server = Children(vec![
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &sandbox.fw, prometheus])
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                workdir.path.join("prometheus").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(workdir.path.join("prometheus.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    ]);
+    let server = Prometheus::start(&sandbox, &workdir.path, METRICS_PORT, PROMETHEUS_PORT, &[]);
     let query = |expr: &str| -> Option<f64> {
-        let body = http_get(
-            &sandbox,
-            PROMETHEUS_PORT,
-            &format!("/api/v1/query?query={expr}"),
-        )?;
-        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
-        json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+        server.api(&sandbox, &format!("/api/v1/query?query={expr}"))?["data"]["result"][0]["value"]
+            [1]
+        .as_str()?
+        .parse()
+        .ok()
     };
     let dropped = "sum(xdpguard_packets_total%7Bverdict%3D%22drop%22%2Cfamily%3D%22ipv4%22%7D)";
     let top = "xdpguard_top_blocked_packets_total%7Bprefix%3D%22203.0.113.66%2F32%22%7D";
     let seen = eventually(Duration::from_secs(60), || query(dropped) == Some(4.0));
-    let log = std::fs::read_to_string(workdir.path.join("prometheus.log")).unwrap_or_default();
+    let log = server.log();
     assert!(
         seen,
         "Prometheus never saw 4 drops; last answer {:?}; log:\n{log}",
@@ -376,9 +350,7 @@ fn prometheus_scrapes_the_drop_counter() {
         page.contains(r#"xdpguard_decisions_total{action="block",source="manual"} 1"#),
         "{page}"
     );
-    server.0.iter_mut().for_each(|child| {
-        let _ = child.kill();
-    });
+    drop(server);
     drop(daemon);
 }
 

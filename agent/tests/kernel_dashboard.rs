@@ -13,6 +13,7 @@ use xdpguard_testkit::{
     daemon::{Children, Daemon, Workdir, eventually, http_get},
     encode::{self, AddressFamily, V9Flow, V9Header, V9Template},
     netns::{FW_IF, FW_V4, FW_V6, Sandbox, Side},
+    prometheus::Prometheus,
     xdpguard_binary,
 };
 
@@ -132,10 +133,6 @@ fn every_dashboard_query_returns_data_and_every_alert_evaluates() {
     let queries = dashboard_queries(&dashboard);
     assert!(queries.len() >= 10, "{queries:?}");
 
-    let prometheus = ["/usr/bin/prometheus", "/usr/sbin/prometheus"]
-        .into_iter()
-        .find(|path| Path::new(path).exists())
-        .expect("Debian's prometheus package (cargo xtask setup installs it)");
     let sandbox = Sandbox::new("dash");
     for source in ["203.0.113.66", "203.0.113.77", "2001:db8:f::66"] {
         sandbox.add_source(ip(source));
@@ -201,34 +198,14 @@ action = "report"
         http_get(&sandbox, METRICS_PORT, "/metrics").unwrap_or_default()
     );
 
-    let config = workdir.path.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: xdpguard\n    static_configs:\n      - targets: ['127.0.0.1:{METRICS_PORT}']\n",
-            rules.display()
-        ),
-    )
-    .unwrap();
-    let server_log = workdir.path.join("prometheus.log");
-    let _server = Children(vec![
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &sandbox.fw, prometheus])
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                workdir.path.join("prometheus").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&server_log).unwrap())
-            .spawn()
-            .unwrap(),
-    ]);
-    let api = |path: &str| -> Option<serde_json::Value> {
-        let body = http_get(&sandbox, PROMETHEUS_PORT, path)?;
-        serde_json::from_str(&body).ok()
-    };
+    let server = Prometheus::start(
+        &sandbox,
+        &workdir.path,
+        METRICS_PORT,
+        PROMETHEUS_PORT,
+        &[&rules],
+    );
+    let api = |path: &str| server.api(&sandbox, path);
     let query = |expr: &str| api(&format!("/api/v1/query?query={}", encode_query(expr)));
     // Enough scrapes for rates over the substituted windows.
     let scraped = eventually(Duration::from_secs(60), || {
@@ -241,11 +218,7 @@ action = "report"
             })
             .is_some_and(|n| n >= 8.0)
     });
-    assert!(
-        scraped,
-        "Prometheus did not scrape: {}",
-        std::fs::read_to_string(&server_log).unwrap_or_default()
-    );
+    assert!(scraped, "Prometheus did not scrape: {}", server.log());
 
     // The volume panels show the last interval: keep a trickle of traffic going while the
     // queries run (bounded: 40 pings, 20 s).

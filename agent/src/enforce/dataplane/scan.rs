@@ -383,11 +383,11 @@ impl Dataplane {
         const CHUNK: u32 = 1 << 15;
         let fd = self.maps.summary.map().fd().as_fd().as_raw_fd();
         let end = first.saturating_add(count).min(summary::WORDS);
+        let mut keys = vec![0u8; CHUNK as usize * MAX_KEY_SIZE];
+        let mut values = vec![0u64; CHUNK as usize];
         let mut at = first;
         while at < end {
             let batch = (end - at).min(CHUNK) as usize;
-            let mut keys = vec![0u8; batch * MAX_KEY_SIZE];
-            let mut values = vec![0u64; batch];
             let mut next = [0u64; 2];
             let token = [u64::from(at.wrapping_sub(1)), 0];
             let position = if at == 0 {
@@ -400,8 +400,8 @@ impl Dataplane {
                 false,
                 position,
                 next.as_mut_ptr(),
-                &mut keys,
-                &mut values,
+                &mut keys[..batch * MAX_KEY_SIZE],
+                &mut values[..batch],
             )
             .map_err(|source| DataplaneError::Read {
                 map: map_names::SUMMARY,
