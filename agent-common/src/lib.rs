@@ -15,9 +15,12 @@ pub mod map_names {
     pub const BLOCK_HOST_V4: &str = "BLOCK_HOST_V4";
     /// Hash, exact IPv6 hosts: `[u8; 16]` → [`BlockEntry`](crate::BlockEntry).
     pub const BLOCK_HOST_V6: &str = "BLOCK_HOST_V6";
-    /// LPM trie, IPv4 prefixes shorter than /32: `LpmKey<[u8; 4]>` → [`BlockEntry`](crate::BlockEntry).
+    /// Hash, IPv4 prefixes shorter than /32 by exact network and length:
+    /// [`PrefixKeyV4`](crate::PrefixKeyV4) → [`BlockEntry`](crate::BlockEntry). The program
+    /// probes it only at the lengths [`prefix_lengths`](crate::prefix_lengths) says are in use.
     pub const BLOCK_PREFIX_V4: &str = "BLOCK_PREFIX_V4";
-    /// LPM trie, IPv6 prefixes shorter than /128: `LpmKey<[u8; 16]>` → [`BlockEntry`](crate::BlockEntry).
+    /// Hash, IPv6 prefixes shorter than /128: [`PrefixKeyV6`](crate::PrefixKeyV6) →
+    /// [`BlockEntry`](crate::BlockEntry).
     pub const BLOCK_PREFIX_V6: &str = "BLOCK_PREFIX_V6";
     /// Per-CPU array indexed by `slot * STAT_COUNT + Stat` → [`StatValue`](crate::StatValue),
     /// one block of counters per interface slot (see [`IFACE_SLOT`]).
@@ -42,8 +45,18 @@ pub mod map_names {
     /// counted with probability 2^-n and weight 2^n (see [`volume_sample`](crate::volume_sample)).
     pub const VOLUME_SAMPLE: &str = "VOLUME_SAMPLE";
 
+    /// Array indexed by IPv4 /16 → `u32` mask of the prefix lengths (16..=31) listed inside
+    /// it (see [`prefix_lengths`](crate::prefix_lengths)).
+    pub const REGION_V4: &str = "REGION_V4";
+    /// Hash, IPv6 /32 (first big-endian word) → [`LengthMask`](crate::LengthMask) of the
+    /// prefix lengths (32..=127) listed inside it.
+    pub const REGION_V6: &str = "REGION_V6";
+    /// Array of 2 [`LengthMask`](crate::LengthMask) (IPv4, IPv6): the lengths of the prefixes
+    /// wider than a region (IPv4 shorter than /16, IPv6 shorter than /32).
+    pub const WIDE_LENGTHS: &str = "WIDE_LENGTHS";
+
     /// Every map of the program.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 16] = [
         ALLOW_V4,
         ALLOW_V6,
         BLOCK_HOST_V4,
@@ -57,7 +70,107 @@ pub mod map_names {
         VOLUME_V6,
         SUMMARY,
         VOLUME_SAMPLE,
+        REGION_V4,
+        REGION_V6,
+        WIDE_LENGTHS,
     ];
+}
+
+/// Which prefix lengths a source's longest-match lookup has to probe. The prefix lists are
+/// hashes keyed by exact network and length, so a lookup is one probe per length in use where
+/// the source is, longest first, stopping at the first live entry: cheaper than an LPM-trie walk
+/// (a dozen dependent cache misses at a million entries) when, as in real lists, a region holds
+/// entries of one or two lengths.
+///
+/// - IPv4: `REGION_V4[addr >> 16]` holds length L (16..=31, bit
+///   [`v4_length_bit`](crate::v4_length_bit)) while a prefix of length L is listed inside
+///   that /16; lengths 0..=15 are in `WIDE_LENGTHS[0].longer`.
+/// - IPv6: `REGION_V6[first word]` holds length L (32..=127, a [`LengthMask`](crate::LengthMask))
+///   while a prefix of length L is listed inside that /32; lengths 0..=31 are in
+///   `WIDE_LENGTHS[1]`.
+///
+/// A bit goes up before its entry goes in and comes down after the last entry of that length
+/// and region has gone, like the summary's: a stale bit costs a probe, never a verdict.
+pub mod prefix_lengths {
+    /// IPv4 prefixes at least this long are found through their /16's region.
+    pub const V4_REGION_LEN: u8 = 16;
+    /// IPv6 prefixes at least this long are found through their /32's region.
+    pub const V6_REGION_LEN: u8 = 32;
+    /// Entries of `REGION_V4`: one per /16.
+    pub const V4_REGIONS: u32 = 1 << 16;
+    pub const WIDE_V4: u32 = 0;
+    pub const WIDE_V6: u32 = 1;
+}
+
+/// A set of IPv6 prefix lengths 0..=127, longest first: bit i of `longer` is length 127 - i,
+/// bit i of `shorter` is length 63 - i. The lowest set bit is then the longest length, which
+/// the program isolates with arithmetic alone (`x & -x`): a branchy search for the highest bit
+/// would give the verifier a separate state per length and blow its budget.
+///
+/// IPv4 sets (the `REGION_V4` values, and `longer` of `WIDE_LENGTHS[0]`) use
+/// [`v4_length_bit`]: bit i is length 31 - i.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LengthMask {
+    pub longer: u64,
+    pub shorter: u64,
+}
+
+impl LengthMask {
+    pub const EMPTY: Self = Self {
+        longer: 0,
+        shorter: 0,
+    };
+
+    /// The set with IPv6 length `len` (< 128) added.
+    #[inline(always)]
+    pub const fn with(mut self, len: u8) -> Self {
+        if len >= 64 {
+            self.longer |= 1 << (127 - len);
+        } else {
+            self.shorter |= 1 << (63 - len);
+        }
+        self
+    }
+
+    #[inline(always)]
+    pub const fn is_empty(self) -> bool {
+        self.longer == 0 && self.shorter == 0
+    }
+}
+
+/// The bit of IPv4 length `len` (< 32) in an IPv4 length set.
+#[inline(always)]
+pub const fn v4_length_bit(len: u8) -> u32 {
+    1 << (31 - len)
+}
+
+/// Key of `BLOCK_PREFIX_V4`: the prefix length, then the network with its host bits zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PrefixKeyV4 {
+    pub prefix_len: u32,
+    pub addr: [u8; 4],
+}
+
+/// Key of `BLOCK_PREFIX_V6`, as [`PrefixKeyV4`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PrefixKeyV6 {
+    pub prefix_len: u32,
+    pub addr: [u8; 16],
+}
+
+/// `addr` with every bit after the first `len` cleared (`len` ≥ 32 keeps it all).
+#[inline(always)]
+pub const fn mask_v4(addr: u32, len: u32) -> u32 {
+    if len == 0 {
+        0
+    } else if len >= 32 {
+        addr
+    } else {
+        addr & (u32::MAX << (32 - len))
+    }
 }
 
 /// Sampled volume accounting under churn. A flood of more distinct sources than the volume
@@ -75,16 +188,17 @@ pub mod volume_sample {
 
 /// The summary bitmaps: one bit per slot says "some block entry may cover a source of this
 /// slot". A clear bit lets the program pass a source after one inlined array read instead of a
-/// hash probe and a trie walk; a set bit only means "look". Userspace counts the entries per
+/// hash probe; a set bit only means "look". Userspace counts the entries per
 /// slot and clears a bit only when the last one leaves.
 ///
 /// - IPv4: a slot per /24, two bits side by side: host entries (the hash) and prefix entries
-///   (the trie) in that /24, so one read tells which lookups a source needs.
+///   (covering it or inside it) in that /24, so one read tells which lookups a source needs.
 /// - IPv6 hosts: a slot per hash of the whole address (a one-hash Bloom filter that can forget).
 /// - IPv6 prefixes: a slot per hash of the address's /32.
 ///
 /// Prefixes wider than [`summary::NARROWEST_WIDE_V4`] / [`summary::NARROWEST_WIDE_V6`] would
-/// need too many slots: while one is listed, `PREFIX_V*_WIDE` makes the program walk the trie
+/// need too many slots: while one is listed, `PREFIX_V*_WIDE` makes the program probe the wide
+/// lengths (`WIDE_LENGTHS`, see [`prefix_lengths`](crate::prefix_lengths))
 /// for every source of the family. Hash collisions only cost a lookup, never a verdict.
 pub mod summary {
     /// Slots per plane: 2^24.
@@ -207,7 +321,7 @@ pub mod config_flags {
         HOST_V4_NONEMPTY | HOST_V6_NONEMPTY | PREFIX_V4_NONEMPTY | PREFIX_V6_NONEMPTY;
     /// Count packets and bytes per source address in `VOLUME_V4` / `VOLUME_V6`.
     pub const VOLUME_ACCOUNTING: u64 = 1 << 5;
-    /// A prefix too wide for the summary is listed: walk the trie for every source of the
+    /// A prefix too wide for the summary is listed: probe the wide lengths for every source of the
     /// family (see [`summary`](crate::summary)).
     pub const PREFIX_V4_WIDE: u64 = 1 << 6;
     pub const PREFIX_V6_WIDE: u64 = 1 << 7;
@@ -373,6 +487,9 @@ const _: () = {
     assert!(size_of::<DataplaneConfig>() == 8);
     assert!(size_of::<StatValue>() == 16);
     assert!(size_of::<SourceVolume>() == 16);
+    assert!(size_of::<LengthMask>() == 16);
+    assert!(size_of::<PrefixKeyV4>() == 8);
+    assert!(size_of::<PrefixKeyV6>() == 20);
     assert!(Stat::ALL.len() == STAT_COUNT as usize);
     assert!(Stat::ExpiredHit as u32 + 1 == STAT_COUNT);
 };
@@ -389,4 +506,10 @@ mod pod {
     unsafe impl aya::Pod for super::StatValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SourceVolume {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LengthMask {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PrefixKeyV4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PrefixKeyV6 {}
 }

@@ -1,7 +1,10 @@
 //! The xdpguard XDP program: drop frames whose source is on a block list, count everything.
 //!
 //! Lookup order for a source address: the summary bitmap (one inlined array read: may anything
-//! cover this source?), exact-host hash, then prefix LPM trie. Only when a live
+//! cover this source?), exact-host hash, then one exact-network hash probe per prefix length
+//! in use in the source's region, longest first (see `xdpguard_common::prefix_lengths`),
+//! then the wide lengths. Expired entries are skipped, so a live shorter prefix still drops.
+//! Only when a live
 //! block entry matched is the allowlist consulted, so clean traffic never pays for an allowlist
 //! lookup; the verdict is the same as checking the allowlist first (an allowed source always
 //! passes), and `*_allowed` counts the frames the allowlist saved from a block.
@@ -17,20 +20,21 @@
 
 use core::{
     cell::UnsafeCell,
+    ffi::c_void,
     intrinsics::{AtomicOrdering, atomic_xadd},
 };
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop},
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use xdpguard_common::{
-    AllowEntry, BlockEntry, DataplaneConfig, Family, IFINDEX_LIMIT, MAX_INTERFACES, STAT_COUNT,
-    STATS_LEN, SourceVolume, Stat, StatValue, Verdict, capacity, config_flags, summary,
-    volume_sample,
+    AllowEntry, BlockEntry, DataplaneConfig, Family, IFINDEX_LIMIT, LengthMask, MAX_INTERFACES,
+    PrefixKeyV4, PrefixKeyV6, STAT_COUNT, STATS_LEN, SourceVolume, Stat, StatValue, Verdict,
+    capacity, config_flags, prefix_lengths, summary, volume_sample,
 };
 use xdpguard_ebpf::{Parsed, Source, parse_source};
 
@@ -106,12 +110,23 @@ static BLOCK_HOST_V4: HashMap<[u8; 4], LiveBlockEntry> =
 #[map(name = "BLOCK_HOST_V6")]
 static BLOCK_HOST_V6: HashMap<[u8; 16], LiveBlockEntry> =
     HashMap::with_max_entries(capacity::BLOCK_HOST_V6, NO_PREALLOC);
+// Exact network and length: probed once per length in use where the source is, instead of an
+// LPM-trie walk (see `xdpguard_common::prefix_lengths`).
 #[map(name = "BLOCK_PREFIX_V4")]
-static BLOCK_PREFIX_V4: LpmTrie<[u8; 4], LiveBlockEntry> =
-    LpmTrie::with_max_entries(capacity::BLOCK_PREFIX_V4, 0);
+static BLOCK_PREFIX_V4: HashMap<PrefixKeyV4, LiveBlockEntry> =
+    HashMap::with_max_entries(capacity::BLOCK_PREFIX_V4, NO_PREALLOC);
 #[map(name = "BLOCK_PREFIX_V6")]
-static BLOCK_PREFIX_V6: LpmTrie<[u8; 16], LiveBlockEntry> =
-    LpmTrie::with_max_entries(capacity::BLOCK_PREFIX_V6, 0);
+static BLOCK_PREFIX_V6: HashMap<PrefixKeyV6, LiveBlockEntry> =
+    HashMap::with_max_entries(capacity::BLOCK_PREFIX_V6, NO_PREALLOC);
+// 256 KiB, preallocated and read inline.
+#[map(name = "REGION_V4")]
+static REGION_V4: Array<u32> = Array::with_max_entries(prefix_lengths::V4_REGIONS, 0);
+// At most one region per IPv6 prefix: sized like its list by the agent.
+#[map(name = "REGION_V6")]
+static REGION_V6: HashMap<u32, LengthMask> =
+    HashMap::with_max_entries(capacity::BLOCK_PREFIX_V6, NO_PREALLOC);
+#[map(name = "WIDE_LENGTHS")]
+static WIDE_LENGTHS: Array<LengthMask> = Array::with_max_entries(2, 0);
 #[map(name = "STATS")]
 static STATS: PerCpuArray<StatValue> = PerCpuArray::with_max_entries(STATS_LEN, 0);
 #[map(name = "IFACE_SLOT")]
@@ -270,11 +285,11 @@ fn decide_v4(addr: [u8; 4], len: u64, flags: u64) -> Verdict {
     } else {
         None
     };
-    let look_prefix = (bits & 2 != 0 || flags & config_flags::PREFIX_V4_WIDE != 0)
-        && flags & config_flags::PREFIX_V4_NONEMPTY != 0;
     let block = match host {
         Some(entry) => Some(entry),
-        None if look_prefix => BLOCK_PREFIX_V4.get(&key).filter(|entry| is_live(entry)),
+        None if flags & config_flags::PREFIX_V4_NONEMPTY != 0 => {
+            prefix_v4(u32::from_be_bytes(addr), bits & 2 != 0, flags)
+        }
         None => None,
     };
     match block {
@@ -315,11 +330,7 @@ fn decide_v6(addr: [u8; 16], len: u64, flags: u64) -> Verdict {
         None if flags & config_flags::PREFIX_V6_NONEMPTY != 0 => {
             let (word, shift) =
                 summary::v6_position(summary::V6_PREFIX_BASE, summary::v6_prefix_slot(words[0]));
-            if flags & config_flags::PREFIX_V6_WIDE != 0 || summary_bits(word, shift) & 1 != 0 {
-                BLOCK_PREFIX_V6.get(&key).filter(|entry| is_live(entry))
-            } else {
-                None
-            }
+            prefix_v6(words, summary_bits(word, shift) & 1 != 0, flags)
         }
         None => None,
     };
@@ -327,6 +338,222 @@ fn decide_v6(addr: [u8; 16], len: u64, flags: u64) -> Verdict {
         None => Verdict::Pass,
         Some(entry) => enforce(entry, ALLOW_V6.get(&key), len, flags),
     }
+}
+
+/// The longest live IPv4 prefix entry covering `addr`: the lengths listed in its /16 when the
+/// summary says its /24 holds prefixes (`regional`), then the wide ones while any is listed.
+#[inline(always)]
+fn prefix_v4(addr: u32, regional: bool, flags: u64) -> Option<&'static LiveBlockEntry> {
+    if regional {
+        // Unreadable (cannot happen: the index is in range): every regional length.
+        let lengths = REGION_V4
+            .get(addr >> 16)
+            .map_or(0xffff, |lengths| u64::from(*lengths));
+        if let Some(entry) = probe_v4(addr, lengths) {
+            return Some(entry);
+        }
+    }
+    if flags & config_flags::PREFIX_V4_WIDE == 0 {
+        return None;
+    }
+    let wide = WIDE_LENGTHS
+        .get(prefix_lengths::WIDE_V4)
+        .map_or(0xffff_0000, |lengths| lengths.longer);
+    probe_v4(addr, wide)
+}
+
+/// Probe `BLOCK_PREFIX_V4` at each length in `lengths` (bit i: length 31 - i), longest first.
+/// The probes run under `bpf_loop`: the verifier checks one probe, not every path through
+/// up to 32 of them from every state the program can reach this with.
+#[inline(always)]
+fn probe_v4(addr: u32, lengths: u64) -> Option<&'static LiveBlockEntry> {
+    if lengths == 0 {
+        return None;
+    }
+    let mut probe = ProbeV4 {
+        addr,
+        found: NOT_FOUND,
+        lengths,
+    };
+    // SAFETY: the callback is a BPF subprogram taking this context; the context outlives the
+    // call.
+    let _: i64 = unsafe { bpf_loop(32, probe_v4_step as *mut c_void, (&raw mut probe).cast(), 0) };
+    if probe.found == NOT_FOUND {
+        return None;
+    }
+    // The entry again, from a bucket the probe just warmed (a pointer cannot leave the
+    // callback); gone meanwhile means unblocked meanwhile.
+    // SAFETY: the map is not preallocated, so the value is RCU-protected while we hold it.
+    unsafe { BLOCK_PREFIX_V4.get(&v4_key(addr, probe.found)) }
+}
+
+const NOT_FOUND: u32 = u32::MAX;
+
+#[repr(C)]
+struct ProbeV4 {
+    addr: u32,
+    /// The length of the live entry found, or [`NOT_FOUND`].
+    found: u32,
+    lengths: u64,
+}
+
+#[inline(always)]
+fn v4_key(addr: u32, len: u32) -> PrefixKeyV4 {
+    PrefixKeyV4 {
+        prefix_len: len,
+        // Without a branch: len is below 32 here.
+        addr: (addr & !u32::MAX.wrapping_shr(len)).to_be_bytes(),
+    }
+}
+
+/// One probe of [`probe_v4`]: 1 stops the loop.
+extern "C" fn probe_v4_step(_index: u32, context: *mut c_void) -> i64 {
+    // SAFETY: `probe_v4` passes its `ProbeV4`.
+    let probe = unsafe { &mut *context.cast::<ProbeV4>() };
+    if probe.lengths == 0 {
+        return 1;
+    }
+    let (len, rest) = take_longest(probe.lengths, 31);
+    probe.lengths = rest;
+    // SAFETY: as in `probe_v4`.
+    match unsafe { BLOCK_PREFIX_V4.get(&v4_key(probe.addr, len)) } {
+        Some(entry) if is_live(entry) => {
+            probe.found = len;
+            1
+        }
+        _ => 0,
+    }
+}
+
+/// As [`prefix_v4`]: the lengths listed in the source's /32 when the summary says its /32
+/// (hashed) holds prefixes, then the wide ones (also those of /16-/31 prefixes, which the
+/// summary marks but no region holds).
+#[inline(always)]
+fn prefix_v6(words: [u32; 4], regional: bool, flags: u64) -> Option<&'static LiveBlockEntry> {
+    let high = (u64::from(words[0]) << 32) | u64::from(words[1]);
+    let low = (u64::from(words[2]) << 32) | u64::from(words[3]);
+    if regional {
+        // SAFETY: the map is not preallocated, so the value is RCU-protected while we hold it.
+        if let Some(lengths) = unsafe { REGION_V6.get(&words[0]) }
+            && let Some(entry) = probe_v6(high, low, *lengths)
+        {
+            return Some(entry);
+        }
+    } else if flags & config_flags::PREFIX_V6_WIDE == 0 {
+        return None;
+    }
+    let wide = WIDE_LENGTHS.get(prefix_lengths::WIDE_V6).map_or(
+        LengthMask {
+            longer: 0,
+            shorter: 0xffff_ffff_0000_0000,
+        },
+        |lengths| *lengths,
+    );
+    if wide.is_empty() {
+        return None;
+    }
+    probe_v6(high, low, wide)
+}
+
+/// Probe `BLOCK_PREFIX_V6` at each length in `lengths`, longest first, under `bpf_loop` (see
+/// [`probe_v4`]); the address as its two big-endian halves.
+#[inline(always)]
+fn probe_v6(high: u64, low: u64, lengths: LengthMask) -> Option<&'static LiveBlockEntry> {
+    let mut probe = ProbeV6 {
+        high,
+        low,
+        longer: lengths.longer,
+        shorter: lengths.shorter,
+        found: NOT_FOUND,
+        reserved: 0,
+    };
+    // SAFETY: as in `probe_v4`.
+    let _: i64 = unsafe {
+        bpf_loop(
+            128,
+            probe_v6_step as *mut c_void,
+            (&raw mut probe).cast(),
+            0,
+        )
+    };
+    if probe.found == NOT_FOUND {
+        return None;
+    }
+    // SAFETY: as in `probe_v4`.
+    unsafe { BLOCK_PREFIX_V6.get(&v6_key(high, low, probe.found)) }
+}
+
+#[repr(C)]
+struct ProbeV6 {
+    high: u64,
+    low: u64,
+    longer: u64,
+    shorter: u64,
+    found: u32,
+    reserved: u32,
+}
+
+/// The key of the /`len` of an address given as two big-endian halves. Host bits are cleared
+/// without a branch on `len`: the one comparison picks the half.
+#[inline(always)]
+fn v6_key(high: u64, low: u64, len: u32) -> PrefixKeyV6 {
+    let (net_high, net_low) = if len >= 64 {
+        (high, low & !u64::MAX.wrapping_shr(len - 64))
+    } else {
+        (high & !u64::MAX.wrapping_shr(len), 0)
+    };
+    let h = net_high.to_be_bytes();
+    let l = net_low.to_be_bytes();
+    PrefixKeyV6 {
+        prefix_len: len,
+        addr: [
+            h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5],
+            l[6], l[7],
+        ],
+    }
+}
+
+/// One probe of [`probe_v6`]: 1 stops the loop.
+extern "C" fn probe_v6_step(_index: u32, context: *mut c_void) -> i64 {
+    // SAFETY: `probe_v6` passes its `ProbeV6`.
+    let probe = unsafe { &mut *context.cast::<ProbeV6>() };
+    let len = if probe.longer != 0 {
+        let (len, rest) = take_longest(probe.longer, 127);
+        probe.longer = rest;
+        len
+    } else if probe.shorter != 0 {
+        let (len, rest) = take_longest(probe.shorter, 63);
+        probe.shorter = rest;
+        len
+    } else {
+        return 1;
+    };
+    // SAFETY: as in `probe_v4`.
+    match unsafe { BLOCK_PREFIX_V6.get(&v6_key(probe.high, probe.low, len)) } {
+        Some(entry) if is_live(entry) => {
+            probe.found = len;
+            1
+        }
+        _ => 0,
+    }
+}
+
+/// The longest length in a longest-first set (`lengths` not 0; bit i is length `top - i`), and
+/// the set without it. Arithmetic only, no branch: the verifier then sees one state per probe,
+/// not one per length.
+#[inline(always)]
+fn take_longest(lengths: u64, top: u32) -> (u32, u64) {
+    let lowest = lengths & lengths.wrapping_neg();
+    (top - ones(lowest - 1), lengths ^ lowest)
+}
+
+/// Population count by halves (BPF has no popcount instruction).
+#[inline(always)]
+const fn ones(mut x: u64) -> u32 {
+    x -= (x >> 1) & 0x5555_5555_5555_5555;
+    x = (x & 0x3333_3333_3333_3333) + ((x >> 2) & 0x3333_3333_3333_3333);
+    x = (x + (x >> 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    (x.wrapping_mul(0x0101_0101_0101_0101) >> 56) as u32
 }
 
 /// A live block entry matched: the allowlist wins, then dry-run, else drop.

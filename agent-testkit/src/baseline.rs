@@ -1,15 +1,23 @@
-//! Benchmark baselines (`cargo xtask bench xdp`): an XDP program that only passes, and one
-//! that does a single stock LPM-trie lookup per packet, plus the kernel's run-time statistics.
+//! Benchmark baselines (`cargo xtask bench xdp`): an XDP program that only passes, one that
+//! does a single stock LPM-trie lookup per packet, Debian's `xdp-filter`, and the kernel's
+//! run-time statistics.
 //! Errors are the agent's [`DataplaneError`], so a baseline fails the way the real program does.
-use std::{net::IpAddr, os::fd::OwnedFd, time::Duration};
+use std::{
+    net::IpAddr,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use aya::{
-    Ebpf,
-    maps::{LpmTrie, MapData, lpm_trie::Key},
+    Ebpf, EbpfLoader,
+    maps::{
+        IterableMap as _, LpmTrie, MapData, MapError, PerCpuHashMap, PerCpuValues, lpm_trie::Key,
+    },
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use xdpguard::{
-    enforce::dataplane::{AttachMode, DataplaneError, test_run},
+    enforce::dataplane::{AttachMode, DataplaneError, map_memory, test_run},
     prefix::Prefix,
 };
 
@@ -122,6 +130,22 @@ impl Baseline {
         test_run(self.program(), frame, repeat)
     }
 
+    /// The kernel memory of the reference tries (`memlock`, as `bpftool map show` prints it);
+    /// 0 for [`BaselineKind::Pass`].
+    ///
+    /// # Errors
+    /// When a map's fdinfo cannot be read.
+    pub fn kernel_memory(&self) -> std::io::Result<u64> {
+        let mut total = 0;
+        if let Some(trie) = &self.lpm_v4 {
+            total += map_memory(trie.map())?;
+        }
+        if let Some(trie) = &self.lpm_v6 {
+            total += map_memory(trie.map())?;
+        }
+        Ok(total)
+    }
+
     /// Attach in native mode to `interface` (caller's namespace) until detached or dropped.
     ///
     /// # Errors
@@ -186,4 +210,163 @@ fn if_index(interface: &str) -> Option<u32> {
     // SAFETY: valid C string.
     let ifindex = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
     (ifindex != 0).then_some(ifindex)
+}
+
+/// Debian's `xdp-filter` (xdp-tools) with its default allow policy and IP filtering (listed
+/// sources are dropped): its own BPF object loaded directly (libxdp's dispatcher, which
+/// `xdp-filter load` goes through, fails on these machines), its maps filled the way
+/// `xdp-filter ip ADDR --mode src` fills them. A destination and a source lookup in per-CPU
+/// hashes per frame, no prefixes, 10,000 addresses per family.
+pub struct XdpFilter {
+    ebpf: Ebpf,
+    v4: PerCpuHashMap<MapData, u32, u64>,
+    v6: PerCpuHashMap<MapData, [u8; 16], u64>,
+    capacity: u32,
+    pin_dir: PathBuf,
+}
+
+/// Where Debian installs the object, and its program.
+pub const XDP_FILTER_OBJECT: &str = "/usr/lib/x86_64-linux-gnu/bpf/xdpfilt_alw_ip.o";
+const XDP_FILTER_PROGRAM: &str = "xdpfilt_alw_ip";
+/// xdp-filter's `MAP_FLAG_SRC`: match the address as a source.
+const XDP_FILTER_SRC: u64 = 1;
+
+impl XdpFilter {
+    /// Load the object from `path`. Its maps ask to be pinned by name: they go to a BPF
+    /// filesystem of their own under the system's temporary directory, removed on drop.
+    ///
+    /// # Errors
+    /// When the object is missing (install `xdp-tools`) or the kernel refuses it.
+    pub fn load(path: &Path) -> Result<Self, DataplaneError> {
+        let object = std::fs::read(path).map_err(|source| DataplaneError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let pin_dir =
+            std::env::temp_dir().join(format!("xdpguard-bench-xdp-filter-{}", std::process::id()));
+        xdpguard::enforce::dataplane::ensure_bpffs(&pin_dir)?;
+        let pins: Vec<(&str, PathBuf)> = ["filter_ipv4", "filter_ipv6", "xdp_stats_map"]
+            .into_iter()
+            .map(|name| (name, pin_dir.join(name)))
+            .collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &pins {
+            let _: &mut EbpfLoader<'_> = loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(&object).map_err(DataplaneError::Load)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(XDP_FILTER_PROGRAM)
+            .ok_or(DataplaneError::MissingProgram(XDP_FILTER_PROGRAM))?
+            .try_into()
+            .map_err(DataplaneError::Program)?;
+        program.load().map_err(DataplaneError::Program)?;
+        let take = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))
+        };
+        let map_err = |map| move |source| DataplaneError::Map { map, source };
+        let v4_map = take(&mut ebpf, "filter_ipv4")?;
+        let capacity = match &v4_map {
+            aya::maps::Map::PerCpuHashMap(data) => {
+                data.info().map_err(map_err("filter_ipv4"))?.max_entries()
+            }
+            _ => 0,
+        };
+        let v4 = PerCpuHashMap::try_from(v4_map).map_err(map_err("filter_ipv4"))?;
+        let v6 = PerCpuHashMap::try_from(take(&mut ebpf, "filter_ipv6")?)
+            .map_err(map_err("filter_ipv6"))?;
+        Ok(Self {
+            ebpf,
+            v4,
+            v6,
+            capacity,
+            pin_dir,
+        })
+    }
+
+    /// The kernel memory of its two address maps (`memlock`).
+    ///
+    /// # Errors
+    /// When a map's fdinfo cannot be read.
+    pub fn kernel_memory(&self) -> std::io::Result<u64> {
+        Ok(map_memory(self.v4.map())? + map_memory(self.v6.map())?)
+    }
+
+    /// Addresses each family's map holds at most.
+    pub const fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Drop frames from `addr`; `false` when its family's map is full.
+    ///
+    /// # Errors
+    /// When the map cannot be written for another reason.
+    pub fn insert(&mut self, addr: IpAddr) -> Result<bool, DataplaneError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Io {
+            path: "/sys/devices/system/cpu/possible".into(),
+            source,
+        })?;
+        let values = PerCpuValues::try_from(vec![XDP_FILTER_SRC; cpus]).map_err(|source| {
+            DataplaneError::Io {
+                path: "per-CPU values".into(),
+                source,
+            }
+        })?;
+        let result = match addr {
+            // The program compares the header's bytes as a u32 in memory order.
+            IpAddr::V4(addr) => self.v4.insert(u32::from_ne_bytes(addr.octets()), values, 0),
+            IpAddr::V6(addr) => self.v6.insert(addr.octets(), values, 0),
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(err))
+                if err.io_error.raw_os_error() == Some(libc::E2BIG) =>
+            {
+                Ok(false)
+            }
+            Err(source) => Err(DataplaneError::Map {
+                map: "filter_ip",
+                source,
+            }),
+        }
+    }
+
+    fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(XDP_FILTER_PROGRAM)
+            .and_then(|program| <&Xdp>::try_from(program).ok())
+            .expect("checked at load")
+    }
+
+    /// `BPF_PROG_TEST_RUN`: the action and the mean time per run.
+    ///
+    /// # Errors
+    /// When the kernel refuses the run.
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), DataplaneError> {
+        test_run(self.program(), frame, repeat)
+    }
+
+    /// As [`Baseline::run_stats`].
+    ///
+    /// # Errors
+    /// When the program info cannot be read.
+    pub fn run_stats(&self) -> Result<(Duration, u64), DataplaneError> {
+        let info = self.program().info().map_err(DataplaneError::Program)?;
+        Ok((info.run_time(), info.run_count()))
+    }
+}
+
+impl Drop for XdpFilter {
+    fn drop(&mut self) {
+        // The pins, then the BPF filesystem mounted for them, then the directory.
+        if let Ok(entries) = std::fs::read_dir(&self.pin_dir) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        if let Ok(target) = std::ffi::CString::new(self.pin_dir.as_os_str().as_encoded_bytes()) {
+            // SAFETY: a valid C string.
+            let _ = unsafe { libc::umount(target.as_ptr()) };
+        }
+        let _ = std::fs::remove_dir(&self.pin_dir);
+    }
 }

@@ -29,7 +29,7 @@ use xdpguard::{
 };
 use xdpguard_common::Stat;
 use xdpguard_testkit::{
-    baseline::{Baseline, BaselineKind, enable_run_stats},
+    baseline::{Baseline, BaselineKind, XDP_FILTER_OBJECT, XdpFilter, enable_run_stats},
     frames::{udp4, udp6},
     netns::{FW_IF, Sandbox, Side},
     report::{load_average, machine, median, thousands},
@@ -617,6 +617,7 @@ fn main() {
     let mut many: ManyResults = BTreeMap::new();
     let mut stats_on_pass_ns = f64::NAN;
     let mut accounting = Vec::new();
+    let mut memory = Vec::new();
     let mut loaded = 0;
     for level in LEVELS {
         let fill_started = Instant::now();
@@ -626,6 +627,11 @@ fn main() {
             "bench: {level} entries loaded ({:.1} s)",
             fill_started.elapsed().as_secs_f64()
         );
+        memory.push((
+            level,
+            programs.ours.kernel_memory().unwrap(),
+            programs.lpm.kernel_memory().unwrap(),
+        ));
 
         // Hot: BPF_PROG_TEST_RUN, run-time statistics off (they add two clock reads per run).
         for (fam, case, source) in [
@@ -737,6 +743,9 @@ fn main() {
         );
     }
     drop(sandbox);
+    // Its own xdpguard below; the million entries' maps go first.
+    drop(programs);
+    let filter = xdp_filter_report(&mut rng, &entries, &all);
     let conditions = format!(
         "{}; 1-minute load average {load_at_start} at the start, {} at the end",
         machine(),
@@ -745,6 +754,8 @@ fn main() {
     print!("{}", report(&conditions, &hot, &varied, stats_on_pass_ns));
     print!("{}", many_report(&many));
     print!("{}", accounting_report(&accounting));
+    print!("{}", memory_report(&memory));
+    print!("{filter}");
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
 }
 
@@ -968,5 +979,252 @@ fn report(
         out,
         "\nxdp-pass hot with run-time statistics on: {stats_on_pass_ns:.0} ns (the varied figures are taken with them on)."
     );
+    out
+}
+
+/// Entries, xdpguard's maps' memory by name, the reference's (bytes).
+type MemoryRow = (usize, Vec<(&'static str, u64)>, u64);
+
+/// Kernel memory (`memlock` of each map, what `bpftool map show` prints) per level: xdpguard's
+/// maps by name, and the reference's two tries.
+fn memory_report(memory: &[MemoryRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n### Kernel memory (memlock per map, as `bpftool map show` prints it; MiB)\n"
+    );
+    let Some((_, first, _)) = memory.first() else {
+        return out;
+    };
+    let names: Vec<&str> = first.iter().map(|(name, _)| *name).collect();
+    let _ = writeln!(
+        out,
+        "| entries | {} | xdpguard total | per entry over 0 entries (bytes) | lpm-reference | per entry (bytes) |",
+        names.join(" | ")
+    );
+    let _ = writeln!(
+        out,
+        "|---:|{}---:|---:|---:|---:|",
+        "---:|".repeat(names.len())
+    );
+    let mib = |bytes: u64| bytes as f64 / f64::from(1u32 << 20);
+    let base: u64 = first.iter().map(|(_, bytes)| bytes).sum();
+    for (level, maps, reference) in memory {
+        let total: u64 = maps.iter().map(|(_, bytes)| bytes).sum();
+        let cells: Vec<String> = maps
+            .iter()
+            .map(|(_, b)| format!("{:.2}", mib(*b)))
+            .collect();
+        let per_entry = |bytes: u64| {
+            if *level == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.0}", bytes as f64 / *level as f64)
+            }
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} | {} | {:.1} | {} |",
+            thousands(*level),
+            cells.join(" | "),
+            mib(total),
+            per_entry(total.saturating_sub(base)),
+            mib(*reference),
+            per_entry(*reference),
+        );
+    }
+    out
+}
+
+/// The three programs of the xdp-filter comparison.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum FilterSide {
+    Pass,
+    XdpFilter,
+    Xdpguard,
+}
+
+/// Sources per interleaved chunk of the xdp-filter comparison's many-source rows.
+const FILTER_CHUNK: usize = 2_500;
+
+/// Debian's xdp-filter (default allow policy, listed exact IP addresses dropped:
+/// `xdpfilt_alw_ip.o`, loaded directly) at its own capacity, next to a fresh xdpguard holding
+/// the same entries: the stream's first
+/// `capacity` IPv4 and IPv6 hosts (xdp-filter has no prefixes). Hot: one frame, median of
+/// `HOT_RUNS` × `HOT_REPEAT`, statistics off. Many sources: every entry, then as many
+/// addresses no entry covers, each frame once, statistics on, in chunks interleaved across the
+/// programs (median of the chunk means, min-max). Every verdict is checked.
+fn xdp_filter_report(rng: &mut StdRng, entries: &[Prefix], all: &HashSet<Prefix>) -> String {
+    let load_error = |err: xdpguard::enforce::dataplane::DataplaneError| -> ! {
+        panic!("{}", xdpguard::error_chain(&err))
+    };
+    let mut filter = XdpFilter::load(std::path::Path::new(XDP_FILTER_OBJECT))
+        .unwrap_or_else(|err| load_error(err));
+    let pass = Baseline::load(BaselineKind::Pass).unwrap_or_else(|err| load_error(err));
+    let mut ours = Dataplane::load(Capacities::default()).unwrap_or_else(|err| load_error(err));
+    let capacity = filter.capacity() as usize;
+    let mut hosts: BTreeMap<Fam, Vec<Prefix>> = BTreeMap::new();
+    for prefix in entries.iter().filter(|p| p.is_host()) {
+        let fam = if prefix.is_ipv4() { Fam::V4 } else { Fam::V6 };
+        let list = hosts.entry(fam).or_default();
+        if list.len() < capacity {
+            list.push(*prefix);
+        }
+    }
+    for (fam, list) in &hosts {
+        for prefix in list {
+            assert!(
+                filter.insert(prefix.addr()).unwrap(),
+                "xdp-filter full early"
+            );
+        }
+        for result in ours.block_new(list, 0) {
+            result.unwrap();
+        }
+        eprintln!(
+            "bench: xdp-filter and xdpguard hold {} {} hosts",
+            list.len(),
+            fam.name()
+        );
+    }
+    let run = |side: FilterSide, frame: &[u8], repeat: u32| {
+        match side {
+            FilterSide::Pass => pass.test_run(frame, repeat),
+            FilterSide::XdpFilter => filter.test_run(frame, repeat),
+            FilterSide::Xdpguard => ours.test_run(frame, repeat),
+        }
+        .unwrap()
+    };
+    let stats = |side: FilterSide| {
+        match side {
+            FilterSide::Pass => pass.run_stats(),
+            FilterSide::XdpFilter => filter.run_stats(),
+            FilterSide::Xdpguard => ours.run_stats(),
+        }
+        .unwrap()
+    };
+    let sides = [
+        FilterSide::Pass,
+        FilterSide::XdpFilter,
+        FilterSide::Xdpguard,
+    ];
+    let expected = |side: FilterSide, hit: bool| {
+        if hit && side != FilterSide::Pass {
+            XDP_DROP
+        } else {
+            XDP_PASS
+        }
+    };
+    let mut rows = Vec::new();
+    for fam in [Fam::V4, Fam::V6] {
+        let family_hosts: Vec<IpAddr> = hosts[&fam].iter().map(Prefix::addr).collect();
+        let mut misses = Vec::new();
+        let mut seen = HashSet::new();
+        while misses.len() < family_hosts.len() {
+            let addr: IpAddr = match fam {
+                Fam::V4 => random_v4(rng).into(),
+                Fam::V6 => random_doc_v6(rng).into(),
+            };
+            if !covered(all, addr) && seen.insert(addr) {
+                misses.push(addr);
+            }
+        }
+        let mut shuffled = family_hosts.clone();
+        shuffled.shuffle(rng);
+        for (case, sources) in [(Case::HitHost, shuffled), (Case::Miss, misses)] {
+            let hit = case == Case::HitHost;
+            // Hot.
+            let frame = frame_of(sources[0]);
+            let mut hot: BTreeMap<FilterSide, Vec<f64>> = BTreeMap::new();
+            for _ in 0..HOT_RUNS {
+                for side in sides {
+                    let (action, duration) = run(side, &frame, HOT_REPEAT);
+                    assert_eq!(action, expected(side, hit), "{side:?} hot {}", sources[0]);
+                    hot.entry(side)
+                        .or_default()
+                        .push(duration.as_secs_f64() * 1e9);
+                }
+            }
+            // Many sources, statistics on.
+            let stats_fd = enable_run_stats().unwrap();
+            let mut many: BTreeMap<FilterSide, Vec<f64>> = BTreeMap::new();
+            for chunk in sources.chunks(FILTER_CHUNK) {
+                let frames: Vec<Vec<u8>> = chunk.iter().copied().map(frame_of).collect();
+                for side in sides {
+                    let (time0, runs0) = stats(side);
+                    for (frame, source) in frames.iter().zip(chunk) {
+                        let (action, _) = run(side, frame, 1);
+                        assert_eq!(action, expected(side, hit), "{side:?} {source}");
+                    }
+                    let (time1, runs1) = stats(side);
+                    let runs = runs1 - runs0;
+                    assert_eq!(runs, frames.len() as u64);
+                    many.entry(side)
+                        .or_default()
+                        .push((time1 - time0).as_secs_f64() * 1e9 / runs as f64);
+                }
+            }
+            drop(stats_fd);
+            rows.push((fam, case, sources.len(), hot, many));
+        }
+    }
+    let filter_memory = filter.kernel_memory().unwrap();
+    let ours_memory: u64 = ours
+        .kernel_memory()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name.starts_with("BLOCK_HOST"))
+        .map(|(_, bytes)| bytes)
+        .sum();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n### Next to Debian's xdp-filter at its capacity ({} exact addresses per family; xdpguard holds the same)\n",
+        thousands(capacity)
+    );
+    let _ = writeln!(
+        out,
+        "\nKernel memory of the address maps holding these {} entries: xdp-filter {:.2} MiB (per-CPU values: it grows with the CPUs), xdpguard's host hashes {:.2} MiB.\n",
+        thousands(hosts.values().map(Vec::len).sum::<usize>()),
+        filter_memory as f64 / f64::from(1u32 << 20),
+        ours_memory as f64 / f64::from(1u32 << 20),
+    );
+    let _ = writeln!(
+        out,
+        "| family | case | distinct sources | xdp-pass (hot) | xdp-filter (hot) | xdpguard (hot) | xdp-pass (many) | xdp-filter (many) | xdpguard (many) | xdp-filter − xdp-pass (many) | xdpguard − xdp-pass (many) |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (fam, case, sources, hot, many) in rows {
+        let hot: BTreeMap<FilterSide, f64> =
+            hot.into_iter().map(|(side, v)| (side, median(v))).collect();
+        let many: BTreeMap<FilterSide, (f64, f64, f64)> = many
+            .into_iter()
+            .map(|(side, v)| {
+                let low = v.iter().copied().fold(f64::MAX, f64::min);
+                let high = v.iter().copied().fold(f64::MIN, f64::max);
+                (side, (median(v), low, high))
+            })
+            .collect();
+        let cell = |(mid, low, high): (f64, f64, f64)| format!("{mid:.1} [{low:.0}-{high:.0}]");
+        let pass_many = many[&FilterSide::Pass].0;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {:+.1} | {:+.1} |",
+            fam.name(),
+            case.name(),
+            thousands(sources),
+            hot[&FilterSide::Pass],
+            hot[&FilterSide::XdpFilter],
+            hot[&FilterSide::Xdpguard],
+            cell(many[&FilterSide::Pass]),
+            cell(many[&FilterSide::XdpFilter]),
+            cell(many[&FilterSide::Xdpguard]),
+            many[&FilterSide::XdpFilter].0 - pass_many,
+            many[&FilterSide::Xdpguard].0 - pass_many,
+        );
+    }
     out
 }

@@ -496,16 +496,19 @@ fn the_kernel_scan_reads_every_list_in_chunks_and_repairs_config() {
     };
     assert_eq!(dp.block_count(host_v4), 256);
     assert!(!dp.finish_scan(&cursor, true).unwrap().config);
-    // A host key planted in the IPv4 prefix trie: scanned there, removed from there.
-    let trie_data = MapData::from_pin(workdir.pin_dir().join(map_names::BLOCK_PREFIX_V4)).unwrap();
-    let mut trie: aya::maps::LpmTrie<MapData, [u8; 4], BlockEntry> =
-        aya::maps::LpmTrie::try_from(Map::LpmTrie(trie_data)).unwrap();
-    let planted = aya::maps::lpm_trie::Key::new(32, v4_key("203.0.113.250"));
+    // A host key planted in the IPv4 prefix list: scanned there, removed from there.
+    let list_data = MapData::from_pin(workdir.pin_dir().join(map_names::BLOCK_PREFIX_V4)).unwrap();
+    let mut list: HashMap<MapData, xdpguard_common::PrefixKeyV4, BlockEntry> =
+        HashMap::try_from(Map::HashMap(list_data)).unwrap();
+    let planted = xdpguard_common::PrefixKeyV4 {
+        prefix_len: 32,
+        addr: v4_key("203.0.113.250"),
+    };
     let entry = BlockEntry {
         prefix_len: 32,
         ..BlockEntry::default()
     };
-    trie.insert(&planted, entry, 0).unwrap();
+    list.insert(planted, entry, 0).unwrap();
     let mut cursor = ScanCursor::default();
     let mut misplaced = Vec::new();
     while !cursor.is_done() {
@@ -519,7 +522,7 @@ fn the_kernel_scan_reads_every_list_in_chunks_and_repairs_config() {
         dp.remove_entry(misplaced[0].list, &misplaced[0].prefix)
             .unwrap()
     );
-    assert!(trie.get(&planted, 0).is_err());
+    assert!(list.get(&planted, 0).is_err());
     assert!(
         dp.block_entry(&p("203.0.113.250")).unwrap().is_some(),
         "the real one stays"

@@ -165,6 +165,41 @@ fn entry_deleted_behind_the_daemons_back_comes_back() {
         "reconcile never put the summary word back"
     );
     assert_eq!(sandbox.ping(ip("203.0.113.66"), FW_V4, 2), 0);
+
+    // Someone clears the prefix lengths of 203.0.0.0/16 and plants an IPv6 region with
+    // nothing in it: reconcile reads all of them every pass and puts both right.
+    ok(&daemon.cli(&["block", "203.0.113.88/29"]));
+    let mut regions: aya::maps::Array<_, u32> = aya::maps::Array::try_from(aya::maps::Map::Array(
+        aya::maps::MapData::from_pin(workdir.pin_dir().join("REGION_V4")).unwrap(),
+    ))
+    .unwrap();
+    let region = u32::from_be_bytes([0, 0, 203, 0]);
+    assert_eq!(
+        regions.get(&region, 0).unwrap(),
+        xdpguard_common::v4_length_bit(29)
+    );
+    regions.set(region, 0, 0).unwrap();
+    assert_eq!(
+        sandbox.ping(ip("203.0.113.88"), FW_V4, 2),
+        2,
+        "no length, no probe"
+    );
+    let mut regions_v6: aya::maps::HashMap<_, u32, xdpguard_common::LengthMask> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(
+            aya::maps::MapData::from_pin(workdir.pin_dir().join("REGION_V6")).unwrap(),
+        ))
+        .unwrap();
+    let stale = 0x2001_0db8;
+    regions_v6
+        .insert(stale, xdpguard_common::LengthMask::EMPTY.with(48), 0)
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || regions.get(&region, 0).unwrap()
+            != 0
+            && regions_v6.get(&stale, 0).is_err()),
+        "reconcile never repaired the prefix lengths"
+    );
+    assert_eq!(sandbox.ping(ip("203.0.113.88"), FW_V4, 2), 0);
     drop(daemon);
 }
 

@@ -109,14 +109,38 @@ fn summary_edges_keep_every_verdict() {
         ],
     );
 
-    // The expired longest match hides a live shorter one until it is removed (the sweep).
+    // An expired longest match is passed over: the live shorter one drops, and counts.
     dp.block(&p("192.0.2.64/27"), 1).unwrap();
+    let before = dp
+        .block_entry(&p("192.0.2.64/26"))
+        .unwrap()
+        .unwrap()
+        .packets;
     assert_verdicts(
         &dp,
         "expired /27 inside a live /26",
-        &[("192.0.2.65", XDP_PASS), ("192.0.2.97", XDP_DROP)],
+        &[("192.0.2.65", XDP_DROP), ("192.0.2.97", XDP_DROP)],
     );
+    assert_eq!(
+        dp.block_entry(&p("192.0.2.64/26"))
+            .unwrap()
+            .unwrap()
+            .packets,
+        before + 2
+    );
+    assert_eq!(
+        dp.block_entry(&p("192.0.2.64/27"))
+            .unwrap()
+            .unwrap()
+            .packets,
+        0,
+        "the expired entry counts nothing"
+    );
+    // Expired with nothing under it: passes.
+    dp.block(&p("192.0.2.128/27"), 1).unwrap();
+    assert_verdicts(&dp, "expired alone", &[("192.0.2.129", XDP_PASS)]);
     assert!(dp.unblock(&p("192.0.2.64/27")).unwrap());
+    assert!(dp.unblock(&p("192.0.2.128/27")).unwrap());
     assert_verdicts(&dp, "after the sweep", &[("192.0.2.65", XDP_DROP)]);
 
     // Wide prefixes take no slots: the family's flag sends every source to the trie.
@@ -185,17 +209,17 @@ struct Model {
 }
 
 impl Model {
-    /// What the program must answer: a live host entry drops; else the longest covering prefix
-    /// drops if it is live (an expired one hides shorter ones until the sweep); a drop is
-    /// turned into a pass by any covering allow entry.
+    /// What the program must answer: a live host entry drops; else the longest live covering
+    /// prefix drops (expired ones are passed over); a drop is turned into a pass by any
+    /// covering allow entry.
     fn verdict(&self, addr: IpAddr) -> u32 {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let mut blocked = self.hosts.get(&addr) == Some(&true);
         if !blocked {
             for len in (0..max).rev() {
                 let prefix = Prefix::new(addr, len).unwrap();
-                if let Some(live) = self.prefixes.get(&prefix) {
-                    blocked = *live;
+                if self.prefixes.get(&prefix) == Some(&true) {
+                    blocked = true;
                     break;
                 }
             }

@@ -35,6 +35,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("softflowd", "softflowd"),
     ("tcpdump", "tcpdump"),
     ("nfcapd", "nfdump"),
+    // `cargo xtask bench xdp`: its BPF object, side by side.
+    ("xdp-filter", "xdp-tools"),
     // `cargo xtask deb` and its test: shlibdeps, strip, lintian, man -l.
     ("dpkg-shlibdeps", "dpkg-dev"),
     ("strip", "binutils"),

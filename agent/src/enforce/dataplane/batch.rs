@@ -83,8 +83,9 @@ pub(super) fn update_batch<K, V>(
     Err((processed, error))
 }
 
-/// Key bytes the batch readers set aside per element: room for an IPv6 address.
-pub(super) const MAX_KEY_SIZE: usize = 16;
+/// Key bytes the batch readers set aside per element: room for an IPv6 prefix key (length and
+/// address).
+pub(super) const MAX_KEY_SIZE: usize = 20;
 
 /// `BPF_MAP_DELETE_BATCH` of `keys`. `Err((n, error))`: the kernel stopped after `n` keys
 /// because of `error` (`ENOENT`: key `n` was not there).

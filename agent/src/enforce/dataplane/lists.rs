@@ -6,7 +6,9 @@ use std::{
 };
 
 use aya::maps::{IterableMap as _, MapError, lpm_trie::Key};
-use xdpguard_common::{AllowEntry, BlockEntry, Family, config_flags, map_names};
+use xdpguard_common::{
+    AllowEntry, BlockEntry, Family, PrefixKeyV4, PrefixKeyV6, config_flags, map_names,
+};
 
 use super::{
     BlockListEntry, Capacities, Dataplane, DataplaneError, ListId, ListKind,
@@ -62,6 +64,22 @@ pub(super) fn v6(prefix: &Prefix) -> [u8; 16] {
     match prefix.addr() {
         IpAddr::V6(addr) => addr.octets(),
         IpAddr::V4(_) => unreachable!("IPv6 list given an IPv4 prefix"),
+    }
+}
+
+/// The `BLOCK_PREFIX_V4` key of `prefix` (already a network: host bits zero).
+pub(super) fn prefix_key_v4(prefix: &Prefix) -> PrefixKeyV4 {
+    PrefixKeyV4 {
+        prefix_len: u32::from(prefix.prefix_len()),
+        addr: v4(prefix),
+    }
+}
+
+/// The `BLOCK_PREFIX_V6` key of `prefix`.
+pub(super) fn prefix_key_v6(prefix: &Prefix) -> PrefixKeyV6 {
+    PrefixKeyV6 {
+        prefix_len: u32::from(prefix.prefix_len()),
+        addr: v6(prefix),
     }
 }
 
@@ -192,11 +210,75 @@ impl Dataplane {
                 return Err(err);
             }
         }
+        self.publish_lengths()?;
         let wide = self.summary.wide_flags();
         let all_wide = config_flags::PREFIX_V4_WIDE | config_flags::PREFIX_V6_WIDE;
         if self.flags & all_wide != wide {
             self.flags = (self.flags & !all_wide) | wide;
             self.write_flags()?;
+        }
+        Ok(())
+    }
+
+    /// Write the prefix lengths that changed (`REGION_V4`, `REGION_V6`, `WIDE_LENGTHS`).
+    ///
+    /// # Errors
+    /// When a map cannot be written; what was not written stays to be written next time.
+    fn publish_lengths(&mut self) -> Result<(), DataplaneError> {
+        let writes = self.summary.take_dirty_lengths();
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let result = self.write_lengths(&writes);
+        if result.is_err() {
+            self.summary.redirty_lengths(&writes);
+        }
+        result
+    }
+
+    fn write_lengths(
+        &mut self,
+        writes: &super::lengths::LengthWrites,
+    ) -> Result<(), DataplaneError> {
+        let map_err = |map| move |source| DataplaneError::Map { map, source };
+        let write_err =
+            |map| move |(_, source): (usize, std::io::Error)| DataplaneError::Write { map, source };
+        match writes.v4.as_slice() {
+            [] => {}
+            [(index, mask)] => self
+                .maps
+                .region_v4
+                .set(*index, *mask, 0)
+                .map_err(map_err(map_names::REGION_V4))?,
+            many => {
+                let (keys, values): (Vec<u32>, Vec<u32>) = many.iter().copied().unzip();
+                update_batch(self.maps.region_v4.map(), &keys, &values)
+                    .map_err(write_err(map_names::REGION_V4))?;
+            }
+        }
+        if !writes.v6_set.is_empty() {
+            let (keys, values): (Vec<u32>, Vec<_>) = writes.v6_set.iter().copied().unzip();
+            if update_batch(self.maps.region_v6.map(), &keys, &values).is_err() {
+                // One by one, so the error names what failed (a full map is not expected: it
+                // has a region per prefix entry).
+                for (key, mask) in &writes.v6_set {
+                    self.maps
+                        .region_v6
+                        .insert(key, mask, BPF_ANY)
+                        .map_err(map_err(map_names::REGION_V6))?;
+                }
+            }
+        }
+        for key in &writes.v6_delete {
+            let _: bool = removed(self.maps.region_v6.remove(key), map_names::REGION_V6)?;
+        }
+        if let Some(wide) = writes.wide {
+            for (index, mask) in wide.into_iter().enumerate() {
+                self.maps
+                    .wide_lengths
+                    .set(u32::try_from(index).unwrap_or(0), mask, 0)
+                    .map_err(map_err(map_names::WIDE_LENGTHS))?;
+            }
         }
         Ok(())
     }
@@ -301,18 +383,17 @@ impl Dataplane {
         entry: BlockEntry,
         flags: u64,
     ) -> Result<(), MapError> {
-        let key_len = u32::from(prefix.prefix_len());
         match (ListId::block_list_of(prefix).kind, prefix.is_ipv4()) {
             (ListKind::BlockHost, true) => self.maps.host_v4.insert(v4(prefix), entry, flags),
             (ListKind::BlockHost, false) => self.maps.host_v6.insert(v6(prefix), entry, flags),
             (_, true) => self
                 .maps
                 .prefix_v4
-                .insert(&Key::new(key_len, v4(prefix)), entry, flags),
+                .insert(prefix_key_v4(prefix), entry, flags),
             (_, false) => self
                 .maps
                 .prefix_v6
-                .insert(&Key::new(key_len, v6(prefix)), entry, flags),
+                .insert(prefix_key_v6(prefix), entry, flags),
         }
     }
 
@@ -360,15 +441,14 @@ impl Dataplane {
     /// # Errors
     /// When the map cannot be written.
     pub fn remove_entry(&mut self, list: ListId, prefix: &Prefix) -> Result<bool, DataplaneError> {
-        let key_len = u32::from(prefix.prefix_len());
         let result = match (list.kind, list.family) {
             (ListKind::BlockHost, Family::Ipv4) => self.maps.host_v4.remove(&v4(prefix)),
             (ListKind::BlockHost, Family::Ipv6) => self.maps.host_v6.remove(&v6(prefix)),
             (ListKind::BlockPrefix, Family::Ipv4) => {
-                self.maps.prefix_v4.remove(&Key::new(key_len, v4(prefix)))
+                self.maps.prefix_v4.remove(&prefix_key_v4(prefix))
             }
             (ListKind::BlockPrefix, Family::Ipv6) => {
-                self.maps.prefix_v6.remove(&Key::new(key_len, v6(prefix)))
+                self.maps.prefix_v6.remove(&prefix_key_v6(prefix))
             }
             (ListKind::Allow, _) => return self.unallow(prefix),
         };
@@ -468,16 +548,10 @@ impl Dataplane {
             (ListKind::BlockHost, Family::Ipv6) => {
                 found(self.maps.host_v6.get(&v6(prefix), 0), name)?
             }
-            (_, Family::Ipv4) => found(
-                self.maps.prefix_v4.get(&Key::new(key_len, v4(prefix)), 0),
-                name,
-            )?,
-            (_, Family::Ipv6) => found(
-                self.maps.prefix_v6.get(&Key::new(key_len, v6(prefix)), 0),
-                name,
-            )?,
+            (_, Family::Ipv4) => found(self.maps.prefix_v4.get(&prefix_key_v4(prefix), 0), name)?,
+            (_, Family::Ipv6) => found(self.maps.prefix_v6.get(&prefix_key_v6(prefix), 0), name)?,
         };
-        // An LPM lookup answers with the longest covering prefix; keep only an exact match.
+        // Exact keys everywhere, but an entry written behind our back may say another length.
         Ok(entry.filter(|entry| entry.prefix_len == key_len))
     }
 
@@ -505,14 +579,14 @@ impl Dataplane {
         for item in self.maps.prefix_v4.iter() {
             let (key, entry) = item.map_err(map_err(map_names::BLOCK_PREFIX_V4))?;
             out.push(BlockListEntry {
-                prefix: prefix_of(Ipv4Addr::from(key.data()).into(), key.prefix_len()),
+                prefix: prefix_of(Ipv4Addr::from(key.addr).into(), key.prefix_len),
                 entry,
             });
         }
         for item in self.maps.prefix_v6.iter() {
             let (key, entry) = item.map_err(map_err(map_names::BLOCK_PREFIX_V6))?;
             out.push(BlockListEntry {
-                prefix: prefix_of(Ipv6Addr::from(key.data()).into(), key.prefix_len()),
+                prefix: prefix_of(Ipv6Addr::from(key.addr).into(), key.prefix_len),
                 entry,
             });
         }

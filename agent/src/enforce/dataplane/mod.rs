@@ -26,6 +26,7 @@ mod attach;
 mod batch;
 #[cfg(any(test, feature = "test-fake"))]
 mod fake;
+mod lengths;
 mod lists;
 mod pins;
 mod scan;
@@ -36,7 +37,7 @@ mod volume;
 
 #[cfg(any(test, feature = "test-fake"))]
 pub use fake::{FakeDataPath, FakeEvent, FakeOp};
-pub use pins::{Opened, RemovedPins, ensure_bpffs};
+pub use pins::{Opened, RemovedPins, ensure_bpffs, map_memory};
 pub use scan::{SCAN_ORDER, ScanCursor, ScanRepairs, ScannedEntry};
 pub use seam::DataPath;
 pub use stats::Stats;
@@ -285,6 +286,14 @@ pub enum DataplaneError {
         path: PathBuf,
         #[source]
         source: LinkError,
+    },
+    #[error(
+        "pinned map {map} is a {found} map where this version expects {expected}: run `xdpguard detach` (or remove the pin directory) and start again"
+    )]
+    PinnedLayout {
+        map: &'static str,
+        found: String,
+        expected: String,
     },
     #[error("{path} holds a BPF object that is not xdpguard's; give xdpguard a pin_dir of its own")]
     ForeignPin { path: PathBuf },

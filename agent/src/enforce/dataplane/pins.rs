@@ -18,7 +18,8 @@ use aya::{
 };
 use aya_obj::{generated::bpf_prog_type, programs::XdpAttachType};
 use xdpguard_common::{
-    AllowEntry, BlockEntry, DataplaneConfig, PROGRAM_NAME, SourceVolume, StatValue, map_names,
+    AllowEntry, BlockEntry, DataplaneConfig, LengthMask, PROGRAM_NAME, PrefixKeyV4, PrefixKeyV6,
+    SourceVolume, StatValue, map_names,
 };
 
 use super::{
@@ -34,8 +35,8 @@ pub(super) struct Maps {
     pub(super) allow_v6: LpmTrie<MapData, [u8; 16], AllowEntry>,
     pub(super) host_v4: HashMap<MapData, [u8; 4], BlockEntry>,
     pub(super) host_v6: HashMap<MapData, [u8; 16], BlockEntry>,
-    pub(super) prefix_v4: LpmTrie<MapData, [u8; 4], BlockEntry>,
-    pub(super) prefix_v6: LpmTrie<MapData, [u8; 16], BlockEntry>,
+    pub(super) prefix_v4: HashMap<MapData, PrefixKeyV4, BlockEntry>,
+    pub(super) prefix_v6: HashMap<MapData, PrefixKeyV6, BlockEntry>,
     pub(super) stats: PerCpuArray<MapData, StatValue>,
     pub(super) iface_slot: Array<MapData, u32>,
     pub(super) config: Array<MapData, DataplaneConfig>,
@@ -43,6 +44,9 @@ pub(super) struct Maps {
     pub(super) volume_v6: HashMap<MapData, [u8; 16], SourceVolume>,
     pub(super) summary: Array<MapData, u64>,
     pub(super) volume_sample: Array<MapData, u32>,
+    pub(super) region_v4: Array<MapData, u32>,
+    pub(super) region_v6: HashMap<MapData, u32, LengthMask>,
+    pub(super) wide_lengths: Array<MapData, LengthMask>,
 }
 
 pub(super) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
@@ -65,11 +69,59 @@ where
 {
     let map_err = |source| DataplaneError::Map { map: name, source };
     let data = MapData::from_pin(dir.join(name)).map_err(map_err)?;
+    // The wrapper is ours to choose, so check the kernel's type too (an LPM trie pinned by an
+    // older version under a name that is a hash now has the same key size).
+    let kind = data.info().map_err(map_err)?.map_type();
+    let wrapped = wrap(data);
+    if let Ok(expected) = expected_type(&wrapped)
+        && !matches!(kind, Ok(found) if found == expected)
+    {
+        return Err(DataplaneError::PinnedLayout {
+            map: name,
+            found: format!("{kind:?}"),
+            expected: format!("{expected:?}"),
+        });
+    }
     // The typed conversion checks key and value sizes: pins of another layout are refused.
-    T::try_from(wrap(data)).map_err(map_err)
+    T::try_from(wrapped).map_err(map_err)
+}
+
+/// The kernel map type a wrapper stands for.
+fn expected_type(map: &aya::maps::Map) -> Result<aya::maps::MapType, ()> {
+    use aya::maps::{Map, MapType};
+    Ok(match map {
+        Map::Array(_) => MapType::Array,
+        Map::HashMap(_) => MapType::Hash,
+        Map::LruHashMap(_) => MapType::LruHash,
+        Map::LpmTrie(_) => MapType::LpmTrie,
+        Map::PerCpuArray(_) => MapType::PerCpuArray,
+        _ => return Err(()),
+    })
 }
 
 impl Maps {
+    /// Each map by name, for [`Dataplane::kernel_memory`].
+    fn each(&self) -> [(&'static str, &MapData); 16] {
+        [
+            (map_names::ALLOW_V4, self.allow_v4.map()),
+            (map_names::ALLOW_V6, self.allow_v6.map()),
+            (map_names::BLOCK_HOST_V4, self.host_v4.map()),
+            (map_names::BLOCK_HOST_V6, self.host_v6.map()),
+            (map_names::BLOCK_PREFIX_V4, self.prefix_v4.map()),
+            (map_names::BLOCK_PREFIX_V6, self.prefix_v6.map()),
+            (map_names::STATS, self.stats.map()),
+            (map_names::IFACE_SLOT, self.iface_slot.map()),
+            (map_names::CONFIG, self.config.map()),
+            (map_names::VOLUME_V4, self.volume_v4.map()),
+            (map_names::VOLUME_V6, self.volume_v6.map()),
+            (map_names::SUMMARY, self.summary.map()),
+            (map_names::VOLUME_SAMPLE, self.volume_sample.map()),
+            (map_names::REGION_V4, self.region_v4.map()),
+            (map_names::REGION_V6, self.region_v6.map()),
+            (map_names::WIDE_LENGTHS, self.wide_lengths.map()),
+        ]
+    }
+
     fn from_pins(dir: &Path) -> Result<Self, DataplaneError> {
         use aya::maps::Map;
         Ok(Self {
@@ -77,8 +129,8 @@ impl Maps {
             allow_v6: pinned_map(dir, map_names::ALLOW_V6, Map::LpmTrie)?,
             host_v4: pinned_map(dir, map_names::BLOCK_HOST_V4, Map::HashMap)?,
             host_v6: pinned_map(dir, map_names::BLOCK_HOST_V6, Map::HashMap)?,
-            prefix_v4: pinned_map(dir, map_names::BLOCK_PREFIX_V4, Map::LpmTrie)?,
-            prefix_v6: pinned_map(dir, map_names::BLOCK_PREFIX_V6, Map::LpmTrie)?,
+            prefix_v4: pinned_map(dir, map_names::BLOCK_PREFIX_V4, Map::HashMap)?,
+            prefix_v6: pinned_map(dir, map_names::BLOCK_PREFIX_V6, Map::HashMap)?,
             stats: pinned_map(dir, map_names::STATS, Map::PerCpuArray)?,
             iface_slot: pinned_map(dir, map_names::IFACE_SLOT, Map::Array)?,
             config: pinned_map(dir, map_names::CONFIG, Map::Array)?,
@@ -86,6 +138,9 @@ impl Maps {
             volume_v6: pinned_map(dir, map_names::VOLUME_V6, Map::LruHashMap)?,
             summary: pinned_map(dir, map_names::SUMMARY, Map::Array)?,
             volume_sample: pinned_map(dir, map_names::VOLUME_SAMPLE, Map::Array)?,
+            region_v4: pinned_map(dir, map_names::REGION_V4, Map::Array)?,
+            region_v6: pinned_map(dir, map_names::REGION_V6, Map::HashMap)?,
+            wide_lengths: pinned_map(dir, map_names::WIDE_LENGTHS, Map::Array)?,
         })
     }
 
@@ -104,7 +159,39 @@ impl Maps {
             volume_v6: take_map(ebpf, map_names::VOLUME_V6)?,
             summary: take_map(ebpf, map_names::SUMMARY)?,
             volume_sample: take_map(ebpf, map_names::VOLUME_SAMPLE)?,
+            region_v4: take_map(ebpf, map_names::REGION_V4)?,
+            region_v6: take_map(ebpf, map_names::REGION_V6)?,
+            wide_lengths: take_map(ebpf, map_names::WIDE_LENGTHS)?,
         })
+    }
+}
+
+/// The kernel's account of the memory a map uses (`memlock` in its fdinfo, what `bpftool map
+/// show` prints), in bytes.
+///
+/// # Errors
+/// When the fdinfo cannot be read or has no such line.
+pub fn map_memory(map: &MapData) -> io::Result<u64> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let fd = map.fd().as_fd().as_raw_fd();
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("memlock:"))
+        .and_then(|value| value.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no memlock in the map's fdinfo"))
+}
+
+impl Dataplane {
+    /// Kernel memory per map (see [`map_memory`]), by name.
+    ///
+    /// # Errors
+    /// When a map's fdinfo cannot be read.
+    pub fn kernel_memory(&self) -> io::Result<Vec<(&'static str, u64)>> {
+        self.maps
+            .each()
+            .into_iter()
+            .map(|(name, map)| Ok((name, map_memory(map)?)))
+            .collect()
     }
 }
 
@@ -305,7 +392,9 @@ impl Dataplane {
         }
         let _: &mut EbpfLoader<'_> = loader
             .map_max_entries(map_names::VOLUME_V4, capacities.volume_v4)
-            .map_max_entries(map_names::VOLUME_V6, capacities.volume_v6);
+            .map_max_entries(map_names::VOLUME_V6, capacities.volume_v6)
+            // A region per IPv6 prefix at most.
+            .map_max_entries(map_names::REGION_V6, capacities.block_prefix_v6);
         let mut ebpf = loader.load(XDPGUARD_OBJECT).map_err(DataplaneError::Load)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)

@@ -8,7 +8,9 @@ use std::{
 };
 
 use aya::maps::{IterableMap as _, MapData};
-use xdpguard_common::{AllowEntry, BlockEntry, Family, IFINDEX_LIMIT, map_names, summary};
+use xdpguard_common::{
+    AllowEntry, BlockEntry, Family, IFINDEX_LIMIT, LengthMask, map_names, prefix_lengths, summary,
+};
 
 use super::{
     Dataplane, DataplaneError, ListId, ListKind,
@@ -167,8 +169,8 @@ impl Dataplane {
         };
         let limit = limit.max(1);
         let (entries, done) = match list.kind {
-            ListKind::BlockHost => self.scan_hosts(list, cursor, limit)?,
-            ListKind::BlockPrefix | ListKind::Allow => self.scan_trie(list, cursor, limit)?,
+            ListKind::BlockHost | ListKind::BlockPrefix => self.scan_hash(list, cursor, limit)?,
+            ListKind::Allow => self.scan_trie(list, cursor, limit)?,
         };
         if list.kind != ListKind::Allow {
             cursor
@@ -179,15 +181,19 @@ impl Dataplane {
         Ok(entries)
     }
 
-    fn scan_hosts(
+    /// A batch of a block list (all hashes): host keys are the address, prefix keys the
+    /// length (native endian) and the network.
+    fn scan_hash(
         &self,
         list: ListId,
         cursor: &mut ScanCursor,
         limit: usize,
     ) -> Result<(Vec<ScannedEntry>, bool), DataplaneError> {
-        let (map, key_size) = match list.family {
-            Family::Ipv4 => (self.maps.host_v4.map(), 4),
-            Family::Ipv6 => (self.maps.host_v6.map(), 16),
+        let (map, key_size) = match (list.kind, list.family) {
+            (ListKind::BlockHost, Family::Ipv4) => (self.maps.host_v4.map(), 4),
+            (ListKind::BlockHost, Family::Ipv6) => (self.maps.host_v6.map(), 16),
+            (_, Family::Ipv4) => (self.maps.prefix_v4.map(), 8),
+            (_, Family::Ipv6) => (self.maps.prefix_v6.map(), 20),
         };
         let fd = map.fd().as_fd().as_raw_fd();
         let mut batch = limit.max(MIN_HASH_BATCH);
@@ -210,19 +216,10 @@ impl Dataplane {
                 Ok((count, done)) => {
                     cursor.token = Some(next);
                     let entries = (0..count)
-                        .map(|i| {
+                        .filter_map(|i| {
                             let key = &keys[i * key_size..(i + 1) * key_size];
-                            let addr = match list.family {
-                                Family::Ipv4 => {
-                                    Ipv4Addr::from(<[u8; 4]>::try_from(key).unwrap_or_default())
-                                        .into()
-                                }
-                                Family::Ipv6 => {
-                                    Ipv6Addr::from(<[u8; 16]>::try_from(key).unwrap_or_default())
-                                        .into()
-                                }
-                            };
-                            ScannedEntry::block(list, Prefix::host(addr), &values[i])
+                            let prefix = decode_block_key(list, key)?;
+                            Some(ScannedEntry::block(list, prefix, &values[i]))
                         })
                         .collect();
                     return Ok((entries, done));
@@ -241,17 +238,16 @@ impl Dataplane {
         }
     }
 
+    /// A chunk of an allowlist (LPM tries), resuming after the last prefix read.
     fn scan_trie(
         &self,
         list: ListId,
         cursor: &mut ScanCursor,
         limit: usize,
     ) -> Result<(Vec<ScannedEntry>, bool), DataplaneError> {
-        let map: &MapData = match (list.kind, list.family) {
-            (ListKind::BlockPrefix, Family::Ipv4) => self.maps.prefix_v4.map(),
-            (ListKind::BlockPrefix, Family::Ipv6) => self.maps.prefix_v6.map(),
-            (_, Family::Ipv4) => self.maps.allow_v4.map(),
-            (_, Family::Ipv6) => self.maps.allow_v6.map(),
+        let map: &MapData = match list.family {
+            Family::Ipv4 => self.maps.allow_v4.map(),
+            Family::Ipv6 => self.maps.allow_v6.map(),
         };
         let read_error = |source| DataplaneError::Read {
             map: list.map_name(),
@@ -291,19 +287,11 @@ impl Dataplane {
                 }
             };
             let prefix = prefix_of(addr, len);
-            let entry = if list.kind == ListKind::Allow {
-                let mut value = AllowEntry::default();
-                // SAFETY: the trie's key, and its value type.
-                unsafe { lookup(map, &next, &mut value) }
-                    .map_err(read_error)?
-                    .then(|| ScannedEntry::allow(list, prefix, &value))
-            } else {
-                let mut value = BlockEntry::default();
-                // SAFETY: the trie's key, and its value type.
-                unsafe { lookup(map, &next, &mut value) }
-                    .map_err(read_error)?
-                    .then(|| ScannedEntry::block(list, prefix, &value))
-            };
+            let mut value = AllowEntry::default();
+            // SAFETY: the trie's key, and its value type.
+            let entry = unsafe { lookup(map, &next, &mut value) }
+                .map_err(read_error)?
+                .then(|| ScannedEntry::allow(list, prefix, &value));
             // Deleted between the two calls: nothing to check.
             out.extend(entry);
             cursor.last = Some(prefix);
@@ -352,7 +340,7 @@ impl Dataplane {
         let repairs = ScanRepairs {
             config: in_kernel != before,
             slots: self.repair_slots()?,
-            summary: self.repair_summary(&cursor.blocks, quiet)?,
+            summary: self.repair_summary(&cursor.blocks, quiet)? + self.repair_lengths()?,
         };
         if in_kernel != self.flags {
             self.write_flags()?;
@@ -378,47 +366,163 @@ impl Dataplane {
         &self,
         first: u32,
         count: u32,
-        mut visit: impl FnMut(u32, u64),
+        visit: impl FnMut(u32, u64),
     ) -> Result<(), DataplaneError> {
-        const CHUNK: u32 = 1 << 15;
-        let fd = self.maps.summary.map().fd().as_fd().as_raw_fd();
-        let end = first.saturating_add(count).min(summary::WORDS);
-        let mut keys = vec![0u8; CHUNK as usize * MAX_KEY_SIZE];
-        let mut values = vec![0u64; CHUNK as usize];
-        let mut at = first;
-        while at < end {
-            let batch = (end - at).min(CHUNK) as usize;
-            let mut next = [0u64; 2];
-            let token = [u64::from(at.wrapping_sub(1)), 0];
-            let position = if at == 0 {
-                std::ptr::null()
-            } else {
-                token.as_ptr()
-            };
-            let (read, done) = read_batch(
-                fd,
-                false,
-                position,
-                next.as_mut_ptr(),
-                &mut keys[..batch * MAX_KEY_SIZE],
-                &mut values[..batch],
-            )
-            .map_err(|source| DataplaneError::Read {
-                map: map_names::SUMMARY,
-                source,
-            })?;
-            for (i, word) in values.iter().enumerate().take(read) {
-                let key = keys[i * 4..i * 4 + 4].try_into().unwrap_or_default();
-                visit(u32::from_ne_bytes(key), *word);
-            }
-            if done || read == 0 {
-                return Ok(());
-            }
-            at += u32::try_from(read).unwrap_or(CHUNK);
-        }
-        Ok(())
+        each_array_value(
+            self.maps.summary.map(),
+            map_names::SUMMARY,
+            summary::WORDS,
+            first,
+            count,
+            visit,
+        )
     }
 
+    /// Put back every `REGION_V4`, `REGION_V6` and `WIDE_LENGTHS` entry that is not what the
+    /// daemon wrote, all of them every pass (256 KiB of array and one entry per IPv6 /32 that
+    /// holds prefixes). Returns how many differed.
+    fn repair_lengths(&mut self) -> Result<u64, DataplaneError> {
+        let mut differing_v4 = Vec::new();
+        let lengths = self.summary.lengths();
+        each_array_value(
+            self.maps.region_v4.map(),
+            map_names::REGION_V4,
+            prefix_lengths::V4_REGIONS,
+            0,
+            prefix_lengths::V4_REGIONS,
+            |index, mask: u32| {
+                if lengths.v4_region(index) != mask {
+                    differing_v4.push(index);
+                }
+            },
+        )?;
+        let mut differing_v6 = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        each_hash_entry(
+            self.maps.region_v6.map(),
+            map_names::REGION_V6,
+            4,
+            |key, mask: LengthMask| {
+                let key = u32::from_ne_bytes(key.try_into().unwrap_or_default());
+                let _: bool = seen.insert(key);
+                if lengths.v6_region(key) != Some(mask) {
+                    differing_v6.push(key);
+                }
+            },
+        )?;
+        differing_v6.extend(lengths.v6_keys().filter(|key| !seen.contains(key)));
+        let map_err = |source| DataplaneError::Map {
+            map: map_names::WIDE_LENGTHS,
+            source,
+        };
+        let wide = lengths.wide();
+        let wide_differs = self.maps.wide_lengths.get(&0, 0).map_err(map_err)? != wide[0]
+            || self.maps.wide_lengths.get(&1, 0).map_err(map_err)? != wide[1];
+        let repaired =
+            differing_v4.len() as u64 + differing_v6.len() as u64 + u64::from(wide_differs);
+        let lengths = self.summary.lengths_mut();
+        for index in differing_v4 {
+            lengths.mark_v4(index);
+        }
+        for key in differing_v6 {
+            lengths.mark_v6(key);
+        }
+        if wide_differs {
+            lengths.mark_wide();
+        }
+        self.publish_summary()?;
+        Ok(repaired)
+    }
+}
+
+/// Every (key bytes, value) of the hash map `map`, read with `BPF_MAP_LOOKUP_BATCH`.
+fn each_hash_entry<V: Copy + Default>(
+    map: &MapData,
+    name: &'static str,
+    key_size: usize,
+    mut visit: impl FnMut(&[u8], V),
+) -> Result<(), DataplaneError> {
+    let fd = map.fd().as_fd().as_raw_fd();
+    let mut batch = 4096;
+    let mut token: Option<[u64; 2]> = None;
+    loop {
+        let mut keys = vec![0u8; batch * MAX_KEY_SIZE];
+        let mut values = vec![V::default(); batch];
+        let mut next = [0u64; 2];
+        let position = token.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
+        match read_batch(
+            fd,
+            false,
+            position,
+            next.as_mut_ptr(),
+            &mut keys,
+            &mut values,
+        ) {
+            Ok((count, done)) => {
+                for (i, value) in values.iter().enumerate().take(count) {
+                    visit(&keys[i * key_size..(i + 1) * key_size], *value);
+                }
+                if done {
+                    return Ok(());
+                }
+                token = Some(next);
+            }
+            // One bucket holds more than the batch: ask for more at once.
+            Err(error) if error.raw_os_error() == Some(libc::ENOSPC) && batch < 1 << 16 => {
+                batch *= 4;
+            }
+            Err(source) => return Err(DataplaneError::Read { map: name, source }),
+        }
+    }
+}
+
+/// Entries `first..first + count` of the array map `map` (of `len` entries) with their
+/// indices, read with `BPF_MAP_LOOKUP_BATCH` (on an array the batch token is the index before).
+fn each_array_value<V: Copy + Default>(
+    map: &MapData,
+    name: &'static str,
+    len: u32,
+    first: u32,
+    count: u32,
+    mut visit: impl FnMut(u32, V),
+) -> Result<(), DataplaneError> {
+    const CHUNK: u32 = 1 << 15;
+    let fd = map.fd().as_fd().as_raw_fd();
+    let end = first.saturating_add(count).min(len);
+    let mut keys = vec![0u8; CHUNK as usize * MAX_KEY_SIZE];
+    let mut values = vec![V::default(); CHUNK as usize];
+    let mut at = first;
+    while at < end {
+        let batch = (end - at).min(CHUNK) as usize;
+        let mut next = [0u64; 2];
+        let token = [u64::from(at.wrapping_sub(1)), 0];
+        let position = if at == 0 {
+            std::ptr::null()
+        } else {
+            token.as_ptr()
+        };
+        let (read, done) = read_batch(
+            fd,
+            false,
+            position,
+            next.as_mut_ptr(),
+            &mut keys[..batch * MAX_KEY_SIZE],
+            &mut values[..batch],
+        )
+        .map_err(|source| DataplaneError::Read { map: name, source })?;
+        for (i, value) in values.iter().enumerate().take(read) {
+            let key = keys[i * 4..i * 4 + 4].try_into().unwrap_or_default();
+            visit(u32::from_ne_bytes(key), *value);
+        }
+        if done || read == 0 {
+            return Ok(());
+        }
+        at += u32::try_from(read).unwrap_or(CHUNK);
+    }
+    Ok(())
+}
+
+impl Dataplane {
     /// Bring the summary in line with the entries the scan read (`quiet`: nothing changed
     /// meanwhile, so they are exactly the lists: rebuild; else count those it does not cover),
     /// and put back every `SUMMARY` word that is not what the daemon wrote. Returns how many
@@ -485,6 +589,29 @@ impl Dataplane {
         }
         Ok(repaired)
     }
+}
+
+/// The prefix a block list's key stands for. A prefix key with host bits set (written behind
+/// our back: the program, which masks, never finds it) is left out, with a warning.
+fn decode_block_key(list: ListId, key: &[u8]) -> Option<Prefix> {
+    let addr_bytes = match list.kind {
+        ListKind::BlockHost => key,
+        _ => &key[4..],
+    };
+    let addr: std::net::IpAddr = match list.family {
+        Family::Ipv4 => Ipv4Addr::from(<[u8; 4]>::try_from(addr_bytes).ok()?).into(),
+        Family::Ipv6 => Ipv6Addr::from(<[u8; 16]>::try_from(addr_bytes).ok()?).into(),
+    };
+    if list.kind == ListKind::BlockHost {
+        return Some(Prefix::host(addr));
+    }
+    let len = u32::from_ne_bytes(key[..4].try_into().ok()?);
+    let prefix = prefix_of(addr, len);
+    if prefix.addr() != addr || u32::from(prefix.prefix_len()) != len {
+        log::warn!("{list}: key {addr}/{len} is not a network; the program never matches it");
+        return None;
+    }
+    Some(prefix)
 }
 
 /// The LPM trie key of `prefix`: its length (native endian), then its address.

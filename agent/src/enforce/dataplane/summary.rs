@@ -8,7 +8,10 @@ use foldhash::fast::RandomState;
 
 use xdpguard_common::{Family, config_flags, summary};
 
-use super::{ListId, ListKind};
+use super::{
+    ListId, ListKind,
+    lengths::{LengthWrites, PrefixLengths},
+};
 use crate::prefix::Prefix;
 
 /// One of the summary's bit planes.
@@ -132,6 +135,8 @@ pub(super) struct Summary {
     /// Words changed since the last write-back, each once.
     dirty: Vec<u32>,
     dirty_mark: Vec<bool>,
+    /// The prefix lengths per region, kept with the bits (same entries, same write order).
+    lengths: PrefixLengths,
 }
 
 impl Default for Summary {
@@ -142,6 +147,7 @@ impl Default for Summary {
             wide: [0; 2],
             dirty: Vec::new(),
             dirty_mark: vec![false; summary::WORDS as usize],
+            lengths: PrefixLengths::default(),
         }
     }
 }
@@ -151,6 +157,9 @@ impl Summary {
     /// their bits were already up (someone may have cleared them in the kernel): write them
     /// (and the flags) before the entry goes into the kernel.
     pub(super) fn add(&mut self, list: ListId, prefix: &Prefix) {
+        if list.kind == ListKind::BlockPrefix {
+            self.lengths.add(prefix);
+        }
         match footprint(list, prefix) {
             Footprint::Wide(family) => self.wide[family as usize] += 1,
             Footprint::Slots(plane, slots) => {
@@ -165,6 +174,9 @@ impl Summary {
 
     /// Count an entry gone from `list` (after it left the kernel). Bits it clears are dirty.
     pub(super) fn remove(&mut self, list: ListId, prefix: &Prefix) {
+        if list.kind == ListKind::BlockPrefix {
+            self.lengths.remove(prefix);
+        }
         match footprint(list, prefix) {
             Footprint::Wide(family) => {
                 let wide = &mut self.wide[family as usize];
@@ -189,6 +201,9 @@ impl Summary {
     /// Whether every bit an entry of `list` keyed by `prefix` needs is set (reconcile checks
     /// entries it finds in the kernel).
     pub(super) fn covers(&self, list: ListId, prefix: &Prefix) -> bool {
+        if list.kind == ListKind::BlockPrefix && !self.lengths.covers(prefix) {
+            return false;
+        }
         match footprint(list, prefix) {
             Footprint::Wide(family) => self.wide[family as usize] > 0,
             Footprint::Slots(plane, mut slots) => slots.all(|slot| {
@@ -208,7 +223,11 @@ impl Summary {
     pub(super) fn rebuild<'a>(&mut self, entries: impl IntoIterator<Item = (ListId, &'a Prefix)>) {
         let mut counts: [HashMap<u32, u32, RandomState>; 4] = Default::default();
         let mut wide = [0u64; 2];
+        let mut prefixes: Vec<&Prefix> = Vec::new();
         for (list, prefix) in entries {
+            if list.kind == ListKind::BlockPrefix {
+                prefixes.push(prefix);
+            }
             match footprint(list, prefix) {
                 Footprint::Wide(family) => wide[family as usize] += 1,
                 Footprint::Slots(plane, slots) => {
@@ -242,6 +261,7 @@ impl Summary {
         }
         self.counts = counts;
         self.wide = wide;
+        self.lengths.rebuild(prefixes);
     }
 
     /// The `PREFIX_V*_WIDE` flags the lists need.
@@ -281,6 +301,25 @@ impl Summary {
         for word in 0..summary::WORDS {
             self.mark(word);
         }
+        self.lengths.mark_all();
+    }
+
+    /// The prefix lengths to write back; forgets them.
+    pub(super) fn take_dirty_lengths(&mut self) -> LengthWrites {
+        self.lengths.take_dirty()
+    }
+
+    /// Mark again what a failed write-back of lengths held.
+    pub(super) fn redirty_lengths(&mut self, writes: &LengthWrites) {
+        self.lengths.redirty(writes);
+    }
+
+    pub(super) const fn lengths(&self) -> &PrefixLengths {
+        &self.lengths
+    }
+
+    pub(super) const fn lengths_mut(&mut self) -> &mut PrefixLengths {
+        &mut self.lengths
     }
 
     fn set(&mut self, plane: Plane, slot: u32, on: bool) {
@@ -355,7 +394,11 @@ mod tests {
         // A /23 across a word boundary of 32 slots: 198.51.31.0 and .32.0.
         s.add(PREFIX4, &p("198.51.30.0/23"));
         s.add(PREFIX4, &p("198.51.32.0/23"));
-        assert!(s.covers(PREFIX4, &p("198.51.31.0/24")) && s.covers(PREFIX4, &p("198.51.32.0/24")));
+        assert!(s.covers(PREFIX4, &p("198.51.30.0/23")) && s.covers(PREFIX4, &p("198.51.32.0/23")));
+        assert!(
+            !s.covers(PREFIX4, &p("198.51.31.0/24")),
+            "its slot is set, but no /24 is listed in that /16"
+        );
     }
 
     #[test]
@@ -374,7 +417,7 @@ mod tests {
         // A /20 takes 4,096 /32 slots (fewer bits where hashes meet).
         s.add(v6, &p("2001:db0::/20"));
         assert!(bits(&s) > 4_000 && bits(&s) <= 4_096);
-        assert!(s.covers(v6, &p("2001:db8:1::/48")));
+        assert!(s.covers(v6, &p("2001:db0::/20")));
     }
 
     #[test]
