@@ -83,6 +83,52 @@ pub(super) fn update_batch<K, V>(
     Err((processed, error))
 }
 
+/// Batches smaller than this go in from the calling thread.
+const PARALLEL_MIN: usize = 8_192;
+
+/// [`update_batch`] split into consecutive parts, one thread each, up to the CPUs available
+/// (at most 4): a hash map's inserts take per-bucket locks and allocate per element, so a
+/// large batch goes in about as many times faster as there are idle CPUs. Per part, in order:
+/// its first index and how many of its elements went in, and why the rest did not.
+pub(super) fn update_batch_parallel<K: Sync, V: Sync>(
+    map: &MapData,
+    keys: &[K],
+    values: &[V],
+) -> Vec<(usize, usize, Option<io::Error>)> {
+    let count = keys.len().min(values.len());
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(4);
+    if count < PARALLEL_MIN || threads < 2 {
+        return vec![match update_batch(map, &keys[..count], &values[..count]) {
+            Ok(()) => (0, count, None),
+            Err((added, error)) => (0, added, Some(error)),
+        }];
+    }
+    let part = count.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..count)
+            .step_by(part)
+            .map(|start| {
+                let end = (start + part).min(count);
+                let (keys, values) = (&keys[start..end], &values[start..end]);
+                scope.spawn(move || match update_batch(map, keys, values) {
+                    Ok(()) => (start, end - start, None),
+                    Err((added, error)) => (start, added, Some(error)),
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle.join().unwrap_or_else(|_| {
+                    (0, 0, Some(io::Error::other("batch insert thread panicked")))
+                })
+            })
+            .collect()
+    })
+}
+
 /// Key bytes the batch readers set aside per element: room for an IPv6 prefix key (length and
 /// address).
 pub(super) const MAX_KEY_SIZE: usize = 20;

@@ -12,7 +12,7 @@ use xdpguard_common::{
 
 use super::{
     BlockListEntry, Capacities, Dataplane, DataplaneError, ListId, ListKind,
-    batch::{delete_batch, update_batch},
+    batch::{delete_batch, update_batch, update_batch_parallel},
     family_of,
 };
 use crate::prefix::Prefix;
@@ -339,30 +339,30 @@ impl Dataplane {
                 };
                 picked.len()
             ];
-            let outcome = match family {
+            let parts = match family {
                 Family::Ipv4 => {
                     let keys: Vec<[u8; 4]> = picked.iter().map(|&i| v4(&prefixes[i])).collect();
-                    update_batch(self.maps.host_v4.map(), &keys, &values)
+                    update_batch_parallel(self.maps.host_v4.map(), &keys, &values)
                 }
                 Family::Ipv6 => {
                     let keys: Vec<[u8; 16]> = picked.iter().map(|&i| v6(&prefixes[i])).collect();
-                    update_batch(self.maps.host_v6.map(), &keys, &values)
+                    update_batch_parallel(self.maps.host_v6.map(), &keys, &values)
                 }
             };
-            let added = match outcome {
-                Ok(()) => picked.len(),
-                Err((added, error)) => {
-                    if added == 0 {
-                        log::debug!("batch insert into {list}: {error}; one by one instead");
-                    }
-                    added
+            let mut added = 0;
+            for (start, went_in, error) in parts {
+                if let Some(error) = error
+                    && went_in == 0
+                {
+                    log::debug!("batch insert into {list}: {error}; one by one instead");
                 }
-            };
-            for &i in &picked[..added] {
-                done[i] = true;
+                for &i in &picked[start..start + went_in] {
+                    done[i] = true;
+                }
+                added += went_in;
             }
             // The rest take the one-by-one path, which counts them again.
-            for &i in &picked[added..] {
+            for &i in picked.iter().filter(|&&i| !done[i]) {
                 self.summary.remove(list, &prefixes[i]);
             }
             *self.block_counts.entry(list).or_default() += added as u64;
