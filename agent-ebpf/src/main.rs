@@ -384,7 +384,7 @@ fn probe_v4(addr: u32, lengths: u64) -> Option<&'static LiveBlockEntry> {
     // The entry again, from a bucket the probe just warmed (a pointer cannot leave the
     // callback); gone meanwhile means unblocked meanwhile.
     // SAFETY: the map is not preallocated, so the value is RCU-protected while we hold it.
-    unsafe { BLOCK_PREFIX_V4.get(&v4_key(addr, probe.found)) }
+    unsafe { BLOCK_PREFIX_V4.get(v4_key(addr, probe.found)) }
 }
 
 const NOT_FOUND: u32 = u32::MAX;
@@ -416,7 +416,7 @@ extern "C" fn probe_v4_step(_index: u32, context: *mut c_void) -> i64 {
     let (len, rest) = take_longest(probe.lengths, 31);
     probe.lengths = rest;
     // SAFETY: as in `probe_v4`.
-    match unsafe { BLOCK_PREFIX_V4.get(&v4_key(probe.addr, len)) } {
+    match unsafe { BLOCK_PREFIX_V4.get(v4_key(probe.addr, len)) } {
         Some(entry) if is_live(entry) => {
             probe.found = len;
             1
@@ -434,7 +434,7 @@ fn prefix_v6(words: [u32; 4], regional: bool, flags: u64) -> Option<&'static Liv
     let low = (u64::from(words[2]) << 32) | u64::from(words[3]);
     if regional {
         // SAFETY: the map is not preallocated, so the value is RCU-protected while we hold it.
-        if let Some(lengths) = unsafe { REGION_V6.get(&words[0]) }
+        if let Some(lengths) = unsafe { REGION_V6.get(words[0]) }
             && let Some(entry) = probe_v6(high, low, *lengths)
         {
             return Some(entry);
@@ -480,7 +480,7 @@ fn probe_v6(high: u64, low: u64, lengths: LengthMask) -> Option<&'static LiveBlo
         return None;
     }
     // SAFETY: as in `probe_v4`.
-    unsafe { BLOCK_PREFIX_V6.get(&v6_key(high, low, probe.found)) }
+    unsafe { BLOCK_PREFIX_V6.get(v6_key(high, low, probe.found)) }
 }
 
 #[repr(C)]
@@ -529,7 +529,7 @@ extern "C" fn probe_v6_step(_index: u32, context: *mut c_void) -> i64 {
         return 1;
     };
     // SAFETY: as in `probe_v4`.
-    match unsafe { BLOCK_PREFIX_V6.get(&v6_key(probe.high, probe.low, len)) } {
+    match unsafe { BLOCK_PREFIX_V6.get(v6_key(probe.high, probe.low, len)) } {
         Some(entry) if is_live(entry) => {
             probe.found = len;
             1
