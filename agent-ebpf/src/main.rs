@@ -370,6 +370,18 @@ fn probe_v4(addr: u32, lengths: u64) -> Option<&'static LiveBlockEntry> {
     if lengths == 0 {
         return None;
     }
+    // The longest length inline: in real lists a region rarely holds more than one, and a
+    // hit there costs neither the loop's call nor the lookup again.
+    let (len, lengths) = take_longest(lengths, 31);
+    // SAFETY: the map is not preallocated, so the value is RCU-protected while we hold it.
+    if let Some(entry) = unsafe { BLOCK_PREFIX_V4.get(v4_key(addr, len)) }
+        && is_live(entry)
+    {
+        return Some(entry);
+    }
+    if lengths == 0 {
+        return None;
+    }
     let mut probe = ProbeV4 {
         addr,
         found: NOT_FOUND,
@@ -459,11 +471,33 @@ fn prefix_v6(words: [u32; 4], regional: bool, flags: u64) -> Option<&'static Liv
 /// [`probe_v4`]); the address as its two big-endian halves.
 #[inline(always)]
 fn probe_v6(high: u64, low: u64, lengths: LengthMask) -> Option<&'static LiveBlockEntry> {
+    // The longest length inline, as in `probe_v4`.
+    let (mut longer, mut shorter) = (lengths.longer, lengths.shorter);
+    let len = if longer != 0 {
+        let (len, rest) = take_longest(longer, 127);
+        longer = rest;
+        len
+    } else if shorter != 0 {
+        let (len, rest) = take_longest(shorter, 63);
+        shorter = rest;
+        len
+    } else {
+        return None;
+    };
+    // SAFETY: as in `probe_v4`.
+    if let Some(entry) = unsafe { BLOCK_PREFIX_V6.get(v6_key(high, low, len)) }
+        && is_live(entry)
+    {
+        return Some(entry);
+    }
+    if longer == 0 && shorter == 0 {
+        return None;
+    }
     let mut probe = ProbeV6 {
         high,
         low,
-        longer: lengths.longer,
-        shorter: lengths.shorter,
+        longer,
+        shorter,
         found: NOT_FOUND,
         reserved: 0,
     };
