@@ -7,9 +7,11 @@
 //! - [`encode`]: a NetFlow v9 encoder for generated streams;
 //! - `baseline` (feature `baselines`): the benchmark baseline XDP programs;
 //! - [`prometheus`]: a real Prometheus scraping the daemon;
+//! - [`crowdsec`]: a real CrowdSec local API with a bouncer key;
 //! - [`report`]: what the benchmarks' Markdown reports share.
 #[cfg(feature = "baselines")]
 pub mod baseline;
+pub mod crowdsec;
 pub mod daemon;
 pub mod encode;
 pub mod flows;

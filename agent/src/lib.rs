@@ -1,6 +1,6 @@
 //! xdpguard: an XDP host firewall.
-// Data flows down this list: the daemon wires config, the api adapters and the detectors
-// to the decision owner in `enforce`; the last four are leaves anyone may use.
+// Data flows down this list: the daemon wires config, the api adapters, the detectors and
+// the peers to the decision owner in `enforce`; the last four are leaves anyone may use.
 pub mod daemon;
 
 pub mod config;
@@ -9,6 +9,7 @@ pub mod api;
 pub mod tools;
 
 pub mod detect;
+pub mod peers;
 
 pub mod enforce;
 

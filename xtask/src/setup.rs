@@ -1,7 +1,7 @@
 //! `cargo xtask setup`: everything a fresh machine needs, each step skipped when done.
 use std::{
     env, fs,
-    os::unix::fs::symlink,
+    os::unix::fs::{PermissionsExt as _, symlink},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -48,8 +48,68 @@ pub fn run(root: &Path) -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     debian_packages()?;
+    crowdsec()?;
     let _ = root;
     Ok(())
+}
+
+/// CAPI credentials that are not empty tell Debian's crowdsec postinst not to register with
+/// the central API (README.Debian), which needs the internet these machines do not have and
+/// would leave the package half-configured.
+const CROWDSEC_CAPI: &str = "/etc/crowdsec/online_api_credentials.yaml";
+/// invoke-rc.d's policy hook: `exit 101` forbids starting services from maintainer scripts.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// Debian's crowdsec for the CrowdSec tests, installed offline and without starting its
+/// service: the tests run their own local API on loopback in the sandbox.
+fn crowdsec() -> Result<()> {
+    let configured = output(Command::new("dpkg-query").args(["-W", "-f=${Status}", "crowdsec"]))
+        .is_ok_and(|status| status.trim() == "install ok installed");
+    if configured {
+        return Ok(());
+    }
+    eprintln!("setup: installing Debian's crowdsec (offline, its service not started)");
+    fs::create_dir_all("/etc/crowdsec").context("creating /etc/crowdsec")?;
+    if fs::metadata(CROWDSEC_CAPI).map_or(true, |m| m.len() == 0) {
+        fs::write(
+            CROWDSEC_CAPI,
+            "# Left by xdpguard's test setup: no central API registration (offline machine).\n",
+        )
+        .with_context(|| format!("writing {CROWDSEC_CAPI}"))?;
+    }
+    // Our own policy hook only while installing, and only where there is none.
+    let own_policy = !Path::new(POLICY_RC_D).exists();
+    if own_policy {
+        fs::write(POLICY_RC_D, "#!/bin/sh\nexit 101\n")
+            .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        fs::set_permissions(POLICY_RC_D, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {POLICY_RC_D} executable"))?;
+    }
+    let installed = status(Command::new("apt-get").args(["update", "-qq"])).and_then(|()| {
+        status(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args([
+                    "install",
+                    "-y",
+                    "-qq",
+                    "--no-install-recommends",
+                    "crowdsec",
+                ]),
+        )
+    });
+    // A package left half-configured by an earlier attempt finishes here.
+    let configured = installed.and_then(|()| {
+        status(
+            Command::new("dpkg")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["--configure", "--pending"]),
+        )
+    });
+    if own_policy {
+        let _ = fs::remove_file(POLICY_RC_D);
+    }
+    configured
 }
 
 fn output(command: &mut Command) -> Result<String> {
