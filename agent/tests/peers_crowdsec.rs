@@ -155,3 +155,182 @@ fn cscli_decisions_come_out_of_the_stream_as_blocks_and_unblocks() {
         .unwrap();
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
 }
+
+fn ok(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn addr(text: &str) -> std::net::IpAddr {
+    text.parse().unwrap()
+}
+
+/// A metric's value on the daemon's page (0 when absent).
+fn metric(sandbox: &Sandbox, port: u16, series: &str) -> u64 {
+    xdpguard_testkit::daemon::http_get(sandbox, port, "/metrics")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "needs root, BPF and Debian's crowdsec: run by `cargo xtask test`"]
+fn the_daemon_bounces_for_a_real_crowdsec_lapi() {
+    use std::time::Duration;
+    use xdpguard_testkit::{
+        daemon::{Daemon, eventually},
+        netns::{FW_IF, FW_V4},
+    };
+    const METRICS: u16 = 19_531;
+    let sandbox = Sandbox::new("bouncer");
+    for source in ["203.0.113.10", "203.0.113.66", "203.0.113.88"] {
+        sandbox.add_source(addr(source));
+    }
+    let workdir = Workdir::new("bouncer", xdpguard_binary!());
+    let mut lapi = Crowdsec::start(&sandbox, &workdir.path.join("crowdsec"), 18_124);
+    workdir.write_config(
+        FW_IF,
+        METRICS,
+        &format!(
+            "[allowlist]\nprefixes = [\"203.0.113.10\"]\n\n[crowdsec]\nlapi_url = \"{}\"\napi_key = \"{}\"\npoll_interval = \"1s\"\n",
+            lapi.url(),
+            lapi.key()
+        ),
+    );
+    let daemon = Daemon::start(&sandbox, &workdir);
+    let passes = |source: &str| sandbox.ping(addr(source), FW_V4, 1) == 1;
+    assert!(passes("203.0.113.66") && passes("203.0.113.88"));
+    let within = Duration::from_secs(15);
+
+    // An address and a range from cscli are dropped at the NIC; the allowlisted one is not.
+    for args in [
+        &[
+            "decisions",
+            "add",
+            "--ip",
+            "203.0.113.66",
+            "--duration",
+            "1h",
+        ][..],
+        &[
+            "decisions",
+            "add",
+            "--range",
+            "203.0.113.80/28",
+            "--duration",
+            "2h",
+        ],
+        &[
+            "decisions",
+            "add",
+            "--ip",
+            "203.0.113.10",
+            "--duration",
+            "1h",
+        ],
+    ] {
+        ok(&lapi.cscli(&sandbox, args));
+    }
+    assert!(
+        eventually(within, || !passes("203.0.113.66")),
+        "{}",
+        daemon.stderr()
+    );
+    assert!(eventually(within, || !passes("203.0.113.88")));
+    assert!(passes("203.0.113.10"), "the allowlist wins over CrowdSec");
+    let listed = ok(&daemon.cli(&["list", "--source", "crowdsec:cscli"]));
+    assert!(
+        listed.contains("203.0.113.66") && listed.contains("203.0.113.80/28"),
+        "{listed}"
+    );
+    assert!(eventually(within, || metric(
+        &sandbox,
+        METRICS,
+        "xdpguard_crowdsec_refused_total{reason=\"allowlisted\"}"
+    ) == 1));
+    assert_eq!(metric(&sandbox, METRICS, "xdpguard_crowdsec_up"), 1);
+
+    // Deleted in CrowdSec: passes again. An operator's own block on the same address stays
+    // when CrowdSec takes its decision back.
+    ok(&daemon.cli(&["block", "203.0.113.66", "--for", "1h"]));
+    ok(&lapi.cscli(&sandbox, &["decisions", "delete", "--ip", "203.0.113.66"]));
+    assert!(eventually(within, || metric(
+        &sandbox,
+        METRICS,
+        "xdpguard_crowdsec_decisions_total{event=\"deleted\",origin=\"cscli\"}"
+    ) >= 1));
+    assert!(
+        !passes("203.0.113.66"),
+        "the operator's block is not CrowdSec's to remove"
+    );
+    ok(&daemon.cli(&["unblock", "203.0.113.66"]));
+    assert!(passes("203.0.113.66"));
+
+    // The LAPI down: everything held is enforced, the bouncer says it is down; back up,
+    // nothing was lost, and a deletion made then goes through.
+    lapi.stop();
+    assert!(eventually(within, || metric(
+        &sandbox,
+        METRICS,
+        "xdpguard_crowdsec_up"
+    ) == 0));
+    assert!(!passes("203.0.113.88"));
+    lapi.restart(&sandbox);
+    assert!(eventually(within, || metric(
+        &sandbox,
+        METRICS,
+        "xdpguard_crowdsec_up"
+    ) == 1));
+    assert!(
+        !passes("203.0.113.88"),
+        "a restarted LAPI's startup answer keeps the range"
+    );
+    ok(&lapi.cscli(
+        &sandbox,
+        &["decisions", "delete", "--range", "203.0.113.80/28"],
+    ));
+    assert!(
+        eventually(within, || passes("203.0.113.88")),
+        "{}",
+        daemon.stderr()
+    );
+
+    // A wrong key (a reload with another one) is said clearly, and enforcement goes on.
+    ok(&lapi.cscli(
+        &sandbox,
+        &[
+            "decisions",
+            "add",
+            "--ip",
+            "203.0.113.66",
+            "--duration",
+            "1h",
+        ],
+    ));
+    assert!(eventually(within, || !passes("203.0.113.66")));
+    let config = std::fs::read_to_string(workdir.config()).unwrap();
+    std::fs::write(
+        workdir.config(),
+        config.replace(lapi.key(), "0123456789abcdef0123456789abcdef"),
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    assert!(
+        eventually(within, || daemon
+            .stderr()
+            .contains("refused the bouncer key")),
+        "{}",
+        daemon.stderr()
+    );
+    assert!(
+        !passes("203.0.113.66"),
+        "still enforced while the key is wrong"
+    );
+    drop(daemon);
+}

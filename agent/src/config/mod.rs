@@ -139,6 +139,8 @@ pub struct Config {
     pub volume: VolumeConfig,
     /// `[rulesets]`: what the files in `rulesets_dir` may cost.
     pub ruleset_limits: RulesetLimits,
+    /// `[crowdsec]`: be the local API's bouncer; `None` without the table.
+    pub crowdsec: Option<crate::peers::crowdsec::config::CrowdsecConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -230,6 +232,7 @@ impl Config {
             inputs: Vec::new(),
             volume: VolumeConfig::default(),
             ruleset_limits: RulesetLimits::default(),
+            crowdsec: None,
         }
     }
 
@@ -656,6 +659,7 @@ volume_v6 = 7
                 inputs: Vec::new(),
                 volume: VolumeConfig::default(),
                 ruleset_limits: RulesetLimits::default(),
+                crowdsec: None,
             }
         );
     }

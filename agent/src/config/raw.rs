@@ -66,6 +66,20 @@ pub(super) struct RawConfig {
     pub(super) volume: RawVolume,
     #[serde(default)]
     pub(super) rulesets: RawRulesetLimits,
+    pub(super) crowdsec: Option<Spanned<RawCrowdsec>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [crowdsec] table")]
+pub(super) struct RawCrowdsec {
+    pub(super) lapi_url: Option<Spanned<String>>,
+    pub(super) api_key: Option<Spanned<String>>,
+    pub(super) api_key_file: Option<Spanned<String>>,
+    pub(super) poll_interval: Option<Spanned<RawDuration>>,
+    pub(super) timeout: Option<Spanned<RawDuration>>,
+    pub(super) origins: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) max_decisions: Option<Spanned<Integer>>,
 }
 
 #[derive(Default, Deserialize)]

@@ -9,7 +9,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
         mpsc,
     },
@@ -30,6 +30,7 @@ use crate::{
     enforce::decision::{DecisionStore, StateError},
     enforce::owner::{self, Command, Handle, Owner, OwnerConfig, OwnerError},
     error_chain,
+    peers::crowdsec::{bouncer::Bouncer, metrics::BouncerStats},
     prefix::Prefix,
 };
 
@@ -49,6 +50,8 @@ pub struct Settings {
     pub inputs: Vec<crate::detect::logs::config::InputConfig>,
     pub scoring: crate::detect::logs::offenders::ScoringConfig,
     pub volume: crate::detect::traffic::volume::VolumeConfig,
+    /// `[crowdsec]`: poll the local API as its bouncer.
+    pub crowdsec: Option<crate::peers::crowdsec::config::CrowdsecConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -330,6 +333,10 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         );
     }
 
+    // The bouncer's stats outlive a bouncer replaced by a reload: the page reads the current one.
+    let crowdsec_stats: Arc<Mutex<Option<Arc<Mutex<BouncerStats>>>>> = Arc::new(Mutex::new(None));
+    let mut bouncer = start_bouncer(settings.crowdsec.clone(), &handle, &crowdsec_stats)?;
+
     let control = {
         let handle = handle.clone();
         let volume_snapshot = Arc::clone(&volume_snapshot);
@@ -366,6 +373,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     let metrics = match settings.metrics_listen {
         Some(listen) => {
             let control_stats = control.stats();
+            let crowdsec_stats = Arc::clone(&crowdsec_stats);
             let server = crate::api::metrics::MetricsServer::spawn_with(
                 listen,
                 Arc::new(move || {
@@ -379,8 +387,22 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .clone();
+                    let crowdsec = crowdsec_stats
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .as_ref()
+                        .map(|stats| {
+                            crate::peers::crowdsec::metrics::render(
+                                &stats
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .clone(),
+                            )
+                        })
+                        .unwrap_or_default();
                     Ok(page
                         + &process_metrics::render(started)
+                        + &crowdsec
                         + &crate::detect::traffic::volume::metrics::render(&volume)
                         + &crate::detect::logs::metrics::render(&logs)
                         + &crate::api::control::metrics::render(&control_stats))
@@ -415,6 +437,16 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
             match load() {
                 Ok(new) => {
                     volume.reload(new.volume);
+                    if bouncer.as_ref().map(Bouncer::config) != new.crowdsec.as_ref() {
+                        // A new bouncer resyncs from the LAPI's startup answer.
+                        if let Some(old) = bouncer.take() {
+                            old.stop();
+                        }
+                        match start_bouncer(new.crowdsec.clone(), &handle, &crowdsec_stats) {
+                            Ok(started) => bouncer = started,
+                            Err(err) => log::error!("crowdsec: {}", error_chain(&err)),
+                        }
+                    }
                     let _ = log_commands.send(LogCommand::Reload {
                         rulesets: new.rulesets,
                         inputs: new.inputs,
@@ -449,6 +481,9 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         log::error!("log scoring panicked");
     }
     volume.stop();
+    if let Some(bouncer) = bouncer.take() {
+        bouncer.stop();
+    }
     handle.shutdown();
     match owner_thread.join() {
         Ok(owner) => owner.shutdown()?,
@@ -457,6 +492,22 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     // Only now: `detach` and a new daemon wait for the snapshot the owner wrote above.
     drop(claim);
     Ok(())
+}
+
+/// Start the CrowdSec bouncer if `[crowdsec]` asks for one, and publish its stats.
+fn start_bouncer(
+    config: Option<crate::peers::crowdsec::config::CrowdsecConfig>,
+    handle: &Handle,
+    stats: &Mutex<Option<Arc<Mutex<BouncerStats>>>>,
+) -> Result<Option<Bouncer>, DaemonError> {
+    let bouncer = config
+        .map(|config| Bouncer::start(config, handle.clone()))
+        .transpose()
+        .map_err(|err| DaemonError::Config(format!("crowdsec: {}", error_chain(&err))))?;
+    *stats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = bouncer.as_ref().map(Bouncer::stats);
+    Ok(bouncer)
 }
 
 /// Read the configuration file into [`Settings`]: allowlist files are read here, and the
@@ -533,5 +584,6 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
         inputs: config.inputs,
         scoring: config.scoring,
         volume: config.volume,
+        crowdsec: config.crowdsec,
     })
 }

@@ -106,6 +106,16 @@ impl Source {
     pub const fn is_manual(&self) -> bool {
         matches!(self, Self::Manual)
     }
+
+    /// Whether both are of one kind (two CrowdSec origins, two rulesets), names aside.
+    pub fn same_kind(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+
+    /// A CrowdSec origin's.
+    pub const fn is_crowdsec(&self) -> bool {
+        matches!(self, Self::Crowdsec(_))
+    }
 }
 
 impl std::fmt::Display for Source {

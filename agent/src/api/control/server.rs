@@ -155,6 +155,7 @@ pub fn answer(handle: &Handle, published: &Published, request: Request) -> Answe
                 }),
                 force,
                 evidence: Vec::new(),
+                replace_own: false,
             };
             applied(handle.block(order).wait(), refused_early)
         }

@@ -1,6 +1,7 @@
 //! From the raw file to the typed configuration: every value range-checked, every error at
 //! its place. The daemon's own keys and tables are checked here, `[scoring]` and `[[inputs]]`
 //! in [`logs`], `[volume]` in [`volume`].
+mod crowdsec;
 mod logs;
 mod volume;
 
@@ -106,6 +107,11 @@ impl RawConfig {
             inputs: source.inputs(&self.inputs)?,
             volume: source.volume(&self.volume)?,
             ruleset_limits: source.ruleset_limits(&self.rulesets)?,
+            crowdsec: self
+                .crowdsec
+                .as_ref()
+                .map(|raw| source.crowdsec(raw))
+                .transpose()?,
         })
     }
 }

@@ -470,6 +470,7 @@ impl LogScoring {
                                 expires: Expiry::After(ban.duration),
                                 force: false,
                                 evidence: evidence.lines(address),
+                                replace_own: false,
                             }));
                         }
                     }

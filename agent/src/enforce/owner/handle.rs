@@ -37,6 +37,10 @@ pub struct BlockOrder {
     /// The log lines that led to it, newest last; the owner keeps at most
     /// [`MAX_EVIDENCE_LINES`] of at most [`MAX_EVIDENCE_LINE_BYTES`] each.
     pub evidence: Vec<String>,
+    /// A block of the same kind of source in place that lasts longer takes this order's
+    /// expiry (a peer that knows its decision was shortened: CrowdSec deleted the longer of
+    /// two); any other source's longer block still stands.
+    pub replace_own: bool,
 }
 
 /// How many evidence lines a decision keeps.
@@ -225,6 +229,8 @@ pub enum Command {
     Remove {
         kind: DecisionKind,
         prefixes: Vec<Prefix>,
+        /// Only decisions whose source this accepts go; the others count as missing.
+        held_by: Option<fn(&Source) -> bool>,
         done: Reply<Removed>,
     },
     List {
@@ -296,6 +302,22 @@ impl Handle {
         self.ask(|done| Command::Remove {
             kind: DecisionKind::Block,
             prefixes,
+            held_by: None,
+            done,
+        })
+    }
+
+    /// Unblock only the prefixes whose block `held_by` accepts the source of (a peer takes
+    /// back its own decisions, never an operator's or a detector's on the same prefix).
+    pub fn unblock_held_by(
+        &self,
+        prefixes: Vec<Prefix>,
+        held_by: fn(&Source) -> bool,
+    ) -> Pending<Removed> {
+        self.ask(|done| Command::Remove {
+            kind: DecisionKind::Block,
+            prefixes,
+            held_by: Some(held_by),
             done,
         })
     }
@@ -308,6 +330,7 @@ impl Handle {
         self.ask(|done| Command::Remove {
             kind: DecisionKind::Allow,
             prefixes,
+            held_by: None,
             done,
         })
     }

@@ -341,6 +341,7 @@ impl<D: DataPath> Owner<D> {
         &mut self,
         kind: DecisionKind,
         prefixes: Vec<Prefix>,
+        held_by: Option<fn(&Source) -> bool>,
     ) -> Result<Removed, CommandError> {
         let mut refused = Vec::new();
         let mut missing = Vec::new();
@@ -350,6 +351,9 @@ impl<D: DataPath> Owner<D> {
                 None => missing.push(prefix),
                 Some(d) if kind == DecisionKind::Allow && d.origin.source == Source::Config => {
                     refused.push((prefix, Refusal::ConfiguredAllow));
+                }
+                Some(d) if held_by.is_some_and(|accept| !accept(&d.origin.source)) => {
+                    missing.push(prefix);
                 }
                 Some(_) => removable.push(prefix),
             }
@@ -619,8 +623,9 @@ fn serve<D: DataPath>(
                     Command::Remove {
                         kind,
                         prefixes,
+                        held_by,
                         done,
-                    } => replies.push(defer(owner.remove(kind, prefixes), done)),
+                    } => replies.push(defer(owner.remove(kind, prefixes, held_by), done)),
                     Command::List { filter, done } => {
                         replies.push(defer(owner.list(&filter).map_err(kernel), done));
                     }

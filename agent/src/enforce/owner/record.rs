@@ -47,6 +47,7 @@ impl<D: DataPath> Owner<D> {
             expires,
             force,
             evidence,
+            replace_own,
         } = order;
         let now = self.clock.now_unix();
         let duration = match expires {
@@ -85,6 +86,7 @@ impl<D: DataPath> Owner<D> {
                     .store
                     .get(DecisionKind::Block, prefix)
                     .filter(|d| outlasts(d.origin.expires_unix, expires_unix))
+                    .filter(|d| !(replace_own && d.origin.source.same_kind(&origin.source)))
                     .map(|d| d.origin.source.clone());
                 if let Some(holder) = longer {
                     refused.push((*prefix, Refusal::AlreadyBlockedLonger { holder }));

@@ -123,6 +123,7 @@ fn block_order(prefixes: &[&str], source: Source, secs: Option<u64>) -> BlockOrd
         expires: secs.map_or(Expiry::Default, |s| Expiry::After(Duration::from_secs(s))),
         force: false,
         evidence: Vec::new(),
+        replace_own: false,
     }
 }
 
@@ -487,7 +488,7 @@ fn the_configured_allowlist_follows_reloads_and_is_not_removed_by_hand() {
     );
     assert_eq!(owner.status().unwrap().interfaces[0].0, "veth0");
     let removed = owner
-        .remove(DecisionKind::Allow, vec![p("192.0.2.0/24")])
+        .remove(DecisionKind::Allow, vec![p("192.0.2.0/24")], None)
         .unwrap();
     assert_eq!(removed.removed, 0);
     assert_eq!(removed.refused[0].1, Refusal::ConfiguredAllow);
@@ -738,7 +739,7 @@ fn unknown_entries_are_adopted_listed_and_removable() {
     );
     assert_eq!(owner.reconcile().unwrap().corrected, 0);
     let removed = owner
-        .remove(DecisionKind::Block, vec![p("203.0.113.7")])
+        .remove(DecisionKind::Block, vec![p("203.0.113.7")], None)
         .unwrap();
     assert_eq!(removed.removed, 1);
     assert_eq!(entry(&owner, "203.0.113.7"), None);
@@ -903,6 +904,7 @@ fn reconcile_and_sweep_go_in_bounded_chunks() {
         expires: Expiry::After(Duration::from_secs(10)),
         force: false,
         evidence: Vec::new(),
+        replace_own: false,
     };
     assert_eq!(owner.block(order).unwrap().applied, total as u64);
     owner.begin_reconcile();
@@ -950,6 +952,7 @@ fn commands_are_answered_between_the_chunks_of_a_pass() {
         expires: Expiry::Default,
         force: false,
         evidence: Vec::new(),
+        replace_own: false,
     };
     let _ = owner.block(order).unwrap();
     let snapshot = owner.metrics_snapshot();
@@ -1116,4 +1119,55 @@ fn evidence_is_bounded_kept_across_a_restart_and_listed_by_covering_address() {
     let manual = covering(&mut owner, "198.51.100.7");
     assert_eq!(manual.len(), 1);
     assert!(manual[0].decision.origin.evidence.is_empty());
+}
+
+#[test]
+fn a_peer_shortens_only_its_own_block_and_takes_back_only_its_own() {
+    let dir = StateDir::new("peer-own");
+    let (mut owner, _clock) = start(&dir);
+    let crowdsec = |origin: &str| Source::Crowdsec(origin.into());
+    owner
+        .block(block_order(
+            &["203.0.113.7"],
+            crowdsec("cscli"),
+            Some(3_600),
+        ))
+        .unwrap();
+    owner
+        .block(block_order(&["203.0.113.8"], Source::Manual, Some(3_600)))
+        .unwrap();
+    // Shorter, not marked: refused, the longer one stands.
+    let applied = owner
+        .block(block_order(&["203.0.113.7"], crowdsec("CAPI"), Some(60)))
+        .unwrap();
+    assert_eq!(applied.refused.len(), 1, "{:?}", refused_reasons(&applied));
+    assert_eq!(
+        decision(&owner, "203.0.113.7").unwrap().origin.expires_unix,
+        NOW + 3_600
+    );
+    // Marked: a CrowdSec block shortens a CrowdSec block, never the operator's.
+    let mut order = block_order(&["203.0.113.7", "203.0.113.8"], crowdsec("CAPI"), Some(60));
+    order.replace_own = true;
+    let applied = owner.block(order).unwrap();
+    assert_eq!(refused_reasons(&applied).len(), 1);
+    assert_eq!(
+        decision(&owner, "203.0.113.7").unwrap().origin.expires_unix,
+        NOW + 60
+    );
+    assert_eq!(
+        decision(&owner, "203.0.113.8").unwrap().origin.source,
+        Source::Manual
+    );
+    // Taken back only where CrowdSec holds the block.
+    let removed = owner
+        .remove(
+            DecisionKind::Block,
+            vec![p("203.0.113.7"), p("203.0.113.8")],
+            Some(Source::is_crowdsec),
+        )
+        .unwrap();
+    assert_eq!(removed.removed, 1);
+    assert_eq!(removed.missing, vec![p("203.0.113.8")]);
+    assert!(decision(&owner, "203.0.113.7").is_none());
+    assert!(decision(&owner, "203.0.113.8").is_some());
 }

@@ -847,6 +847,7 @@ impl Worker {
             expires: Expiry::After(Duration::from_secs(order.duration_secs)),
             force: false,
             evidence: Vec::new(),
+            replace_own: false,
         });
         match pending.wait_timeout(OWNER_TIMEOUT) {
             Ok(applied) => applied
