@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["daemon"],
     &["config"],
     &["api", "tools"],
-    &["detect"],
+    &["detect", "peers"],
     &["enforce"],
 ];
 /// Used by any layer; they may use each other, as long as that makes no cycle.

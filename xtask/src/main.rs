@@ -65,6 +65,8 @@ enum Bench {
     Scoring,
     /// NetFlow v9 records per second decoded and aggregated vs nfcapd; 1M-source aggregation.
     Volume,
+    /// 100k CrowdSec decisions imported → enforced: xdpguard vs crowdsec-firewall-bouncer.
+    Crowdsec,
 }
 
 fn main() -> ExitCode {
@@ -187,7 +189,11 @@ fn bench(root: &Path, which: Bench) -> Result<()> {
         Bench::Apply => "apply",
         Bench::Scoring => "scoring",
         Bench::Volume => "volume",
+        Bench::Crowdsec => "crowdsec",
     };
+    if matches!(which, Bench::Crowdsec) {
+        setup::install_quietly(&["crowdsec-firewall-bouncer", "nftables"])?;
+    }
     // Benchmarks that drive the daemon run the release binary.
     cargo(root, ["build", "--release", "-p", "xdpguard"])?;
     let mut command = Command::new(env!("CARGO"));

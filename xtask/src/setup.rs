@@ -63,12 +63,6 @@ const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 /// Debian's crowdsec for the CrowdSec tests, installed offline and without starting its
 /// service: the tests run their own local API on loopback in the sandbox.
 fn crowdsec() -> Result<()> {
-    let configured = output(Command::new("dpkg-query").args(["-W", "-f=${Status}", "crowdsec"]))
-        .is_ok_and(|status| status.trim() == "install ok installed");
-    if configured {
-        return Ok(());
-    }
-    eprintln!("setup: installing Debian's crowdsec (offline, its service not started)");
     fs::create_dir_all("/etc/crowdsec").context("creating /etc/crowdsec")?;
     if fs::metadata(CROWDSEC_CAPI).map_or(true, |m| m.len() == 0) {
         fs::write(
@@ -77,6 +71,27 @@ fn crowdsec() -> Result<()> {
         )
         .with_context(|| format!("writing {CROWDSEC_CAPI}"))?;
     }
+    install_quietly(&["crowdsec"])
+}
+
+/// Install `packages` that are not installed yet with `apt-get`, starting none of their
+/// services (`cargo xtask bench crowdsec` runs its own bouncers in the sandbox).
+pub fn install_quietly(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|package| {
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+                .is_ok_and(|status| status.trim() == "install ok installed")
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing Debian packages {} (their services not started)",
+        missing.join(" ")
+    );
     // Our own policy hook only while installing, and only where there is none.
     let own_policy = !Path::new(POLICY_RC_D).exists();
     if own_policy {
@@ -89,13 +104,8 @@ fn crowdsec() -> Result<()> {
         status(
             Command::new("apt-get")
                 .env("DEBIAN_FRONTEND", "noninteractive")
-                .args([
-                    "install",
-                    "-y",
-                    "-qq",
-                    "--no-install-recommends",
-                    "crowdsec",
-                ]),
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing),
         )
     });
     // A package left half-configured by an earlier attempt finishes here.

@@ -1,0 +1,256 @@
+//! `cargo xtask bench crowdsec` (root): 100,000 CrowdSec decisions imported with `cscli
+//! decisions import` into a real local API (Debian's crowdsec, in the sandbox's firewall
+//! namespace), and the time until a bouncer enforces all of them: xdpguard (kernel list
+//! entries), Debian's crowdsec-firewall-bouncer in nftables mode (set elements) and in ipset
+//! mode (set entries), each with its own fresh LAPI and a 1 s poll, one after the other,
+//! `ROUNDS` times interleaved. Prints a Markdown table for docs/BENCHMARKS.md.
+use std::{
+    collections::HashSet,
+    fmt::Write as _,
+    io::Write as _,
+    net::Ipv4Addr,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
+use xdpguard_testkit::{
+    crowdsec::Crowdsec,
+    daemon::{Children, Daemon, Workdir},
+    netns::{FW_IF, Sandbox},
+    report::{load_average, machine, median},
+    xdpguard_binary,
+};
+
+const DECISIONS: usize = 100_000;
+const ROUNDS: usize = 3;
+/// Longest wait for a bouncer to enforce everything.
+const LIMIT: Duration = Duration::from_secs(600);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Contender {
+    Xdpguard,
+    Nftables,
+    Ipset,
+}
+
+impl Contender {
+    const ALL: [Self; 3] = [Self::Xdpguard, Self::Nftables, Self::Ipset];
+
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Xdpguard => "xdpguard",
+            Self::Nftables => "crowdsec-firewall-bouncer (nftables)",
+            Self::Ipset => "crowdsec-firewall-bouncer (ipset)",
+        }
+    }
+}
+
+fn decisions_file(path: &std::path::Path, rng: &mut StdRng) {
+    let mut seen = HashSet::with_capacity(DECISIONS);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(out, "duration,scope,type,value").unwrap();
+    while seen.len() < DECISIONS {
+        // 11.0.0.0-100.255.255.255: map and set entries only, never traffic.
+        let addr = Ipv4Addr::from(rng.random_range(0x0b00_0000_u32..0x6500_0000));
+        if seen.insert(addr) {
+            writeln!(out, "4h,ip,ban,{addr}").unwrap();
+        }
+    }
+}
+
+/// How many of the decisions the contender enforces now.
+fn enforced(contender: Contender, sandbox: &Sandbox, daemon: Option<&Daemon>) -> usize {
+    let in_fw = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &sandbox.fw])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    match contender {
+        Contender::Xdpguard => {
+            let out = daemon.unwrap().cli(&["status", "--json"]);
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let entries = status["lists"]
+                .as_array()
+                .and_then(|lists| lists.iter().find(|l| l["list"] == "block_host/ipv4"))
+                .and_then(|list| list["entries"].as_u64())
+                .unwrap_or(0);
+            usize::try_from(entries).unwrap_or(usize::MAX)
+        }
+        Contender::Nftables => {
+            let text = in_fw(&[
+                "nft",
+                "list",
+                "set",
+                "ip",
+                "crowdsec",
+                "crowdsec-blacklists",
+            ]);
+            let Some(start) = text.find("elements = {") else {
+                return 0;
+            };
+            text[start..].matches(',').count() + 1
+        }
+        Contender::Ipset => in_fw(&["ipset", "list", "crowdsec-blacklists", "-terse"])
+            .lines()
+            .find_map(|line| line.strip_prefix("Number of entries: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0),
+    }
+}
+
+/// One round: seconds of the import, and from its start to all enforced.
+fn round(contender: Contender, port: u16, rng: &mut StdRng) -> (f64, f64) {
+    let sandbox = Sandbox::new("csbench");
+    let workdir = Workdir::new("csbench", xdpguard_binary!());
+    let mut lapi = Crowdsec::start(&sandbox, &workdir.path.join("crowdsec"), port);
+    let file = workdir.path.join("decisions.csv");
+    decisions_file(&file, rng);
+    let mut daemon = None;
+    let mut bouncer = None;
+    match contender {
+        Contender::Xdpguard => {
+            workdir.write_config(
+                FW_IF,
+                19_541,
+                &format!(
+                    "[crowdsec]\nlapi_url = \"{}\"\napi_key = \"{}\"\npoll_interval = \"1s\"\n",
+                    lapi.url(),
+                    lapi.key()
+                ),
+            );
+            daemon = Some(Daemon::start(&sandbox, &workdir));
+        }
+        Contender::Nftables | Contender::Ipset => {
+            let mode = if contender == Contender::Nftables {
+                "nftables"
+            } else {
+                "ipset"
+            };
+            let key = lapi.add_bouncer(&sandbox, "firewall-bouncer");
+            let config = workdir.path.join("firewall-bouncer.yaml");
+            std::fs::write(
+                &config,
+                format!(
+                    "mode: {mode}\npid_dir: {dir}/\nupdate_frequency: 1s\ndaemonize: false\nlog_mode: file\nlog_dir: {dir}/\nlog_level: info\napi_url: {url}\napi_key: {key}\ninsecure_skip_verify: false\ndisable_ipv6: false\ndeny_action: DROP\ndeny_log: false\nsupported_decisions_types:\n  - ban\nblacklists_ipv4: crowdsec-blacklists\nblacklists_ipv6: crowdsec6-blacklists\nipset_type: nethash\niptables_chains:\n  - INPUT\nnftables:\n  ipv4:\n    enabled: true\n    set-only: false\n    table: crowdsec\n    chain: crowdsec-chain\n  ipv6:\n    enabled: true\n    set-only: false\n    table: crowdsec6\n    chain: crowdsec6-chain\nprometheus:\n  enabled: false\n",
+                    dir = workdir.path.display(),
+                    url = lapi.url(),
+                ),
+            )
+            .unwrap();
+            if contender == Contender::Ipset {
+                // ipset mode expects its sets to exist.
+                for (set, family) in [
+                    ("crowdsec-blacklists", "inet"),
+                    ("crowdsec6-blacklists", "inet6"),
+                ] {
+                    let status = Command::new("ip")
+                        .args([
+                            "netns",
+                            "exec",
+                            &sandbox.fw,
+                            "ipset",
+                            "create",
+                            set,
+                            "hash:net",
+                            "family",
+                            family,
+                            "maxelem",
+                            "1000000",
+                        ])
+                        .status()
+                        .unwrap();
+                    assert!(status.success(), "ipset create {set}");
+                }
+            }
+            let child = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &sandbox.fw,
+                    "crowdsec-firewall-bouncer",
+                    "-c",
+                ])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            bouncer = Some(Children(vec![child]));
+            // Ready when it has set up its set (nftables) and pulled once.
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    }
+    let started = Instant::now();
+    let out = lapi.cscli(
+        &sandbox,
+        &["decisions", "import", "-i", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "cscli decisions import: {out:?}");
+    let imported = started.elapsed();
+    loop {
+        let n = enforced(contender, &sandbox, daemon.as_ref());
+        if n >= DECISIONS {
+            break;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "{} enforced {n} of {DECISIONS} after {LIMIT:?}",
+            contender.name()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let done = started.elapsed();
+    drop(bouncer);
+    drop(daemon);
+    lapi.stop();
+    eprintln!(
+        "bench: {}: import {:.2} s, enforced after {:.2} s",
+        contender.name(),
+        imported.as_secs_f64(),
+        done.as_secs_f64()
+    );
+    (imported.as_secs_f64(), done.as_secs_f64())
+}
+
+fn main() {
+    if std::env::args().any(|arg| arg == "--list") {
+        return;
+    }
+    let load_at_start = load_average();
+    let mut rng = StdRng::seed_from_u64(0xc5_0100);
+    let mut results: Vec<(Contender, Vec<f64>, Vec<f64>)> = Contender::ALL
+        .iter()
+        .map(|c| (*c, Vec::new(), Vec::new()))
+        .collect();
+    for _ in 0..ROUNDS {
+        for (i, contender) in Contender::ALL.iter().enumerate() {
+            let port = 18_130 + u16::try_from(i).unwrap_or(0);
+            let (imported, done) = round(*contender, port, &mut rng);
+            results[i].1.push(imported);
+            results[i].2.push(done);
+        }
+    }
+    let mut report = format!(
+        "\n{}; 1-minute load average {load_at_start} at the start, {} at the end\n\n| bouncer | cscli import of {DECISIONS} (s, median) | import start → all {DECISIONS} enforced (s, median of {ROUNDS}, min-max) | × xdpguard's time |\n|---|---:|---:|---:|\n",
+        machine(),
+        load_average()
+    );
+    let ours = median(results[0].2.clone());
+    for (contender, imported, done) in results {
+        let low = done.iter().copied().fold(f64::MAX, f64::min);
+        let high = done.iter().copied().fold(f64::MIN, f64::max);
+        let mid = median(done);
+        let _ = writeln!(
+            report,
+            "| {} | {:.2} | {mid:.2} [{low:.2}-{high:.2}] | {:.1}× |",
+            contender.name(),
+            median(imported),
+            mid / ours
+        );
+    }
+    print!("{report}");
+}
