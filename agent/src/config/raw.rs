@@ -77,6 +77,7 @@ pub(super) struct RawCrowdsec {
     pub(super) api_key_file: Option<Spanned<String>>,
     pub(super) poll_interval: Option<Spanned<RawDuration>>,
     pub(super) timeout: Option<Spanned<RawDuration>>,
+    pub(super) resync_interval: Option<Spanned<RawDuration>>,
     pub(super) origins: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) ca_file: Option<Spanned<String>>,
     pub(super) max_decisions: Option<Spanned<Integer>>,

@@ -6,7 +6,8 @@ use toml::Spanned;
 
 use super::super::{ConfigError, locate::ConfigText, raw::RawCrowdsec};
 use crate::peers::crowdsec::config::{
-    CrowdsecConfig, DEFAULT_MAX_DECISIONS, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT,
+    CrowdsecConfig, DEFAULT_MAX_DECISIONS, DEFAULT_POLL_INTERVAL, DEFAULT_RESYNC_INTERVAL,
+    DEFAULT_TIMEOUT,
 };
 
 /// Longest key accepted (CrowdSec's are 32 hex digits).
@@ -72,6 +73,13 @@ impl ConfigText<'_> {
             Duration::from_secs(600),
             DEFAULT_TIMEOUT,
         )?;
+        let resync_interval = self.duration_within(
+            "crowdsec.resync_interval",
+            raw.resync_interval.as_ref(),
+            Duration::from_secs(10),
+            Duration::from_secs(86_400),
+            DEFAULT_RESYNC_INTERVAL,
+        )?;
         let origins = match &raw.origins {
             None => Vec::new(),
             Some(list) => {
@@ -121,6 +129,7 @@ impl ConfigText<'_> {
             api_key,
             poll_interval,
             timeout,
+            resync_interval,
             origins,
             ca_file,
             max_decisions: max_decisions as usize,

@@ -224,6 +224,7 @@ async fn run(
 ) {
     let mut tracker = Tracker::new(config.max_decisions);
     let mut startup = true;
+    let mut last_full = tokio::time::Instant::now();
     let mut backoff = FIRST_BACKOFF;
     let mut failing_since_logged = false;
     log::info!(
@@ -232,6 +233,9 @@ async fn run(
         config.poll_interval
     );
     loop {
+        if last_full.elapsed() >= config.resync_interval {
+            startup = true;
+        }
         let result = tokio::select! {
             _ = stopped.changed() => return,
             result = poll(&client, &config, startup) => result,
@@ -287,6 +291,9 @@ async fn run(
                     *stats.refused.entry(reason.to_owned()).or_default() += n;
                 }
                 stats.held = tracker.len() as u64;
+                if startup {
+                    last_full = tokio::time::Instant::now();
+                }
                 startup = false;
                 backoff = FIRST_BACKOFF;
                 config.poll_interval

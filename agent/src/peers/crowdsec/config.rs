@@ -12,6 +12,11 @@ pub struct CrowdsecConfig {
     pub poll_interval: Duration,
     /// Longest a poll may take, from connecting to the last byte of the answer.
     pub timeout: Duration,
+    /// Time between two full reads of the set (`startup=true`). The LAPI's deltas are the
+    /// decisions created since the bouncer's last poll, and a decision whose insert commits
+    /// after a poll that its creation time precedes (a large `cscli decisions import`) is in
+    /// no delta: the full read picks it up.
+    pub resync_interval: Duration,
     /// Only decisions of these origins (`crowdsec`, `cscli`, `CAPI`, `lists`); empty: all.
     pub origins: Vec<String>,
     /// A CA certificate (PEM) to trust for an `https` LAPI, besides the system's.
@@ -22,4 +27,5 @@ pub struct CrowdsecConfig {
 
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_DECISIONS: usize = 2_000_000;
