@@ -224,6 +224,10 @@ async fn run(
 ) {
     let mut tracker = Tracker::new(config.max_decisions);
     let mut startup = true;
+    // Only the first full read needs the owner's list (a restarted daemon's CrowdSec blocks):
+    // after it the tracker knows what it holds, and listing a million blocks every resync
+    // would cost the owner a second each time.
+    let mut first = true;
     let mut last_full = tokio::time::Instant::now();
     let mut backoff = FIRST_BACKOFF;
     let mut failing_since_logged = false;
@@ -243,7 +247,7 @@ async fn run(
         let wait = match result {
             Ok(mut batch) => {
                 let skipped_origin = filter_origins(&mut batch, &config.origins);
-                let held_before = if startup {
+                let held_before = if first {
                     held_by_crowdsec(&owner).await
                 } else {
                     Vec::new()
@@ -295,6 +299,7 @@ async fn run(
                     last_full = tokio::time::Instant::now();
                 }
                 startup = false;
+                first = false;
                 backoff = FIRST_BACKOFF;
                 config.poll_interval
             }
