@@ -68,12 +68,14 @@ pub enum StreamError {
     TooMany,
 }
 
+/// The answer with each decision left as its text, so a million-decision answer costs the
+/// body and a slice per decision, not a tree of values; each is read on its own.
 #[derive(Deserialize)]
-struct RawBatch {
-    #[serde(default)]
-    new: Option<Vec<Value>>,
-    #[serde(default)]
-    deleted: Option<Vec<Value>>,
+struct RawBatch<'a> {
+    #[serde(default, borrow)]
+    new: Option<Vec<&'a serde_json::value::RawValue>>,
+    #[serde(default, borrow)]
+    deleted: Option<Vec<&'a serde_json::value::RawValue>>,
 }
 
 /// Read one answer of the stream.
@@ -85,10 +87,14 @@ pub fn parse_stream(body: &[u8]) -> Result<StreamBatch, StreamError> {
     if body.len() > MAX_RESPONSE_BYTES {
         return Err(StreamError::TooLarge { size: body.len() });
     }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|err| StreamError::NotJson(err.to_string()))?;
-    let raw: RawBatch =
-        serde_json::from_value(value).map_err(|err| StreamError::Shape(err.to_string()))?;
+    let text = std::str::from_utf8(body).map_err(|err| StreamError::NotJson(err.to_string()))?;
+    let raw: RawBatch = serde_json::from_str(text).map_err(|err| {
+        if err.is_data() {
+            StreamError::Shape(err.to_string())
+        } else {
+            StreamError::NotJson(err.to_string())
+        }
+    })?;
     let new = raw.new.unwrap_or_default();
     let deleted = raw.deleted.unwrap_or_default();
     if new.len().saturating_add(deleted.len()) > MAX_DECISIONS {
@@ -99,8 +105,11 @@ pub fn parse_stream(body: &[u8]) -> Result<StreamBatch, StreamError> {
         ("new", new, &mut batch.new),
         ("deleted", deleted, &mut batch.deleted),
     ] {
-        for (index, value) in values.iter().enumerate() {
-            match decision(value) {
+        for (index, raw) in values.iter().enumerate() {
+            let parsed = serde_json::from_str::<Value>(raw.get())
+                .map_err(|err| err.to_string())
+                .and_then(|value| decision(&value));
+            match parsed {
                 Ok(decision) => out.push(decision),
                 Err(reason) => batch.malformed.push(format!("{list}[{index}]: {reason}")),
             }
