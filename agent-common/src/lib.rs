@@ -161,18 +161,6 @@ pub struct PrefixKeyV6 {
     pub addr: [u8; 16],
 }
 
-/// `addr` with every bit after the first `len` cleared (`len` ≥ 32 keeps it all).
-#[inline(always)]
-pub const fn mask_v4(addr: u32, len: u32) -> u32 {
-    if len == 0 {
-        0
-    } else if len >= 32 {
-        addr
-    } else {
-        addr & (u32::MAX << (32 - len))
-    }
-}
-
 /// Sampled volume accounting under churn. A flood of more distinct sources than the volume
 /// maps hold makes every frame evict and insert (a lock, about half a microsecond); with
 /// `VOLUME_SAMPLE[family] = n`, a source not in the map yet is inserted for one frame in 2^n

@@ -195,47 +195,20 @@ impl Dataplane {
             (_, Family::Ipv4) => (self.maps.prefix_v4.map(), 8),
             (_, Family::Ipv6) => (self.maps.prefix_v6.map(), 20),
         };
-        let fd = map.fd().as_fd().as_raw_fd();
-        let mut batch = limit.max(MIN_HASH_BATCH);
-        loop {
-            let mut keys = vec![0u8; batch * MAX_KEY_SIZE];
-            let mut values = vec![BlockEntry::default(); batch];
-            let mut next = [0u64; 2];
-            let position = cursor
-                .token
-                .as_ref()
-                .map_or(std::ptr::null(), |token| token.as_ptr());
-            match read_batch(
-                fd,
-                false,
-                position,
-                next.as_mut_ptr(),
-                &mut keys,
-                &mut values,
-            ) {
-                Ok((count, done)) => {
-                    cursor.token = Some(next);
-                    let entries = (0..count)
-                        .filter_map(|i| {
-                            let key = &keys[i * key_size..(i + 1) * key_size];
-                            let prefix = decode_block_key(list, key)?;
-                            Some(ScannedEntry::block(list, prefix, &values[i]))
-                        })
-                        .collect();
-                    return Ok((entries, done));
-                }
-                // One bucket holds more than the batch: ask for more at once.
-                Err(error) if error.raw_os_error() == Some(libc::ENOSPC) && batch < 1 << 16 => {
-                    batch *= 4;
-                }
-                Err(source) => {
-                    return Err(DataplaneError::Read {
-                        map: list.map_name(),
-                        source,
-                    });
-                }
-            }
-        }
+        let (keys, values, count, done) = hash_chunk::<BlockEntry>(
+            map,
+            list.map_name(),
+            &mut cursor.token,
+            limit.max(MIN_HASH_BATCH),
+        )?;
+        let entries = (0..count)
+            .filter_map(|i| {
+                let key = &keys[i * key_size..(i + 1) * key_size];
+                let prefix = decode_block_key(list, key)?;
+                Some(ScannedEntry::block(list, prefix, &values[i]))
+            })
+            .collect();
+        Ok((entries, done))
     }
 
     /// A chunk of an allowlist (LPM tries), resuming after the last prefix read.
@@ -442,9 +415,28 @@ fn each_hash_entry<V: Copy + Default>(
     key_size: usize,
     mut visit: impl FnMut(&[u8], V),
 ) -> Result<(), DataplaneError> {
+    let mut token = None;
+    loop {
+        let (keys, values, count, done) = hash_chunk::<V>(map, name, &mut token, 4096)?;
+        for (i, value) in values.iter().enumerate().take(count) {
+            visit(&keys[i * key_size..(i + 1) * key_size], *value);
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// One `BPF_MAP_LOOKUP_BATCH` of the hash map `map` from `token` (none: the start), of at
+/// least `batch` elements: the key bytes ([`MAX_KEY_SIZE`] apart), the values, how many were
+/// read and whether the map is done; `token` moves on.
+fn hash_chunk<V: Copy + Default>(
+    map: &MapData,
+    name: &'static str,
+    token: &mut Option<[u64; 2]>,
+    mut batch: usize,
+) -> Result<(Vec<u8>, Vec<V>, usize, bool), DataplaneError> {
     let fd = map.fd().as_fd().as_raw_fd();
-    let mut batch = 4096;
-    let mut token: Option<[u64; 2]> = None;
     loop {
         let mut keys = vec![0u8; batch * MAX_KEY_SIZE];
         let mut values = vec![V::default(); batch];
@@ -459,13 +451,8 @@ fn each_hash_entry<V: Copy + Default>(
             &mut values,
         ) {
             Ok((count, done)) => {
-                for (i, value) in values.iter().enumerate().take(count) {
-                    visit(&keys[i * key_size..(i + 1) * key_size], *value);
-                }
-                if done {
-                    return Ok(());
-                }
-                token = Some(next);
+                *token = Some(next);
+                return Ok((keys, values, count, done));
             }
             // One bucket holds more than the batch: ask for more at once.
             Err(error) if error.raw_os_error() == Some(libc::ENOSPC) && batch < 1 << 16 => {

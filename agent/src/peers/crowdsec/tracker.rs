@@ -89,11 +89,6 @@ impl Tracker {
         self.by_id.is_empty()
     }
 
-    /// Prefixes blocked on CrowdSec's behalf.
-    pub fn prefixes(&self) -> impl Iterator<Item = &Prefix> {
-        self.by_prefix.keys()
-    }
-
     /// Take one answer of the stream at `now_unix`. `startup`: it is the whole set (the
     /// first answer after a (re)connection, `startup=true`), and `also_held` names prefixes
     /// blocked on CrowdSec's behalf that this tracker may not know (a restarted daemon's).
