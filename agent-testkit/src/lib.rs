@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod encode;
 pub mod flows;
 pub mod frames;
+pub mod nats;
 pub mod netns;
 pub mod prometheus;
 pub mod report;

@@ -37,7 +37,7 @@ pub struct Sandbox {
     pub atk: String,
 }
 
-fn run(args: &[&str]) -> Output {
+pub(crate) fn run(args: &[&str]) -> Output {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -288,25 +288,30 @@ impl Sandbox {
     /// Run `f` on a thread that has entered one side's namespace. Sockets and netlink handles
     /// created in `f` belong to that namespace for their whole life.
     pub fn within<T: Send>(&self, side: Side, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.ns(side));
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let ns = File::open(&path).unwrap_or_else(|err| panic!("{path}: {err}"));
-                    let here = || std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
-                    let outside = here();
-                    // SAFETY: a valid namespace fd; affects only this thread.
-                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-                    // Never run the closure anywhere but inside the sandbox.
-                    let inside = here();
-                    assert!(inside != outside && inside == ns.metadata().unwrap().ino());
-                    f()
-                })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        within_ns(self.ns(side), f)
     }
+}
+
+/// Run `f` on a thread that has entered the named network namespace (`/run/netns/NAME`).
+pub fn within_ns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{name}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let ns = File::open(&path).unwrap_or_else(|err| panic!("{path}: {err}"));
+                let here = || std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
+                let outside = here();
+                // SAFETY: a valid namespace fd; affects only this thread.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                // Never run the closure anywhere but inside the sandbox.
+                let inside = here();
+                assert!(inside != outside && inside == ns.metadata().unwrap().ino());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 impl Drop for Sandbox {

@@ -67,6 +67,8 @@ enum Bench {
     Volume,
     /// 100k CrowdSec decisions imported → enforced: xdpguard vs crowdsec-firewall-bouncer.
     Crowdsec,
+    /// Fleet propagation through JetStream: block on A → B's kernel map, p50/p99; 100k at once.
+    Fleet,
 }
 
 fn main() -> ExitCode {
@@ -190,6 +192,7 @@ fn bench(root: &Path, which: Bench) -> Result<()> {
         Bench::Scoring => "scoring",
         Bench::Volume => "volume",
         Bench::Crowdsec => "crowdsec",
+        Bench::Fleet => "fleet",
     };
     if matches!(which, Bench::Crowdsec) {
         setup::install_quietly(&["crowdsec-firewall-bouncer", "nftables"])?;

@@ -49,6 +49,9 @@ pub fn run(root: &Path) -> Result<()> {
     bpf_linker()?;
     debian_packages()?;
     crowdsec()?;
+    // The fleet tests run their own JetStream server in the sandbox; Debian's service must not
+    // start on the host.
+    install_quietly(&["nats-server"])?;
     let _ = root;
     Ok(())
 }

@@ -290,6 +290,31 @@ pub fn format_status(status: &Status, style: Style) -> String {
             let _ = writeln!(out, "  {line}");
         }
     }
+    if !status.peers.is_empty() {
+        out.push_str("\nPeers:\n");
+        let mut rows = vec![[
+            "PEER".to_owned(),
+            "STATE".to_owned(),
+            "HELD".to_owned(),
+            "DETAIL".to_owned(),
+        ]];
+        for peer in &status.peers {
+            let state = if peer.up { "up" } else { "down" };
+            let mut detail = peer.detail.clone();
+            if let Some(err) = &peer.last_error {
+                detail = format!("{detail}; last error: {err}");
+            }
+            rows.push([
+                peer.peer.clone(),
+                state.to_owned(),
+                peer.held.to_string(),
+                detail,
+            ]);
+        }
+        for line in plain_table(&rows, style).lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
     out
 }
 

@@ -141,6 +141,8 @@ pub struct Config {
     pub ruleset_limits: RulesetLimits,
     /// `[crowdsec]`: be the local API's bouncer; `None` without the table.
     pub crowdsec: Option<crate::peers::crowdsec::config::CrowdsecConfig>,
+    /// `[fleet]`: share decisions with the other agents through NATS; `None` without it.
+    pub fleet: Option<crate::peers::fleet::config::FleetConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,6 +235,7 @@ impl Config {
             volume: VolumeConfig::default(),
             ruleset_limits: RulesetLimits::default(),
             crowdsec: None,
+            fleet: None,
         }
     }
 
@@ -660,6 +663,7 @@ volume_v6 = 7
                 volume: VolumeConfig::default(),
                 ruleset_limits: RulesetLimits::default(),
                 crowdsec: None,
+                fleet: None,
             }
         );
     }

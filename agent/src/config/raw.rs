@@ -67,6 +67,33 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) rulesets: RawRulesetLimits,
     pub(super) crowdsec: Option<Spanned<RawCrowdsec>>,
+    pub(super) fleet: Option<Spanned<RawFleet>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [fleet] table")]
+pub(super) struct RawFleet {
+    pub(super) servers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) token: Option<Spanned<String>>,
+    pub(super) token_file: Option<Spanned<String>>,
+    pub(super) nkey_seed_file: Option<Spanned<String>>,
+    pub(super) credentials_file: Option<Spanned<String>>,
+    pub(super) tls_required: Option<bool>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) cert_file: Option<Spanned<String>>,
+    pub(super) key_file: Option<Spanned<String>>,
+    pub(super) host: Option<Spanned<String>>,
+    pub(super) bucket: Option<Spanned<String>>,
+    pub(super) publish_sources: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) accept_hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) accept_sources: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) min_prefix_len_v4: Option<Spanned<Integer>>,
+    pub(super) min_prefix_len_v6: Option<Spanned<Integer>>,
+    pub(super) catch_up_timeout: Option<Spanned<RawDuration>>,
+    pub(super) max_decisions: Option<Spanned<Integer>>,
 }
 
 #[derive(Default, Deserialize)]

@@ -31,6 +31,7 @@ use crate::{
     enforce::owner::{self, Command, Handle, Owner, OwnerConfig, OwnerError},
     error_chain,
     peers::crowdsec::{bouncer::Bouncer, metrics::BouncerStats},
+    peers::fleet::{agent::Fleet, metrics::FleetStats},
     prefix::Prefix,
 };
 
@@ -52,6 +53,8 @@ pub struct Settings {
     pub volume: crate::detect::traffic::volume::VolumeConfig,
     /// `[crowdsec]`: poll the local API as its bouncer.
     pub crowdsec: Option<crate::peers::crowdsec::config::CrowdsecConfig>,
+    /// `[fleet]`: share decisions through NATS.
+    pub fleet: Option<crate::peers::fleet::config::FleetConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -336,12 +339,28 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     // The bouncer's stats outlive a bouncer replaced by a reload: the page reads the current one.
     let crowdsec_stats: Arc<Mutex<Option<Arc<Mutex<BouncerStats>>>>> = Arc::new(Mutex::new(None));
     let mut bouncer = start_bouncer(settings.crowdsec.clone(), &handle, &crowdsec_stats)?;
+    let fleet_stats: Arc<Mutex<Option<Arc<Mutex<FleetStats>>>>> = Arc::new(Mutex::new(None));
+    let mut fleet = start_fleet(settings.fleet.clone(), &handle, &fleet_stats)?;
+    // The other hosts' decisions are in place before the daemon answers or reports ready.
+    if let Some(fleet) = &fleet {
+        let limit = fleet.config().catch_up_timeout;
+        if fleet.wait_caught_up(limit) {
+            log::info!("fleet: caught up with the bucket");
+        } else {
+            log::warn!(
+                "fleet: the bucket could not be read within {}; starting without it (it is read as soon as NATS answers)",
+                crate::config::format_duration(limit)
+            );
+        }
+    }
 
     let control = {
         let handle = handle.clone();
         let volume_snapshot = Arc::clone(&volume_snapshot);
         let log_stats = Arc::clone(&log_stats);
+        let peer_stats = (Arc::clone(&fleet_stats), Arc::clone(&crowdsec_stats));
         let published = server::Published {
+            peers: Box::new(move || peer_status(&peer_stats.0, &peer_stats.1)),
             top: Box::new(move || {
                 volume_snapshot
                     .lock()
@@ -374,6 +393,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         Some(listen) => {
             let control_stats = control.stats();
             let crowdsec_stats = Arc::clone(&crowdsec_stats);
+            let fleet_stats = Arc::clone(&fleet_stats);
             let server = crate::api::metrics::MetricsServer::spawn_with(
                 listen,
                 Arc::new(move || {
@@ -400,9 +420,13 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                             )
                         })
                         .unwrap_or_default();
+                    let fleet = current(&fleet_stats)
+                        .map(|stats| crate::peers::fleet::metrics::render(&stats))
+                        .unwrap_or_default();
                     Ok(page
                         + &process_metrics::render(started)
                         + &crowdsec
+                        + &fleet
                         + &crate::detect::traffic::volume::metrics::render(&volume)
                         + &crate::detect::logs::metrics::render(&logs)
                         + &crate::api::control::metrics::render(&control_stats))
@@ -447,6 +471,16 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                             Err(err) => log::error!("crowdsec: {}", error_chain(&err)),
                         }
                     }
+                    if fleet.as_ref().map(Fleet::config) != new.fleet.as_ref() {
+                        // A new agent reads the whole bucket again.
+                        if let Some(old) = fleet.take() {
+                            old.stop();
+                        }
+                        match start_fleet(new.fleet.clone(), &handle, &fleet_stats) {
+                            Ok(started) => fleet = started,
+                            Err(err) => log::error!("fleet: {}", error_chain(&err)),
+                        }
+                    }
                     let _ = log_commands.send(LogCommand::Reload {
                         rulesets: new.rulesets,
                         inputs: new.inputs,
@@ -484,6 +518,9 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     if let Some(bouncer) = bouncer.take() {
         bouncer.stop();
     }
+    if let Some(fleet) = fleet.take() {
+        fleet.stop();
+    }
     handle.shutdown();
     match owner_thread.join() {
         Ok(owner) => owner.shutdown()?,
@@ -508,6 +545,77 @@ fn start_bouncer(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = bouncer.as_ref().map(Bouncer::stats);
     Ok(bouncer)
+}
+
+/// Start the fleet agent if `[fleet]` asks for one, and publish its stats.
+fn start_fleet(
+    config: Option<crate::peers::fleet::config::FleetConfig>,
+    handle: &Handle,
+    stats: &Mutex<Option<Arc<Mutex<FleetStats>>>>,
+) -> Result<Option<Fleet>, DaemonError> {
+    let fleet = config
+        .map(|config| Fleet::start(config, handle.clone()))
+        .transpose()
+        .map_err(|err| DaemonError::Config(format!("fleet: {}", error_chain(&err))))?;
+    *stats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = fleet.as_ref().map(Fleet::stats);
+    Ok(fleet)
+}
+
+/// A copy of what a running peer last published, if one runs.
+fn current<T: Clone>(slot: &Mutex<Option<Arc<Mutex<T>>>>) -> Option<T> {
+    let slot = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()?;
+    let stats = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    Some(stats)
+}
+
+/// The peers' lines of `status`, from what they last published.
+fn peer_status(
+    fleet: &Mutex<Option<Arc<Mutex<FleetStats>>>>,
+    crowdsec: &Mutex<Option<Arc<Mutex<BouncerStats>>>>,
+) -> Vec<crate::api::control::proto::PeerStatus> {
+    use crate::api::control::proto::PeerStatus;
+    let mut peers = Vec::new();
+    if let Some(stats) = current(fleet) {
+        let published: u64 = stats
+            .published
+            .iter()
+            .filter(|((_, result), _)| *result == "ok")
+            .map(|(_, n)| n)
+            .sum();
+        let refused: u64 = stats.refused.values().sum();
+        peers.push(PeerStatus {
+            peer: "fleet".into(),
+            up: stats.connected && stats.caught_up,
+            held: stats.held,
+            detail: format!(
+                "{} other hosts; {} own decisions, {} to write; {published} writes, {refused} refused; {} connections",
+                stats.hosts, stats.own, stats.pending_publish, stats.connects
+            ),
+            last_error: stats.last_error,
+        });
+    }
+    if let Some(stats) = current(crowdsec) {
+        let refused: u64 = stats.refused.values().sum();
+        peers.push(PeerStatus {
+            peer: "crowdsec".into(),
+            up: stats.up,
+            held: stats.held,
+            detail: format!(
+                "{} polls ok, {} failed; last good poll at unix {}; {refused} refused",
+                stats.polls_ok, stats.polls_failed, stats.last_success_unix
+            ),
+            last_error: stats.last_error,
+        });
+    }
+    peers
 }
 
 /// Read the configuration file into [`Settings`]: allowlist files are read here, and the
@@ -585,5 +693,6 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
         scoring: config.scoring,
         volume: config.volume,
         crowdsec: config.crowdsec,
+        fleet: config.fleet,
     })
 }

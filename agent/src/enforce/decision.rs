@@ -112,6 +112,11 @@ impl Source {
         std::mem::discriminant(self) == std::mem::discriminant(other)
     }
 
+    /// Another agent's of the fleet.
+    pub const fn is_fleet(&self) -> bool {
+        matches!(self, Self::Fleet(_))
+    }
+
     /// A CrowdSec origin's.
     pub const fn is_crowdsec(&self) -> bool {
         matches!(self, Self::Crowdsec(_))
@@ -171,6 +176,23 @@ impl Decision {
     pub fn is_expired(&self, now_unix: u64) -> bool {
         self.origin.expires_unix != 0 && self.origin.expires_unix <= now_unix
     }
+}
+
+/// A change to the decisions, as the owner tells its watchers (after the batch that made it
+/// is durable). Removals name prefixes only: a watcher knows what it was told was there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// These prefixes now hold this decision (new, re-blocked, or replacing another source's).
+    Put {
+        kind: DecisionKind,
+        origin: Arc<Origin>,
+        prefixes: Arc<[Prefix]>,
+    },
+    /// These prefixes no longer hold a decision of `kind` (unblocked, expired, rolled back).
+    Remove {
+        kind: DecisionKind,
+        prefixes: Arc<[Prefix]>,
+    },
 }
 
 /// One line of the snapshot or the log.
@@ -292,6 +314,8 @@ pub struct DecisionStore {
     pass: u32,
     /// Decisions of each kind seen in the current pass.
     seen: [usize; 2],
+    /// Changes since the last [`Self::take_changes`], kept only while someone watches.
+    journal: Option<Vec<Change>>,
     #[cfg(test)]
     fail_writes: bool,
 }
@@ -360,6 +384,7 @@ impl DecisionStore {
             retry_at: None,
             pass: 0,
             seen: [0; 2],
+            journal: None,
             #[cfg(test)]
             fail_writes: false,
         };
@@ -486,6 +511,13 @@ impl DecisionStore {
                 origin: Arc::clone(origin),
             });
         }
+        if let Some(journal) = &mut self.journal {
+            journal.push(Change::Put {
+                kind,
+                origin: Arc::clone(origin),
+                prefixes: prefixes.as_slice().into(),
+            });
+        }
         self.append(&Record::Put {
             kind,
             origin: Arc::clone(origin),
@@ -507,12 +539,33 @@ impl DecisionStore {
             .filter_map(|prefix| self.remove_decision(kind, prefix))
             .collect();
         if !removed.is_empty() {
-            self.append(&Record::Remove {
-                kind,
-                prefixes: removed.iter().map(|d| d.prefix).collect(),
-            })?;
+            let prefixes: Vec<Prefix> = removed.iter().map(|d| d.prefix).collect();
+            if let Some(journal) = &mut self.journal {
+                journal.push(Change::Remove {
+                    kind,
+                    prefixes: prefixes.as_slice().into(),
+                });
+            }
+            self.append(&Record::Remove { kind, prefixes })?;
         }
         Ok(removed)
+    }
+
+    /// Keep (or stop keeping) a journal of changes for [`Self::take_changes`].
+    pub fn keep_journal(&mut self, keep: bool) {
+        match (keep, &self.journal) {
+            (true, None) => self.journal = Some(Vec::new()),
+            (false, Some(_)) => self.journal = None,
+            _ => {}
+        }
+    }
+
+    /// The changes since the last call, oldest first (empty without a journal).
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Take up to `limit` decisions whose expiry is at or before `now_unix`, soonest first.

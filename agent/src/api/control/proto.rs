@@ -103,6 +103,24 @@ pub struct Status {
     /// Log scoring per ruleset, since start.
     #[serde(default)]
     pub rulesets: Vec<RulesetStatus>,
+    /// Peers the daemon takes decisions from (the fleet, CrowdSec), as they last reported.
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
+}
+
+/// A peer's state: whether it is connected and in step, what it holds, its last error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// `fleet` or `crowdsec`.
+    pub peer: String,
+    /// Connected and its state read (the fleet), or its last poll answered (CrowdSec).
+    pub up: bool,
+    /// Decisions held on the peer's behalf.
+    pub held: u64,
+    /// One line: where, how many hosts, own decisions, writes pending.
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// One ruleset's counts: lines it matched, matches that scored an address, blocks it asked for.

@@ -130,6 +130,7 @@ fn status(status: &crate::enforce::owner::Status) -> Status {
         unknown_entries: status.unknown_entries,
         full_list_errors: status.full_list_errors,
         rulesets: Vec::new(),
+        peers: Vec::new(),
     }
 }
 
@@ -219,6 +220,7 @@ pub fn answer(handle: &Handle, published: &Published, request: Request) -> Answe
         Request::Status => match handle.status().wait() {
             Ok(owner_status) => Answer::Status(Status {
                 rulesets: (published.rulesets)(),
+                peers: (published.peers)(),
                 ..status(&owner_status)
             }),
             Err(err) => Answer::Error {
@@ -234,6 +236,7 @@ pub fn answer(handle: &Handle, published: &Published, request: Request) -> Answe
 pub struct Published {
     pub top: Box<dyn Fn() -> Top + Send + Sync>,
     pub rulesets: Box<dyn Fn() -> Vec<proto::RulesetStatus> + Send + Sync>,
+    pub peers: Box<dyn Fn() -> Vec<proto::PeerStatus> + Send + Sync>,
 }
 
 /// Accepts connections and hands each request to `handler`.
@@ -700,6 +703,7 @@ mod tests {
             unknown_entries: 0,
             full_list_errors: 0,
             rulesets: vec![],
+            peers: vec![],
         }
     }
 

@@ -184,7 +184,7 @@ impl ConfigText<'_> {
 }
 
 /// A key file: at most 4 KiB, a regular file (a FIFO would block the load).
-fn read_small(path: &std::path::Path) -> std::io::Result<String> {
+pub(super) fn read_small(path: &std::path::Path) -> std::io::Result<String> {
     use std::io::Read as _;
     let file = std::fs::File::open(path)?;
     let meta = file.metadata()?;

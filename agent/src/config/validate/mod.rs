@@ -2,6 +2,7 @@
 //! its place. The daemon's own keys and tables are checked here, `[scoring]` and `[[inputs]]`
 //! in [`logs`], `[volume]` in [`volume`].
 mod crowdsec;
+mod fleet;
 mod logs;
 mod volume;
 
@@ -111,6 +112,11 @@ impl RawConfig {
                 .crowdsec
                 .as_ref()
                 .map(|raw| source.crowdsec(raw))
+                .transpose()?,
+            fleet: self
+                .fleet
+                .as_ref()
+                .map(|raw| source.fleet(raw))
                 .transpose()?,
         })
     }

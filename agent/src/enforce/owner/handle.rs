@@ -10,7 +10,7 @@ use std::{
 
 use crate::{
     enforce::dataplane::{Attachment, ListId, Stats},
-    enforce::decision::{Decision, DecisionKind, Source},
+    enforce::decision::{Change, Decision, DecisionKind, Source},
     prefix::Prefix,
 };
 
@@ -23,6 +23,8 @@ pub enum Expiry {
     Default,
     /// From when the owner applies it (at least a second).
     After(Duration),
+    /// Until unblocked (a peer's permanent decision; the CLI's `--for never`).
+    Never,
 }
 
 /// Block these prefixes, on behalf of `source`.
@@ -216,6 +218,11 @@ pub enum CommandError {
 
 pub type Reply<T> = mpsc::Sender<Result<T, CommandError>>;
 
+/// Where the owner hands a watcher its changes, after each batch is durable. It must not
+/// block (the owner thread calls it): `false` says the watcher is gone or cannot keep up,
+/// and it is dropped; the watcher sees its channel close and watches again.
+pub type ChangeSink = Box<dyn FnMut(Vec<Change>) -> bool + Send>;
+
 /// What the owner thread is asked; built only by [`Handle`].
 pub enum Command {
     Block {
@@ -243,6 +250,13 @@ pub enum Command {
     Reload {
         config: Box<OwnerConfig>,
         done: Reply<()>,
+    },
+    /// Tell `sink` every change from now on; answered with the decisions in place now
+    /// (those whose source `wants`). See [`Handle::watch`].
+    Watch {
+        wants: fn(&Source) -> bool,
+        sink: ChangeSink,
+        done: Reply<Vec<Decision>>,
     },
     /// Answered at once: proof that the owner's loop turns (the systemd watchdog).
     Ping {
@@ -348,6 +362,14 @@ impl Handle {
             config: Box::new(config),
             done,
         })
+    }
+
+    /// Follow the decisions: the answer is those in place now whose source `wants` accepts;
+    /// every later change goes to `sink` (a decision of a source `wants` refuses replacing
+    /// one it accepts arrives as a removal). A publisher of this host's decisions (the fleet)
+    /// keeps its copy with this.
+    pub fn watch(&self, wants: fn(&Source) -> bool, sink: ChangeSink) -> Pending<Vec<Decision>> {
+        self.ask(|done| Command::Watch { wants, sink, done })
     }
 
     /// Answered as soon as the owner reads it.

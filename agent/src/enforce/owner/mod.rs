@@ -19,16 +19,16 @@ use std::{
 
 pub use self::guards::block_refusal;
 pub use self::handle::{
-    AllowOrder, Applied, BlockOrder, Command, CommandError, Entry, Expiry, Handle, ListFilter,
-    ListUse, MAX_EVIDENCE_LINE_BYTES, MAX_EVIDENCE_LINES, Pending, Refusal, Removed, Status,
-    bound_evidence,
+    AllowOrder, Applied, BlockOrder, ChangeSink, Command, CommandError, Entry, Expiry, Handle,
+    ListFilter, ListUse, MAX_EVIDENCE_LINE_BYTES, MAX_EVIDENCE_LINES, Pending, Refusal, Removed,
+    Status, bound_evidence,
 };
 pub use self::reconcile::{CHUNK, DEADLINE_TOLERANCE_NS, deadline_matches};
 use crate::{
     clock::Clock,
     enforce::dataplane::{AttachMode, DataPath, Dataplane, DataplaneError, ListId, Stats},
     enforce::decision::{
-        Decision, DecisionKind, DecisionStore, LoadReport, Origin, Source, StateError,
+        Change, Decision, DecisionKind, DecisionStore, LoadReport, Origin, Source, StateError,
     },
     error_chain,
     prefix::Prefix,
@@ -133,6 +133,13 @@ pub struct Owner<D: DataPath = Dataplane> {
     metrics: MetricsSnapshot,
     /// Interface counters as last read, and when.
     counters: Option<(Instant, Vec<(String, Stats)>)>,
+    /// Who follows the changes ([`Handle::watch`]).
+    watchers: Vec<Watcher>,
+}
+
+struct Watcher {
+    wants: fn(&Source) -> bool,
+    sink: ChangeSink,
 }
 
 /// Whether an expiry (unix seconds, 0 = never) is later than another.
@@ -191,6 +198,7 @@ impl<D: DataPath> Owner<D> {
             pass: None,
             metrics: MetricsSnapshot::default(),
             counters: None,
+            watchers: Vec::new(),
         };
         if let Some(corruption) = &load_report.corruption {
             log::error!(
@@ -402,6 +410,49 @@ impl<D: DataPath> Owner<D> {
             missing,
             refused,
         })
+    }
+
+    /// Add a watcher; the decisions it wants as they are now.
+    fn watch(&mut self, wants: fn(&Source) -> bool, sink: ChangeSink) -> Vec<Decision> {
+        self.store.keep_journal(true);
+        self.watchers.push(Watcher { wants, sink });
+        self.store
+            .iter()
+            .filter(|decision| wants(&decision.origin.source))
+            .cloned()
+            .collect()
+    }
+
+    /// Hand the changes since the last call to every watcher (once they are durable); drop
+    /// those that are gone or full.
+    fn tell_watchers(&mut self) {
+        if self.watchers.is_empty() {
+            return;
+        }
+        let changes = self.store.take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        self.watchers.retain_mut(|watcher| {
+            let theirs: Vec<Change> = changes
+                .iter()
+                .map(|change| match change {
+                    Change::Put {
+                        kind,
+                        origin,
+                        prefixes,
+                    } if !(watcher.wants)(&origin.source) => Change::Remove {
+                        kind: *kind,
+                        prefixes: Arc::clone(prefixes),
+                    },
+                    other => other.clone(),
+                })
+                .collect();
+            (watcher.sink)(theirs)
+        });
+        if self.watchers.is_empty() {
+            self.store.keep_journal(false);
+        }
     }
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<Entry>, DataplaneError> {
@@ -641,6 +692,9 @@ fn serve<D: DataPath>(
                     Command::Ping { done } => {
                         let _ = done.send(Ok(()));
                     }
+                    Command::Watch { wants, sink, done } => {
+                        let _ = done.send(Ok(owner.watch(wants, sink)));
+                    }
                     Command::Shutdown => shutdown = true,
                 }
             }
@@ -667,6 +721,7 @@ fn finish_batch<D: DataPath>(owner: &mut Owner<D>, replies: Vec<Deferred>) {
         log::error!("syncing the state directory: {}", error_chain(&err));
         error_chain(&err)
     });
+    owner.tell_watchers();
     owner.publish_metrics();
     for reply in replies {
         reply(sync_error.as_deref());

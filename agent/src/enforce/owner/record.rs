@@ -53,6 +53,7 @@ impl<D: DataPath> Owner<D> {
         let duration = match expires {
             Expiry::Default => self.config.default_ban,
             Expiry::After(duration) => Some(duration),
+            Expiry::Never => None,
         };
         let expires_unix = duration.map_or(0, |d| now.saturating_add(d.as_secs().max(1)));
         let manual = source.is_manual();

@@ -1171,3 +1171,69 @@ fn a_peer_shortens_only_its_own_block_and_takes_back_only_its_own() {
     assert!(decision(&owner, "203.0.113.7").is_none());
     assert!(decision(&owner, "203.0.113.8").is_some());
 }
+
+#[test]
+fn watchers_get_the_decisions_in_place_then_every_durable_change_in_order() {
+    let dir = StateDir::new("watch");
+    let (mut owner, clock) = start(&dir);
+    let _: Applied = owner
+        .block(block_order(&["192.0.2.1"], Source::Manual, Some(600)))
+        .unwrap();
+    let _: Applied = owner
+        .block(block_order(
+            &["192.0.2.2"],
+            Source::Fleet("b".into()),
+            Some(600),
+        ))
+        .unwrap();
+    let (changes, seen) = mpsc::channel::<Vec<Change>>();
+    let own = |source: &Source| !matches!(source, Source::Fleet(_));
+    let snapshot = owner.watch(own, Box::new(move |batch| changes.send(batch).is_ok()));
+    let prefixes: Vec<Prefix> = snapshot.iter().map(|d| d.prefix).collect();
+    assert_eq!(prefixes, [p("192.0.2.1")], "only the sources it wants");
+    // Nothing is told before the batch is durable.
+    let _: Applied = owner
+        .block(block_order(
+            &["192.0.2.3"],
+            Source::Ruleset("sshd".into()),
+            Some(60),
+        ))
+        .unwrap();
+    assert!(seen.try_recv().is_err());
+    owner.tell_watchers();
+    let batch = seen.try_recv().unwrap();
+    assert!(
+        matches!(&batch[..], [Change::Put { prefixes, origin, .. }]
+            if prefixes[..] == [p("192.0.2.3")] && origin.source == Source::Ruleset("sshd".into())),
+        "{batch:?}"
+    );
+    // Another agent's block replacing an own one arrives as a removal; so do unblocks and
+    // expiries.
+    let mut longer = block_order(&["192.0.2.1"], Source::Fleet("b".into()), None);
+    longer.expires = Expiry::After(Duration::from_secs(6000));
+    let _: Applied = owner.block(longer).unwrap();
+    let _: Removed = owner
+        .remove(DecisionKind::Block, vec![p("192.0.2.2")], None)
+        .unwrap();
+    clock.advance(Duration::from_secs(61));
+    let _: u64 = owner.sweep().unwrap();
+    owner.tell_watchers();
+    let removed: Vec<Prefix> = seen
+        .try_recv()
+        .unwrap()
+        .iter()
+        .map(|change| match change {
+            Change::Remove { prefixes, .. } => prefixes[0],
+            Change::Put { .. } => panic!("{change:?}"),
+        })
+        .collect();
+    assert_eq!(removed, [p("192.0.2.1"), p("192.0.2.2"), p("192.0.2.3")]);
+    // A watcher that is gone is dropped, and the journal with it.
+    drop(seen);
+    let _: Applied = owner
+        .block(block_order(&["192.0.2.4"], Source::Manual, Some(60)))
+        .unwrap();
+    owner.tell_watchers();
+    assert!(owner.watchers.is_empty());
+    assert!(owner.store.take_changes().is_empty());
+}

@@ -5,7 +5,6 @@
 //! good answer after a failure asks for the whole set again (`startup=true`), so nothing
 //! deleted meanwhile stays blocked and nothing added is missed.
 use std::{
-    collections::BTreeMap,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -16,12 +15,16 @@ use super::{
     config::CrowdsecConfig,
     metrics::BouncerStats,
     stream::{StreamBatch, parse_stream},
-    tracker::{Order, Tracker},
+    tracker::Tracker,
+};
+use crate::peers::{
+    orders::{OWNER_TIMEOUT, Peer, carry_out},
+    runtime::PeerThread,
 };
 use crate::{
     enforce::{
         decision::{DecisionKind, Source},
-        owner::{BlockOrder, Expiry, Handle, ListFilter, Refusal},
+        owner::{Handle, ListFilter},
     },
     error_chain,
     prefix::Prefix,
@@ -31,8 +34,12 @@ use crate::{
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// First wait after a failed poll.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-/// Longest the bouncer waits for the owner to answer one batch of orders.
-const OWNER_TIMEOUT: Duration = Duration::from_secs(120);
+/// CrowdSec's decisions: `crowdsec:ORIGIN`, and only those are taken back.
+const CROWDSEC: Peer = Peer {
+    source: Source::Crowdsec,
+    holds: Source::is_crowdsec,
+    name: "crowdsec",
+};
 
 /// Why the bouncer did not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +63,7 @@ pub enum BouncerError {
 
 /// A running bouncer; stopped on [`Bouncer::stop`] or drop.
 pub struct Bouncer {
-    stop: watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: PeerThread,
     stats: Arc<Mutex<BouncerStats>>,
     config: CrowdsecConfig,
 }
@@ -70,30 +76,16 @@ impl Bouncer {
     pub fn start(config: CrowdsecConfig, owner: Handle) -> Result<Self, BouncerError> {
         let client = client(&config)?;
         let stats = Arc::new(Mutex::new(BouncerStats::default()));
-        let (stop, stopped) = watch::channel(false);
         let thread = {
             let stats = Arc::clone(&stats);
             let config = config.clone();
-            std::thread::Builder::new()
-                .name("crowdsec".into())
-                .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(runtime) => runtime,
-                        Err(err) => {
-                            log::error!("crowdsec: no runtime: {err}");
-                            return;
-                        }
-                    };
-                    runtime.block_on(run(config, client, owner, stats, stopped));
-                })
-                .map_err(BouncerError::Thread)?
+            PeerThread::spawn("crowdsec", move |stopped| {
+                run(config, client, owner, stats, stopped)
+            })
+            .map_err(BouncerError::Thread)?
         };
         Ok(Self {
-            stop,
-            thread: Some(thread),
+            thread,
             stats,
             config,
         })
@@ -110,22 +102,7 @@ impl Bouncer {
 
     /// Stop polling (the blocks stay: they expire on their own, or the next start resyncs).
     pub fn stop(mut self) {
-        self.shut();
-    }
-
-    fn shut(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            log::error!("crowdsec: the bouncer thread panicked");
-        }
-    }
-}
-
-impl Drop for Bouncer {
-    fn drop(&mut self) {
-        self.shut();
+        self.thread.stop();
     }
 }
 
@@ -259,7 +236,7 @@ async fn run(
                     log::warn!("crowdsec: decision refused: {reason}");
                 }
                 let (orders, counts) = tracker.apply(batch, now, startup, &held_before);
-                let refused = carry_out(&owner, orders, now).await;
+                let refused = carry_out(&owner, CROWDSEC, orders, now).await;
                 let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
                 if failing_since_logged {
                     log::info!("crowdsec: the local API answers again");
@@ -291,7 +268,7 @@ async fn run(
                 skip("origin".into(), skipped_origin);
                 skip("capacity".into(), counts.over_capacity);
                 skip("unknown_deletion".into(), counts.unknown_deletions);
-                for (reason, n) in refused {
+                for ((_, reason), n) in refused {
                     *stats.refused.entry(reason.to_owned()).or_default() += n;
                 }
                 stats.held = tracker.len() as u64;
@@ -371,81 +348,5 @@ async fn held_by_crowdsec(owner: &Handle) -> Vec<Prefix> {
             log::warn!("crowdsec: listing the blocks held: {err}");
             Vec::new()
         }
-    }
-}
-
-/// Send the orders (unblocks first, then blocks grouped by origin, end and reason) and wait
-/// for the owner; what it refused, by reason.
-async fn carry_out(owner: &Handle, orders: Vec<Order>, now: u64) -> BTreeMap<&'static str, u64> {
-    if orders.is_empty() {
-        return BTreeMap::new();
-    }
-    let owner = owner.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut refused: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut unblocks = Vec::new();
-        let mut groups: BTreeMap<(String, u64, String, bool), Vec<Prefix>> = BTreeMap::new();
-        for order in orders {
-            match order {
-                Order::Unblock { prefix } => unblocks.push(prefix),
-                Order::Block {
-                    prefix,
-                    origin,
-                    reason,
-                    until_unix,
-                    shorten,
-                } => groups
-                    .entry((origin, until_unix, reason, shorten))
-                    .or_default()
-                    .push(prefix),
-            }
-        }
-        if !unblocks.is_empty()
-            && let Err(err) = owner
-                .unblock_held_by(unblocks, Source::is_crowdsec)
-                .wait_timeout(OWNER_TIMEOUT)
-        {
-            log::warn!("crowdsec: unblocking: {err}");
-        }
-        let pending: Vec<_> = groups
-            .into_iter()
-            .map(|((origin, until, reason, shorten), prefixes)| {
-                owner.block(BlockOrder {
-                    prefixes,
-                    source: Source::Crowdsec(origin.into()),
-                    reason,
-                    expires: Expiry::After(Duration::from_secs(until.saturating_sub(now).max(1))),
-                    force: false,
-                    evidence: Vec::new(),
-                    replace_own: shorten,
-                })
-            })
-            .collect();
-        for answer in pending {
-            match answer.wait_timeout(OWNER_TIMEOUT) {
-                Ok(applied) => {
-                    for (_, refusal) in applied.refused {
-                        *refused.entry(refusal_label(&refusal)).or_default() += 1;
-                    }
-                }
-                Err(err) => log::warn!("crowdsec: blocking: {err}"),
-            }
-        }
-        refused
-    })
-    .await;
-    outcome.unwrap_or_default()
-}
-
-const fn refusal_label(refusal: &Refusal) -> &'static str {
-    match refusal {
-        Refusal::TooBroad { .. } => "too_broad",
-        Refusal::NotUnicast { .. } => "not_unicast",
-        Refusal::OwnAddress(_) => "own_address",
-        Refusal::Allowlisted { .. } => "allowlisted",
-        Refusal::AlreadyBlockedLonger { .. } => "already_blocked_longer",
-        Refusal::ConfiguredAllow => "configured_allow",
-        Refusal::ListFull { .. } => "list_full",
-        Refusal::Kernel(_) => "kernel",
     }
 }

@@ -11,23 +11,8 @@
 use std::collections::{BTreeMap, HashMap, hash_map::Entry};
 
 use super::stream::{LapiDecision, StreamBatch, Target};
+pub use crate::peers::orders::Order;
 use crate::prefix::Prefix;
-
-/// What the owner is asked to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Order {
-    /// Block `prefix` until `until_unix` (seconds), on behalf of `crowdsec:ORIGIN`.
-    Block {
-        prefix: Prefix,
-        origin: String,
-        reason: String,
-        until_unix: u64,
-        /// The block in place is CrowdSec's and ends later: replace its end with this one.
-        shorten: bool,
-    },
-    /// Remove the block on `prefix` if CrowdSec's is the one in place.
-    Unblock { prefix: Prefix },
-}
 
 /// A block's end moves earlier only by more than this: a startup answer's remaining durations,
 /// taken a moment apart, round to ends a second apart.
