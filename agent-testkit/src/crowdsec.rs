@@ -116,6 +116,13 @@ impl Crowdsec {
             .unwrap()
     }
 
+    /// Freeze (SIGSTOP) or thaw (SIGCONT) the LAPI: a measurement that must not count its work.
+    pub fn pause(&self, frozen: bool) {
+        if let Some(children) = &self.server {
+            signal_all(children, frozen);
+        }
+    }
+
     /// Stop the LAPI (its database stays).
     pub fn stop(&mut self) {
         self.server = None;
@@ -176,5 +183,16 @@ impl Crowdsec {
             let status = head.split_whitespace().nth(1)?.parse().ok()?;
             Some((status, answer[split + 4..].to_vec()))
         })
+    }
+}
+
+/// SIGSTOP (`frozen`) or SIGCONT every child.
+pub fn signal_all(children: &Children, frozen: bool) {
+    let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+    for child in &children.0 {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // SAFETY: kill(2) on our own child.
+            let _ = unsafe { libc::kill(pid, signal) };
+        }
     }
 }

@@ -21,6 +21,8 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub struct NatsHub {
     pub ns: String,
     dir: PathBuf,
+    /// Extra server arguments (`--user`, `--pass`, ...).
+    args: Vec<String>,
     server: Option<Children>,
     links: AtomicU32,
 }
@@ -32,6 +34,11 @@ impl NatsHub {
     /// When Debian's nats-server is missing (`cargo xtask setup` installs it) or does not
     /// answer within 30 s.
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`Self::start`] with extra nats-server arguments (`--user u --pass p`).
+    pub fn start_with(dir: &Path, args: &[&str]) -> Self {
         assert!(
             Path::new("/usr/sbin/nats-server").exists(),
             "Debian's nats-server package (cargo xtask setup installs it)"
@@ -41,6 +48,7 @@ impl NatsHub {
         let mut hub = Self {
             ns: format!("xdpg-nats-{}-{n}", std::process::id()),
             dir: dir.to_path_buf(),
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
             server: None,
             links: AtomicU32::new(1),
         };
@@ -98,6 +106,7 @@ impl NatsHub {
             .args(["netns", "exec", &self.ns, "nats-server", "-js", "-sd"])
             .arg(self.dir.join("jetstream"))
             .args(["-a", "::", "-p", &NATS_PORT.to_string()])
+            .args(&self.args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())

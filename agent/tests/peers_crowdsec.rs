@@ -47,7 +47,7 @@ fn blocked(orders: &[Order]) -> Vec<(Prefix, String)> {
         .iter()
         .filter_map(|order| match order {
             Order::Block { prefix, origin, .. } => Some((*prefix, origin.clone())),
-            Order::Unblock { .. } => None,
+            Order::Unblock { .. } | Order::Allow { .. } | Order::Unallow { .. } => None,
         })
         .collect();
     out.sort();

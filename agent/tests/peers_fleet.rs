@@ -58,19 +58,23 @@ struct Agent {
 }
 
 impl Agent {
-    fn new(hub: &NatsHub, name: &'static str, metrics: u16, extra: &str) -> Self {
+    /// `extra` goes before `[fleet]`, `fleet` into it.
+    fn new(hub: &NatsHub, name: &'static str, metrics: u16, extra: &str, fleet: &str) -> Self {
         let sandbox = Sandbox::new(&format!("fleet{name}"));
         for source in SOURCES {
             sandbox.add_source(addr(source));
         }
         let workdir = Workdir::new(&format!("fleet{name}"), xdpguard_binary!());
         let url = hub.link(&sandbox);
+        let wait = if fleet.contains("catch_up_timeout") {
+            ""
+        } else {
+            "catch_up_timeout = \"20s\"\n"
+        };
         workdir.write_config(
             FW_IF,
             metrics,
-            &format!(
-                "{extra}\n[fleet]\nservers = [\"{url}\"]\nhost = \"{name}\"\ncatch_up_timeout = \"20s\"\n"
-            ),
+            &format!("{extra}\n[fleet]\nservers = [\"{url}\"]\nhost = \"{name}\"\n{wait}{fleet}"),
         );
         Self {
             name,
@@ -112,7 +116,7 @@ fn three_agents_share_blocks_unblocks_and_expiries_through_jetstream() {
     let auth = scratch.path.join("auth.log");
     std::fs::write(&auth, "").unwrap();
     let rulesets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rulesets");
-    let mut a = Agent::new(&hub, "a", 19_541, "");
+    let mut a = Agent::new(&hub, "a", 19_541, "", "publish_allows = true\n");
     a.workdir.add_log_scoring(
         &rulesets.canonicalize().unwrap(),
         &format!(
@@ -125,8 +129,9 @@ fn three_agents_share_blocks_unblocks_and_expiries_through_jetstream() {
         "b",
         19_542,
         "[allowlist]\nprefixes = [\"203.0.113.50\"]\n",
+        "",
     );
-    let mut c = Agent::new(&hub, "c", 19_543, "");
+    let mut c = Agent::new(&hub, "c", 19_543, "", "accept_allows = true\n");
     for agent in [&mut a, &mut b, &mut c] {
         agent.start();
     }
@@ -260,7 +265,32 @@ fn three_agents_share_blocks_unblocks_and_expiries_through_jetstream() {
     assert!(!b.passes("203.0.113.22") && !c.passes("203.0.113.50"));
 
     // A fourth agent started later holds every live decision when it first answers.
-    let mut d = Agent::new(&hub, "d", 19_544, "");
+    // A's allowlist entry: applied where allows are accepted (C refuses a block of it
+    // then), left alone and counted where not (B).
+    let _ = ok(&a.cli(&["allow", "203.0.113.21"]));
+    assert!(eventually(WITHIN, || b.metric(
+        "xdpguard_fleet_skipped_total{host=\"a\",reason=\"allow\"}"
+    ) == 1));
+    assert!(eventually(WITHIN, || {
+        ok(&c.cli(&["list", "--source", "fleet:a"]))
+            .lines()
+            .any(|line| line.contains("203.0.113.21") && line.contains("allow"))
+    }));
+    let refused = c.cli(&["block", "203.0.113.21", "--for", "1h"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stdout).contains("allowlisted"),
+        "{refused:?}"
+    );
+    let _ = b.cli(&["block", "203.0.113.21", "--for", "1h"]);
+    assert!(!b.passes("203.0.113.21"), "B does not take allows");
+    let _ = ok(&a.cli(&["unallow", "203.0.113.21"]));
+    assert!(eventually(WITHIN, || !ok(
+        &c.cli(&["list", "--source", "fleet:a"])
+    )
+    .contains("203.0.113.21")));
+    let _ = ok(&b.cli(&["unblock", "203.0.113.21"]));
+
+    let mut d = Agent::new(&hub, "d", 19_544, "", "");
     d.start();
     let listed = ok(&d.cli(&["list"]));
     for (prefix, host) in [
@@ -285,7 +315,7 @@ fn three_agents_share_blocks_unblocks_and_expiries_through_jetstream() {
 fn hostile_fleet_values_are_counted_and_refused_never_applied() {
     let scratch = Workdir::new("fleetbad", xdpguard_binary!());
     let hub = NatsHub::start(&scratch.path.join("nats"));
-    let mut b = Agent::new(&hub, "b", 19_545, "");
+    let mut b = Agent::new(&hub, "b", 19_545, "", "");
     b.start();
     assert!(
         eventually(WITHIN, || b.metric("xdpguard_fleet_connected") == 1),
@@ -399,4 +429,58 @@ fn hub_url_from(agent: &Agent) -> String {
         .find_map(|line| line.strip_prefix("servers = [\"")?.strip_suffix("\"]"))
         .unwrap()
         .to_owned()
+}
+
+#[test]
+#[ignore = "needs root, BPF and Debian's nats-server: run by `cargo xtask test`"]
+fn a_password_protected_server_takes_the_right_login_and_says_why_not_the_wrong_one() {
+    let scratch = Workdir::new("fleetauth", xdpguard_binary!());
+    let password = scratch.path.join("nats.password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let hub = NatsHub::start_with(
+        &scratch.path.join("nats"),
+        &["--user", "fleet", "--pass", "s3cret"],
+    );
+    let mut good = Agent::new(
+        &hub,
+        "a",
+        19_546,
+        "",
+        &format!(
+            "user = \"fleet\"\npassword_file = \"{}\"\n",
+            password.display()
+        ),
+    );
+    let mut bad = Agent::new(
+        &hub,
+        "b",
+        19_547,
+        "",
+        "user = \"fleet\"\npassword = \"wrong\"\ncatch_up_timeout = \"1s\"\n",
+    );
+    good.start();
+    bad.start();
+    assert!(
+        eventually(WITHIN, || good.metric("xdpguard_fleet_connected") == 1),
+        "{}",
+        good.stderr()
+    );
+    let _ = ok(&good.cli(&["block", "203.0.113.21", "--for", "1h"]));
+    let status = ok(&bad.cli(&["status"]));
+    assert!(
+        status.contains("fleet")
+            && status.contains("down")
+            && status.to_lowercase().contains("authorization"),
+        "{status}"
+    );
+    assert_eq!(bad.metric("xdpguard_fleet_connected"), 0);
+    assert!(
+        bad.passes("203.0.113.21"),
+        "nothing reaches an agent that cannot log in"
+    );
+    assert!(
+        bad.stderr().contains("fleet: connecting to"),
+        "{}",
+        bad.stderr()
+    );
 }

@@ -87,6 +87,8 @@ pub(super) struct RawFleet {
     pub(super) key_file: Option<Spanned<String>>,
     pub(super) host: Option<Spanned<String>>,
     pub(super) bucket: Option<Spanned<String>>,
+    pub(super) publish_allows: Option<bool>,
+    pub(super) accept_allows: Option<bool>,
     pub(super) publish_sources: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) accept_hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) accept_sources: Option<Spanned<Vec<Spanned<String>>>>,

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use crate::{
     enforce::{
         decision::Source,
-        owner::{BlockOrder, Expiry, Handle, Refusal},
+        owner::{AllowOrder, BlockOrder, Expiry, Handle, Refusal},
     },
     prefix::Prefix,
 };
@@ -29,6 +29,14 @@ pub enum Order {
     },
     /// Remove the block on `prefix` if the peer's is the one in place.
     Unblock { prefix: Prefix },
+    /// Allowlist `prefix` (never expiring) on behalf of `origin` (the fleet's `accept_allows`).
+    Allow {
+        prefix: Prefix,
+        origin: String,
+        reason: String,
+    },
+    /// Remove the allowlist entry on `prefix` if the peer's is the one in place.
+    Unallow { prefix: Prefix },
 }
 
 /// Whose a peer's decisions are: the source of an origin, and which sources it may take back.
@@ -58,10 +66,18 @@ pub async fn carry_out(owner: &Handle, peer: Peer, orders: Vec<Order>, now: u64)
 fn carry_out_blocking(owner: &Handle, peer: Peer, orders: Vec<Order>, now: u64) -> Refused {
     let mut refused = Refused::new();
     let mut unblocks = Vec::new();
+    let mut unallows = Vec::new();
+    let mut allows: BTreeMap<(String, String), Vec<Prefix>> = BTreeMap::new();
     let mut groups: BTreeMap<(String, u64, String, bool), Vec<Prefix>> = BTreeMap::new();
     for order in orders {
         match order {
             Order::Unblock { prefix } => unblocks.push(prefix),
+            Order::Unallow { prefix } => unallows.push(prefix),
+            Order::Allow {
+                prefix,
+                origin,
+                reason,
+            } => allows.entry((origin, reason)).or_default().push(prefix),
             Order::Block {
                 prefix,
                 origin,
@@ -80,6 +96,23 @@ fn carry_out_blocking(owner: &Handle, peer: Peer, orders: Vec<Order>, now: u64) 
             .wait_timeout(OWNER_TIMEOUT)
     {
         log::warn!("{}: unblocking: {err}", peer.name);
+    }
+    if !unallows.is_empty()
+        && let Err(err) = owner
+            .unallow_held_by(unallows, peer.holds)
+            .wait_timeout(OWNER_TIMEOUT)
+    {
+        log::warn!("{}: removing allowlist entries: {err}", peer.name);
+    }
+    for ((origin, reason), prefixes) in allows {
+        let order = AllowOrder {
+            prefixes,
+            source: (peer.source)(origin.as_str().into()),
+            reason,
+        };
+        if let Err(err) = owner.allow(order).wait_timeout(OWNER_TIMEOUT) {
+            log::warn!("{}: allowlisting: {err}", peer.name);
+        }
     }
     let pending: Vec<_> = groups
         .into_iter()

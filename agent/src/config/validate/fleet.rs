@@ -88,6 +88,8 @@ impl ConfigText<'_> {
             tls,
             host,
             bucket,
+            publish_allows: raw.publish_allows.unwrap_or(false),
+            accept_allows: raw.accept_allows.unwrap_or(false),
             publish_sources,
             accept_hosts,
             accept_sources,

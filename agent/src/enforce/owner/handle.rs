@@ -349,6 +349,20 @@ impl Handle {
         })
     }
 
+    /// Unallow only where the allow in place is `held_by`'s (as [`Self::unblock_held_by`]).
+    pub fn unallow_held_by(
+        &self,
+        prefixes: Vec<Prefix>,
+        held_by: fn(&Source) -> bool,
+    ) -> Pending<Removed> {
+        self.ask(|done| Command::Remove {
+            kind: DecisionKind::Allow,
+            prefixes,
+            held_by: Some(held_by),
+            done,
+        })
+    }
+
     pub fn list(&self, filter: ListFilter) -> Pending<Vec<Entry>> {
         self.ask(|done| Command::List { filter, done })
     }

@@ -32,6 +32,10 @@ use crate::{
 
 /// Longest wait between two polls that failed.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// New decisions in one delta from which a full read follows [`SETTLE`] after the last such
+/// delta.
+const BULK_DELTA: usize = 1000;
+const SETTLE: Duration = Duration::from_secs(5);
 /// First wait after a failed poll.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// CrowdSec's decisions: `crowdsec:ORIGIN`, and only those are taken back.
@@ -206,6 +210,8 @@ async fn run(
     // would cost the owner a second each time.
     let mut first = true;
     let mut last_full = tokio::time::Instant::now();
+    // A full read due soon after a bulk change settled (see [`BULK_DELTA`]).
+    let mut settle_at: Option<tokio::time::Instant> = None;
     let mut backoff = FIRST_BACKOFF;
     let mut failing_since_logged = false;
     log::info!(
@@ -214,8 +220,10 @@ async fn run(
         config.poll_interval
     );
     loop {
-        if last_full.elapsed() >= config.resync_interval {
+        let due = settle_at.is_some_and(|at| tokio::time::Instant::now() >= at);
+        if due || last_full.elapsed() >= config.resync_interval {
             startup = true;
+            settle_at = None;
         }
         let result = tokio::select! {
             _ = stopped.changed() => return,
@@ -223,6 +231,12 @@ async fn run(
         };
         let wait = match result {
             Ok(mut batch) => {
+                // A bulk change (an import, a list refresh) commits rows whose creation time
+                // precedes a poll made meanwhile: no delta carries them. A full read once the
+                // deltas are small again picks them up, instead of at the next resync.
+                if !startup && batch.new.len() >= BULK_DELTA {
+                    settle_at = Some(tokio::time::Instant::now() + SETTLE);
+                }
                 let skipped_origin = filter_origins(&mut batch, &config.origins);
                 let held_before = if first {
                     held_by_crowdsec(&owner).await

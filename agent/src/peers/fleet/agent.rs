@@ -166,7 +166,11 @@ async fn run(
 ) {
     let mut state = State {
         remote: RemoteSet::new(config.max_decisions),
-        outbox: Outbox::new(config.host.clone(), config.publish_sources.clone()),
+        outbox: Outbox::new(
+            config.host.clone(),
+            config.publish_sources.clone(),
+            config.publish_allows,
+        ),
         write_failing: false,
     };
     let mut backoff = FIRST_BACKOFF;
@@ -360,20 +364,17 @@ async fn follow(
     state.outbox.set_wanted(&snapshot);
     let held = {
         let owner = owner.clone();
-        ask("listing the fleet's blocks", move || {
+        ask("listing the fleet's decisions", move || {
             owner
-                .list(ListFilter {
-                    kind: Some(DecisionKind::Block),
-                    ..ListFilter::default()
-                })
+                .list(ListFilter::default())
                 .wait_timeout(OWNER_TIMEOUT)
         })
         .await?
     };
-    let held: Vec<Prefix> = held
+    let held: Vec<(DecisionKind, Prefix)> = held
         .into_iter()
         .filter(|entry| entry.decision.origin.source.is_fleet())
-        .map(|entry| entry.decision.prefix)
+        .map(|entry| (entry.decision.kind, entry.decision.prefix))
         .collect();
 
     // The full read.
@@ -520,15 +521,16 @@ fn take(
     };
     let put = matches!(entry.operation, kv::Operation::Put);
     if key.host == config.host {
-        if key.kind == DecisionKind::Block {
-            state
-                .outbox
-                .seen(key.prefix, put.then_some(&entry.value[..]));
-        }
+        state
+            .outbox
+            .seen(key.kind, key.prefix, put.then_some(&entry.value[..]));
         return;
     }
     if !put {
-        if state.remote.delete(&key.host, &key.prefix, touched) {
+        if state
+            .remote
+            .delete(&key.host, key.kind, &key.prefix, touched)
+        {
             tally.received.push((key.host, "delete"));
         }
         return;
@@ -548,11 +550,15 @@ fn take(
         }
         // The key's value is what it says now: whatever it held before no longer stands.
         Read::Skip(why) => {
-            let _: bool = state.remote.delete(&key.host, &key.prefix, touched);
+            let _: bool = state
+                .remote
+                .delete(&key.host, key.kind, &key.prefix, touched);
             tally.skipped.push((key.host, why.label()));
         }
         Read::Refuse(why) => {
-            let _: bool = state.remote.delete(&key.host, &key.prefix, touched);
+            let _: bool = state
+                .remote
+                .delete(&key.host, key.kind, &key.prefix, touched);
             tally.refused.push((key.host, why.label()));
         }
     }

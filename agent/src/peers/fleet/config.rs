@@ -14,6 +14,13 @@ pub struct FleetConfig {
     pub host: String,
     /// The JetStream key-value bucket (created when missing).
     pub bucket: String,
+    /// Publish this host's allowlist entries too (not the configuration's: `[allowlist]` is
+    /// each host's own).
+    pub publish_allows: bool,
+    /// Apply other hosts' allowlist entries (as `fleet:HOST`; never broader than
+    /// [`MIN_ALLOW_LEN_V4`] / [`MIN_ALLOW_LEN_V6`]). Off: another host could exempt an
+    /// attacker here.
+    pub accept_allows: bool,
     /// Publish only own decisions of these source kinds (`manual`, `ruleset`, `volume`,
     /// `file`, `crowdsec`) or exact sources (`ruleset:sshd`); empty: all of them.
     pub publish_sources: Vec<String>,
@@ -71,6 +78,9 @@ pub struct FleetTls {
 }
 
 pub const DEFAULT_BUCKET: &str = "xdpguard";
+/// The broadest allowlist entry taken from the fleet.
+pub const MIN_ALLOW_LEN_V4: u8 = 16;
+pub const MIN_ALLOW_LEN_V6: u8 = 32;
 pub const DEFAULT_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_DECISIONS: usize = 2_000_000;
 

@@ -22,16 +22,19 @@ pub fn own(source: &Source) -> bool {
     )
 }
 
+/// A decision's place: its kind and prefix.
+type Place = (DecisionKind, Prefix);
+
 /// One write to the bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
     Put {
-        prefix: Prefix,
+        place: Place,
         key: String,
         value: Vec<u8>,
     },
     Delete {
-        prefix: Prefix,
+        place: Place,
         key: String,
     },
 }
@@ -40,33 +43,39 @@ pub enum Write {
 pub struct Outbox {
     host: String,
     publish_sources: Vec<String>,
-    /// Own blocks, as their values.
-    wanted: HashMap<Prefix, Vec<u8>>,
+    publish_allows: bool,
+    /// Own decisions, as their values.
+    wanted: HashMap<Place, Vec<u8>>,
     /// Values under this host's keys in the bucket.
-    published: HashMap<Prefix, Vec<u8>>,
-    dirty: HashSet<Prefix>,
+    published: HashMap<Place, Vec<u8>>,
+    dirty: HashSet<Place>,
 }
 
 impl Outbox {
-    pub fn new(host: String, publish_sources: Vec<String>) -> Self {
+    pub fn new(host: String, publish_sources: Vec<String>, publish_allows: bool) -> Self {
         Self {
             host,
             publish_sources,
+            publish_allows,
             wanted: HashMap::new(),
             published: HashMap::new(),
             dirty: HashSet::new(),
         }
     }
 
-    fn value(&self, prefix: &Prefix, origin: &Origin) -> Option<Vec<u8>> {
+    /// The value to publish for this decision, if it is one to publish.
+    fn value(&self, kind: DecisionKind, prefix: &Prefix, origin: &Origin) -> Option<Vec<u8>> {
         let source = origin.source.to_string();
-        if !own(&origin.source) || !source_matches(&self.publish_sources, &source) {
+        if !own(&origin.source)
+            || !source_matches(&self.publish_sources, &source)
+            || (kind == DecisionKind::Allow && !self.publish_allows)
+        {
             return None;
         }
         serde_json::to_vec(&WireDecision {
             v: VERSION,
             host: self.host.clone(),
-            kind: DecisionKind::Block,
+            kind,
             prefix: *prefix,
             source,
             reason: origin.reason.to_string(),
@@ -76,16 +85,26 @@ impl Outbox {
         .ok()
     }
 
+    fn want(&mut self, place: Place, value: Option<Vec<u8>>) {
+        match value {
+            Some(value) => {
+                let _: Option<Vec<u8>> = self.wanted.insert(place, value);
+            }
+            None => {
+                let _: Option<Vec<u8>> = self.wanted.remove(&place);
+            }
+        }
+        let _: bool = self.dirty.insert(place);
+    }
+
     /// The owner's decisions as they are now (a new watch).
     pub fn set_wanted(&mut self, decisions: &[Decision]) {
         self.dirty.extend(self.wanted.keys().copied());
         self.wanted.clear();
         for decision in decisions {
-            if decision.kind == DecisionKind::Block
-                && let Some(value) = self.value(&decision.prefix, &decision.origin)
-            {
-                let _: Option<Vec<u8>> = self.wanted.insert(decision.prefix, value);
-                let _: bool = self.dirty.insert(decision.prefix);
+            let value = self.value(decision.kind, &decision.prefix, &decision.origin);
+            if value.is_some() {
+                self.want((decision.kind, decision.prefix), value);
             }
         }
     }
@@ -94,33 +113,23 @@ impl Outbox {
     pub fn change(&mut self, change: &Change) {
         match change {
             Change::Put {
-                kind: DecisionKind::Block,
+                kind,
                 origin,
                 prefixes,
             } => {
                 for prefix in prefixes.iter() {
-                    match self.value(prefix, origin) {
-                        Some(value) => {
-                            let _: Option<Vec<u8>> = self.wanted.insert(*prefix, value);
-                        }
-                        None => {
-                            let _: Option<Vec<u8>> = self.wanted.remove(prefix);
-                        }
-                    }
-                    let _: bool = self.dirty.insert(*prefix);
+                    let value = self.value(*kind, prefix, origin);
+                    self.want((*kind, *prefix), value);
                 }
             }
-            Change::Remove {
-                kind: DecisionKind::Block,
-                prefixes,
-            } => {
+            Change::Remove { kind, prefixes } => {
                 for prefix in prefixes.iter() {
-                    if self.wanted.remove(prefix).is_some() || self.published.contains_key(prefix) {
-                        let _: bool = self.dirty.insert(*prefix);
+                    let place = (*kind, *prefix);
+                    if self.wanted.contains_key(&place) || self.published.contains_key(&place) {
+                        self.want(place, None);
                     }
                 }
             }
-            Change::Put { .. } | Change::Remove { .. } => {}
         }
     }
 
@@ -130,18 +139,19 @@ impl Outbox {
         self.published.clear();
     }
 
-    /// The bucket holds `value` (or nothing) under this host's key for `prefix`.
-    pub fn seen(&mut self, prefix: Prefix, value: Option<&[u8]>) {
+    /// The bucket holds `value` (or nothing) under this host's key for `kind` and `prefix`.
+    pub fn seen(&mut self, kind: DecisionKind, prefix: Prefix, value: Option<&[u8]>) {
+        let place = (kind, prefix);
         match value {
             Some(value) => {
-                let _: Option<Vec<u8>> = self.published.insert(prefix, value.to_vec());
+                let _: Option<Vec<u8>> = self.published.insert(place, value.to_vec());
             }
             None => {
-                let _: Option<Vec<u8>> = self.published.remove(&prefix);
+                let _: Option<Vec<u8>> = self.published.remove(&place);
             }
         }
-        if self.wanted.get(&prefix).map(Vec::as_slice) != value {
-            let _: bool = self.dirty.insert(prefix);
+        if self.wanted.get(&place).map(Vec::as_slice) != value {
+            let _: bool = self.dirty.insert(place);
         }
     }
 
@@ -149,27 +159,24 @@ impl Outbox {
     pub fn next_writes(&mut self, limit: usize) -> Vec<Write> {
         let mut writes = Vec::new();
         let mut taken = Vec::new();
-        for prefix in &self.dirty {
+        for place in &self.dirty {
             if writes.len() >= limit {
                 break;
             }
-            taken.push(*prefix);
-            let key = key_for(&self.host, DecisionKind::Block, prefix);
-            match (self.wanted.get(prefix), self.published.get(prefix)) {
+            taken.push(*place);
+            let key = key_for(&self.host, place.0, &place.1);
+            match (self.wanted.get(place), self.published.get(place)) {
                 (Some(want), have) if have != Some(want) => writes.push(Write::Put {
-                    prefix: *prefix,
+                    place: *place,
                     key,
                     value: want.clone(),
                 }),
-                (None, Some(_)) => writes.push(Write::Delete {
-                    prefix: *prefix,
-                    key,
-                }),
+                (None, Some(_)) => writes.push(Write::Delete { place: *place, key }),
                 _ => {}
             }
         }
-        for prefix in taken {
-            let _: bool = self.dirty.remove(&prefix);
+        for place in taken {
+            let _: bool = self.dirty.remove(&place);
         }
         writes
     }
@@ -177,22 +184,22 @@ impl Outbox {
     /// A write went through.
     pub fn written(&mut self, write: Write) {
         match write {
-            Write::Put { prefix, value, .. } => {
-                let _: Option<Vec<u8>> = self.published.insert(prefix, value);
+            Write::Put { place, value, .. } => {
+                let _: Option<Vec<u8>> = self.published.insert(place, value);
             }
-            Write::Delete { prefix, .. } => {
-                let _: Option<Vec<u8>> = self.published.remove(&prefix);
+            Write::Delete { place, .. } => {
+                let _: Option<Vec<u8>> = self.published.remove(&place);
             }
         }
     }
 
     /// A write failed: try again at the next flush.
     pub fn failed(&mut self, write: &Write) {
-        let (Write::Put { prefix, .. } | Write::Delete { prefix, .. }) = write;
-        let _: bool = self.dirty.insert(*prefix);
+        let (Write::Put { place, .. } | Write::Delete { place, .. }) = write;
+        let _: bool = self.dirty.insert(*place);
     }
 
-    /// Prefixes whose key may differ from what is wanted.
+    /// Places whose key may differ from what is wanted.
     pub fn pending(&self) -> usize {
         self.dirty.len()
     }
@@ -233,7 +240,7 @@ mod tests {
 
     #[test]
     fn own_decisions_are_put_unblocks_deleted_and_others_never_published() {
-        let mut outbox = Outbox::new("a".into(), Vec::new());
+        let mut outbox = Outbox::new("a".into(), Vec::new(), false);
         outbox.set_wanted(&[Decision {
             kind: DecisionKind::Block,
             prefix: p("203.0.113.1"),
@@ -284,8 +291,33 @@ mod tests {
     }
 
     #[test]
+    fn allowlist_entries_are_published_only_when_asked() {
+        let allow = Change::Put {
+            kind: DecisionKind::Allow,
+            origin: origin(Source::Manual, 0),
+            prefixes: vec![p("203.0.113.5")].into(),
+        };
+        let config_allow = Change::Put {
+            kind: DecisionKind::Allow,
+            origin: origin(Source::Config, 0),
+            prefixes: vec![p("203.0.113.6")].into(),
+        };
+        let mut quiet = Outbox::new("a".into(), Vec::new(), false);
+        quiet.change(&allow);
+        assert!(quiet.next_writes(10).is_empty());
+        let mut sharing = Outbox::new("a".into(), Vec::new(), true);
+        sharing.change(&allow);
+        sharing.change(&config_allow);
+        let writes = sharing.next_writes(10);
+        assert!(
+            matches!(&writes[..], [Write::Put { key, .. }] if key == "a.allow.v4.203-0-113-5_32"),
+            "the configuration's allowlist is each host's own: {writes:?}"
+        );
+    }
+
+    #[test]
     fn a_failed_write_and_a_foreign_value_under_own_key_are_written_again() {
-        let mut outbox = Outbox::new("a".into(), vec!["ruleset".into()]);
+        let mut outbox = Outbox::new("a".into(), vec!["ruleset".into()], false);
         outbox.change(&put("203.0.113.2", Source::Ruleset("sshd".into())));
         outbox.change(&put("203.0.113.4", Source::Manual));
         let writes = outbox.next_writes(10);
@@ -294,16 +326,16 @@ mod tests {
         let again = outbox.next_writes(10);
         assert_eq!(again, writes);
         outbox.written(again[0].clone());
-        outbox.seen(p("203.0.113.2"), Some(b"forged"));
+        outbox.seen(DecisionKind::Block, p("203.0.113.2"), Some(b"forged"));
         assert_eq!(outbox.next_writes(10), writes);
         // A key of this host that the owner no longer wants (found in a full read): deleted.
         outbox.forget_published();
-        outbox.seen(p("203.0.113.9"), Some(b"{}"));
+        outbox.seen(DecisionKind::Block, p("203.0.113.9"), Some(b"{}"));
         assert!(
             outbox
                 .next_writes(10)
                 .iter()
-                .any(|w| matches!(w, Write::Delete { prefix, .. } if *prefix == p("203.0.113.9")))
+                .any(|w| matches!(w, Write::Delete { place, .. } if place.1 == p("203.0.113.9")))
         );
     }
 }

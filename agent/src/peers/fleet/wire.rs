@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{FleetConfig, is_name, source_matches};
+use super::config::{FleetConfig, MIN_ALLOW_LEN_V4, MIN_ALLOW_LEN_V6, is_name, source_matches};
 use crate::{enforce::decision::DecisionKind, prefix::Prefix};
 
 /// Longest value read: a decision is a few hundred bytes.
@@ -38,6 +38,7 @@ pub struct WireDecision {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Remote {
     pub host: Arc<str>,
+    pub kind: DecisionKind,
     pub prefix: Prefix,
     pub source: String,
     pub reason: String,
@@ -59,8 +60,8 @@ pub enum Refused {
     BadText,
     /// Broader than `min_prefix_len_*`.
     TooBroad,
-    /// An allowlist entry (never applied from the fleet).
-    Allow,
+    /// An allowlist entry with an end (this host's never end: one is not an agent's).
+    AllowExpiry,
 }
 
 impl Refused {
@@ -74,7 +75,7 @@ impl Refused {
             Self::KeyMismatch => "key_mismatch",
             Self::BadText => "bad_text",
             Self::TooBroad => "too_broad",
-            Self::Allow => "allow",
+            Self::AllowExpiry => "allow_expiry",
         }
     }
 }
@@ -82,6 +83,8 @@ impl Refused {
 /// Why a good value is left alone (not an error of the sender).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Skipped {
+    /// An allowlist entry, and `accept_allows` is off.
+    Allow,
     Host,
     Source,
     Expired,
@@ -90,6 +93,7 @@ pub enum Skipped {
 impl Skipped {
     pub const fn label(self) -> &'static str {
         match self {
+            Self::Allow => "allow",
             Self::Host => "host",
             Self::Source => "source",
             Self::Expired => "expired",
@@ -193,13 +197,21 @@ pub fn read(config: &FleetConfig, key: &Key, value: &[u8], now_unix: u64) -> Rea
     {
         return Read::Refuse(Refused::BadText);
     }
-    if decision.kind == DecisionKind::Allow {
-        return Read::Refuse(Refused::Allow);
-    }
+    let (min_v4, min_v6) = match decision.kind {
+        DecisionKind::Block => (config.min_prefix_len_v4, config.min_prefix_len_v6),
+        DecisionKind::Allow if !config.accept_allows => return Read::Skip(Skipped::Allow),
+        DecisionKind::Allow if decision.until != 0 => {
+            return Read::Refuse(Refused::AllowExpiry);
+        }
+        DecisionKind::Allow => (
+            config.min_prefix_len_v4.max(MIN_ALLOW_LEN_V4),
+            config.min_prefix_len_v6.max(MIN_ALLOW_LEN_V6),
+        ),
+    };
     let min = if decision.prefix.is_ipv4() {
-        config.min_prefix_len_v4
+        min_v4
     } else {
-        config.min_prefix_len_v6
+        min_v6
     };
     if decision.prefix.prefix_len() < min {
         return Read::Refuse(Refused::TooBroad);
@@ -215,6 +227,7 @@ pub fn read(config: &FleetConfig, key: &Key, value: &[u8], now_unix: u64) -> Rea
     }
     Read::Apply(Remote {
         host: decision.host.into(),
+        kind: decision.kind,
         prefix: decision.prefix,
         source: decision.source,
         reason: decision.reason,
@@ -237,6 +250,8 @@ mod tests {
             tls: FleetTls::default(),
             host: "b".into(),
             bucket: "xdpguard".into(),
+            publish_allows: false,
+            accept_allows: false,
             publish_sources: Vec::new(),
             accept_hosts: Vec::new(),
             accept_sources: Vec::new(),
@@ -350,9 +365,30 @@ mod tests {
                 Read::Refuse(Refused::TooBroad)
             );
         }
-        let mut allow = good;
+    }
+
+    #[test]
+    fn allowlist_entries_apply_only_when_accepted_never_broad_or_ending() {
+        let mut config = config();
+        let mut allow = wire("a", "203.0.113.7");
         allow.kind = DecisionKind::Allow;
-        assert_eq!(read_wire(&config, &allow), Read::Refuse(Refused::Allow));
+        allow.until = 0;
+        assert_eq!(read_wire(&config, &allow), Read::Skip(Skipped::Allow));
+        config.accept_allows = true;
+        assert!(
+            matches!(read_wire(&config, &allow), Read::Apply(r) if r.kind == DecisionKind::Allow)
+        );
+        // An allow of a /8 would open a network to every host: at most a /16 here.
+        config.min_prefix_len_v4 = 0;
+        let mut broad = allow.clone();
+        broad.prefix = p("10.0.0.0/8");
+        assert_eq!(read_wire(&config, &broad), Read::Refuse(Refused::TooBroad));
+        let mut ending = allow;
+        ending.until = 1000;
+        assert_eq!(
+            read_wire(&config, &ending),
+            Read::Refuse(Refused::AllowExpiry)
+        );
     }
 
     #[test]
