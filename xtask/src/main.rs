@@ -195,7 +195,7 @@ fn bench(root: &Path, which: Bench) -> Result<()> {
         Bench::Fleet => "fleet",
     };
     if matches!(which, Bench::Crowdsec) {
-        setup::install_quietly(&["crowdsec-firewall-bouncer", "nftables"])?;
+        setup::install_quietly(&["crowdsec-firewall-bouncer", "nftables", "iptables", "ipset"])?;
     }
     // Benchmarks that drive the daemon run the release binary.
     cargo(root, ["build", "--release", "-p", "xdpguard"])?;
