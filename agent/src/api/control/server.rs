@@ -190,6 +190,7 @@ pub fn answer(handle: &Handle, published: &Published, request: Request) -> Answe
             let filter = ListFilter {
                 kind: None,
                 source: source.map(|text| Source::parse(&text)),
+                source_kind: None,
                 covering,
             };
             match handle.list(filter).wait() {

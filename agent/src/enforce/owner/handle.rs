@@ -152,6 +152,9 @@ pub struct Removed {
 pub struct ListFilter {
     pub kind: Option<DecisionKind>,
     pub source: Option<Source>,
+    /// Only decisions whose source is of this one's kind, names aside (every `fleet:`
+    /// decision): a peer finds its own without a counter lookup for everyone else's.
+    pub source_kind: Option<Source>,
     /// Only decisions whose prefix holds this address.
     pub covering: Option<IpAddr>,
 }
@@ -163,6 +166,10 @@ impl ListFilter {
                 .source
                 .as_ref()
                 .is_none_or(|source| *source == decision.origin.source)
+            && self
+                .source_kind
+                .as_ref()
+                .is_none_or(|kind| kind.same_kind(&decision.origin.source))
             && self
                 .covering
                 .is_none_or(|address| decision.prefix.contains(address))

@@ -389,6 +389,7 @@ fn new_blocks_go_in_as_one_batch_and_re_blocks_keep_their_counters() {
         .list(&ListFilter {
             kind: Some(DecisionKind::Block),
             source: Some(Source::Manual),
+            source_kind: None,
             covering: None,
         })
         .unwrap();
@@ -403,6 +404,7 @@ fn new_blocks_go_in_as_one_batch_and_re_blocks_keep_their_counters() {
         .list(&ListFilter {
             kind: None,
             source: Some(Source::ListFile("bad.txt".into())),
+            source_kind: None,
             covering: None,
         })
         .unwrap();
@@ -709,6 +711,7 @@ fn unknown_entries_are_adopted_listed_and_removable() {
         .list(&ListFilter {
             kind: None,
             source: Some(Source::Recovered),
+            source_kind: None,
             covering: None,
         })
         .unwrap();
@@ -1099,6 +1102,7 @@ fn evidence_is_bounded_kept_across_a_restart_and_listed_by_covering_address() {
             .list(&ListFilter {
                 kind: None,
                 source: None,
+                source_kind: None,
                 covering: Some(address.parse().unwrap()),
             })
             .unwrap()
@@ -1236,4 +1240,30 @@ fn watchers_get_the_decisions_in_place_then_every_durable_change_in_order() {
     owner.tell_watchers();
     assert!(owner.watchers.is_empty());
     assert!(owner.store.take_changes().is_empty());
+}
+
+#[test]
+fn a_source_kind_filter_lists_every_host_of_the_fleet_and_nothing_else() {
+    let dir = StateDir::new("sourcekind");
+    let (mut owner, _) = start(&dir);
+    for (prefix, source) in [
+        ("192.0.2.1", Source::Manual),
+        ("192.0.2.2", Source::Fleet("b".into())),
+        ("192.0.2.3", Source::Fleet("c".into())),
+        ("192.0.2.4", Source::Crowdsec("cscli".into())),
+    ] {
+        let _: Applied = owner
+            .block(block_order(&[prefix], source, Some(60)))
+            .unwrap();
+    }
+    let listed: Vec<Prefix> = owner
+        .list(&ListFilter {
+            source_kind: Some(Source::Fleet("".into())),
+            ..ListFilter::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.decision.prefix)
+        .collect();
+    assert_eq!(listed, [p("192.0.2.2"), p("192.0.2.3")]);
 }

@@ -343,6 +343,7 @@ async fn held_by_crowdsec(owner: &Handle) -> Vec<Prefix> {
         owner
             .list(ListFilter {
                 kind: Some(DecisionKind::Block),
+                source_kind: Some(Source::Crowdsec(Arc::from(""))),
                 ..ListFilter::default()
             })
             .wait_timeout(OWNER_TIMEOUT)

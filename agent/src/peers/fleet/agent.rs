@@ -366,7 +366,10 @@ async fn follow(
         let owner = owner.clone();
         ask("listing the fleet's decisions", move || {
             owner
-                .list(ListFilter::default())
+                .list(ListFilter {
+                    source_kind: Some(Source::Fleet(Arc::from(""))),
+                    ..ListFilter::default()
+                })
                 .wait_timeout(OWNER_TIMEOUT)
         })
         .await?

@@ -826,6 +826,7 @@ impl Worker {
         let filter = ListFilter {
             kind: Some(DecisionKind::Block),
             source: Some(source.clone()),
+            source_kind: None,
             covering: None,
         };
         let entries = self.owner.list(filter).wait_timeout(OWNER_TIMEOUT).ok()?;
