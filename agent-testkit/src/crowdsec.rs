@@ -5,12 +5,12 @@
 use std::{
     io::{Read as _, Write as _},
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Output},
     time::{Duration, Instant},
 };
 
 use crate::{
-    daemon::Children,
+    daemon::{Children, spawn_in_ns},
     netns::{Sandbox, Side},
 };
 
@@ -134,21 +134,12 @@ impl Crowdsec {
     /// When it does not answer within 30 s.
     pub fn restart(&mut self, sandbox: &Sandbox) {
         self.server = None;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("crowdsec.log"))
-            .unwrap();
-        let server = Command::new("ip")
-            .args(["netns", "exec", &sandbox.fw, "crowdsec", "-c"])
-            .arg(&self.config)
-            .arg("-no-cs")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.server = Some(Children(vec![server]));
+        self.server = Some(spawn_in_ns(
+            &sandbox.fw,
+            "crowdsec",
+            &["-c".as_ref(), self.config.as_os_str(), "-no-cs".as_ref()],
+            &self.dir.join("crowdsec.log"),
+        ));
         let started = Instant::now();
         while self
             .get(sandbox, "/v1/decisions/stream?startup=true", &self.key)

@@ -269,6 +269,25 @@ impl Drop for Daemon {
     }
 }
 
+/// Start `program ARGS` in network namespace `ns` (`ip netns exec`, which execs it in place),
+/// its output appended to `log`: a server a test runs in the sandbox.
+pub fn spawn_in_ns(ns: &str, program: &str, args: &[&std::ffi::OsStr], log: &Path) -> Children {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, program])
+        .args(args)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| panic!("starting {program}: {err}"));
+    Children(vec![child])
+}
+
 /// Child processes killed on drop.
 pub struct Children(pub Vec<Child>);
 

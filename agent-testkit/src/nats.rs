@@ -4,13 +4,13 @@
 //! namespace, and with it every link, goes on drop, and the server is killed.
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 use crate::{
-    daemon::Children,
+    daemon::{Children, spawn_in_ns},
     netns::{Sandbox, run, within_ns},
 };
 
@@ -97,22 +97,19 @@ impl NatsHub {
     /// Start (or start again) the server and wait until it takes connections.
     pub fn restart(&mut self) {
         self.server = None;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("nats.log"))
-            .unwrap();
-        let server = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "nats-server", "-js", "-sd"])
-            .arg(self.dir.join("jetstream"))
-            .args(["-a", "::", "-p", &NATS_PORT.to_string()])
-            .args(&self.args)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.server = Some(Children(vec![server]));
+        let store = self.dir.join("jetstream");
+        let port = NATS_PORT.to_string();
+        let mut args: Vec<&std::ffi::OsStr> = ["-js".as_ref(), "-sd".as_ref(), store.as_os_str()]
+            .into_iter()
+            .chain(["-a", "::", "-p", &port].map(std::ffi::OsStr::new))
+            .collect();
+        args.extend(self.args.iter().map(std::ffi::OsStr::new));
+        self.server = Some(spawn_in_ns(
+            &self.ns,
+            "nats-server",
+            &args,
+            &self.dir.join("nats.log"),
+        ));
         let started = Instant::now();
         while !within_ns(&self.ns, || {
             std::net::TcpStream::connect(("::1", NATS_PORT)).is_ok()

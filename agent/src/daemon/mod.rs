@@ -407,18 +407,8 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .clone();
-                    let crowdsec = crowdsec_stats
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .as_ref()
-                        .map(|stats| {
-                            crate::peers::crowdsec::metrics::render(
-                                &stats
-                                    .lock()
-                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                    .clone(),
-                            )
-                        })
+                    let crowdsec = current(&crowdsec_stats)
+                        .map(|stats| crate::peers::crowdsec::metrics::render(&stats))
                         .unwrap_or_default();
                     let fleet = current(&fleet_stats)
                         .map(|stats| crate::peers::fleet::metrics::render(&stats))
