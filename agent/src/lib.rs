@@ -1,11 +1,12 @@
 //! xdpguard: an XDP host firewall.
 // Data flows down this list: the daemon wires config, the api adapters, the detectors and
-// the peers to the decision owner in `enforce`; the last four are leaves anyone may use.
+// the peers to the decision owner in `enforce`; the last six are leaves anyone may use.
 pub mod daemon;
 
 pub mod config;
 
 pub mod api;
+pub mod report;
 pub mod tools;
 
 pub mod detect;
@@ -15,7 +16,9 @@ pub mod enforce;
 
 pub mod clock;
 pub mod exposition;
+pub mod history;
 pub mod listfile;
+pub mod origins;
 pub mod prefix;
 
 /// `err` and its causes, `: `-separated, for messages that cross a socket or a log line.

@@ -22,12 +22,19 @@ use std::{
 const LAYERS: &[&[&str]] = &[
     &["daemon"],
     &["config"],
-    &["api", "tools"],
+    &["api", "report", "tools"],
     &["detect", "peers"],
     &["enforce"],
 ];
 /// Used by any layer; they may use each other, as long as that makes no cycle.
-const SHARED_LEAVES: &[&str] = &["prefix", "clock", "exposition", "listfile"];
+const SHARED_LEAVES: &[&str] = &[
+    "prefix",
+    "clock",
+    "exposition",
+    "listfile",
+    "origins",
+    "history",
+];
 
 /// Cycles printed per parent module; a tangle of a dozen modules has thousands.
 const MAX_CYCLES: usize = 200;

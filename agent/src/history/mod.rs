@@ -1,0 +1,3 @@
+//! The history: what happened per interval, in an embedded SQLite database, for reports.
+pub mod model;
+pub mod store;

@@ -1,0 +1,1 @@
+//! Origin AS and announced prefix per address, from RIS whois dumps.

@@ -1,0 +1,2 @@
+//! `xdpguard report`: a history summary as text, JSON or one self-contained HTML file.
+pub mod html;
