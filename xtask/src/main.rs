@@ -69,6 +69,10 @@ enum Bench {
     Crowdsec,
     /// Fleet propagation through JetStream: block on A → B's kernel map, p50/p99; 100k at once.
     Fleet,
+    /// Origins: a full-size RIS table's load time and memory; lookups per second.
+    Origins,
+    /// History: write cost per interval; report time over 30 days of 1-minute intervals.
+    History,
 }
 
 fn main() -> ExitCode {
@@ -193,6 +197,8 @@ fn bench(root: &Path, which: Bench) -> Result<()> {
         Bench::Volume => "volume",
         Bench::Crowdsec => "crowdsec",
         Bench::Fleet => "fleet",
+        Bench::Origins => "origins",
+        Bench::History => "history",
     };
     if matches!(which, Bench::Crowdsec) {
         setup::install_quietly(&["crowdsec-firewall-bouncer", "nftables", "iptables", "ipset"])?;

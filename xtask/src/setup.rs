@@ -52,6 +52,8 @@ pub fn run(root: &Path) -> Result<()> {
     // The fleet tests run their own JetStream server in the sandbox; Debian's service must not
     // start on the host.
     install_quietly(&["nats-server"])?;
+    // The report test opens `report --html` in headless Chromium and reads its screenshot.
+    install_quietly(&["chromium"])?;
     let _ = root;
     Ok(())
 }
