@@ -1,5 +1,6 @@
 //! What xdpguard's tests, benchmarks and the xtask demo share, kept out of the shipped crate.
 //!
+//! - [`chromium`]: headless Chromium's DOM dumps and screenshots, for the HTML report;
 //! - [`netns`]: two network namespaces joined by a veth pair, deleted on drop;
 //! - [`daemon`]: a real `xdpguard run` in the sandbox, driven through the CLI;
 //! - [`frames`]: Ethernet/VLAN/IP/UDP frame builders;
@@ -11,6 +12,7 @@
 //! - [`report`]: what the benchmarks' Markdown reports share.
 #[cfg(feature = "baselines")]
 pub mod baseline;
+pub mod chromium;
 pub mod crowdsec;
 pub mod daemon;
 pub mod encode;
