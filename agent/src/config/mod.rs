@@ -141,6 +141,8 @@ pub struct Config {
     pub ruleset_limits: RulesetLimits,
     /// `[crowdsec]`: be the local API's bouncer; `None` without the table.
     pub crowdsec: Option<crate::peers::crowdsec::config::CrowdsecConfig>,
+    /// `[origins]`: RIS whois dumps for origin AS and announced prefix; `None` without the table.
+    pub origins: Option<crate::origins::OriginsConfig>,
     /// `[fleet]`: share decisions with the other agents through NATS; `None` without it.
     pub fleet: Option<crate::peers::fleet::config::FleetConfig>,
 }
@@ -235,6 +237,7 @@ impl Config {
             volume: VolumeConfig::default(),
             ruleset_limits: RulesetLimits::default(),
             crowdsec: None,
+            origins: None,
             fleet: None,
         }
     }
@@ -663,6 +666,7 @@ volume_v6 = 7
                 volume: VolumeConfig::default(),
                 ruleset_limits: RulesetLimits::default(),
                 crowdsec: None,
+                origins: None,
                 fleet: None,
             }
         );

@@ -68,6 +68,15 @@ pub(super) struct RawConfig {
     pub(super) rulesets: RawRulesetLimits,
     pub(super) crowdsec: Option<Spanned<RawCrowdsec>>,
     pub(super) fleet: Option<Spanned<RawFleet>>,
+    pub(super) origins: Option<Spanned<RawOrigins>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [origins] table")]
+pub(super) struct RawOrigins {
+    pub(super) files: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) min_peers: Option<Spanned<Integer>>,
+    pub(super) check_every: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Default, Deserialize)]

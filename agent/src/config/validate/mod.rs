@@ -4,6 +4,7 @@
 mod crowdsec;
 mod fleet;
 mod logs;
+mod origins;
 mod volume;
 
 pub(super) use logs::ruleset_files;
@@ -117,6 +118,11 @@ impl RawConfig {
                 .fleet
                 .as_ref()
                 .map(|raw| source.fleet(raw))
+                .transpose()?,
+            origins: self
+                .origins
+                .as_ref()
+                .map(|raw| source.origins(raw))
                 .transpose()?,
         })
     }
