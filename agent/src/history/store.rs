@@ -972,6 +972,36 @@ mod tests {
     }
 
     #[test]
+    fn pruning_gives_the_pages_back() {
+        let dir = TempDir::new("shrink");
+        let path = dir.join("history.sqlite");
+        let settings = StoreSettings {
+            retention: Duration::from_secs(3600),
+            // Under the 40 intervals' 800 KiB; its free-page reserve is 64 KiB.
+            max_bytes: 1 << 20,
+            ..StoreSettings::default()
+        };
+        let mut store = HistoryStore::open(&path, settings).expect("open");
+        let batch: Vec<IntervalRecord> =
+            (0..40).map(|i| record_at(i * 60, "sshd", 5_000)).collect();
+        store.record_all(&batch).expect("batch");
+        let checkpoint = |store: &HistoryStore| {
+            store
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .expect("checkpoint");
+            fs::metadata(&path).expect("stat").len()
+        };
+        let full = checkpoint(&store);
+        assert!(full > 40 * 20_000, "{full} bytes");
+        // A day later: retention takes all 40.
+        let stats = store.record(&record_at(86_400, "sshd", 1)).expect("record");
+        assert_eq!(stats.intervals_pruned, 40);
+        let shrunk = checkpoint(&store);
+        assert!(shrunk < full / 4, "{full} bytes, then {shrunk}");
+    }
+
+    #[test]
     fn caps_count_the_rest_as_overflow_and_mark_bins_truncated() {
         let dir = TempDir::new("caps");
         let path = dir.join("history.sqlite");
