@@ -23,8 +23,7 @@ use std::{
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 use xdpguard::history::{
     model::{
-        Anomaly, AnomalyKind, IntervalRecord, PacketCounts, Ranking, ScoredSources, TopRow,
-        Traffic,
+        Anomaly, AnomalyKind, IntervalRecord, PacketCounts, Ranking, ScoredSources, TopRow, Traffic,
     },
     query::SummaryQuery,
     store::{HistoryStore, StoreSettings, WriteStats},
@@ -289,6 +288,8 @@ fn fill_and_query(dir: &Path) -> anyhow::Result<Filled> {
         eprintln!("bench: summary at {label}: {:?}", median(times.clone()));
         summaries.push((label.to_owned(), median(times), bins));
     }
+    drop(reader);
+    fresh(&path);
     Ok(Filled {
         intervals,
         fill,
