@@ -1,3 +1,7 @@
 //! The history: what happened per interval, in an embedded SQLite database, for reports.
 pub mod model;
+pub mod query;
+pub mod schema;
 pub mod store;
+#[cfg(test)]
+mod test_support;
