@@ -59,13 +59,18 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Block addresses or prefixes (ADDR or ADDR/LEN), or every line of a list file.
+    /// Block addresses or prefixes (ADDR or ADDR/LEN), every line of a list file, or every
+    /// prefix an AS announces.
     Block {
         /// Addresses or prefixes, e.g. 203.0.113.7, 198.51.100.0/24, 2001:db8::/48.
         prefixes: Vec<String>,
         /// One address or CIDR per line, `#` comments (ipset / FireHOL netset shape).
         #[arg(long, conflicts_with = "prefixes")]
         file: Option<PathBuf>,
+        /// Every prefix this AS announces as sole origin in the [origins] table (guards apply
+        /// to each); the blocks follow the table as it is reloaded. `64500` or `AS64500`.
+        #[arg(long, value_parser = parse_asn, conflicts_with_all = ["prefixes", "file"])]
+        asn: Option<u32>,
         /// How long, e.g. 90s, 15m, 1h30m, 2d; default: the configured default ban.
         #[arg(long = "for", value_parser = parse_duration)]
         duration: Option<Duration>,
@@ -80,6 +85,9 @@ pub enum Command {
     Unblock {
         /// Blocked addresses or prefixes, as `list` shows them.
         prefixes: Vec<String>,
+        /// Every block `block --asn` made for this AS.
+        #[arg(long, value_parser = parse_asn, conflicts_with = "prefixes")]
+        asn: Option<u32>,
     },
     /// Let addresses or prefixes through, even inside blocked prefixes.
     Allow {
@@ -225,4 +233,17 @@ pub struct RulesetLimitArgs {
     /// Set one limit, e.g. max_files=500 (repeatable; keys as in [rulesets]).
     #[arg(long = "limit", value_name = "KEY=N")]
     pub limit: Vec<String>,
+}
+
+/// `64500` or `AS64500`.
+fn parse_asn(text: &str) -> Result<u32, String> {
+    let digits = text
+        .strip_prefix("AS")
+        .or_else(|| text.strip_prefix("as"))
+        .unwrap_or(text);
+    digits
+        .parse::<u32>()
+        .ok()
+        .filter(|_| digits.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| format!("{text:?} is not an AS number (64500 or AS64500)"))
 }

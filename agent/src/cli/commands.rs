@@ -224,11 +224,32 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
             Ok(Reply::printed())
         }
         Command::Block {
+            asn: Some(asn),
+            duration,
+            reason,
+            force,
+            ..
+        } => {
+            let answer = request(
+                &socket,
+                &Request::BlockAsn {
+                    asn,
+                    duration_secs: duration.map(|d| d.as_secs()),
+                    reason,
+                    force,
+                },
+            )?;
+            let mut reply = outcome(&answer, style)?;
+            reply.text = output::format_asn_outcome(asn, &answer, style);
+            Ok(reply)
+        }
+        Command::Block {
             prefixes,
             file: Some(file),
             duration,
             reason,
             force,
+            asn: None,
         } => {
             debug_assert!(prefixes.is_empty());
             block_file(&socket, &file, duration, reason.as_deref(), force)
@@ -239,6 +260,7 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
             duration,
             reason,
             force,
+            asn: None,
         } => {
             if prefixes.is_empty() {
                 return Err(usage("name at least one address or prefix, or --file"));
@@ -257,9 +279,13 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
                 style,
             )
         }
-        Command::Unblock { prefixes } => {
-            outcome(&request(&socket, &Request::Unblock { prefixes })?, style)
+        Command::Unblock { asn: Some(asn), .. } => {
+            outcome(&request(&socket, &Request::UnblockAsn { asn })?, style)
         }
+        Command::Unblock {
+            prefixes,
+            asn: None,
+        } => outcome(&request(&socket, &Request::Unblock { prefixes })?, style),
         Command::Allow { prefixes, reason } => outcome(
             &request(&socket, &Request::Allow { prefixes, reason })?,
             style,
@@ -298,8 +324,18 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
                 bail!("unexpected answer to explain");
             };
             entries.sort_by_key(|e| std::cmp::Reverse(output::prefix_len(&e.prefix)));
+            // Only with a table loaded: an address with no announcement says so then.
+            let origin = match request(
+                &socket,
+                &Request::Origins {
+                    addresses: vec![address.to_string()],
+                },
+            ) {
+                Ok(Answer::Origins { mut entries, table }) if table.generation > 0 => entries.pop(),
+                _ => None,
+            };
             Ok(Reply::new(
-                output::format_explain(address, &entries, now_unix(), style),
+                output::format_explain(address, origin.as_ref(), &entries, now_unix(), style),
                 // The entries, as `list --json` writes them (scripts read both alike).
                 serde_json::to_value(&entries)?,
             ))

@@ -1,7 +1,7 @@
 //! Human output of the CLI commands (the JSON forms are the control protocol's own types).
 use std::fmt::Write as _;
 
-use xdpguard::api::control::proto::{Answer, ListEntry, Status};
+use xdpguard::api::control::proto::{Answer, ListEntry, OriginEntry, Status};
 
 use super::args::ColorChoice;
 
@@ -87,6 +87,7 @@ pub fn format_list(entries: &[ListEntry], now_unix: u64, style: Style) -> String
         "EXPIRES IN".to_owned(),
         "PACKETS".to_owned(),
         "BYTES".to_owned(),
+        "ORIGIN".to_owned(),
         "REASON".to_owned(),
     ]];
     for entry in entries {
@@ -102,6 +103,7 @@ pub fn format_list(entries: &[ListEntry], now_unix: u64, style: Style) -> String
             remaining,
             entry.packets.to_string(),
             entry.bytes.to_string(),
+            origin_cell(entry.origin.as_deref(), entry.announced.as_deref()),
             entry.reason.clone(),
         ]);
     }
@@ -112,6 +114,15 @@ pub fn format_list(entries: &[ListEntry], now_unix: u64, style: Style) -> String
             cell.to_owned()
         }
     })
+}
+
+/// `AS64500 (203.0.113.0/24)`, or `-` where the origins table does not know it.
+fn origin_cell(origin: Option<&str>, announced: Option<&str>) -> String {
+    match (origin, announced) {
+        (Some(origin), Some(announced)) => format!("{origin} ({announced})"),
+        (Some(origin), None) => origin.to_owned(),
+        _ => "-".to_owned(),
+    }
 }
 
 /// The length of a prefix as `list` writes it (`203.0.113.0/24`; a host has none).
@@ -126,14 +137,48 @@ pub fn prefix_len(prefix: &str) -> u8 {
 /// `explain ADDR`: the entries that cover it, most specific first, with their evidence.
 pub fn format_explain(
     address: std::net::IpAddr,
+    origin: Option<&OriginEntry>,
     entries: &[ListEntry],
     now_unix: u64,
     style: Style,
 ) -> String {
-    if entries.is_empty() {
-        return format!("{address}: no entry covers it (not blocked, not allowlisted)\n");
-    }
     let mut out = String::new();
+    match origin {
+        Some(OriginEntry {
+            origin: Some(origin),
+            announced: Some(announced),
+            peers,
+            as_set,
+            multiple_origins,
+            ..
+        }) => {
+            let _ = write!(
+                out,
+                "{address} is in {announced}, announced by {origin} (seen by {peers} RIS peers"
+            );
+            if *as_set {
+                out.push_str("; an AS_SET: the true origin is unknown");
+            }
+            if *multiple_origins {
+                out.push_str("; other ASes announce it too");
+            }
+            out.push_str(")\n");
+        }
+        Some(_) => {
+            let _ = writeln!(
+                out,
+                "{address}: no announcement in the origins table covers it"
+            );
+        }
+        None => {}
+    }
+    if entries.is_empty() {
+        let _ = writeln!(
+            out,
+            "{address}: no entry covers it (not blocked, not allowlisted)"
+        );
+        return out;
+    }
     for entry in entries {
         let expires = if entry.expires_unix == 0 {
             "never expires".to_owned()
@@ -315,6 +360,66 @@ pub fn format_status(status: &Status, style: Style) -> String {
             let _ = writeln!(out, "  {line}");
         }
     }
+    let origins = &status.origins;
+    if origins.configured {
+        out.push_str("\nOrigins:\n");
+        if origins.generation == 0 {
+            out.push_str("  not loaded yet\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "  {} IPv4 and {} IPv6 announced prefixes, {} MiB, loaded {} ago",
+                origins.prefixes_v4,
+                origins.prefixes_v6,
+                origins.heap_bytes >> 20,
+                compact_duration(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |now| now.as_secs())
+                        .saturating_sub(origins.loaded_unix)
+                )
+            );
+        }
+        if let Some(err) = &origins.last_error {
+            let _ = writeln!(out, "  {}: {err}", style.warn("last load failed"));
+        }
+    }
+    out
+}
+
+/// `block --asn`: what was blocked, and the refusals summed by reason (an AS may announce
+/// hundreds of prefixes; one line each would bury the summary).
+pub fn format_asn_outcome(asn: u32, answer: &Answer, style: Style) -> String {
+    let Answer::Applied { applied, refused } = answer else {
+        return format_outcome(answer, style);
+    };
+    let mut out = format!(
+        "AS{asn}: blocked {applied} of {} announced prefixes\n",
+        applied + refused.len() as u64
+    );
+    let mut by_reason: std::collections::BTreeMap<&str, Vec<&str>> =
+        std::collections::BTreeMap::new();
+    for refusal in refused {
+        by_reason
+            .entry(refusal.reason.as_str())
+            .or_default()
+            .push(refusal.prefix.as_str());
+    }
+    for (reason, prefixes) in by_reason {
+        let shown: Vec<&str> = prefixes.iter().take(5).copied().collect();
+        let more = if prefixes.len() > shown.len() {
+            format!(", and {} more", prefixes.len() - shown.len())
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "  {} {}: {reason}: {}{more}",
+            style.warn("refused"),
+            prefixes.len(),
+            shown.join(", ")
+        );
+    }
     out
 }
 
@@ -436,6 +541,7 @@ pub fn format_top(
         "ADDRS".to_owned(),
         "SHARE".to_owned(),
         "ACTION".to_owned(),
+        "ORIGIN".to_owned(),
     ]];
     for row in &snapshot.top {
         rows.push([
@@ -449,6 +555,7 @@ pub fn format_top(
                 (Some(action), Some(detector)) => format!("{action} ({detector})"),
                 _ => "-".to_owned(),
             },
+            origin_cell(row.origin.as_deref(), row.announced.as_deref()),
         ]);
     }
     out.push_str(&plain_table(&rows, style));
@@ -503,6 +610,8 @@ mod tests {
             packets: 12,
             bytes: 960,
             evidence: Vec::new(),
+            origin: Some("AS64500".into()),
+            announced: Some("203.0.113.0/24".into()),
         }];
         let text = format_list(&entries, 100, Style::PLAIN);
         let row = text.lines().nth(1).unwrap();
@@ -513,6 +622,7 @@ mod tests {
             "1m30s",
             "12",
             "960",
+            "AS64500 (203.0.113.0/24)",
             "ssh scan",
         ] {
             assert!(row.contains(part), "{row}");
@@ -534,14 +644,40 @@ mod tests {
                 "Jan  5 01:31:41 h sshd[1]: Failed password for root from 203.0.113.7 port 1 ssh2"
                     .into(),
             ],
+            origin: None,
+            announced: None,
         }];
         let address = "203.0.113.7".parse().unwrap();
-        let text = format_explain(address, &entries, 100, Style::PLAIN);
+        let text = format_explain(address, None, &entries, 100, Style::PLAIN);
         assert!(
             text.starts_with("203.0.113.7 is covered by block 203.0.113.7/32 (ruleset:sshd, expires in 1h, since 0 s ago)\n  reason: log score 15 (ruleset sshd)\n  dropped: 3 packets, 180 bytes\n  the lines that scored it:\n    Jan  5"),
             "{text}"
         );
-        assert!(format_explain(address, &[], 100, Style::PLAIN).contains("no entry covers it"));
+        assert!(
+            format_explain(address, None, &[], 100, Style::PLAIN).contains("no entry covers it")
+        );
+        let origin = OriginEntry {
+            address: "203.0.113.7".into(),
+            origin: Some("{AS64500,AS64501}".into()),
+            announced: Some("203.0.113.0/24".into()),
+            peers: 12,
+            as_set: true,
+            multiple_origins: false,
+        };
+        let text = format_explain(address, Some(&origin), &entries, 100, Style::PLAIN);
+        assert!(
+            text.starts_with("203.0.113.7 is in 203.0.113.0/24, announced by {AS64500,AS64501} (seen by 12 RIS peers; an AS_SET: the true origin is unknown)\n203.0.113.7 is covered by block"),
+            "{text}"
+        );
+        let unknown = OriginEntry {
+            origin: None,
+            announced: None,
+            ..origin
+        };
+        assert!(
+            format_explain(address, Some(&unknown), &[], 100, Style::PLAIN)
+                .starts_with("203.0.113.7: no announcement in the origins table covers it\n")
+        );
         assert_eq!(prefix_len("203.0.113.0/24"), 24);
         assert_eq!(prefix_len("2001:db8::1"), 128);
     }
@@ -557,6 +693,8 @@ mod tests {
             expires_unix: 0,
             packets: 1,
             bytes: 2,
+            origin: None,
+            announced: None,
             evidence: Vec::new(),
         }];
         let plain = format_list(&entries, 0, Style::PLAIN);
@@ -612,6 +750,8 @@ mod tests {
                 share_bp: 9961,
                 action: Some("block".into()),
                 detector: Some("flood".into()),
+                origin: None,
+                announced: None,
             }],
             hot: vec![HotRow {
                 detector: "flood".into(),

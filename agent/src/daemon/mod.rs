@@ -30,6 +30,7 @@ use crate::{
     enforce::decision::{DecisionStore, StateError},
     enforce::owner::{self, Command, Handle, Owner, OwnerConfig, OwnerError},
     error_chain,
+    origins::{Origins, OriginsConfig, OriginsWatcher},
     peers::crowdsec::{bouncer::Bouncer, metrics::BouncerStats},
     peers::fleet::{agent::Fleet, metrics::FleetStats},
     prefix::Prefix,
@@ -55,6 +56,8 @@ pub struct Settings {
     pub crowdsec: Option<crate::peers::crowdsec::config::CrowdsecConfig>,
     /// `[fleet]`: share decisions through NATS.
     pub fleet: Option<crate::peers::fleet::config::FleetConfig>,
+    /// `[origins]`: RIS whois dumps for origin AS and announced prefix.
+    pub origins: Option<OriginsConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -285,7 +288,9 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         report.decisions,
         settings.state_dir.display()
     );
-    let owner = Owner::start(dataplane, store, &report, clock, settings.owner.clone())?;
+    let mut owner = Owner::start(dataplane, store, &report, clock, settings.owner.clone())?;
+    let origins = Origins::new();
+    owner.set_origins(origins.clone());
     let owner_metrics = owner.metrics_snapshot();
 
     let (commands, inbox) = mpsc::channel::<Command>();
@@ -354,6 +359,8 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         }
     }
 
+    let mut origins_watcher = start_origins(settings.origins.clone(), &origins, &handle)?;
+
     let control = {
         let handle = handle.clone();
         let volume_snapshot = Arc::clone(&volume_snapshot);
@@ -361,6 +368,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         let peer_stats = (Arc::clone(&fleet_stats), Arc::clone(&crowdsec_stats));
         let published = server::Published {
             peers: Box::new(move || peer_status(&peer_stats.0, &peer_stats.1)),
+            origins: origins.clone(),
             top: Box::new(move || {
                 volume_snapshot
                     .lock()
@@ -471,6 +479,17 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                             Err(err) => log::error!("fleet: {}", error_chain(&err)),
                         }
                     }
+                    // Read again on every SIGHUP, whether the configuration changed or not.
+                    match (&origins_watcher, new.origins) {
+                        (Some(watcher), Some(config)) => watcher.reload(config),
+                        (_, config) => {
+                            drop(origins_watcher.take());
+                            match start_origins(config, &origins, &handle) {
+                                Ok(started) => origins_watcher = started,
+                                Err(err) => log::error!("origins: {}", error_chain(&err)),
+                            }
+                        }
+                    }
                     let _ = log_commands.send(LogCommand::Reload {
                         rulesets: new.rulesets,
                         inputs: new.inputs,
@@ -511,6 +530,7 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     if let Some(fleet) = fleet.take() {
         fleet.stop();
     }
+    drop(origins_watcher);
     handle.shutdown();
     match owner_thread.join() {
         Ok(owner) => owner.shutdown()?,
@@ -519,6 +539,42 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     // Only now: `detach` and a new daemon wait for the snapshot the owner wrote above.
     drop(claim);
     Ok(())
+}
+
+/// Watch the dumps `[origins]` names, if any; after each table installed, the ASN blocks
+/// follow it.
+fn start_origins(
+    config: Option<OriginsConfig>,
+    origins: &Origins,
+    handle: &Handle,
+) -> Result<Option<OriginsWatcher>, DaemonError> {
+    origins.set_configured(config.is_some());
+    let Some(config) = config else {
+        origins.clear();
+        return Ok(None);
+    };
+    let handle = handle.clone();
+    let table = origins.clone();
+    let watcher = OriginsWatcher::start(
+        origins.clone(),
+        config,
+        Box::new(move |_status| {
+            let now = SystemClock.now_unix();
+            match crate::peers::announced::follow(&handle, &table.table(), now) {
+                Ok(followed) if followed.blocked + followed.unblocked > 0 => log::info!(
+                    "origins: ASN blocks of {} ASes follow the new table: {} prefixes blocked, {} unblocked, {} refused by the guards",
+                    followed.ases,
+                    followed.blocked,
+                    followed.unblocked,
+                    followed.refused
+                ),
+                Ok(_) => {}
+                Err(err) => log::error!("origins: ASN blocks could not follow the new table: {err}"),
+            }
+        }),
+    )
+    .map_err(DaemonError::Signals)?;
+    Ok(Some(watcher))
 }
 
 /// Start the CrowdSec bouncer if `[crowdsec]` asks for one, and publish its stats.
@@ -684,5 +740,6 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
         volume: config.volume,
         crowdsec: config.crowdsec,
         fleet: config.fleet,
+        origins: config.origins,
     })
 }

@@ -70,6 +70,9 @@ pub enum Source {
     Fleet(Arc<str>),
     /// A CrowdSec origin (crowdsec, cscli, CAPI, lists).
     Crowdsec(Arc<str>),
+    /// `xdpguard block --asn N`: a prefix AS N announces, kept in step with the origins
+    /// table as it is reloaded.
+    Asn(u32),
     /// Text this version does not know (a newer daemon's state, a script's own label): kept
     /// as written, so no state is lost over a downgrade.
     Other(Arc<str>),
@@ -97,6 +100,10 @@ impl Source {
             "volume" => Self::Volume(name),
             "fleet" => Self::Fleet(name),
             "crowdsec" => Self::Crowdsec(name),
+            "asn" => match name.parse::<u32>() {
+                Ok(asn) if name.bytes().all(|b| b.is_ascii_digit()) => Self::Asn(asn),
+                _ => Self::Other(text.into()),
+            },
             _ => Self::Other(text.into()),
         }
     }
@@ -134,6 +141,7 @@ impl std::fmt::Display for Source {
             Self::Volume(name) => write!(f, "volume:{name}"),
             Self::Fleet(name) => write!(f, "fleet:{name}"),
             Self::Crowdsec(name) => write!(f, "crowdsec:{name}"),
+            Self::Asn(asn) => write!(f, "asn:{asn}"),
             Self::Other(text) => f.write_str(text),
         }
     }
@@ -1260,6 +1268,7 @@ mod tests {
             "volume:flood",
             "fleet:web-1",
             "crowdsec:CAPI",
+            "asn:64500",
         ] {
             let source = Source::parse(text);
             assert!(!matches!(source, Source::Other(_)), "{text}");
@@ -1267,6 +1276,10 @@ mod tests {
         }
         assert_eq!(Source::parse("ruleset:"), Source::Other("ruleset:".into()));
         assert_eq!(Source::parse("script"), Source::Other("script".into()));
+        assert_eq!(Source::parse("asn:64500"), Source::Asn(64500));
+        for kept in ["asn:AS1", "asn:+1", "asn:4294967296"] {
+            assert_eq!(Source::parse(kept), Source::Other(kept.into()), "{kept}");
+        }
         let json = serde_json::to_string(&Source::Ruleset("sshd".into())).unwrap();
         assert_eq!(json, "\"ruleset:sshd\"");
         let back: Source = serde_json::from_str("\"nightly-job\"").unwrap();

@@ -58,6 +58,8 @@ pub struct LoadStatus {
 struct Shared {
     table: Mutex<Arc<OriginTable>>,
     status: Mutex<LoadStatus>,
+    /// `[origins]` names files (a reload may add or remove the table).
+    configured: std::sync::atomic::AtomicBool,
 }
 
 /// The current table, shared.
@@ -81,6 +83,28 @@ impl Origins {
     /// old one only when its last holder lets go.
     pub fn table(&self) -> Arc<OriginTable> {
         Arc::clone(&self.0.table.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Whether the configuration names dumps to read.
+    pub fn is_configured(&self) -> bool {
+        self.0.configured.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_configured(&self, configured: bool) {
+        self.0
+            .configured
+            .store(configured, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Drop the table (the configuration no longer names any dump).
+    pub fn clear(&self) {
+        *self.0.table.lock().unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(OriginTable::empty());
+        let mut status = self.0.status.lock().unwrap_or_else(PoisonError::into_inner);
+        *status = LoadStatus {
+            generation: status.generation,
+            ..LoadStatus::default()
+        };
     }
 
     pub fn status(&self) -> LoadStatus {

@@ -40,6 +40,52 @@ pub enum Request {
     Status,
     /// The volume engine's last interval: top prefixes, hot prefixes, totals.
     Top,
+    /// Block every prefix AS `asn` announces as sole origin in the loaded origins table;
+    /// the blocks follow the table as it is reloaded.
+    BlockAsn {
+        asn: u32,
+        /// Seconds; `None`: the configured default ban.
+        duration_secs: Option<u64>,
+        reason: Option<String>,
+        force: bool,
+    },
+    /// Remove every block `block_asn` made for `asn`, announced still or not.
+    UnblockAsn {
+        asn: u32,
+    },
+    /// Origin AS and announced prefix of each address, from the loaded table.
+    Origins {
+        addresses: Vec<String>,
+    },
+}
+
+/// What the origins table says of one address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginEntry {
+    pub address: String,
+    /// `AS64500`, or `{AS64500,AS64501}` for an AS_SET; `None`: no announcement covers it.
+    pub origin: Option<String>,
+    pub announced: Option<String>,
+    /// RIS peers that saw the announcement.
+    pub peers: u32,
+    pub as_set: bool,
+    /// Several origins announce the prefix; `origin` is the most seen.
+    pub multiple_origins: bool,
+}
+
+/// The loaded origins table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginsStatus {
+    /// Whether `[origins]` is configured.
+    pub configured: bool,
+    /// Tables installed since start; 0: none yet.
+    pub generation: u64,
+    pub loaded_unix: u64,
+    pub prefixes_v4: u64,
+    pub prefixes_v6: u64,
+    pub heap_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Why one prefix of a request was not applied.
@@ -63,6 +109,12 @@ pub struct ListEntry {
     /// The last log lines that scored it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<String>,
+    /// Origin AS of the prefix's network (`AS64500`), where the origins table knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The announced prefix covering it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +158,8 @@ pub struct Status {
     /// Peers the daemon takes decisions from (the fleet, CrowdSec), as they last reported.
     #[serde(default)]
     pub peers: Vec<PeerStatus>,
+    #[serde(default)]
+    pub origins: OriginsStatus,
 }
 
 /// A peer's state: whether it is connected and in step, what it holds, its last error.
@@ -154,6 +208,10 @@ pub enum Answer {
     },
     Status(Status),
     Top(Box<Top>),
+    Origins {
+        entries: Vec<OriginEntry>,
+        table: OriginsStatus,
+    },
     Error {
         message: String,
     },

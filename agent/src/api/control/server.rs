@@ -21,8 +21,8 @@ use std::{
 use super::{
     client::ControlError,
     proto::{
-        self, Answer, CounterStatus, InterfaceStatus, ListEntry, ListStatus, PROTOCOL_VERSION,
-        RefusedPrefix, Request, Status, Top,
+        self, Answer, CounterStatus, InterfaceStatus, ListEntry, ListStatus, OriginEntry,
+        OriginsStatus, PROTOCOL_VERSION, RefusedPrefix, Request, Status, Top,
     },
 };
 use crate::{
@@ -31,6 +31,7 @@ use crate::{
     enforce::owner::{
         AllowOrder, Applied, BlockOrder, CommandError, Expiry, Handle, ListFilter, Refusal, Removed,
     },
+    origins::{OriginTable, Origins},
     prefix::Prefix,
 };
 
@@ -131,6 +132,7 @@ fn status(status: &crate::enforce::owner::Status) -> Status {
         full_list_errors: status.full_list_errors,
         rulesets: Vec::new(),
         peers: Vec::new(),
+        origins: OriginsStatus::default(),
     }
 }
 
@@ -193,12 +195,14 @@ pub fn answer(handle: &Handle, published: &Published, request: Request) -> Answe
                 source_kind: None,
                 covering,
             };
+            let table = published.origins.table();
             match handle.list(filter).wait() {
                 Ok(entries) => Answer::List {
                     entries: entries
                         .into_iter()
                         .map(|entry| {
                             let decision = entry.decision;
+                            let (origin, announced) = origin_of(&table, decision.prefix);
                             ListEntry {
                                 kind: decision.kind.name().to_owned(),
                                 prefix: decision.prefix.to_string(),
@@ -209,6 +213,8 @@ pub fn answer(handle: &Handle, published: &Published, request: Request) -> Answe
                                 packets: entry.packets,
                                 bytes: entry.bytes,
                                 evidence: decision.origin.evidence.clone(),
+                                origin,
+                                announced,
                             }
                         })
                         .collect(),
@@ -222,14 +228,138 @@ pub fn answer(handle: &Handle, published: &Published, request: Request) -> Answe
             Ok(owner_status) => Answer::Status(Status {
                 rulesets: (published.rulesets)(),
                 peers: (published.peers)(),
+                origins: origins_status(published),
                 ..status(&owner_status)
             }),
             Err(err) => Answer::Error {
                 message: err.to_string(),
             },
         },
-        Request::Top => Answer::Top(Box::new((published.top)())),
+        Request::Top => {
+            let mut top = (published.top)();
+            let table = published.origins.table();
+            for row in &mut top.top {
+                if let Ok((prefix, _)) = Prefix::parse(&row.prefix) {
+                    (row.origin, row.announced) = origin_of(&table, prefix);
+                }
+            }
+            Answer::Top(Box::new(top))
+        }
+        Request::BlockAsn {
+            asn,
+            duration_secs,
+            reason,
+            force,
+        } => {
+            let table = published.origins.table();
+            let prefixes: Vec<Prefix> = table.announced_by(asn).collect();
+            if prefixes.is_empty() {
+                return Answer::Error {
+                    message: no_prefixes_of(asn, &table, published),
+                };
+            }
+            let order = BlockOrder {
+                prefixes,
+                source: Source::Asn(asn),
+                reason: reason.unwrap_or_else(|| format!("announced by AS{asn}")),
+                expires: duration_secs.map_or(Expiry::Default, |secs| {
+                    Expiry::After(Duration::from_secs(secs))
+                }),
+                force,
+                evidence: Vec::new(),
+                replace_own: false,
+            };
+            applied(handle.block(order).wait(), refused_early)
+        }
+        Request::UnblockAsn { asn } => {
+            let filter = ListFilter {
+                kind: Some(crate::enforce::decision::DecisionKind::Block),
+                source: Some(Source::Asn(asn)),
+                source_kind: None,
+                covering: None,
+            };
+            match handle.list(filter).wait() {
+                Ok(entries) if entries.is_empty() => Answer::Error {
+                    message: format!(
+                        "nothing is blocked for AS{asn} (block --asn {asn} makes such blocks)"
+                    ),
+                },
+                Ok(entries) => {
+                    let prefixes = entries.iter().map(|entry| entry.decision.prefix).collect();
+                    removed(handle.unblock(prefixes).wait(), refused_early)
+                }
+                Err(err) => Answer::Error {
+                    message: err.to_string(),
+                },
+            }
+        }
+        Request::Origins { addresses } => {
+            let table = published.origins.table();
+            let entries = addresses
+                .iter()
+                .map(|text| {
+                    let found = text
+                        .trim()
+                        .parse::<std::net::IpAddr>()
+                        .ok()
+                        .and_then(|address| table.lookup(address));
+                    OriginEntry {
+                        address: text.clone(),
+                        origin: found.map(|a| a.origin.to_string()),
+                        announced: found.map(|a| a.prefix.to_string()),
+                        peers: found.map_or(0, |a| a.peers),
+                        as_set: found.is_some_and(|a| a.origin.is_set()),
+                        multiple_origins: found.is_some_and(|a| a.multiple_origins),
+                    }
+                })
+                .collect();
+            Answer::Origins {
+                entries,
+                table: origins_status(published),
+            }
+        }
     }
+}
+
+/// Origin AS and announced prefix of `prefix`'s network, as text.
+fn origin_of(table: &OriginTable, prefix: Prefix) -> (Option<String>, Option<String>) {
+    table.lookup(prefix.addr()).map_or((None, None), |found| {
+        (
+            Some(found.origin.to_string()),
+            Some(found.prefix.to_string()),
+        )
+    })
+}
+
+fn origins_status(published: &Published) -> OriginsStatus {
+    let status = published.origins.status();
+    OriginsStatus {
+        configured: published.origins.is_configured(),
+        generation: status.generation,
+        loaded_unix: status
+            .loaded_at
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs()),
+        prefixes_v4: status.prefixes_v4 as u64,
+        prefixes_v6: status.prefixes_v6 as u64,
+        heap_bytes: status.heap_bytes as u64,
+        last_error: status.last_error.map(|(_, message)| message),
+    }
+}
+
+/// Why `block --asn` found nothing to block.
+fn no_prefixes_of(asn: u32, table: &OriginTable, published: &Published) -> String {
+    if !published.origins.is_configured() {
+        return "no origins table: name RIS whois dumps in [origins] files of the configuration"
+            .to_owned();
+    }
+    let (v4, v6) = table.len();
+    if v4 + v6 == 0 {
+        return "the origins table is not loaded yet (or failed to load: see status)".to_owned();
+    }
+    format!(
+        "AS{asn} is the sole origin of no prefix in the loaded origins table ({v4} IPv4 and {v6} IPv6 prefixes)"
+    )
 }
 
 /// What other threads publish for the control socket to read without waiting on them: the
@@ -238,6 +368,8 @@ pub struct Published {
     pub top: Box<dyn Fn() -> Top + Send + Sync>,
     pub rulesets: Box<dyn Fn() -> Vec<proto::RulesetStatus> + Send + Sync>,
     pub peers: Box<dyn Fn() -> Vec<proto::PeerStatus> + Send + Sync>,
+    /// The origins table in use (empty without `[origins]`).
+    pub origins: Origins,
 }
 
 /// Accepts connections and hands each request to `handler`.
@@ -705,6 +837,7 @@ mod tests {
             full_list_errors: 0,
             rulesets: vec![],
             peers: vec![],
+            origins: OriginsStatus::default(),
         }
     }
 

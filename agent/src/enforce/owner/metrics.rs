@@ -25,6 +25,9 @@ pub struct MetricsData {
     pub decisions_total: BTreeMap<(String, &'static str), u64>,
     /// As of the last reconcile pass, which reads every entry's counters anyway.
     pub top_blocked: Arc<Vec<(Prefix, u64, u64)>>,
+    /// The origin ASes whose prefixes' blocks dropped the most (as many as `top_blocked`),
+    /// as of the last pass; empty without an origins table.
+    pub top_origins: Arc<Vec<(String, u64, u64)>>,
     pub full_list_errors: u64,
     pub unknown_entries: u64,
     pub repaired_total: u64,
@@ -132,6 +135,20 @@ fn section<'a>(
         top_packets.add(&[("prefix", &prefix)], *packet_count);
         top_bytes.add(&[("prefix", &prefix)], *byte_count);
     }
+    let mut origin_packets = MetricFamily::new(
+        "xdpguard_top_origin_blocked_packets_total",
+        Kind::Counter,
+        "Packets dropped by block entries, summed per origin AS of the entry's network (the ASes with the most).",
+    );
+    let mut origin_bytes = MetricFamily::new(
+        "xdpguard_top_origin_blocked_bytes_total",
+        Kind::Counter,
+        "Bytes dropped by block entries, summed per origin AS of the entry's network (the ASes with the most).",
+    );
+    for (origin, packet_count, byte_count) in data.top_origins.iter() {
+        origin_packets.add(&[("origin", origin)], *packet_count);
+        origin_bytes.add(&[("origin", origin)], *byte_count);
+    }
     let mut build = MetricFamily::new(
         "xdpguard_build_info",
         Kind::Gauge,
@@ -190,6 +207,8 @@ fn section<'a>(
         decisions,
         top_packets,
         top_bytes,
+        origin_packets,
+        origin_bytes,
         build,
         full,
         unknown,
@@ -278,6 +297,7 @@ pub(crate) mod tests {
                 (("manual".to_owned(), "block"), 3),
                 (("ruleset:sshd".to_owned(), "block"), 2),
             ]),
+            top_origins: Arc::new(vec![("{AS64500,AS64501}".into(), 30, 2000)]),
             top_blocked: Arc::new(vec![
                 ("203.0.113.7".parse().unwrap(), 5, 50),
                 ("198.51.100.0/24".parse().unwrap(), 4, 40),
@@ -297,7 +317,7 @@ pub(crate) mod tests {
     fn render_writes_help_and_type_once_per_family_even_without_samples() {
         let empty = section("", [], &MetricsData::default());
         let names: Vec<&str> = types(&empty).into_iter().map(|(name, _)| name).collect();
-        assert_eq!(names.len(), 15, "{empty}");
+        assert_eq!(names.len(), 17, "{empty}");
         for name in names {
             let help = format!("# HELP {name} ");
             assert_eq!(empty.matches(&help).count(), 1, "{name}: {empty}");
@@ -330,6 +350,9 @@ pub(crate) mod tests {
         assert!(text.contains(r#"xdpguard_build_info{version="1.2.3"} 1"#));
         assert!(text.contains("xdpguard_list_full_errors_total 2\n"));
         assert!(text.contains(r#"xdpguard_top_blocked_bytes_total{prefix="198.51.100.0/24"} 40"#));
+        assert!(text.contains(
+            r#"xdpguard_top_origin_blocked_packets_total{origin="{AS64500,AS64501}"} 30"#
+        ));
         assert!(text.contains(r#"xdpguard_unknown_entries_handled_total{action="adopt"} 3"#));
         assert!(text.contains("xdpguard_reconcile_passes_total 7\n"));
         assert!(text.contains("xdpguard_reconcile_last_pass_seconds 0.012\n"));

@@ -31,6 +31,7 @@ use crate::{
         Change, Decision, DecisionKind, DecisionStore, LoadReport, Origin, Source, StateError,
     },
     error_chain,
+    origins::Origins,
     prefix::Prefix,
 };
 
@@ -129,6 +130,9 @@ pub struct Owner<D: DataPath = Dataplane> {
     state_dir_restored_total: u64,
     /// The entries with the most drops, as of the last pass.
     top_blocked: Arc<Vec<(Prefix, u64, u64)>>,
+    top_origins: Arc<Vec<(String, u64, u64)>>,
+    /// Where the reconcile pass looks up each dropping entry's origin AS.
+    origins: Option<Origins>,
     pass: Option<reconcile::Pass>,
     metrics: MetricsSnapshot,
     /// Interface counters as last read, and when.
@@ -195,6 +199,8 @@ impl<D: DataPath> Owner<D> {
             reconcile_last_pass: Duration::ZERO,
             state_dir_restored_total: 0,
             top_blocked: Arc::new(Vec::new()),
+            top_origins: Arc::new(Vec::new()),
+            origins: None,
             pass: None,
             metrics: MetricsSnapshot::default(),
             counters: None,
@@ -530,6 +536,12 @@ impl<D: DataPath> Owner<D> {
         Ok(out)
     }
 
+    /// Sum each reconcile pass's drops per origin AS from this table (the metrics' top
+    /// origins, the history).
+    pub fn set_origins(&mut self, origins: Origins) {
+        self.origins = Some(origins);
+    }
+
     /// Publish what the metrics page shows: the decisions, list sizes and reconcile
     /// findings as they are now, the interface counters as read at most [`COUNTERS_EVERY`]
     /// ago, the most-dropping entries as of the last pass.
@@ -554,6 +566,7 @@ impl<D: DataPath> Owner<D> {
             capacities: self.dataplane.capacities(),
             decisions_total: self.decisions_total.clone(),
             top_blocked: Arc::clone(&self.top_blocked),
+            top_origins: Arc::clone(&self.top_origins),
             full_list_errors: self.full_list_errors,
             unknown_entries: self.last_reconcile.unknown,
             repaired_total: self.repaired_total,

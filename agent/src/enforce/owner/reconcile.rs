@@ -9,7 +9,7 @@
 //! saw; at the end, only the decisions it did not see are looked up one by one, and put back
 //! when missing. `CONFIG` and the interface slots are put back too.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -19,6 +19,7 @@ use crate::{
     enforce::dataplane::{DataPath, DataplaneError, ListId, ListKind, ScanCursor, ScannedEntry},
     enforce::decision::{DecisionKind, Origin, Source},
     error_chain,
+    origins::{OriginAs, OriginTable, Origins},
     prefix::Prefix,
 };
 
@@ -55,6 +56,9 @@ pub(super) struct Pass {
     report: ReconcileReport,
     started: Instant,
     top: Vec<(Prefix, u64, u64)>,
+    /// The origins table as the pass began, and drops summed per origin AS.
+    origins: Option<Arc<OriginTable>>,
+    per_origin: HashMap<OriginAs, (u64, u64)>,
     examples: BTreeMap<&'static str, Vec<Prefix>>,
 }
 
@@ -149,6 +153,8 @@ impl<D: DataPath> Owner<D> {
             report: ReconcileReport::default(),
             started: Instant::now(),
             top: Vec::new(),
+            origins: self.origins.as_ref().map(Origins::table),
+            per_origin: HashMap::new(),
             examples: BTreeMap::new(),
         });
     }
@@ -218,6 +224,15 @@ impl<D: DataPath> Owner<D> {
                 pass.top.push((entry.prefix, entry.packets, entry.bytes));
                 if pass.top.len() >= self.config.top_blocked.max(CHUNK) * 2 {
                     keep_top(&mut pass.top, self.config.top_blocked);
+                }
+                if let Some(found) = pass
+                    .origins
+                    .as_ref()
+                    .and_then(|table| table.lookup(entry.prefix.addr()))
+                {
+                    let sums = pass.per_origin.entry(found.origin.clone()).or_default();
+                    sums.0 += entry.packets;
+                    sums.1 += entry.bytes;
                 }
             }
             // In a list the program would not look it up in as this prefix (a host in a
@@ -455,6 +470,19 @@ impl<D: DataPath> Owner<D> {
         let report = pass.report;
         keep_top(&mut pass.top, self.config.top_blocked);
         self.top_blocked = Arc::new(pass.top);
+        let mut origins: Vec<(OriginAs, u64, u64)> = pass
+            .per_origin
+            .drain()
+            .map(|(origin, (packets, bytes))| (origin, packets, bytes))
+            .collect();
+        origins.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        origins.truncate(self.config.top_blocked);
+        self.top_origins = Arc::new(
+            origins
+                .into_iter()
+                .map(|(origin, packets, bytes)| (origin.to_string(), packets, bytes))
+                .collect(),
+        );
         self.last_reconcile = report;
         self.repaired_total += report.missing + report.corrected;
         self.unknown_adopted_total += report.adopted;

@@ -1267,3 +1267,44 @@ fn a_source_kind_filter_lists_every_host_of_the_fleet_and_nothing_else() {
         .collect();
     assert_eq!(listed, [p("192.0.2.2"), p("192.0.2.3")]);
 }
+
+#[test]
+fn reconcile_sums_drops_per_origin_as_for_the_metrics() {
+    use crate::origins::{OriginAs, TableBuilder};
+    let dir = StateDir::new("origins");
+    let (mut owner, _clock) = start(&dir);
+    let mut table = TableBuilder::new();
+    table.add(p("192.0.2.0/24"), OriginAs::Single(64500), 50);
+    table.add(p("198.18.0.0/15"), OriginAs::Single(64501), 50);
+    owner.set_origins(Origins::with_table(table.build()));
+    owner
+        .block(block_order(
+            &["192.0.2.1", "192.0.2.128/25", "198.18.7.7", "203.0.113.9"],
+            Source::Manual,
+            None,
+        ))
+        .unwrap();
+    for (prefix, packets) in [
+        ("192.0.2.1", 5),
+        ("192.0.2.128/25", 7),
+        ("198.18.7.7", 20),
+        ("203.0.113.9", 99),
+    ] {
+        assert!(
+            owner
+                .dataplane
+                .add_block_traffic(&p(prefix), packets, packets * 100)
+        );
+    }
+    let _ = owner.reconcile().unwrap();
+    owner.publish_metrics();
+    let data = owner.metrics_snapshot().latest();
+    // 203.0.113.9 has no announcement: its drops are in no origin's sum.
+    assert_eq!(
+        *data.top_origins,
+        vec![
+            ("AS64501".to_owned(), 20, 2000),
+            ("AS64500".to_owned(), 12, 1200)
+        ]
+    );
+}

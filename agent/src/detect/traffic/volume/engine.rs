@@ -65,6 +65,12 @@ pub struct TopRow {
     /// The action of the detector holding a hot prefix that covers this one, if any.
     pub action: Option<String>,
     pub detector: Option<String>,
+    /// Origin AS and announced prefix, filled in by whoever has the origins table (the
+    /// control server), not by the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced: Option<String>,
 }
 
 /// A prefix a detector holds hot.
@@ -423,6 +429,8 @@ impl VolumeCore {
                     share_bp: share_bp(entry.bytes, total),
                     action: holder.map(|d| d.config.action.name().to_owned()),
                     detector: holder.map(|d| d.config.name.clone()),
+                    origin: None,
+                    announced: None,
                 });
             }
         }

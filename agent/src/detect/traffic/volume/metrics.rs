@@ -181,6 +181,8 @@ mod tests {
                 share_bp: 10_000,
                 action: None,
                 detector: None,
+                origin: None,
+                announced: None,
             }],
             exporters: vec![ExporterRow {
                 exporter: "198.51.100.1".into(),
