@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 use xdpguard::config;
 
 pub const DEFAULT_CONFIG: &str = "/etc/xdpguard/xdpguard.toml";
+/// Where the daemon keeps its history (in its default state directory).
+pub const DEFAULT_HISTORY: &str = "/var/lib/xdpguard/history.sqlite";
 
 #[derive(Parser)]
 #[command(
@@ -159,6 +161,29 @@ pub enum Command {
         limits: RulesetLimitArgs,
         /// The log to read, or - for standard input.
         input: PathBuf,
+    },
+    /// Who attacked, over time, from the daemon's history: unique sources and /24s or /64s
+    /// per bin and ruleset, drops, traffic, top origin ASes and prefixes, unusual flows; as
+    /// text, JSON (--json) or one self-contained HTML page with charts (--html FILE).
+    Report {
+        /// The history database (the daemon's `[history] path`).
+        #[arg(long, default_value = DEFAULT_HISTORY)]
+        history: PathBuf,
+        /// How far back, e.g. 24h, 7d, 30d.
+        #[arg(long, default_value = "7d", value_parser = parse_duration)]
+        since: Duration,
+        /// The bin size, e.g. 1h, 1d, 1w.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        bin: Duration,
+        /// Write the report as one HTML file (no network fetches, light and dark themes).
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// RIS whois dumps, to count distinct origin ASes per bin (repeatable).
+        #[arg(long = "origins")]
+        origins: Vec<PathBuf>,
+        /// Rows per top list.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
     },
     /// Convert the reference scorer's INI rulesets to TOML (written to standard output).
     ImportIni {

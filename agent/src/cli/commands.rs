@@ -14,6 +14,7 @@ use xdpguard::{
     daemon,
     detect::logs::{ruleset, score::ScoringPolicy},
     enforce::dataplane::Dataplane,
+    history::{query::SummaryQuery, store::HistoryStore},
     listfile,
     tools::{check, import_fail2ban, import_ini, lint},
 };
@@ -453,6 +454,22 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
                 }),
             ))
         }
+        Command::Report {
+            history,
+            since,
+            bin,
+            html,
+            origins,
+            top,
+        } => report(
+            &history,
+            since,
+            bin,
+            html.as_deref(),
+            &origins,
+            top,
+            printer.json,
+        ),
         Command::Lint { paths, limits } => {
             let loaded = ruleset::load_paths(&paths, &ruleset_limits(&limits)?)?;
             let findings = lint::lint(&loaded);
@@ -492,6 +509,71 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
         }
         Command::Detach { config, pin_dir } => detach(&socket, &config, pin_dir),
     }
+}
+
+/// `report`: a summary of the history over the last `since`, binned.
+fn report(
+    history: &Path,
+    since: Duration,
+    bin: Duration,
+    html: Option<&Path>,
+    origin_files: &[std::path::PathBuf],
+    top: usize,
+    json: bool,
+) -> Result<Reply> {
+    if json && html.is_some() {
+        return Err(usage("give --json or --html, not both"));
+    }
+    if bin.as_secs() == 0 {
+        return Err(usage("--bin must be at least a second"));
+    }
+    let origins = if origin_files.is_empty() {
+        None
+    } else {
+        let config = xdpguard::origins::OriginsConfig {
+            files: origin_files.to_vec(),
+            ..xdpguard::origins::OriginsConfig::default()
+        };
+        Some(xdpguard::origins::load(&config)?.0)
+    };
+    let store = HistoryStore::open_read_only(history)?;
+    let until = now_unix() + 1;
+    let lookup = |address: std::net::IpAddr| {
+        origins
+            .as_ref()
+            .and_then(|table| table.lookup(address))
+            .map(|found| found.origin.to_string())
+    };
+    let summary = store.summary(&SummaryQuery {
+        since: until.saturating_sub(since.as_secs()),
+        until,
+        bin_seconds: bin.as_secs(),
+        top_limit: top,
+        origin_of: origins.as_ref().map(|_| &lookup as &dyn Fn(_) -> _),
+    })?;
+    let json_value = serde_json::to_value(&summary)?;
+    if let Some(path) = html {
+        let page = xdpguard::report::html::render(
+            &summary,
+            &xdpguard::report::html::HtmlOptions {
+                title: format!("xdpguard report, {}", history.display()),
+                generated_at: now_unix(),
+            },
+        );
+        // Written beside and renamed: a reader never sees half a page.
+        let partial = path.with_extension("html.partial");
+        std::fs::write(&partial, page)
+            .and_then(|()| std::fs::rename(&partial, path))
+            .with_context(|| format!("writing {}", path.display()))?;
+        return Ok(Reply::new(
+            format!("report written to {}\n", path.display()),
+            json!({ "html": path }),
+        ));
+    }
+    Ok(Reply::new(
+        xdpguard::report::text::render(&summary),
+        json_value,
+    ))
 }
 
 fn finding_json(finding: &lint::Finding) -> serde_json::Value {

@@ -115,7 +115,7 @@ impl Key for u128 {
     }
 }
 
-/// One announcement: 12 bytes for IPv4, 24 for IPv6.
+/// One announcement: 12 bytes for IPv4, 32 for IPv6 (`u128` is 16-byte aligned).
 #[derive(Clone, Copy, Debug)]
 struct Entry<K> {
     network: K,

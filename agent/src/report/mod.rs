@@ -2,3 +2,4 @@
 pub mod html;
 pub mod markup;
 pub mod svg;
+pub mod text;
