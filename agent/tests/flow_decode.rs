@@ -178,12 +178,18 @@ fn decode_at(
     (out, summary)
 }
 
+/// A record with a volume only (templates of source, bytes, packets).
 fn flow(source: &str, bytes: u64, packets: u64) -> FlowRecord {
+    FlowRecord::new(source.parse().expect("test address"), bytes, packets)
+}
+
+/// A record of [`v9_flows`] through the testkit encoder: TCP to 198.51.100.1, ports 0, and
+/// no end time (its header clock is 0).
+fn encoded_flow(source: &str, bytes: u64, packets: u64) -> FlowRecord {
     FlowRecord {
-        source: source.parse().expect("test address"),
-        bytes,
-        packets,
-        duration_ms: 0,
+        destination: "198.51.100.1".parse().expect("test address"),
+        protocol: 6,
+        ..flow(source, bytes, packets)
     }
 }
 
@@ -235,9 +241,9 @@ fn v9_template_then_data_in_separate_packets() {
     assert_eq!(
         out,
         [
-            flow("10.0.0.1", 1000, 1),
-            flow("10.0.0.2", 2000, 2),
-            flow("10.0.0.3", 3000, 3)
+            encoded_flow("10.0.0.1", 1000, 1),
+            encoded_flow("10.0.0.2", 2000, 2),
+            encoded_flow("10.0.0.3", 3000, 3)
         ]
     );
     assert_eq!(summary.records, 3);
@@ -262,8 +268,8 @@ fn ipv6_and_mapped_sources() {
     assert_eq!(
         out,
         [
-            flow("2001:db8::1", u64::from(u32::MAX) + 5, 1),
-            flow("10.1.2.3", 2000, 2)
+            encoded_flow("2001:db8::1", u64::from(u32::MAX) + 5, 1),
+            encoded_flow("10.1.2.3", 2000, 2)
         ]
     );
 }
@@ -565,7 +571,13 @@ fn direction_and_interface_filters() {
     let mut decoder = FlowDecoder::default();
     decode_at(&mut decoder, &template, 0);
     let (out, summary) = decode_at(&mut decoder, &data, 0);
-    assert_eq!(out, [flow("10.0.0.1", 1000, 1), flow("10.0.0.3", 3000, 3)]);
+    assert_eq!(
+        out,
+        [
+            encoded_flow("10.0.0.1", 1000, 1),
+            encoded_flow("10.0.0.3", 3000, 3)
+        ]
+    );
     assert_eq!((summary.filtered, summary.errors.total()), (1, 0));
     assert_eq!(stats(&decoder).filtered, 1);
 
@@ -583,7 +595,13 @@ fn direction_and_interface_filters() {
     });
     decode_at(&mut decoder, &template, 0);
     let (out, summary) = decode_at(&mut decoder, &data, 0);
-    assert_eq!(out, [flow("10.0.0.1", 1000, 1), flow("10.0.0.2", 2000, 2)]);
+    assert_eq!(
+        out,
+        [
+            encoded_flow("10.0.0.1", 1000, 1),
+            encoded_flow("10.0.0.2", 2000, 2)
+        ]
+    );
     assert_eq!(summary.filtered, 1);
     // Without an interface field, nothing passes an interface filter.
     let plain = Message::v9(0)
@@ -665,6 +683,298 @@ fn durations_come_from_any_timestamp_pair() {
     let (out, _) = decode_at(&mut decoder, &message, 0);
     let durations: Vec<u32> = out.iter().map(|record| record.duration_ms).collect();
     assert_eq!(durations, [0x0000_ea38 + 0x100, 60_000, 30_000, 1500]);
+}
+
+/// What pairing reads of a record: (destination, source port, destination port, protocol,
+/// TCP flags, end).
+type Pairing = (IpAddr, u16, u16, u8, Option<u8>, Option<u64>);
+
+fn pairing(record: &FlowRecord) -> Pairing {
+    (
+        record.destination,
+        record.source_port,
+        record.destination_port,
+        record.protocol,
+        record.tcp_flags,
+        record.end_unix_ms,
+    )
+}
+
+fn ip(address: &str) -> IpAddr {
+    address.parse().expect("test address")
+}
+
+/// `Message::build`'s v9 header: sysUptime 1000 ms at Unix 1 700 000 000 s.
+const V9_EXPORT_MS: u64 = 1_700_000_000_000;
+const V9_UPTIME_MS: u64 = 1000;
+
+#[test]
+fn v9_ipv4_addresses_ports_protocol_flags_and_end() {
+    let mut decoder = FlowDecoder::default();
+    // IPV4_SRC_ADDR, IPV4_DST_ADDR, L4_SRC_PORT, L4_DST_PORT, PROTOCOL, TCP_FLAGS,
+    // IN_BYTES, IN_PKTS, FIRST_SWITCHED, LAST_SWITCHED.
+    let fields = [
+        (8, 4),
+        (12, 4),
+        (7, 2),
+        (11, 2),
+        (4, 1),
+        (6, 1),
+        (1, 4),
+        (2, 4),
+        (22, 4),
+        (21, 4),
+    ];
+    let record = |source: &str, last_switched: u64| {
+        Record::default()
+            .ip(source)
+            .ip("198.51.100.7")
+            .uint(40_000, 2)
+            .uint(443, 2)
+            .uint(6, 1)
+            .uint(0x02, 1)
+            .uint(60, 4)
+            .uint(1, 4)
+            .uint(100, 4)
+            .uint(last_switched, 4)
+    };
+    let message = Message::v9(0)
+        .set(0, &template(256, &fields))
+        .set(
+            256,
+            &records(&[
+                record("203.0.113.5", 400),
+                // Before the uptime wrapped; and a little after the export.
+                record("203.0.113.6", 0xffff_ff00),
+                record("203.0.113.7", 1200),
+            ]),
+        )
+        .build();
+    let (out, summary) = decode_at(&mut decoder, &message, 0);
+    assert_eq!(summary.records, 3);
+    assert_eq!(out[0].source, ip("203.0.113.5"));
+    assert_eq!(
+        (out[0].bytes, out[0].packets, out[0].duration_ms),
+        (60, 1, 300)
+    );
+    let answer = |end| (ip("198.51.100.7"), 40_000, 443, 6, Some(0x02), Some(end));
+    assert_eq!(
+        pairing(&out[0]),
+        answer(V9_EXPORT_MS - (V9_UPTIME_MS - 400))
+    );
+    assert_eq!(
+        pairing(&out[1]),
+        answer(V9_EXPORT_MS - (V9_UPTIME_MS + 0x100))
+    );
+    assert_eq!(pairing(&out[2]), answer(V9_EXPORT_MS));
+}
+
+#[test]
+fn v9_ipv6_and_ipfix_from_the_testkit_encoder() {
+    let template = V9Template {
+        template_id: 300,
+        family: AddressFamily::V6,
+        wide_counters: false,
+    };
+    let flows = [V9Flow {
+        source: ip("2001:db8:1::5"),
+        destination: ip("2001:db8:2::9"),
+        bytes: 1200,
+        packets: 3,
+        source_port: 53,
+        destination_port: 5353,
+        protocol: 17,
+        first_switched_ms: 5_000,
+        last_switched_ms: 9_000,
+        ..V9Flow::default()
+    }];
+    let header = V9Header {
+        sys_uptime_ms: 10_000,
+        unix_secs: 1_700_000_100,
+        ..V9Header::default()
+    };
+    let (mut announce, mut data) = (Vec::new(), Vec::new());
+    let mut decoder = FlowDecoder::default();
+    encode::v9_template(header, template, &mut announce);
+    encode::v9_data(header, template, &flows, &mut data);
+    decode_at(&mut decoder, &announce, 0);
+    let (out, _) = decode_at(&mut decoder, &data, 0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].source, ip("2001:db8:1::5"));
+    assert_eq!(
+        pairing(&out[0]),
+        (
+            ip("2001:db8:2::9"),
+            53,
+            5353,
+            17,
+            None,
+            Some(1_700_000_100_000 - 1000)
+        )
+    );
+    assert_eq!(out[0].duration_ms, 4000);
+
+    // IPFIX has no uptime in its header: FIRST/LAST_SWITCHED alone give no end.
+    let mut decoder = FlowDecoder::default();
+    encode::ipfix_template(header, template, &mut announce);
+    encode::ipfix_data(header, template, &flows, &mut data);
+    decode_at(&mut decoder, &announce, 0);
+    let (out, _) = decode_at(&mut decoder, &data, 0);
+    assert_eq!(
+        pairing(&out[0]),
+        (ip("2001:db8:2::9"), 53, 5353, 17, None, None)
+    );
+    assert_eq!(out[0].duration_ms, 4000);
+}
+
+#[test]
+fn ipfix_ipv4_and_ipv6_end_times_and_16_bit_flags() {
+    let mut decoder = FlowDecoder::default();
+    let message = Message::ipfix(0)
+        // IPv6 addresses, ports, protocol, 16-bit tcpControlBits, flowEndMilliseconds.
+        .set(
+            2,
+            &template(
+                256,
+                &[
+                    (27, 16),
+                    (28, 16),
+                    (7, 2),
+                    (11, 2),
+                    (4, 1),
+                    (6, 2),
+                    (1, 8),
+                    (153, 8),
+                ],
+            ),
+        )
+        // IPv4 with flowEndSeconds.
+        .set(
+            2,
+            &template(257, &[(8, 4), (12, 4), (4, 1), (1, 4), (151, 4)]),
+        )
+        // IPv4 with systemInitTimeMilliseconds and flowEndSysUpTime.
+        .set(
+            2,
+            &template(258, &[(8, 4), (12, 4), (1, 4), (160, 8), (21, 4)]),
+        )
+        .set(
+            256,
+            &Record::default()
+                .ip("2001:db8::1")
+                .ip("2001:db8::2")
+                .uint(443, 2)
+                .uint(51_000, 2)
+                .uint(6, 1)
+                // ECE (0x40 in the high byte's range: NS, 0x100) plus SYN|ACK.
+                .uint(0x0112, 2)
+                .uint(1500, 8)
+                .uint(1_700_000_000_250, 8)
+                .0,
+        )
+        .set(
+            257,
+            &Record::default()
+                .ip("10.0.0.1")
+                .ip("10.0.0.2")
+                .uint(17, 1)
+                .uint(80, 4)
+                .uint(1_700_000_005, 4)
+                .0,
+        )
+        .set(
+            258,
+            &Record::default()
+                .ip("10.0.0.3")
+                .ip("10.0.0.4")
+                .uint(90, 4)
+                .uint(1_699_999_000_000, 8)
+                .uint(5_000, 4)
+                .0,
+        )
+        .build();
+    let (out, summary) = decode_at(&mut decoder, &message, 0);
+    assert_eq!(summary.records, 3);
+    assert_eq!(
+        pairing(&out[0]),
+        (
+            ip("2001:db8::2"),
+            443,
+            51_000,
+            6,
+            Some(0x12),
+            Some(1_700_000_000_250)
+        )
+    );
+    assert_eq!(
+        pairing(&out[1]),
+        (ip("10.0.0.2"), 0, 0, 17, None, Some(1_700_000_005_000))
+    );
+    assert_eq!(
+        pairing(&out[2]),
+        (ip("10.0.0.4"), 0, 0, 0, None, Some(1_699_999_005_000))
+    );
+}
+
+#[test]
+fn missing_and_odd_pairing_fields_keep_the_volume() {
+    let mut decoder = FlowDecoder::default();
+    let message = Message::ipfix(0)
+        // Volume only: no destination, ports, protocol.
+        .set(2, &template(256, &[(8, 4), (1, 4), (2, 4)]))
+        // A destination of 8 bytes, ports of 4, a protocol of 2, a variable-length
+        // destination: skipped, not a broken template.
+        .set(
+            2,
+            &template(
+                257,
+                &[
+                    (8, 4),
+                    (12, 8),
+                    (7, 4),
+                    (11, 4),
+                    (4, 2),
+                    (28, VARIABLE_LENGTH),
+                    (1, 4),
+                ],
+            ),
+        )
+        // ICMP: the type and code from icmpTypeCodeIPv4 when there is no port field.
+        .set(
+            2,
+            &template(258, &[(8, 4), (12, 4), (4, 1), (32, 2), (1, 4)]),
+        )
+        .set(256, &simple_record("10.0.0.1", 100, 1).0)
+        .set(
+            257,
+            &Record::default()
+                .ip("10.0.0.2")
+                .uint(u64::MAX, 8)
+                .uint(70_000, 4)
+                .uint(1, 4)
+                .uint(6, 2)
+                .var(&[0; 16])
+                .uint(200, 4)
+                .0,
+        )
+        .set(
+            258,
+            &Record::default()
+                .ip("10.0.0.3")
+                .ip("10.0.0.4")
+                .uint(1, 1)
+                .uint(0x0800, 2)
+                .uint(84, 4)
+                .0,
+        )
+        .build();
+    let (out, summary) = decode_at(&mut decoder, &message, 0);
+    assert_eq!(summary.errors.total(), 0);
+    let unspecified = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    assert_eq!(out[0], flow("10.0.0.1", 100, 1));
+    assert_eq!((out[1].source, out[1].bytes), (ip("10.0.0.2"), 200));
+    assert_eq!(pairing(&out[1]), (unspecified, 0, 0, 0, None, None));
+    assert_eq!(pairing(&out[2]), (ip("10.0.0.4"), 0, 0x0800, 1, None, None));
 }
 
 /// The kinds counted at all, with their counts: equal lists mean equal [`ErrorCounts`].

@@ -49,9 +49,18 @@ const MAX_VARIABLE_LAYOUT_PARTS: usize = 256;
 mod element {
     pub const OCTET_DELTA_COUNT: u16 = 1;
     pub const PACKET_DELTA_COUNT: u16 = 2;
+    pub const PROTOCOL_IDENTIFIER: u16 = 4;
+    pub const TCP_CONTROL_BITS: u16 = 6;
+    pub const SOURCE_TRANSPORT_PORT: u16 = 7;
     pub const SOURCE_IPV4_ADDRESS: u16 = 8;
     pub const INGRESS_INTERFACE: u16 = 10;
+    pub const DESTINATION_TRANSPORT_PORT: u16 = 11;
+    pub const DESTINATION_IPV4_ADDRESS: u16 = 12;
     pub const SOURCE_IPV6_ADDRESS: u16 = 27;
+    pub const DESTINATION_IPV6_ADDRESS: u16 = 28;
+    pub const ICMP_TYPE_CODE_IPV4: u16 = 32;
+    pub const ICMP_TYPE_CODE_IPV6: u16 = 139;
+    pub const SYSTEM_INIT_TIME_MILLISECONDS: u16 = 160;
     pub const SAMPLING_INTERVAL: u16 = 34;
     pub const SAMPLER_ID: u16 = 48;
     pub const SAMPLER_RANDOM_INTERVAL: u16 = 50;
@@ -70,16 +79,60 @@ mod element {
     pub const SAMPLING_POPULATION: u16 = 310;
 }
 
-/// One flow's volume, scaled by its sampling rate.
+/// One flow: its volume, scaled by its sampling rate, and what pairing its two directions
+/// needs (addresses, ports, protocol, when it ended).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowRecord {
     /// The flow's source; IPv4-mapped IPv6 addresses are given as IPv4.
     pub source: IpAddr,
+    /// The flow's destination, given like the source; `0.0.0.0` when the template has no
+    /// destination address.
+    pub destination: IpAddr,
+    /// L4_SRC_PORT / sourceTransportPort; 0 when absent.
+    pub source_port: u16,
+    /// L4_DST_PORT / destinationTransportPort; 0 when absent. For ICMP the exporters' usual
+    /// `type << 8 | code`, taken from icmpTypeCodeIPv4/IPv6 when the template has no port.
+    pub destination_port: u16,
+    /// PROTOCOL / protocolIdentifier (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6); 0 when absent.
+    pub protocol: u8,
+    /// TCP_FLAGS / tcpControlBits (the low 8 bits: FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10),
+    /// the union over the flow's packets; `None` when the template does not carry them.
+    pub tcp_flags: Option<u8>,
     pub bytes: u64,
     pub packets: u64,
     /// How long the flow lasted (end - start, when the record says), in milliseconds; 0 when
     /// unknown. A long flow exported once (an active timeout) must not count as a burst.
     pub duration_ms: u32,
+    /// When the flow's last packet was seen, Unix milliseconds, when the record says:
+    /// flowEndMilliseconds, flowEndSeconds, or LAST_SWITCHED against the NetFlow v9 header's
+    /// uptime and clock (or IPFIX systemInitTimeMilliseconds). A header clock of 0 (an
+    /// exporter that does not know the time) gives `None`.
+    pub end_unix_ms: Option<u64>,
+}
+
+impl FlowRecord {
+    /// A record with only a volume: no destination, ports, protocol or times.
+    pub const fn new(source: IpAddr, bytes: u64, packets: u64) -> Self {
+        Self {
+            source,
+            destination: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            source_port: 0,
+            destination_port: 0,
+            protocol: 0,
+            tcp_flags: None,
+            bytes,
+            packets,
+            duration_ms: 0,
+            end_unix_ms: None,
+        }
+    }
+}
+
+impl Default for FlowRecord {
+    /// An empty record from `0.0.0.0`; for `..FlowRecord::default()` in struct literals.
+    fn default() -> Self {
+        Self::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, 0)
+    }
 }
 
 /// The longest flow duration believed; longer ones are taken as this (clock jumps).
@@ -383,6 +436,14 @@ impl Slot {
 struct Slots {
     source_v4: Slot,
     source_v6: Slot,
+    destination_v4: Slot,
+    destination_v6: Slot,
+    source_port: Slot,
+    destination_port: Slot,
+    icmp_type_code: Slot,
+    protocol: Slot,
+    tcp_flags: Slot,
+    system_init_ms: Slot,
     octets: Slot,
     packets: Slot,
     start_uptime: Slot,
@@ -409,6 +470,14 @@ struct Slots {
 enum Target {
     SourceV4,
     SourceV6,
+    DestinationV4,
+    DestinationV6,
+    SourcePort,
+    DestinationPort,
+    IcmpTypeCode,
+    Protocol,
+    TcpFlags,
+    SystemInitMs,
     Octets,
     Packets,
     StartUptime,
@@ -435,6 +504,14 @@ impl Target {
         Some(match element_id {
             element::SOURCE_IPV4_ADDRESS => Self::SourceV4,
             element::SOURCE_IPV6_ADDRESS => Self::SourceV6,
+            element::DESTINATION_IPV4_ADDRESS => Self::DestinationV4,
+            element::DESTINATION_IPV6_ADDRESS => Self::DestinationV6,
+            element::SOURCE_TRANSPORT_PORT => Self::SourcePort,
+            element::DESTINATION_TRANSPORT_PORT => Self::DestinationPort,
+            element::ICMP_TYPE_CODE_IPV4 | element::ICMP_TYPE_CODE_IPV6 => Self::IcmpTypeCode,
+            element::PROTOCOL_IDENTIFIER => Self::Protocol,
+            element::TCP_CONTROL_BITS => Self::TcpFlags,
+            element::SYSTEM_INIT_TIME_MILLISECONDS => Self::SystemInitMs,
             element::OCTET_DELTA_COUNT => Self::Octets,
             element::PACKET_DELTA_COUNT => Self::Packets,
             element::FLOW_START_SYS_UP_TIME => Self::StartUptime,
@@ -461,16 +538,44 @@ impl Target {
     /// Whether a field of this kind may be `len` bytes long.
     fn fits(self, len: u16) -> bool {
         match self {
-            Self::SourceV4 => len == 4,
-            Self::SourceV6 => len == 16,
+            Self::SourceV4 | Self::DestinationV4 => len == 4,
+            Self::SourceV6 | Self::DestinationV6 => len == 16,
+            Self::SourcePort | Self::DestinationPort | Self::IcmpTypeCode | Self::TcpFlags => {
+                (1..=2).contains(&len)
+            }
+            Self::Protocol => len == 1,
             _ => (1..=8).contains(&len),
         }
+    }
+
+    /// Fields only flow pairing reads: one with an impossible length is skipped rather than
+    /// breaking the template, so templates that gave volumes before still do.
+    const fn optional(self) -> bool {
+        matches!(
+            self,
+            Self::DestinationV4
+                | Self::DestinationV6
+                | Self::SourcePort
+                | Self::DestinationPort
+                | Self::IcmpTypeCode
+                | Self::Protocol
+                | Self::TcpFlags
+                | Self::SystemInitMs
+        )
     }
 
     const fn slot(self, slots: &mut Slots) -> &mut Slot {
         match self {
             Self::SourceV4 => &mut slots.source_v4,
             Self::SourceV6 => &mut slots.source_v6,
+            Self::DestinationV4 => &mut slots.destination_v4,
+            Self::DestinationV6 => &mut slots.destination_v6,
+            Self::SourcePort => &mut slots.source_port,
+            Self::DestinationPort => &mut slots.destination_port,
+            Self::IcmpTypeCode => &mut slots.icmp_type_code,
+            Self::Protocol => &mut slots.protocol,
+            Self::TcpFlags => &mut slots.tcp_flags,
+            Self::SystemInitMs => &mut slots.system_init_ms,
             Self::Octets => &mut slots.octets,
             Self::Packets => &mut slots.packets,
             Self::StartUptime => &mut slots.start_uptime,
@@ -666,8 +771,16 @@ fn compile(specs: &FieldSpecs<'_>, max_record_len: usize) -> Result<Layout, Erro
     // Fields we skip, one after another, are one part: what the layout holds is bounded by
     // the variable fields and the fields we read, not by everything the template lists.
     let mut fields: Vec<FieldLayout> = Vec::new();
+    // As in fixed layouts, the first of a repeated field counts; the others are skipped
+    // (and so merge into runs), so repeats do not cost parts.
+    let mut taken = Slots::default();
     for spec in specs.clone() {
-        let target = readable_target(spec);
+        let target = readable_target(spec).filter(|target| {
+            let slot = target.slot(&mut taken);
+            let first = slot.len == 0;
+            slot.len = 1;
+            first
+        });
         let skipped = target.is_none() && spec.len != VARIABLE_LENGTH;
         if skipped
             && let Some(last) = fields.last_mut()
@@ -697,7 +810,7 @@ fn readable_target(spec: FieldSpec) -> Option<Target> {
     if spec.enterprise || spec.v9_scope {
         None
     } else {
-        Target::of(spec.element_id)
+        Target::of(spec.element_id).filter(|target| !target.optional() || target.fits(spec.len))
     }
 }
 
@@ -778,11 +891,21 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([quad[0], quad[1], quad[2], quad[3]]))
 }
 
+/// When a message was exported, by its header.
+#[derive(Clone, Copy, Debug)]
+struct ExportClock {
+    /// The exporter's clock (v9 unix_secs, IPFIX export time); 0 when it does not know.
+    unix_secs: u32,
+    /// NetFlow v9 sysUptime: what FIRST/LAST_SWITCHED count from.
+    uptime_ms: Option<u32>,
+}
+
 /// Per-datagram facts the set decoders need.
 struct Context<'a> {
     settings: &'a DecoderSettings,
     now_secs: u64,
     domain: DomainKey,
+    clock: ExportClock,
     override_rate: Option<Rate>,
     max_record_len: usize,
 }
@@ -1249,13 +1372,7 @@ fn flow_record(
             return None;
         }
     }
-    // Templates carrying both families fill the other one with zeros.
-    let source = match (slots.source_v4.ipv4(record), slots.source_v6.ipv6(record)) {
-        (Some(v4), None) => IpAddr::V4(v4),
-        (Some(v4), Some(_)) if !v4.is_unspecified() => IpAddr::V4(v4),
-        (_, Some(v6)) => IpAddr::V6(v6).to_canonical(),
-        (None, None) => return None,
-    };
+    let source = address(slots.source_v4.ipv4(record), slots.source_v6.ipv6(record))?;
     // Only delta counts: running totals (octetTotalCount) would count a re-exported long flow
     // again at every export.
     let bytes = slots.octets.uint(record).unwrap_or(0);
@@ -1267,12 +1384,72 @@ fn flow_record(
         .override_rate
         .or_else(|| record_rate(sampling, domain, latest, record, slots))
         .unwrap_or(Rate::ONE);
+    let destination = address(
+        slots.destination_v4.ipv4(record),
+        slots.destination_v6.ipv6(record),
+    )
+    .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    // Checked at compile time: ports and flags are 1 or 2 bytes, the protocol 1.
+    let narrow = |slot: Slot| {
+        slot.uint(record)
+            .and_then(|value| u16::try_from(value).ok())
+    };
+    let destination_port = narrow(slots.destination_port)
+        .or_else(|| narrow(slots.icmp_type_code))
+        .unwrap_or(0);
     Some(FlowRecord {
         source,
+        destination,
+        source_port: narrow(slots.source_port).unwrap_or(0),
+        destination_port,
+        protocol: slots
+            .protocol
+            .uint(record)
+            .and_then(|value| u8::try_from(value).ok())
+            .unwrap_or(0),
+        // IPFIX's 16-bit tcpControlBits keeps the classic flags in its low byte.
+        tcp_flags: narrow(slots.tcp_flags).map(|flags| flags.to_be_bytes()[1]),
         bytes: rate.scale(bytes),
         packets: rate.scale(packets),
         duration_ms: duration_ms(record, slots),
+        end_unix_ms: end_unix_ms(context.clock, record, slots),
     })
+}
+
+/// The address of a record from its IPv4 and IPv6 fields, IPv4-mapped given as IPv4.
+fn address(v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> Option<IpAddr> {
+    // Templates carrying both families fill the other one with zeros.
+    Some(match (v4, v6) {
+        (Some(v4), None) => IpAddr::V4(v4),
+        (Some(v4), Some(_)) if !v4.is_unspecified() => IpAddr::V4(v4),
+        (_, Some(v6)) => IpAddr::V6(v6).to_canonical(),
+        (None, None) => return None,
+    })
+}
+
+/// When the flow ended, Unix milliseconds, from whichever end timestamp its template has.
+fn end_unix_ms(clock: ExportClock, record: &[u8], slots: &Slots) -> Option<u64> {
+    // A timestamp of 0 is an exporter that did not fill the field in.
+    let known = |value: u64| (value > 0).then_some(value);
+    if let Some(end) = slots.end_ms.uint(record) {
+        return known(end);
+    }
+    if let Some(end) = slots.end_secs.uint(record) {
+        return known(end).map(|secs| secs.saturating_mul(1000));
+    }
+    let end = u32::try_from(slots.end_uptime.uint(record)? & 0xffff_ffff).ok()?;
+    if let Some(init) = slots.system_init_ms.uint(record) {
+        return known(init).map(|init| init.saturating_add(u64::from(end)));
+    }
+    let uptime = clock.uptime_ms?;
+    if clock.unix_secs == 0 {
+        return None;
+    }
+    // How long before the export the flow ended; the 32-bit uptime wraps after 49.7 days,
+    // and an end a little after the export (exporters round) is taken as at the export.
+    let age = uptime.wrapping_sub(end);
+    let age = if age > u32::MAX / 2 { 0 } else { age };
+    Some((u64::from(clock.unix_secs) * 1000).saturating_sub(u64::from(age)))
 }
 
 /// end - start of a record, from whichever pair of timestamps its template has.
@@ -1371,6 +1548,7 @@ fn learn_sampling(
 struct Header<'a> {
     domain: DomainKey,
     header_len: usize,
+    clock: ExportClock,
     sets: &'a [u8],
 }
 
@@ -1386,9 +1564,22 @@ fn parse_header(datagram: &[u8]) -> Result<Header<'_>, ErrorKind> {
     if ipfix && read_u16(datagram, 2).map(usize::from) != Some(datagram.len()) {
         return Err(ErrorKind::BadSet);
     }
+    // Present: the header lengths were checked above.
+    let clock = if ipfix {
+        ExportClock {
+            unix_secs: read_u32(datagram, 4).unwrap_or(0),
+            uptime_ms: None,
+        }
+    } else {
+        ExportClock {
+            unix_secs: read_u32(datagram, 8).unwrap_or(0),
+            uptime_ms: read_u32(datagram, 4),
+        }
+    };
     Ok(Header {
         domain: DomainKey { ipfix, id: domain },
         header_len,
+        clock,
         sets,
     })
 }
@@ -1456,6 +1647,7 @@ impl FlowDecoder {
             settings: &self.settings,
             now_secs,
             domain: header.domain,
+            clock: header.clock,
             override_rate: self
                 .settings
                 .sampling_overrides

@@ -187,10 +187,12 @@ mod tests {
     #[test]
     fn long_flows_count_at_their_average_rate() {
         let record = |last: u8, duration_ms| crate::detect::traffic::flow::FlowRecord {
-            source: IpAddr::from([203, 0, 113, last]),
-            bytes: 600_000,
-            packets: 600,
             duration_ms,
+            ..crate::detect::traffic::flow::FlowRecord::new(
+                IpAddr::from([203, 0, 113, last]),
+                600_000,
+                600,
+            )
         };
         let mut volumes = Volumes::new(TrackConfig::default()).unwrap();
         volumes.add_flows(
