@@ -3,5 +3,6 @@ pub mod model;
 pub mod query;
 pub mod schema;
 pub mod store;
+pub mod tap;
 #[cfg(test)]
 mod test_support;
