@@ -6,8 +6,10 @@
 //! lines sshd would write to a log the daemon follows, the sshd ruleset scores them, and the
 //! attackers get blocked by their log score. Later a bounded UDP flood from 64 addresses of
 //! one IPv6 /64 (each under the volume limit, together over it) gets the /64 blocked by the
-//! volume detector. A live summary shows entries, drops and the top prefixes, and everything is
-//! torn down after a bounded time or on Ctrl-C.
+//! volume detector. A live summary shows entries, drops and the top prefixes; the daemon
+//! records its history every two seconds (origin ASes from a small RIS whois dump of the
+//! documentation ranges), and the demo ends by writing `xdpguard report --html` of its own
+//! run. Everything is torn down after a bounded time or on Ctrl-C.
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
@@ -56,7 +58,19 @@ impl Drop for Children {
     }
 }
 
-pub fn run(binary: &Path, rulesets: &Path) -> Result<()> {
+/// The demo's RIS whois dump: documentation ranges under private-use AS numbers.
+const DEMO_ORIGINS: &str = "% origin\tprefix\tseen-by-peers (the demo's own table)\n\
+    64500\t203.0.113.0/24\t310\n\
+    64511\t203.0.113.64/26\t42\n\
+    64496\t198.51.100.0/24\t250\n\
+    64512\t2001:db8:a::/48\t120\n";
+
+/// Where the demo's report goes: beside the build, kept after the demo.
+pub fn report_path(root: &Path) -> PathBuf {
+    root.join("target/xdpguard-demo-report.html")
+}
+
+pub fn run(binary: &Path, rulesets: &Path, report: &Path) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(signal, Arc::clone(&stop))?;
@@ -80,6 +94,9 @@ pub fn run(binary: &Path, rulesets: &Path) -> Result<()> {
     let config = work.0.join("xdpguard.toml");
     let auth_log = work.0.join("auth.log");
     std::fs::write(&auth_log, "")?;
+    let origins = work.0.join("riswhoisdump.txt");
+    std::fs::write(&origins, DEMO_ORIGINS)?;
+    let history = work.0.join("history.sqlite");
     std::fs::write(
         &config,
         format!(
@@ -115,6 +132,13 @@ name = "flood"
 packets_per_second = {}
 action = "block"
 ban = "10m"
+
+[origins]
+files = ["{}"]
+
+[history]
+path = "{}"
+interval = "2s"
 "#,
             work.0.join("bpf/xdpguard").display(),
             work.0.join("state").display(),
@@ -122,6 +146,8 @@ ban = "10m"
             rulesets.display(),
             auth_log.display(),
             FLOOD_PPS * 3 / 4,
+            origins.display(),
+            history.display(),
         ),
     )?;
     let daemon_log = work.0.join("daemon.log");
@@ -193,10 +219,28 @@ ban = "10m"
         let _ = flood.join();
         result
     })?;
+    // The daemon's last record is at most two seconds old.
+    std::thread::sleep(Duration::from_secs(3));
+    let out = Command::new(binary)
+        .args(["report", "--since", "10m", "--bin", "5s", "--history"])
+        .arg(&history)
+        .arg("--html")
+        .arg(report)
+        .output()?;
     println!("\ndemo: tearing down (daemon, pins, namespaces)");
     drop(children);
     drop(sandbox);
     drop(work);
+    if !out.status.success() {
+        bail!(
+            "xdpguard report: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    println!(
+        "demo: the report of this run (open it in a browser): {}",
+        report.display()
+    );
     Ok(())
 }
 

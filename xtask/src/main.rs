@@ -223,7 +223,7 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
     let binary = root.join("target/release/xdpguard");
     require_root("xdpguard")?;
     if args.is_empty() {
-        return demo::run(&binary, &root.join("rulesets"));
+        return demo::run(&binary, &root.join("rulesets"), &demo::report_path(root));
     }
     status(Command::new(&binary).args(args))
 }

@@ -143,6 +143,8 @@ pub struct Config {
     pub crowdsec: Option<crate::peers::crowdsec::config::CrowdsecConfig>,
     /// `[origins]`: RIS whois dumps for origin AS and announced prefix; `None` without the table.
     pub origins: Option<crate::origins::OriginsConfig>,
+    /// `[history]`: what the daemon records per interval; `None` with `enabled = false`.
+    pub history: Option<crate::history::HistoryConfig>,
     /// `[fleet]`: share decisions with the other agents through NATS; `None` without it.
     pub fleet: Option<crate::peers::fleet::config::FleetConfig>,
 }
@@ -238,6 +240,9 @@ impl Config {
             ruleset_limits: RulesetLimits::default(),
             crowdsec: None,
             origins: None,
+            history: Some(crate::history::HistoryConfig::in_state_dir(Path::new(
+                DEFAULT_STATE_DIR,
+            ))),
             fleet: None,
         }
     }
@@ -602,6 +607,13 @@ block_prefix_v4 = 5
 block_prefix_v6 = 16777216
 volume_v4 = 6
 volume_v6 = 7
+
+[history]
+path = "/srv/fw/history.db"
+interval = "30s"
+retention = "7d"
+max_size = 2097152
+max_sources_per_ruleset = 50
 "#;
         let config = parse(text).unwrap();
         let prefixes: Vec<String> = ["192.0.2.0/24", "2001:db8::/32", "198.51.100.1/32"]
@@ -667,6 +679,16 @@ volume_v6 = 7
                 ruleset_limits: RulesetLimits::default(),
                 crowdsec: None,
                 origins: None,
+                history: Some(crate::history::HistoryConfig {
+                    path: "/srv/fw/history.db".into(),
+                    interval: Duration::from_secs(30),
+                    store: crate::history::store::StoreSettings {
+                        retention: Duration::from_secs(7 * 86_400),
+                        max_bytes: 2_097_152,
+                        max_sources_per_ruleset: 50,
+                        top_rows_per_ranking: 20,
+                    },
+                }),
                 fleet: None,
             }
         );

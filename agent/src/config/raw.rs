@@ -69,6 +69,19 @@ pub(super) struct RawConfig {
     pub(super) crowdsec: Option<Spanned<RawCrowdsec>>,
     pub(super) fleet: Option<Spanned<RawFleet>>,
     pub(super) origins: Option<Spanned<RawOrigins>>,
+    #[serde(default)]
+    pub(super) history: RawHistory,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [history] table")]
+pub(super) struct RawHistory {
+    pub(super) enabled: Option<bool>,
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) interval: Option<Spanned<RawDuration>>,
+    pub(super) retention: Option<Spanned<RawDuration>>,
+    pub(super) max_size: Option<Spanned<Integer>>,
+    pub(super) max_sources_per_ruleset: Option<Spanned<Integer>>,
 }
 
 #[derive(Default, Deserialize)]

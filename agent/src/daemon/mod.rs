@@ -2,6 +2,7 @@
 //! metrics listener together, and live under systemd (notify, reload, stop).
 pub mod lock;
 mod process_metrics;
+mod recorder;
 pub mod watchdog;
 
 use std::{
@@ -21,6 +22,7 @@ use signal_hook::{
     iterator::Signals,
 };
 
+use self::recorder::Recorder;
 use crate::{
     api::control::{ControlError, ControlServer, Request, server},
     clock::{Clock, SystemClock},
@@ -30,6 +32,7 @@ use crate::{
     enforce::decision::{DecisionStore, StateError},
     enforce::owner::{self, Command, Handle, Owner, OwnerConfig, OwnerError},
     error_chain,
+    history::tap::SharedTap,
     origins::{Origins, OriginsConfig, OriginsWatcher},
     peers::crowdsec::{bouncer::Bouncer, metrics::BouncerStats},
     peers::fleet::{agent::Fleet, metrics::FleetStats},
@@ -58,6 +61,8 @@ pub struct Settings {
     pub fleet: Option<crate::peers::fleet::config::FleetConfig>,
     /// `[origins]`: RIS whois dumps for origin AS and announced prefix.
     pub origins: Option<OriginsConfig>,
+    /// `[history]`: what is recorded per interval for `xdpguard report`.
+    pub history: Option<crate::history::HistoryConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -360,6 +365,25 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     }
 
     let mut origins_watcher = start_origins(settings.origins.clone(), &origins, &handle)?;
+    // What the detectors add between two history records.
+    let tap = SharedTap::new();
+    let recorder_metrics = owner_metrics.clone();
+    let start_recorder = |config: Option<crate::history::HistoryConfig>| {
+        config
+            .map(|config| {
+                Recorder::start(
+                    config,
+                    recorder::Sources {
+                        owner: recorder_metrics.clone(),
+                        tap: tap.clone(),
+                        origins: origins.clone(),
+                    },
+                )
+            })
+            .transpose()
+            .map_err(DaemonError::Signals)
+    };
+    let mut history = start_recorder(settings.history.clone())?;
 
     let control = {
         let handle = handle.clone();
@@ -479,6 +503,15 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
                             Err(err) => log::error!("fleet: {}", error_chain(&err)),
                         }
                     }
+                    if history.as_ref().map(Recorder::config) != new.history.as_ref() {
+                        if let Some(old) = history.take() {
+                            old.stop();
+                        }
+                        match start_recorder(new.history.clone()) {
+                            Ok(started) => history = started,
+                            Err(err) => log::error!("history: {}", error_chain(&err)),
+                        }
+                    }
                     // Read again on every SIGHUP, whether the configuration changed or not.
                     match (&origins_watcher, new.origins) {
                         (Some(watcher), Some(config)) => watcher.reload(config),
@@ -531,6 +564,10 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         fleet.stop();
     }
     drop(origins_watcher);
+    // After the detectors stopped: their last additions are in its last record.
+    if let Some(history) = history.take() {
+        history.stop();
+    }
     handle.shutdown();
     match owner_thread.join() {
         Ok(owner) => owner.shutdown()?,
@@ -741,5 +778,6 @@ pub fn settings_from_config(path: &std::path::Path) -> Result<Settings, DaemonEr
         crowdsec: config.crowdsec,
         fleet: config.fleet,
         origins: config.origins,
+        history: config.history,
     })
 }

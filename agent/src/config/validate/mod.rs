@@ -3,6 +3,7 @@
 //! in [`logs`], `[volume]` in [`volume`].
 mod crowdsec;
 mod fleet;
+mod history;
 mod logs;
 mod origins;
 mod volume;
@@ -66,15 +67,14 @@ impl RawConfig {
             Some(value) if value.get_ref().is_never() => None,
             Some(value) => Some(source.duration("default_ban", value, " or \"never\"")?),
         };
+        let state_dir =
+            source.absolute_path("state_dir", self.state_dir.as_ref(), DEFAULT_STATE_DIR)?;
         Ok(Config {
             interfaces,
             dry_run: self.dry_run,
             pin_dir: source.absolute_path("pin_dir", self.pin_dir.as_ref(), DEFAULT_PIN_DIR)?,
-            state_dir: source.absolute_path(
-                "state_dir",
-                self.state_dir.as_ref(),
-                DEFAULT_STATE_DIR,
-            )?,
+            history: source.history(&self.history, &state_dir)?,
+            state_dir,
             control_socket: source.control_socket(self.control_socket.as_ref())?,
             control: source.control(&self.control)?,
             metrics: source.metrics(&self.metrics)?,

@@ -23,6 +23,23 @@ impl Stats {
         out
     }
 
+    /// `self + other`, per counter (interfaces summed).
+    #[must_use]
+    pub fn plus(&self, other: &Self) -> Self {
+        let mut out = *self;
+        for (sum, add) in out.0.iter_mut().zip(other.0.iter()) {
+            sum.packets = sum.packets.wrapping_add(add.packets);
+            sum.bytes = sum.bytes.wrapping_add(add.bytes);
+        }
+        out
+    }
+
+    /// Set one counter (tests of what reads them).
+    #[cfg(test)]
+    pub fn set(&mut self, stat: Stat, packets: u64, bytes: u64) {
+        self.0[stat as usize] = StatValue { packets, bytes };
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (Stat, StatValue)> + '_ {
         Stat::ALL.into_iter().map(|stat| (stat, self.get(stat)))
     }
