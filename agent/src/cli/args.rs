@@ -157,6 +157,11 @@ pub enum Command {
         /// repeatable. Without it each ruleset runs in its default mode.
         #[arg(long = "mode", value_name = "[RULESET=]MODE")]
         modes: Vec<String>,
+        /// A RIS whois dump (gzip or plain; repeatable): show each address's origin AS and
+        /// announced prefix, and the blocked addresses per origin. With --config and none of
+        /// these, the configuration's [origins] files.
+        #[arg(long = "origins", value_name = "FILE")]
+        origins: Vec<PathBuf>,
         #[command(flatten)]
         limits: RulesetLimitArgs,
         /// The log to read, or - for standard input.

@@ -359,10 +359,13 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
             unmatched,
             explain,
             modes,
+            origins,
             limits,
             input,
         } => {
             let config = limits.config.as_deref().map(Config::read).transpose()?;
+            // Read before the log: a bad dump is an error before any work.
+            let table = check_origins(origins, config.as_ref())?;
             let mut paths: Vec<_> = ruleset_dir.into_iter().chain(rulesets).collect();
             if paths.is_empty()
                 && let Some(config) = &config
@@ -403,7 +406,7 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
                 explain,
                 ..check::CheckOptions::default()
             };
-            let report = if input.as_os_str() == "-" {
+            let mut report = if input.as_os_str() == "-" {
                 check::check_with(&loaded, std::io::stdin().lock(), policy, options)?
             } else {
                 let file = std::fs::File::open(&input)
@@ -415,6 +418,9 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
                     options,
                 )?
             };
+            if let Some(table) = &table {
+                check::add_origins(&mut report, table);
+            }
             Ok(Reply::new(
                 check::format_report(&report, threshold),
                 serde_json::to_value(&report)?,
@@ -806,6 +812,39 @@ fn block_file(
             Exit::Refused
         },
     })
+}
+
+/// The origins table `check` annotates with: the `--origins` dumps, or else those of the
+/// configuration's `[origins]`; `None` when there are none.
+fn check_origins(
+    files: Vec<std::path::PathBuf>,
+    config: Option<&Config>,
+) -> Result<Option<xdpguard::origins::OriginTable>> {
+    let configured = config.and_then(|c| c.origins.clone()).unwrap_or_default();
+    let wanted = xdpguard::origins::OriginsConfig {
+        files: if files.is_empty() {
+            configured.files
+        } else {
+            files
+        },
+        ..configured
+    };
+    if wanted.files.is_empty() {
+        return Ok(None);
+    }
+    // The error's text already names its cause: as one message, not a chain repeating it.
+    let (table, stats) = xdpguard::origins::load(&wanted)
+        .map_err(|err| anyhow::anyhow!("reading the origins: {err}"))?;
+    for (path, stats) in &stats {
+        if let Some((line, reason)) = &stats.first_malformed {
+            eprintln!(
+                "{}:{line}: {reason} (skipped; {} malformed in all)",
+                path.display(),
+                stats.malformed
+            );
+        }
+    }
+    Ok(Some(table))
 }
 
 /// The limits `check` and `lint` load rulesets within.

@@ -159,6 +159,10 @@ pub(super) struct RawScoring {
     pub(super) aggregate_min: Option<Spanned<Integer>>,
     pub(super) aggregate_len_v4: Option<Spanned<Integer>>,
     pub(super) aggregate_len_v6: Option<Spanned<Integer>>,
+    /// "prefix" (the fixed lengths above), "announced" (the origins table's) or "both".
+    pub(super) aggregate: Option<Spanned<String>>,
+    pub(super) aggregate_announced_max_v4: Option<Spanned<Integer>>,
+    pub(super) aggregate_announced_max_v6: Option<Spanned<Integer>>,
     /// Sessions multi-line rules remember at most, and for how long (log time).
     pub(super) max_sessions: Option<Spanned<Integer>>,
     pub(super) session_ttl: Option<Spanned<RawDuration>>,

@@ -3,9 +3,10 @@
 //! time field) drives the sliding window, so an old log scores as it did when it was written;
 //! a line without a time takes the last one seen. A year the line does not write is this
 //! year, or the last one for a date still to come, and it moves on when the months wrap.
-//! "When" is the line that crossed the threshold.
+//! "When" is the line that crossed the threshold. With an origins table, every address gets
+//! its origin AS and announced prefix, and the would-be-blocked ones are counted per origin.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fmt::Write as _,
     io::{self, BufRead},
     net::IpAddr,
@@ -18,12 +19,17 @@ use crate::{
     detect::logs::prefix::{self, LogTime},
     detect::logs::ruleset::{FirstMatch, FirstPass, Memory, Outcome, Ruleset, RulesetLimits},
     detect::logs::score::{ScoreBoard, Scored, ScoringPolicy},
+    origins::OriginTable,
+    prefix::Prefix,
 };
 
 /// Longer lines are cut here (and counted).
 pub const MAX_LINE_BYTES: usize = 16 << 10;
 /// At most this many unmatched (and, apart, ambiguous) lines are kept for the report.
 const MAX_UNMATCHED: usize = 1000;
+
+/// Origin ASes the summary of would-be-blocked addresses lists.
+const TOP_ORIGINS: usize = 10;
 
 /// At most this many matched lines are explained.
 const MAX_EXPLAINED: usize = 10_000;
@@ -75,6 +81,30 @@ pub struct AddressScore {
     pub score: i64,
     /// The line whose match took the score over the threshold.
     pub blocked_at_line: Option<u64>,
+    /// With an origins table: the AS announcing the address ("AS64500", or an AS_SET as
+    /// "{AS64500,AS64501}"), and the announced prefix holding it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub announced: Option<Prefix>,
+}
+
+/// An origin AS and how many of the addresses over the threshold it announces.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct OriginCount {
+    pub origin: String,
+    pub addresses: u64,
+}
+
+/// The addresses over the threshold per origin AS.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct BlockedByOrigin {
+    /// The origins announcing the most of them, most first (at most 10).
+    pub top: Vec<OriginCount>,
+    /// Origins past the top.
+    pub more_origins: u64,
+    /// Addresses no announcement covers.
+    pub not_announced: u64,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
@@ -103,6 +133,39 @@ pub struct CheckReport {
     /// With `explain`: per matched line and ruleset.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub explained: Vec<ExplainedLine>,
+    /// With an origins table (see [`add_origins`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_by_origin: Option<BlockedByOrigin>,
+}
+
+/// Give every address of `report` its origin AS and announced prefix from `table`, and count
+/// the would-be-blocked addresses per origin.
+pub fn add_origins(report: &mut CheckReport, table: &OriginTable) {
+    let mut per_origin: HashMap<String, u64> = HashMap::new();
+    let mut not_announced = 0;
+    for address in &mut report.addresses {
+        let found = table.lookup(address.address);
+        address.origin = found.map(|found| found.origin.to_string());
+        address.announced = found.map(|found| found.prefix);
+        if address.blocked_at_line.is_some() {
+            match &address.origin {
+                Some(origin) => *per_origin.entry(origin.clone()).or_default() += 1,
+                None => not_announced += 1,
+            }
+        }
+    }
+    let mut top: Vec<OriginCount> = per_origin
+        .into_iter()
+        .map(|(origin, addresses)| OriginCount { origin, addresses })
+        .collect();
+    top.sort_by(|a, b| b.addresses.cmp(&a.addresses).then(a.origin.cmp(&b.origin)));
+    let more_origins = u64::try_from(top.len().saturating_sub(TOP_ORIGINS)).unwrap_or(u64::MAX);
+    top.truncate(TOP_ORIGINS);
+    report.blocked_by_origin = Some(BlockedByOrigin {
+        top,
+        more_origins,
+        not_announced,
+    });
 }
 
 /// Read `input` line by line and score it.
@@ -288,6 +351,8 @@ pub fn check_with<R: BufRead>(
             address,
             score,
             blocked_at_line: blocked_at.get(&address).copied(),
+            origin: None,
+            announced: None,
         })
         .collect();
     addresses.sort_by(|a, b| b.score.cmp(&a.score).then(a.address.cmp(&b.address)));
@@ -429,7 +494,31 @@ pub fn format_report(report: &CheckReport, threshold: i64) -> String {
         let when = address
             .blocked_at_line
             .map_or_else(String::new, |line| format!("  blocked at line {line}"));
-        let _ = writeln!(out, "  {:>6}  {}{when}", address.score, address.address);
+        let origin = match (&address.origin, &address.announced) {
+            (Some(origin), Some(announced)) => format!("  {origin} {announced}"),
+            _ if report.blocked_by_origin.is_some() => "  (not announced)".to_owned(),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:>6}  {}{origin}{when}",
+            address.score, address.address
+        );
+    }
+    if let Some(by_origin) = &report.blocked_by_origin {
+        out.push_str("\nOver the threshold, per origin AS:\n");
+        for count in &by_origin.top {
+            let _ = writeln!(out, "  {:>6}  {}", count.addresses, count.origin);
+        }
+        if by_origin.more_origins > 0 {
+            let _ = writeln!(out, "  ({} more origins)", by_origin.more_origins);
+        }
+        if by_origin.not_announced > 0 {
+            let _ = writeln!(out, "  {:>6}  not announced", by_origin.not_announced);
+        }
+        if by_origin.top.is_empty() && by_origin.not_announced == 0 {
+            out.push_str("  none\n");
+        }
     }
     if !report.explained.is_empty() {
         out.push_str("\nMatched lines:\n");
@@ -612,5 +701,93 @@ score = 6
             "{text}"
         );
         assert!(text.contains("Ambiguous lines"), "{text}");
+    }
+
+    #[test]
+    fn origins_name_each_address_and_count_the_blocked_per_as() {
+        let failure = |second: u8, address: &str| {
+            format!(
+                "Jan  5 01:00:{second:02} h sshd[1]: Failed password for a from {address} port 1 ssh2\n"
+            )
+        };
+        let log: String = [
+            (0, "203.0.113.5"),
+            (1, "203.0.113.5"),
+            (2, "203.0.113.6"),
+            (3, "203.0.113.6"),
+            (4, "198.51.100.7"),
+            (5, "198.51.100.7"),
+            (6, "192.0.2.1"),
+        ]
+        .iter()
+        .map(|(second, address)| failure(*second, address))
+        .collect();
+        let mut report = run(&log, false);
+        let plain = serde_json::to_value(&report).unwrap();
+        assert!(plain.get("blocked_by_origin").is_none());
+        assert!(plain["addresses"][0].get("origin").is_none());
+        let mut builder = crate::origins::TableBuilder::new();
+        builder.add(
+            "203.0.113.0/24".parse().unwrap(),
+            crate::origins::OriginAs::Single(64500),
+            50,
+        );
+        builder.add(
+            "192.0.2.0/24".parse().unwrap(),
+            crate::origins::OriginAs::Set(vec![64501, 64502].into_boxed_slice()),
+            50,
+        );
+        add_origins(&mut report, &builder.build());
+        let by_address: BTreeMap<String, (Option<&str>, Option<String>)> = report
+            .addresses
+            .iter()
+            .map(|a| {
+                (
+                    a.address.to_string(),
+                    (a.origin.as_deref(), a.announced.map(|p| p.to_string())),
+                )
+            })
+            .collect();
+        assert_eq!(
+            by_address["203.0.113.5"],
+            (Some("AS64500"), Some("203.0.113.0/24".to_owned()))
+        );
+        assert_eq!(
+            by_address["192.0.2.1"],
+            (Some("{AS64501,AS64502}"), Some("192.0.2.0/24".to_owned()))
+        );
+        assert_eq!(by_address["198.51.100.7"], (None, None));
+        assert_eq!(
+            report.blocked_by_origin,
+            Some(BlockedByOrigin {
+                top: vec![OriginCount {
+                    origin: "AS64500".into(),
+                    addresses: 2
+                }],
+                more_origins: 0,
+                not_announced: 1,
+            })
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        let unannounced = json["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["address"] == "198.51.100.7")
+            .unwrap();
+        assert!(unannounced.get("origin").is_none() && unannounced.get("announced").is_none());
+        let text = format_report(&report, 10);
+        assert!(
+            text.contains("203.0.113.5  AS64500 203.0.113.0/24  blocked at line 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("198.51.100.7  (not announced)  blocked"),
+            "{text}"
+        );
+        assert!(
+            text.contains("per origin AS:\n       2  AS64500\n       1  not announced\n"),
+            "{text}"
+        );
     }
 }

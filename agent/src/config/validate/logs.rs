@@ -11,7 +11,7 @@ use crate::{
     },
     detect::logs::config::{InputConfig, InputSource},
     detect::logs::correlate::SessionLimits,
-    detect::logs::offenders::ScoringConfig,
+    detect::logs::offenders::{Aggregate, ScoringConfig},
     detect::logs::ruleset::{self, Limit, Ruleset, RulesetLimits},
     detect::logs::score::ScoringPolicy,
 };
@@ -124,6 +124,37 @@ impl ConfigText<'_> {
                 32,
                 127,
                 d.aggregate_len_v6,
+                "bits",
+            )?,
+            aggregate: match &raw.aggregate {
+                Some(value) => Aggregate::from_name(value.get_ref()).ok_or_else(|| {
+                    self.invalid(
+                        &key("aggregate"),
+                        value.span(),
+                        format_args!(
+                            "{:?} is none of \"prefix\", \"announced\" and \"both\"",
+                            value.get_ref()
+                        ),
+                    )
+                })?,
+                None => d.aggregate,
+            },
+            // Broader announcements hold far more than the addresses that were seen; the
+            // [guard] still refuses anything broader than its own limits.
+            aggregate_announced_max_v4: self.integer(
+                &key("aggregate_announced_max_v4"),
+                raw.aggregate_announced_max_v4.as_ref(),
+                8,
+                32,
+                d.aggregate_announced_max_v4,
+                "bits",
+            )?,
+            aggregate_announced_max_v6: self.integer(
+                &key("aggregate_announced_max_v6"),
+                raw.aggregate_announced_max_v6.as_ref(),
+                16,
+                128,
+                d.aggregate_announced_max_v6,
                 "bits",
             )?,
             sessions: SessionLimits {
@@ -487,6 +518,51 @@ mod tests {
         );
         let message = parse(&nested).unwrap_err().to_string();
         assert!(message.contains("not more rulesets"), "{message}");
+    }
+
+    #[test]
+    fn announced_aggregation_is_read_per_ruleset_and_checked() {
+        use crate::detect::logs::offenders::Aggregate;
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(
+            (
+                config.scoring.aggregate,
+                config.scoring.aggregate_announced_max_v4,
+                config.scoring.aggregate_announced_max_v6
+            ),
+            (Aggregate::Prefix, 16, 32)
+        );
+        let text = with_section(
+            "[scoring]\naggregate = \"both\"\naggregate_announced_max_v4 = 20\n[scoring.rulesets.sshd]\naggregate = \"announced\"\naggregate_announced_max_v6 = 40\n",
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.scoring.aggregate, Aggregate::Both);
+        let sshd = config.scoring.for_ruleset("sshd");
+        assert_eq!(
+            (
+                sshd.aggregate,
+                sshd.aggregate_announced_max_v4,
+                sshd.aggregate_announced_max_v6
+            ),
+            (Aggregate::Announced, 20, 40)
+        );
+        assert_errors(
+            &[
+                (
+                    "[scoring]\naggregate = \"asn\"\n",
+                    "4:13: scoring.aggregate: \"asn\" is none of \"prefix\", \"announced\" and \"both\"",
+                ),
+                (
+                    "[scoring]\naggregate_announced_max_v4 = 4\n",
+                    "4:30: scoring.aggregate_announced_max_v4: 4 is out of range: 8 to 32 bits",
+                ),
+                (
+                    "[scoring.rulesets.sshd]\naggregate_announced_max_v6 = 129\n",
+                    "4:30: scoring.rulesets.sshd.aggregate_announced_max_v6: 129 is out of range: 16 to 128 bits",
+                ),
+            ],
+            with_section,
+        );
     }
 
     #[test]

@@ -46,6 +46,8 @@ use crate::{
         decision::Source,
         owner::{BlockOrder, Expiry, Handle},
     },
+    history::tap::SharedTap,
+    origins::Origins,
 };
 
 const POSITIONS: &str = "positions.json";
@@ -254,6 +256,10 @@ pub struct LogScoring {
     rounds: Arc<std::sync::atomic::AtomicU64>,
     clock: Arc<dyn Clock>,
     offenders: Offenders,
+    /// The announced prefixes, for `aggregate = "announced"` or `"both"`.
+    origins: Option<Origins>,
+    /// Where the addresses each ruleset scored go, for the history.
+    tap: Option<SharedTap>,
     /// The last error saving positions, logged once until it changes.
     last_save_error: Option<String>,
 }
@@ -293,6 +299,8 @@ impl LogScoring {
             rounds: Arc::default(),
             clock,
             offenders: Offenders::open(Some(state_dir)),
+            origins: None,
+            tap: None,
             last_save_error: None,
         };
         scoring_state.sync_boards();
@@ -313,6 +321,17 @@ impl LogScoring {
                 }
             }
         }
+    }
+
+    /// The origins table announced-prefix aggregation reads (before [`Self::run`]); without
+    /// one, `aggregate = "announced"` bans no neighbourhood and `"both"` only fixed ones.
+    pub fn set_origins(&mut self, origins: Origins) {
+        self.origins = Some(origins);
+    }
+
+    /// The history tap every scored address is added to, per ruleset (before [`Self::run`]).
+    pub fn set_tap(&mut self, tap: SharedTap) {
+        self.tap = Some(tap);
     }
 
     pub fn stats(&self) -> Arc<Mutex<LogStats>> {
@@ -410,6 +429,11 @@ impl LogScoring {
         let now_unix = self.clock.now_unix();
         let now_ms = now_unix.saturating_mul(1000);
         let mut progress = Progress::CaughtUp;
+        // Once per round: a reload swaps the table in between rounds, never within one.
+        let table = self.origins.as_ref().map(Origins::table);
+        // (ruleset, address) pairs for the tap, added under one lock at the end of the round.
+        let mut tapped: Vec<(&str, std::net::IpAddr)> = Vec::new();
+        let tapping = self.tap.is_some();
         for input in &mut self.inputs {
             let rulesets: Vec<&Ruleset> =
                 input.rulesets.iter().map(|&i| &self.rulesets[i]).collect();
@@ -449,11 +473,21 @@ impl LogScoring {
                         Some(own) => own,
                         None => &mut *shared_board,
                     };
-                    if let Outcome::Scored { address, score } = outcome
-                        && let Scored::Crossed(total) = board.add(address, score, now_ms)
-                    {
+                    let Outcome::Scored { address, score } = outcome else {
+                        continue;
+                    };
+                    let scored = board.add(address, score, now_ms);
+                    // What the board took with a positive score is a source the ruleset
+                    // scored; excluded local addresses and negative scores (a login that
+                    // worked) are not.
+                    if tapping && score > 0 && scored != Scored::Ignored {
+                        tapped.push((matched.name.as_str(), address));
+                    }
+                    if let Scored::Crossed(total) = scored {
                         let scoring = scoring.for_ruleset(&matched.name);
-                        for ban in offenders.on_threshold(address, now_unix, scoring) {
+                        for ban in
+                            offenders.on_threshold(address, now_unix, scoring, table.as_deref())
+                        {
                             if let Some(counts) = counters.rulesets.get_mut(&matched.name) {
                                 counts.blocks += 1;
                             }
@@ -499,6 +533,15 @@ impl LogScoring {
                 }
             }
             *counters.lines.entry(input.config.name.clone()).or_default() += lines;
+        }
+        if let Some(tap) = &self.tap
+            && !tapped.is_empty()
+        {
+            tap.with(|tap| {
+                for (ruleset, address) in tapped {
+                    tap.add_scored(ruleset, address);
+                }
+            });
         }
         self.publish();
         progress
@@ -812,6 +855,136 @@ score = 2
                 blocks: 1
             }
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Scored sources reach the tap per ruleset, once per round, and nothing else does
+    /// (local, negative, ambiguous); five blocked inside an announced /24 block the /24.
+    #[test]
+    fn scored_sources_reach_the_tap_and_announced_prefixes_aggregate() {
+        let dir = std::env::temp_dir().join(format!("xdpguard-logs-tap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("app.log");
+        std::fs::write(&log, "").unwrap();
+        let rulesets = ruleset::parse(
+            r#"
+[[ruleset]]
+name = "app"
+programs = ["app"]
+
+[[ruleset.rule]]
+name = "failed"
+match = '^failed login from (?P<address>[0-9.]+)$'
+score = 2
+
+[[ruleset.rule]]
+name = "accepted"
+match = '^accepted login from (?P<address>[0-9.]+)$'
+score = -2
+
+[[ruleset.rule]]
+name = "user"
+match = '^user (?P<user>.*) failed from (?P<address>[0-9.]+) port \d+(?: .*)?$'
+score = 2
+
+[[ruleset]]
+name = "web"
+programs = ["web"]
+
+[[ruleset.rule]]
+name = "failed"
+match = '^failed login from (?P<address>[0-9.]+)$'
+score = 2
+"#,
+            Path::new("app.toml"),
+        )
+        .unwrap();
+        let inputs = vec![InputConfig {
+            name: "app".into(),
+            source: InputSource::File(log.clone()),
+            rulesets: Vec::new(),
+            start_at_end: false,
+            mode: None,
+        }];
+        let scoring = ScoringConfig {
+            board: score::ScoringPolicy {
+                threshold: 1,
+                ..ScoringConfig::default().board
+            },
+            aggregate: offenders::Aggregate::Announced,
+            ..ScoringConfig::default()
+        };
+        let mut logs = LogScoring::new(&dir, rulesets, inputs, scoring, Arc::new(SystemClock));
+        let mut builder = crate::origins::TableBuilder::new();
+        builder.add(
+            "12.34.56.0/24".parse().unwrap(),
+            crate::origins::OriginAs::Single(64500),
+            50,
+        );
+        logs.set_origins(Origins::with_table(builder.build()));
+        let tap = SharedTap::new();
+        logs.set_tap(tap.clone());
+        let (commands, inbox) = mpsc::channel();
+        let owner = Handle::new(commands);
+        let mut text = String::new();
+        for i in 1..=5 {
+            text.push_str(&format!(
+                "Nov 22 10:00:0{i} h app[1]: failed login from 12.34.56.{i}\n"
+            ));
+        }
+        text.push_str(
+            "Nov 22 10:00:06 h app[1]: failed login from 10.0.0.1\n\
+             Nov 22 10:00:07 h app[1]: accepted login from 12.34.57.1\n\
+             Nov 22 10:00:08 h app[1]: user x failed from 12.34.57.2 port 1 failed from 12.34.57.3 port 2\n\
+             Nov 22 10:00:09 h web[2]: failed login from 12.34.58.1\n",
+        );
+        std::fs::write(&log, text).unwrap();
+        while logs.poll(&owner) == Progress::MoreWaiting {}
+        let taken = tap.take();
+        let scored: Vec<(&str, Vec<String>)> = taken
+            .scored
+            .iter()
+            .map(|s| {
+                (
+                    s.ruleset.as_str(),
+                    s.addresses.iter().map(ToString::to_string).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            scored,
+            [
+                (
+                    "app",
+                    (1..=5).map(|i| format!("12.34.56.{i}")).collect::<Vec<_>>()
+                ),
+                ("web", vec!["12.34.58.1".to_owned()]),
+            ]
+        );
+        assert_eq!(logs.stats().lock().unwrap().ambiguous["app"], 1);
+        let orders: Vec<BlockOrder> = inbox
+            .try_iter()
+            .filter_map(|command| match command {
+                crate::enforce::owner::Command::Block { order, .. } => Some(order),
+                _ => None,
+            })
+            .collect();
+        let whole: Vec<&BlockOrder> = orders
+            .iter()
+            .filter(|order| order.prefixes == ["12.34.56.0/24".parse().unwrap()])
+            .collect();
+        assert_eq!(whole.len(), 1, "{orders:?}");
+        assert!(
+            whole[0]
+                .reason
+                .ends_with("; announced 12.34.56.0/24 of AS64500: 5 addresses banned"),
+            "{}",
+            whole[0].reason
+        );
+        // Nothing more for the next round: the lines were added once.
+        let _ = logs.poll(&owner);
+        assert_eq!(tap.take().scored, []);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
