@@ -296,6 +296,8 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     let mut owner = Owner::start(dataplane, store, &report, clock, settings.owner.clone())?;
     let origins = Origins::new();
     owner.set_origins(origins.clone());
+    // What the detectors add between two history records.
+    let tap = SharedTap::new();
     let owner_metrics = owner.metrics_snapshot();
 
     let (commands, inbox) = mpsc::channel::<Command>();
@@ -306,13 +308,15 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         .spawn(move || owner::run(owner, &inbox, reconcile_every))
         .map_err(DaemonError::Signals)?;
 
-    let logs = LogScoring::new(
+    let mut logs = LogScoring::new(
         &settings.state_dir,
         settings.rulesets.clone(),
         settings.inputs.clone(),
         settings.scoring,
         Arc::new(SystemClock),
     );
+    logs.set_origins(origins.clone());
+    logs.set_tap(tap.clone());
     let log_stats = logs.stats();
     let log_rounds = logs.rounds();
     let (log_commands, log_inbox) = mpsc::channel::<LogCommand>();
@@ -365,8 +369,6 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
     }
 
     let mut origins_watcher = start_origins(settings.origins.clone(), &origins, &handle)?;
-    // What the detectors add between two history records.
-    let tap = SharedTap::new();
     let recorder_metrics = owner_metrics.clone();
     let start_recorder = |config: Option<crate::history::HistoryConfig>| {
         config
