@@ -21,9 +21,8 @@ use super::{
 use crate::{
     clock::Clock,
     detect::traffic::flow::{
-        CollectorError, CollectorSettings, DecoderSettings, FlowCollector, FlowConfig, FlowPairing,
-        FlowRecord, IntervalAnomalies, PairingCounts, PairingSettings, RecordSink,
-        SharedExporterStats,
+        CollectorError, CollectorSettings, FlowCollector, FlowConfig, FlowPairing, FlowRecord,
+        IntervalAnomalies, PairingCounts, PairingSettings, RecordSink, SharedExporterStats,
     },
     enforce::dataplane::VolumeReader,
     enforce::decision::{DecisionKind, Source},
@@ -806,22 +805,6 @@ impl VolumeCore {
     }
 }
 
-/// Decoder settings from the `[volume.flow]` table.
-pub fn decoder_settings(flow: &FlowConfig) -> DecoderSettings {
-    DecoderSettings {
-        template_timeout_secs: flow.template_timeout.as_secs().max(1),
-        direction: flow.direction,
-        ingress_interfaces: (!flow.ingress_interfaces.is_empty())
-            .then(|| flow.ingress_interfaces.iter().copied().collect()),
-        sampling_overrides: flow
-            .sampling
-            .iter()
-            .map(|s| (s.exporter, u64::from(s.rate)))
-            .collect(),
-        ..DecoderSettings::default()
-    }
-}
-
 /// The XDP volumes' tracking: IPv6 comes per /64.
 const fn xdp_track(track: TrackConfig) -> TrackConfig {
     TrackConfig {
@@ -930,7 +913,7 @@ impl FlowSide {
         let settings = CollectorSettings {
             listen: config.listen,
             receive_buffer_bytes: config.receive_buffer,
-            decoder: decoder_settings(config),
+            decoder: config.decoder_settings(),
             exporters: config.exporters.clone(),
         };
         if config.exporters.is_empty() {
