@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use crate::{
     detect::traffic::flow::DirectionFilter,
-    detect::traffic::volume::{VolumeAction, VolumeSource},
+    detect::traffic::volume::{AggregateBy, AnomalyFilter, VolumeAction, VolumeSource},
     enforce::dataplane::AttachMode,
     enforce::owner::UnknownEntries,
 };
@@ -262,9 +262,25 @@ pub(super) struct RawVolume {
     pub(super) xdp_accounting: Option<bool>,
     pub(super) top: Option<Spanned<Integer>>,
     pub(super) max_sources: Option<Spanned<Integer>>,
+    pub(super) local: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) flow: Option<Spanned<RawFlow>>,
+    pub(super) pairing: Option<Spanned<RawPairing>>,
     #[serde(default)]
     pub(super) detectors: Vec<Spanned<RawDetector>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "the [volume.pairing] table, such as { answer_window = \"1m\" }"
+)]
+pub(super) struct RawPairing {
+    pub(super) enabled: Option<bool>,
+    pub(super) answer_window: Option<Spanned<RawDuration>>,
+    pub(super) max_tracked_flows: Option<Spanned<Integer>>,
+    pub(super) prefix_len_v4: Option<Spanned<Integer>>,
+    pub(super) prefix_len_v6: Option<Spanned<Integer>>,
+    pub(super) reflection_ports: Option<Vec<Spanned<Integer>>>,
 }
 
 #[derive(Deserialize)]
@@ -315,6 +331,10 @@ pub(super) struct RawDetector {
     pub(super) cool_intervals: Option<Spanned<Integer>>,
     #[serde(default)]
     pub(super) overrides: Vec<Spanned<RawOverride>>,
+    pub(super) anomaly: Option<Spanned<AnomalyFilter>>,
+    pub(super) flows_per_interval: Option<Spanned<Integer>>,
+    pub(super) aggregate: Option<Spanned<AggregateBy>>,
+    pub(super) aggregate_min: Option<Spanned<Integer>>,
 }
 
 #[derive(Deserialize)]

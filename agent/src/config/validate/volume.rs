@@ -10,21 +10,36 @@ use crate::{
         MAX_VOLUME_RATE, MAX_VOLUME_SOURCES, MAX_VOLUME_TOP, MIN_FLOW_RECEIVE_BUFFER,
         MIN_FLOW_TEMPLATE_TIMEOUT, MIN_INTERVAL, format_duration,
         locate::ConfigText,
-        raw::{Integer, RawDetector, RawFlow, RawVolume},
+        raw::{Integer, RawDetector, RawFlow, RawPairing, RawVolume},
     },
     detect::traffic::flow::{
         DEFAULT_MAX_TEMPLATES_PER_DOMAIN, DEFAULT_MAX_TEMPLATES_PER_EXPORTER, FlowConfig,
-        SamplingOverride,
+        PairingConfig, SamplingOverride,
         collector::DEFAULT_RECEIVE_BUFFER_BYTES,
-        config::{DEFAULT_TEMPLATE_TIMEOUT, MAX_TEMPLATES_PER_EXPORTER},
+        config::{DEFAULT_TEMPLATE_TIMEOUT, MAX_TEMPLATES_PER_EXPORTER, MAX_TRACKED_FLOWS},
     },
     detect::traffic::volume::{
-        DetectorConfig, Lengths, Limit, Override, VolumeAction, VolumeConfig, VolumeLimits,
-        VolumeSource,
-        config::{DEFAULT_COOL_INTERVALS, DEFAULT_DETECTOR_BAN},
+        AnnouncedAggregate, AnomalyTrigger, DetectorConfig, Lengths, Limit, Override, Trigger,
+        VolumeAction, VolumeConfig, VolumeLimits, VolumeSource,
+        config::{
+            DEFAULT_AGGREGATE_MIN, DEFAULT_COOL_INTERVALS, DEFAULT_DETECTOR_BAN, MAX_LOCAL_PREFIXES,
+        },
     },
     prefix::Prefix,
 };
+
+/// `volume.pairing.answer_window` at most.
+const MAX_ANSWER_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+/// A detector's `aggregate_min` at most.
+const MAX_AGGREGATE_MIN: u16 = 1000;
+
+/// The volume sources a detector may use.
+#[derive(Clone, Copy)]
+struct Sources {
+    xdp: bool,
+    flow: bool,
+    pairing: bool,
+}
 
 impl ConfigText<'_> {
     pub(super) fn volume(&self, raw: &RawVolume) -> Result<VolumeConfig, ConfigError> {
@@ -50,6 +65,11 @@ impl ConfigText<'_> {
             Some(flow) => self.flow(flow)?,
             None => None,
         };
+        let local = self.local_prefixes(raw.local.as_ref())?;
+        let pairing = match &raw.pairing {
+            Some(pairing) => self.pairing(pairing, flow.is_some())?,
+            None => None,
+        };
         let interval = self.duration_within(
             "volume.interval",
             raw.interval.as_ref(),
@@ -60,7 +80,12 @@ impl ConfigText<'_> {
         let mut detectors: Vec<DetectorConfig> = Vec::with_capacity(raw.detectors.len());
         for (index, raw_detector) in raw.detectors.iter().enumerate() {
             let key = format!("volume.detectors[{index}]");
-            let detector = self.detector(&key, raw_detector, xdp_accounting, flow.is_some())?;
+            let sources = Sources {
+                xdp: xdp_accounting,
+                flow: flow.is_some(),
+                pairing: pairing.is_some(),
+            };
+            let detector = self.detector(&key, raw_detector, sources)?;
             let name = &detector.name;
             if detector.ban < interval {
                 let span = raw_detector
@@ -107,8 +132,122 @@ impl ConfigText<'_> {
             top: usize::from(top),
             max_sources: usize::try_from(max_sources).unwrap_or(usize::MAX),
             flow,
+            local,
+            pairing,
             detectors,
         })
+    }
+
+    /// `volume.local`: networks (no host bits set), each once, at most [`MAX_LOCAL_PREFIXES`].
+    fn local_prefixes(
+        &self,
+        raw: Option<&Spanned<Vec<Spanned<String>>>>,
+    ) -> Result<Vec<Prefix>, ConfigError> {
+        let key = "volume.local";
+        let Some(raw) = raw else {
+            return Ok(Vec::new());
+        };
+        if raw.get_ref().len() > MAX_LOCAL_PREFIXES {
+            return Err(self.invalid(
+                key,
+                raw.span(),
+                format_args!(
+                    "{} prefixes; at most {MAX_LOCAL_PREFIXES} (give the covering networks)",
+                    raw.get_ref().len()
+                ),
+            ));
+        }
+        let mut local: Vec<Prefix> = Vec::with_capacity(raw.get_ref().len());
+        for value in raw.get_ref() {
+            let prefix = self.network(key, value)?;
+            if local.contains(&prefix) {
+                return Err(self.invalid(
+                    key,
+                    value.span(),
+                    format_args!("{prefix} is listed twice"),
+                ));
+            }
+            local.push(prefix);
+        }
+        Ok(local)
+    }
+
+    /// `None` when `enabled = false`; the other keys are checked all the same.
+    fn pairing(
+        &self,
+        raw: &Spanned<RawPairing>,
+        flow: bool,
+    ) -> Result<Option<PairingConfig>, ConfigError> {
+        let table = raw.get_ref();
+        let d = PairingConfig::default();
+        let answer_window = self.duration_within(
+            "volume.pairing.answer_window",
+            table.answer_window.as_ref(),
+            MIN_INTERVAL,
+            MAX_ANSWER_WINDOW,
+            d.answer_window,
+        )?;
+        let max_tracked_flows: u32 = self.integer(
+            "volume.pairing.max_tracked_flows",
+            table.max_tracked_flows.as_ref(),
+            1,
+            u32::try_from(MAX_TRACKED_FLOWS).unwrap_or(u32::MAX),
+            u32::try_from(d.max_tracked_flows).unwrap_or(u32::MAX),
+            "flows",
+        )?;
+        // Shorter prefixes would blame whole regions for one scanner.
+        let prefix_len_v4: u8 = self.integer(
+            "volume.pairing.prefix_len_v4",
+            table.prefix_len_v4.as_ref(),
+            8,
+            32,
+            d.prefix_len_v4,
+            "bits",
+        )?;
+        let prefix_len_v6: u8 = self.integer(
+            "volume.pairing.prefix_len_v6",
+            table.prefix_len_v6.as_ref(),
+            16,
+            128,
+            d.prefix_len_v6,
+            "bits",
+        )?;
+        let reflection_ports = match &table.reflection_ports {
+            None => d.reflection_ports,
+            Some(values) => {
+                let key = "volume.pairing.reflection_ports";
+                let mut ports: Vec<u16> = Vec::with_capacity(values.len());
+                for value in values {
+                    let port: u16 = self.integer(key, Some(value), 1, u16::MAX, 1, "(UDP port)")?;
+                    if ports.contains(&port) {
+                        return Err(self.invalid(
+                            key,
+                            value.span(),
+                            format_args!("port {port} is listed twice"),
+                        ));
+                    }
+                    ports.push(port);
+                }
+                ports
+            }
+        };
+        if table.enabled == Some(false) {
+            return Ok(None);
+        }
+        if !flow {
+            return Err(self.invalid(
+                "volume.pairing",
+                raw.span(),
+                "pairing matches the flow collector's records: it needs an enabled [volume.flow] table (or enabled = false here)",
+            ));
+        }
+        Ok(Some(PairingConfig {
+            answer_window,
+            max_tracked_flows: usize::try_from(max_tracked_flows).unwrap_or(usize::MAX),
+            prefix_len_v4,
+            prefix_len_v6,
+            reflection_ports,
+        }))
     }
 
     /// `None` when `enabled = false`; the other keys are checked all the same.
@@ -265,8 +404,7 @@ impl ConfigText<'_> {
         &self,
         key: &str,
         raw: &Spanned<RawDetector>,
-        xdp_accounting: bool,
-        flow: bool,
+        on: Sources,
     ) -> Result<DetectorConfig, ConfigError> {
         let detector = raw.get_ref();
         let name = detector.name.get_ref();
@@ -284,13 +422,24 @@ impl ConfigText<'_> {
                 ),
             ));
         }
-        let source = detector
-            .source
-            .as_ref()
-            .map_or_else(VolumeSource::default, |s| *s.get_ref());
+        let source = match (&detector.anomaly, &detector.source) {
+            (Some(_), Some(given)) if *given.get_ref() != VolumeSource::Flow => {
+                return Err(self.invalid(
+                    &format!("{key}.source"),
+                    given.span(),
+                    format_args!(
+                        "detector {name:?} acts on anomalies, which come from flow pairing: give source = \"flow\" or leave it out"
+                    ),
+                ));
+            }
+            (Some(_), _) => VolumeSource::Flow,
+            (None, given) => given
+                .as_ref()
+                .map_or_else(VolumeSource::default, |s| *s.get_ref()),
+        };
         let needs = match source {
-            VolumeSource::Xdp if !xdp_accounting => Some("volume.xdp_accounting = true"),
-            VolumeSource::Flow if !flow => Some("an enabled [volume.flow] table"),
+            VolumeSource::Xdp if !on.xdp => Some("volume.xdp_accounting = true"),
+            VolumeSource::Flow if !on.flow => Some("an enabled [volume.flow] table"),
             VolumeSource::Xdp | VolumeSource::Flow => None,
         };
         if let Some(needs) = needs {
@@ -304,6 +453,55 @@ impl ConfigText<'_> {
                 format_args!(
                     "detector {name:?}: source \"{}\"{default} needs {needs}",
                     source.name()
+                ),
+            ));
+        }
+        let trigger = match &detector.anomaly {
+            Some(anomaly) => self.anomaly_trigger(key, raw, anomaly, on.pairing)?,
+            None => Trigger::Volume(self.volume_limits(key, raw)?),
+        };
+        let aggregate = self.aggregate(key, detector)?;
+        let action = detector.action.unwrap_or_default();
+        let ban = self.duration_within(
+            &format!("{key}.ban"),
+            detector.ban.as_ref(),
+            MIN_INTERVAL,
+            MAX_DETECTOR_BAN,
+            DEFAULT_DETECTOR_BAN,
+        )?;
+        let cool_intervals = self.integer(
+            &format!("{key}.cool_intervals"),
+            detector.cool_intervals.as_ref(),
+            1,
+            MAX_COOL_INTERVALS,
+            DEFAULT_COOL_INTERVALS,
+            "intervals",
+        )?;
+        Ok(DetectorConfig {
+            name: name.clone(),
+            source,
+            trigger,
+            action,
+            ban,
+            cool_intervals,
+            aggregate,
+        })
+    }
+
+    /// A volume detector's rates, overrides and prefix lengths.
+    fn volume_limits(
+        &self,
+        key: &str,
+        raw: &Spanned<RawDetector>,
+    ) -> Result<VolumeLimits, ConfigError> {
+        let detector = raw.get_ref();
+        let name = detector.name.get_ref();
+        if let Some(flows) = &detector.flows_per_interval {
+            return Err(self.invalid(
+                &format!("{key}.flows_per_interval"),
+                flows.span(),
+                format_args!(
+                    "detector {name:?}: only with anomaly = \"one_way\" or \"reflection\""
                 ),
             ));
         }
@@ -365,33 +563,112 @@ impl ConfigText<'_> {
             128,
             Lengths::V6,
         )?;
-        let action = detector.action.unwrap_or_default();
-        let ban = self.duration_within(
-            &format!("{key}.ban"),
-            detector.ban.as_ref(),
-            MIN_INTERVAL,
-            MAX_DETECTOR_BAN,
-            DEFAULT_DETECTOR_BAN,
-        )?;
-        let cool_intervals = self.integer(
-            &format!("{key}.cool_intervals"),
-            detector.cool_intervals.as_ref(),
-            1,
-            MAX_COOL_INTERVALS,
-            DEFAULT_COOL_INTERVALS,
-            "intervals",
-        )?;
         // Everything the policy checks has been checked above, with the key and place.
-        let policy = VolumeLimits::new(limit, lengths_v4, lengths_v6, &overrides)
-            .map_err(|err| self.invalid(key, raw.span(), err))?;
-        Ok(DetectorConfig {
-            name: name.clone(),
-            source,
-            policy,
-            action,
-            ban,
-            cool_intervals,
-        })
+        VolumeLimits::new(limit, lengths_v4, lengths_v6, &overrides)
+            .map_err(|err| self.invalid(key, raw.span(), err))
+    }
+
+    /// `anomaly` and `flows_per_interval`; a volume detector's keys do not apply.
+    fn anomaly_trigger(
+        &self,
+        key: &str,
+        raw: &Spanned<RawDetector>,
+        anomaly: &Spanned<crate::detect::traffic::volume::AnomalyFilter>,
+        pairing: bool,
+    ) -> Result<Trigger, ConfigError> {
+        let detector = raw.get_ref();
+        let name = detector.name.get_ref();
+        let kind = *anomaly.get_ref();
+        if !pairing {
+            return Err(self.invalid(
+                &format!("{key}.anomaly"),
+                anomaly.span(),
+                format_args!(
+                    "detector {name:?}: anomaly = \"{}\" needs an enabled [volume.pairing] table",
+                    kind.name()
+                ),
+            ));
+        }
+        let volume_keys = [
+            (
+                "bytes_per_second",
+                detector.bytes_per_second.as_ref().map(Spanned::span),
+            ),
+            (
+                "packets_per_second",
+                detector.packets_per_second.as_ref().map(Spanned::span),
+            ),
+            (
+                "prefix_len_v4",
+                detector.prefix_len_v4.as_ref().map(Spanned::span),
+            ),
+            (
+                "prefix_len_v6",
+                detector.prefix_len_v6.as_ref().map(Spanned::span),
+            ),
+            ("overrides", detector.overrides.first().map(Spanned::span)),
+        ];
+        if let Some((volume_key, Some(span))) = volume_keys.into_iter().find(|(_, s)| s.is_some()) {
+            return Err(self.invalid(
+                &format!("{key}.{volume_key}"),
+                span,
+                format_args!(
+                    "detector {name:?} acts on anomalies (prefixes of volume.pairing's lengths, no rates): {volume_key} does not apply"
+                ),
+            ));
+        }
+        let Some(flows) = &detector.flows_per_interval else {
+            return Err(self.invalid(
+                &format!("{key}.flows_per_interval"),
+                raw.span(),
+                format_args!(
+                    "detector {name:?}: required with anomaly: the {} flows from one source prefix in an interval that make it hot",
+                    kind.name()
+                ),
+            ));
+        };
+        let max = i64::try_from(MAX_VOLUME_RATE).unwrap_or(i64::MAX);
+        let flows_per_interval = self
+            .integer(
+                &format!("{key}.flows_per_interval"),
+                Some(flows),
+                1,
+                max,
+                1,
+                "flows",
+            )?
+            .unsigned_abs();
+        Ok(Trigger::Anomaly(AnomalyTrigger {
+            kind,
+            flows_per_interval,
+        }))
+    }
+
+    /// `aggregate` and `aggregate_min`.
+    fn aggregate(
+        &self,
+        key: &str,
+        detector: &RawDetector,
+    ) -> Result<Option<AnnouncedAggregate>, ConfigError> {
+        let min_held: u16 = self.integer(
+            &format!("{key}.aggregate_min"),
+            detector.aggregate_min.as_ref(),
+            2,
+            MAX_AGGREGATE_MIN,
+            u16::try_from(DEFAULT_AGGREGATE_MIN).unwrap_or(u16::MAX),
+            "prefixes",
+        )?;
+        match (&detector.aggregate, &detector.aggregate_min) {
+            (Some(_), _) => Ok(Some(AnnouncedAggregate {
+                min_held: usize::from(min_held),
+            })),
+            (None, Some(value)) => Err(self.invalid(
+                &format!("{key}.aggregate_min"),
+                value.span(),
+                "only with aggregate = \"announced\"",
+            )),
+            (None, None) => Ok(None),
+        }
     }
 
     /// `KEY.bytes_per_second` and `KEY.packets_per_second`, each 1 to [`MAX_VOLUME_RATE`].
@@ -496,10 +773,10 @@ mod tests {
 
     use crate::{
         config::{MAX_VOLUME_RATE, testing::*},
-        detect::traffic::flow::{DirectionFilter, FlowConfig, SamplingOverride},
+        detect::traffic::flow::{DirectionFilter, FlowConfig, PairingConfig, SamplingOverride},
         detect::traffic::volume::{
-            DetectorConfig, Lengths, Limit, Override, VolumeAction, VolumeConfig, VolumeLimits,
-            VolumeSource,
+            AnnouncedAggregate, AnomalyFilter, AnomalyTrigger, DetectorConfig, Lengths, Limit,
+            Override, Trigger, VolumeAction, VolumeConfig, VolumeLimits, VolumeSource,
         },
     };
 
@@ -557,9 +834,25 @@ mod tests {
                 rate: 1000
             }]
         );
-        assert_eq!(volume.detectors.len(), 1);
+        assert_eq!(volume.local.len(), 2);
+        assert_eq!(volume.pairing, Some(PairingConfig::default()));
+        assert_eq!(volume.detectors.len(), 2);
         assert_eq!(volume.detectors[0].name, "flood");
-        assert_eq!(volume.detectors[0].policy.overrides().len(), 2);
+        assert_eq!(
+            volume.detectors[0].aggregate,
+            Some(AnnouncedAggregate { min_held: 3 })
+        );
+        assert_eq!(
+            volume.detectors[1].trigger,
+            Trigger::Anomaly(AnomalyTrigger {
+                kind: AnomalyFilter::OneWay,
+                flows_per_interval: 100
+            })
+        );
+        let Trigger::Volume(policy) = &volume.detectors[0].trigger else {
+            panic!("the example flood detector is a volume detector");
+        };
+        assert_eq!(policy.overrides().len(), 2);
     }
 
     #[test]
@@ -605,10 +898,11 @@ mod tests {
             vec![DetectorConfig {
                 name: "d".into(),
                 source: VolumeSource::Xdp,
-                policy: policy(None, Some(1), (16, 32), (32, 128), &[]),
+                trigger: Trigger::Volume(policy(None, Some(1), (16, 32), (32, 128), &[])),
                 action: VolumeAction::Report,
                 ban: Duration::from_secs(600),
                 cool_intervals: 1,
+                aggregate: None,
             }]
         );
     }
@@ -621,6 +915,7 @@ interval = "1m"
 xdp_accounting = false
 top = 1000
 max_sources = 16777216
+local = ["203.0.113.0/24", "2001:db8:100::/48"]
 
 [volume.flow]
 enabled = true
@@ -633,6 +928,14 @@ sampling = [{ exporter = "192.0.2.1", rate = 1000 }, { exporter = "::ffff:192.0.
 template_timeout = "24h"
 max_templates_per_exporter = 4096
 max_templates_per_domain = 4096
+
+[volume.pairing]
+enabled = true
+answer_window = "2m"
+max_tracked_flows = 4194304
+prefix_len_v4 = 32
+prefix_len_v6 = 48
+reflection_ports = [19, 1900]
 
 [[volume.detectors]]
 name = "transit-flood_1"
@@ -650,12 +953,27 @@ overrides = [
   { prefix = "2001:db8::/32", packets_per_second = 5, bytes_per_second = 6 },
   { prefix = "::ffff:203.0.113.0/120", packets_per_second = 1 },
 ]
+aggregate = "announced"
+aggregate_min = 1000
 
 [[volume.detectors]]
 name = "pps"
 source = "flow"
 packets_per_second = 1
 ban = "1m"
+
+[[volume.detectors]]
+name = "scans"
+anomaly = "one_way"
+flows_per_interval = 9007199254740992
+action = "block"
+aggregate = "announced"
+
+[[volume.detectors]]
+name = "amplifiers"
+source = "flow"
+anomaly = "reflection"
+flows_per_interval = 1
 "#,
         );
         let override_ = |prefix: &str, bytes, packets| Override {
@@ -672,6 +990,17 @@ ban = "1m"
                 xdp_accounting: false,
                 top: 1000,
                 max_sources: 16 << 20,
+                local: vec![
+                    "203.0.113.0/24".parse().unwrap(),
+                    "2001:db8:100::/48".parse().unwrap()
+                ],
+                pairing: Some(PairingConfig {
+                    answer_window: Duration::from_secs(120),
+                    max_tracked_flows: 4 << 20,
+                    prefix_len_v4: 32,
+                    prefix_len_v6: 48,
+                    reflection_ports: vec![19, 1900],
+                }),
                 flow: Some(FlowConfig {
                     listen: "192.0.2.10:6343".parse().unwrap(),
                     receive_buffer: 65536,
@@ -703,7 +1032,7 @@ ban = "1m"
                     DetectorConfig {
                         name: "transit-flood_1".into(),
                         source: VolumeSource::Flow,
-                        policy: policy(
+                        trigger: Trigger::Volume(policy(
                             Some(125_000_000),
                             Some(MAX_VOLUME_RATE),
                             (24, 24),
@@ -714,18 +1043,44 @@ ban = "1m"
                                 override_("2001:db8::/32", Some(6), Some(5)),
                                 override_("203.0.113.0/24", None, Some(1)),
                             ],
-                        ),
+                        )),
                         action: VolumeAction::Block,
                         ban: Duration::from_secs(365 * 86_400),
                         cool_intervals: 1000,
+                        aggregate: Some(AnnouncedAggregate { min_held: 1000 }),
                     },
                     DetectorConfig {
                         name: "pps".into(),
                         source: VolumeSource::Flow,
-                        policy: policy(None, Some(1), (16, 32), (32, 128), &[]),
+                        trigger: Trigger::Volume(policy(None, Some(1), (16, 32), (32, 128), &[])),
                         action: VolumeAction::Report,
                         ban: Duration::from_secs(60),
                         cool_intervals: 1,
+                        aggregate: None,
+                    },
+                    DetectorConfig {
+                        name: "scans".into(),
+                        source: VolumeSource::Flow,
+                        trigger: Trigger::Anomaly(AnomalyTrigger {
+                            kind: AnomalyFilter::OneWay,
+                            flows_per_interval: MAX_VOLUME_RATE,
+                        }),
+                        action: VolumeAction::Block,
+                        ban: Duration::from_secs(600),
+                        cool_intervals: 1,
+                        aggregate: Some(AnnouncedAggregate { min_held: 3 }),
+                    },
+                    DetectorConfig {
+                        name: "amplifiers".into(),
+                        source: VolumeSource::Flow,
+                        trigger: Trigger::Anomaly(AnomalyTrigger {
+                            kind: AnomalyFilter::Reflection,
+                            flows_per_interval: 1,
+                        }),
+                        action: VolumeAction::Report,
+                        ban: Duration::from_secs(600),
+                        cool_intervals: 1,
+                        aggregate: None,
                     },
                 ],
             }
@@ -1036,5 +1391,125 @@ ban = "1m"
             "bytes_per_second = 1\n",
         )))
         .unwrap();
+    }
+
+    #[test]
+    fn local_pairing_and_anomaly_errors_name_the_key_and_place() {
+        const FLOW: &str = "[volume.flow]\nlisten = \"[::]:2055\"\nexporters = [\"192.0.2.1\"]\n";
+        let paired = |rest: &str| format!("{FLOW}[volume.pairing]\n{rest}");
+        let detector = |rest: &str| paired(&format!("[[volume.detectors]]\nname = \"d\"\n{rest}"));
+        assert_errors(
+            &[
+                (
+                    "[volume]\nlocal = [\"203.0.113.7/24\"]",
+                    "4:10: volume.local: \"203.0.113.7/24\" has host bits set (0.0.0.7) below /24",
+                ),
+                (
+                    "[volume]\nlocal = [\"203.0.113.0/24\", \"::ffff:203.0.113.0/120\"]",
+                    "4:28: volume.local: 203.0.113.0/24 is listed twice",
+                ),
+                ("[volume]\nlocal = [\"local\"]", "4:10: volume.local: "),
+                (
+                    "[volume.pairing]\nanswer_window = \"1m\"",
+                    "3:1: volume.pairing: pairing matches the flow collector's records: it needs an enabled [volume.flow] table",
+                ),
+                (
+                    &paired("answer_window = \"2h\""),
+                    "7:17: volume.pairing.answer_window: 2h is out of range: 1s to 1h",
+                ),
+                (
+                    &paired("max_tracked_flows = 0"),
+                    "7:21: volume.pairing.max_tracked_flows: 0 is out of range: 1 to 4194304 flows",
+                ),
+                (
+                    &paired("prefix_len_v4 = 7"),
+                    "7:17: volume.pairing.prefix_len_v4: 7 is out of range: 8 to 32 bits",
+                ),
+                (
+                    &paired("prefix_len_v6 = 129"),
+                    "7:17: volume.pairing.prefix_len_v6: 129 is out of range: 16 to 128 bits",
+                ),
+                (
+                    &paired("reflection_ports = [123, 0]"),
+                    "7:26: volume.pairing.reflection_ports: 0 is out of range: 1 to 65535",
+                ),
+                (
+                    &paired("reflection_ports = [123, 53, 123]"),
+                    "7:30: volume.pairing.reflection_ports: port 123 is listed twice",
+                ),
+                (
+                    &paired("bogus = 1"),
+                    "7:1: volume.pairing: unknown field `bogus`",
+                ),
+                (
+                    &detector("anomaly = \"scan\"\nflows_per_interval = 1"),
+                    "9:11: volume.detectors.anomaly: unknown variant `scan`",
+                ),
+                (
+                    &detector("anomaly = \"one_way\""),
+                    "7:1: volume.detectors[0].flows_per_interval: detector \"d\": required with anomaly",
+                ),
+                (
+                    &detector("anomaly = \"one_way\"\nflows_per_interval = 0"),
+                    "10:22: volume.detectors[0].flows_per_interval: 0 is out of range: 1 to 9007199254740992 flows",
+                ),
+                (
+                    &detector(
+                        "anomaly = \"one_way\"\nflows_per_interval = 5\nbytes_per_second = 1",
+                    ),
+                    "11:20: volume.detectors[0].bytes_per_second: detector \"d\" acts on anomalies (prefixes of volume.pairing's lengths, no rates): bytes_per_second does not apply",
+                ),
+                (
+                    &detector(
+                        "anomaly = \"one_way\"\nflows_per_interval = 5\nprefix_len_v4 = [24, 32]",
+                    ),
+                    "11:17: volume.detectors[0].prefix_len_v4: detector \"d\" acts on anomalies",
+                ),
+                (
+                    &detector("anomaly = \"reflection\"\nflows_per_interval = 5\nsource = \"xdp\""),
+                    "11:10: volume.detectors[0].source: detector \"d\" acts on anomalies, which come from flow pairing",
+                ),
+                (
+                    &detector("bytes_per_second = 1\nflows_per_interval = 5"),
+                    "10:22: volume.detectors[0].flows_per_interval: detector \"d\": only with anomaly",
+                ),
+                (
+                    &format!(
+                        "{FLOW}[[volume.detectors]]\nname = \"d\"\nanomaly = \"one_way\"\nflows_per_interval = 5"
+                    ),
+                    "8:11: volume.detectors[0].anomaly: detector \"d\": anomaly = \"one_way\" needs an enabled [volume.pairing] table",
+                ),
+                (
+                    "[volume.flow]\nlisten = \"[::]:2055\"\n[volume.pairing]\n[[volume.detectors]]\nname = \"d\"\nanomaly = \"one_way\"\nflows_per_interval = 5\naction = \"block\"",
+                    "6:1: volume.detectors[0].action: detector \"d\" blocks on flow data",
+                ),
+                (
+                    &detector("bytes_per_second = 1\naggregate = \"origin\""),
+                    "10:13: volume.detectors.aggregate: unknown variant `origin`",
+                ),
+                (
+                    &detector("bytes_per_second = 1\naggregate_min = 3"),
+                    "10:17: volume.detectors[0].aggregate_min: only with aggregate = \"announced\"",
+                ),
+                (
+                    &detector("bytes_per_second = 1\naggregate = \"announced\"\naggregate_min = 1"),
+                    "11:17: volume.detectors[0].aggregate_min: 1 is out of range: 2 to 1000 prefixes",
+                ),
+            ],
+            with_section,
+        );
+        // Off: checked, not used; and no [volume.flow] needed.
+        let off = parse(&with_section(
+            "[volume.pairing]\nenabled = false\nanswer_window = \"1m\"\n",
+        ))
+        .unwrap();
+        assert_eq!(off.volume.pairing, None);
+        let defaults = parse(&with_section(&paired(""))).unwrap();
+        assert_eq!(defaults.volume.pairing, Some(PairingConfig::default()));
+        assert_eq!(
+            PairingConfig::default().max_tracked_flows,
+            131_072,
+            "the documented default"
+        );
     }
 }

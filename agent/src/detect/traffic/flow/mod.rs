@@ -11,7 +11,7 @@ pub mod pairing;
 pub use collector::{
     CollectorError, CollectorSettings, FlowCollector, RecordSink, SharedExporterStats,
 };
-pub use config::{FlowConfig, SamplingOverride};
+pub use config::{FlowConfig, PairingConfig, SamplingOverride};
 pub use decode::{
     DEFAULT_MAX_TEMPLATES_PER_DOMAIN, DEFAULT_MAX_TEMPLATES_PER_EXPORTER, DecodeSummary,
     DecoderSettings, DirectionFilter, ErrorCounts, ErrorKind, ExporterStats, FlowDecoder,

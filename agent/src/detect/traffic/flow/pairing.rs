@@ -112,7 +112,8 @@ pub enum PairingError {
 }
 
 /// What happened to the records and flows, per interval (or in total).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PairingCounts {
     /// Records taken into the table (new flows and more records of tracked ones).
     pub tracked: u64,
@@ -141,7 +142,8 @@ pub struct PairingCounts {
 }
 
 impl PairingCounts {
-    fn merge(&mut self, other: &Self) {
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &Self) {
         let Self {
             tracked,
             untracked,

@@ -14,18 +14,24 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Action, DetectorConfig, HeavyHitter, HotConfig, HotSet, TrackConfig, TrieError, VolumeAction,
-    VolumeConfig, VolumeSource, Volumes,
+    Action, AnnouncedAggregate, AnomalyFilter, AnomalyTrigger, DetectorConfig, HeavyHitter,
+    HotConfig, HotSet, LocalNets, TrackConfig, TrieError, Trigger, VolumeAction, VolumeConfig,
+    VolumeSource, Volumes, local::add_traffic,
 };
 use crate::{
     clock::Clock,
     detect::traffic::flow::{
-        CollectorError, CollectorSettings, DecoderSettings, FlowCollector, FlowConfig,
-        SharedExporterStats,
+        CollectorError, CollectorSettings, FlowCollector, FlowConfig, FlowPairing, FlowRecord,
+        IntervalAnomalies, PairingCounts, PairingSettings, RecordSink, SharedExporterStats,
     },
     enforce::dataplane::VolumeReader,
     enforce::decision::{DecisionKind, Source},
     enforce::owner::{BlockOrder, Expiry, Handle, ListFilter, Refusal},
+    history::{
+        model::{self as history, Anomaly, AnomalyKind, Ranking, Traffic},
+        tap::SharedTap,
+    },
+    origins::{OriginTable, Origins},
     prefix::Prefix,
 };
 
@@ -36,6 +42,9 @@ const TOP_LENGTHS_V6: [u8; 2] = [128, 64];
 const XDP_MAX_LEN_V6: u8 = 64;
 /// How long the engine waits for the owner to answer a block.
 const OWNER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The lengths of the history's top prefixes by volume: networks, not hosts.
+const HISTORY_LEN_V4: u8 = 24;
+const HISTORY_LEN_V6: u8 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -131,6 +140,41 @@ pub struct VolumeSnapshot {
     /// frame in 2^n, weighted 2^n, while the volume maps overflow.
     #[serde(default)]
     pub xdp_sampling: [u32; 2],
+    /// The last interval's bytes split by `volume.local` (see [`super::local`]): inbound from
+    /// XDP accounting when it ran, else from flows; outbound from flows.
+    #[serde(default)]
+    pub traffic: Traffic,
+    /// The last interval's unpaired flows per source prefix, from flow pairing.
+    #[serde(default)]
+    pub anomalies: Vec<Anomaly>,
+    /// Flow pairing's counts since start; `None` while pairing is off.
+    #[serde(default)]
+    pub pairing: Option<PairingStatus>,
+}
+
+/// What flow pairing did since the engine started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairingStatus {
+    pub totals: PairingCounts,
+    /// Flows tracked at the end of the last interval.
+    pub tracked_flows: u64,
+    /// Anomaly rows left out by the per-kind bound of an interval.
+    pub truncated: u64,
+}
+
+/// What one interval brought besides the volumes: the traffic split, and flow pairing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IntervalInput<'a> {
+    /// What each source counted (`None`: the source is off).
+    pub xdp: Option<&'a Volumes>,
+    pub flow: Option<&'a Volumes>,
+    /// The XDP and flow bytes split by `volume.local`.
+    pub xdp_traffic: Traffic,
+    pub flow_traffic: Traffic,
+    /// The pairing's interval; `None` while pairing is off.
+    pub pairing: Option<&'a IntervalAnomalies>,
+    /// Flows the pairing tracks now.
+    pub tracked_flows: usize,
 }
 
 /// A block the core wants the owner to apply.
@@ -159,6 +203,16 @@ struct Detector {
     suppressed: std::collections::HashMap<Prefix, u64>,
 }
 
+/// A detector's hot candidates of one interval.
+#[derive(Debug, Default)]
+struct Candidates {
+    hitters: Vec<HeavyHitter>,
+    /// Bytes of the interval the shares are of.
+    total_bytes: u64,
+    /// Why a candidate is hot, for those not over a volume limit (anomalies, aggregates).
+    why: std::collections::HashMap<Prefix, String>,
+}
+
 impl Detector {
     fn new(config: DetectorConfig) -> Self {
         let hot = HotSet::new(HotConfig {
@@ -174,6 +228,179 @@ impl Detector {
             suppressed: std::collections::HashMap::new(),
         }
     }
+
+    /// The interval's candidates; `None` when the detector's source is off.
+    fn candidates(&self, elapsed: Duration, input: &IntervalInput<'_>) -> Option<Candidates> {
+        match &self.config.trigger {
+            Trigger::Volume(policy) => {
+                let volumes = match self.config.source {
+                    VolumeSource::Xdp => input.xdp,
+                    VolumeSource::Flow => input.flow,
+                }?;
+                let report = volumes.heavy_hitters(elapsed, policy).ok()?;
+                Some(Candidates {
+                    hitters: report.hitters,
+                    total_bytes: report.totals.bytes,
+                    why: std::collections::HashMap::new(),
+                })
+            }
+            Trigger::Anomaly(trigger) => Some(anomaly_candidates(
+                *trigger,
+                &input.pairing?.anomalies,
+                elapsed,
+            )),
+        }
+    }
+
+    /// Adds to `candidates` the announced prefixes of `table` that hold at least
+    /// `aggregate.min_held` of the detector's prefixes (held hot, or candidates now), and are
+    /// no broader than the shortest lengths the detector acts on.
+    fn add_announced(
+        &self,
+        candidates: &mut Candidates,
+        table: &OriginTable,
+        aggregate: AnnouncedAggregate,
+    ) {
+        struct Group {
+            origin: String,
+            members: std::collections::BTreeSet<Prefix>,
+            hitter: HeavyHitter,
+        }
+        let (shortest_v4, shortest_v6) = self.config.trigger.shortest();
+        let held: std::collections::BTreeSet<Prefix> = self
+            .hot
+            .iter()
+            .map(|(prefix, _)| prefix)
+            .chain(candidates.hitters.iter().map(|hitter| hitter.prefix))
+            .collect();
+        let now: std::collections::HashMap<Prefix, HeavyHitter> = candidates
+            .hitters
+            .iter()
+            .map(|hitter| (hitter.prefix, *hitter))
+            .collect();
+        let mut groups: BTreeMap<Prefix, Group> = BTreeMap::new();
+        for prefix in held {
+            let Some(announcement) = table.lookup(prefix.addr()) else {
+                continue;
+            };
+            let announced = announcement.prefix;
+            // Only an announcement that holds the whole prefix and is wider than it (the
+            // table gives the most specific one covering its first address).
+            let shortest = if announced.is_ipv4() {
+                shortest_v4
+            } else {
+                shortest_v6
+            };
+            if announced.prefix_len() >= prefix.prefix_len() || announced.prefix_len() < shortest {
+                continue;
+            }
+            let group = groups.entry(announced).or_insert_with(|| Group {
+                origin: announcement.origin.to_string(),
+                members: std::collections::BTreeSet::new(),
+                hitter: HeavyHitter {
+                    prefix: announced,
+                    bytes: 0,
+                    packets: 0,
+                    bytes_per_sec: 0.0,
+                    packets_per_sec: 0.0,
+                    sources: 0,
+                    residual_bytes: 0,
+                    residual_packets: 0,
+                },
+            });
+            let _: bool = group.members.insert(prefix);
+            if let Some(hitter) = now.get(&prefix) {
+                let sum = &mut group.hitter;
+                sum.bytes = sum.bytes.saturating_add(hitter.bytes);
+                sum.packets = sum.packets.saturating_add(hitter.packets);
+                sum.bytes_per_sec += hitter.bytes_per_sec;
+                sum.packets_per_sec += hitter.packets_per_sec;
+                sum.sources = sum.sources.saturating_add(hitter.sources);
+            }
+        }
+        for (announced, group) in groups {
+            if group.members.len() < aggregate.min_held
+                || self.suppressed.contains_key(&announced)
+                || now.contains_key(&announced)
+            {
+                continue;
+            }
+            let _: Option<String> = candidates.why.insert(
+                announced,
+                format!(
+                    "announced {announced} of {}: {} hot prefixes inside",
+                    group.origin,
+                    group.members.len()
+                ),
+            );
+            candidates.hitters.push(group.hitter);
+        }
+    }
+}
+
+/// The source prefixes whose unpaired flows of the trigger's kind reach its threshold.
+fn anomaly_candidates(
+    trigger: AnomalyTrigger,
+    anomalies: &[Anomaly],
+    elapsed: Duration,
+) -> Candidates {
+    // Reflection counts every port together: an amplifier pool answers on several.
+    let mut per_prefix: BTreeMap<Prefix, (u64, u64)> = BTreeMap::new();
+    let mut total_bytes = 0u64;
+    for anomaly in anomalies {
+        let matches = matches!(
+            (trigger.kind, anomaly.kind),
+            (AnomalyFilter::OneWay, AnomalyKind::OneWay)
+                | (AnomalyFilter::Reflection, AnomalyKind::Reflection(_))
+        );
+        let Ok(prefix) = anomaly.prefix.parse::<Prefix>() else {
+            continue;
+        };
+        if !matches {
+            continue;
+        }
+        total_bytes = total_bytes.saturating_add(anomaly.bytes);
+        let (flows, bytes) = per_prefix.entry(prefix).or_default();
+        *flows = flows.saturating_add(anomaly.flows);
+        *bytes = bytes.saturating_add(anomaly.bytes);
+    }
+    let seconds = elapsed.as_secs_f64().max(0.001);
+    let mut candidates = Candidates {
+        total_bytes,
+        ..Candidates::default()
+    };
+    for (prefix, (flows, bytes)) in per_prefix {
+        if flows < trigger.flows_per_interval {
+            continue;
+        }
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a rate for a log line: a float's 53 bits are plenty"
+        )]
+        let bytes_per_sec = bytes as f64 / seconds;
+        candidates.hitters.push(HeavyHitter {
+            prefix,
+            bytes,
+            packets: 0,
+            bytes_per_sec,
+            packets_per_sec: 0.0,
+            sources: 0,
+            residual_bytes: bytes,
+            residual_packets: 0,
+        });
+        let kind = match trigger.kind {
+            AnomalyFilter::OneWay => "one-way (unanswered) flows",
+            AnomalyFilter::Reflection => "unrequested flows from reflection ports",
+        };
+        let _: Option<String> = candidates.why.insert(
+            prefix,
+            format!(
+                "{flows} {kind} in an interval ({bytes} bytes; threshold {})",
+                trigger.flows_per_interval
+            ),
+        );
+    }
+    candidates
 }
 
 const fn family_name(prefix: &Prefix) -> &'static str {
@@ -210,6 +437,10 @@ pub struct VolumeCore {
     detectors: Vec<Detector>,
     top_n: usize,
     snapshot: VolumeSnapshot,
+    /// Where each interval's split, top prefixes and anomalies are added for the history.
+    tap: Option<SharedTap>,
+    /// Origin and announced prefix of the history's rows, and announced aggregation.
+    origins: Option<Origins>,
 }
 
 impl VolumeCore {
@@ -224,7 +455,21 @@ impl VolumeCore {
             detectors,
             top_n: config.top,
             snapshot: VolumeSnapshot::default(),
+            tap: None,
+            origins: None,
         }
+    }
+
+    /// Add each interval's traffic split, top source prefixes and anomalies to `tap`, from the
+    /// next interval on; `None` stops.
+    pub fn set_tap(&mut self, tap: Option<SharedTap>) {
+        self.tap = tap;
+    }
+
+    /// Name origins in the history's rows and aggregate by announced prefix with `origins`;
+    /// `None`: neither.
+    pub fn set_origins(&mut self, origins: Option<Origins>) {
+        self.origins = origins;
     }
 
     /// Take a new configuration. Detectors whose settings did not change keep their hot
@@ -264,7 +509,26 @@ impl VolumeCore {
         xdp: Option<&Volumes>,
         flow: Option<&Volumes>,
     ) -> Vec<DetectorOrder> {
+        self.end_interval_with(
+            now_unix,
+            elapsed,
+            &IntervalInput {
+                xdp,
+                flow,
+                ..IntervalInput::default()
+            },
+        )
+    }
+
+    /// [`Self::end_interval`] with the traffic split and the pairing's anomalies too.
+    pub fn end_interval_with(
+        &mut self,
+        now_unix: u64,
+        elapsed: Duration,
+        input: &IntervalInput<'_>,
+    ) -> Vec<DetectorOrder> {
         let elapsed = elapsed.max(Duration::from_millis(1));
+        let (xdp, flow) = (input.xdp, input.flow);
         let mut orders = Vec::new();
         let mut totals = Vec::new();
         for (name, volumes) in [("xdp", xdp), ("flow", flow)] {
@@ -280,31 +544,29 @@ impl VolumeCore {
                 heap_bytes: u64::try_from(volumes.heap_bytes()).unwrap_or(u64::MAX),
             });
         }
+        // One table for the whole interval: a reload in the middle does not mix two.
+        let table = self.origins.as_ref().map(Origins::table);
         for detector in &mut self.detectors {
-            let volumes = match detector.config.source {
-                VolumeSource::Xdp => xdp,
-                VolumeSource::Flow => flow,
-            };
-            let Some(volumes) = volumes else { continue };
-            let Ok(mut report) = volumes.heavy_hitters(elapsed, &detector.config.policy) else {
+            let Some(mut candidates) = detector.candidates(elapsed, input) else {
                 continue;
             };
             detector.suppressed.retain(|_, until| *until > now_unix);
-            report
+            candidates
                 .hitters
                 .retain(|hitter| !detector.suppressed.contains_key(&hitter.prefix));
+            if let (Some(aggregate), Some(table)) = (detector.config.aggregate, &table) {
+                detector.add_announced(&mut candidates, table, aggregate);
+            }
             let ban_secs = detector.config.ban.as_secs().max(1);
-            let total_bytes = report.totals.bytes;
             let name = &detector.config.name;
             let action = detector.config.action;
-            for step in detector.hot.update(&report.hitters, now_unix) {
+            for step in detector.hot.update(&candidates.hitters, now_unix) {
                 match step {
                     Action::New {
                         prefix,
                         until,
                         hitter,
                     } => {
-                        let share = share_bp(hitter.bytes, total_bytes);
                         *self
                             .snapshot
                             .alerts
@@ -312,17 +574,23 @@ impl VolumeCore {
                             .or_default()
                             .entry(action.name().to_owned())
                             .or_default() += 1;
-                        log::warn!(
-                            "volume detector {name}: {prefix} over its limit: {} ({})",
-                            describe(&hitter, share),
-                            match action {
-                                VolumeAction::Report => "report".to_owned(),
-                                VolumeAction::Block => {
-                                    format!("blocking for {} s", until.saturating_sub(now_unix))
-                                }
+                        let doing = match action {
+                            VolumeAction::Report => "report".to_owned(),
+                            VolumeAction::Block => {
+                                format!("blocking for {} s", until.saturating_sub(now_unix))
                             }
-                        );
-                        let reason = format!("traffic volume: {}", describe(&hitter, share));
+                        };
+                        let reason = if let Some(why) = candidates.why.get(&prefix) {
+                            log::warn!("volume detector {name}: {prefix}: {why} ({doing})");
+                            why.clone()
+                        } else {
+                            let share = share_bp(hitter.bytes, candidates.total_bytes);
+                            let described = describe(&hitter, share);
+                            log::warn!(
+                                "volume detector {name}: {prefix} over its limit: {described} ({doing})"
+                            );
+                            format!("traffic volume: {described}")
+                        };
                         if action == VolumeAction::Block {
                             let _: Option<u64> = detector.ordered_until.insert(prefix, until);
                             orders.push(DetectorOrder {
@@ -383,7 +651,79 @@ impl VolumeCore {
                 })
             })
             .collect();
+        self.snapshot.traffic = Traffic {
+            // Both sources may see the same inbound traffic: XDP's counts are this host's own.
+            inbound_local: if xdp.is_some() {
+                input.xdp_traffic.inbound_local
+            } else {
+                input.flow_traffic.inbound_local
+            },
+            inbound_external: if xdp.is_some() {
+                input.xdp_traffic.inbound_external
+            } else {
+                input.flow_traffic.inbound_external
+            },
+            outbound_local: input.flow_traffic.outbound_local,
+            outbound_external: input.flow_traffic.outbound_external,
+        };
+        match input.pairing {
+            Some(pairing) => {
+                self.snapshot.anomalies.clone_from(&pairing.anomalies);
+                let status = self
+                    .snapshot
+                    .pairing
+                    .get_or_insert_with(PairingStatus::default);
+                status.totals.merge(&pairing.counts);
+                status.tracked_flows = u64::try_from(input.tracked_flows).unwrap_or(u64::MAX);
+                status.truncated = status.truncated.saturating_add(pairing.truncated);
+            }
+            None => self.snapshot.anomalies.clear(),
+        }
+        if let Some(tap) = &self.tap {
+            let rows = self.history_rows(xdp.or(flow), table.as_deref());
+            let traffic = self.snapshot.traffic;
+            let anomalies = self.snapshot.anomalies.clone();
+            tap.with(|tap| {
+                add_traffic(&mut tap.traffic, &traffic);
+                for row in rows {
+                    tap.add_top(row);
+                }
+                for anomaly in anomalies {
+                    tap.add_anomaly(anomaly);
+                }
+            });
+        }
         orders
+    }
+
+    /// The history's top source prefixes by volume: the inbound source's (XDP when it ran,
+    /// else flows, as for the traffic split) top /24s and /64s, with origin and announced
+    /// prefix when `table` knows an announcement holding the whole prefix.
+    fn history_rows(
+        &self,
+        volumes: Option<&Volumes>,
+        table: Option<&OriginTable>,
+    ) -> Vec<history::TopRow> {
+        let Some(volumes) = volumes else {
+            return Vec::new();
+        };
+        volumes
+            .top(&[HISTORY_LEN_V4], &[HISTORY_LEN_V6], self.top_n)
+            .into_iter()
+            .map(|entry| {
+                let announcement = table
+                    .and_then(|table| table.lookup(entry.prefix.addr()))
+                    .filter(|found| found.prefix.prefix_len() <= entry.prefix.prefix_len());
+                history::TopRow {
+                    ranking: Ranking::PrefixByVolume,
+                    key: entry.prefix.to_string(),
+                    packets: entry.packets,
+                    bytes: entry.bytes,
+                    origin: announcement.map(|found| found.origin.to_string()),
+                    announced: announcement.map(|found| found.prefix.to_string()),
+                }
+            })
+            .collect()
     }
 
     fn top_rows(
@@ -465,22 +805,6 @@ impl VolumeCore {
     }
 }
 
-/// Decoder settings from the `[volume.flow]` table.
-pub fn decoder_settings(flow: &FlowConfig) -> DecoderSettings {
-    DecoderSettings {
-        template_timeout_secs: flow.template_timeout.as_secs().max(1),
-        direction: flow.direction,
-        ingress_interfaces: (!flow.ingress_interfaces.is_empty())
-            .then(|| flow.ingress_interfaces.iter().copied().collect()),
-        sampling_overrides: flow
-            .sampling
-            .iter()
-            .map(|s| (s.exporter, u64::from(s.rate)))
-            .collect(),
-        ..DecoderSettings::default()
-    }
-}
-
 /// The XDP volumes' tracking: IPv6 comes per /64.
 const fn xdp_track(track: TrackConfig) -> TrackConfig {
     TrackConfig {
@@ -497,11 +821,74 @@ fn track_config(config: &VolumeConfig) -> TrackConfig {
     }
 }
 
+/// What the collector thread adds to between two intervals.
+#[derive(Debug)]
+struct FlowTally {
+    volumes: Volumes,
+    traffic: Traffic,
+}
+
+/// What the collector's sink and the engine thread share.
+#[derive(Debug)]
+struct FlowShared {
+    tally: Mutex<FlowTally>,
+    /// Behind its own lock: the engine judges an interval's flows while records come in.
+    pairing: Mutex<Option<FlowPairing>>,
+    /// Swapped on reload without restarting the collector.
+    local: Mutex<Arc<LocalNets>>,
+    /// The pairing's clock: milliseconds since this.
+    started: Instant,
+    interval: Duration,
+}
+
+impl FlowShared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// One datagram's records: into the volumes and the traffic split, then the pairing.
+    fn take_records(&self, records: &[FlowRecord]) {
+        let local = Arc::clone(&self.local.lock().unwrap_or_else(PoisonError::into_inner));
+        {
+            let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
+            let FlowTally { volumes, traffic } = &mut *tally;
+            volumes.add_flows(records, self.interval);
+            for record in records {
+                local.add_flow(traffic, record);
+            }
+        }
+        if let Some(pairing) = self
+            .pairing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            pairing.observe(records, self.now_ms());
+        }
+    }
+}
+
+/// The collector's sink: every datagram's records go to the volumes, the split and the pairing.
+fn flow_sink(shared: Arc<FlowShared>) -> RecordSink {
+    Box::new(move |records| shared.take_records(records))
+}
+
+/// A new pairing for `settings`; `None` (logged) when they are refused.
+fn new_pairing(settings: Option<PairingSettings>) -> Option<FlowPairing> {
+    match FlowPairing::new(settings?) {
+        Ok(pairing) => Some(pairing),
+        Err(err) => {
+            log::error!("flow pairing off: {}", crate::error_chain(&err));
+            None
+        }
+    }
+}
+
 /// A running flow collector and the volumes it adds to.
 struct FlowSide {
     config: FlowConfig,
     collector: FlowCollector,
-    volumes: Arc<Mutex<Volumes>>,
+    shared: Arc<FlowShared>,
     stats: SharedExporterStats,
 }
 
@@ -510,13 +897,23 @@ impl FlowSide {
         config: &FlowConfig,
         track: TrackConfig,
         interval: Duration,
+        local: Arc<LocalNets>,
+        pairing: Option<PairingSettings>,
     ) -> Result<Self, EngineError> {
-        let volumes = Arc::new(Mutex::new(Volumes::new(track).map_err(EngineError::Track)?));
-        let sink_volumes = Arc::clone(&volumes);
+        let shared = Arc::new(FlowShared {
+            tally: Mutex::new(FlowTally {
+                volumes: Volumes::new(track).map_err(EngineError::Track)?,
+                traffic: Traffic::default(),
+            }),
+            pairing: Mutex::new(new_pairing(pairing)),
+            local: Mutex::new(local),
+            started: Instant::now(),
+            interval,
+        });
         let settings = CollectorSettings {
             listen: config.listen,
             receive_buffer_bytes: config.receive_buffer,
-            decoder: decoder_settings(config),
+            decoder: config.decoder_settings(),
             exporters: config.exporters.clone(),
         };
         if config.exporters.is_empty() {
@@ -525,30 +922,58 @@ impl FlowSide {
                 config.listen
             );
         }
-        let collector = FlowCollector::start(
-            settings,
-            Box::new(move |records| {
-                sink_volumes
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .add_flows(records, interval);
-            }),
-        )?;
+        let collector = FlowCollector::start(settings, flow_sink(Arc::clone(&shared)))?;
         log::info!("flow collector listening on udp {}", collector.local_addr());
         let stats = collector.stats();
         Ok(Self {
             config: config.clone(),
             collector,
-            volumes,
+            shared,
             stats,
         })
     }
 
-    /// The interval's flow volumes; the collector goes on with `spare` (cleared).
-    fn swap(&self, spare: &mut Volumes) {
+    /// The interval's flow volumes and traffic split; the collector goes on with `spare`
+    /// (cleared).
+    fn swap(&self, spare: &mut Volumes) -> Traffic {
         spare.clear();
-        let mut live = self.volumes.lock().unwrap_or_else(PoisonError::into_inner);
-        std::mem::swap(&mut *live, spare);
+        let mut live = self
+            .shared
+            .tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut live.volumes, spare);
+        std::mem::take(&mut live.traffic)
+    }
+
+    /// The pairing's interval and the flows it tracks; `None` while pairing is off.
+    fn take_pairing(&self) -> Option<(IntervalAnomalies, usize)> {
+        let now_ms = self.shared.now_ms();
+        let mut pairing = self
+            .shared
+            .pairing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let pairing = pairing.as_mut()?;
+        Some((pairing.take_interval(now_ms), pairing.tracked()))
+    }
+
+    /// New local prefixes and pairing settings, without restarting the collector; a changed
+    /// pairing starts over empty.
+    fn set_local(&self, local: Arc<LocalNets>, pairing: Option<PairingSettings>) {
+        *self
+            .shared
+            .local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = local;
+        let mut current = self
+            .shared
+            .pairing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref().map(FlowPairing::settings) != pairing.as_ref() {
+            *current = new_pairing(pairing);
+        }
     }
 
     fn exporters(&self) -> Vec<ExporterRow> {
@@ -571,8 +996,19 @@ impl FlowSide {
     }
 }
 
+/// The pairing's settings of `config`, when pairing is on.
+fn pairing_settings(config: &VolumeConfig) -> Option<PairingSettings> {
+    config.flow.as_ref()?;
+    config
+        .pairing
+        .as_ref()
+        .map(|pairing| pairing.settings(&config.local))
+}
+
 enum EngineCommand {
     Reload(Box<VolumeConfig>),
+    SetTap(Option<SharedTap>),
+    SetOrigins(Option<Origins>),
     Stop,
 }
 
@@ -587,6 +1023,7 @@ pub struct VolumeEngine {
 impl VolumeEngine {
     /// Start the collector (when configured) and the interval thread. `xdp` drains the XDP
     /// program's per-source maps (read while `xdp_accounting` is on); blocks go to `owner`.
+    /// [`Self::set_tap`] and [`Self::set_origins`] add the history tap and the origins table.
     ///
     /// # Errors
     /// When the flow collector cannot bind.
@@ -598,10 +1035,19 @@ impl VolumeEngine {
     ) -> Result<Self, EngineError> {
         let core = VolumeCore::new(config);
         let track = track_config(config);
+        let local = Arc::new(LocalNets::new(&config.local));
         let flow = config
             .flow
             .as_ref()
-            .map(|flow| FlowSide::start(flow, track, config.interval))
+            .map(|flow| {
+                FlowSide::start(
+                    flow,
+                    track,
+                    config.interval,
+                    Arc::clone(&local),
+                    pairing_settings(config),
+                )
+            })
             .transpose()?;
         let flow_addr = flow.as_ref().map(|f| f.collector.local_addr());
         let snapshot = Arc::new(Mutex::new(VolumeSnapshot::default()));
@@ -609,8 +1055,10 @@ impl VolumeEngine {
         let mut worker = Worker {
             core,
             config: config.clone(),
+            local,
             xdp,
             xdp_volumes: Volumes::new(xdp_track(track)).map_err(EngineError::Track)?,
+            xdp_traffic: Traffic::default(),
             flow,
             flow_volumes: Volumes::new(track).map_err(EngineError::Track)?,
             owner,
@@ -646,6 +1094,18 @@ impl VolumeEngine {
         let _ = self.commands.send(EngineCommand::Reload(Box::new(config)));
     }
 
+    /// Add every interval's traffic split, top source prefixes and flow anomalies to `tap`
+    /// (from the next interval on); `None` stops adding.
+    pub fn set_tap(&self, tap: Option<SharedTap>) {
+        let _ = self.commands.send(EngineCommand::SetTap(tap));
+    }
+
+    /// Use `origins` for the history rows' origin and announced prefix and for detectors'
+    /// `aggregate = "announced"`; `None`: neither.
+    pub fn set_origins(&self, origins: Option<Origins>) {
+        let _ = self.commands.send(EngineCommand::SetOrigins(origins));
+    }
+
     /// Stop the thread and the collector.
     pub fn stop(mut self) {
         self.shutdown();
@@ -670,8 +1130,12 @@ impl Drop for VolumeEngine {
 struct Worker {
     core: VolumeCore,
     config: VolumeConfig,
+    /// `config.local`, looked up.
+    local: Arc<LocalNets>,
     xdp: Option<VolumeReader>,
     xdp_volumes: Volumes,
+    /// The split of what `xdp_volumes` holds.
+    xdp_traffic: Traffic,
     flow: Option<FlowSide>,
     /// The flow volumes of the interval being evaluated (swapped with the collector's).
     flow_volumes: Volumes,
@@ -700,6 +1164,14 @@ impl Worker {
                     self.reload(*config);
                     continue;
                 }
+                Ok(EngineCommand::SetTap(tap)) => {
+                    self.core.set_tap(tap);
+                    continue;
+                }
+                Ok(EngineCommand::SetOrigins(origins)) => {
+                    self.core.set_origins(origins);
+                    continue;
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             let now = Instant::now();
@@ -725,6 +1197,9 @@ impl Worker {
             // The maps hold whatever was counted before accounting went off: not this interval.
             self.discard_xdp = true;
         }
+        if config.local != self.config.local {
+            self.local = Arc::new(LocalNets::new(&config.local));
+        }
         let flow_changed = self.flow.as_ref().map(|f| &f.config) != config.flow.as_ref()
             || config.interval != self.config.interval;
         if flow_changed || track_config(&config) != track_config(&self.config) {
@@ -741,29 +1216,41 @@ impl Worker {
                 (Err(err), _) | (_, Err(err)) => log::error!("volume tracking: {err}"),
             }
             if let Some(flow) = &config.flow {
-                match FlowSide::start(flow, track, config.interval) {
+                match FlowSide::start(
+                    flow,
+                    track,
+                    config.interval,
+                    Arc::clone(&self.local),
+                    pairing_settings(&config),
+                ) {
                     Ok(side) => self.flow = Some(side),
                     Err(err) => {
                         log::error!("flow collector not restarted: {}", crate::error_chain(&err));
                     }
                 }
             }
+        } else if let Some(flow) = &self.flow {
+            flow.set_local(Arc::clone(&self.local), pairing_settings(&config));
         }
         self.config = config;
     }
 
-    /// Read the XDP volume maps into `xdp_volumes` (cleared first), or into nothing when
-    /// `discard_xdp` says the counts are stale. Whether `xdp_volumes` holds this interval.
+    /// Read the XDP volume maps into `xdp_volumes` and `xdp_traffic` (cleared first), or into
+    /// nothing when `discard_xdp` says the counts are stale. Whether they hold this interval.
     fn drain_xdp(&mut self) -> bool {
         self.xdp_volumes.clear();
+        self.xdp_traffic = Traffic::default();
         let discard = std::mem::take(&mut self.discard_xdp);
         let Some(reader) = self.xdp.as_mut().filter(|_| self.config.xdp_accounting) else {
             return false;
         };
         let volumes = &mut self.xdp_volumes;
+        let traffic = &mut self.xdp_traffic;
+        let local = &self.local;
         let result = reader.drain(&mut |source: IpAddr, packets, bytes| {
             if !discard {
                 volumes.add(source, bytes, packets);
+                local.add_inbound(traffic, source, bytes);
             }
         });
         if let Err(err) = result {
@@ -776,15 +1263,24 @@ impl Worker {
 
     fn interval(&mut self, elapsed: Duration) {
         let xdp_on = self.drain_xdp();
-        if let Some(flow) = &self.flow {
-            flow.swap(&mut self.flow_volumes);
-        }
+        let flow_traffic = self
+            .flow
+            .as_ref()
+            .map(|flow| flow.swap(&mut self.flow_volumes))
+            .unwrap_or_default();
+        let pairing = self.flow.as_ref().and_then(FlowSide::take_pairing);
         let now_unix = self.clock.now_unix();
-        let orders = self.core.end_interval(
+        let orders = self.core.end_interval_with(
             now_unix,
             elapsed,
-            xdp_on.then_some(&self.xdp_volumes),
-            self.flow.is_some().then_some(&self.flow_volumes),
+            &IntervalInput {
+                xdp: xdp_on.then_some(&self.xdp_volumes),
+                flow: self.flow.is_some().then_some(&self.flow_volumes),
+                xdp_traffic: self.xdp_traffic,
+                flow_traffic,
+                pairing: pairing.as_ref().map(|(anomalies, _)| anomalies),
+                tracked_flows: pairing.as_ref().map_or(0, |(_, tracked)| *tracked),
+            },
         );
         self.apply(orders, now_unix);
         let mut snapshot = self.core.snapshot().clone();
@@ -882,16 +1378,19 @@ mod tests {
         DetectorConfig {
             name: name.to_owned(),
             source: VolumeSource::Xdp,
-            policy: VolumeLimits::new(
-                Limit::bytes(bytes_per_second),
-                Lengths::V4,
-                Lengths::V6,
-                &[],
-            )
-            .unwrap(),
+            trigger: Trigger::Volume(
+                VolumeLimits::new(
+                    Limit::bytes(bytes_per_second),
+                    Lengths::V4,
+                    Lengths::V6,
+                    &[],
+                )
+                .unwrap(),
+            ),
             action,
             ban: Duration::from_secs(600),
             cool_intervals: 1,
+            aggregate: None,
         }
     }
 
@@ -1057,13 +1556,15 @@ mod tests {
     #[test]
     fn exempt_override_keeps_a_prefix_out() {
         let mut exempted = detector("flood", VolumeAction::Block, 1_000_000);
-        exempted.policy = VolumeLimits::new(
-            Limit::bytes(1_000_000),
-            Lengths::V4,
-            Lengths::V6,
-            &[Override::exempt("203.0.113.0/24".parse().unwrap())],
-        )
-        .unwrap();
+        exempted.trigger = Trigger::Volume(
+            VolumeLimits::new(
+                Limit::bytes(1_000_000),
+                Lengths::V4,
+                Lengths::V6,
+                &[Override::exempt("203.0.113.0/24".parse().unwrap())],
+            )
+            .unwrap(),
+        );
         let mut core = VolumeCore::new(&config(vec![exempted]));
         assert!(
             core.end_interval(1000, TEN_S, Some(&flood()), None)
@@ -1097,5 +1598,327 @@ mod tests {
             kinds.contains(&("volume:change".to_owned(), true)),
             "{kinds:?}"
         );
+    }
+
+    fn origins(rows: &[(&str, u32)]) -> Origins {
+        let mut builder = crate::origins::TableBuilder::new();
+        for (prefix, asn) in rows {
+            builder.add(
+                prefix.parse().unwrap(),
+                crate::origins::OriginAs::Single(*asn),
+                50,
+            );
+        }
+        Origins::with_table(builder.build())
+    }
+
+    fn record(source: &str, destination: &str, protocol: u8, ports: (u16, u16)) -> FlowRecord {
+        FlowRecord {
+            destination: destination.parse().unwrap(),
+            protocol,
+            source_port: ports.0,
+            destination_port: ports.1,
+            tcp_flags: (protocol == 6).then_some(0x02),
+            ..FlowRecord::new(source.parse().unwrap(), 1_000, 2)
+        }
+    }
+
+    #[test]
+    fn the_composed_sink_feeds_volumes_split_and_pairing() {
+        let local = Arc::new(LocalNets::new(&["198.51.100.0/24".parse().unwrap()]));
+        let shared = Arc::new(FlowShared {
+            tally: Mutex::new(FlowTally {
+                volumes: Volumes::new(TrackConfig::default()).unwrap(),
+                traffic: Traffic::default(),
+            }),
+            pairing: Mutex::new(new_pairing(Some(PairingSettings {
+                local: vec!["198.51.100.0/24".parse().unwrap()],
+                ..PairingSettings::default()
+            }))),
+            local: Mutex::new(local),
+            started: Instant::now(),
+            interval: TEN_S,
+        });
+        let mut sink = flow_sink(Arc::clone(&shared));
+        sink(&[
+            // A scan nobody answers, and a conversation in both directions.
+            record("203.0.113.9", "198.51.100.5", 6, (40_000, 23)),
+            record("192.0.2.1", "198.51.100.5", 6, (40_001, 443)),
+            record("198.51.100.5", "192.0.2.1", 6, (443, 40_001)),
+        ]);
+        let tally = shared.tally.lock().unwrap();
+        assert_eq!(tally.volumes.v4.leaves(), 3);
+        assert_eq!(
+            (
+                tally.traffic.inbound_external,
+                tally.traffic.outbound_external
+            ),
+            (2_000, 1_000)
+        );
+        drop(tally);
+        let interval = shared
+            .pairing
+            .lock()
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .take_interval(u64::MAX);
+        assert_eq!(interval.counts.matched, 1);
+        assert_eq!(
+            interval.anomalies,
+            [Anomaly {
+                prefix: "203.0.113.0/24".into(),
+                kind: AnomalyKind::OneWay,
+                flows: 1,
+                bytes: 1_000,
+            }]
+        );
+    }
+
+    fn one_way(prefix: &str, flows: u64) -> Anomaly {
+        Anomaly {
+            prefix: prefix.into(),
+            kind: AnomalyKind::OneWay,
+            flows,
+            bytes: flows * 60,
+        }
+    }
+
+    #[test]
+    fn the_tap_gets_the_split_top_prefixes_with_origins_and_anomalies() {
+        let mut core = VolumeCore::new(&config(vec![]));
+        let tap = SharedTap::new();
+        core.set_tap(Some(tap.clone()));
+        core.set_origins(Some(origins(&[("203.0.113.0/24", 64_500)])));
+        let pairing = IntervalAnomalies {
+            anomalies: vec![one_way("192.0.2.0/24", 4)],
+            ..IntervalAnomalies::default()
+        };
+        let split = Traffic {
+            inbound_local: 10,
+            inbound_external: 20,
+            ..Traffic::default()
+        };
+        let flows = volumes(&[]);
+        let _ = core.end_interval_with(
+            1000,
+            TEN_S,
+            &IntervalInput {
+                xdp: Some(&flood()),
+                flow: Some(&flows),
+                xdp_traffic: split,
+                flow_traffic: Traffic {
+                    inbound_local: 99,
+                    outbound_external: 5,
+                    ..Traffic::default()
+                },
+                pairing: Some(&pairing),
+                tracked_flows: 3,
+            },
+        );
+        let taken = tap.take();
+        // Inbound from XDP (flows would count it twice), outbound from flows.
+        assert_eq!(
+            taken.traffic,
+            Traffic {
+                inbound_local: 10,
+                inbound_external: 20,
+                outbound_external: 5,
+                ..Traffic::default()
+            }
+        );
+        assert_eq!(core.snapshot().traffic, taken.traffic);
+        let keys: Vec<(&str, Option<&str>, Option<&str>)> = taken
+            .top
+            .iter()
+            .map(|row| {
+                (
+                    row.key.as_str(),
+                    row.origin.as_deref(),
+                    row.announced.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("203.0.113.0/24", Some("AS64500"), Some("203.0.113.0/24")),
+                ("198.51.100.0/24", None, None),
+            ]
+        );
+        assert_eq!(taken.top[0].bytes, 64 * 200_000);
+        assert_eq!(taken.top[0].ranking, Ranking::PrefixByVolume);
+        assert_eq!(taken.anomalies, pairing.anomalies);
+        assert_eq!(core.snapshot().anomalies, pairing.anomalies);
+        assert_eq!(core.snapshot().pairing.as_ref().unwrap().tracked_flows, 3);
+        // Without origins the rows name none.
+        core.set_origins(None);
+        let _ = core.end_interval(1010, TEN_S, Some(&flood()), None);
+        assert!(tap.take().top.iter().all(|row| row.origin.is_none()));
+    }
+
+    /// Hosts of 203.0.113.0/24 at 2 MB/s each over a 1 MB/s limit: each is hot alone.
+    fn hot_hosts(count: u8) -> Volumes {
+        let hosts: Vec<String> = (1..=count).map(|i| format!("203.0.113.{i}")).collect();
+        let traffic: Vec<(&str, u64)> = hosts.iter().map(|h| (h.as_str(), 20_000_000)).collect();
+        volumes(&traffic)
+    }
+
+    fn aggregating(min_held: usize) -> DetectorConfig {
+        DetectorConfig {
+            trigger: Trigger::Volume(
+                VolumeLimits::new(
+                    Limit::bytes(1_000_000),
+                    Lengths { min: 24, max: 32 },
+                    Lengths::V6,
+                    &[],
+                )
+                .unwrap(),
+            ),
+            aggregate: Some(AnnouncedAggregate { min_held }),
+            ..detector("agg", VolumeAction::Block, 1_000_000)
+        }
+    }
+
+    fn ordered(orders: &[DetectorOrder]) -> Vec<String> {
+        let mut prefixes: Vec<String> = orders.iter().map(|o| o.prefix.to_string()).collect();
+        prefixes.sort();
+        prefixes
+    }
+
+    #[test]
+    fn announced_aggregation_orders_the_announcement_of_enough_hot_prefixes() {
+        let table = || origins(&[("203.0.113.0/24", 64_500), ("202.0.0.0/7", 64_501)]);
+        // Three hot hosts inside the announced /24: the /24, which holds them, is ordered.
+        let mut core = VolumeCore::new(&config(vec![aggregating(3)]));
+        core.set_origins(Some(table()));
+        let orders = core.end_interval(1000, TEN_S, Some(&hot_hosts(3)), None);
+        assert_eq!(ordered(&orders), ["203.0.113.0/24"]);
+        assert_eq!(
+            orders[0].reason,
+            "announced 203.0.113.0/24 of AS64500: 3 hot prefixes inside"
+        );
+        assert_eq!(orders[0].source.to_string(), "volume:agg");
+
+        // Two: only the hosts.
+        let mut core = VolumeCore::new(&config(vec![aggregating(3)]));
+        core.set_origins(Some(table()));
+        let orders = core.end_interval(1000, TEN_S, Some(&hot_hosts(2)), None);
+        assert_eq!(ordered(&orders), ["203.0.113.1/32", "203.0.113.2/32"]);
+
+        // Hosts held from earlier intervals count too: the third makes the /24.
+        let orders = core.end_interval(1010, TEN_S, Some(&hot_hosts(3)), None);
+        assert_eq!(ordered(&orders), ["203.0.113.0/24"]);
+
+        // Announced only as a /7, broader than the detector's shortest length (/24): never.
+        let mut core = VolumeCore::new(&config(vec![aggregating(3)]));
+        core.set_origins(Some(origins(&[("202.0.0.0/7", 64_501)])));
+        let orders = core.end_interval(1000, TEN_S, Some(&hot_hosts(3)), None);
+        assert_eq!(orders.len(), 3, "{orders:?}");
+        assert!(orders.iter().all(|o| o.prefix.prefix_len() == 32));
+
+        // Without an origins table, or without aggregate: no aggregation.
+        let mut core = VolumeCore::new(&config(vec![aggregating(3)]));
+        assert_eq!(
+            core.end_interval(1000, TEN_S, Some(&hot_hosts(3)), None)
+                .len(),
+            3
+        );
+        let mut plain = aggregating(3);
+        plain.aggregate = None;
+        let mut core = VolumeCore::new(&config(vec![plain]));
+        core.set_origins(Some(table()));
+        assert_eq!(
+            core.end_interval(1000, TEN_S, Some(&hot_hosts(3)), None)
+                .len(),
+            3
+        );
+    }
+
+    fn scans_detector(flows_per_interval: u64) -> DetectorConfig {
+        DetectorConfig {
+            source: VolumeSource::Flow,
+            trigger: Trigger::Anomaly(AnomalyTrigger {
+                kind: AnomalyFilter::OneWay,
+                flows_per_interval,
+            }),
+            ..detector("scans", VolumeAction::Block, 1)
+        }
+    }
+
+    #[test]
+    fn an_anomaly_detector_acts_at_its_threshold_through_the_hot_set() {
+        let mut core = VolumeCore::new(&config(vec![scans_detector(100)]));
+        let interval = |anomalies: Vec<Anomaly>| IntervalAnomalies {
+            anomalies,
+            ..IntervalAnomalies::default()
+        };
+        let flows = volumes(&[]);
+        let run = |core: &mut VolumeCore, now: u64, pairing: Option<&IntervalAnomalies>| {
+            core.end_interval_with(
+                now,
+                TEN_S,
+                &IntervalInput {
+                    flow: Some(&flows),
+                    pairing,
+                    ..IntervalInput::default()
+                },
+            )
+        };
+        let under = interval(vec![
+            one_way("203.0.113.0/24", 99),
+            Anomaly {
+                // Reflection does not count for a one-way detector.
+                kind: AnomalyKind::Reflection(123),
+                ..one_way("198.51.100.0/24", 500)
+            },
+        ]);
+        assert!(run(&mut core, 1000, Some(&under)).is_empty());
+        let at = interval(vec![one_way("203.0.113.0/24", 100)]);
+        let orders = run(&mut core, 1010, Some(&at));
+        assert_eq!(ordered(&orders), ["203.0.113.0/24"]);
+        assert!(orders[0].new);
+        assert!(
+            orders[0]
+                .reason
+                .starts_with("100 one-way (unanswered) flows in an interval"),
+            "{}",
+            orders[0].reason
+        );
+        // Still hot: no new order; pairing off: nothing judged, nothing cooled.
+        assert!(run(&mut core, 1020, Some(&at)).is_empty());
+        assert!(run(&mut core, 1030, None).is_empty());
+        assert_eq!(core.snapshot().hot.len(), 1);
+        // Quiet: cooled.
+        assert!(run(&mut core, 1040, Some(&interval(vec![]))).is_empty());
+        assert!(core.snapshot().hot.is_empty());
+
+        // Reflection: every port of a prefix together.
+        let mut reflection = scans_detector(10);
+        reflection.trigger = Trigger::Anomaly(AnomalyTrigger {
+            kind: AnomalyFilter::Reflection,
+            flows_per_interval: 10,
+        });
+        let mut core = VolumeCore::new(&config(vec![reflection]));
+        let ports = interval(vec![
+            Anomaly {
+                kind: AnomalyKind::Reflection(123),
+                ..one_way("192.0.2.0/24", 6)
+            },
+            Anomaly {
+                kind: AnomalyKind::Reflection(53),
+                ..one_way("192.0.2.0/24", 4)
+            },
+        ]);
+        let orders = core.end_interval_with(
+            1000,
+            TEN_S,
+            &IntervalInput {
+                flow: Some(&flows),
+                pairing: Some(&ports),
+                ..IntervalInput::default()
+            },
+        );
+        assert_eq!(ordered(&orders), ["192.0.2.0/24"]);
     }
 }

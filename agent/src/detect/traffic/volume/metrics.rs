@@ -132,7 +132,55 @@ pub fn render(snapshot: &VolumeSnapshot) -> String {
             errors.add(&[("exporter", &exporter.exporter), ("kind", kind)], *count);
         }
     }
-    exposition::render(vec![
+    let mut traffic = MetricFamily::new(
+        "xdpguard_volume_traffic_bytes",
+        Kind::Gauge,
+        "Bytes of the last volume interval by direction and side of volume.local (inbound from XDP accounting when on, else flows; outbound from flows).",
+    );
+    let split = &snapshot.traffic;
+    for (direction, side, value) in [
+        ("inbound", "local", split.inbound_local),
+        ("inbound", "external", split.inbound_external),
+        ("outbound", "local", split.outbound_local),
+        ("outbound", "external", split.outbound_external),
+    ] {
+        traffic.add(&[("direction", direction), ("side", side)], value);
+    }
+    let mut families = vec![traffic];
+    if let Some(pairing) = &snapshot.pairing {
+        let mut pairs = MetricFamily::new(
+            "xdpguard_flow_pairs_total",
+            Kind::Counter,
+            "Flows judged by flow pairing, by outcome: matched (both directions), one_way and reflection (anomalies), reflection_requested, outbound_unanswered, ignored_unanswered, evicted (table full), overflow (anomaly keys full).",
+        );
+        let totals = &pairing.totals;
+        for (outcome, value) in [
+            ("matched", totals.matched),
+            ("one_way", totals.one_way),
+            ("reflection", totals.reflection),
+            ("reflection_requested", totals.reflection_requested),
+            ("outbound_unanswered", totals.outbound_unanswered),
+            ("ignored_unanswered", totals.ignored_unanswered),
+            ("evicted", totals.evicted),
+            ("overflow", totals.overflow),
+        ] {
+            pairs.add(&[("outcome", outcome)], value);
+        }
+        let mut tracked = MetricFamily::new(
+            "xdpguard_flow_pairing_tracked_flows",
+            Kind::Gauge,
+            "Flows (5-tuples) flow pairing waits on for their reverse direction.",
+        );
+        tracked.add(&[], pairing.tracked_flows);
+        let mut untracked = MetricFamily::new(
+            "xdpguard_flow_pairing_untracked_records_total",
+            Kind::Counter,
+            "Flow records flow pairing does not pair (other protocols, no destination).",
+        );
+        untracked.add(&[], totals.untracked);
+        families.extend([pairs, tracked, untracked]);
+    }
+    families.extend([
         bytes,
         packets,
         interval,
@@ -150,7 +198,8 @@ pub fn render(snapshot: &VolumeSnapshot) -> String {
         errors,
         rejected,
         templates,
-    ])
+    ]);
+    exposition::render(families)
 }
 
 #[cfg(test)]
@@ -158,7 +207,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::detect::traffic::volume::engine::{ExporterRow, SourceTotals, TopRow};
+    use crate::detect::traffic::volume::engine::{
+        ExporterRow, PairingStatus, SourceTotals, TopRow,
+    };
 
     #[test]
     fn render_labels_top_prefixes_totals_and_exporters() {
@@ -211,7 +262,44 @@ mod tests {
             .map(|rest| rest.split_once(' ').unwrap().0)
             .collect();
         assert!(text.contains("xdpguard_volume_xdp_sampling_exponent{family=\"ipv6\"} 0\n"));
-        assert_eq!(names.len(), 17, "{text}");
+        assert!(text.contains(
+            "xdpguard_volume_traffic_bytes{direction=\"inbound\",side=\"external\"} 0\n"
+        ));
+        // Pairing's series only while it runs.
+        assert!(!text.contains("xdpguard_flow_pairs_total"));
+        assert_eq!(names.len(), 18, "{text}");
         assert!(names.is_sorted(), "{names:?}");
+    }
+
+    #[test]
+    fn render_pairing_counters_and_the_traffic_split() {
+        let snapshot = VolumeSnapshot {
+            traffic: crate::history::model::Traffic {
+                inbound_local: 5,
+                outbound_external: 7,
+                ..Default::default()
+            },
+            pairing: Some(PairingStatus {
+                totals: crate::detect::traffic::flow::PairingCounts {
+                    matched: 3,
+                    one_way: 2,
+                    ..Default::default()
+                },
+                tracked_flows: 9,
+                truncated: 0,
+            }),
+            ..VolumeSnapshot::default()
+        };
+        let text = render(&snapshot);
+        for line in [
+            "xdpguard_flow_pairs_total{outcome=\"matched\"} 3\n",
+            "xdpguard_flow_pairs_total{outcome=\"one_way\"} 2\n",
+            "xdpguard_flow_pairs_total{outcome=\"evicted\"} 0\n",
+            "xdpguard_flow_pairing_tracked_flows 9\n",
+            "xdpguard_volume_traffic_bytes{direction=\"inbound\",side=\"local\"} 5\n",
+            "xdpguard_volume_traffic_bytes{direction=\"outbound\",side=\"external\"} 7\n",
+        ] {
+            assert!(text.contains(line), "{line}{text}");
+        }
     }
 }

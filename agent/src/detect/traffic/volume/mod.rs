@@ -1,21 +1,27 @@
 //! Traffic volume per source prefix: count bytes and packets per source over an interval
 //! ([`trie`]), report the prefixes over a rate limit ([`heavy`]), and follow them across
-//! intervals ([`hysteresis`]). [`config`] is the `[volume]` table the detectors are set up by.
+//! intervals ([`hysteresis`]). [`config`] is the `[volume]` table the detectors are set up by;
+//! [`local`] splits traffic into this site's and the outside's.
 pub mod config;
 pub mod engine;
 pub mod heavy;
 pub mod hysteresis;
+pub mod local;
 pub mod metrics;
 pub mod trie;
 
 use std::{net::IpAddr, time::Duration};
 
-pub use config::{DetectorConfig, VolumeAction, VolumeConfig, VolumeSource};
+pub use config::{
+    AggregateBy, AnnouncedAggregate, AnomalyFilter, AnomalyTrigger, DetectorConfig, Trigger,
+    VolumeAction, VolumeConfig, VolumeSource,
+};
 pub use heavy::{
     HeavyError, HeavyHitter, Lengths, Limit, LimitsError, Override, Report, TopEntry, Totals,
     VolumeLimits,
 };
 pub use hysteresis::{Action, HotConfig, HotSet};
+pub use local::LocalNets;
 pub use trie::{DEFAULT_MAX_LEAVES, Key, Trie, Trie4, Trie6, TrieError, Volume};
 
 /// How sources are tracked: the longest prefix per family (longer addresses are truncated to
