@@ -172,3 +172,104 @@ fn block_asn_applies_the_guards_drops_at_the_nic_and_follows_new_dumps() {
     );
     daemon.stop();
 }
+
+#[test]
+#[ignore = "needs root and BPF: run by `cargo xtask test`"]
+fn log_scoring_blocks_the_announced_prefix_once_enough_of_it_is_banned() {
+    let sandbox = Sandbox::new("announced");
+    let workdir = Workdir::new("announced", xdpguard_binary!());
+    let dump = workdir.path.join("riswhoisdump.IPv4");
+    // 203.0.113.64/26 is its own announcement inside AS64500's /24.
+    std::fs::write(
+        &dump,
+        "64500\t203.0.113.0/24\t200\n64511\t203.0.113.64/26\t40\n",
+    )
+    .unwrap();
+    workdir.write_config(
+        FW_IF,
+        19_532,
+        &format!("\n[origins]\nfiles = [\"{}\"]\n", dump.display()),
+    );
+    let rulesets = workdir.path.join("rulesets");
+    std::fs::create_dir_all(&rulesets).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rulesets/sshd.toml");
+    std::fs::copy(shipped, rulesets.join("sshd.toml")).unwrap();
+    let log = workdir.path.join("auth.log");
+    std::fs::write(&log, "").unwrap();
+    workdir.add_log_scoring(
+        &rulesets,
+        &format!(
+            "[scoring]\nexclude_local = false\nban = \"1h\"\naggregate = \"announced\"\naggregate_min = 3\n[[inputs]]\nname = \"auth\"\nfile = \"{}\"\nrulesets = [\"sshd\"]\n",
+            log.display()
+        ),
+    );
+    let never_logged: IpAddr = "203.0.113.100".parse().unwrap();
+    let outside: IpAddr = "203.0.113.200".parse().unwrap();
+    for source in [never_logged, outside] {
+        sandbox.add_source(source);
+    }
+    let daemon = Daemon::start(&sandbox, &workdir);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            json(&daemon.cli(&["--json", "status"]))["origins"]["generation"] == 1
+        }),
+        "the table never loaded"
+    );
+    let append = |addr: &str| {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        for _ in 0..6 {
+            writeln!(
+                file,
+                "Nov 22 10:00:01 fw sshd[7]: Failed password for root from {addr} port 4242 ssh2"
+            )
+            .unwrap();
+        }
+    };
+    append("203.0.113.65");
+    append("203.0.113.70");
+    assert!(
+        eventually(Duration::from_secs(20), || listed(&daemon, "ruleset:sshd")
+            .len()
+            == 2),
+        "two addresses banned: {:?}",
+        listed(&daemon, "ruleset:sshd")
+    );
+    assert!(
+        !listed(&daemon, "ruleset:sshd").contains(&"203.0.113.64/26".to_owned()),
+        "two are not enough"
+    );
+    append("203.0.113.80");
+    assert!(
+        eventually(Duration::from_secs(20), || listed(&daemon, "ruleset:sshd")
+            .contains(&"203.0.113.64/26".to_owned())),
+        "the announced /26 was not blocked: {:?}\n{}",
+        listed(&daemon, "ruleset:sshd"),
+        daemon.stderr()
+    );
+    let entries = json(&daemon.cli(&["--json", "list", "--source", "ruleset:sshd"]));
+    let aggregate = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["prefix"] == "203.0.113.64/26")
+        .unwrap();
+    assert!(
+        aggregate["reason"]
+            .as_str()
+            .unwrap()
+            .contains("announced 203.0.113.64/26 of AS64511"),
+        "{aggregate}"
+    );
+    assert_eq!(
+        sandbox.ping(never_logged, FW_V4, 3),
+        0,
+        "a neighbour inside the announcement, never in the log, is dropped"
+    );
+    assert_eq!(
+        sandbox.ping(outside, FW_V4, 3),
+        3,
+        "the rest of AS64500's /24 is not"
+    );
+    daemon.stop();
+}

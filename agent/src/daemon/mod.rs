@@ -341,6 +341,8 @@ pub fn run(load: &dyn Fn() -> Result<Settings, DaemonError>) -> Result<(), Daemo
         Arc::new(SystemClock),
     )
     .map_err(|err| DaemonError::Config(error_chain(&err)))?;
+    volume.set_tap(Some(tap.clone()));
+    volume.set_origins(Some(origins.clone()));
     let volume_snapshot = volume.snapshot();
     if !settings.volume.detectors.is_empty() {
         log::info!(
