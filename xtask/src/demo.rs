@@ -222,7 +222,7 @@ interval = "2s"
     // The daemon's last record is at most two seconds old.
     std::thread::sleep(Duration::from_secs(3));
     let out = Command::new(binary)
-        .args(["report", "--since", "10m", "--bin", "5s", "--history"])
+        .args(["report", "--since", "1m", "--bin", "5s", "--history"])
         .arg(&history)
         .arg("--html")
         .arg(report)
