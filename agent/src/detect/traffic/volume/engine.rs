@@ -580,16 +580,22 @@ impl VolumeCore {
                                 format!("blocking for {} s", until.saturating_sub(now_unix))
                             }
                         };
+                        // Who announces it, where the origins table knows.
+                        let origin = table
+                            .as_ref()
+                            .and_then(|table| table.lookup(prefix.addr()))
+                            .map(|found| format!("; {} ({})", found.origin, found.prefix))
+                            .unwrap_or_default();
                         let reason = if let Some(why) = candidates.why.get(&prefix) {
-                            log::warn!("volume detector {name}: {prefix}: {why} ({doing})");
+                            log::warn!("volume detector {name}: {prefix}: {why} ({doing}){origin}");
                             why.clone()
                         } else {
                             let share = share_bp(hitter.bytes, candidates.total_bytes);
                             let described = describe(&hitter, share);
                             log::warn!(
-                                "volume detector {name}: {prefix} over its limit: {described} ({doing})"
+                                "volume detector {name}: {prefix} over its limit: {described} ({doing}){origin}"
                             );
-                            format!("traffic volume: {described}")
+                            format!("traffic volume: {described}{origin}")
                         };
                         if action == VolumeAction::Block {
                             let _: Option<u64> = detector.ordered_until.insert(prefix, until);
@@ -1420,6 +1426,22 @@ mod tests {
     }
 
     const TEN_S: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_volume_block_names_the_origin_of_its_prefix() {
+        let mut core = VolumeCore::new(&config(vec![detector(
+            "flood",
+            VolumeAction::Block,
+            1_000_000,
+        )]));
+        core.set_origins(Some(origins(&[("203.0.112.0/23", 64_500)])));
+        let orders = core.end_interval(1000, TEN_S, Some(&flood()), None);
+        assert_eq!(orders.len(), 1, "{orders:?}");
+        assert!(
+            orders[0].reason.ends_with("; AS64500 (203.0.112.0/23)"),
+            "{orders:?}"
+        );
+    }
 
     #[test]
     fn block_detector_orders_the_aggregate_once_then_extends_it() {
