@@ -569,4 +569,47 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn with_origins_prefix_rows_name_their_announcement_and_origins_are_ranked() {
+        let mut builder = crate::origins::TableBuilder::new();
+        // Holds 192.0.2.0/24 whole; 203.0.113.5 only inside a /25: no announcement on its row.
+        builder.add(
+            "192.0.0.0/16".parse().unwrap(),
+            crate::origins::OriginAs::Single(64500),
+            50,
+        );
+        builder.add(
+            "203.0.113.0/25".parse().unwrap(),
+            crate::origins::OriginAs::Single(64501),
+            50,
+        );
+        let table = builder.build();
+        let summary = summarize(
+            "nfcapd:/x".into(),
+            parsed(),
+            &FlowSummaryOptions {
+                span_seconds: 3600,
+                bin_seconds: 3600,
+                top_limit: 10,
+                local: &[],
+                origins: Some(&table),
+            },
+        )
+        .unwrap();
+        let row = |key: &str| summary.top.iter().find(|r| r.key == key).unwrap();
+        assert_eq!(row("192.0.2.0/24").origin.as_deref(), Some("AS64500"));
+        assert_eq!(
+            row("192.0.2.0/24").announced.as_deref(),
+            Some("192.0.0.0/16")
+        );
+        assert_eq!(row("203.0.113.0/24").origin, None);
+        let origins: Vec<(&str, u64)> = summary
+            .top
+            .iter()
+            .filter(|r| r.ranking == Ranking::OriginByVolume)
+            .map(|r| (r.key.as_str(), r.bytes))
+            .collect();
+        assert_eq!(origins, [("AS64500", 552), ("AS64501", 180)]);
+    }
 }
