@@ -167,14 +167,42 @@ pub enum Command {
         /// The log to read, or - for standard input.
         input: PathBuf,
     },
-    /// Who attacked, over time, from the daemon's history: unique sources and /24s or /64s
-    /// per bin and ruleset, drops, traffic, top origin ASes and prefixes, unusual flows; as
-    /// text, JSON (--json) or one self-contained HTML page with charts (--html FILE).
+    /// Who attacked, over time, from the daemon's history (or offline, from logs run through
+    /// rulesets or from nfcapd flow files): unique sources and /24s or /64s per bin and
+    /// ruleset, drops, traffic, top origin ASes and prefixes, unusual flows; as text, JSON
+    /// (--json) or one self-contained HTML page with charts (--html FILE).
+    ///
+    /// Offline (--log, --nfcapd) the range ends at the input's newest time (its last second +
+    /// 1) and --since counts back from there.
     Report {
-        /// The history database (the daemon's `[history] path`).
-        #[arg(long, default_value = DEFAULT_HISTORY)]
+        /// The history database (the daemon's `[history] path`); the default source.
+        #[arg(long, default_value = DEFAULT_HISTORY, conflicts_with_all = ["logs", "nfcapd"])]
         history: PathBuf,
-        /// How far back, e.g. 24h, 7d, 30d.
+        /// Offline: a log to run the rulesets over (repeatable), in the lines' own time, as
+        /// `check` runs them; each log is scored on its own. Lines without a readable time are
+        /// counted on standard error.
+        #[arg(long = "log", value_name = "FILE", conflicts_with = "nfcapd")]
+        logs: Vec<PathBuf>,
+        /// With --log: a ruleset file (repeatable).
+        #[arg(long = "ruleset", value_name = "FILE", requires = "logs")]
+        rulesets: Vec<PathBuf>,
+        /// With --log: a directory of ruleset files (*.toml).
+        #[arg(long = "rulesets", value_name = "DIR", requires = "logs")]
+        ruleset_dir: Option<PathBuf>,
+        /// With --log: take the rulesets (when neither --ruleset nor --rulesets names any), the
+        /// [rulesets] limits, the [scoring] policy and the inputs' modes from this daemon
+        /// configuration.
+        #[arg(long, requires = "logs")]
+        config: Option<PathBuf>,
+        /// Offline: the directory of nfcapd files to read with nfdump (Debian's nfdump).
+        /// Traffic is binned by flow end; no drops or passes (a flow export is no verdict).
+        #[arg(long, value_name = "DIR")]
+        nfcapd: Option<PathBuf>,
+        /// With --nfcapd: this site's prefixes (repeatable), to split traffic into local and
+        /// external and to pair flows (flows from outside into these are judged).
+        #[arg(long = "local", value_name = "PREFIX", requires = "nfcapd", value_parser = parse_prefix)]
+        local: Vec<xdpguard::prefix::Prefix>,
+        /// How far back, e.g. 24h, 7d, 30d (offline: from the input's newest time).
         #[arg(long, default_value = "7d", value_parser = parse_duration)]
         since: Duration,
         /// The bin size, e.g. 1h, 1d, 1w.
@@ -183,7 +211,8 @@ pub enum Command {
         /// Write the report as one HTML file (no network fetches, light and dark themes).
         #[arg(long)]
         html: Option<PathBuf>,
-        /// RIS whois dumps, to count distinct origin ASes per bin (repeatable).
+        /// RIS whois dumps, to count distinct origin ASes per bin (repeatable); with --nfcapd
+        /// also the top origin ASes by volume.
         #[arg(long = "origins")]
         origins: Vec<PathBuf>,
         /// Rows per top list.
@@ -263,6 +292,13 @@ pub struct RulesetLimitArgs {
     /// Set one limit, e.g. max_files=500 (repeatable; keys as in [rulesets]).
     #[arg(long = "limit", value_name = "KEY=N")]
     pub limit: Vec<String>,
+}
+
+/// An address or prefix, e.g. 198.51.100.0/24.
+fn parse_prefix(text: &str) -> Result<xdpguard::prefix::Prefix, String> {
+    xdpguard::prefix::Prefix::parse(text)
+        .map(|(prefix, _)| prefix)
+        .map_err(|err| format!("{text:?}: {err}"))
 }
 
 /// `64500` or `AS64500`.

@@ -16,6 +16,7 @@ use xdpguard::{
     enforce::dataplane::Dataplane,
     history::{query::SummaryQuery, store::HistoryStore},
     listfile,
+    report::offline,
     tools::{check, import_fail2ban, import_ini, lint},
 };
 
@@ -462,18 +463,32 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
         }
         Command::Report {
             history,
+            logs,
+            rulesets,
+            ruleset_dir,
+            config,
+            nfcapd,
+            local,
             since,
             bin,
             html,
             origins,
             top,
         } => report(
-            &history,
-            since,
-            bin,
-            html.as_deref(),
-            &origins,
-            top,
+            &ReportRequest {
+                history,
+                logs,
+                rulesets,
+                ruleset_dir,
+                config,
+                nfcapd,
+                local,
+                since,
+                bin,
+                html,
+                origins,
+                top,
+            },
             printer.json,
         ),
         Command::Lint { paths, limits } => {
@@ -517,52 +532,82 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
     }
 }
 
-/// `report`: a summary of the history over the last `since`, binned.
-fn report(
-    history: &Path,
+/// What `report` was asked for: the history (by default), or logs, or nfcapd files.
+struct ReportRequest {
+    history: std::path::PathBuf,
+    logs: Vec<std::path::PathBuf>,
+    rulesets: Vec<std::path::PathBuf>,
+    ruleset_dir: Option<std::path::PathBuf>,
+    config: Option<std::path::PathBuf>,
+    nfcapd: Option<std::path::PathBuf>,
+    local: Vec<xdpguard::prefix::Prefix>,
     since: Duration,
     bin: Duration,
-    html: Option<&Path>,
-    origin_files: &[std::path::PathBuf],
+    html: Option<std::path::PathBuf>,
+    origins: Vec<std::path::PathBuf>,
     top: usize,
-    json: bool,
-) -> Result<Reply> {
-    if json && html.is_some() {
+}
+
+/// `report`: a summary over the last `since`, binned: of the history, or offline of logs or
+/// of nfcapd files.
+fn report(request: &ReportRequest, json: bool) -> Result<Reply> {
+    if json && request.html.is_some() {
         return Err(usage("give --json or --html, not both"));
     }
-    if bin.as_secs() == 0 {
+    if request.bin.as_secs() == 0 {
         return Err(usage("--bin must be at least a second"));
     }
-    let origins = if origin_files.is_empty() {
+    let origins = if request.origins.is_empty() {
         None
     } else {
         let config = xdpguard::origins::OriginsConfig {
-            files: origin_files.to_vec(),
+            files: request.origins.clone(),
             ..xdpguard::origins::OriginsConfig::default()
         };
         Some(xdpguard::origins::load(&config)?.0)
     };
-    let store = HistoryStore::open_read_only(history)?;
-    let until = now_unix() + 1;
-    let lookup = |address: std::net::IpAddr| {
-        origins
-            .as_ref()
-            .and_then(|table| table.lookup(address))
-            .map(|found| found.origin.to_string())
+    let summary = if !request.logs.is_empty() {
+        report_logs(request, origins.as_ref())?
+    } else if let Some(dir) = &request.nfcapd {
+        let flows = offline::nfcapd::read_dir(dir)?;
+        offline::nfcapd::summarize(
+            format!("nfcapd:{}", dir.display()),
+            flows,
+            &offline::nfcapd::FlowSummaryOptions {
+                span_seconds: request.since.as_secs(),
+                bin_seconds: request.bin.as_secs(),
+                top_limit: request.top,
+                local: &request.local,
+                origins: origins.as_ref(),
+            },
+        )?
+    } else {
+        let store = HistoryStore::open_read_only(&request.history)?;
+        let until = now_unix() + 1;
+        let lookup = |address: std::net::IpAddr| {
+            origins
+                .as_ref()
+                .and_then(|table| table.lookup(address))
+                .map(|found| found.origin.to_string())
+        };
+        store.summary(&SummaryQuery {
+            since: until.saturating_sub(request.since.as_secs()),
+            until,
+            bin_seconds: request.bin.as_secs(),
+            top_limit: request.top,
+            origin_of: origins.as_ref().map(|_| &lookup as &dyn Fn(_) -> _),
+        })?
     };
-    let summary = store.summary(&SummaryQuery {
-        since: until.saturating_sub(since.as_secs()),
-        until,
-        bin_seconds: bin.as_secs(),
-        top_limit: top,
-        origin_of: origins.as_ref().map(|_| &lookup as &dyn Fn(_) -> _),
-    })?;
     let json_value = serde_json::to_value(&summary)?;
-    if let Some(path) = html {
+    if let Some(path) = &request.html {
+        let source = summary
+            .from
+            .split_once(':')
+            .map_or(summary.from.as_str(), |(_, source)| source);
         let page = xdpguard::report::html::render(
             &summary,
             &xdpguard::report::html::HtmlOptions {
-                title: format!("xdpguard report, {}", history.display()),
+                title: format!("xdpguard report, {source}"),
                 generated_at: now_unix(),
             },
         );
@@ -580,6 +625,94 @@ fn report(
         xdpguard::report::text::render(&summary),
         json_value,
     ))
+}
+
+/// `report --log`: the rulesets as `check` loads them (its flags, or the configuration's
+/// rulesets, limits, scoring policy and input modes), run over each log; what could not be
+/// placed in time goes to standard error.
+fn report_logs(
+    request: &ReportRequest,
+    origins: Option<&xdpguard::origins::OriginTable>,
+) -> Result<xdpguard::history::model::Summary> {
+    let config = request.config.as_deref().map(Config::read).transpose()?;
+    let mut paths: Vec<_> = request
+        .ruleset_dir
+        .iter()
+        .chain(&request.rulesets)
+        .cloned()
+        .collect();
+    if paths.is_empty()
+        && let Some(config) = &config
+    {
+        paths.extend(Config::ruleset_files(config)?);
+    }
+    let limits = ruleset_limits(&RulesetLimitArgs {
+        config: request.config.clone(),
+        limit: Vec::new(),
+    })?;
+    let mut loaded = ruleset::load_paths(&paths, &limits)?;
+    if loaded.is_empty() {
+        return Err(usage(
+            "no rulesets: name --ruleset FILE or --rulesets DIR, or --config",
+        ));
+    }
+    // The daemon's modes: an input's mode for the rulesets it reads, as `check` takes them.
+    for input in config.iter().flat_map(|c| &c.inputs) {
+        let Some(mode) = &input.mode else {
+            continue;
+        };
+        for ruleset in &mut loaded {
+            let read = input.rulesets.is_empty() || input.rulesets.contains(&ruleset.name);
+            if read && ruleset.modes().any(|m| m == mode) {
+                ruleset
+                    .set_mode(mode)
+                    .map_err(|message| anyhow::anyhow!("input {}: {message}", input.name))?;
+            }
+        }
+    }
+    let policy = config
+        .as_ref()
+        .map_or_else(ScoringPolicy::default, |c| c.scoring.board);
+    let now = now_unix();
+    let mut names = Vec::with_capacity(request.logs.len());
+    let mut scans = Vec::with_capacity(request.logs.len());
+    for path in &request.logs {
+        let scan = if path.as_os_str() == "-" {
+            offline::logs::scan(&loaded, std::io::stdin().lock(), policy, now)
+        } else {
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            offline::logs::scan(
+                &loaded,
+                std::io::BufReader::with_capacity(READ_BUFFER, file),
+                policy,
+                now,
+            )
+        }
+        .with_context(|| format!("reading {}", path.display()))?;
+        if let Some(caveats) = scan.caveats() {
+            eprintln!("report: {}: {caveats}", path.display());
+        }
+        names.push(path.display().to_string());
+        scans.push(scan);
+    }
+    let (summary, left_out) = offline::logs::summarize(
+        &names,
+        &scans,
+        &offline::logs::LogSummaryOptions {
+            span_seconds: request.since.as_secs(),
+            bin_seconds: request.bin.as_secs(),
+            origins,
+        },
+    )?;
+    if left_out.scores > 0 {
+        eprintln!(
+            "report: {} scores from before {} left out (--since counts back from the newest line)",
+            left_out.scores,
+            xdpguard::report::markup::Utc::of(summary.since).full()
+        );
+    }
+    Ok(summary)
 }
 
 fn finding_json(finding: &lint::Finding) -> serde_json::Value {
