@@ -167,9 +167,9 @@ fn realistic_summary() -> Summary {
 struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new() -> Self {
+    fn new(tag: &str) -> Self {
         let path =
-            std::env::temp_dir().join(format!("xdpguard-report-html-{}", std::process::id()));
+            std::env::temp_dir().join(format!("xdpguard-report-html-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         Self(path)
@@ -359,7 +359,7 @@ fn probe_copy(page: &str) -> String {
 #[ignore = "needs Debian's chromium (cargo xtask setup installs it); cargo xtask test runs it"]
 fn chromium_draws_every_chart_in_both_schemes() {
     assert!(chromium::available(), "{} is missing", chromium::BINARY);
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("render");
     let summary = realistic_summary();
     let page = render(
         &summary,
@@ -461,4 +461,154 @@ fn chromium_draws_every_chart_in_both_schemes() {
             light_fills = fills;
         }
     }
+}
+
+/// A recorded history of two days of hourly intervals ending now, as the daemon would write
+/// it: four rulesets, both families dropped and passed, traffic both ways, three kinds of
+/// decision source, ranked origins.
+fn record_history(path: &Path) {
+    use std::net::{IpAddr, Ipv4Addr};
+    use xdpguard::history::{
+        model::{IntervalRecord, ScoredSources},
+        store::{HistoryStore, StoreSettings},
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut store = HistoryStore::open(path, StoreSettings::default()).unwrap();
+    let first = (now / 3600 - 47) * 3600;
+    for hour in 0..48u64 {
+        // A daily rhythm: busier in the afternoon.
+        let load = 1 + (hour % 24).abs_diff(15);
+        let scored = ["nginx", "postfix", "sshd", "web"]
+            .iter()
+            .enumerate()
+            .map(|(i, ruleset)| ScoredSources {
+                ruleset: (*ruleset).to_owned(),
+                addresses: (0..(load * (i as u64 + 2)))
+                    .map(|n| {
+                        let n = u32::try_from(n + hour * 7).unwrap();
+                        IpAddr::V4(Ipv4Addr::from(0xcb00_7100 + (n % 200) + ((n / 40) << 8)))
+                    })
+                    .collect(),
+                overflow: 0,
+            })
+            .collect();
+        store
+            .record(&IntervalRecord {
+                start: first + hour * 3600,
+                seconds: 3600,
+                packets: PacketCounts {
+                    dropped_v4: 4000 * load,
+                    dropped_v6: 1500 * load,
+                    passed_v4: 9000,
+                    passed_v6: 3000,
+                    dropped_bytes: 330_000 * load,
+                    passed_bytes: 9_000_000,
+                },
+                traffic: Traffic {
+                    inbound_local: 2_000_000 * load,
+                    inbound_external: 3_000_000 * load,
+                    outbound_local: 1_500_000 * load,
+                    outbound_external: 2_500_000 * load,
+                },
+                decisions: vec![
+                    ("manual".into(), 1),
+                    ("ruleset:sshd".into(), load),
+                    ("volume:flood".into(), 1 + load / 3),
+                ],
+                scored,
+                top: ["AS64500", "AS64511", "AS64496"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, origin)| TopRow {
+                        ranking: Ranking::OriginByDrops,
+                        key: (*origin).to_owned(),
+                        packets: 1000 * load / (i as u64 + 1),
+                        bytes: 80_000 * load,
+                        origin: None,
+                        announced: None,
+                    })
+                    .collect(),
+                anomalies: vec![Anomaly {
+                    prefix: "198.51.100.0/24".into(),
+                    kind: AnomalyKind::Reflection(123),
+                    flows: load,
+                    bytes: 4800 * load,
+                }],
+            })
+            .unwrap();
+    }
+}
+
+/// `xdpguard report` itself, over a recorded history: its `--html` page draws every chart
+/// and carries the data its `--json` prints.
+#[test]
+#[ignore = "needs Debian's chromium (cargo xtask setup installs it); cargo xtask test runs it"]
+fn the_report_commands_page_draws_a_recorded_history() {
+    assert!(chromium::available(), "{} is missing", chromium::BINARY);
+    let scratch = Scratch::new("command");
+    let history = scratch.0.join("history.sqlite");
+    record_history(&history);
+    let page_path = scratch.0.join("command.html");
+    let report = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xdpguard"))
+            .args(["report", "--since", "2d", "--bin", "1h", "--history"])
+            .arg(&history)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let _ = report(&["--html", page_path.to_str().unwrap()]);
+    let json: Value = serde_json::from_slice(&report(&["--json"])).unwrap();
+    let page = std::fs::read_to_string(&page_path).unwrap();
+    let probed = scratch.0.join("command-probed.html");
+    std::fs::write(&probed, probe_copy(&page)).unwrap();
+    let layout = Window {
+        width: WIDTH,
+        height: 900,
+        dark: false,
+    };
+    let dom = chromium::dump_dom(&probed, layout).unwrap();
+    let probe = probe_of(&dom);
+    let embedded: Value = serde_json::from_str(
+        element_text(&dom, r#"id="report-data""#, "</script>").expect("the embedded data"),
+    )
+    .unwrap();
+    // The two commands ran a moment apart: every bin the JSON has data in is in the page,
+    // the same, and so are the rankings.
+    let bins = |summary: &Value| -> Vec<Value> {
+        summary["bins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|bin| bin["packets"]["dropped_v4"].as_u64().unwrap() > 0)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(bins(&json).len(), 48);
+    assert_eq!(bins(&embedded), bins(&json));
+    assert_eq!(embedded["top"], json["top"]);
+    assert_eq!(embedded["anomalies"], json["anomalies"]);
+    assert_eq!(embedded["rulesets"], json["rulesets"]);
+
+    let png = scratch.0.join("command.png");
+    chromium::screenshot(
+        &page_path,
+        &png,
+        Window {
+            width: WIDTH,
+            height: pixel_coordinate(&probe["height"]),
+            dark: false,
+        },
+    )
+    .unwrap();
+    check_charts(&chromium::read_png(&png).unwrap(), &probe, "light");
 }
