@@ -17,14 +17,15 @@ use serde::Serialize;
 use crate::{
     detect::logs::correlate::{SessionLimits, SessionStats, Sessions},
     detect::logs::prefix::{self, LogTime},
+    detect::logs::replay::{LineReader, YearGuess},
     detect::logs::ruleset::{FirstMatch, FirstPass, Memory, Outcome, Ruleset, RulesetLimits},
     detect::logs::score::{ScoreBoard, Scored, ScoringPolicy},
     origins::OriginTable,
     prefix::Prefix,
 };
 
-/// Longer lines are cut here (and counted).
-pub const MAX_LINE_BYTES: usize = 16 << 10;
+/// Longer lines are cut here (and counted), as the daemon's inputs cut them.
+pub use crate::detect::logs::input::MAX_LINE_BYTES;
 /// At most this many unmatched (and, apart, ambiguous) lines are kept for the report.
 const MAX_UNMATCHED: usize = 1000;
 
@@ -360,54 +361,9 @@ pub fn check_with<R: BufRead>(
     Ok(report)
 }
 
-/// Lines of a `BufRead`, each at most [`MAX_LINE_BYTES`]: a line within the reader's buffer
-/// is lent from it (no copy), one across its end or longer is gathered (and cut).
-#[derive(Default)]
-struct LineReader {
-    line: Vec<u8>,
-    /// What the lent line took of the reader's buffer, consumed on the next call.
-    lent: usize,
-}
-
-impl LineReader {
-    /// The next line with its newline, and whether it was cut; `None` at the end.
-    fn next<'a, R: BufRead>(
-        &'a mut self,
-        input: &'a mut R,
-    ) -> io::Result<Option<(&'a [u8], bool)>> {
-        input.consume(std::mem::take(&mut self.lent));
-        let whole = {
-            let available = input.fill_buf()?;
-            if available.is_empty() {
-                return Ok(None);
-            }
-            memchr::memchr(b'\n', available).filter(|&end| end <= MAX_LINE_BYTES)
-        };
-        if let Some(end) = whole {
-            self.lent = end + 1;
-            // The same buffer again: no read.
-            return Ok(Some((&input.fill_buf()?[..=end], false)));
-        }
-        self.line.clear();
-        let _: usize = io::Read::take(&mut *input, MAX_LINE_BYTES as u64 + 1)
-            .read_until(b'\n', &mut self.line)?;
-        let truncated = self.line.len() > MAX_LINE_BYTES && self.line.last() != Some(&b'\n');
-        if truncated {
-            self.line.truncate(MAX_LINE_BYTES);
-            // Skip the rest of the line.
-            let mut sink = Vec::new();
-            let _: usize = input.read_until(b'\n', &mut sink)?;
-        }
-        Ok(Some((&self.line, truncated)))
-    }
-}
-
 /// Log time as milliseconds for the score board: lines' own times, the year filled in.
 struct LogClock {
-    this_year: i32,
-    now_unix: i64,
-    /// The year of the last line without one, and its month (to see the months wrap).
-    year: Option<(i32, u8)>,
+    year: YearGuess,
     /// The first timed line's time: the clock counts from it, so lines without a time
     /// before it (at 0) are as old as it, not decades older.
     origin_ms: Option<u64>,
@@ -419,12 +375,8 @@ struct LogClock {
 
 impl LogClock {
     fn new(now_unix: u64) -> Self {
-        let now_unix = i64::try_from(now_unix).unwrap_or(i64::MAX);
-        let this_year = LogTime::from_unix_seconds(now_unix).year.unwrap_or(1970);
         Self {
-            this_year,
-            now_unix,
-            year: None,
+            year: YearGuess::new(now_unix),
             origin_ms: None,
             last_ms: 0,
             memo: None,
@@ -438,16 +390,7 @@ impl LogClock {
         let Some(time) = time else {
             return self.last_ms;
         };
-        let year = time.year.unwrap_or_else(|| match self.year {
-            // December, then January: the next year.
-            Some((year, month)) if time.month + 6 < month => year + 1,
-            Some((year, _)) => year,
-            None if time.unix(self.this_year) > self.now_unix + 86_400 => self.this_year - 1,
-            None => self.this_year,
-        });
-        if time.year.is_none() {
-            self.year = Some((year, time.month));
-        }
+        let year = self.year.year_of(&time);
         let whole = LogTime { nanos: 0, ..time };
         let seconds = match self.memo {
             Some((last, last_year, seconds)) if last == whole && last_year == year => seconds,

@@ -15,6 +15,7 @@ pub mod journal;
 pub mod metrics;
 pub mod offenders;
 pub mod prefix;
+pub mod replay;
 pub mod ruleset;
 pub mod score;
 

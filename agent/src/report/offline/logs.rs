@@ -30,16 +30,13 @@ use crate::{
     detect::logs::{
         correlate::{SessionLimits, Sessions},
         prefix::{self, LogTime},
+        replay::{LineReader, YearGuess},
         ruleset::{FirstMatch, FirstPass, Memory, Outcome, Ruleset, RulesetLimits},
         score::{ScoreBoard, Scored, ScoringPolicy},
     },
     history::model::Summary,
     origins::OriginTable,
 };
-
-/// Longer lines are cut here (and counted): `check`'s limit (`tools` shares report's layer,
-/// so its constant is not ours to import).
-const MAX_LINE_BYTES: usize = 16 << 10;
 
 /// One address a ruleset scored (or took over the threshold) on one line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,58 +103,10 @@ impl LogScan {
     }
 }
 
-/// The year of a line that writes none, guessed as `check` guesses it, and the line's Unix
-/// milliseconds.
-struct LineClock {
-    this_year: i32,
-    now_unix: i64,
-    /// The year and month of the last line without a year, to see the months wrap.
-    year: Option<(i32, u8)>,
-}
-
-impl LineClock {
-    fn new(now_unix: u64) -> Self {
-        let now_unix = i64::try_from(now_unix).unwrap_or(i64::MAX);
-        Self {
-            this_year: LogTime::from_unix_seconds(now_unix).year.unwrap_or(1970),
-            now_unix,
-            year: None,
-        }
-    }
-
-    /// Unix milliseconds; `None` before 1970.
-    fn unix_ms(&mut self, time: LogTime) -> Option<u64> {
-        let year = time.year.unwrap_or_else(|| match self.year {
-            // December, then January: the next year.
-            Some((year, month)) if time.month + 6 < month => year + 1,
-            Some((year, _)) => year,
-            None if time.unix(self.this_year) > self.now_unix + 86_400 => self.this_year - 1,
-            None => self.this_year,
-        });
-        if time.year.is_none() {
-            self.year = Some((year, time.month));
-        }
-        let seconds = u64::try_from(time.unix(year)).ok()?;
-        Some(seconds * 1000 + u64::from(time.nanos / 1_000_000))
-    }
-}
-
-/// The next line with its newline, cut at [`MAX_LINE_BYTES`] (the rest skipped), and whether
-/// it was cut; `false` at the end.
-fn next_line<R: BufRead>(input: &mut R, line: &mut Vec<u8>) -> io::Result<Option<bool>> {
-    line.clear();
-    let limit = u64::try_from(MAX_LINE_BYTES).unwrap_or(u64::MAX) + 1;
-    let read = io::Read::take(&mut *input, limit).read_until(b'\n', line)?;
-    if read == 0 {
-        return Ok(None);
-    }
-    let truncated = line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n');
-    if truncated {
-        line.truncate(MAX_LINE_BYTES);
-        let mut rest = Vec::new();
-        let _: usize = input.read_until(b'\n', &mut rest)?;
-    }
-    Ok(Some(truncated))
+/// A line's Unix milliseconds, its year guessed as `check` guesses it; `None` before 1970.
+fn unix_ms(years: &mut YearGuess, time: LogTime) -> Option<u64> {
+    let seconds = u64::try_from(time.unix(years.year_of(&time))).ok()?;
+    Some(seconds * 1000 + u64::from(time.nanos / 1_000_000))
 }
 
 /// Run `rulesets` over `input` as `check` does with `policy`, and keep every scored source
@@ -184,7 +133,7 @@ pub fn scan<R: BufRead>(
     let pass = FirstPass::new(rulesets, &RulesetLimits::default());
     let needs_prefix = rulesets.iter().any(|r| !r.programs().is_empty());
     let mut verdicts = Vec::with_capacity(rulesets.len());
-    let mut clock = LineClock::new(now_unix);
+    let mut years = YearGuess::new(now_unix);
     let mut crossed: HashSet<IpAddr> = HashSet::new();
     // The score board ages in milliseconds since the first timed line, never going back
     // (check's clock); the bins take each line's own time.
@@ -193,8 +142,8 @@ pub fn scan<R: BufRead>(
     let mut line_time: Option<u64> = None;
     // Scores and crossings before the first timed line: placed at its time once it comes.
     let mut leading = (0usize, 0usize);
-    let mut bytes = Vec::new();
-    while let Some(truncated) = next_line(&mut input, &mut bytes)? {
+    let mut reader = LineReader::default();
+    while let Some((bytes, truncated)) = reader.next(&mut input)? {
         scan.lines += 1;
         if truncated {
             scan.truncated_lines += 1;
@@ -209,7 +158,7 @@ pub fn scan<R: BufRead>(
             .as_ref()
             .map_or_else(|| prefix::leading_time(&line), |p| p.time)
             .or_else(|| LogTime::find_unprefixed(&line))
-            .and_then(|time| clock.unix_ms(time));
+            .and_then(|time| unix_ms(&mut years, time));
         match time {
             Some(ms) => {
                 let origin = *origin_ms.get_or_insert(ms);
