@@ -174,51 +174,7 @@ pub enum Command {
     ///
     /// Offline (--log, --nfcapd) the range ends at the input's newest time (its last second +
     /// 1) and --since counts back from there.
-    Report {
-        /// The history database (the daemon's `[history] path`); the default source.
-        #[arg(long, default_value = DEFAULT_HISTORY, conflicts_with_all = ["logs", "nfcapd"])]
-        history: PathBuf,
-        /// Offline: a log to run the rulesets over (repeatable), in the lines' own time, as
-        /// `check` runs them; each log is scored on its own. Lines without a readable time are
-        /// counted on standard error.
-        #[arg(long = "log", value_name = "FILE", conflicts_with = "nfcapd")]
-        logs: Vec<PathBuf>,
-        /// With --log: a ruleset file (repeatable).
-        #[arg(long = "ruleset", value_name = "FILE", requires = "logs")]
-        rulesets: Vec<PathBuf>,
-        /// With --log: a directory of ruleset files (*.toml).
-        #[arg(long = "rulesets", value_name = "DIR", requires = "logs")]
-        ruleset_dir: Option<PathBuf>,
-        /// With --log: take the rulesets (when neither --ruleset nor --rulesets names any), the
-        /// [rulesets] limits, the [scoring] policy and the inputs' modes from this daemon
-        /// configuration.
-        #[arg(long, requires = "logs")]
-        config: Option<PathBuf>,
-        /// Offline: the directory of nfcapd files to read with nfdump (Debian's nfdump).
-        /// Traffic is binned by flow end; no drops or passes (a flow export is no verdict).
-        #[arg(long, value_name = "DIR")]
-        nfcapd: Option<PathBuf>,
-        /// With --nfcapd: this site's prefixes (repeatable), to split traffic into local and
-        /// external and to pair flows (flows from outside into these are judged).
-        #[arg(long = "local", value_name = "PREFIX", requires = "nfcapd", value_parser = parse_prefix)]
-        local: Vec<xdpguard::prefix::Prefix>,
-        /// How far back, e.g. 24h, 7d, 30d (offline: from the input's newest time).
-        #[arg(long, default_value = "7d", value_parser = parse_duration)]
-        since: Duration,
-        /// The bin size, e.g. 1h, 1d, 1w.
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
-        bin: Duration,
-        /// Write the report as one HTML file (no network fetches, light and dark themes).
-        #[arg(long)]
-        html: Option<PathBuf>,
-        /// RIS whois dumps, to count distinct origin ASes per bin (repeatable); with --nfcapd
-        /// also the top origin ASes by volume.
-        #[arg(long = "origins")]
-        origins: Vec<PathBuf>,
-        /// Rows per top list.
-        #[arg(long, default_value_t = 20)]
-        top: usize,
-    },
+    Report(ReportArgs),
     /// Convert the reference scorer's INI rulesets to TOML (written to standard output).
     ImportIni {
         /// The INI ruleset file.
@@ -312,4 +268,52 @@ fn parse_asn(text: &str) -> Result<u32, String> {
         .ok()
         .filter(|_| digits.bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(|| format!("{text:?} is not an AS number (64500 or AS64500)"))
+}
+
+/// `report`'s arguments: the history (by default), or logs, or nfcapd files.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// The history database (the daemon's `[history] path`); the default source.
+    #[arg(long, default_value = DEFAULT_HISTORY, conflicts_with_all = ["logs", "nfcapd"])]
+    pub history: PathBuf,
+    /// Offline: a log to run the rulesets over (repeatable), in the lines' own time, as
+    /// `check` runs them; each log is scored on its own. Lines without a readable time are
+    /// counted on standard error.
+    #[arg(long = "log", value_name = "FILE", conflicts_with = "nfcapd")]
+    pub logs: Vec<PathBuf>,
+    /// With --log: a ruleset file (repeatable).
+    #[arg(long = "ruleset", value_name = "FILE", requires = "logs")]
+    pub rulesets: Vec<PathBuf>,
+    /// With --log: a directory of ruleset files (*.toml).
+    #[arg(long = "rulesets", value_name = "DIR", requires = "logs")]
+    pub ruleset_dir: Option<PathBuf>,
+    /// With --log: take the rulesets (when neither --ruleset nor --rulesets names any), the
+    /// [rulesets] limits, the [scoring] policy and the inputs' modes from this daemon
+    /// configuration.
+    #[arg(long, requires = "logs")]
+    pub config: Option<PathBuf>,
+    /// Offline: the directory of nfcapd files to read with nfdump (Debian's nfdump).
+    /// Traffic is binned by flow end; no drops or passes (a flow export is no verdict).
+    #[arg(long, value_name = "DIR")]
+    pub nfcapd: Option<PathBuf>,
+    /// With --nfcapd: this site's prefixes (repeatable), to split traffic into local and
+    /// external and to pair flows (flows from outside into these are judged).
+    #[arg(long = "local", value_name = "PREFIX", requires = "nfcapd", value_parser = parse_prefix)]
+    pub local: Vec<xdpguard::prefix::Prefix>,
+    /// How far back, e.g. 24h, 7d, 30d (offline: from the input's newest time).
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub since: Duration,
+    /// The bin size, e.g. 1h, 1d, 1w.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub bin: Duration,
+    /// Write the report as one HTML file (no network fetches, light and dark themes).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// RIS whois dumps, to count distinct origin ASes per bin (repeatable); with --nfcapd
+    /// also the top origin ASes by volume.
+    #[arg(long = "origins")]
+    pub origins: Vec<PathBuf>,
+    /// Rows per top list.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
 }

@@ -21,7 +21,7 @@ use xdpguard::{
 };
 
 use super::{
-    args::{Cli, Command, RulesetLimitArgs},
+    args::{Cli, Command, ReportArgs, RulesetLimitArgs},
     output::{self, Style},
 };
 
@@ -461,36 +461,7 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
                 }),
             ))
         }
-        Command::Report {
-            history,
-            logs,
-            rulesets,
-            ruleset_dir,
-            config,
-            nfcapd,
-            local,
-            since,
-            bin,
-            html,
-            origins,
-            top,
-        } => report(
-            &ReportRequest {
-                history,
-                logs,
-                rulesets,
-                ruleset_dir,
-                config,
-                nfcapd,
-                local,
-                since,
-                bin,
-                html,
-                origins,
-                top,
-            },
-            printer.json,
-        ),
+        Command::Report(args) => report(&args, printer.json),
         Command::Lint { paths, limits } => {
             let loaded = ruleset::load_paths(&paths, &ruleset_limits(&limits)?)?;
             let findings = lint::lint(&loaded);
@@ -532,25 +503,9 @@ fn run(cli: Cli, printer: &Printer) -> Result<Reply> {
     }
 }
 
-/// What `report` was asked for: the history (by default), or logs, or nfcapd files.
-struct ReportRequest {
-    history: std::path::PathBuf,
-    logs: Vec<std::path::PathBuf>,
-    rulesets: Vec<std::path::PathBuf>,
-    ruleset_dir: Option<std::path::PathBuf>,
-    config: Option<std::path::PathBuf>,
-    nfcapd: Option<std::path::PathBuf>,
-    local: Vec<xdpguard::prefix::Prefix>,
-    since: Duration,
-    bin: Duration,
-    html: Option<std::path::PathBuf>,
-    origins: Vec<std::path::PathBuf>,
-    top: usize,
-}
-
 /// `report`: a summary over the last `since`, binned: of the history, or offline of logs or
 /// of nfcapd files.
-fn report(request: &ReportRequest, json: bool) -> Result<Reply> {
+fn report(request: &ReportArgs, json: bool) -> Result<Reply> {
     if json && request.html.is_some() {
         return Err(usage("give --json or --html, not both"));
     }
@@ -631,7 +586,7 @@ fn report(request: &ReportRequest, json: bool) -> Result<Reply> {
 /// rulesets, limits, scoring policy and input modes), run over each log; what could not be
 /// placed in time goes to standard error.
 fn report_logs(
-    request: &ReportRequest,
+    request: &ReportArgs,
     origins: Option<&xdpguard::origins::OriginTable>,
 ) -> Result<xdpguard::history::model::Summary> {
     let config = request.config.as_deref().map(Config::read).transpose()?;
