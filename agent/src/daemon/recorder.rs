@@ -209,8 +209,7 @@ fn build(
     }
 }
 
-/// What changed since `seen`, which becomes the new reading. A counter lower than before
-/// was reset (a new program, an entry made anew): its value is all new.
+/// What changed since `seen`, which becomes the new reading.
 fn deltas(owner: &MetricsData, seen: &mut Seen) -> (PacketCounts, Vec<(String, u64)>, Vec<TopRow>) {
     let mut stats = Stats::default();
     for (_, interface) in &owner.interfaces {
@@ -218,11 +217,7 @@ fn deltas(owner: &MetricsData, seen: &mut Seen) -> (PacketCounts, Vec<(String, u
     }
     let since = |stat: Stat| {
         let (now, then) = (stats.get(stat), seen.stats.get(stat));
-        if now.packets >= then.packets && now.bytes >= then.bytes {
-            (now.packets - then.packets, now.bytes - then.bytes)
-        } else {
-            (now.packets, now.bytes)
-        }
+        grown((now.packets, now.bytes), (then.packets, then.bytes))
     };
     let (dropped_v4, dropped_v4_bytes) = since(Stat::Ipv4Drop);
     let (dropped_v6, dropped_v6_bytes) = since(Stat::Ipv6Drop);
@@ -252,11 +247,7 @@ fn deltas(owner: &MetricsData, seen: &mut Seen) -> (PacketCounts, Vec<(String, u
             continue;
         }
         let before = seen.decisions.get(source).copied().unwrap_or(0);
-        let new = if *count >= before {
-            count - before
-        } else {
-            *count
-        };
+        let (new, _) = grown((*count, 0), (before, 0));
         if new > 0 {
             decisions.push((source.clone(), new));
         }
@@ -267,12 +258,8 @@ fn deltas(owner: &MetricsData, seen: &mut Seen) -> (PacketCounts, Vec<(String, u
     let mut top = Vec::new();
     let mut blocked = HashMap::new();
     for &(prefix, packets, bytes) in owner.top_blocked.iter() {
-        let (p, b) = seen.blocked.get(&prefix).copied().unwrap_or((0, 0));
-        let (new_packets, new_bytes) = if packets >= p && bytes >= b {
-            (packets - p, bytes - b)
-        } else {
-            (packets, bytes)
-        };
+        let then = seen.blocked.get(&prefix).copied().unwrap_or_default();
+        let (new_packets, new_bytes) = grown((packets, bytes), then);
         if new_packets > 0 {
             top.push(TopRow {
                 ranking: Ranking::PrefixByDrops,
@@ -288,12 +275,8 @@ fn deltas(owner: &MetricsData, seen: &mut Seen) -> (PacketCounts, Vec<(String, u
     seen.blocked = blocked;
     let mut origins = HashMap::new();
     for (origin, packets, bytes) in owner.top_origins.iter() {
-        let (p, b) = seen.origins.get(origin).copied().unwrap_or((0, 0));
-        let (new_packets, new_bytes) = if *packets >= p && *bytes >= b {
-            (packets - p, bytes - b)
-        } else {
-            (*packets, *bytes)
-        };
+        let then = seen.origins.get(origin).copied().unwrap_or_default();
+        let (new_packets, new_bytes) = grown((*packets, *bytes), then);
         if new_packets > 0 {
             top.push(TopRow {
                 ranking: Ranking::OriginByDrops,
@@ -308,6 +291,16 @@ fn deltas(owner: &MetricsData, seen: &mut Seen) -> (PacketCounts, Vec<(String, u
     }
     seen.origins = origins;
     (packets, decisions, top)
+}
+
+/// Packets and bytes counted since `then`; a counter lower than before was reset (a new
+/// program, an entry made anew), so all of it is new.
+fn grown(now: (u64, u64), then: (u64, u64)) -> (u64, u64) {
+    if now.0 >= then.0 && now.1 >= then.1 {
+        (now.0 - then.0, now.1 - then.1)
+    } else {
+        now
+    }
 }
 
 #[cfg(test)]
